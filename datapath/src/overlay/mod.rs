@@ -1,0 +1,1 @@
+//! VXLAN encapsulation and decapsulation (RFC 7348).

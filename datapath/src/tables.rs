@@ -1,0 +1,283 @@
+//! The immutable snapshot the workers read: ports, routes, local pods, services.
+//!
+//! Built by the control side's pure `translate` and published whole; `process` only
+//! reads it. Nothing here changes while a worker holds it, so lookups need no locks.
+
+use foldhash::HashMap;
+
+use crate::addr::{Cidr, IpKey, MacAddr};
+
+/// A datapath port. The numbering is the table's: 0 is always the uplink, 1 the host
+/// port, and pods follow. Drivers map their sockets to these ids via [`Tables::ports`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u32);
+
+impl PortId {
+    pub const UPLINK: PortId = PortId(0);
+    pub const HOST: PortId = PortId(1);
+}
+
+/// The MAC of the kernel side of the `host` veth (`kxdp-host`). The agent sets it on the
+/// interface; the datapath writes it as destination of everything it sends to the node.
+pub const HOST_MAC: MacAddr = MacAddr([0x0a, 0x58, 0xa9, 0xfe, 0x00, 0x01]);
+
+/// IP protocol numbers the service table is keyed by.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+}
+
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Increases with every publish; workers report which one they run.
+    pub generation: u64,
+    pub node: LocalNode,
+    pub overlay: OverlayParams,
+    /// Pod address space of the whole cluster (kxdp.yaml `clusterCIDR`).
+    pub cluster_cidrs: Vec<Cidr>,
+    /// Service VIP space (kxdp.yaml `serviceCIDR`).
+    pub service_cidrs: Vec<Cidr>,
+    /// Indexed by `PortId.0`.
+    pub ports: Vec<PortInfo>,
+    /// Local pods, indexed by the `PortInfo::Pod` index.
+    pub local_pods: Vec<LocalPod>,
+    /// Every local pod address -> index into `local_pods`.
+    pub local_pod_by_ip: HashMap<IpKey, usize>,
+    /// Other nodes' PodCIDRs -> index into `remote_nodes`.
+    pub remote_routes: PrefixMap<usize>,
+    pub remote_nodes: Vec<RemoteNode>,
+    pub services: HashMap<ServiceKey, ServicePort>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    pub name: String,
+    /// Underlay (VTEP) address: the Node's InternalIP. IPv4 (the overlay is VXLAN over IPv4).
+    pub underlay_ip: [u8; 4],
+    /// The MAC our uplink answers on (`kxdp.io/underlay-mac`).
+    pub underlay_mac: MacAddr,
+    pub pod_cidrs: Vec<Cidr>,
+    /// First address of the IPv4 PodCIDR: the pods' default gateway.
+    pub gateway_ip: [u8; 4],
+    /// `0a:58:<gateway IPv4>`: what the datapath answers ARP with and writes as source MAC.
+    pub gateway_mac: MacAddr,
+    /// Every address of this node (status.addresses IPs and the gateway): traffic to
+    /// them belongs to the kernel (walk 6).
+    pub addresses: Vec<IpKey>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OverlayParams {
+    pub vni: u32,
+    pub udp_port: u16,
+    pub underlay_mtu: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// `uplink`, `host` or `pod-<namespace>-<name>`.
+    pub name: String,
+    pub kind: PortKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Uplink,
+    Host,
+    /// Index into `Tables::local_pods`.
+    Pod(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalPod {
+    pub namespace: String,
+    pub name: String,
+    pub port: PortId,
+    /// `0a:58:<first IPv4>`.
+    pub mac: MacAddr,
+    pub ips: Vec<IpKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteNode {
+    pub name: String,
+    pub pod_cidrs: Vec<Cidr>,
+    pub underlay_ip: [u8; 4],
+    pub underlay_mac: MacAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub vip: IpKey,
+    pub port: u16,
+    /// IP protocol number (see [`proto`]).
+    pub proto: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServicePort {
+    /// `namespace/name:port` (port by number), as verdicts.jsonl reports it.
+    pub name: String,
+    /// Sorted by (ip, port) so every node picks the same backend for the same flow.
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    pub ip: IpKey,
+    pub port: u16,
+}
+
+/// Where the routing step sends a destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'t> {
+    /// One of this node's own addresses: the kernel's (walk 6).
+    Node,
+    LocalPod(&'t LocalPod),
+    RemoteNode(&'t RemoteNode),
+    /// Inside the cluster CIDR but nobody owns it.
+    Unowned,
+    /// Inside the Service CIDR (services are looked up before routing; reaching here
+    /// means no such service).
+    ServiceRange,
+    /// Everything else leaves through the host port.
+    Host,
+}
+
+impl Tables {
+    /// Looks a destination up: node addresses, local pods, remote PodCIDRs (longest
+    /// prefix), then the cluster and service ranges, then the host.
+    pub fn route(&self, dst: IpKey) -> Route<'_> {
+        if self.node.addresses.contains(&dst) {
+            return Route::Node;
+        }
+        if let Some(pod) = self.local_pod(dst) {
+            return Route::LocalPod(pod);
+        }
+        if let Some(&idx) = self.remote_routes.longest_match(dst) {
+            if let Some(node) = self.remote_nodes.get(idx) {
+                return Route::RemoteNode(node);
+            }
+        }
+        if self.cluster_cidrs.iter().any(|c| c.contains(dst))
+            || self.node.pod_cidrs.iter().any(|c| c.contains(dst))
+        {
+            return Route::Unowned;
+        }
+        if self.service_cidrs.iter().any(|c| c.contains(dst)) {
+            return Route::ServiceRange;
+        }
+        Route::Host
+    }
+
+    pub fn local_pod(&self, ip: IpKey) -> Option<&LocalPod> {
+        self.local_pod_by_ip
+            .get(&ip)
+            .and_then(|&i| self.local_pods.get(i))
+    }
+
+    pub fn port(&self, id: PortId) -> Option<&PortInfo> {
+        self.ports.get(id.0 as usize)
+    }
+
+    /// Looks up a port by its name (`uplink`, `host`, `pod-<ns>-<name>`).
+    pub fn port_by_name(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PortId(i as u32))
+    }
+
+    /// The local pod a pod port belongs to.
+    pub fn pod_on_port(&self, id: PortId) -> Option<&LocalPod> {
+        match self.port(id)?.kind {
+            PortKind::Pod(i) => self.local_pods.get(i),
+            _ => None,
+        }
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&ServicePort> {
+        self.services.get(key)
+    }
+}
+
+/// Longest-prefix match over the 16-byte key space: one hash map per distinct prefix
+/// length, probed longest first. Cost grows with the number of distinct lengths (a
+/// handful: every node's PodCIDR is usually the same size), not with the entries.
+#[derive(Debug, Clone)]
+pub struct PrefixMap<T> {
+    /// (key length, entries), longest first.
+    by_len: Vec<(u8, HashMap<IpKey, T>)>,
+}
+
+impl<T> Default for PrefixMap<T> {
+    fn default() -> Self {
+        PrefixMap { by_len: Vec::new() }
+    }
+}
+
+impl<T> PrefixMap<T> {
+    pub fn insert(&mut self, cidr: Cidr, value: T) -> Option<T> {
+        let pos = match self.by_len.iter().position(|(l, _)| *l <= cidr.key_len) {
+            Some(p) if self.by_len[p].0 == cidr.key_len => p,
+            Some(p) => {
+                self.by_len.insert(p, (cidr.key_len, HashMap::default()));
+                p
+            }
+            None => {
+                self.by_len.push((cidr.key_len, HashMap::default()));
+                self.by_len.len() - 1
+            }
+        };
+        self.by_len[pos].1.insert(cidr.addr, value)
+    }
+
+    pub fn longest_match(&self, ip: IpKey) -> Option<&T> {
+        self.by_len.iter().find_map(|(len, map)| {
+            let net = Cidr {
+                addr: ip,
+                key_len: *len,
+            };
+            // Re-mask through Cidr::new semantics: build the network address for this length.
+            map.get(&network(net))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_len.iter().map(|(_, m)| m.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn network(c: Cidr) -> IpKey {
+    let mut out = c.addr;
+    for (i, byte) in out.0.iter_mut().enumerate() {
+        let keep = (c.key_len as usize).saturating_sub(i * 8).min(8);
+        *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_map_prefers_longest() {
+        let mut m = PrefixMap::default();
+        m.insert("10.244.0.0/16".parse().unwrap(), 1);
+        m.insert("10.244.2.0/24".parse().unwrap(), 2);
+        m.insert("0.0.0.0/0".parse().unwrap(), 0);
+        assert_eq!(m.longest_match(IpKey::v4([10, 244, 2, 9])), Some(&2));
+        assert_eq!(m.longest_match(IpKey::v4([10, 244, 3, 9])), Some(&1));
+        assert_eq!(m.longest_match(IpKey::v4([8, 8, 8, 8])), Some(&0));
+        assert_eq!(m.longest_match(IpKey::v6([0xfd; 16])), None);
+        assert_eq!(m.len(), 3);
+    }
+}

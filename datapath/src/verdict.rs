@@ -1,0 +1,108 @@
+//! What `process` decided about one packet.
+
+use crate::tables::PortId;
+
+/// The outcome of processing one frame. The frame buffer may have been rewritten in
+/// place (NAT, L2 rewrite, encap/decap, or replaced by a reply the datapath generated
+/// such as an ARP reply or an ICMP error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (possibly rewritten) frame on this port.
+    Forward(PortId),
+    /// Not ours: hand the untouched frame to the kernel stack (XDP_PASS).
+    Pass,
+    /// Discard, for a reason that is counted and reported.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// Stable lower-case name used in verdicts.jsonl and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Forward(_) => "forward",
+            Verdict::Pass => "pass",
+            Verdict::Drop(_) => "drop",
+        }
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:expr])* $variant:ident => $name:literal,)*) => {
+        /// Why a packet was dropped. The names are a stable interface: they appear in
+        /// counters, flow logs, replay output and metrics. Add variants; never rename.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order (for per-reason counter arrays).
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// The stable snake_case name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header, or a VLAN tag cut short.
+    MalformedEthernet => "malformed_ethernet",
+    /// More VLAN tags than we walk, or a VLAN-tagged frame on a port that carries none.
+    VlanUnsupported => "vlan_unsupported",
+    /// An ARP packet too short or not Ethernet/IPv4.
+    MalformedArp => "malformed_arp",
+    /// ARP that is not a request for our gateway address.
+    ArpNotForGateway => "arp_not_for_gateway",
+    /// IPv4 header invalid: version, IHL, total length, or header checksum.
+    MalformedIpv4 => "malformed_ipv4",
+    /// IPv6 header invalid or an extension-header chain longer than we walk.
+    MalformedIpv6 => "malformed_ipv6",
+    /// A transport header (TCP/UDP/SCTP/ICMP) cut short or inconsistent.
+    MalformedL4 => "malformed_l4",
+    /// An EtherType the datapath does not carry.
+    UnsupportedEthertype => "unsupported_ethertype",
+    /// A pod sent from an address (or MAC) that is not its own.
+    SourceSpoofed => "source_spoofed",
+    /// Time-to-live / hop limit ran out; an ICMP error was not possible.
+    TtlExceeded => "ttl_exceeded",
+    /// Too big for the underlay MTU; an ICMP error was not possible.
+    MtuExceeded => "mtu_exceeded",
+    /// Destination inside the cluster CIDR but no node or pod owns it.
+    NoRoute => "no_route",
+    /// Destination in the Service CIDR with no such Service port.
+    NoService => "no_service",
+    /// A Service port with no usable endpoint (and no reject could be built).
+    NoEndpoints => "no_endpoints",
+    /// A frame from a port the tables do not know (e.g. a pod just removed).
+    UnknownPort => "unknown_port",
+    /// VXLAN to our address and port but with a VNI that is not ours.
+    VxlanWrongVni => "vxlan_wrong_vni",
+    /// VXLAN header invalid (I flag clear) or inner frame cut short.
+    MalformedVxlan => "malformed_vxlan",
+    /// Decapsulated traffic addressed to something that is not a local pod.
+    OverlayNotLocal => "overlay_not_local",
+    /// Decapsulated traffic whose source is not inside the sending node's PodCIDR.
+    OverlaySourceMismatch => "overlay_source_mismatch",
+    /// IP fragments are not load-balanced or policed piecemeal; dropped and counted.
+    Fragment => "fragment",
+    /// No headroom left in the frame for encapsulation.
+    NoHeadroom => "no_headroom",
+    /// Denied by NetworkPolicy.
+    PolicyDenied => "policy_denied",
+    /// The flow table is full and nothing could be evicted.
+    ConntrackFull => "conntrack_full",
+    /// A packet that would go straight back out of the port it came from.
+    Hairpin => "hairpin_loop",
+    /// An ICMP error or other control packet we do not forward (e.g. ICMP error about an ICMP error).
+    IcmpNotForwarded => "icmp_not_forwarded",
+    /// A multicast/broadcast frame that no one in the datapath handles.
+    BroadcastNotForwarded => "broadcast_not_forwarded",
+    /// Frame addressed to another MAC than ours on a pod port.
+    NotOurMac => "not_our_mac",
+}
