@@ -126,8 +126,8 @@ mod tests {
         assert!(f.pull_front(12));
         assert_eq!(f.data(), &[3]);
         assert!(!f.pull_front(2));
-        assert!(f.set_len(54));
-        assert!(!f.set_len(55));
+        assert!(f.set_len(52));
+        assert!(!f.set_len(53));
         f.truncate(1);
         assert_eq!(f.len(), 1);
     }

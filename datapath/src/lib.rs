@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod conntrack;
 pub mod frame;
+pub mod hash;
 pub mod lb;
 pub mod observer;
 pub mod overlay;

@@ -87,6 +87,8 @@ drop_reasons! {
     MalformedVxlan => "malformed_vxlan",
     /// Decapsulated traffic addressed to something that is not a local pod.
     OverlayNotLocal => "overlay_not_local",
+    /// ARP inside the overlay: kxdp nodes never send it (every MAC is derived from its IP).
+    OverlayArp => "overlay_arp",
     /// Decapsulated traffic whose source is not inside the sending node's PodCIDR.
     OverlaySourceMismatch => "overlay_source_mismatch",
     /// IP fragments are not load-balanced or policed piecemeal; dropped and counted.

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing kxdp needs on Debian 12, idempotently: packages that
+# are already present are not touched, and nothing is fetched when all are there.
+set -euo pipefail
+
+# clang + libbpf-dev: the XDP programs (C, clang -target bpf); iproute2: the netns lab and
+# tests; ethtool: checksum offload settings on veths; pkg-config + gcc: -sys crates (ring).
+packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Rust toolchain: the pinned stable from rust-toolchain.toml, via rustup.
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "install-deps: installing Rust with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95.0 -c rustfmt -c clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+for c in cargo-fmt cargo-clippy; do
+  command -v "$c" >/dev/null 2>&1 || rustup component add rustfmt clippy
+done
