@@ -1,1 +1,55 @@
-fn main() {}
+//! The `kxdp` binary: parses the command line, sets up logging, runs a subcommand.
+//!
+//! Errors end the process with exit status 1 and one line on stderr; the line names the
+//! file or argument at fault (see `replay::ReplayError`). Logs go to stderr, filtered by
+//! `RUST_LOG` (default: warnings), so stdout carries only what a command prints on purpose.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use control::cli::{Cli, Command};
+use control::replay;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Replay(args) => run_replay(args.into()),
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_replay(opts: replay::ReplayOptions) -> ExitCode {
+    match replay::run(&opts) {
+        Ok(report) => {
+            tracing::info!(
+                packets = report.packets,
+                pcaps = report.pcaps.len(),
+                out = %opts.out.display(),
+                "replay done"
+            );
+            if opts.summary {
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = stdout.write_all(replay::summary::render(&report.rows).as_bytes()) {
+                    return fail(&format!("writing the summary: {e}"));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("kxdp: error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,101 @@
+//! The `kxdp` command line (clap derive). Only parsing lives here; each subcommand's
+//! work lives in its own module (`replay`, ...).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::replay::{InputSpec, ReplayOptions};
+
+/// kxdp: a userspace AF_XDP datapath replacing kube-proxy and the CNI plugin.
+#[derive(Debug, Parser)]
+#[command(name = "kxdp", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the datapath over pcap files (ARCHITECTURE.md §4).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// State directory: Kubernetes manifests (*.yaml) and an optional kxdp.yaml.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// The node whose datapath is replayed (a Node in the state directory).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// Input capture (pcap or pcapng) arriving on a port: uplink, host or
+    /// pod-<namespace>-<name>. Repeat for several; they are merged by timestamp.
+    #[arg(long = "in", value_name = "PORT=FILE.pcap", required = true)]
+    pub inputs: Vec<InputSpec>,
+    /// Output directory (created if missing): <port>.pcap per egress port, verdicts.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print a table of every packet and its verdict to stdout.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+impl From<ReplayArgs> for ReplayOptions {
+    fn from(a: ReplayArgs) -> ReplayOptions {
+        ReplayOptions {
+            state: a.state,
+            node: a.node,
+            inputs: a.inputs,
+            out: a.out,
+            summary: a.summary,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replay_parses_repeated_inputs() {
+        let cli = Cli::try_parse_from([
+            "kxdp",
+            "replay",
+            "--state",
+            "s",
+            "--node",
+            "node-a",
+            "--in",
+            "uplink=a.pcap",
+            "--in",
+            "host=b.pcap",
+            "--out",
+            "o",
+            "--summary",
+        ])
+        .unwrap();
+        let Command::Replay(args) = cli.command;
+        assert_eq!(args.inputs.len(), 2);
+        assert_eq!(args.inputs[1].port, "host");
+        assert!(args.summary);
+        assert!(
+            Cli::try_parse_from([
+                "kxdp", "replay", "--state", "s", "--node", "n", "--out", "o"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "kxdp", "replay", "--state", "s", "--node", "n", "--out", "o", "--in", "bad"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! `kxdp replay`: the datapath over pcap files (ARCHITECTURE.md §4).
+//!
+//! This module owns the run: load the state directory and translate it for one node,
+//! read every input, merge them by time, feed each packet through `datapath::process`
+//! exactly as a worker would, and write what came out. The pieces:
+//!
+//! * [`input`]: `PORT=FILE` specs; pcap/pcapng reading, timestamps in ns.
+//! * [`linktype`]: which link types are taken, and Ethernet headers for raw IP.
+//! * [`merge`]: the processing order of several inputs.
+//! * [`record`]: the verdicts.jsonl record and the observer that fills it.
+//! * [`output`]: the output directory (per-port pcaps, verdicts.jsonl).
+//! * [`describe`], [`summary`]: the `--summary` table.
+
+pub mod describe;
+pub mod error;
+pub mod input;
+pub mod linktype;
+pub mod merge;
+pub mod output;
+pub mod record;
+pub mod summary;
+
+use std::path::PathBuf;
+
+use datapath::Verdict;
+use datapath::conntrack::Flows;
+use datapath::frame::{DEFAULT_HEADROOM, Frame};
+use datapath::tables::{PortId, Tables};
+
+pub use error::ReplayError;
+pub use input::InputSpec;
+use input::{Capture, CapturedPacket};
+use output::Outputs;
+use record::{Recorder, VerdictRecord, format_backend};
+
+/// Room after each packet, for rewrites that grow it (e.g. an ICMP error quoting it).
+pub const TAILROOM: usize = 256;
+
+/// The table generation replay runs with (there is only ever one).
+const GENERATION: u64 = 1;
+
+/// What to replay (the `kxdp replay` arguments).
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub state: PathBuf,
+    pub node: String,
+    pub inputs: Vec<InputSpec>,
+    pub out: PathBuf,
+    /// Keep per-packet rows for the summary table.
+    pub summary: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub packets: usize,
+    /// The pcaps written: (port, path), by port name.
+    pub pcaps: Vec<(String, PathBuf)>,
+    /// Summary rows, when asked for.
+    pub rows: Vec<summary::Row>,
+}
+
+/// Runs a replay. Nothing is written until the state and every input have been read.
+pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    let tables = load_tables(opts)?;
+    let ports = resolve_ports(&tables, &opts.inputs)?;
+    let mut captures = Vec::with_capacity(opts.inputs.len());
+    for spec in &opts.inputs {
+        let capture = input::read_capture(&spec.file)?;
+        tracing::info!(file = %spec.file.display(), port = %spec.port, packets = capture.packets.len(), "read input");
+        captures.push(capture);
+    }
+    let timestamps: Vec<Vec<u64>> = captures
+        .iter()
+        .map(|c| c.packets.iter().map(|p| p.ts_ns).collect())
+        .collect();
+    let order = merge::merge_order(&timestamps);
+    // Nanosecond pcaps only when microseconds would lose something.
+    let nanosecond = timestamps.iter().flatten().any(|t| t % 1_000 != 0);
+    let mut outputs = Outputs::create(
+        &opts.out,
+        tables.ports.iter().map(|p| p.name.as_str()),
+        nanosecond,
+    )?;
+
+    let mut flows = Flows::default();
+    let mut report = ReplayReport::default();
+    for (seq, (input, index)) in order.into_iter().enumerate() {
+        let (Some(spec), Some(&port), Some(packet)) = (
+            opts.inputs.get(input),
+            ports.get(input),
+            captures
+                .get(input)
+                .and_then(|c: &Capture| c.packets.get(index)),
+        ) else {
+            continue;
+        };
+        let (record, description) = replay_one(
+            &tables,
+            &mut flows,
+            spec,
+            port,
+            index,
+            packet,
+            &mut outputs,
+            opts.summary,
+        )?;
+        outputs.verdict(&record)?;
+        if let Some(packet) = description {
+            report.rows.push(summary::Row {
+                seq,
+                packet,
+                record,
+            });
+        }
+        report.packets += 1;
+    }
+    report.pcaps = outputs.finish()?;
+    Ok(report)
+}
+
+/// Loads the state directory and builds this node's tables; warnings go to the log.
+fn load_tables(opts: &ReplayOptions) -> Result<Tables, ReplayError> {
+    let state = crate::state::load_state_dir(&opts.state).map_err(|e| ReplayError::State {
+        dir: opts.state.clone(),
+        message: e.to_string(),
+    })?;
+    for warning in &state.warnings {
+        tracing::warn!(state = %opts.state.display(), "{warning}");
+    }
+    let translated =
+        crate::translate::translate(&state.cluster, &state.config, &opts.node, GENERATION)
+            .map_err(|e| ReplayError::Translate {
+                node: opts.node.clone(),
+                message: e.to_string(),
+            })?;
+    for warning in &translated.warnings {
+        tracing::warn!(node = %opts.node, "{warning}");
+    }
+    Ok(translated.tables)
+}
+
+/// The port id of every input, or an error naming the first unknown port.
+fn resolve_ports(tables: &Tables, inputs: &[InputSpec]) -> Result<Vec<PortId>, ReplayError> {
+    inputs
+        .iter()
+        .map(|spec| {
+            tables
+                .port_by_name(&spec.port)
+                .ok_or_else(|| ReplayError::UnknownPort {
+                    port: spec.port.clone(),
+                    file: spec.file.clone(),
+                    known: tables
+                        .ports
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        })
+        .collect()
+}
+
+/// The name a port is reported (and its pcap named) by. A port id the tables do not know
+/// would be a pipeline bug; it is still reported rather than lost.
+fn port_name(tables: &Tables, port: PortId) -> String {
+    tables
+        .port(port)
+        .map_or_else(|| format!("port-{}", port.0), |p| p.name.clone())
+}
+
+/// Feeds one packet through the pipeline, writes what it emitted, and returns its record
+/// (and its description, when `describe` is set).
+#[allow(clippy::too_many_arguments)]
+fn replay_one(
+    tables: &Tables,
+    flows: &mut Flows,
+    spec: &InputSpec,
+    in_port: PortId,
+    index: usize,
+    packet: &CapturedPacket,
+    outputs: &mut Outputs,
+    describe: bool,
+) -> Result<(VerdictRecord, Option<String>), ReplayError> {
+    let mut record = VerdictRecord {
+        in_port: spec.port.clone(),
+        index,
+        verdict: "drop",
+        out_port: None,
+        reason: None,
+        service: None,
+        backend: None,
+        policy: Vec::new(),
+    };
+    let Some(eth) = linktype::to_ethernet(packet.link, &packet.data, tables, in_port) else {
+        record.reason = Some("unsupported_linktype");
+        let description = describe.then(|| format!("{:?}", packet.link));
+        return Ok((record, description));
+    };
+    let description = describe.then(|| describe::describe(&eth));
+
+    // Each packet in its own zeroed buffer, as a UMEM frame would be: nothing left over
+    // from an earlier packet can leak into this one's headroom.
+    let mut buf = vec![0u8; DEFAULT_HEADROOM + eth.len() + TAILROOM];
+    let Some(mut frame) = Frame::load(&mut buf, DEFAULT_HEADROOM, &eth) else {
+        // Cannot happen: the buffer was sized for it. Reported, not panicked on.
+        record.reason = Some("replay_buffer_too_small");
+        return Ok((record, description));
+    };
+    let mut recorder = Recorder::default();
+    let verdict = datapath::process(
+        tables,
+        flows,
+        packet.ts_ns,
+        in_port,
+        &mut frame,
+        &mut recorder,
+    );
+    tracing::debug!(port = %spec.port, index, ?verdict, "processed");
+
+    record.verdict = verdict.kind();
+    match verdict {
+        Verdict::Forward(out) => {
+            let name = port_name(tables, out);
+            outputs.emit(&name, packet.ts_ns, frame.data(), packet.truncated)?;
+            record.out_port = Some(name);
+        }
+        Verdict::Pass => {}
+        Verdict::Drop(reason) => record.reason = Some(reason.as_str()),
+    }
+    record.service = recorder.service;
+    record.backend = recorder.backend.map(format_backend);
+    record.policy = recorder.policies;
+    Ok((record, description))
+}
