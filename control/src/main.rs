@@ -4,7 +4,7 @@
 //! file or argument at fault (see `replay::ReplayError`). Logs go to stderr, filtered by
 //! `RUST_LOG` (default: warnings), so stdout carries only what a command prints on purpose.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,6 +25,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person watching, never into a log file or a test's pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

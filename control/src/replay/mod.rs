@@ -194,10 +194,13 @@ fn replay_one(
     };
     let Some(eth) = linktype::to_ethernet(packet.link, &packet.data, tables, in_port) else {
         record.reason = Some("unsupported_linktype");
-        let description = describe.then(|| format!("{:?}", packet.link));
+        let description = describe.then(|| match packet.link {
+            linktype::LinkKind::Unsupported(code) => format!("linktype {code}, not processed"),
+            other => format!("{other:?}"),
+        });
         return Ok((record, description));
     };
-    let description = describe.then(|| describe::describe(&eth));
+    let description = describe.then(|| describe::describe(&eth, tables.overlay.udp_port));
 
     // Each packet in its own zeroed buffer, as a UMEM frame would be: nothing left over
     // from an earlier packet can leak into this one's headroom.
