@@ -297,12 +297,14 @@ mod tests {
     #[test]
     fn no_panic() {
         fuzz(0xa4, &[&REQUEST_BYTES], 40, FUZZ_ROUNDS, |b| {
+            let accepted = ArpPacket::new_checked(b).is_ok();
             if let Ok(p) = ArpPacket::new_checked(b) {
                 let _ = (p.operation(), p.sender_hw_addr(), p.sender_proto_addr());
                 let _ = (p.target_hw_addr(), p.target_proto_addr(), p.hardware_type());
                 let _ = (p.protocol_type(), p.hardware_len(), p.protocol_len());
                 let _ = ArpRepr::parse(&p).unwrap();
             }
+            accepted
         });
     }
 }

@@ -314,6 +314,7 @@ mod tests {
     #[test]
     fn no_panic() {
         fuzz(0x1c4, &[&ECHO_BYTES], 40, FUZZ_ROUNDS, |b| {
+            let accepted = Icmpv4Packet::new_checked(b).is_ok();
             if let Ok(p) = Icmpv4Packet::new_checked(b) {
                 let _ = (p.msg_type(), p.code(), p.checksum(), p.rest_of_header());
                 let _ = (
@@ -325,6 +326,7 @@ mod tests {
                 let _ = (p.verify_checksum(), is_error(p.msg_type()));
                 let _ = Icmpv4Repr::parse(&p).unwrap();
             }
+            accepted
         });
     }
 }

@@ -525,6 +525,7 @@ mod tests {
     fn no_panic() {
         let syn = syn_bytes();
         fuzz(0x66, &[&syn], 80, FUZZ_ROUNDS, |b| {
+            let accepted = TcpPacket::new_checked(b).is_ok();
             if let Ok(p) = TcpPacket::new_checked(b) {
                 let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number());
                 let _ = (
@@ -539,6 +540,7 @@ mod tests {
                 let _ = p.verify_checksum_v6(&[1; 16], &[2; 16]);
                 let _ = TcpRepr::parse(&p).unwrap();
             }
+            accepted
         });
     }
 }

@@ -44,13 +44,16 @@ pub const FUZZ_ROUNDS: usize = 50_000;
 /// Calls `check` on `rounds` buffers: a third fully random (0..=max_len bytes), the rest
 /// mutations of the `seeds` (bit flips, byte overwrites with edge values, truncation,
 /// extension), so that many of them get past `new_checked` and reach the getters.
+/// `check` returns whether the view accepted the buffer; at least a tenth must be accepted,
+/// or the test would only be exercising the error paths.
 pub fn fuzz(
     seed: u64,
     seeds: &[&[u8]],
     max_len: usize,
     rounds: usize,
-    mut check: impl FnMut(&[u8]),
+    mut check: impl FnMut(&[u8]) -> bool,
 ) {
+    let mut accepted = 0;
     let mut rng = XorShift::new(seed);
     let mut buf: Vec<u8> = Vec::with_capacity(max_len + 64);
     for round in 0..rounds {
@@ -82,8 +85,12 @@ pub fn fuzz(
                 }
             }
         }
-        check(&buf);
+        accepted += usize::from(check(&buf));
     }
+    assert!(
+        accepted >= rounds / 10,
+        "only {accepted} of {rounds} fuzz buffers were accepted"
+    );
 }
 
 /// Asserts that every proper prefix of `packet[..min_valid]` is rejected; `accepts` says

@@ -360,6 +360,7 @@ mod tests {
     #[test]
     fn no_panic() {
         fuzz(0x11, &[&DATAGRAM_BYTES], 40, FUZZ_ROUNDS, |b| {
+            let accepted = UdpPacket::new_checked(b).is_ok();
             if let Ok(p) = UdpPacket::new_checked(b) {
                 let _ = (
                     p.src_port(),
@@ -373,6 +374,7 @@ mod tests {
                 let _ = p.verify_checksum_v6(&[1; 16], &[2; 16]);
                 let _ = UdpRepr::parse(&p).unwrap();
             }
+            accepted
         });
     }
 }

@@ -338,7 +338,8 @@ mod tests {
     #[test]
     fn no_panic() {
         fuzz(0x71a, &[&QINQ_FRAME], 40, FUZZ_ROUNDS, |b| {
-            if let Ok(info) = walk_l2(b) {
+            let walked = walk_l2(b);
+            if let Ok(info) = walked {
                 assert!(info.l3_offset <= b.len());
                 assert!(info.vlan_tags <= MAX_VLAN_TAGS);
             }
@@ -352,6 +353,7 @@ mod tests {
                 );
                 let _ = VlanRepr::parse(&tag).unwrap();
             }
+            walked.is_ok()
         });
     }
 }
