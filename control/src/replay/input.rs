@@ -16,7 +16,7 @@ use pcap_file::pcapng::PcapNgReader;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
-use pcap_file::{DataLink, PcapError, TsResolution};
+use pcap_file::{PcapError, TsResolution};
 
 use super::error::ReplayError;
 use super::linktype::LinkKind;
@@ -133,21 +133,26 @@ fn read_pcap(path: &Path, file: File) -> Result<Capture, ReplayError> {
         message: format!("bad pcap header: {}", pcap_error_text(&e)),
     })?;
     let header = reader.header();
-    let link = LinkKind::from_datalink(header.datalink);
+    let link = PcapLink::from_header_field(u32::from(header.datalink));
     let mut packets = Vec::new();
     while let Some(raw) = reader.next_raw_packet() {
         // Raw records, not `next_packet`: pcap-file 2.0 rejects records whose orig_len
         // exceeds the snaplen, which is exactly what a truncated capture looks like.
         let raw = raw.map_err(|e| corrupt(path, packets.len(), &e))?;
+        let index = packets.len();
         let frac_ns = match header.ts_resolution {
             TsResolution::MicroSecond => u64::from(raw.ts_frac) * 1_000,
             TsResolution::NanoSecond => u64::from(raw.ts_frac),
         };
+        let truncated = raw.orig_len.saturating_sub(raw.incl_len);
+        let mut data = raw.data.into_owned();
+        strip_fcs(&mut data, link.fcs_len, truncated);
+        tracing::trace!(index, len = data.len(), "pcap record");
         packets.push(CapturedPacket {
             ts_ns: u64::from(raw.ts_sec) * 1_000_000_000 + frac_ns,
-            link,
-            truncated: raw.orig_len.saturating_sub(raw.incl_len),
-            data: raw.data.into_owned(),
+            link: link.kind,
+            truncated,
+            data,
         });
     }
     Ok(Capture { packets })
@@ -162,7 +167,7 @@ fn read_pcapng(path: &Path, file: File) -> Result<Capture, ReplayError> {
     while let Some(block) = reader.next_block() {
         let block = block.map_err(|e| corrupt(path, packets.len(), &e))?;
         // (interface id, raw timestamp ticks or None, original length, bytes)
-        let (iface_id, ticks, orig_len, data) = match block {
+        let (iface_id, ticks, orig_len, mut data) = match block {
             Block::EnhancedPacket(epb) => (
                 epb.interface_id,
                 // pcap-file 2.0 stores the raw 64-bit tick count as if it were nanoseconds;
@@ -199,9 +204,10 @@ fn read_pcapng(path: &Path, file: File) -> Result<Capture, ReplayError> {
         let truncated = u32::try_from(data.len())
             .map(|caplen| orig_len.saturating_sub(caplen))
             .unwrap_or(0);
+        strip_fcs(&mut data, iface_fcs_len(iface), truncated);
         packets.push(CapturedPacket {
             ts_ns,
-            link: LinkKind::from_datalink(iface.linktype),
+            link: LinkKind::from_code(u32::from(iface.linktype)),
             truncated,
             data,
         });
@@ -243,10 +249,46 @@ fn ticks_to_ns(ticks: u64, iface: &InterfaceDescriptionBlock<'_>) -> u64 {
     u64::try_from(total).unwrap_or(u64::MAX)
 }
 
-/// Keeps `DataLink` out of the other modules: only this file knows pcap-file's types.
-impl LinkKind {
-    fn from_datalink(dl: DataLink) -> LinkKind {
-        LinkKind::from_code(u32::from(dl))
+/// The link-type field of a classic pcap header, decoded as libpcap does: the low 16 bits
+/// are the LINKTYPE; bit 26 says the top 4 bits give the FCS length in 16-bit words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PcapLink {
+    kind: LinkKind,
+    /// Bytes of frame check sequence at the end of every complete record.
+    fcs_len: usize,
+}
+
+impl PcapLink {
+    fn from_header_field(raw: u32) -> PcapLink {
+        let fcs_len = if raw & 0x0400_0000 != 0 {
+            ((raw >> 28) as usize) * 2
+        } else {
+            0
+        };
+        PcapLink {
+            kind: LinkKind::from_code(raw & 0xffff),
+            fcs_len,
+        }
+    }
+}
+
+/// The pcapng `if_fcslen` option (in bits) as bytes.
+fn iface_fcs_len(iface: &InterfaceDescriptionBlock<'_>) -> usize {
+    iface
+        .options
+        .iter()
+        .find_map(|opt| match opt {
+            InterfaceDescriptionOption::IfFcsLen(bits) => Some(usize::from(*bits) / 8),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Drops a captured FCS: frames reach the datapath without one (AF_XDP never sees it). A
+/// record cut by the snaplen lost its tail, FCS included, so it is left alone.
+fn strip_fcs(data: &mut Vec<u8>, fcs_len: usize, truncated: u32) {
+    if fcs_len > 0 && truncated == 0 {
+        data.truncate(data.len().saturating_sub(fcs_len));
     }
 }
 
@@ -265,9 +307,36 @@ mod tests {
     }
 
     #[test]
+    fn pcap_linktype_field_with_fcs_bits() {
+        // tcpdump's fuzz captures carry 0x30000001: FCS length bits without the present bit.
+        assert_eq!(
+            PcapLink::from_header_field(0x3000_0001),
+            PcapLink {
+                kind: LinkKind::Ethernet,
+                fcs_len: 0
+            }
+        );
+        assert_eq!(
+            PcapLink::from_header_field(0x2400_0001),
+            PcapLink {
+                kind: LinkKind::Ethernet,
+                fcs_len: 4
+            }
+        );
+        assert_eq!(PcapLink::from_header_field(101).kind, LinkKind::RawIp);
+        let mut frame = vec![1, 2, 3, 4, 5, 6];
+        strip_fcs(&mut frame, 4, 10);
+        assert_eq!(frame.len(), 6);
+        strip_fcs(&mut frame, 4, 0);
+        assert_eq!(frame, vec![1, 2]);
+        strip_fcs(&mut frame, 4, 0);
+        assert!(frame.is_empty());
+    }
+
+    #[test]
     fn tsresol_conversions() {
         let iface = |opts| InterfaceDescriptionBlock {
-            linktype: DataLink::ETHERNET,
+            linktype: pcap_file::DataLink::ETHERNET,
             snaplen: 0,
             options: opts,
         };
