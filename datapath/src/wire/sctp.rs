@@ -94,6 +94,13 @@ impl<T: AsRef<[u8]>> SctpPacket<T> {
     }
 }
 
+impl SctpPacket<&[u8]> {
+    /// [`compute_checksum`], reachable as `SctpPacket::compute_checksum(bytes)` too.
+    pub fn compute_checksum(packet: &[u8]) -> u32 {
+        compute_checksum(packet)
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> SctpPacket<T> {
     pub fn set_src_port(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
@@ -226,6 +233,7 @@ mod tests {
             assert_eq!(got, bitwise(&b));
         }
         assert_eq!(compute_checksum(&[1, 2, 3]), checksum::crc32c(&[1, 2, 3]));
+        assert_eq!(SctpPacket::compute_checksum(&INIT_BYTES), 0x365d_e458);
     }
 
     #[test]
