@@ -1,0 +1,350 @@
+//! The agent config: `kxdp.yaml` in the state directory (in a cluster, the kxdp ConfigMap).
+//!
+//! This module owns the file's schema, its defaults (ARCHITECTURE.md §4) and its range checks.
+//! Every key is optional; an unknown key is an error rather than silently ignored, because a
+//! misspelt `underlayMtu` would otherwise run the node with the default and nobody would notice.
+
+use std::net::IpAddr;
+
+use datapath::Cidr;
+use serde::Deserialize;
+
+/// Default pod address space (`clusterCIDR`).
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// Default Service VIP space (`serviceCIDR`).
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+/// Default VXLAN network identifier.
+pub const DEFAULT_VNI: u32 = 1;
+/// IANA's VXLAN port (RFC 7348).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
+/// The Maglev paper's reference size: prime, and large against the backend count so the
+/// per-backend share stays within ~1% of even.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65537;
+
+/// Bytes VXLAN adds on an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u16 = 50;
+/// Smallest underlay MTU accepted: the minimum every IPv4 host must handle (RFC 791).
+pub const MIN_UNDERLAY_MTU: u16 = 576;
+/// Smallest underlay MTU when pods have IPv6: their link must carry 1280 (RFC 8200) after encap.
+pub const MIN_UNDERLAY_MTU_IPV6: u16 = 1280 + VXLAN_OVERHEAD;
+/// Largest VNI: the field is 24 bits.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Largest Maglev table accepted. Every service port holds one table entry per slot, so an
+/// absurd prime here would cost gigabytes; 2^24 is far beyond any useful size.
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 1 << 24;
+
+/// The parsed, validated agent config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Pod address space of the whole cluster: one CIDR, or an IPv4 + IPv6 pair (dual stack).
+    pub cluster_cidrs: Vec<Cidr>,
+    /// Service VIP space: one CIDR, or an IPv4 + IPv6 pair.
+    pub service_cidrs: Vec<Cidr>,
+    pub vxlan: VxlanConfig,
+    pub underlay_mtu: u16,
+    pub maglev: MaglevConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanConfig {
+    pub vni: u32,
+    /// UDP destination port of the tunnel.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaglevConfig {
+    /// Slots per lookup table; prime (Maglev's permutation needs it).
+    pub table_size: u32,
+}
+
+/// Why `kxdp.yaml` was refused. The Display names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not YAML, or a key/value of the wrong shape; serde_yaml's message carries the key path
+    /// (`vxlan.vni: invalid type ...`, `unknown field \`foo\``) and the line.
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A well-formed value outside what kxdp accepts.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            cluster_cidrs: vec![
+                DEFAULT_CLUSTER_CIDR
+                    .parse()
+                    .expect("default clusterCIDR parses"),
+            ],
+            service_cidrs: vec![
+                DEFAULT_SERVICE_CIDR
+                    .parse()
+                    .expect("default serviceCIDR parses"),
+            ],
+            vxlan: VxlanConfig {
+                vni: DEFAULT_VNI,
+                port: DEFAULT_VXLAN_PORT,
+            },
+            underlay_mtu: DEFAULT_UNDERLAY_MTU,
+            maglev: MaglevConfig {
+                table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+            },
+        }
+    }
+}
+
+// The file as written. Numbers are read wide (u64) so that out-of-range values reach our own
+// checks, whose messages say what the range is, instead of serde's generic overflow error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(rename = "clusterCIDR")]
+    cluster_cidr: Option<String>,
+    #[serde(rename = "serviceCIDR")]
+    service_cidr: Option<String>,
+    vxlan: Option<RawVxlan>,
+    #[serde(rename = "underlayMTU")]
+    underlay_mtu: Option<u64>,
+    maglev: Option<RawMaglev>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    vni: Option<u64>,
+    port: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMaglev {
+    table_size: Option<u64>,
+}
+
+impl AgentConfig {
+    /// Parses and validates the text of `kxdp.yaml`. An empty file (or one holding only
+    /// comments) is the all-defaults config.
+    pub fn from_yaml(text: &str) -> Result<AgentConfig, ConfigError> {
+        // `Option` so an empty document means "no keys" rather than a type error.
+        let raw: RawConfig = serde_yaml::from_str::<Option<RawConfig>>(text)?.unwrap_or_default();
+        let defaults = AgentConfig::default();
+
+        let cluster_cidrs = match &raw.cluster_cidr {
+            Some(s) => parse_cidr_list("clusterCIDR", s)?,
+            None => defaults.cluster_cidrs,
+        };
+        let service_cidrs = match &raw.service_cidr {
+            Some(s) => parse_cidr_list("serviceCIDR", s)?,
+            None => defaults.service_cidrs,
+        };
+
+        let vxlan = raw.vxlan.unwrap_or_default();
+        let vni = match vxlan.vni {
+            Some(v) if v > u64::from(MAX_VNI) => {
+                return Err(invalid(
+                    "vxlan.vni",
+                    format!("{v} does not fit in 24 bits (0..={MAX_VNI})"),
+                ));
+            }
+            Some(v) => v as u32,
+            None => defaults.vxlan.vni,
+        };
+        let port = match vxlan.port {
+            Some(0) => return Err(invalid("vxlan.port", "must not be 0".into())),
+            Some(p) => u16::try_from(p)
+                .map_err(|_| invalid("vxlan.port", format!("{p} is not a UDP port (1..=65535)")))?,
+            None => defaults.vxlan.port,
+        };
+
+        // Pods with IPv6 addresses need 1280 bytes on their link after the VXLAN overhead.
+        let has_v6 = cluster_cidrs.iter().any(|c| !c.addr.is_v4());
+        let min_mtu = if has_v6 {
+            MIN_UNDERLAY_MTU_IPV6
+        } else {
+            MIN_UNDERLAY_MTU
+        };
+        let underlay_mtu = match raw.underlay_mtu {
+            Some(m) if m < u64::from(min_mtu) || m > u64::from(u16::MAX) => {
+                let why = if has_v6 {
+                    " (clusterCIDR has IPv6: pods need 1280 after 50 bytes of VXLAN)"
+                } else {
+                    ""
+                };
+                return Err(invalid(
+                    "underlayMTU",
+                    format!("{m} is out of range ({min_mtu}..=65535){why}"),
+                ));
+            }
+            Some(m) => m as u16,
+            None => defaults.underlay_mtu,
+        };
+
+        let table_size = match raw.maglev.unwrap_or_default().table_size {
+            Some(n) if n > u64::from(MAX_MAGLEV_TABLE_SIZE) => {
+                return Err(invalid(
+                    "maglev.tableSize",
+                    format!("{n} is larger than {MAX_MAGLEV_TABLE_SIZE}"),
+                ));
+            }
+            Some(n) if !is_prime(n) => {
+                return Err(invalid(
+                    "maglev.tableSize",
+                    format!("{n} is not prime (Maglev needs a prime table size, e.g. 65537)"),
+                ));
+            }
+            Some(n) => n as u32,
+            None => defaults.maglev.table_size,
+        };
+
+        Ok(AgentConfig {
+            cluster_cidrs,
+            service_cidrs,
+            vxlan: VxlanConfig { vni, port },
+            underlay_mtu,
+            maglev: MaglevConfig { table_size },
+        })
+    }
+}
+
+fn invalid(field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// `"10.244.0.0/16"` or the dual-stack form `"10.244.0.0/16,fd00:10:244::/56"`: at most one
+/// CIDR per family, as Kubernetes' own `--cluster-cidr` / `--service-cluster-ip-range`.
+fn parse_cidr_list(field: &str, text: &str) -> Result<Vec<Cidr>, ConfigError> {
+    let mut out: Vec<Cidr> = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(invalid(field, format!("{text:?}: empty CIDR")));
+        }
+        let cidr = parse_cidr(part).map_err(|e| invalid(field, e))?;
+        if out.iter().any(|c| c.addr.is_v4() == cidr.addr.is_v4()) {
+            return Err(invalid(
+                field,
+                format!("{text:?}: at most one IPv4 and one IPv6 CIDR (dual stack)"),
+            ));
+        }
+        out.push(cidr);
+    }
+    Ok(out)
+}
+
+/// A CIDR as Kubernetes writes it. IPv4-mapped IPv6 (`::ffff:a.b.c.d/n`) is refused: the
+/// tables store IPv4 in exactly that form, so it would silently alias an IPv4 range.
+pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let (ip, _) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a CIDR (want address/prefix)"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{text:?} is not a CIDR (bad address)"))?;
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err(format!(
+            "{text:?}: IPv4-mapped IPv6 prefixes are not allowed"
+        ));
+    }
+    text.parse()
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u64;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        AgentConfig::from_yaml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let d = AgentConfig::default();
+        assert_eq!(AgentConfig::from_yaml("").unwrap(), d);
+        assert_eq!(AgentConfig::from_yaml("# nothing\n").unwrap(), d);
+        assert_eq!(AgentConfig::from_yaml("{}").unwrap(), d);
+        assert_eq!(d.cluster_cidrs[0].to_string(), "10.244.0.0/16");
+        assert_eq!(d.service_cidrs[0].to_string(), "10.96.0.0/12");
+        assert_eq!(d.vxlan, VxlanConfig { vni: 1, port: 4789 });
+        assert_eq!(d.underlay_mtu, 1500);
+        assert_eq!(d.maglev.table_size, 65537);
+    }
+
+    #[test]
+    fn every_key() {
+        let c = AgentConfig::from_yaml(
+            "clusterCIDR: 10.1.0.0/16, fd00:1::/56\nserviceCIDR: 10.2.0.0/16\n\
+             vxlan: {vni: 42, port: 8472}\nunderlayMTU: 9000\nmaglev: {tableSize: 251}\n",
+        )
+        .unwrap();
+        assert_eq!(c.cluster_cidrs.len(), 2);
+        assert_eq!(c.cluster_cidrs[1].to_string(), "fd00:1::/56");
+        assert_eq!(c.service_cidrs[0].to_string(), "10.2.0.0/16");
+        assert_eq!(
+            c.vxlan,
+            VxlanConfig {
+                vni: 42,
+                port: 8472
+            }
+        );
+        assert_eq!(c.underlay_mtu, 9000);
+        assert_eq!(c.maglev.table_size, 251);
+        // A partial section keeps the other key's default.
+        let c = AgentConfig::from_yaml("vxlan: {vni: 7}").unwrap();
+        assert_eq!(c.vxlan, VxlanConfig { vni: 7, port: 4789 });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("underlayMtu: 9000").contains("unknown field `underlayMtu`"));
+        let e = err("vxlan: {vni: 1, prot: 1}");
+        assert!(e.contains("vxlan") && e.contains("`prot`"), "{e}");
+        assert!(err("vxlan: {vni: 16777216}").starts_with("vxlan.vni: "));
+        assert!(err("vxlan: {port: 0}").starts_with("vxlan.port: "));
+        assert!(err("vxlan: {port: 70000}").starts_with("vxlan.port: "));
+        assert!(err("underlayMTU: 500").starts_with("underlayMTU: "));
+        assert!(err("underlayMTU: 70000").starts_with("underlayMTU: "));
+        assert!(
+            err("clusterCIDR: 10.0.0.0/8,fd00::/64\nunderlayMTU: 1300")
+                .starts_with("underlayMTU: ")
+        );
+        assert!(err("maglev: {tableSize: 65536}").starts_with("maglev.tableSize: "));
+        assert!(err("maglev: {tableSize: 4294967311}").starts_with("maglev.tableSize: "));
+        assert!(err("clusterCIDR: 10.244.0.0").starts_with("clusterCIDR: "));
+        assert!(err("clusterCIDR: 10.0.0.0/8,11.0.0.0/8").starts_with("clusterCIDR: "));
+        assert!(err("serviceCIDR: 10.0.0.0/33").starts_with("serviceCIDR: "));
+        assert!(err("serviceCIDR: ::ffff:10.0.0.0/104").starts_with("serviceCIDR: "));
+        assert!(err("serviceCIDR: ''").starts_with("serviceCIDR: "));
+        let e = err("vxlan: {vni: -1}");
+        assert!(e.starts_with("vxlan.vni: "), "{e}");
+    }
+
+    #[test]
+    fn primes() {
+        let primes: Vec<u64> = (0..30).filter(|&n| is_prime(n)).collect();
+        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        assert!(is_prime(65537));
+        assert!(!is_prime(65537 * 3));
+    }
+}

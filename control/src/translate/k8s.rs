@@ -1,0 +1,223 @@
+//! How kxdp reads Kubernetes objects: the field fallbacks (`podIPs` before `podIP`, ...),
+//! the well-known labels and annotations, and the strict parsers for addresses, MACs and
+//! protocols.
+//!
+//! Load-time validation (`state`) and `translate` both go through these helpers, so anything
+//! that passed validation reads the same way in translate. Pure: no IO.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use datapath::tables::proto;
+use datapath::{Cidr, IpKey, MacAddr};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Node annotation: the MAC the node's uplink answers on (ARCHITECTURE.md §4).
+pub const UNDERLAY_MAC_ANNOTATION: &str = "kxdp.io/underlay-mac";
+/// EndpointSlice label naming the Service it belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Namespace label the API server sets to the namespace's own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The namespace of a namespaced object that does not say, as `kubectl apply` assumes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses an IP address as Kubernetes stores it. IPv4-mapped IPv6 is refused: the tables
+/// key IPv4 in exactly that form, so `::ffff:10.0.0.1` would alias `10.0.0.1`.
+pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))?;
+    if let IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err(format!(
+            "{text:?}: IPv4-mapped IPv6 addresses are not allowed"
+        ));
+    }
+    Ok(ip)
+}
+
+pub fn parse_ip_key(text: &str) -> Result<IpKey, String> {
+    parse_ip(text).map(IpKey::from)
+}
+
+/// Parses a CIDR (`10.244.1.0/24`); host bits are cleared, as the tables store networks.
+pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    crate::config::parse_cidr(text)
+}
+
+/// Parses a unicast MAC (`02:00:c0:a8:32:0a`); a multicast or all-zero address cannot be an
+/// interface's own address, so it is refused rather than written into frames.
+pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = text.parse()?;
+    if mac.is_multicast() {
+        return Err(format!(
+            "{text:?} is a multicast MAC, not an interface address"
+        ));
+    }
+    if mac == MacAddr::ZERO {
+        return Err(format!("{text:?} is the all-zero MAC"));
+    }
+    Ok(mac)
+}
+
+/// The IP protocol number of a Kubernetes `protocol` field; unset means TCP (API default).
+pub fn protocol_number(protocol: Option<&str>) -> Result<u8, String> {
+    match protocol.unwrap_or("TCP") {
+        "TCP" => Ok(proto::TCP),
+        "UDP" => Ok(proto::UDP),
+        "SCTP" => Ok(proto::SCTP),
+        other => Err(format!("{other:?} is not a protocol (TCP, UDP or SCTP)")),
+    }
+}
+
+/// A port number from an API `int32`: 1..=65535.
+pub fn port_number(port: i32) -> Result<u16, String> {
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(format!("{port} is not a port number (1..=65535)")),
+    }
+}
+
+/// `metadata.namespace`, or `default` when unset.
+pub fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+pub fn name_of(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+/// The node's PodCIDRs: `spec.podCIDRs` (dual stack), else `spec.podCIDR`.
+pub fn node_pod_cidrs(node: &Node) -> Vec<&str> {
+    let Some(spec) = &node.spec else {
+        return Vec::new();
+    };
+    match &spec.pod_cidrs {
+        Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
+        _ => spec.pod_cidr.as_deref().into_iter().collect(),
+    }
+}
+
+/// `(type, address)` of every `status.addresses` entry.
+pub fn node_addresses(node: &Node) -> impl Iterator<Item = (&str, &str)> {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| (a.type_.as_str(), a.address.as_str()))
+}
+
+/// The node's underlay (VTEP) address: the first IPv4 `InternalIP`.
+pub fn node_internal_ipv4(node: &Node) -> Option<[u8; 4]> {
+    node_addresses(node)
+        .filter(|(ty, _)| *ty == "InternalIP")
+        .find_map(|(_, addr)| match parse_ip(addr) {
+            Ok(IpAddr::V4(v4)) => Some(v4.octets()),
+            _ => None,
+        })
+}
+
+/// The raw `kxdp.io/underlay-mac` annotation, when present.
+pub fn node_underlay_mac(node: &Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(UNDERLAY_MAC_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The pod's addresses: `status.podIPs` (dual stack), else `status.podIP`.
+pub fn pod_ips(pod: &Pod) -> Vec<&str> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    match &status.pod_ips {
+        Some(list) if !list.is_empty() => list.iter().map(|p| p.ip.as_str()).collect(),
+        _ => status
+            .pod_ip
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The Service's cluster IPs as written: `spec.clusterIPs`, else `spec.clusterIP`. May be
+/// `["None"]` (headless) or empty (none allocated).
+pub fn service_cluster_ips(svc: &Service) -> Vec<&str> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    match &spec.cluster_ips {
+        Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
+        _ => spec
+            .cluster_ip
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// `spec.type`, defaulting to `ClusterIP` as the API server does.
+pub fn service_type(svc: &Service) -> &str {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("ClusterIP")
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_service_name(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .map(String::as_str)
+}
+
+/// A namespace's labels with `kubernetes.io/metadata.name` filled in when missing, as the
+/// API server always sets it (namespaceSelectors match on it).
+pub fn namespace_labels(ns: &Namespace) -> BTreeMap<String, String> {
+    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    labels
+        .entry(NAMESPACE_NAME_LABEL.to_string())
+        .or_insert_with(|| name_of(&ns.metadata).to_string());
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsers() {
+        assert_eq!(
+            parse_ip("10.244.1.x").unwrap_err(),
+            "\"10.244.1.x\" is not an IP address"
+        );
+        assert!(parse_ip("::ffff:10.0.0.1").is_err());
+        assert!(parse_ip("010.0.0.1").is_err());
+        assert!(parse_ip("fd00::1").is_ok());
+        assert!(parse_unicast_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_unicast_mac("00:00:00:00:00:00").is_err());
+        assert!(parse_unicast_mac("02:00:c0:a8:32:0a").is_ok());
+        assert_eq!(protocol_number(None), Ok(proto::TCP));
+        assert_eq!(protocol_number(Some("SCTP")), Ok(proto::SCTP));
+        assert!(protocol_number(Some("tcp")).is_err());
+        assert!(port_number(0).is_err() && port_number(65536).is_err());
+        assert_eq!(port_number(80), Ok(80));
+    }
+
+    #[test]
+    fn namespace_name_label_is_implied() {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("demo".into());
+        assert_eq!(namespace_labels(&ns)[NAMESPACE_NAME_LABEL], "demo");
+        ns.metadata.labels = Some([(NAMESPACE_NAME_LABEL.to_string(), "x".to_string())].into());
+        assert_eq!(namespace_labels(&ns)[NAMESPACE_NAME_LABEL], "x");
+    }
+}

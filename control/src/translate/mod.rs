@@ -1,0 +1,421 @@
+//! Cluster state + agent config -> the datapath's [`Tables`] for one node.
+//!
+//! This module owns the mapping from Kubernetes objects to what the workers read: the local
+//! node, ports and local pods, routes to other nodes, and the service table. It is PURE: no
+//! IO, no clock, no randomness in what it decides; the same inputs always give the same
+//! tables (every input list is sorted by a key before use, so the order objects were loaded
+//! or watched in does not matter).
+//!
+//! Only the own node is load-bearing: if it cannot be programmed, that is an error. Any other
+//! object that cannot be used (a remote node without an underlay MAC, a clusterIP outside
+//! the serviceCIDR, ...) is skipped with a warning, because one bad object elsewhere in the
+//! cluster must not take this node's datapath down.
+
+pub mod k8s;
+mod services;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use datapath::tables::{
+    LocalNode, LocalPod, OverlayParams, PortId, PortInfo, PortKind, PrefixMap, RemoteNode, Tables,
+};
+use datapath::{Cidr, IpKey, MacAddr};
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::config::AgentConfig;
+use crate::state::ClusterState;
+use k8s::{
+    UNDERLAY_MAC_ANNOTATION, name_of, namespace_of, node_addresses, node_internal_ipv4,
+    node_pod_cidrs, node_underlay_mac, parse_cidr, parse_ip, parse_ip_key, parse_unicast_mac,
+    pod_ips,
+};
+
+/// Port names fixed by the contract (ARCHITECTURE.md §4).
+pub const UPLINK_PORT: &str = "uplink";
+pub const HOST_PORT: &str = "host";
+
+/// The datapath port name of a local pod: `pod-<namespace>-<name>`.
+pub fn pod_port_name(namespace: &str, name: &str) -> String {
+    format!("pod-{namespace}-{name}")
+}
+
+/// What [`translate`] produced.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    pub tables: Tables,
+    /// Objects skipped and why, one line each, in a stable order.
+    pub warnings: Vec<String>,
+}
+
+/// Why no tables could be built for this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    #[error(
+        "node {name:?} is not in the cluster state (nodes: {})",
+        names(present)
+    )]
+    UnknownNode { name: String, present: Vec<String> },
+    /// The own node lacks something the datapath cannot run without.
+    #[error("Node {node}: {field}: {message}")]
+    OwnNode {
+        node: String,
+        field: String,
+        message: String,
+    },
+}
+
+fn names(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Builds the tables of node `node_name`. `generation` is stamped into the tables as given.
+pub fn translate(
+    cluster: &ClusterState,
+    config: &AgentConfig,
+    node_name: &str,
+    generation: u64,
+) -> Result<Translated, TranslateError> {
+    let mut warnings = Vec::new();
+
+    let Some(own) = cluster
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node_name))
+    else {
+        let mut present: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| name_of(&n.metadata).to_string())
+            .collect();
+        present.sort();
+        return Err(TranslateError::UnknownNode {
+            name: node_name.to_string(),
+            present,
+        });
+    };
+    let node = local_node(own, node_name)?;
+
+    let (ports, local_pods, local_pod_by_ip) = local_pods(&cluster.pods, &node, &mut warnings);
+
+    let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
+
+    let services = services::build(cluster, config, &mut warnings)
+        .into_iter()
+        .collect();
+
+    let tables = Tables {
+        generation,
+        node,
+        overlay: OverlayParams {
+            vni: config.vxlan.vni,
+            udp_port: config.vxlan.port,
+            underlay_mtu: config.underlay_mtu,
+        },
+        cluster_cidrs: config.cluster_cidrs.clone(),
+        service_cidrs: config.service_cidrs.clone(),
+        ports,
+        local_pods,
+        local_pod_by_ip: local_pod_by_ip.into_iter().collect(),
+        remote_routes,
+        remote_nodes,
+        services,
+    };
+    Ok(Translated { tables, warnings })
+}
+
+fn own_err(node: &str, field: &str, message: impl Into<String>) -> TranslateError {
+    TranslateError::OwnNode {
+        node: node.to_string(),
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The own node: underlay address and MAC, PodCIDRs, pod gateway, node addresses.
+fn local_node(own: &Node, name: &str) -> Result<LocalNode, TranslateError> {
+    let underlay_ip = node_internal_ipv4(own).ok_or_else(|| {
+        own_err(
+            name,
+            "status.addresses",
+            "no IPv4 InternalIP (the VXLAN underlay address)",
+        )
+    })?;
+    let mac_field = format!("metadata.annotations[{UNDERLAY_MAC_ANNOTATION:?}]");
+    let underlay_mac = node_underlay_mac(own)
+        .ok_or_else(|| own_err(name, &mac_field, "missing (the MAC the uplink answers on)"))
+        .and_then(|m| parse_unicast_mac(m).map_err(|e| own_err(name, &mac_field, e)))?;
+
+    let mut pod_cidrs = Vec::new();
+    for text in node_pod_cidrs(own) {
+        pod_cidrs.push(parse_cidr(text).map_err(|e| own_err(name, "spec.podCIDRs", e))?);
+    }
+    let v4_cidr = pod_cidrs.iter().find(|c| c.addr.is_v4()).ok_or_else(|| {
+        own_err(
+            name,
+            "spec.podCIDR",
+            "no IPv4 PodCIDR (the pod gateway is its first address)",
+        )
+    })?;
+    let gateway_ip = v4_cidr
+        .first_host()
+        .as_v4()
+        .expect("first host of an IPv4 CIDR is IPv4");
+
+    // Everything addressed to these belongs to the kernel (walk 6): the node's own IPs and
+    // the gateway address the datapath answers ARP for on every PodCIDR.
+    let mut addresses: Vec<IpKey> = node_addresses(own)
+        .filter_map(|(_, addr)| parse_ip(addr).ok().map(IpKey::from))
+        .chain(pod_cidrs.iter().map(Cidr::first_host))
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+
+    Ok(LocalNode {
+        name: name.to_string(),
+        underlay_ip,
+        underlay_mac,
+        pod_cidrs,
+        gateway_ip,
+        gateway_mac: MacAddr::for_ipv4(gateway_ip),
+        addresses,
+    })
+}
+
+/// A pod this node's datapath has a port for: scheduled here, on the pod network, with an
+/// address, and not finished (a Succeeded/Failed pod's sandbox and veth are gone).
+fn is_local(pod: &Pod, node: &str) -> bool {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.node_name.as_deref()) == Some(node)
+        && !spec.and_then(|s| s.host_network).unwrap_or(false)
+        && !pod_ips(pod).is_empty()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+type LocalPods = (Vec<PortInfo>, Vec<LocalPod>, BTreeMap<IpKey, usize>);
+
+/// Ports (uplink, host, then one per local pod by (namespace, name)) and the local pods.
+fn local_pods(pods: &[Pod], node: &LocalNode, warnings: &mut Vec<String>) -> LocalPods {
+    let mut ports = vec![
+        PortInfo {
+            name: UPLINK_PORT.to_string(),
+            kind: PortKind::Uplink,
+        },
+        PortInfo {
+            name: HOST_PORT.to_string(),
+            kind: PortKind::Host,
+        },
+    ];
+    let mut local: Vec<&Pod> = pods.iter().filter(|p| is_local(p, &node.name)).collect();
+    local.sort_by_key(|p| (namespace_of(&p.metadata), name_of(&p.metadata)));
+
+    let mut out = Vec::new();
+    let mut by_ip: BTreeMap<IpKey, usize> = BTreeMap::new();
+    // Port names must be unique: a pod listed twice is only programmed once.
+    let mut last: Option<(&str, &str)> = None;
+    'pods: for pod in local {
+        let (ns, name) = (namespace_of(&pod.metadata), name_of(&pod.metadata));
+        let id = format!("Pod {ns}/{name}");
+        if last == Some((ns, name)) {
+            warnings.push(format!("{id}: listed twice: the second is skipped"));
+            continue;
+        }
+        last = Some((ns, name));
+
+        let mut ips = Vec::new();
+        for text in pod_ips(pod) {
+            match parse_ip_key(text) {
+                Ok(ip) => ips.push(ip),
+                Err(e) => warnings.push(format!("{id}: podIP: {e}: address skipped")),
+            }
+        }
+        for ip in &ips {
+            // Sorted order decides: the pod first by (namespace, name) keeps the address.
+            if let Some(&owner) = by_ip.get(ip) {
+                let first: &LocalPod = &out[owner];
+                warnings.push(format!(
+                    "{id}: podIP {ip} is already Pod {}/{}'s: skipped",
+                    first.namespace, first.name
+                ));
+                continue 'pods;
+            }
+            if node.addresses.contains(ip) {
+                warnings.push(format!(
+                    "{id}: podIP {ip} is an address of node {}: skipped",
+                    node.name
+                ));
+                continue 'pods;
+            }
+        }
+        if ips.is_empty() {
+            continue;
+        }
+        // Pods get `0a:58:<IPv4>` from the CNI plugin; an IPv6-only pod gets the same shape
+        // from its address's last four bytes.
+        let mac = ips
+            .iter()
+            .find_map(|ip| ip.as_v4())
+            .map(MacAddr::for_ipv4)
+            .unwrap_or_else(|| MacAddr::for_ip(ips[0]));
+        let index = out.len();
+        let port = PortId(ports.len() as u32);
+        ports.push(PortInfo {
+            name: pod_port_name(ns, name),
+            kind: PortKind::Pod(index),
+        });
+        for ip in &ips {
+            by_ip.insert(*ip, index);
+        }
+        out.push(LocalPod {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            port,
+            mac,
+            ips,
+        });
+    }
+    (ports, out, by_ip)
+}
+
+/// Other nodes that can be tunnelled to, by name, and their PodCIDRs as routes.
+fn remote_nodes(
+    nodes: &[Node],
+    own: &LocalNode,
+    warnings: &mut Vec<String>,
+) -> (Vec<RemoteNode>, PrefixMap<usize>) {
+    let mut sorted: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| name_of(&n.metadata) != own.name)
+        .collect();
+    sorted.sort_by_key(|n| name_of(&n.metadata));
+
+    let mut out: Vec<RemoteNode> = Vec::new();
+    let mut routes = PrefixMap::default();
+    // PodCIDR -> node that has it (our own included), so a CIDR claimed twice is routed
+    // to the first claimant only.
+    let mut claimed: BTreeMap<Cidr, String> = own
+        .pod_cidrs
+        .iter()
+        .map(|c| (*c, own.name.clone()))
+        .collect();
+    for node in sorted {
+        let name = name_of(&node.metadata);
+        let skip = |why: String| format!("Node {name}: {why}: no route to its pods");
+        if out.last().is_some_and(|n| n.name == name) {
+            warnings.push(format!("Node {name}: listed twice: the second is skipped"));
+            continue;
+        }
+        let mut pod_cidrs = Vec::new();
+        for text in node_pod_cidrs(node) {
+            match parse_cidr(text) {
+                Ok(c) => pod_cidrs.push(c),
+                Err(e) => warnings.push(skip(format!("podCIDR: {e}"))),
+            }
+        }
+        pod_cidrs.retain(|c| match claimed.get(c) {
+            Some(first) => {
+                warnings.push(skip(format!("podCIDR {c} is already node {first}'s")));
+                false
+            }
+            None => true,
+        });
+        if pod_cidrs.is_empty() {
+            warnings.push(skip("no usable podCIDR".into()));
+            continue;
+        }
+        let Some(underlay_ip) = node_internal_ipv4(node) else {
+            warnings.push(skip("no IPv4 InternalIP".into()));
+            continue;
+        };
+        let underlay_mac = match node_underlay_mac(node).map(parse_unicast_mac) {
+            Some(Ok(mac)) => mac,
+            Some(Err(e)) => {
+                warnings.push(skip(format!("{UNDERLAY_MAC_ANNOTATION}: {e}")));
+                continue;
+            }
+            None => {
+                warnings.push(skip(format!("no {UNDERLAY_MAC_ANNOTATION} annotation")));
+                continue;
+            }
+        };
+        let index = out.len();
+        for cidr in &pod_cidrs {
+            claimed.insert(*cidr, name.to_string());
+            routes.insert(*cidr, index);
+        }
+        out.push(RemoteNode {
+            name: name.to_string(),
+            pod_cidrs,
+            underlay_ip,
+            underlay_mac,
+        });
+    }
+    (out, routes)
+}
+
+/// A text rendering of `tables` in which every map is sorted, so two equal tables render
+/// identically (`Tables`' hash maps are randomly seeded, so their `Debug` order is not
+/// stable). For determinism tests and for diffing what a node runs.
+pub fn canonical_dump(tables: &Tables) -> String {
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "generation: {}", tables.generation);
+    let _ = writeln!(s, "node: {:?}", tables.node);
+    let _ = writeln!(s, "overlay: {:?}", tables.overlay);
+    let _ = writeln!(s, "cluster_cidrs: {:?}", tables.cluster_cidrs);
+    let _ = writeln!(s, "service_cidrs: {:?}", tables.service_cidrs);
+    for (i, p) in tables.ports.iter().enumerate() {
+        let _ = writeln!(s, "port {i}: {p:?}");
+    }
+    for p in &tables.local_pods {
+        let _ = writeln!(s, "local_pod: {p:?}");
+    }
+    let by_ip: BTreeMap<_, _> = tables.local_pod_by_ip.iter().collect();
+    let _ = writeln!(s, "local_pod_by_ip: {by_ip:?}");
+    for n in &tables.remote_nodes {
+        let _ = writeln!(s, "remote_node: {n:?}");
+    }
+    // PrefixMap cannot be iterated; probe it with every remote PodCIDR instead.
+    let _ = writeln!(s, "remote_routes: {} entries", tables.remote_routes.len());
+    for n in &tables.remote_nodes {
+        for c in &n.pod_cidrs {
+            let _ = writeln!(
+                s,
+                "  {c} -> {:?}",
+                tables.remote_routes.longest_match(c.addr)
+            );
+        }
+    }
+    let services: BTreeMap<_, _> = tables.services.iter().collect();
+    for (k, v) in services {
+        let _ = writeln!(s, "service {k:?}: {v:?}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_node_lists_the_present_ones() {
+        let mut cluster = ClusterState::default();
+        for n in ["b", "a"] {
+            let mut node = Node::default();
+            node.metadata.name = Some(n.into());
+            cluster.nodes.push(node);
+        }
+        let err = translate(&cluster, &AgentConfig::default(), "c", 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node \"c\" is not in the cluster state (nodes: a, b)"
+        );
+    }
+}
