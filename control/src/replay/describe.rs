@@ -10,13 +10,15 @@
 //! `192.168.0.1:51234 -> 192.168.0.2:4789 VXLAN vni 1 [inner: 10.244.1.5 -> 10.244.2.7 ICMP echo request id 1 seq 1]`.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use datapath::wire::WireError;
 use datapath::wire::arp::{self, ArpPacket};
 use datapath::wire::ethernet::ethertype;
 use datapath::wire::icmpv4::{self, Icmpv4Packet};
+use datapath::wire::icmpv6::{self, Icmpv6Packet};
 use datapath::wire::ipv4::{self, Ipv4Packet, protocol};
+use datapath::wire::ipv6::{self, Ipv6Packet};
 use datapath::wire::tcp::{TcpPacket, flags};
 use datapath::wire::udp::UdpPacket;
 use datapath::wire::vlan::walk_l2;
@@ -52,7 +54,7 @@ fn ethernet(out: &mut String, frame: &[u8], vxlan_port: u16, depth: u8) {
     match l2.ethertype {
         ethertype::IPV4 => describe_ipv4(out, l3, vxlan_port, depth),
         ethertype::ARP => describe_arp(out, l3),
-        ethertype::IPV6 => describe_ipv6(out, l3),
+        ethertype::IPV6 => describe_ipv6(out, l3, vxlan_port, depth),
         other => {
             let _ = write!(out, "ethertype 0x{other:04x}");
         }
@@ -99,8 +101,8 @@ fn describe_ipv4(out: &mut String, l3: &[u8], vxlan_port: u16, depth: u8) {
             return;
         }
     };
-    let src = Ipv4Addr::from(ip.src_addr());
-    let dst = Ipv4Addr::from(ip.dst_addr());
+    let src = IpAddr::from(ip.src_addr());
+    let dst = IpAddr::from(ip.dst_addr());
     if ip.frag_offset() != 0 {
         // Not the first fragment: no L4 header here.
         let _ = write!(
@@ -110,15 +112,13 @@ fn describe_ipv4(out: &mut String, l3: &[u8], vxlan_port: u16, depth: u8) {
             ip.frag_offset()
         );
     } else {
-        let payload = ip.payload();
-        match ip.protocol() {
-            protocol::TCP => describe_tcp(out, src, dst, payload),
-            protocol::UDP => describe_udp(out, src, dst, payload, vxlan_port, depth),
-            protocol::ICMP => describe_icmpv4(out, src, dst, payload),
-            other => {
-                let _ = write!(out, "{src} -> {dst} proto {other}");
-            }
-        }
+        let l4 = L4 {
+            src,
+            dst,
+            proto: ip.protocol(),
+            bytes: ip.payload(),
+        };
+        describe_l4(out, &l4, vxlan_port, depth);
         if ip.more_frags() {
             out.push_str(" [first fragment]");
         }
@@ -128,11 +128,107 @@ fn describe_ipv4(out: &mut String, l3: &[u8], vxlan_port: u16, depth: u8) {
     }
 }
 
-fn describe_tcp(out: &mut String, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) {
-    let tcp = match TcpPacket::new_checked(l4) {
+fn describe_ipv6(out: &mut String, l3: &[u8], vxlan_port: u16, depth: u8) {
+    // As for IPv4: a snaplen-cut capture is described as far as it was captured.
+    let mut patched;
+    let (ip, truncated) = match Ipv6Packet::new_checked(l3) {
+        Ok(ip) => (ip, false),
+        Err(WireError::Truncated) if l3.len() >= ipv6::HEADER_LEN => {
+            patched = l3.to_vec();
+            let captured = u16::try_from(l3.len() - ipv6::HEADER_LEN).unwrap_or(u16::MAX);
+            Ipv6Packet::new_unchecked(&mut patched[..]).set_payload_len(captured);
+            match Ipv6Packet::new_checked(&patched[..]) {
+                Ok(ip) => (ip, true),
+                Err(e) => {
+                    let _ = write!(out, "IPv6 ({e})");
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            let _ = write!(out, "IPv6 ({e})");
+            return;
+        }
+    };
+    let src = IpAddr::from(ip.src_addr());
+    let dst = IpAddr::from(ip.dst_addr());
+    match ipv6::walk_extension_headers(ip.packet()) {
+        Err(e) => {
+            let _ = write!(out, "{src} -> {dst} IPv6 extension headers ({e})");
+        }
+        Ok(upper) => match upper.fragment {
+            Some(frag) if frag.offset != 0 => {
+                let _ = write!(
+                    out,
+                    "{src} -> {dst} fragment proto {} offset {}",
+                    upper.protocol, frag.offset
+                );
+            }
+            frag => {
+                let l4 = L4 {
+                    src,
+                    dst,
+                    proto: upper.protocol,
+                    bytes: ip.packet().get(upper.offset..).unwrap_or_default(),
+                };
+                describe_l4(out, &l4, vxlan_port, depth);
+                if frag.is_some_and(|f| f.more) {
+                    out.push_str(" [first fragment]");
+                }
+            }
+        },
+    }
+    if truncated {
+        out.push_str(" [truncated]");
+    }
+}
+
+/// An upper-layer header and what the IP layer said about it.
+struct L4<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    bytes: &'a [u8],
+}
+
+impl L4<'_> {
+    /// `src:sport -> dst:dport` (IPv6 in brackets).
+    fn endpoints(&self, sport: u16, dport: u16) -> String {
+        format!(
+            "{} -> {}",
+            SocketAddr::new(self.src, sport),
+            SocketAddr::new(self.dst, dport)
+        )
+    }
+
+    fn addresses(&self) -> String {
+        format!("{} -> {}", self.src, self.dst)
+    }
+}
+
+fn describe_l4(out: &mut String, l4: &L4<'_>, vxlan_port: u16, depth: u8) {
+    match l4.proto {
+        protocol::TCP => describe_tcp(out, l4),
+        protocol::UDP => describe_udp(out, l4, vxlan_port, depth),
+        protocol::ICMP => describe_icmpv4(out, l4),
+        protocol::ICMPV6 => describe_icmpv6(out, l4),
+        protocol::SCTP => {
+            let _ = write!(out, "{} SCTP", l4.addresses());
+        }
+        ipv6::next_header::NO_NEXT_HEADER => {
+            let _ = write!(out, "{} no next header", l4.addresses());
+        }
+        other => {
+            let _ = write!(out, "{} proto {other}", l4.addresses());
+        }
+    }
+}
+
+fn describe_tcp(out: &mut String, l4: &L4<'_>) {
+    let tcp = match TcpPacket::new_checked(l4.bytes) {
         Ok(tcp) => tcp,
         Err(e) => {
-            let _ = write!(out, "{src} -> {dst} TCP ({e})");
+            let _ = write!(out, "{} TCP ({e})", l4.addresses());
             return;
         }
     };
@@ -154,9 +250,8 @@ fn describe_tcp(out: &mut String, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) {
         .collect();
     let _ = write!(
         out,
-        "{src}:{} -> {dst}:{} TCP [{flag_text}]",
-        tcp.src_port(),
-        tcp.dst_port()
+        "{} TCP [{flag_text}]",
+        l4.endpoints(tcp.src_port(), tcp.dst_port())
     );
     let len = tcp.payload().len();
     if len > 0 {
@@ -164,22 +259,15 @@ fn describe_tcp(out: &mut String, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) {
     }
 }
 
-fn describe_udp(
-    out: &mut String,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    l4: &[u8],
-    vxlan_port: u16,
-    depth: u8,
-) {
-    let udp = match UdpPacket::new_checked(l4) {
+fn describe_udp(out: &mut String, l4: &L4<'_>, vxlan_port: u16, depth: u8) {
+    let udp = match UdpPacket::new_checked(l4.bytes) {
         Ok(udp) => udp,
         Err(e) => {
-            let _ = write!(out, "{src} -> {dst} UDP ({e})");
+            let _ = write!(out, "{} UDP ({e})", l4.addresses());
             return;
         }
     };
-    let _ = write!(out, "{src}:{} -> {dst}:{} ", udp.src_port(), udp.dst_port());
+    let _ = write!(out, "{} ", l4.endpoints(udp.src_port(), udp.dst_port()));
     if udp.dst_port() != vxlan_port {
         let _ = write!(out, "UDP len {}", udp.payload().len());
         return;
@@ -204,53 +292,67 @@ fn describe_udp(
     out.push(']');
 }
 
-fn describe_icmpv4(out: &mut String, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) {
-    let icmp = match Icmpv4Packet::new_checked(l4) {
+fn describe_icmpv4(out: &mut String, l4: &L4<'_>) {
+    let icmp = match Icmpv4Packet::new_checked(l4.bytes) {
         Ok(icmp) => icmp,
         Err(e) => {
-            let _ = write!(out, "{src} -> {dst} ICMP ({e})");
+            let _ = write!(out, "{} ICMP ({e})", l4.addresses());
             return;
         }
     };
-    let _ = write!(out, "{src} -> {dst} ICMP ");
-    let _ = match icmp.msg_type() {
-        icmpv4::TYPE_ECHO_REQUEST | icmpv4::TYPE_ECHO_REPLY => write!(
+    let _ = write!(out, "{} ICMP ", l4.addresses());
+    let (t, code) = (icmp.msg_type(), icmp.code());
+    let _ = match t {
+        icmpv4::TYPE_ECHO_REQUEST => write!(
             out,
-            "echo {} id {} seq {}",
-            if icmp.msg_type() == icmpv4::TYPE_ECHO_REQUEST {
-                "request"
-            } else {
-                "reply"
-            },
+            "echo request id {} seq {}",
             icmp.echo_ident(),
             icmp.echo_seq()
         ),
-        icmpv4::TYPE_DEST_UNREACHABLE => write!(out, "unreachable code {}", icmp.code()),
-        icmpv4::TYPE_TIME_EXCEEDED => write!(out, "time exceeded code {}", icmp.code()),
-        t => write!(out, "type {t} code {}", icmp.code()),
+        icmpv4::TYPE_ECHO_REPLY => write!(
+            out,
+            "echo reply id {} seq {}",
+            icmp.echo_ident(),
+            icmp.echo_seq()
+        ),
+        icmpv4::TYPE_DEST_UNREACHABLE => write!(out, "unreachable code {code}"),
+        icmpv4::TYPE_TIME_EXCEEDED => write!(out, "time exceeded code {code}"),
+        _ => write!(out, "type {t} code {code}"),
     };
 }
 
-/// IPv6: addresses and next header from the fixed 40-byte header (extension headers are
-/// not walked here).
-fn describe_ipv6(out: &mut String, l3: &[u8]) {
-    let (Some(&next), Some(src), Some(dst)) = (l3.get(6), l3.get(8..24), l3.get(24..40)) else {
-        let _ = write!(out, "IPv6 ({})", WireError::Truncated);
-        return;
+fn describe_icmpv6(out: &mut String, l4: &L4<'_>) {
+    let icmp = match Icmpv6Packet::new_checked(l4.bytes) {
+        Ok(icmp) => icmp,
+        Err(e) => {
+            let _ = write!(out, "{} ICMPv6 ({e})", l4.addresses());
+            return;
+        }
     };
-    let addr = |b: &[u8]| {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(b);
-        Ipv6Addr::from(a)
+    let _ = write!(out, "{} ICMPv6 ", l4.addresses());
+    let (t, code) = (icmp.msg_type(), icmp.code());
+    let _ = match t {
+        icmpv6::TYPE_ECHO_REQUEST => write!(
+            out,
+            "echo request id {} seq {}",
+            icmp.echo_ident(),
+            icmp.echo_seq()
+        ),
+        icmpv6::TYPE_ECHO_REPLY => write!(
+            out,
+            "echo reply id {} seq {}",
+            icmp.echo_ident(),
+            icmp.echo_seq()
+        ),
+        icmpv6::TYPE_DEST_UNREACHABLE => write!(out, "unreachable code {code}"),
+        icmpv6::TYPE_PACKET_TOO_BIG => write!(out, "packet too big mtu {}", icmp.mtu()),
+        icmpv6::TYPE_TIME_EXCEEDED => write!(out, "time exceeded code {code}"),
+        icmpv6::TYPE_ROUTER_SOLICIT => write!(out, "router solicitation"),
+        icmpv6::TYPE_ROUTER_ADVERT => write!(out, "router advertisement"),
+        icmpv6::TYPE_NEIGHBOR_SOLICIT => write!(out, "neighbor solicitation"),
+        icmpv6::TYPE_NEIGHBOR_ADVERT => write!(out, "neighbor advertisement"),
+        _ => write!(out, "type {t} code {code}"),
     };
-    let (src, dst) = (addr(src), addr(dst));
-    let proto = match next {
-        protocol::TCP => "TCP".to_string(),
-        protocol::UDP => "UDP".to_string(),
-        protocol::ICMPV6 => "ICMPv6".to_string(),
-        other => format!("next-header {other}"),
-    };
-    let _ = write!(out, "{src} -> {dst} IPv6 {proto}");
 }
 
 #[cfg(test)]
@@ -324,6 +426,29 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_udp_through_a_fragment_header() {
+        let mut ip = vec![0x60, 0, 0, 0, 0, 0, 44, 64];
+        ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        // Fragment header: next UDP, offset 0, more fragments.
+        let mut rest = vec![17, 0, 0, 1, 0, 0, 0, 7];
+        rest.extend_from_slice(&udp(53, 5353, b"abc"));
+        let plen = u16::try_from(rest.len()).unwrap();
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        ip.extend_from_slice(&rest);
+        assert_eq!(
+            describe(&eth(0x86dd, &ip), 4789),
+            "[fd00::1]:53 -> [fd00::2]:5353 UDP len 3 [first fragment]"
+        );
+        // Cut inside the UDP payload: still described, marked.
+        let f = eth(0x86dd, &ip);
+        assert_eq!(
+            describe(&f[..f.len() - 2], 4789),
+            "fd00::1 -> fd00::2 UDP (truncated) [first fragment] [truncated]"
+        );
+    }
+
+    #[test]
     fn arp_request_line() {
         let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
         a.extend_from_slice(&[0x0a, 0x58, 10, 244, 1, 5, 10, 244, 1, 5]);
@@ -376,6 +501,10 @@ mod tests {
         assert_eq!(describe(&eth(0x88cc, &[]), 4789), "ethertype 0x88cc");
         assert_eq!(describe(&eth(0x0800, &[0x45]), 4789), "IPv4 (truncated)");
         assert_eq!(describe(&eth(0x86dd, &[0x60]), 4789), "IPv6 (truncated)");
+        assert_eq!(
+            describe(&eth(0x86dd, &[0x45; 40]), 4789),
+            "IPv6 (malformed)"
+        );
         // Every prefix of a VXLAN frame, and garbage after an IPv4 EtherType, without panicking.
         let inner = eth(0x0806, &[0; 28]);
         let mut vx = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
