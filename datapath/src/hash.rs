@@ -72,7 +72,9 @@ mod tests {
     #[test]
     fn golden_values_never_change() {
         // If these change, every node in a mixed-version cluster disagrees on backends.
-        let got: Vec<u32> = (40000..40004).map(|p| flow_hash(&tuple(p), DEFAULT_SEED)).collect();
+        let got: Vec<u32> = (40000..40004)
+            .map(|p| flow_hash(&tuple(p), DEFAULT_SEED))
+            .collect();
         assert_eq!(got, GOLDEN);
     }
 

@@ -157,10 +157,12 @@ impl Tables {
         if let Some(pod) = self.local_pod(dst) {
             return Route::LocalPod(pod);
         }
-        if let Some(&idx) = self.remote_routes.longest_match(dst) {
-            if let Some(node) = self.remote_nodes.get(idx) {
-                return Route::RemoteNode(node);
-            }
+        if let Some(node) = self
+            .remote_routes
+            .longest_match(dst)
+            .and_then(|&idx| self.remote_nodes.get(idx))
+        {
+            return Route::RemoteNode(node);
         }
         if self.cluster_cidrs.iter().any(|c| c.contains(dst))
             || self.node.pod_cidrs.iter().any(|c| c.contains(dst))
@@ -237,12 +239,10 @@ impl<T> PrefixMap<T> {
 
     pub fn longest_match(&self, ip: IpKey) -> Option<&T> {
         self.by_len.iter().find_map(|(len, map)| {
-            let net = Cidr {
+            map.get(&network(Cidr {
                 addr: ip,
                 key_len: *len,
-            };
-            // Re-mask through Cidr::new semantics: build the network address for this length.
-            map.get(&network(net))
+            }))
         })
     }
 

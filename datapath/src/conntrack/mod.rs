@@ -127,7 +127,12 @@ impl Flows {
     }
 
     /// Records a new client flow `original` (client -> VIP) translated per `nat`.
-    pub fn insert(&mut self, original: FlowKey, nat: NatBinding, now: Nanos) -> Result<(), TableFull> {
+    pub fn insert(
+        &mut self,
+        original: FlowKey,
+        nat: NatBinding,
+        now: Nanos,
+    ) -> Result<(), TableFull> {
         if self.original.len() >= self.capacity && !self.original.contains_key(&original) {
             self.reclaim_idle(now);
             if self.original.len() >= self.capacity {
@@ -205,7 +210,10 @@ mod tests {
     fn found_from_both_directions() {
         let mut flows = Flows::default();
         flows.insert(key(1000), nat(), 0).unwrap();
-        assert_eq!(flows.lookup(&key(1000), 1), Some(FlowMatch::Original(nat())));
+        assert_eq!(
+            flows.lookup(&key(1000), 1),
+            Some(FlowMatch::Original(nat()))
+        );
         let reply = FlowKey {
             src: IpKey::v4([10, 244, 2, 7]),
             dst: IpKey::v4([10, 244, 1, 5]),

@@ -1,0 +1,492 @@
+//! The walks of ARCHITECTURE.md §2 through `process`, on hand-built tables and packets
+//! built (and checked) with etherparse, an implementation independent of ours.
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+use super::*;
+use crate::addr::Cidr;
+use crate::frame::DEFAULT_HEADROOM;
+use crate::observer::NoObserver;
+use crate::tables::{Backend, LocalNode, OverlayParams, PortInfo, PrefixMap, ServicePort, proto};
+
+const GW_MAC: MacAddr = MacAddr([0x0a, 0x58, 10, 244, 1, 1]);
+const CLIENT: [u8; 4] = [10, 244, 1, 5];
+const WEB0: [u8; 4] = [10, 244, 1, 6];
+const WEB1: [u8; 4] = [10, 244, 2, 7];
+const VIP: [u8; 4] = [10, 96, 0, 10];
+const NODE_A_MAC: MacAddr = MacAddr([2, 0, 0xc0, 0xa8, 0x32, 0x0a]);
+const NODE_B_MAC: MacAddr = MacAddr([2, 0, 0xc0, 0xa8, 0x32, 0x0b]);
+
+fn pod(ns: &str, name: &str, port: u32, ip: [u8; 4]) -> LocalPod {
+    LocalPod {
+        namespace: ns.into(),
+        name: name.into(),
+        port: PortId(port),
+        mac: MacAddr::for_ipv4(ip),
+        ips: vec![IpKey::v4(ip)],
+    }
+}
+
+/// node-a of the two-node example: client and web-0 local, web-1 on node-b.
+pub(crate) fn node_a_tables(backends: Vec<Backend>) -> Tables {
+    let local_pods = vec![
+        pod("demo", "client", 2, CLIENT),
+        pod("demo", "web-0", 3, WEB0),
+    ];
+    let mut local_pod_by_ip = foldhash::HashMap::default();
+    for (i, p) in local_pods.iter().enumerate() {
+        local_pod_by_ip.insert(p.ips[0], i);
+    }
+    let mut remote_routes = PrefixMap::default();
+    remote_routes.insert("10.244.2.0/24".parse::<Cidr>().unwrap(), 0);
+    let mut services = foldhash::HashMap::default();
+    services.insert(
+        ServiceKey {
+            vip: IpKey::v4(VIP),
+            port: 80,
+            proto: proto::TCP,
+        },
+        ServicePort {
+            name: "demo/web:80".into(),
+            backends,
+        },
+    );
+    Tables {
+        generation: 1,
+        node: LocalNode {
+            name: "node-a".into(),
+            underlay_ip: [192, 168, 50, 10],
+            underlay_mac: NODE_A_MAC,
+            pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
+            gateway_ip: [10, 244, 1, 1],
+            gateway_mac: GW_MAC,
+            addresses: vec![IpKey::v4([192, 168, 50, 10]), IpKey::v4([10, 244, 1, 1])],
+        },
+        overlay: OverlayParams {
+            vni: 1,
+            udp_port: 4789,
+            underlay_mtu: 1500,
+        },
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        ports: vec![
+            PortInfo {
+                name: "uplink".into(),
+                kind: PortKind::Uplink,
+            },
+            PortInfo {
+                name: "host".into(),
+                kind: PortKind::Host,
+            },
+            PortInfo {
+                name: "pod-demo-client".into(),
+                kind: PortKind::Pod(0),
+            },
+            PortInfo {
+                name: "pod-demo-web-0".into(),
+                kind: PortKind::Pod(1),
+            },
+        ],
+        local_pods,
+        local_pod_by_ip,
+        remote_routes,
+        remote_nodes: vec![RemoteNode {
+            name: "node-b".into(),
+            pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+            underlay_ip: [192, 168, 50, 11],
+            underlay_mac: NODE_B_MAC,
+        }],
+        services,
+    }
+}
+
+fn web_backends() -> Vec<Backend> {
+    vec![
+        Backend {
+            ip: IpKey::v4(WEB0),
+            port: 8080,
+        },
+        Backend {
+            ip: IpKey::v4(WEB1),
+            port: 8080,
+        },
+    ]
+}
+
+fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MacAddr::for_ipv4(src).0, GW_MAC.0)
+        .ipv4(src, dst, ttl)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MacAddr::for_ipv4(src).0, GW_MAC.0)
+        .ipv4(src, dst, ttl)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+struct Run {
+    verdict: Verdict,
+    out: Vec<u8>,
+}
+
+fn run(tables: &Tables, flows: &mut Flows, port: PortId, packet: &[u8]) -> Run {
+    let mut buf = vec![0xa5u8; DEFAULT_HEADROOM + packet.len() + 256];
+    let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, packet).unwrap();
+    let verdict = process(tables, flows, 1_000, port, &mut frame, &mut NoObserver);
+    Run {
+        verdict,
+        out: frame.data().to_vec(),
+    }
+}
+
+/// Checks every checksum of an IPv4 packet in an Ethernet frame with etherparse.
+fn assert_checksums_valid(frame: &[u8]) {
+    let sliced = SlicedPacket::from_ethernet(frame).expect("etherparse parses our output");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &sliced.net else {
+        panic!("not IPv4")
+    };
+    let hdr = ip.header().to_header();
+    assert_eq!(
+        hdr.header_checksum,
+        hdr.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    match &sliced.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&hdr, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+        }
+        Some(TransportSlice::Udp(u)) if u.checksum() != 0 => {
+            let want = u.to_header().calc_checksum_ipv4(&hdr, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn pod_to_pod_same_node_rewrites_l2_and_ttl() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let r = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &udp(CLIENT, WEB0, 5000, 8080, 64, b"hi"),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId(3)));
+    assert_eq!(&r.out[0..6], &MacAddr::for_ipv4(WEB0).0);
+    assert_eq!(&r.out[6..12], &GW_MAC.0);
+    assert_eq!(r.out[14 + 8], 63, "TTL decremented");
+    assert_checksums_valid(&r.out);
+}
+
+#[test]
+fn pod_to_remote_pod_is_vxlan_encapsulated() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let inner = udp(CLIENT, WEB1, 5000, 8080, 64, b"hello");
+    let r = run(&t, &mut flows, PortId(2), &inner);
+    assert_eq!(r.verdict, Verdict::Forward(PortId::UPLINK));
+    let outer = SlicedPacket::from_ethernet(&r.out).unwrap();
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = &outer.link else {
+        panic!()
+    };
+    assert_eq!(eth.destination(), NODE_B_MAC.0);
+    assert_eq!(eth.source(), NODE_A_MAC.0);
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &outer.net else {
+        panic!()
+    };
+    assert_eq!(ip.header().source(), [192, 168, 50, 10]);
+    assert_eq!(ip.header().destination(), [192, 168, 50, 11]);
+    assert!(ip.header().dont_fragment());
+    let Some(TransportSlice::Udp(u)) = &outer.transport else {
+        panic!()
+    };
+    assert_eq!(u.destination_port(), 4789);
+    assert!(u.source_port() >= 49152);
+    assert_eq!(u.checksum(), 0);
+    assert_checksums_valid(&r.out);
+    let vx = &u.payload()[..8];
+    assert_eq!(vx, &[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    let inner_out = &u.payload()[8..];
+    assert_eq!(&inner_out[6..12], &GW_MAC.0);
+    assert_eq!(&inner_out[0..6], &MacAddr::for_ipv4([10, 244, 2, 1]).0);
+    assert_eq!(inner_out[14 + 8], 63);
+    assert_eq!(
+        &inner_out[14 + 12..],
+        &inner[14 + 12..],
+        "addresses and payload unchanged"
+    );
+}
+
+#[test]
+fn vxlan_from_remote_node_is_delivered_to_local_pod() {
+    // Build node-b's view of web-1 sending to client, encapsulated by node-b.
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let mut inner = udp(WEB1, CLIENT, 8080, 5000, 63, b"reply");
+    inner[0..6].copy_from_slice(&GW_MAC.0);
+    let outer = {
+        let b = PacketBuilder::ethernet2(NODE_B_MAC.0, NODE_A_MAC.0)
+            .ipv4([192, 168, 50, 11], [192, 168, 50, 10], 64)
+            .udp(50000, 4789);
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        payload.extend_from_slice(&inner);
+        let mut out = Vec::new();
+        b.write(&mut out, &payload).unwrap();
+        out
+    };
+    let r = run(&t, &mut flows, PortId::UPLINK, &outer);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    assert_eq!(&r.out[0..6], &MacAddr::for_ipv4(CLIENT).0);
+    assert_eq!(r.out[14 + 8], 62);
+    assert_checksums_valid(&r.out);
+
+    // The same with another VNI is dropped; to another port it is the kernel's.
+    let mut wrong_vni = outer.clone();
+    wrong_vni[14 + 20 + 8 + 6] = 2;
+    assert_eq!(
+        run(&t, &mut flows, PortId::UPLINK, &wrong_vni).verdict,
+        Verdict::Drop(DropReason::VxlanWrongVni)
+    );
+}
+
+#[test]
+fn clusterip_dnat_then_reply_reverse_nat() {
+    let t = node_a_tables(vec![Backend {
+        ip: IpKey::v4(WEB0),
+        port: 8080,
+    }]);
+    let mut flows = Flows::default();
+    let r = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, VIP, 40000, 80, 64, b""),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId(3)));
+    assert_eq!(&r.out[14 + 16..14 + 20], &WEB0);
+    assert_eq!(u16::from_be_bytes([r.out[36], r.out[37]]), 8080);
+    assert_checksums_valid(&r.out);
+    assert_eq!(flows.len(), 1);
+
+    let mut reply = tcp(WEB0, CLIENT, 8080, 40000, 64, b"");
+    reply[0..6].copy_from_slice(&GW_MAC.0);
+    let r = run(&t, &mut flows, PortId(3), &reply);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    assert_eq!(&r.out[14 + 12..14 + 16], &VIP, "reply comes from the VIP");
+    assert_eq!(u16::from_be_bytes([r.out[34], r.out[35]]), 80);
+    assert_checksums_valid(&r.out);
+}
+
+#[test]
+fn service_without_endpoints_answers_port_unreachable() {
+    let t = node_a_tables(vec![]);
+    let mut flows = Flows::default();
+    let sent = tcp(CLIENT, VIP, 40000, 80, 64, b"");
+    let r = run(&t, &mut flows, PortId(2), &sent);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    let p = SlicedPacket::from_ethernet(&r.out).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!()
+    };
+    assert_eq!(ip.header().source(), VIP);
+    assert_eq!(ip.header().destination(), CLIENT);
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!()
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 3));
+    assert_eq!(
+        &icmp.payload()[..sent.len() - 14],
+        &sent[14..],
+        "quotes the packet as sent"
+    );
+    let sum = etherparse::Icmpv4Header::from_slice(icmp.slice())
+        .unwrap()
+        .0
+        .icmp_type
+        .calc_checksum(icmp.payload());
+    assert_eq!(icmp.checksum(), sum);
+}
+
+#[test]
+fn ttl_one_gets_time_exceeded_from_gateway() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let sent = udp(CLIENT, WEB1, 5000, 8080, 1, b"x");
+    let r = run(&t, &mut flows, PortId(2), &sent);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    assert_eq!(&r.out[0..6], &MacAddr::for_ipv4(CLIENT).0);
+    let p = SlicedPacket::from_ethernet(&r.out).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!()
+    };
+    assert_eq!(ip.header().source(), [10, 244, 1, 1]);
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!()
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (11, 0));
+    assert_checksums_valid(&r.out);
+}
+
+#[test]
+fn too_big_for_the_underlay_gets_frag_needed() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let mut sent = udp(CLIENT, WEB1, 5000, 8080, 64, &[0u8; 1460]);
+    // etherparse sets DF; the packet is 1488 bytes of IP > 1450.
+    let r = run(&t, &mut flows, PortId(2), &sent);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    let p = SlicedPacket::from_ethernet(&r.out).unwrap();
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!()
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp.slice()[6], icmp.slice()[7]]), 1450);
+    assert!(r.out.len() <= 14 + 576);
+    // Without DF: a counted drop (we do not fragment for the sender).
+    sent[14 + 6] &= !0x40;
+    let csum_fixed = {
+        let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&sent[14..])
+            .unwrap()
+            .to_header();
+        ip.dont_fragment = false;
+        ip.header_checksum = ip.calc_header_checksum();
+        ip
+    };
+    let mut hdr = Vec::new();
+    csum_fixed.write(&mut hdr).unwrap();
+    sent[14..34].copy_from_slice(&hdr);
+    assert_eq!(
+        run(&t, &mut flows, PortId(2), &sent).verdict,
+        Verdict::Drop(DropReason::MtuExceeded)
+    );
+}
+
+#[test]
+fn arp_for_gateway_is_answered_in_place() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let b = PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, [0xff; 6]).arp(
+        etherparse::ArpPacket::new(
+            etherparse::ArpHardwareId::ETHERNET,
+            etherparse::EtherType::IPV4,
+            etherparse::ArpOperation::REQUEST,
+            &MacAddr::for_ipv4(CLIENT).0,
+            &CLIENT,
+            &[0; 6],
+            &[10, 244, 1, 1],
+        )
+        .unwrap(),
+    );
+    let mut req = Vec::new();
+    b.write(&mut req).unwrap();
+    let r = run(&t, &mut flows, PortId(2), &req);
+    assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+    let arp = etherparse::ArpPacketSlice::from_slice(&r.out[14..]).unwrap();
+    assert_eq!(arp.operation(), etherparse::ArpOperation::REPLY);
+    assert_eq!(arp.sender_hw_addr(), &GW_MAC.0);
+    assert_eq!(arp.sender_protocol_addr(), &[10, 244, 1, 1]);
+    assert_eq!(arp.target_protocol_addr(), &CLIENT);
+    assert_eq!(&r.out[0..6], &MacAddr::for_ipv4(CLIENT).0);
+}
+
+#[test]
+fn pod_traffic_leaves_by_host_or_kernel() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let r = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &udp(CLIENT, [1, 1, 1, 1], 5000, 53, 64, b"q"),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId::HOST));
+    assert_eq!(&r.out[0..6], &HOST_MAC.0);
+    let r = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &udp(CLIENT, [192, 168, 50, 10], 5000, 10250, 64, b"q"),
+    );
+    assert_eq!(r.verdict, Verdict::Pass);
+}
+
+#[test]
+fn spoofed_and_unknown_are_dropped_with_reasons() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::default();
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (udp(WEB0, WEB1, 1, 2, 64, b""), DropReason::SourceSpoofed),
+        (
+            udp(CLIENT, [10, 244, 9, 9], 1, 2, 64, b""),
+            DropReason::NoRoute,
+        ),
+        (
+            udp(CLIENT, [10, 96, 0, 99], 1, 2, 64, b""),
+            DropReason::NoService,
+        ),
+        (vec![0u8; 10], DropReason::MalformedEthernet),
+    ];
+    for (pkt, reason) in cases {
+        assert_eq!(
+            run(&t, &mut flows, PortId(2), &pkt).verdict,
+            Verdict::Drop(reason)
+        );
+    }
+    let mut bad_csum = udp(CLIENT, WEB0, 1, 2, 64, b"");
+    bad_csum[14 + 10] ^= 0xff;
+    assert_eq!(
+        run(&t, &mut flows, PortId(2), &bad_csum).verdict,
+        Verdict::Drop(DropReason::MalformedIpv4)
+    );
+    assert_eq!(
+        run(
+            &t,
+            &mut flows,
+            PortId(99),
+            &udp(CLIENT, WEB0, 1, 2, 64, b"")
+        )
+        .verdict,
+        Verdict::Drop(DropReason::UnknownPort)
+    );
+}
+
+#[test]
+fn any_bytes_on_any_port_never_panic() {
+    let t = node_a_tables(web_backends());
+    let mut flows = Flows::new(64, 1_000_000);
+    let seeds: Vec<Vec<u8>> = vec![
+        udp(CLIENT, WEB1, 5000, 8080, 64, b"hello"),
+        tcp(CLIENT, VIP, 40000, 80, 64, b""),
+        udp(CLIENT, WEB0, 5000, 8080, 1, b"x"),
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..30_000u32 {
+        let mut pkt = seeds[i as usize % seeds.len()].clone();
+        let flips = next() % 6;
+        for _ in 0..flips {
+            let pos = (next() as usize) % pkt.len();
+            pkt[pos] = next() as u8;
+        }
+        pkt.truncate((next() as usize) % (pkt.len() + 1));
+        for port in 0..5 {
+            let _ = run(&t, &mut flows, PortId(port), &pkt);
+        }
+    }
+}
