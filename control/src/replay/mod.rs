@@ -83,7 +83,13 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         nanosecond,
     )?;
 
-    let mut flows = Flows::default();
+    let mut driver = Driver {
+        tables: &tables,
+        // One flow table for the whole run, as one worker would keep it.
+        flows: Flows::default(),
+        outputs: &mut outputs,
+        describe: opts.summary,
+    };
     let mut report = ReplayReport::default();
     for (seq, (input, index)) in order.into_iter().enumerate() {
         let (Some(spec), Some(&port), Some(packet)) = (
@@ -95,17 +101,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         ) else {
             continue;
         };
-        let (record, description) = replay_one(
-            &tables,
-            &mut flows,
-            spec,
-            port,
-            index,
-            packet,
-            &mut outputs,
-            opts.summary,
-        )?;
-        outputs.verdict(&record)?;
+        let (record, description) = driver.replay_one(&spec.port, port, index, packet)?;
+        driver.outputs.verdict(&record)?;
         if let Some(packet) = description {
             report.rows.push(summary::Row {
                 seq,
@@ -169,70 +166,83 @@ fn port_name(tables: &Tables, port: PortId) -> String {
         .map_or_else(|| format!("port-{}", port.0), |p| p.name.clone())
 }
 
-/// Feeds one packet through the pipeline, writes what it emitted, and returns its record
-/// (and its description, when `describe` is set).
-#[allow(clippy::too_many_arguments)]
-fn replay_one(
-    tables: &Tables,
-    flows: &mut Flows,
-    spec: &InputSpec,
-    in_port: PortId,
-    index: usize,
-    packet: &CapturedPacket,
-    outputs: &mut Outputs,
+/// What stays the same from one packet to the next.
+struct Driver<'a> {
+    tables: &'a Tables,
+    flows: Flows,
+    outputs: &'a mut Outputs,
+    /// Describe each input packet for the summary table.
     describe: bool,
-) -> Result<(VerdictRecord, Option<String>), ReplayError> {
-    let mut record = VerdictRecord {
-        in_port: spec.port.clone(),
-        index,
-        verdict: "drop",
-        out_port: None,
-        reason: None,
-        service: None,
-        backend: None,
-        policy: Vec::new(),
-    };
-    let Some(eth) = linktype::to_ethernet(packet.link, &packet.data, tables, in_port) else {
-        record.reason = Some("unsupported_linktype");
-        let description = describe.then(|| match packet.link {
-            linktype::LinkKind::Unsupported(code) => format!("linktype {code}, not processed"),
-            other => format!("{other:?}"),
-        });
-        return Ok((record, description));
-    };
-    let description = describe.then(|| describe::describe(&eth, tables.overlay.udp_port));
+}
 
-    // Each packet in its own zeroed buffer, as a UMEM frame would be: nothing left over
-    // from an earlier packet can leak into this one's headroom.
-    let mut buf = vec![0u8; DEFAULT_HEADROOM + eth.len() + TAILROOM];
-    let Some(mut frame) = Frame::load(&mut buf, DEFAULT_HEADROOM, &eth) else {
-        // Cannot happen: the buffer was sized for it. Reported, not panicked on.
-        record.reason = Some("replay_buffer_too_small");
-        return Ok((record, description));
-    };
-    let mut recorder = Recorder::default();
-    let verdict = datapath::process(
-        tables,
-        flows,
-        packet.ts_ns,
-        in_port,
-        &mut frame,
-        &mut recorder,
-    );
-    tracing::debug!(port = %spec.port, index, ?verdict, "processed");
+impl Driver<'_> {
+    /// Feeds one packet through the pipeline, writes what it emitted, and returns its
+    /// record (and its description, when the summary wants one).
+    fn replay_one(
+        &mut self,
+        in_port_name: &str,
+        in_port: PortId,
+        index: usize,
+        packet: &CapturedPacket,
+    ) -> Result<(VerdictRecord, Option<String>), ReplayError> {
+        let tables = self.tables;
+        let mut record = VerdictRecord {
+            in_port: in_port_name.to_string(),
+            index,
+            verdict: "drop",
+            out_port: None,
+            reason: None,
+            service: None,
+            backend: None,
+            policy: Vec::new(),
+        };
+        let Some(eth) = linktype::to_ethernet(packet.link, &packet.data, tables, in_port) else {
+            record.reason = Some("unsupported_linktype");
+            let description = self.describe.then(|| match packet.link {
+                linktype::LinkKind::Unsupported(code) => {
+                    format!("linktype {code}, not processed")
+                }
+                other => format!("{other:?}"),
+            });
+            return Ok((record, description));
+        };
+        let description = self
+            .describe
+            .then(|| describe::describe(&eth, tables.overlay.udp_port));
 
-    record.verdict = verdict.kind();
-    match verdict {
-        Verdict::Forward(out) => {
-            let name = port_name(tables, out);
-            outputs.emit(&name, packet.ts_ns, frame.data(), packet.truncated)?;
-            record.out_port = Some(name);
+        // Each packet in its own zeroed buffer, as a UMEM frame would be: nothing left over
+        // from an earlier packet can leak into this one's headroom.
+        let mut buf = vec![0u8; DEFAULT_HEADROOM + eth.len() + TAILROOM];
+        let Some(mut frame) = Frame::load(&mut buf, DEFAULT_HEADROOM, &eth) else {
+            // Cannot happen: the buffer was sized for it. Reported, not panicked on.
+            record.reason = Some("replay_buffer_too_small");
+            return Ok((record, description));
+        };
+        let mut recorder = Recorder::default();
+        let verdict = datapath::process(
+            tables,
+            &mut self.flows,
+            packet.ts_ns,
+            in_port,
+            &mut frame,
+            &mut recorder,
+        );
+        tracing::debug!(port = in_port_name, index, ?verdict, "processed");
+
+        record.verdict = verdict.kind();
+        match verdict {
+            Verdict::Forward(out) => {
+                let name = port_name(tables, out);
+                self.outputs
+                    .emit(&name, packet.ts_ns, frame.data(), packet.truncated)?;
+                record.out_port = Some(name);
+            }
+            Verdict::Pass => {}
+            Verdict::Drop(reason) => record.reason = Some(reason.as_str()),
         }
-        Verdict::Pass => {}
-        Verdict::Drop(reason) => record.reason = Some(reason.as_str()),
+        record.service = recorder.service;
+        record.backend = recorder.backend.map(format_backend);
+        record.policy = recorder.policies;
+        Ok((record, description))
     }
-    record.service = recorder.service;
-    record.backend = recorder.backend.map(format_backend);
-    record.policy = recorder.policies;
-    Ok((record, description))
 }
