@@ -1,0 +1,31 @@
+//! Every scenario case, by theme. Each module builds its cases' inputs and expected
+//! outputs with [`crate::packet`] from the documented contract, never by running the
+//! datapath.
+
+mod arp;
+mod config;
+mod dualstack;
+mod icmp;
+mod local;
+mod malformed;
+mod merge;
+mod overlay;
+mod services;
+pub mod world;
+
+use crate::case::Case;
+
+/// All cases, in a fixed order (names are unique).
+pub fn all() -> Vec<Case> {
+    let mut out = Vec::new();
+    out.extend(arp::cases());
+    out.extend(local::cases());
+    out.extend(overlay::cases());
+    out.extend(services::cases());
+    out.extend(icmp::cases());
+    out.extend(malformed::cases());
+    out.extend(config::cases());
+    out.extend(dualstack::cases());
+    out.extend(merge::cases());
+    out
+}

@@ -1,0 +1,151 @@
+//! Writes every case directory (and the demo pcaps) from the definitions in
+//! [`crate::cases`]. Deterministic: fixed timestamps, fixed order, no randomness, so a
+//! regeneration is byte-identical and `tests/scenarios.rs` can insist on it.
+
+use std::fs;
+use std::path::Path;
+
+use crate::case::{Case, Expect, StateSource};
+use crate::spec::{CASE_FILE, CaseFile, EXPECTED_DIR, InputFile, VERDICTS_FILE, VerdictLine};
+use crate::{cases, demo, pcapio};
+
+/// A frame and its timestamp, as a pcap holds it.
+type TimedFrame<'a> = (u64, &'a [u8]);
+
+/// The example state dir, as a case dir sees it.
+pub const EXAMPLE_STATE: &str = "../../examples/two-node";
+
+/// Writes `root/cases/<name>/` for every case (replacing what was there) and the demo
+/// pcaps into `root/examples/two-node/`. `root` is the pcap-fixtures crate directory.
+/// Returns the case names.
+pub fn write_all(root: &Path) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for case in cases::all() {
+        if names.iter().any(|n| n == case.name) {
+            return Err(format!("two cases are named {}", case.name));
+        }
+        write_case(&root.join("cases").join(case.name), &case)?;
+        names.push(case.name.to_string());
+    }
+    let examples = root.join("examples").join("two-node");
+    fs::create_dir_all(&examples).map_err(|e| format!("{}: {e}", examples.display()))?;
+    for (file, packets) in demo::files() {
+        let refs: Vec<(u64, &[u8])> = packets.iter().map(|(t, d)| (*t, d.as_slice())).collect();
+        pcapio::write(&examples.join(file), &refs)?;
+    }
+    Ok(names)
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+/// Writes one case directory from scratch.
+pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
+    check_order(case)?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    let input_dir = dir.join("input");
+    let expected_dir = dir.join(EXPECTED_DIR);
+    fs::create_dir_all(&input_dir).map_err(io(&input_dir))?;
+    fs::create_dir_all(&expected_dir).map_err(io(&expected_dir))?;
+
+    let state = match &case.state {
+        StateSource::TwoNodeExample => EXAMPLE_STATE.to_string(),
+        StateSource::Own(def) => {
+            let state_dir = dir.join("state");
+            fs::create_dir_all(&state_dir).map_err(io(&state_dir))?;
+            for (name, text) in def.files() {
+                let path = state_dir.join(name);
+                fs::write(&path, text).map_err(io(&path))?;
+            }
+            "state".to_string()
+        }
+    };
+
+    let mut inputs = Vec::new();
+    for port in &case.inputs {
+        let file = format!("input/{port}.pcap");
+        let packets: Vec<(u64, &[u8])> = case
+            .steps
+            .iter()
+            .filter(|s| &s.port == port)
+            .map(|s| (s.ts_ns, s.frame.as_slice()))
+            .collect();
+        pcapio::write(&dir.join(&file), &packets)?;
+        inputs.push(InputFile {
+            port: port.clone(),
+            file,
+        });
+    }
+
+    let mut outputs: Vec<(&str, Vec<TimedFrame<'_>>)> = Vec::new();
+    let mut verdicts = String::new();
+    let mut index_in_file = vec![0usize; case.inputs.len()];
+    for step in &case.steps {
+        let input = case
+            .inputs
+            .iter()
+            .position(|p| p == &step.port)
+            .ok_or("step on an unlisted port")?;
+        let mut line = VerdictLine {
+            in_port: step.port.clone(),
+            index: index_in_file[input],
+            verdict: "drop",
+            out_port: None,
+            reason: None,
+            service: step.service.clone(),
+            backend: step.backend.clone(),
+        };
+        index_in_file[input] += 1;
+        match &step.expect {
+            Expect::Forward { port, frame } => {
+                line.verdict = "forward";
+                line.out_port = Some(port.clone());
+                match outputs.iter_mut().find(|(p, _)| p == port) {
+                    Some((_, list)) => list.push((step.ts_ns, frame)),
+                    None => outputs.push((port, vec![(step.ts_ns, frame)])),
+                }
+            }
+            Expect::Pass => line.verdict = "pass",
+            Expect::Drop(reason) => line.reason = Some((*reason).to_string()),
+        }
+        verdicts.push_str(&serde_json::to_string(&line).map_err(|e| e.to_string())?);
+        verdicts.push('\n');
+    }
+    for (port, packets) in &outputs {
+        pcapio::write(&expected_dir.join(format!("{port}.pcap")), packets)?;
+    }
+    let verdicts_path = expected_dir.join(VERDICTS_FILE);
+    fs::write(&verdicts_path, verdicts).map_err(io(&verdicts_path))?;
+
+    let spec = CaseFile {
+        description: case.description.to_string(),
+        node: case.node.to_string(),
+        state,
+        inputs,
+    };
+    let mut json = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
+    json.push('\n');
+    let path = dir.join(CASE_FILE);
+    fs::write(&path, json).map_err(io(&path))
+}
+
+/// The steps must be listed in the order replay processes them (§4: by timestamp across
+/// files, ties to the file named first, each file in its own order), or the expected
+/// verdicts would be in the wrong order.
+fn check_order(case: &Case) -> Result<(), String> {
+    for pair in case.steps.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let rank = |p: &str| case.inputs.iter().position(|i| i == p);
+        let ordered = a.ts_ns < b.ts_ns || (a.ts_ns == b.ts_ns && rank(&a.port) <= rank(&b.port));
+        if !ordered {
+            return Err(format!(
+                "case {}: steps are not in processing order",
+                case.name
+            ));
+        }
+    }
+    Ok(())
+}

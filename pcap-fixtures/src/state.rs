@@ -1,0 +1,158 @@
+//! A case's own state directory, described in Rust and written out as Kubernetes YAML.
+//!
+//! Cases that need something the two-node example does not have (a Service with exactly
+//! one backend, another `kxdp.yaml`, dual stack) carry a `state/` dir of their own. The
+//! manifests are written in the shape the API server returns them, so the loader is
+//! exercised on realistic objects; nothing here decides what the datapath does.
+
+use std::fmt::Write as _;
+
+/// A node: name, InternalIP, `kxdp.io/underlay-mac`, PodCIDRs (IPv4 first).
+#[derive(Debug, Clone)]
+pub struct NodeDef {
+    pub name: &'static str,
+    pub internal_ip: &'static str,
+    pub underlay_mac: &'static str,
+    pub pod_cidrs: Vec<&'static str>,
+}
+
+/// A running pod in namespace `demo` (every case uses that namespace).
+#[derive(Debug, Clone)]
+pub struct PodDef {
+    pub name: &'static str,
+    pub node: &'static str,
+    /// IPv4 first, then IPv6 when dual stack.
+    pub ips: Vec<&'static str>,
+}
+
+/// A ClusterIP Service in `demo` with one port, and its EndpointSlice (none when
+/// `backends` is empty: a Service no pod backs).
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    pub name: &'static str,
+    pub cluster_ip: &'static str,
+    pub port: u16,
+    /// "TCP" or "UDP".
+    pub protocol: &'static str,
+    pub target_port: u16,
+    /// (pod IP, node name) of every ready endpoint.
+    pub backends: Vec<(&'static str, &'static str)>,
+}
+
+/// A whole state directory.
+#[derive(Debug, Clone)]
+pub struct StateDef {
+    /// `kxdp.yaml` verbatim; `None` leaves it out (every key at its default).
+    pub config: Option<&'static str>,
+    pub nodes: Vec<NodeDef>,
+    pub pods: Vec<PodDef>,
+    pub services: Vec<ServiceDef>,
+}
+
+impl StateDef {
+    /// The files of the directory, (name, contents), in a fixed order.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut files = Vec::new();
+        if let Some(config) = self.config {
+            files.push(("kxdp.yaml".to_string(), config.to_string()));
+        }
+        files.push((
+            "namespaces.yaml".to_string(),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n".to_string(),
+        ));
+        files.push((
+            "nodes.yaml".to_string(),
+            documents(self.nodes.iter().map(node_yaml)),
+        ));
+        files.push((
+            "pods.yaml".to_string(),
+            documents(self.pods.iter().map(pod_yaml)),
+        ));
+        if !self.services.is_empty() {
+            files.push((
+                "services.yaml".to_string(),
+                documents(self.services.iter().map(service_yaml)),
+            ));
+            let slices: Vec<String> = self.services.iter().filter_map(slice_yaml).collect();
+            if !slices.is_empty() {
+                files.push((
+                    "endpointslices.yaml".to_string(),
+                    documents(slices.into_iter()),
+                ));
+            }
+        }
+        files
+    }
+}
+
+fn documents(docs: impl Iterator<Item = String>) -> String {
+    docs.collect::<Vec<_>>().join("---\n")
+}
+
+fn node_yaml(n: &NodeDef) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  annotations:\n    kxdp.io/underlay-mac: \"{}\"\nspec:\n  podCIDR: {}\n  podCIDRs:\n",
+        n.name, n.underlay_mac, n.pod_cidrs[0]
+    );
+    for c in &n.pod_cidrs {
+        let _ = writeln!(s, "    - {c}");
+    }
+    let _ = write!(
+        s,
+        "status:\n  addresses:\n    - type: InternalIP\n      address: {}\n    - type: Hostname\n      address: {}\n",
+        n.internal_ip, n.name
+    );
+    s
+}
+
+fn pod_yaml(p: &PodDef) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels:\n    app: {name}\nspec:\n  nodeName: {node}\n  containers:\n    - name: main\n      image: busybox\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n",
+        name = p.name,
+        node = p.node,
+        ip = p.ips[0]
+    );
+    for ip in &p.ips {
+        let _ = writeln!(s, "    - ip: {ip}");
+    }
+    s
+}
+
+fn service_yaml(svc: &ServiceDef) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  type: ClusterIP\n  clusterIP: {ip}\n  clusterIPs:\n    - {ip}\n  ports:\n    - name: p\n      port: {port}\n      protocol: {proto}\n      targetPort: {target}\n",
+        name = svc.name,
+        ip = svc.cluster_ip,
+        port = svc.port,
+        proto = svc.protocol,
+        target = svc.target_port
+    )
+}
+
+fn slice_yaml(svc: &ServiceDef) -> Option<String> {
+    if svc.backends.is_empty() {
+        return None;
+    }
+    let family = if svc.cluster_ip.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let mut s = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: demo\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: {family}\nports:\n  - name: p\n    port: {target}\n    protocol: {proto}\nendpoints:\n",
+        name = svc.name,
+        target = svc.target_port,
+        proto = svc.protocol
+    );
+    for (ip, node) in &svc.backends {
+        let _ = write!(
+            s,
+            "  - addresses:\n      - {ip}\n    conditions:\n      ready: true\n    nodeName: {node}\n"
+        );
+    }
+    Some(s)
+}
