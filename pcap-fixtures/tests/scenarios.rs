@@ -99,3 +99,39 @@ fn generation_is_deterministic() {
     let _ = fs::remove_dir_all(&a);
     let _ = fs::remove_dir_all(&b);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_expectation_is_reported_with_offset_and_verdict_line() {
+    // A case with its own state dir, so the copy is self-contained.
+    let dir = std::env::temp_dir().join(format!("kxdp-fixtures-wrong-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    copy_dir(&cases_root().join("service-no-endpoints"), &dir);
+    let pcap = dir.join("expected/pod-demo-client.pcap");
+    let mut bytes = fs::read(&pcap).expect("expected pcap");
+    // Global header 24 + record header 16: byte 0x30 is frame byte 24 (IPv4 checksum).
+    bytes[24 + 16 + 24] ^= 0x01;
+    fs::write(&pcap, bytes).expect("write");
+    let verdicts = dir.join("expected/verdicts.jsonl");
+    let text = fs::read_to_string(&verdicts).expect("verdicts");
+    fs::write(&verdicts, text.replacen("\"forward\"", "\"drop\"", 1)).expect("write");
+
+    let report = run_case(&dir).expect("runs");
+    let _ = fs::remove_dir_all(&dir);
+    assert!(!report.passed());
+    let all = report.to_string();
+    assert!(all.contains("packet 0: differs at byte 24"), "{all}");
+    assert!(all.contains("verdicts.jsonl line 1"), "{all}");
+}
