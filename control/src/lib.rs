@@ -1,6 +1,5 @@
-
 pub mod cli;
-pub mod replay;
 pub mod config;
+pub mod replay;
 pub mod state;
 pub mod translate;
