@@ -101,13 +101,14 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         ) else {
             continue;
         };
-        let (record, description) = driver.replay_one(&spec.port, port, index, packet)?;
+        let (record, description, steps) = driver.replay_one(&spec.port, port, index, packet)?;
         driver.outputs.verdict(&record)?;
         if let Some(packet) = description {
             report.rows.push(summary::Row {
                 seq,
                 packet,
                 record,
+                steps,
             });
         }
         report.packets += 1;
@@ -184,7 +185,7 @@ impl Driver<'_> {
         in_port: PortId,
         index: usize,
         packet: &CapturedPacket,
-    ) -> Result<(VerdictRecord, Option<String>), ReplayError> {
+    ) -> Result<(VerdictRecord, Option<String>, Vec<&'static str>), ReplayError> {
         let tables = self.tables;
         let mut record = VerdictRecord {
             in_port: in_port_name.to_string(),
@@ -204,7 +205,7 @@ impl Driver<'_> {
                 }
                 other => format!("{other:?}"),
             });
-            return Ok((record, description));
+            return Ok((record, description, Vec::new()));
         };
         let description = self
             .describe
@@ -216,7 +217,7 @@ impl Driver<'_> {
         let Some(mut frame) = Frame::load(&mut buf, DEFAULT_HEADROOM, &eth) else {
             // Cannot happen: the buffer was sized for it. Reported, not panicked on.
             record.reason = Some("replay_buffer_too_small");
-            return Ok((record, description));
+            return Ok((record, description, Vec::new()));
         };
         let mut recorder = Recorder::default();
         let verdict = datapath::process(
@@ -243,6 +244,6 @@ impl Driver<'_> {
         record.service = recorder.service;
         record.backend = recorder.backend.map(format_backend);
         record.policy = recorder.policies;
-        Ok((record, description))
+        Ok((record, description, recorder.steps))
     }
 }

@@ -40,6 +40,8 @@ pub struct Recorder {
     pub backend: Option<Backend>,
     /// In the order reported, without repeats.
     pub policies: Vec<String>,
+    /// What the datapath did to the packet (`dnat`, `vxlan_encap`, `icmp_time_exceeded`, ...).
+    pub steps: Vec<&'static str>,
 }
 
 impl Observer for Recorder {
@@ -49,6 +51,10 @@ impl Observer for Recorder {
 
     fn backend(&mut self, backend: Backend) {
         self.backend = Some(backend);
+    }
+
+    fn step(&mut self, what: &'static str) {
+        self.steps.push(what);
     }
 
     fn policies(&mut self, names: &[&str]) {

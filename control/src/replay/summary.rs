@@ -13,18 +13,21 @@ pub struct Row {
     pub seq: usize,
     pub packet: String,
     pub record: VerdictRecord,
+    /// What the datapath did, in order (`dnat`, `vxlan_encap`, `icmp_time_exceeded`, ...).
+    pub steps: Vec<&'static str>,
 }
 
-const HEADERS: [&str; 6] = [
+const HEADERS: [&str; 7] = [
     "#",
     "in_port",
     "packet",
     "verdict",
     "out_port/reason",
+    "steps",
     "service/backend",
 ];
 
-fn cells(row: &Row) -> [String; 6] {
+fn cells(row: &Row) -> [String; 7] {
     let r = &row.record;
     let target = r
         .out_port
@@ -46,6 +49,11 @@ fn cells(row: &Row) -> [String; 6] {
         row.packet.clone(),
         r.verdict.to_string(),
         target,
+        if row.steps.is_empty() {
+            "-".to_string()
+        } else {
+            row.steps.join(",")
+        },
         service,
     ]
 }
@@ -53,7 +61,7 @@ fn cells(row: &Row) -> [String; 6] {
 /// Renders the table, header line first, columns padded to their widest cell (the last
 /// column is not padded, so lines carry no trailing blanks), then a totals line.
 pub fn render(rows: &[Row]) -> String {
-    let table: Vec<[String; 6]> = rows.iter().map(cells).collect();
+    let table: Vec<[String; 7]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(str::len);
     for cells in &table {
         for (w, c) in widths.iter_mut().zip(cells) {
@@ -120,11 +128,13 @@ mod tests {
                 seq: 0,
                 packet: "10.244.1.5:40000 -> 10.96.0.10:80 TCP [S]".into(),
                 record: fwd,
+                steps: vec!["dnat", "vxlan_encap"],
             },
             Row {
                 seq: 1,
                 packet: "ARP".into(),
                 record: drop,
+                steps: vec![],
             },
         ];
         let text = render(&rows);

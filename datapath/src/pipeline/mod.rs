@@ -358,7 +358,21 @@ impl<O: Observer> Walk<'_, '_, O> {
                 });
                 return Ok(Translation::Dnat(binding));
             }
-            Some(FlowMatch::Reply(binding)) => return Ok(Translation::ReverseNat(binding)),
+            Some(FlowMatch::Reply(binding)) => {
+                let original = ServiceKey {
+                    vip: binding.vip,
+                    port: binding.vip_port,
+                    proto: h.proto,
+                };
+                if let Some(svc) = self.tables.service(&original) {
+                    self.obs.service(svc);
+                }
+                self.obs.backend(crate::tables::Backend {
+                    ip: binding.backend,
+                    port: binding.backend_port,
+                });
+                return Ok(Translation::ReverseNat(binding));
+            }
             None => {}
         }
         if matches!(origin, Origin::Overlay) {
@@ -430,7 +444,12 @@ impl<O: Observer> Walk<'_, '_, O> {
             return Verdict::Drop(reason);
         };
         if icmp_error::build(frame, h, error, from, self.tables.node.gateway_mac) {
-            self.obs.step("icmp_error");
+            self.obs.step(match (error, h.family) {
+                (IcmpError::TimeExceeded, _) => "icmp_time_exceeded",
+                (IcmpError::TooBig { .. }, Family::V4) => "icmp_frag_needed",
+                (IcmpError::TooBig { .. }, Family::V6) => "icmp_packet_too_big",
+                (IcmpError::PortUnreachable, _) => "icmp_port_unreachable",
+            });
             Verdict::Forward(self.in_port)
         } else {
             Verdict::Drop(reason)

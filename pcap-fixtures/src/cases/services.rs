@@ -93,7 +93,8 @@ pub fn cases() -> Vec<Case> {
                 b"",
             ),
         ),
-    );
+    )
+    .via(svc, Some(backend));
     let ack = tcp(40000, 80, 1001, 5001, tcp_flags::ACK);
     c.send(
         CLIENT_PORT,
@@ -148,7 +149,8 @@ pub fn cases() -> Vec<Case> {
                 b"",
             ),
         ),
-    );
+    )
+    .via(svc, Some(backend));
     out.push(c);
 
     let mut c = Case::new(
