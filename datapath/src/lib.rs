@@ -18,6 +18,11 @@ pub mod verdict;
 pub mod wire;
 
 pub use addr::{Cidr, IpKey, MacAddr};
+
+/// The hash map type the tables use, re-exported so table builders need not name the crate.
+pub mod foldhash_map {
+    pub use foldhash::HashMap;
+}
 pub use frame::Frame;
 pub use observer::{NoObserver, Observer};
 pub use pipeline::process;

@@ -49,6 +49,8 @@ pub struct Tables {
     /// Other nodes' PodCIDRs -> index into `remote_nodes`.
     pub remote_routes: PrefixMap<usize>,
     pub remote_nodes: Vec<RemoteNode>,
+    /// Underlay (VTEP) address -> index into `remote_nodes`: who may send us VXLAN.
+    pub remote_node_by_underlay: HashMap<[u8; 4], usize>,
     pub services: HashMap<ServiceKey, ServicePort>,
 }
 
@@ -199,6 +201,13 @@ impl Tables {
             PortKind::Pod(i) => self.local_pods.get(i),
             _ => None,
         }
+    }
+
+    /// The remote node whose underlay address is `ip`.
+    pub fn remote_node_by_underlay(&self, ip: [u8; 4]) -> Option<&RemoteNode> {
+        self.remote_node_by_underlay
+            .get(&ip)
+            .and_then(|&i| self.remote_nodes.get(i))
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&ServicePort> {

@@ -89,6 +89,8 @@ drop_reasons! {
     OverlayNotLocal => "overlay_not_local",
     /// ARP inside the overlay: kxdp nodes never send it (every MAC is derived from its IP).
     OverlayArp => "overlay_arp",
+    /// VXLAN from an underlay address that is no node of the cluster.
+    OverlayUnknownNode => "overlay_unknown_node",
     /// Decapsulated traffic whose source is not inside the sending node's PodCIDR.
     OverlaySourceMismatch => "overlay_source_mismatch",
     /// IP fragments are not load-balanced or policed piecemeal; dropped and counted.

@@ -103,6 +103,7 @@ pub fn translate(
     let (ports, local_pods, local_pod_by_ip) = local_pods(&cluster.pods, &node, &mut warnings);
 
     let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
+    let remote_node_by_underlay = underlay_index(&remote_nodes, &node, &mut warnings);
 
     let services = services::build(cluster, config, &mut warnings)
         .into_iter()
@@ -123,6 +124,7 @@ pub fn translate(
         local_pod_by_ip: local_pod_by_ip.into_iter().collect(),
         remote_routes,
         remote_nodes,
+        remote_node_by_underlay,
         services,
     };
     Ok(Translated { tables, warnings })
@@ -282,6 +284,36 @@ fn local_pods(pods: &[Pod], node: &LocalNode, warnings: &mut Vec<String>) -> Loc
         });
     }
     (ports, out, by_ip)
+}
+
+/// Underlay address -> remote node, for checking who sent a VXLAN packet. An address
+/// shared by two nodes (or with our own) belongs to the first by name only: VXLAN from it
+/// can only be attributed to one node.
+fn underlay_index(
+    remote: &[RemoteNode],
+    own: &LocalNode,
+    warnings: &mut Vec<String>,
+) -> datapath::foldhash_map::HashMap<[u8; 4], usize> {
+    let mut index = datapath::foldhash_map::HashMap::default();
+    for (i, n) in remote.iter().enumerate() {
+        if n.underlay_ip == own.underlay_ip {
+            warnings.push(format!(
+                "Node {}: InternalIP is also node {}'s: VXLAN from it is not accepted as {}'s",
+                n.name, own.name, n.name
+            ));
+            continue;
+        }
+        if let Some(&first) = index.get(&n.underlay_ip) {
+            let first: &RemoteNode = &remote[first];
+            warnings.push(format!(
+                "Node {}: InternalIP is also node {}'s: VXLAN from it counts as {}'s",
+                n.name, first.name, first.name
+            ));
+            continue;
+        }
+        index.insert(n.underlay_ip, i);
+    }
+    index
 }
 
 /// Other nodes that can be tunnelled to, by name, and their PodCIDRs as routes.

@@ -118,8 +118,11 @@ impl<O: Observer> Walk<'_, '_, O> {
             Err(DecapError::NotOurs) => Verdict::Pass,
             Err(DecapError::WrongVni) => Verdict::Drop(DropReason::VxlanWrongVni),
             Err(DecapError::Malformed) => Verdict::Drop(DropReason::MalformedVxlan),
-            Ok(_) => {
+            Ok(decapped) => {
                 self.obs.step("vxlan_decap");
+                let Some(sender) = t.remote_node_by_underlay(decapped.outer_src) else {
+                    return Verdict::Drop(DropReason::OverlayUnknownNode);
+                };
                 let Ok(inner) = walk_l2(frame.data()) else {
                     return Verdict::Drop(DropReason::MalformedVxlan);
                 };
@@ -133,10 +136,17 @@ impl<O: Observer> Walk<'_, '_, O> {
                     ethernet::ethertype::ARP => return Verdict::Drop(DropReason::OverlayArp),
                     _ => return Verdict::Drop(DropReason::UnsupportedEthertype),
                 };
-                match parse_ip(frame.data(), inner.l3_offset, family) {
-                    Ok(h) => self.route_ip(frame, h, Origin::Overlay),
-                    Err(reason) => Verdict::Drop(reason),
+                let h = match parse_ip(frame.data(), inner.l3_offset, family) {
+                    Ok(h) => h,
+                    Err(reason) => return Verdict::Drop(reason),
+                };
+                // A node only speaks for its own pods (and its gateway, which SNATed
+                // traffic and the node's own traffic come from): policy trusts the source
+                // address, so a node must not be able to claim another node's pods.
+                if !sender.pod_cidrs.iter().any(|c| c.contains(h.src)) {
+                    return Verdict::Drop(DropReason::OverlaySourceMismatch);
                 }
+                self.route_ip(frame, h, Origin::Overlay)
             }
         }
     }

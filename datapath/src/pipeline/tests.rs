@@ -96,6 +96,7 @@ pub(crate) fn node_a_tables(backends: Vec<Backend>) -> Tables {
             underlay_ip: [192, 168, 50, 11],
             underlay_mac: NODE_B_MAC,
         }],
+        remote_node_by_underlay: [([192, 168, 50, 11], 0)].into_iter().collect(),
         services,
     }
 }

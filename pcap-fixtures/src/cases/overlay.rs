@@ -157,6 +157,50 @@ pub fn cases() -> Vec<Case> {
     out.push(c);
 
     let mut c = Case::new(
+        "overlay-untrusted-sender",
+        "A node speaks only for its own pods: VXLAN from an underlay address that is no node \
+         (192.168.50.99) is dropped as overlay_unknown_node; VXLAN from node-b whose inner \
+         source is in node-a's PodCIDR or in nobody's is dropped as overlay_source_mismatch \
+         (policy trusts source addresses, so a node must not claim another node's pods). \
+         node-b's gateway address (its SNAT and host traffic) is accepted.",
+        StateSource::TwoNodeExample,
+    );
+    let l4 = L4::tcp(40000, 8080, 1, 0, tcp_flags::SYN);
+    let mut stranger = b_to_a(51000, VNI);
+    stranger.src = [192, 168, 50, 99];
+    let inner = eth_v4(b_to_a_inner(), V4::new(WEB1, CLIENT).ttl(63), l4, b"");
+    c.send(UPLINK, stranger.wrap(&inner), drop("overlay_unknown_node"));
+    for src in [[10, 244, 1, 77], [10, 244, 3, 5], [192, 168, 50, 11]] {
+        let inner = eth_v4(b_to_a_inner(), V4::new(src, CLIENT).ttl(63), l4, b"");
+        c.send(
+            UPLINK,
+            b_to_a(51000, VNI).wrap(&inner),
+            drop("overlay_source_mismatch"),
+        );
+    }
+    let node_b_gateway = [10, 244, 2, 1];
+    let inner = eth_v4(
+        b_to_a_inner(),
+        V4::new(node_b_gateway, CLIENT).ttl(63),
+        l4,
+        b"",
+    );
+    c.send(
+        UPLINK,
+        b_to_a(51000, VNI).wrap(&inner),
+        forward(
+            CLIENT_PORT,
+            eth_v4(
+                to_pod(CLIENT),
+                V4::new(node_b_gateway, CLIENT).ttl(62),
+                l4,
+                b"",
+            ),
+        ),
+    );
+    out.push(c);
+
+    let mut c = Case::new(
         "vxlan-malformed",
         "VXLAN for us that cannot be delivered: the I flag clear (malformed_vxlan), an inner \
          frame shorter than an Ethernet header (malformed_vxlan), and ARP inside the tunnel \
