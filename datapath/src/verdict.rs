@@ -55,9 +55,12 @@ drop_reasons! {
     MalformedEthernet => "malformed_ethernet",
     /// More VLAN tags than we walk, or a VLAN-tagged frame on a port that carries none.
     VlanUnsupported => "vlan_unsupported",
+    /// An IPv6 neighbour solicitation not for an address the datapath answers for, or
+    /// duplicate address detection (which only the address's owner answers).
+    NdpNotForGateway => "ndp_not_for_gateway",
     /// An ARP packet too short or not Ethernet/IPv4.
     MalformedArp => "malformed_arp",
-    /// ARP that is not a request for our gateway address.
+    /// ARP that is not a request for an address the datapath answers for.
     ArpNotForGateway => "arp_not_for_gateway",
     /// IPv4 header invalid: version, IHL, total length, or header checksum.
     MalformedIpv4 => "malformed_ipv4",

@@ -410,6 +410,31 @@ pub fn icmpv6_time_exceeded(l2: L2, from: [u8; 16], to: [u8; 16], offending: &[u
     ethernet(l2, 0x86dd, &ip)
 }
 
+/// An NDP message (RFC 4861) in a frame: ICMPv6 `msg_type` with the 4 bytes after the
+/// checksum (`flags`), then `body` (target address and options), checksummed by etherparse.
+pub fn ndp_frame(l2: L2, ip: V6, msg_type: u8, flags: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let ty = Icmpv6Type::Unknown {
+        type_u8: msg_type,
+        code_u8: 0,
+        bytes5to8: flags,
+    };
+    let icmp = Icmpv6Header::with_checksum(ty, ip.src, ip.dst, body).expect("icmpv6 checksum");
+    let mut msg = icmp.to_bytes().to_vec();
+    msg.extend_from_slice(body);
+    let h = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Default::default(),
+        payload_length: u16::try_from(msg.len()).expect("fits"),
+        next_header: IpNumber(58),
+        hop_limit: ip.hop_limit,
+        source: ip.src,
+        destination: ip.dst,
+    };
+    let mut out = h.to_bytes().to_vec();
+    out.extend_from_slice(&msg);
+    ethernet(l2, 0x86dd, &out)
+}
+
 /// The outer headers of a VXLAN packet (RFC 7348) over IPv4.
 #[derive(Debug, Clone, Copy)]
 pub struct Vxlan {

@@ -10,6 +10,7 @@
 mod arp;
 mod icmp_error;
 mod nat;
+mod ndp;
 pub mod packet;
 
 use crate::addr::{IpKey, MacAddr};
@@ -21,11 +22,11 @@ use crate::observer::Observer;
 use crate::overlay::{self, DecapError};
 use crate::tables::{HOST_MAC, LocalPod, PortId, PortKind, RemoteNode, Route, ServiceKey, Tables};
 use crate::verdict::{DropReason, Verdict};
-use crate::wire::checksum;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::vlan::{L2Info, walk_l2};
+use crate::wire::{checksum, icmpv6};
 
 use icmp_error::IcmpError;
 use nat::End;
@@ -159,13 +160,6 @@ impl<O: Observer> Walk<'_, '_, O> {
         if l2.ethertype == ethernet::ethertype::ARP {
             return self.answer_arp(frame, l2, inside);
         }
-        let dst_mac = EthernetFrame::new_unchecked(frame.data()).dst_addr();
-        if dst_mac.is_multicast() {
-            return Verdict::Drop(DropReason::BroadcastNotForwarded);
-        }
-        if dst_mac != t.node.gateway_mac {
-            return Verdict::Drop(DropReason::NotOurMac);
-        }
         let family = match l2.ethertype {
             ethernet::ethertype::IPV4 => Family::V4,
             ethernet::ethertype::IPV6 => Family::V6,
@@ -175,6 +169,16 @@ impl<O: Observer> Walk<'_, '_, O> {
             Ok(h) => h,
             Err(reason) => return Verdict::Drop(reason),
         };
+        if h.family == Family::V6 && h.icmp_type == Some(icmpv6::TYPE_NEIGHBOR_SOLICIT) {
+            return self.answer_ndp(frame, &h, inside);
+        }
+        let dst_mac = EthernetFrame::new_unchecked(frame.data()).dst_addr();
+        if dst_mac.is_multicast() {
+            return Verdict::Drop(DropReason::BroadcastNotForwarded);
+        }
+        if dst_mac != t.node.gateway_mac {
+            return Verdict::Drop(DropReason::NotOurMac);
+        }
         match inside {
             Inside::Pod(pod) => {
                 if !pod.ips.contains(&h.src) {
@@ -208,6 +212,33 @@ impl<O: Observer> Walk<'_, '_, O> {
         }
         arp::reply_in_place(frame, l2.l3_offset, &req, t.node.gateway_mac);
         self.obs.step("arp_reply");
+        Verdict::Forward(self.in_port)
+    }
+
+    fn answer_ndp(&mut self, frame: &mut Frame<'_>, h: &IpHeaders, inside: Inside<'_>) -> Verdict {
+        let t = self.tables;
+        let sol = match ndp::parse_solicitation(frame.data(), h) {
+            Ok(sol) => sol,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let gateway = gateway_address(t, Family::V6);
+        let ours = match inside {
+            Inside::Pod(pod) => {
+                pod.ips.contains(&sol.sender)
+                    && !pod.ips.contains(&sol.target)
+                    && (Some(sol.target) == gateway
+                        || t.node.pod_cidrs.iter().any(|c| c.contains(sol.target)))
+            }
+            Inside::Host => !t.node.addresses.contains(&sol.target),
+        };
+        if !ours {
+            return Verdict::Drop(DropReason::NdpNotForGateway);
+        }
+        let router = Some(sol.target) == gateway;
+        if !ndp::advertise_in_place(frame, &sol, t.node.gateway_mac, router) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        self.obs.step("ndp_advert");
         Verdict::Forward(self.in_port)
     }
 

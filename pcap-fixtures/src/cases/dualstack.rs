@@ -3,9 +3,9 @@
 //! gateway), with the MACs still derived from the IPv4 addresses.
 
 use super::world::*;
-use crate::case::{Case, StateSource, forward};
+use crate::case::{Case, StateSource, drop, forward};
 use crate::packet::{
-    L2, L4, V4, V6, eth_v4, eth_v6, icmpv6_time_exceeded, ipv6_packet, mac_for, mapped,
+    L2, L4, V4, V6, eth_v4, eth_v6, icmpv6_time_exceeded, ipv6_packet, mac_for, mapped, ndp_frame,
 };
 use crate::state::{NodeDef, PodDef, StateDef};
 
@@ -127,5 +127,84 @@ pub fn cases() -> Vec<Case> {
         eth_v4(from_pod(CLIENT), ip4, l4, b"v4 beside v6"),
         forward(UPLINK, outer.wrap(&inner)),
     );
-    vec![c]
+    vec![c, ndp_case()]
+}
+
+/// Neighbour discovery: IPv6 pods find their gateway (and on-link neighbours) the way
+/// IPv4 pods do with ARP.
+fn ndp_case() -> Case {
+    let mut c = Case::new(
+        "ndp-gateway",
+        "IPv6 neighbour solicitations from a pod (hop limit 255, to the solicited-node \
+         multicast address) for the gateway fd00:10:244:1::1 and for a PodCIDR neighbour are \
+         answered in place with a neighbour advertisement from the gateway MAC (flags \
+         Router+Solicited+Override for the gateway, Solicited+Override for a neighbour, with \
+         the target link-layer address option); duplicate address detection (source ::) and \
+         a solicitation for the pod's own address are ndp_not_for_gateway; hop limit 64 is \
+         malformed_l4 (RFC 4861 7.1.1: it may come from off-link).",
+        StateSource::Own(state()),
+    );
+    let solicited_node = |t: [u8; 16]| -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[0] = 0xff;
+        a[1] = 0x02;
+        a[11] = 0x01;
+        a[12] = 0xff;
+        a[13..].copy_from_slice(&t[13..]);
+        a
+    };
+    let ns = |src: [u8; 16], target: [u8; 16], hop_limit: u8| {
+        let dst = solicited_node(target);
+        let l2 = L2 {
+            src: mac_for(CLIENT),
+            dst: [0x33, 0x33, dst[12], dst[13], dst[14], dst[15]],
+        };
+        let mut body = target.to_vec();
+        // Source link-layer address option.
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&mac_for(CLIENT));
+        let ip = V6 {
+            src,
+            dst,
+            hop_limit,
+        };
+        ndp_frame(l2, ip, 135, [0; 4], &body)
+    };
+    let na = |target: [u8; 16], flags: [u8; 4]| {
+        let l2 = L2 {
+            src: mac_for(GW_A),
+            dst: mac_for(CLIENT),
+        };
+        let mut body = target.to_vec();
+        body.extend_from_slice(&[2, 1]);
+        body.extend_from_slice(&mac_for(GW_A));
+        let ip = V6 {
+            src: target,
+            dst: CLIENT6,
+            hop_limit: 255,
+        };
+        ndp_frame(l2, ip, 136, flags, &body)
+    };
+    c.send(
+        CLIENT_PORT,
+        ns(CLIENT6, GW_A6, 255),
+        forward(CLIENT_PORT, na(GW_A6, [0xe0, 0, 0, 0])),
+    );
+    c.send(
+        CLIENT_PORT,
+        ns(CLIENT6, WEB0_6, 255),
+        forward(CLIENT_PORT, na(WEB0_6, [0x60, 0, 0, 0])),
+    );
+    c.send(
+        CLIENT_PORT,
+        ns([0; 16], CLIENT6, 255),
+        drop("ndp_not_for_gateway"),
+    );
+    c.send(
+        CLIENT_PORT,
+        ns(CLIENT6, CLIENT6, 255),
+        drop("ndp_not_for_gateway"),
+    );
+    c.send(CLIENT_PORT, ns(CLIENT6, GW_A6, 64), drop("malformed_l4"));
+    c
 }
