@@ -7,6 +7,10 @@
 use crate::tables::{Backend, ServicePort};
 
 pub trait Observer {
+    /// False for observers that record nothing: lets `process` skip lookups it would do
+    /// only to report (e.g. the Service of an established flow), at compile time.
+    const RECORDS: bool = true;
+
     /// The packet matched this Service port.
     #[inline]
     fn service(&mut self, _service: &ServicePort) {}
@@ -25,4 +29,6 @@ pub trait Observer {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoObserver;
 
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    const RECORDS: bool = false;
+}

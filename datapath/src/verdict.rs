@@ -100,14 +100,10 @@ drop_reasons! {
     Fragment => "fragment",
     /// No headroom left in the frame for encapsulation.
     NoHeadroom => "no_headroom",
-    /// Denied by NetworkPolicy.
-    PolicyDenied => "policy_denied",
     /// The flow table is full and nothing could be evicted.
     ConntrackFull => "conntrack_full",
     /// A packet that would go straight back out of the port it came from.
     Hairpin => "hairpin_loop",
-    /// An ICMP error or other control packet we do not forward (e.g. ICMP error about an ICMP error).
-    IcmpNotForwarded => "icmp_not_forwarded",
     /// A multicast/broadcast frame that no one in the datapath handles.
     BroadcastNotForwarded => "broadcast_not_forwarded",
     /// Frame addressed to another MAC than ours on a pod port.

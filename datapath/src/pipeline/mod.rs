@@ -390,28 +390,11 @@ impl<O: Observer> Walk<'_, '_, O> {
         };
         match self.flows.lookup(&key, self.now) {
             Some(FlowMatch::Original(binding)) => {
-                if let Some(svc) = self.tables.service(&service_key) {
-                    self.obs.service(svc);
-                }
-                self.obs.backend(crate::tables::Backend {
-                    ip: binding.backend,
-                    port: binding.backend_port,
-                });
+                self.report_flow(&binding, h.proto);
                 return Ok(Translation::Dnat(binding));
             }
             Some(FlowMatch::Reply(binding)) => {
-                let original = ServiceKey {
-                    vip: binding.vip,
-                    port: binding.vip_port,
-                    proto: h.proto,
-                };
-                if let Some(svc) = self.tables.service(&original) {
-                    self.obs.service(svc);
-                }
-                self.obs.backend(crate::tables::Backend {
-                    ip: binding.backend,
-                    port: binding.backend_port,
-                });
+                self.report_flow(&binding, h.proto);
                 return Ok(Translation::ReverseNat(binding));
             }
             None => {}
@@ -447,6 +430,26 @@ impl<O: Observer> Walk<'_, '_, O> {
             backend_port: backend.port,
         };
         Ok(Translation::NewFlow(key, binding))
+    }
+
+    /// Tells the observer which Service and backend a known flow belongs to. The Service
+    /// lookup is only for reporting, so the hot path (`NoObserver`) skips it.
+    fn report_flow(&mut self, binding: &NatBinding, proto: u8) {
+        if !O::RECORDS {
+            return;
+        }
+        let key = ServiceKey {
+            vip: binding.vip,
+            port: binding.vip_port,
+            proto,
+        };
+        if let Some(svc) = self.tables.service(&key) {
+            self.obs.service(svc);
+        }
+        self.obs.backend(crate::tables::Backend {
+            ip: binding.backend,
+            port: binding.backend_port,
+        });
     }
 
     /// Answers a packet for a Service with no endpoint: ICMP port unreachable from the VIP.
