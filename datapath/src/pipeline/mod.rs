@@ -16,7 +16,7 @@ pub mod packet;
 use crate::addr::{IpKey, MacAddr};
 use crate::conntrack::{FlowKey, FlowMatch, Flows, NatBinding};
 use crate::frame::Frame;
-use crate::hash::{self, FiveTuple};
+use crate::hash;
 use crate::lb;
 use crate::observer::Observer;
 use crate::overlay::{self, DecapError};
@@ -320,25 +320,9 @@ impl<O: Observer> Walk<'_, '_, O> {
                 if self.flows.insert(key, binding, self.now).is_err() {
                     return Verdict::Drop(DropReason::ConntrackFull);
                 }
-                nat::rewrite(
-                    frame.data_mut(),
-                    &mut h,
-                    End::Destination,
-                    binding.backend,
-                    binding.backend_port,
-                );
-                self.obs.step("dnat");
+                self.dnat(frame, &mut h, &binding);
             }
-            Translation::Dnat(binding) => {
-                nat::rewrite(
-                    frame.data_mut(),
-                    &mut h,
-                    End::Destination,
-                    binding.backend,
-                    binding.backend_port,
-                );
-                self.obs.step("dnat");
-            }
+            Translation::Dnat(binding) => self.dnat(frame, &mut h, &binding),
             Translation::ReverseNat(binding) => {
                 nat::rewrite(
                     frame.data_mut(),
@@ -411,13 +395,7 @@ impl<O: Observer> Walk<'_, '_, O> {
             // A first fragment could be translated, its followers could not: drop all alike.
             return Err(Verdict::Drop(DropReason::Fragment));
         }
-        let tuple = FiveTuple {
-            src: h.src,
-            dst: h.dst,
-            src_port: h.src_port,
-            dst_port: h.dst_port,
-            proto: h.proto,
-        };
+        let tuple = h.five_tuple();
         let Some(backend) = lb::pick_backend(svc, hash::flow_hash(&tuple, hash::DEFAULT_SEED))
         else {
             return Err(self.reject(frame, h, origin));
@@ -430,6 +408,17 @@ impl<O: Observer> Walk<'_, '_, O> {
             backend_port: backend.port,
         };
         Ok(Translation::NewFlow(key, binding))
+    }
+
+    fn dnat(&mut self, frame: &mut Frame<'_>, h: &mut IpHeaders, binding: &NatBinding) {
+        nat::rewrite(
+            frame.data_mut(),
+            h,
+            End::Destination,
+            binding.backend,
+            binding.backend_port,
+        );
+        self.obs.step("dnat");
     }
 
     /// Tells the observer which Service and backend a known flow belongs to. The Service
@@ -509,13 +498,7 @@ impl<O: Observer> Walk<'_, '_, O> {
             .map(|c| MacAddr::for_ip(c.first_host()))
             .unwrap_or(node.underlay_mac);
         set_l2(frame.data_mut(), t.node.gateway_mac, remote_gateway);
-        let tuple = FiveTuple {
-            src: h.src,
-            dst: h.dst,
-            src_port: h.src_port,
-            dst_port: h.dst_port,
-            proto: h.proto,
-        };
+        let tuple = h.five_tuple();
         let encap = overlay::Encap {
             src_mac: t.node.underlay_mac,
             dst_mac: node.underlay_mac,

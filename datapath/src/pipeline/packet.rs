@@ -5,6 +5,7 @@
 //! later steps rewrite fields without parsing again.
 
 use crate::addr::IpKey;
+use crate::hash::FiveTuple;
 use crate::tables::proto;
 use crate::verdict::DropReason;
 use crate::wire::ipv4::Ipv4Packet;
@@ -50,6 +51,17 @@ pub struct IpHeaders {
 }
 
 impl IpHeaders {
+    /// The flow as the hash sees it (ports 0 where there are none).
+    pub fn five_tuple(&self) -> FiveTuple {
+        FiveTuple {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+        }
+    }
+
     pub fn has_ports(&self) -> bool {
         !self.later_fragment && matches!(self.proto, proto::TCP | proto::UDP | proto::SCTP)
     }
