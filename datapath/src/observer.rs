@@ -4,7 +4,8 @@
 //! steps; the workers pass [`NoObserver`], whose empty methods compile away. There is no
 //! second implementation of the pipeline for explaining it.
 
-use crate::tables::{Backend, ServicePort};
+use crate::addr::IpKey;
+use crate::tables::ServicePort;
 
 pub trait Observer {
     /// False for observers that record nothing: lets `process` skip lookups it would do
@@ -16,7 +17,7 @@ pub trait Observer {
     fn service(&mut self, _service: &ServicePort) {}
     /// The backend chosen (or kept by conntrack) for the packet.
     #[inline]
-    fn backend(&mut self, _backend: Backend) {}
+    fn backend(&mut self, _ip: IpKey, _port: u16) {}
     /// The NetworkPolicies that decided the packet (`namespace/name`).
     #[inline]
     fn policies(&mut self, _names: &[&str]) {}

@@ -6,6 +6,7 @@
 use foldhash::HashMap;
 
 use crate::addr::{Cidr, IpKey, MacAddr};
+use crate::lb::maglev::MaglevTable;
 
 /// A datapath port. The numbering is the table's: 0 is always the uplink, 1 the host
 /// port, and pods follow. Drivers map their sockets to these ids via [`Tables::ports`].
@@ -51,7 +52,11 @@ pub struct Tables {
     pub remote_nodes: Vec<RemoteNode>,
     /// Underlay (VTEP) address -> index into `remote_nodes`: who may send us VXLAN.
     pub remote_node_by_underlay: HashMap<[u8; 4], usize>,
-    pub services: HashMap<ServiceKey, ServicePort>,
+    /// Every Service port, indexed by [`ServiceId`]. Ids are this generation's: flows
+    /// re-resolve them through `frontends` when the generation changes.
+    pub service_ports: Vec<ServicePort>,
+    /// Every address:port:protocol a Service answers on -> which Service port, and how.
+    pub frontends: HashMap<ServiceKey, Frontend>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,18 +124,112 @@ pub struct ServiceKey {
     pub proto: u8,
 }
 
+/// Index into [`Tables::service_ports`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(pub u32);
+
+/// How a Service port is reached at one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frontend {
+    pub service: ServiceId,
+    pub kind: FrontendKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FrontendKind {
+    /// `spec.clusterIP(s)`.
+    ClusterIp,
+    /// One of this node's addresses at `spec.ports[].nodePort`.
+    NodePort,
+    /// `spec.externalIPs`.
+    ExternalIp,
+    /// `status.loadBalancer.ingress[].ip`.
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// NodePort, ExternalIP and LoadBalancer addresses are "external": traffic from
+    /// outside the cluster follows `externalTrafficPolicy` there.
+    pub fn is_external(self) -> bool {
+        !matches!(self, FrontendKind::ClusterIp)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServicePort {
     /// `namespace/name:port` (port by number), as verdicts.jsonl reports it.
     pub name: String,
-    /// Sorted by (ip, port) so every node picks the same backend for the same flow.
+    /// A hash of `name`: identifies the port across table generations (session affinity).
+    pub stable_id: u32,
+    /// Every endpoint the EndpointSlices list for this port (ready or not), sorted by
+    /// (ip, port). A flow whose backend is no longer here was to a deleted endpoint.
     pub backends: Vec<Backend>,
+    /// The endpoints new flows may use cluster-wide (KEP-1669: ready ones; when none is
+    /// ready, serving terminating ones) with their Maglev table.
+    pub cluster: BackendSet,
+    /// The same selection among this node's endpoints only.
+    pub local: BackendSet,
+    /// `externalTrafficPolicy: Local`: external traffic only to local endpoints, client IP kept.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`: cluster-internal traffic only to local endpoints.
+    pub internal_local: bool,
+    /// `sessionAffinity: ClientIP` with its timeout; `None` without affinity.
+    pub affinity_timeout_ns: Option<u64>,
+}
+
+impl ServicePort {
+    /// Whether `backend` is still listed for this port (in any condition).
+    pub fn lists(&self, ip: IpKey, port: u16) -> bool {
+        self.backends
+            .binary_search_by(|b| (b.ip, b.port).cmp(&(ip, port)))
+            .is_ok()
+    }
+}
+
+/// A choice of endpoints for new flows and the Maglev table over them.
+#[derive(Debug, Clone)]
+pub struct BackendSet {
+    /// Indices into [`ServicePort::backends`], in key order (the order Maglev was built in).
+    pub members: Vec<u32>,
+    pub maglev: MaglevTable,
+}
+
+impl BackendSet {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member the Maglev table gives `flow_hash`, as an index into the port's backends.
+    pub fn pick(&self, flow_hash: u32) -> Option<usize> {
+        let slot = self.maglev.lookup(flow_hash)?;
+        self.members.get(slot).map(|&i| i as usize)
+    }
+
+    /// Whether backend index `i` of the port may take new flows.
+    pub fn contains(&self, i: usize) -> bool {
+        self.members.binary_search(&(i as u32)).is_ok()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Backend {
     pub ip: IpKey,
     pub port: u16,
+    pub condition: EndpointCondition,
+    /// On this node (its EndpointSlice `nodeName` is ours, or it is a local pod's address).
+    pub local: bool,
+}
+
+/// An endpoint's EndpointSlice conditions, reduced to what selection needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointCondition {
+    Ready,
+    /// Terminating but still serving: used only when nothing is ready (KEP-1669), and its
+    /// existing flows continue.
+    ServingTerminating,
+    /// Listed but neither ready nor serving: no new flows; existing ones continue until the
+    /// endpoint is deleted.
+    NotServing,
 }
 
 /// Where the routing step sends a destination.
@@ -210,8 +309,15 @@ impl Tables {
             .and_then(|&i| self.remote_nodes.get(i))
     }
 
-    pub fn service(&self, key: &ServiceKey) -> Option<&ServicePort> {
-        self.services.get(key)
+    /// The Service frontend at `key` and its port.
+    pub fn frontend(&self, key: &ServiceKey) -> Option<(Frontend, &ServicePort)> {
+        let fe = *self.frontends.get(key)?;
+        let port = self.service_ports.get(fe.service.0 as usize)?;
+        Some((fe, port))
+    }
+
+    pub fn service_port(&self, id: ServiceId) -> Option<&ServicePort> {
+        self.service_ports.get(id.0 as usize)
     }
 }
 

@@ -82,6 +82,13 @@ drop_reasons! {
     NoService => "no_service",
     /// A Service port with no usable endpoint (and no reject could be built).
     NoEndpoints => "no_endpoints",
+    /// A Service port whose traffic policy allows only this node's endpoints, and this
+    /// node has none (externalTrafficPolicy or internalTrafficPolicy Local).
+    NoLocalEndpoints => "no_local_endpoints",
+    /// A packet of a flow whose Service endpoint has been deleted (TCP clients get a RST).
+    EndpointDeleted => "endpoint_deleted",
+    /// No free source port at the gateway for a translated flow.
+    SnatExhausted => "snat_exhausted",
     /// A frame from a port the tables do not know (e.g. a pod just removed).
     UnknownPort => "unknown_port",
     /// VXLAN to our address and port but with a VNI that is not ours.

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 
 use datapath::observer::Observer;
-use datapath::tables::{Backend, ServicePort};
+use datapath::IpKey;
+use datapath::tables::ServicePort;
 
 /// One line of verdicts.jsonl.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,7 +38,7 @@ pub struct VerdictRecord {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub service: Option<String>,
-    pub backend: Option<Backend>,
+    pub backend: Option<(IpKey, u16)>,
     /// In the order reported, without repeats.
     pub policies: Vec<String>,
     /// What the datapath did to the packet (`dnat`, `vxlan_encap`, `icmp_time_exceeded`, ...).
@@ -49,8 +50,8 @@ impl Observer for Recorder {
         self.service = Some(service.name.clone());
     }
 
-    fn backend(&mut self, backend: Backend) {
-        self.backend = Some(backend);
+    fn backend(&mut self, ip: IpKey, port: u16) {
+        self.backend = Some((ip, port));
     }
 
     fn step(&mut self, what: &'static str) {
@@ -68,8 +69,8 @@ impl Observer for Recorder {
 }
 
 /// `ip:port`, with IPv6 in brackets (the `SocketAddr` notation).
-pub fn format_backend(backend: Backend) -> String {
-    SocketAddr::new(backend.ip.to_ip(), backend.port).to_string()
+pub fn format_backend((ip, port): (IpKey, u16)) -> String {
+    SocketAddr::new(ip.to_ip(), port).to_string()
 }
 
 #[cfg(test)]
@@ -86,10 +87,7 @@ mod tests {
             out_port: Some("uplink".into()),
             reason: None,
             service: Some("demo/web:80".into()),
-            backend: Some(format_backend(Backend {
-                ip: IpKey::v4([10, 244, 2, 7]),
-                port: 8080,
-            })),
+            backend: Some(format_backend((IpKey::v4([10, 244, 2, 7]), 8080))),
             policy: vec!["demo/allow-web".into()],
         };
         assert_eq!(
@@ -114,10 +112,10 @@ mod tests {
 
     #[test]
     fn ipv6_backend_in_brackets() {
-        let b = Backend {
-            ip: IpKey::v6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
-            port: 80,
-        };
+        let b = (
+            IpKey::v6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            80,
+        );
         assert_eq!(format_backend(b), "[fd00::1]:80");
     }
 

@@ -14,7 +14,7 @@
 pub mod k8s;
 mod services;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use datapath::tables::{
@@ -105,9 +105,23 @@ pub fn translate(
     let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
     let remote_node_by_underlay = underlay_index(&remote_nodes, &node, &mut warnings);
 
-    let services = services::build(cluster, config, &mut warnings)
-        .into_iter()
+    // Endpoints at a local pod's address (or at one of ours: host-network pods) are
+    // local even when their slice does not say which node they are on.
+    let local_ips: BTreeSet<IpKey> = local_pod_by_ip
+        .keys()
+        .copied()
+        .chain(node.addresses.iter().copied())
         .collect();
+    let services = services::build(
+        cluster,
+        config,
+        &services::NodeView {
+            name: node_name,
+            node: own,
+            local_pod_ips: &local_ips,
+        },
+        &mut warnings,
+    );
 
     let tables = Tables {
         generation,
@@ -125,7 +139,8 @@ pub fn translate(
         remote_routes,
         remote_nodes,
         remote_node_by_underlay,
-        services,
+        service_ports: services.ports,
+        frontends: services.frontends.into_iter().collect(),
     };
     Ok(Translated { tables, warnings })
 }
@@ -425,9 +440,12 @@ pub fn canonical_dump(tables: &Tables) -> String {
             );
         }
     }
-    let services: BTreeMap<_, _> = tables.services.iter().collect();
-    for (k, v) in services {
-        let _ = writeln!(s, "service {k:?}: {v:?}");
+    for (i, p) in tables.service_ports.iter().enumerate() {
+        let _ = writeln!(s, "service_port {i}: {p:?}");
+    }
+    let frontends: BTreeMap<_, _> = tables.frontends.iter().collect();
+    for (k, v) in frontends {
+        let _ = writeln!(s, "frontend {k:?}: {v:?}");
     }
     s
 }

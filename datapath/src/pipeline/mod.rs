@@ -9,18 +9,20 @@
 
 mod arp;
 mod icmp_error;
+mod icmp_nat;
 mod nat;
 mod ndp;
+mod reset;
+mod service;
 pub mod packet;
 
 use crate::addr::{IpKey, MacAddr};
-use crate::conntrack::{FlowKey, FlowMatch, Flows, NatBinding};
+use crate::conntrack::Flows;
 use crate::frame::Frame;
 use crate::hash;
-use crate::lb;
 use crate::observer::Observer;
 use crate::overlay::{self, DecapError};
-use crate::tables::{HOST_MAC, LocalPod, PortId, PortKind, RemoteNode, Route, ServiceKey, Tables};
+use crate::tables::{HOST_MAC, LocalPod, PortId, PortKind, RemoteNode, Route, Tables};
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::Ipv4Packet;
@@ -81,18 +83,8 @@ enum Origin {
     Pod,
     Host,
     Overlay,
-}
-
-/// The NAT decided for a packet, applied only once it is known to be forwarded.
-#[derive(Clone, Copy)]
-enum Translation {
-    None,
-    /// A new Service flow: DNAT to the backend and remember it.
-    NewFlow(FlowKey, NatBinding),
-    /// A known Service flow, client -> VIP: DNAT.
-    Dnat(NatBinding),
-    /// A reply, backend -> client: source back to the VIP.
-    ReverseNat(NatBinding),
+    /// Traffic from outside the cluster to a Service frontend on this node.
+    Uplink,
 }
 
 struct Walk<'a, 't, O> {
@@ -116,7 +108,7 @@ impl<O: Observer> Walk<'_, '_, O> {
             vni: t.overlay.vni,
         };
         match overlay::decap(frame, l2, &endpoint) {
-            Err(DecapError::NotOurs) => Verdict::Pass,
+            Err(DecapError::NotOurs) => self.from_outside(frame, l2),
             Err(DecapError::WrongVni) => Verdict::Drop(DropReason::VxlanWrongVni),
             Err(DecapError::Malformed) => Verdict::Drop(DropReason::MalformedVxlan),
             Ok(decapped) => {
@@ -149,6 +141,21 @@ impl<O: Observer> Walk<'_, '_, O> {
                 }
                 self.route_ip(frame, h, Origin::Overlay)
             }
+        }
+    }
+
+    /// Uplink traffic that is not our overlay: Service traffic to a frontend of this node
+    /// (NodePort, external and load-balancer IPs) or a tracked flow's; the rest is the kernel's.
+    fn from_outside(&mut self, frame: &mut Frame<'_>, l2: &L2Info) -> Verdict {
+        let family = match l2.ethertype {
+            ethernet::ethertype::IPV4 => Family::V4,
+            ethernet::ethertype::IPV6 => Family::V6,
+            _ => return Verdict::Pass,
+        };
+        match parse_ip(frame.data(), l2.l3_offset, family) {
+            Ok(h) => self.route_ip(frame, h, Origin::Uplink),
+            // Not ours to judge: the kernel counts its own malformed packets.
+            Err(_) => Verdict::Pass,
         }
     }
 
@@ -249,15 +256,17 @@ impl<O: Observer> Walk<'_, '_, O> {
             Ok(tr) => tr,
             Err(verdict) => return verdict,
         };
-        let dst = match translation {
-            Translation::NewFlow(_, nat) | Translation::Dnat(nat) => nat.backend,
-            _ => h.dst,
-        };
-        let translated = !matches!(translation, Translation::None);
-        let route = t.route(dst);
+        let translated = !translation.is_none();
+        let uplink_return = translation.uplink_return();
+        let route = t.route(translation.destination(&h));
         match (origin, route) {
+            // Outside traffic is ours only when it is Service traffic.
+            (Origin::Uplink, _) if !translated => return Verdict::Pass,
+            (_, _) if uplink_return.is_some() => {}
             (Origin::Overlay, Route::LocalPod(_)) => {}
-            (Origin::Overlay, _) => return Verdict::Drop(DropReason::OverlayNotLocal),
+            (Origin::Overlay, _) if !translated => {
+                return Verdict::Drop(DropReason::OverlayNotLocal);
+            }
             (Origin::Pod, Route::Node) if !translated => return Verdict::Pass,
             (Origin::Host, Route::Node | Route::Host) if !translated => {
                 return Verdict::Drop(DropReason::Hairpin);
@@ -273,12 +282,14 @@ impl<O: Observer> Walk<'_, '_, O> {
             }
             _ => {}
         }
-        let out_port = match route {
-            Route::LocalPod(pod) => pod.port,
-            Route::RemoteNode(_) => PortId::UPLINK,
-            _ => PortId::HOST,
+        let out_port = match (uplink_return, route) {
+            (Some(_), _) | (None, Route::RemoteNode(_)) => PortId::UPLINK,
+            (None, Route::LocalPod(pod)) => pod.port,
+            (None, _) => PortId::HOST,
         };
-        if out_port == self.in_port {
+        // Straight back where it came from is a loop, unless translated (a pod reaching
+        // itself through its Service) or tunnelled (uplink in, overlay out).
+        if out_port == self.in_port && !translated && !matches!(route, Route::RemoteNode(_)) {
             return Verdict::Drop(DropReason::Hairpin);
         }
 
@@ -292,7 +303,7 @@ impl<O: Observer> Walk<'_, '_, O> {
                 DropReason::TtlExceeded,
             );
         }
-        if let Route::RemoteNode(_) = route {
+        if let (None, Route::RemoteNode(_)) = (uplink_return, route) {
             // The underlay MTU counts outer IPv4 + UDP + VXLAN + the inner Ethernet header:
             // the same 50 bytes as OVERHEAD (which has the outer Ethernet header instead).
             let inner_mtu = usize::from(t.overlay.underlay_mtu).saturating_sub(overlay::OVERHEAD);
@@ -314,131 +325,79 @@ impl<O: Observer> Walk<'_, '_, O> {
 
         // Act.
         let mut h = h;
-        match translation {
-            Translation::None => {}
-            Translation::NewFlow(key, binding) => {
-                if self.flows.insert(key, binding, self.now).is_err() {
-                    return Verdict::Drop(DropReason::ConntrackFull);
-                }
-                self.dnat(frame, &mut h, &binding);
-            }
-            Translation::Dnat(binding) => self.dnat(frame, &mut h, &binding),
-            Translation::ReverseNat(binding) => {
-                nat::rewrite(
-                    frame.data_mut(),
-                    &mut h,
-                    End::Source,
-                    binding.vip,
-                    binding.vip_port,
-                );
-                self.obs.step("reverse_nat");
-            }
+        if let Err(verdict) = self.apply(frame, &mut h, translation) {
+            return verdict;
         }
         decrement_ttl(frame.data_mut(), &h);
-        match route {
-            Route::LocalPod(pod) => {
+        match (uplink_return, route) {
+            (Some(mac), _) => {
+                set_l2(frame.data_mut(), t.node.underlay_mac, mac);
+                Verdict::Forward(PortId::UPLINK)
+            }
+            (None, Route::LocalPod(pod)) => {
                 set_l2(frame.data_mut(), t.node.gateway_mac, pod.mac);
                 Verdict::Forward(pod.port)
             }
-            Route::RemoteNode(node) => self.encap_to(frame, &h, node),
-            _ => {
+            (None, Route::RemoteNode(node)) => self.encap_to(frame, &h, node),
+            (None, _) => {
                 set_l2(frame.data_mut(), t.node.gateway_mac, HOST_MAC);
                 Verdict::Forward(PortId::HOST)
             }
         }
     }
 
-    /// Decides the Service translation of a packet: a known flow (either direction) keeps
-    /// its binding; a new flow to a Service VIP gets a backend; a Service without one is
-    /// rejected as kube-proxy's REJECT rule does (ICMP port unreachable from the VIP).
-    fn translate(
-        &mut self,
-        frame: &mut Frame<'_>,
-        h: &IpHeaders,
-        origin: Origin,
-    ) -> Result<Translation, Verdict> {
-        if !h.has_ports() {
-            return Ok(Translation::None);
-        }
-        let key = FlowKey {
-            src: h.src,
-            dst: h.dst,
-            src_port: h.src_port,
-            dst_port: h.dst_port,
-            proto: h.proto,
-        };
-        let service_key = ServiceKey {
-            vip: h.dst,
-            port: h.dst_port,
-            proto: h.proto,
-        };
-        match self.flows.lookup(&key, self.now) {
-            Some(FlowMatch::Original(binding)) => {
-                self.report_flow(&binding, h.proto);
-                return Ok(Translation::Dnat(binding));
+    /// Rewrites the packet as its translation says and records the flow's progress.
+    fn apply(&mut self, frame: &mut Frame<'_>, h: &mut IpHeaders, tr: service::Translation) -> Result<(), Verdict> {
+        use service::Translation as T;
+        let (src, dst) = match tr {
+            T::None => return Ok(()),
+            T::Related {
+                quoted,
+                quote,
+                outer_src,
+                outer_dst,
+                ..
+            } => {
+                icmp_nat::rewrite(frame.data_mut(), h, &quoted, &quote, outer_src, outer_dst);
+                return Ok(());
             }
-            Some(FlowMatch::Reply(binding)) => {
-                self.report_flow(&binding, h.proto);
-                return Ok(Translation::ReverseNat(binding));
+            T::Flow { id, dir, src, dst, .. } => {
+                self.flows.observe(id, dir, h.tcp_flags, self.now);
+                (src, dst)
             }
-            None => {}
-        }
-        if matches!(origin, Origin::Overlay) {
-            // The client's node translated this flow already.
-            return Ok(Translation::None);
-        }
-        let Some(svc) = self.tables.service(&service_key) else {
-            return Ok(Translation::None);
+            T::New { flow, src, dst } => {
+                self.commit(flow, h.tcp_flags)?;
+                (src, Some(dst))
+            }
         };
-        self.obs.service(svc);
-        if h.fragment {
-            // A first fragment could be translated, its followers could not: drop all alike.
-            return Err(Verdict::Drop(DropReason::Fragment));
+        if let Some((ip, port)) = dst {
+            nat::rewrite(frame.data_mut(), h, End::Destination, ip, port);
+            self.obs.step("dnat");
         }
-        let tuple = h.five_tuple();
-        let Some(backend) = lb::pick_backend(svc, hash::flow_hash(&tuple, hash::DEFAULT_SEED))
-        else {
-            return Err(self.reject(frame, h, origin));
-        };
-        self.obs.backend(backend);
-        let binding = NatBinding {
-            vip: h.dst,
-            vip_port: h.dst_port,
-            backend: backend.ip,
-            backend_port: backend.port,
-        };
-        Ok(Translation::NewFlow(key, binding))
+        if let Some((ip, port)) = src {
+            nat::rewrite(frame.data_mut(), h, End::Source, ip, port);
+            self.obs.step(if dst.is_some() { "snat" } else { "reverse_nat" });
+        }
+        Ok(())
     }
 
-    fn dnat(&mut self, frame: &mut Frame<'_>, h: &mut IpHeaders, binding: &NatBinding) {
-        nat::rewrite(
-            frame.data_mut(),
-            h,
-            End::Destination,
-            binding.backend,
-            binding.backend_port,
-        );
-        self.obs.step("dnat");
+    /// Ends a TCP flow whose endpoint was deleted: a RST to the client from the address it
+    /// spoke to.
+    fn reset(&mut self, frame: &mut Frame<'_>, h: &IpHeaders, origin: Origin) -> Verdict {
+        let mac = self.own_mac(origin);
+        if matches!(origin, Origin::Overlay) || !reset::build(frame, h, h.dst, h.dst_port, mac) {
+            return Verdict::Drop(DropReason::EndpointDeleted);
+        }
+        self.obs.step("tcp_reset");
+        Verdict::Forward(self.in_port)
     }
 
-    /// Tells the observer which Service and backend a known flow belongs to. The Service
-    /// lookup is only for reporting, so the hot path (`NoObserver`) skips it.
-    fn report_flow(&mut self, binding: &NatBinding, proto: u8) {
-        if !O::RECORDS {
-            return;
+    /// The MAC we answer from on the port a packet came in on.
+    fn own_mac(&self, origin: Origin) -> MacAddr {
+        match origin {
+            Origin::Uplink => self.tables.node.underlay_mac,
+            _ => self.tables.node.gateway_mac,
         }
-        let key = ServiceKey {
-            vip: binding.vip,
-            port: binding.vip_port,
-            proto,
-        };
-        if let Some(svc) = self.tables.service(&key) {
-            self.obs.service(svc);
-        }
-        self.obs.backend(crate::tables::Backend {
-            ip: binding.backend,
-            port: binding.backend_port,
-        });
     }
 
     /// Answers a packet for a Service with no endpoint: ICMP port unreachable from the VIP.
@@ -446,13 +405,8 @@ impl<O: Observer> Walk<'_, '_, O> {
         if matches!(origin, Origin::Overlay) || !icmp_error::may_answer(frame.data(), h) {
             return Verdict::Drop(DropReason::NoEndpoints);
         }
-        if icmp_error::build(
-            frame,
-            h,
-            IcmpError::PortUnreachable,
-            h.dst,
-            self.tables.node.gateway_mac,
-        ) {
+        let mac = self.own_mac(origin);
+        if icmp_error::build(frame, h, IcmpError::PortUnreachable, h.dst, mac) {
             self.obs.step("reject_port_unreachable");
             Verdict::Forward(self.in_port)
         } else {
@@ -473,10 +427,17 @@ impl<O: Observer> Walk<'_, '_, O> {
         if matches!(origin, Origin::Overlay) || !icmp_error::may_answer(frame.data(), h) {
             return Verdict::Drop(reason);
         }
-        let Some(from) = gateway_address(self.tables, h.family) else {
+        // Outside clients hear from the address they addressed (a frontend of ours); pods
+        // and the host from their gateway.
+        let from = match origin {
+            Origin::Uplink => Some(h.dst),
+            _ => gateway_address(self.tables, h.family),
+        };
+        let Some(from) = from else {
             return Verdict::Drop(reason);
         };
-        if icmp_error::build(frame, h, error, from, self.tables.node.gateway_mac) {
+        let mac = self.own_mac(origin);
+        if icmp_error::build(frame, h, error, from, mac) {
             self.obs.step(match (error, h.family) {
                 (IcmpError::TimeExceeded, _) => "icmp_time_exceeded",
                 (IcmpError::TooBig { .. }, Family::V4) => "icmp_frag_needed",
