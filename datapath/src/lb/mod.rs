@@ -4,6 +4,9 @@
 //! chooses the same backend for the same flow. The Services work replaces the modulo
 //! with a per-port Maglev table (same inputs, same signature).
 
+pub mod maglev;
+pub mod murmur3;
+
 use crate::tables::{Backend, ServicePort};
 
 /// The backend for a new flow with hash `flow_hash`, or `None` when the port has none.
