@@ -3,3 +3,4 @@
 //! backend change moves as few flows as possible.
 
 pub mod maglev;
+pub mod murmur3;
