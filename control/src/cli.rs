@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::replay::{InputSpec, ReplayOptions};
+use crate::replay::{InputSpec, ReplayOptions, StateUpdate};
 
 /// kxdp: a userspace AF_XDP datapath replacing kube-proxy and the CNI plugin.
 #[derive(Debug, Parser)]
@@ -39,6 +39,10 @@ pub struct ReplayArgs {
     /// Print a table of every packet and its verdict to stdout.
     #[arg(long)]
     pub summary: bool,
+    /// From time AT (seconds, pcap time) on, the cluster state is DIR: a new table
+    /// generation under the running flows, as a live agent publishes one. Repeatable.
+    #[arg(long = "update", value_name = "AT=DIR")]
+    pub updates: Vec<StateUpdate>,
 }
 
 impl From<ReplayArgs> for ReplayOptions {
@@ -49,6 +53,7 @@ impl From<ReplayArgs> for ReplayOptions {
             inputs: a.inputs,
             out: a.out,
             summary: a.summary,
+            updates: a.updates,
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
         node: case.node.to_string(),
         state,
         inputs,
+        updates: Vec::new(),
     };
     let mut json = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
     json.push('\n');

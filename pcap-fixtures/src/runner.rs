@@ -104,6 +104,14 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
             .collect(),
         out: out.clone(),
         summary: false,
+        updates: spec
+            .updates
+            .iter()
+            .map(|u| control::replay::StateUpdate {
+                at_ns: u.at_ns,
+                state: dir.join(&u.state),
+            })
+            .collect(),
     };
     let result = control::replay::run(&opts);
     let report = result

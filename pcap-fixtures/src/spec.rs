@@ -28,6 +28,19 @@ pub struct CaseFile {
     pub state: String,
     /// In `--in` order (ties in timestamps go to the earlier one).
     pub inputs: Vec<InputFile>,
+    /// `--update AT=DIR`: state changes during the run (cases without them omit the key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateFile>,
+}
+
+/// A state change at a pcap time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFile {
+    /// Nanoseconds since the Unix epoch (pcap time).
+    pub at_ns: u64,
+    /// The new state directory, relative to the case directory.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

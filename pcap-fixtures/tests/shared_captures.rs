@@ -80,6 +80,7 @@ fn every_shared_capture_replays_on_uplink_and_pod_ports() {
                 }],
                 out: out.clone(),
                 summary: false,
+                updates: Vec::new(),
             };
             let name = format!("{} as {port}", file.display());
             match std::panic::catch_unwind(|| control::replay::run(&opts)) {

@@ -19,8 +19,9 @@ pub mod merge;
 pub mod output;
 pub mod record;
 pub mod summary;
+pub mod update;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use datapath::Verdict;
 use datapath::conntrack::Flows;
@@ -29,6 +30,7 @@ use datapath::tables::{PortId, Tables};
 
 pub use error::ReplayError;
 pub use input::InputSpec;
+pub use update::StateUpdate;
 use input::{Capture, CapturedPacket};
 use output::Outputs;
 use record::{Recorder, VerdictRecord, format_backend};
@@ -48,6 +50,8 @@ pub struct ReplayOptions {
     pub out: PathBuf,
     /// Keep per-packet rows for the summary table.
     pub summary: bool,
+    /// State changes during the run, applied in time order.
+    pub updates: Vec<StateUpdate>,
 }
 
 /// What a finished run produced.
@@ -62,8 +66,16 @@ pub struct ReplayReport {
 
 /// Runs a replay. Nothing is written until the state and every input have been read.
 pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
-    let tables = load_tables(opts)?;
+    let tables = load_tables(&opts.state, &opts.node, GENERATION)?;
     let ports = resolve_ports(&tables, &opts.inputs)?;
+    // Every later generation is built before anything runs: a bad update directory fails
+    // the run up front, like a bad first one.
+    let mut updates = opts.updates.clone();
+    updates.sort_by_key(|u| u.at_ns);
+    let mut generations = Vec::with_capacity(updates.len());
+    for (i, u) in updates.iter().enumerate() {
+        generations.push((u.at_ns, load_tables(&u.state, &opts.node, GENERATION + 1 + i as u64)?));
+    }
     let mut captures = Vec::with_capacity(opts.inputs.len());
     for spec in &opts.inputs {
         let capture = input::read_capture(&spec.file)?;
@@ -79,7 +91,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let nanosecond = timestamps.iter().flatten().any(|t| t % 1_000 != 0);
     let mut outputs = Outputs::create(
         &opts.out,
-        tables.ports.iter().map(|p| p.name.as_str()),
+        std::iter::once(&tables)
+            .chain(generations.iter().map(|(_, t)| t))
+            .flat_map(|t| t.ports.iter().map(|p| p.name.as_str())),
         nanosecond,
     )?;
 
@@ -91,16 +105,30 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         describe: opts.summary,
     };
     let mut report = ReplayReport::default();
+    let mut pending = generations.iter().peekable();
+    // Port ids are per generation: inputs are re-resolved by name after each update, and
+    // a port that is gone (its pod deleted) no longer exists for the datapath.
+    let mut ports: Vec<Option<PortId>> = ports.into_iter().map(Some).collect();
     for (seq, (input, index)) in order.into_iter().enumerate() {
-        let (Some(spec), Some(&port), Some(packet)) = (
+        let (Some(spec), Some(packet)) = (
             opts.inputs.get(input),
-            ports.get(input),
             captures
                 .get(input)
                 .and_then(|c: &Capture| c.packets.get(index)),
         ) else {
             continue;
         };
+        while let Some((_, next)) = pending.next_if(|(at, _)| *at <= packet.ts_ns) {
+            tracing::info!(generation = next.generation, "state update applied");
+            driver.tables = next;
+            ports = opts
+                .inputs
+                .iter()
+                .map(|s| next.port_by_name(&s.port))
+                .collect();
+        }
+        // A port unknown to this generation: the datapath sees a frame from nowhere.
+        let port = ports.get(input).copied().flatten().unwrap_or(PortId(u32::MAX));
         let (record, description, steps) = driver.replay_one(&spec.port, port, index, packet)?;
         driver.outputs.verdict(&record)?;
         if let Some(packet) = description {
@@ -118,22 +146,21 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
 }
 
 /// Loads the state directory and builds this node's tables; warnings go to the log.
-fn load_tables(opts: &ReplayOptions) -> Result<Tables, ReplayError> {
-    let state = crate::state::load_state_dir(&opts.state).map_err(|e| ReplayError::State {
-        dir: opts.state.clone(),
+fn load_tables(dir: &Path, node: &str, generation: u64) -> Result<Tables, ReplayError> {
+    let state = crate::state::load_state_dir(dir).map_err(|e| ReplayError::State {
+        dir: dir.to_path_buf(),
         message: e.to_string(),
     })?;
     for warning in &state.warnings {
-        tracing::warn!(state = %opts.state.display(), "{warning}");
+        tracing::warn!(state = %dir.display(), "{warning}");
     }
-    let translated =
-        crate::translate::translate(&state.cluster, &state.config, &opts.node, GENERATION)
-            .map_err(|e| ReplayError::Translate {
-                node: opts.node.clone(),
-                message: e.to_string(),
-            })?;
+    let translated = crate::translate::translate(&state.cluster, &state.config, node, generation)
+        .map_err(|e| ReplayError::Translate {
+            node: node.to_string(),
+            message: e.to_string(),
+        })?;
     for warning in &translated.warnings {
-        tracing::warn!(node = %opts.node, "{warning}");
+        tracing::warn!(node = %node, "{warning}");
     }
     Ok(translated.tables)
 }

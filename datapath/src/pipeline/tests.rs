@@ -7,7 +7,11 @@ use super::*;
 use crate::addr::Cidr;
 use crate::frame::DEFAULT_HEADROOM;
 use crate::observer::NoObserver;
-use crate::tables::{Backend, LocalNode, OverlayParams, PortInfo, PrefixMap, ServicePort, proto};
+use crate::lb::maglev::{self, MaglevTable};
+use crate::tables::{
+    Backend, BackendSet, EndpointCondition, Frontend, FrontendKind, LocalNode, OverlayParams,
+    PortInfo, PrefixMap, ServiceId, ServiceKey, ServicePort, proto,
+};
 
 const GW_MAC: MacAddr = MacAddr([0x0a, 0x58, 10, 244, 1, 1]);
 const CLIENT: [u8; 4] = [10, 244, 1, 5];
@@ -28,7 +32,7 @@ fn pod(ns: &str, name: &str, port: u32, ip: [u8; 4]) -> LocalPod {
 }
 
 /// node-a of the two-node example: client and web-0 local, web-1 on node-b.
-pub(crate) fn node_a_tables(backends: Vec<Backend>) -> Tables {
+pub(crate) fn node_a_tables(backends: Vec<(IpKey, u16)>) -> Tables {
     let local_pods = vec![
         pod("demo", "client", 2, CLIENT),
         pod("demo", "web-0", 3, WEB0),
@@ -39,18 +43,19 @@ pub(crate) fn node_a_tables(backends: Vec<Backend>) -> Tables {
     }
     let mut remote_routes = PrefixMap::default();
     remote_routes.insert("10.244.2.0/24".parse::<Cidr>().unwrap(), 0);
-    let mut services = foldhash::HashMap::default();
-    services.insert(
+    let mut frontends = foldhash::HashMap::default();
+    frontends.insert(
         ServiceKey {
             vip: IpKey::v4(VIP),
             port: 80,
             proto: proto::TCP,
         },
-        ServicePort {
-            name: "demo/web:80".into(),
-            backends,
+        Frontend {
+            service: ServiceId(0),
+            kind: FrontendKind::ClusterIp,
         },
     );
+    let service_ports = vec![ready_port("demo/web:80", backends)];
     Tables {
         generation: 1,
         node: LocalNode {
@@ -97,20 +102,52 @@ pub(crate) fn node_a_tables(backends: Vec<Backend>) -> Tables {
             underlay_mac: NODE_B_MAC,
         }],
         remote_node_by_underlay: [([192, 168, 50, 11], 0)].into_iter().collect(),
-        services,
+        service_ports,
+        frontends,
     }
 }
 
-fn web_backends() -> Vec<Backend> {
+/// A Service port whose endpoints are all ready; those in node-a's PodCIDR are local.
+pub(crate) fn ready_port(name: &str, endpoints: Vec<(IpKey, u16)>) -> ServicePort {
+    let mut backends: Vec<Backend> = endpoints
+        .into_iter()
+        .map(|(ip, port)| Backend {
+            ip,
+            port,
+            condition: EndpointCondition::Ready,
+            local: ip.0[12..15] == [10, 244, 1],
+        })
+        .collect();
+    backends.sort();
+    let set = |members: Vec<u32>| {
+        let keys: Vec<[u8; 18]> = members
+            .iter()
+            .map(|&i| maglev::backend_key(backends[i as usize].ip, backends[i as usize].port))
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        BackendSet {
+            members,
+            maglev: MaglevTable::build(&refs, None, 1021, maglev::DEFAULT_SEED).unwrap(),
+        }
+    };
+    let all: Vec<u32> = (0..backends.len() as u32).collect();
+    let local: Vec<u32> = all.iter().copied().filter(|&i| backends[i as usize].local).collect();
+    ServicePort {
+        name: name.into(),
+        stable_id: 7,
+        cluster: set(all),
+        local: set(local),
+        backends,
+        external_local: false,
+        internal_local: false,
+        affinity_timeout_ns: None,
+    }
+}
+
+fn web_backends() -> Vec<(IpKey, u16)> {
     vec![
-        Backend {
-            ip: IpKey::v4(WEB0),
-            port: 8080,
-        },
-        Backend {
-            ip: IpKey::v4(WEB1),
-            port: 8080,
-        },
+        (IpKey::v4(WEB0), 8080),
+        (IpKey::v4(WEB1), 8080),
     ]
 }
 
@@ -263,10 +300,7 @@ fn vxlan_from_remote_node_is_delivered_to_local_pod() {
 
 #[test]
 fn clusterip_dnat_then_reply_reverse_nat() {
-    let t = node_a_tables(vec![Backend {
-        ip: IpKey::v4(WEB0),
-        port: 8080,
-    }]);
+    let t = node_a_tables(vec![(IpKey::v4(WEB0), 8080)]);
     let mut flows = Flows::default();
     let r = run(
         &t,
