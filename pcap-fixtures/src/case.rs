@@ -40,6 +40,17 @@ pub struct Step {
     pub backend: Option<String>,
 }
 
+/// A state change during the run (`kxdp replay --update`): `state` becomes the cluster
+/// before the first packet at or after `at_ns`, with flow state kept.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub at_ns: u64,
+    /// How many steps come before it; the generator checks that the times agree, so an
+    /// expectation is never written for the wrong generation.
+    pub after_steps: usize,
+    pub state: StateSource,
+}
+
 /// A whole case.
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -51,6 +62,8 @@ pub struct Case {
     pub inputs: Vec<String>,
     /// In processing order (timestamps never decrease).
     pub steps: Vec<Step>,
+    /// State changes, in time order.
+    pub updates: Vec<Update>,
 }
 
 /// First packet time of every case: 2024-01-01T00:00:00Z. Steps are 1 ms apart unless a
@@ -68,7 +81,19 @@ impl Case {
             state,
             inputs: Vec::new(),
             steps: Vec::new(),
+            updates: Vec::new(),
         }
+    }
+
+    /// Swaps in `state` before the next step, at the time [`Case::send`] would give that
+    /// step (so a following `send` is the first packet the new generation sees).
+    pub fn update(&mut self, state: StateSource) {
+        let at_ns = self.steps.last().map_or(BASE_NS, |s| s.ts_ns + STEP_NS);
+        self.updates.push(Update {
+            at_ns,
+            after_steps: self.steps.len(),
+            state,
+        });
     }
 
     /// Adds a step 1 ms after the previous one.

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::Path;
 
 use crate::case::{Case, Expect, StateSource};
-use crate::spec::{CASE_FILE, CaseFile, EXPECTED_DIR, InputFile, VERDICTS_FILE, VerdictLine};
+use crate::spec::{
+    CASE_FILE, CaseFile, EXPECTED_DIR, InputFile, UpdateFile, VERDICTS_FILE, VerdictLine,
+};
 use crate::{cases, demo, pcapio};
 
 /// A frame and its timestamp, as a pcap holds it.
@@ -51,18 +53,14 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
     fs::create_dir_all(&input_dir).map_err(io(&input_dir))?;
     fs::create_dir_all(&expected_dir).map_err(io(&expected_dir))?;
 
-    let state = match &case.state {
-        StateSource::TwoNodeExample => EXAMPLE_STATE.to_string(),
-        StateSource::Own(def) => {
-            let state_dir = dir.join("state");
-            fs::create_dir_all(&state_dir).map_err(io(&state_dir))?;
-            for (name, text) in def.files() {
-                let path = state_dir.join(name);
-                fs::write(&path, text).map_err(io(&path))?;
-            }
-            "state".to_string()
-        }
-    };
+    let state = write_state(dir, "state", &case.state)?;
+    let mut updates = Vec::new();
+    for (i, update) in case.updates.iter().enumerate() {
+        updates.push(UpdateFile {
+            at_ns: update.at_ns,
+            state: write_state(dir, &format!("state-{}", i + 1), &update.state)?,
+        });
+    }
 
     let mut inputs = Vec::new();
     for port in &case.inputs {
@@ -125,12 +123,29 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
         node: case.node.to_string(),
         state,
         inputs,
-        updates: Vec::new(),
+        updates,
     };
     let mut json = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
     json.push('\n');
     let path = dir.join(CASE_FILE);
     fs::write(&path, json).map_err(io(&path))
+}
+
+/// Writes a state directory named `name` into the case directory (or, for the example,
+/// writes nothing) and returns its path relative to the case directory.
+fn write_state(dir: &Path, name: &str, source: &StateSource) -> Result<String, String> {
+    match source {
+        StateSource::TwoNodeExample => Ok(EXAMPLE_STATE.to_string()),
+        StateSource::Own(def) => {
+            let state_dir = dir.join(name);
+            fs::create_dir_all(&state_dir).map_err(io(&state_dir))?;
+            for (file, text) in def.files() {
+                let path = state_dir.join(file);
+                fs::write(&path, text).map_err(io(&path))?;
+            }
+            Ok(name.to_string())
+        }
+    }
 }
 
 /// The steps must be listed in the order replay processes them (§4: by timestamp across
@@ -147,6 +162,27 @@ fn check_order(case: &Case) -> Result<(), String> {
                 case.name
             ));
         }
+    }
+    // Replay applies an update before the first packet at or after its time: every step
+    // listed before it must be earlier, every step after it no earlier.
+    let mut last_at = 0;
+    for (i, u) in case.updates.iter().enumerate() {
+        let before_ok = case.steps[..u.after_steps.min(case.steps.len())]
+            .iter()
+            .all(|s| s.ts_ns < u.at_ns);
+        let after_ok = case
+            .steps
+            .get(u.after_steps..)
+            .is_some_and(|rest| rest.iter().all(|s| s.ts_ns >= u.at_ns));
+        if !before_ok || !after_ok || u.at_ns < last_at {
+            return Err(format!(
+                "case {}: update {} at {} ns does not fall between its steps",
+                case.name,
+                i + 1,
+                u.at_ns
+            ));
+        }
+        last_at = u.at_ns;
     }
     Ok(())
 }

@@ -363,6 +363,19 @@ pub fn icmpv4_error(
     error: IcmpError,
     offending: &[u8],
 ) -> Vec<u8> {
+    let ip = V4 {
+        src: from,
+        dst: to,
+        ttl: 64,
+        ident: 0,
+        df: false,
+    };
+    icmpv4_error_with(l2, ip, error, offending)
+}
+
+/// [`icmpv4_error`] with the outer IPv4 header's fields given (an error that has crossed
+/// routers, or one a host sent with its own identification).
+pub fn icmpv4_error_with(l2: L2, ip: V4, error: IcmpError, offending: &[u8]) -> Vec<u8> {
     let quote = &offending[..offending.len().min(576 - 20 - 8)];
     let ty = match error {
         IcmpError::TimeExceeded => Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit),
@@ -378,14 +391,30 @@ pub fn icmpv4_error(
     let icmp = Icmpv4Header::with_checksum(ty, quote);
     let mut body = icmp.to_bytes().to_vec();
     body.extend_from_slice(quote);
-    let ip = V4 {
-        src: from,
-        dst: to,
-        ttl: 64,
-        ident: 0,
-        df: false,
-    };
     ethernet(l2, 0x0800, &ipv4_raw(ip, 1, &body))
+}
+
+/// An IPv4 TCP segment like [`eth_v4`] builds, but with its window given: a RST a
+/// stack generates for a connection it has no state for advertises 0.
+pub fn eth_v4_window(l2: L2, ip: V4, l4: L4, window: u16, payload: &[u8]) -> Vec<u8> {
+    let L4::Tcp {
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+    } = l4
+    else {
+        return eth_v4(l2, ip, l4, payload);
+    };
+    let h = ipv4_header(ip, 6, 20 + payload.len());
+    let mut tcp = L4::tcp_header(sport, dport, seq, ack, flags);
+    tcp.window_size = window;
+    tcp.checksum = tcp.calc_checksum_ipv4(&h, payload).expect("tcp checksum");
+    let mut out = h.to_bytes().to_vec();
+    out.extend_from_slice(&tcp.to_bytes());
+    out.extend_from_slice(payload);
+    ethernet(l2, 0x0800, &out)
 }
 
 /// An ICMPv6 time exceeded from `from` to `to`, quoting as much of `offending` as fits

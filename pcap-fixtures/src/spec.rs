@@ -1,11 +1,13 @@
 //! The on-disk form of a case: `case.json` and the file layout around it.
 //!
 //! ```text
-//! cases/<name>/case.json              {description, node, state, inputs: [{port, file}]}
+//! cases/<name>/case.json              {description, node, state, inputs: [{port, file}],
+//!                                      updates: [{at_ns, state}] (only when there are some)}
 //! cases/<name>/input/<port>.pcap      what each port receives
 //! cases/<name>/expected/<port>.pcap   what each port must send, packet for packet
 //! cases/<name>/expected/verdicts.jsonl  one JSON object per input packet, in processing order
 //! cases/<name>/state/                 the case's own state dir, when `state` points there
+//! cases/<name>/state-<n>/             the state of the n-th update (`kxdp replay --update`)
 //! ```
 //!
 //! Shared by the generator (which writes it) and the runner (which reads it), so the two

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use crate::service_spec::{EndpointSpec, PortSpec, ServiceSpec};
+
 /// A node: name, InternalIP, `kxdp.io/underlay-mac`, PodCIDRs (IPv4 first).
 #[derive(Debug, Clone)]
 pub struct NodeDef {
@@ -26,7 +28,7 @@ pub struct PodDef {
 }
 
 /// A ClusterIP Service in `demo` with one port, and its EndpointSlice (none when
-/// `backends` is empty: a Service no pod backs).
+/// `backends` is empty: a Service no pod backs). The short form of [`ServiceSpec`].
 #[derive(Debug, Clone)]
 pub struct ServiceDef {
     pub name: &'static str,
@@ -46,7 +48,23 @@ pub struct StateDef {
     pub config: Option<&'static str>,
     pub nodes: Vec<NodeDef>,
     pub pods: Vec<PodDef>,
-    pub services: Vec<ServiceDef>,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl From<ServiceDef> for ServiceSpec {
+    fn from(svc: ServiceDef) -> ServiceSpec {
+        ServiceSpec::cluster_ip(
+            svc.name,
+            svc.cluster_ip,
+            vec![PortSpec::new("p", svc.port, svc.protocol, svc.target_port)],
+        )
+        .endpoints(
+            svc.backends
+                .iter()
+                .map(|(ip, node)| EndpointSpec::ready(ip, node))
+                .collect(),
+        )
+    }
 }
 
 impl StateDef {
@@ -71,9 +89,13 @@ impl StateDef {
         if !self.services.is_empty() {
             files.push((
                 "services.yaml".to_string(),
-                documents(self.services.iter().map(service_yaml)),
+                documents(self.services.iter().map(ServiceSpec::service_yaml)),
             ));
-            let slices: Vec<String> = self.services.iter().filter_map(slice_yaml).collect();
+            let slices: Vec<String> = self
+                .services
+                .iter()
+                .filter_map(ServiceSpec::slice_yaml)
+                .collect();
             if !slices.is_empty() {
                 files.push((
                     "endpointslices.yaml".to_string(),
@@ -120,39 +142,4 @@ fn pod_yaml(p: &PodDef) -> String {
         let _ = writeln!(s, "    - ip: {ip}");
     }
     s
-}
-
-fn service_yaml(svc: &ServiceDef) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  type: ClusterIP\n  clusterIP: {ip}\n  clusterIPs:\n    - {ip}\n  ports:\n    - name: p\n      port: {port}\n      protocol: {proto}\n      targetPort: {target}\n",
-        name = svc.name,
-        ip = svc.cluster_ip,
-        port = svc.port,
-        proto = svc.protocol,
-        target = svc.target_port
-    )
-}
-
-fn slice_yaml(svc: &ServiceDef) -> Option<String> {
-    if svc.backends.is_empty() {
-        return None;
-    }
-    let family = if svc.cluster_ip.contains(':') {
-        "IPv6"
-    } else {
-        "IPv4"
-    };
-    let mut s = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: demo\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: {family}\nports:\n  - name: p\n    port: {target}\n    protocol: {proto}\nendpoints:\n",
-        name = svc.name,
-        target = svc.target_port,
-        proto = svc.protocol
-    );
-    for (ip, node) in &svc.backends {
-        let _ = write!(
-            s,
-            "  - addresses:\n      - {ip}\n    conditions:\n      ready: true\n    nodeName: {node}\n"
-        );
-    }
-    Some(s)
 }

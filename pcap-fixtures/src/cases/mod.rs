@@ -11,6 +11,11 @@ mod malformed;
 mod merge;
 mod overlay;
 mod services;
+mod services_clusterip;
+mod services_endpoints;
+mod services_external;
+mod services_icmp;
+mod services_kit;
 pub mod world;
 
 use crate::case::Case;
@@ -22,6 +27,10 @@ pub fn all() -> Vec<Case> {
     out.extend(local::cases());
     out.extend(overlay::cases());
     out.extend(services::cases());
+    out.extend(services_clusterip::cases());
+    out.extend(services_endpoints::cases());
+    out.extend(services_external::cases());
+    out.extend(services_icmp::cases());
     out.extend(icmp::cases());
     out.extend(malformed::cases());
     out.extend(config::cases());

@@ -6,6 +6,7 @@
 
 use crate::flowhash::{flow_hash, vxlan_source_port};
 use crate::packet::{L2, L4, Mac, V4, Vxlan, mac_for, mapped};
+use crate::service_spec::ServiceSpec;
 use crate::state::{NodeDef, PodDef, ServiceDef, StateDef};
 
 pub const NODE_A_IP: [u8; 4] = [192, 168, 50, 10];
@@ -112,6 +113,14 @@ pub fn b_to_a(sport: u16, vni: u32) -> Vxlan {
 /// The example's nodes and pods, with `services` instead of its demo/web (so a case can
 /// have a Service with exactly one backend) and `config` as kxdp.yaml.
 pub fn two_node_state(config: Option<&'static str>, services: Vec<ServiceDef>) -> StateDef {
+    two_node_with(
+        config,
+        services.into_iter().map(ServiceSpec::from).collect(),
+    )
+}
+
+/// The example's nodes and pods with `services` in their full form.
+pub fn two_node_with(config: Option<&'static str>, services: Vec<ServiceSpec>) -> StateDef {
     StateDef {
         config,
         nodes: vec![

@@ -1,0 +1,278 @@
+//! Services and their EndpointSlices as a case's state directory needs them: several
+//! ports and protocols, NodePorts, external and load-balancer IPs, traffic policies,
+//! session affinity and endpoint conditions (KEP-1669).
+//!
+//! [`crate::state::ServiceDef`] stays the short form for the common one-port ClusterIP
+//! Service; it converts into a [`ServiceSpec`], and both are written by the one writer
+//! here, which produces for a short-form Service exactly the YAML the earlier writer did
+//! (so cases that predate this module regenerate byte for byte). Only what a case sets is
+//! written: the loader must apply the API defaults (unset `serving` read as `ready`,
+//! unset traffic policies as `Cluster`) itself.
+
+use std::fmt::Write as _;
+
+/// One Service port: `name` is shared with the EndpointSlice port it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: String,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: &'static str,
+    /// Also the EndpointSlice's port number (what the endpoints listen on).
+    pub target_port: u16,
+    pub node_port: Option<u16>,
+}
+
+impl PortSpec {
+    /// A port named `name`, without a NodePort.
+    pub fn new(name: &str, port: u16, protocol: &'static str, target_port: u16) -> PortSpec {
+        PortSpec {
+            name: name.to_string(),
+            port,
+            protocol,
+            target_port,
+            node_port: None,
+        }
+    }
+
+    /// The same port, also at `node_port` on every node.
+    pub fn node_port(self, node_port: u16) -> PortSpec {
+        PortSpec {
+            node_port: Some(node_port),
+            ..self
+        }
+    }
+}
+
+/// `conditions` of an endpoint; `None` leaves the key out (as an older controller would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    pub ready: bool,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+impl Conditions {
+    /// What the EndpointSlice controller writes for a ready pod, reduced to `ready: true`
+    /// (the short form's output).
+    pub const READY: Conditions = Conditions {
+        ready: true,
+        serving: None,
+        terminating: None,
+    };
+    /// A pod being deleted that still passes its readiness probe: KEP-1669's fallback.
+    pub const SERVING_TERMINATING: Conditions = Conditions {
+        ready: false,
+        serving: Some(true),
+        terminating: Some(true),
+    };
+    /// A pod being deleted that no longer answers its probe.
+    pub const TERMINATING_NOT_SERVING: Conditions = Conditions {
+        ready: false,
+        serving: Some(false),
+        terminating: Some(true),
+    };
+}
+
+/// One endpoint address of a slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub ip: String,
+    pub node: String,
+    pub conditions: Conditions,
+}
+
+impl EndpointSpec {
+    pub fn new(ip: &str, node: &str, conditions: Conditions) -> EndpointSpec {
+        EndpointSpec {
+            ip: ip.to_string(),
+            node: node.to_string(),
+            conditions,
+        }
+    }
+
+    pub fn ready(ip: &str, node: &str) -> EndpointSpec {
+        EndpointSpec::new(ip, node, Conditions::READY)
+    }
+}
+
+/// A `status.loadBalancer.ingress` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSpec {
+    pub ip: String,
+    /// `VIP` or `Proxy` (KEP-1860); `None` leaves it out (read as `VIP`).
+    pub ip_mode: Option<&'static str>,
+}
+
+/// A Service in namespace `demo` and its one EndpointSlice (none without endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    pub kind: &'static str,
+    pub cluster_ip: String,
+    pub ports: Vec<PortSpec>,
+    pub external_ips: Vec<String>,
+    pub ingress: Vec<IngressSpec>,
+    /// `externalTrafficPolicy`, left out when `None`.
+    pub external_traffic_policy: Option<&'static str>,
+    /// `internalTrafficPolicy`, left out when `None`.
+    pub internal_traffic_policy: Option<&'static str>,
+    /// `sessionAffinity: ClientIP` with this `timeoutSeconds`.
+    pub affinity_timeout_s: Option<u32>,
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+impl ServiceSpec {
+    /// A ClusterIP Service with these ports and no endpoints yet.
+    pub fn cluster_ip(name: &str, cluster_ip: &str, ports: Vec<PortSpec>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_string(),
+            kind: "ClusterIP",
+            cluster_ip: cluster_ip.to_string(),
+            ports,
+            external_ips: Vec::new(),
+            ingress: Vec::new(),
+            external_traffic_policy: None,
+            internal_traffic_policy: None,
+            affinity_timeout_s: None,
+            endpoints: Vec::new(),
+        }
+    }
+
+    pub fn kind(self, kind: &'static str) -> ServiceSpec {
+        ServiceSpec { kind, ..self }
+    }
+
+    pub fn endpoints(self, endpoints: Vec<EndpointSpec>) -> ServiceSpec {
+        ServiceSpec { endpoints, ..self }
+    }
+
+    pub fn external_ips(self, ips: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            external_ips: ips.iter().map(|s| s.to_string()).collect(),
+            ..self
+        }
+    }
+
+    pub fn ingress(self, ingress: &[(&str, Option<&'static str>)]) -> ServiceSpec {
+        ServiceSpec {
+            ingress: ingress
+                .iter()
+                .map(|(ip, ip_mode)| IngressSpec {
+                    ip: ip.to_string(),
+                    ip_mode: *ip_mode,
+                })
+                .collect(),
+            ..self
+        }
+    }
+
+    pub fn external_traffic_policy(self, policy: &'static str) -> ServiceSpec {
+        ServiceSpec {
+            external_traffic_policy: Some(policy),
+            ..self
+        }
+    }
+
+    pub fn internal_traffic_policy(self, policy: &'static str) -> ServiceSpec {
+        ServiceSpec {
+            internal_traffic_policy: Some(policy),
+            ..self
+        }
+    }
+
+    pub fn affinity(self, timeout_s: u32) -> ServiceSpec {
+        ServiceSpec {
+            affinity_timeout_s: Some(timeout_s),
+            ..self
+        }
+    }
+
+    /// The Service manifest.
+    pub fn service_yaml(&self) -> String {
+        let mut s = format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  type: {kind}\n  clusterIP: {ip}\n  clusterIPs:\n    - {ip}\n  ports:\n",
+            name = self.name,
+            kind = self.kind,
+            ip = self.cluster_ip
+        );
+        for p in &self.ports {
+            let _ = write!(
+                s,
+                "    - name: {}\n      port: {}\n      protocol: {}\n      targetPort: {}\n",
+                p.name, p.port, p.protocol, p.target_port
+            );
+            if let Some(np) = p.node_port {
+                let _ = writeln!(s, "      nodePort: {np}");
+            }
+        }
+        if !self.external_ips.is_empty() {
+            s.push_str("  externalIPs:\n");
+            for ip in &self.external_ips {
+                let _ = writeln!(s, "    - {ip}");
+            }
+        }
+        if let Some(p) = self.external_traffic_policy {
+            let _ = writeln!(s, "  externalTrafficPolicy: {p}");
+        }
+        if let Some(p) = self.internal_traffic_policy {
+            let _ = writeln!(s, "  internalTrafficPolicy: {p}");
+        }
+        if let Some(t) = self.affinity_timeout_s {
+            let _ = write!(
+                s,
+                "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: {t}\n"
+            );
+        }
+        if !self.ingress.is_empty() {
+            s.push_str("status:\n  loadBalancer:\n    ingress:\n");
+            for i in &self.ingress {
+                let _ = writeln!(s, "      - ip: {}", i.ip);
+                if let Some(mode) = i.ip_mode {
+                    let _ = writeln!(s, "        ipMode: {mode}");
+                }
+            }
+        }
+        s
+    }
+
+    /// The EndpointSlice manifest, `None` for a Service no endpoint backs.
+    pub fn slice_yaml(&self) -> Option<String> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let family = if self.cluster_ip.contains(':') {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        let mut s = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: demo\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: {family}\nports:\n",
+            name = self.name
+        );
+        for p in &self.ports {
+            let _ = write!(
+                s,
+                "  - name: {}\n    port: {}\n    protocol: {}\n",
+                p.name, p.target_port, p.protocol
+            );
+        }
+        s.push_str("endpoints:\n");
+        for e in &self.endpoints {
+            let _ = write!(
+                s,
+                "  - addresses:\n      - {}\n    conditions:\n      ready: {}\n",
+                e.ip, e.conditions.ready
+            );
+            if let Some(serving) = e.conditions.serving {
+                let _ = writeln!(s, "      serving: {serving}");
+            }
+            if let Some(terminating) = e.conditions.terminating {
+                let _ = writeln!(s, "      terminating: {terminating}");
+            }
+            let _ = writeln!(s, "    nodeName: {}", e.node);
+        }
+        Some(s)
+    }
+}
