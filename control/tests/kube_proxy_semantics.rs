@@ -27,8 +27,9 @@
 //!   `TestTracePacket`, `TestNoEndpointsReject`, `TestLoadBalancer`, `TestNodePorts`,
 //!   `TestExternalTrafficPolicyLocal`, `TestExternalTrafficPolicyCluster`,
 //!   `TestInternalTrafficPolicy`, `TestTerminatingEndpointsTrafficPolicyLocal` and
-//!   `...Cluster` (the `TestEndpointSliceWithTerminatingEndpoints*` family), and the hairpin
-//!   rows of `TestClusterIPGeneral`;
+//!   `TestTerminatingEndpointsTrafficPolicyCluster`, the hairpin rows of
+//!   `TestClusterIPGeneral`, and `TestBuildServiceMapServiceHeadless` (headless Services
+//!   program nothing);
 //! - `pkg/proxy/topology_test.go`: `TestCategorizeEndpoints` (which endpoints serve cluster
 //!   and local traffic: ready first, serving-terminating only when nothing is ready, never
 //!   not-serving ones; the local set falls back on its own).
@@ -636,9 +637,9 @@ fn no_endpoints_reject() {
     );
 }
 
-/// `TestLoadBalancer` and `TestNodePorts` (without source ranges, which kxdp does not
-/// implement yet), plus `TestOverallIPTablesRules`' ExternalIP Service and the
-/// `ipMode: Proxy` load balancers of `TestLoadBalancerIngressRouteTypeProxy`.
+/// `TestLoadBalancer` and `TestNodePorts` (without `loadBalancerSourceRanges`, which kxdp
+/// does not implement), plus `TestOverallIPTablesRules`' ExternalIP Service and an
+/// `ipMode: Proxy` load balancer (KEP-1860: kube-proxy programs no rule for its IP).
 #[test]
 fn load_balancer_and_node_ports() {
     let lb =
@@ -1189,9 +1190,8 @@ fn hairpin() {
     );
 }
 
-/// Headless Services program nothing (kube-proxy skips them in its service map:
-/// `TestBuildServiceMapAddRemove`, `TestHeadlessService` in
-/// `pkg/proxy/iptables/proxier_test.go`); ExternalName Services neither.
+/// Headless Services program nothing (kube-proxy leaves them out of its service map:
+/// `TestBuildServiceMapServiceHeadless`); ExternalName Services neither.
 #[test]
 fn headless_and_external_name() {
     let headless = svc("headless", "None", http());
@@ -1446,6 +1446,11 @@ fn check_probe(tables: &Tables, p: &Probe) -> Result<(), String> {
             }
             (Expect::Drop(reason), Outcome::Dropped(got)) if reason == got => {}
             (Expect::Pass, Outcome::Passed) => {}
+            (want, Outcome::Other(what)) => {
+                return fail(format!(
+                    "expected {want:?}, got an unrecognised output: {what}"
+                ));
+            }
             (want, got) => return fail(format!("expected {want:?}, got {got:?}")),
         }
     }
