@@ -176,7 +176,7 @@ fn expiry_per_state() {
 fn lookup_does_not_refresh_observe_does() {
     let mut flows = Flows::default();
     let f = nat_flow(proto::UDP, 9);
-    let id = flows.insert(f, 0).unwrap();
+    flows.insert(f, 0).unwrap();
     assert!(flows.lookup(&f.original, 20 * S).is_some());
     assert!(flows.lookup(&f.original, 31 * S).is_none());
     let id2 = flows.insert(f, 31 * S).unwrap();
@@ -191,7 +191,6 @@ fn lookup_does_not_refresh_observe_does() {
     assert!(!flows.get(id2).unwrap().replied());
     flows.observe(id2, Direction::Reply, 0, 60 * S);
     assert!(flows.get(id2).unwrap().replied());
-    let _ = id;
 }
 
 #[test]
