@@ -1,248 +1,143 @@
-//! Connection tracking: the per-worker flow table that remembers Service NAT.
+//! Connection tracking: the per-worker flow table (NAT state, TCP state, policy verdict
+//! cache, ageing) and the ClientIP session-affinity cache.
 //!
-//! Owns: which backend a client flow to a VIP was given, so later packets keep it and
-//! replies (backend -> client) are reverse-NATed to come from the VIP. Bounded: a full
-//! table first reclaims idle entries, then refuses new flows (a counted drop), never grows.
+//! Owns: which connections exist and how long they are remembered. A flow entry keeps the
+//! tuple the client sent and the tuple replies will carry (the NAT is the difference
+//! between them, as in Linux conntrack), where replies go back to, the coarse TCP state
+//! and the cached policy verdict. Bounded: a full table reclaims expired entries, then
+//! evicts the least valuable ones (counted), and refuses a new flow only when nothing may be
+//! evicted. Time is handed in (`now`, nanoseconds on the driver's clock).
 //!
-//! Entries are fixed-layout values without heap pointers (ARCHITECTURE.md §6: a restarted
-//! agent will adopt the table from shared memory). The Services issue extends this with
-//! TCP state, per-state ageing and policy verdict caching.
+//! Must never: call the OS (no clock, no syscalls), allocate per packet in steady state
+//! (memory grows by doubling up to `capacity`, or all at once with `Flows::preallocate`),
+//! decide verdicts or rewrite packets (the pipeline does that from what is found here),
+//! or hold pointers inside an entry (ARCHITECTURE.md §6: entries are `#[repr(C)]`, fixed
+//! layout, versioned by `FLOW_ENTRY_LAYOUT`, so a restarted agent can adopt the table
+//! from a file-backed mapping).
+//!
+//! Layout: a slab of 112-byte entries (a `FlowId` is a slab index) plus an open-addressing
+//! index of `u32` slots holding (entry number, direction, hash tag), two keys per entry,
+//! power-of-two sized for a load of at most 0.5. At the default 1M entries that is
+//! 112 + 16 = 128 bytes per entry, 128 MiB per worker.
 
-use foldhash::HashMap;
+mod affinity;
+mod entry;
+mod key;
+mod table;
+pub mod tcp;
 
-use crate::addr::IpKey;
-use crate::pipeline::Nanos;
+#[cfg(test)]
+mod tests;
+
+pub use affinity::{Affinity, DEFAULT_AFFINITY_CAPACITY};
+pub use entry::{FLOW_ENTRY_LAYOUT, FlowEntry, NewFlow, TcpState};
+pub use key::{Direction, FlowKey};
+pub use table::{FlowId, Flows, MAX_CAPACITY};
+
+/// Time in nanoseconds on the driver's clock (monotonic live, pcap timestamps in replay).
+pub type Nanos = u64;
+
+const SECOND: Nanos = 1_000_000_000;
 
 /// Default number of flows per worker.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
-/// Idle time after which a flow is forgotten (a new packet picks a backend afresh).
-pub const DEFAULT_IDLE_TIMEOUT_NS: Nanos = 120 * 1_000_000_000;
 
-/// One direction of a flow, as seen on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct FlowKey {
-    pub src: IpKey,
-    pub dst: IpKey,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub proto: u8,
-}
-
-/// The NAT a client flow to a Service got.
+/// How long an idle flow is remembered, by state. A flow expires when no packet was
+/// observed for longer than its current state's timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct NatBinding {
-    pub vip: IpKey,
-    pub vip_port: u16,
-    pub backend: IpKey,
-    pub backend_port: u16,
+pub struct Timeouts {
+    /// TCP handshake in progress (SynSent, SynReceived) or not yet observed.
+    pub tcp_syn: Nanos,
+    pub tcp_established: Nanos,
+    /// A FIN was seen (FinWait, Closing).
+    pub tcp_closing: Nanos,
+    /// RST seen or both FINs acknowledged.
+    pub tcp_closed: Nanos,
+    /// UDP with no reply seen yet.
+    pub udp: Nanos,
+    /// UDP that has seen a reply.
+    pub udp_replied: Nanos,
+    /// Everything else: ICMP, ICMPv6, SCTP (until SCTP state is tracked), other protocols.
+    pub other: Nanos,
 }
 
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-struct FlowEntry {
-    nat: NatBinding,
-    /// The reply direction's key (backend -> client), to remove both together.
-    reply: FlowKey,
-    last_seen: Nanos,
+impl Default for Timeouts {
+    /// Reference points: Linux `nf_conntrack_*_timeout*` sysctls and Cilium's CT
+    /// lifetimes (`bpf/lib/conntrack.h`, `--bpf-ct-timeout-*`).
+    fn default() -> Self {
+        Timeouts {
+            // Linux: syn_sent 120 s, syn_recv 60 s; Cilium: 60 s. A SYN flood should not
+            // pin entries for minutes, and a real handshake completes in well under 60 s.
+            tcp_syn: 60 * SECOND,
+            // Linux: 5 days (it can see keepalives and validates windows); Cilium: 6 h.
+            // 6 h keeps idle keepalive-less connections (databases, long polls) without
+            // letting dead peers fill the table for days.
+            tcp_established: 6 * 3600 * SECOND,
+            // Linux: fin_wait/close_wait/time_wait 60-120 s; Cilium: 10 s close timeout.
+            // We are not the endpoint, so we need no TIME_WAIT of our own: 10 s covers
+            // the retransmitted FIN/ACK exchange.
+            tcp_closing: 10 * SECOND,
+            // Linux: close 10 s (lets a late RST/ACK still match the flow).
+            tcp_closed: 10 * SECOND,
+            // Linux: udp 30 s unreplied, udp_stream 120 s once both directions were seen;
+            // Cilium: 60 s for all non-TCP. DNS queries that never get answers go fast.
+            udp: 30 * SECOND,
+            udp_replied: 120 * SECOND,
+            // Cilium: 60 s non-TCP; Linux: icmp 30 s, generic 600 s.
+            other: 60 * SECOND,
+        }
+    }
 }
 
-/// What a lookup found.
+/// Table size and ageing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowMatch {
-    /// A client -> VIP packet of a known flow: DNAT to this backend.
-    Original(NatBinding),
-    /// A backend -> client reply: source becomes the VIP.
-    Reply(NatBinding),
+pub struct ConntrackConfig {
+    /// Maximum number of flows (clamped to `1..=MAX_CAPACITY`).
+    pub capacity: usize,
+    pub timeouts: Timeouts,
 }
 
-/// Why a flow could not be recorded.
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            capacity: DEFAULT_CAPACITY,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// The table holds `capacity` flows and none of them may be evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFull;
 
-#[derive(Debug)]
-pub struct Flows {
-    capacity: usize,
-    idle_timeout: Nanos,
-    original: HashMap<FlowKey, FlowEntry>,
-    /// reply key -> original key.
-    reply: HashMap<FlowKey, FlowKey>,
-    evictions: u64,
+/// Why `Flows::insert` did not record a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// Full, and nothing could be reclaimed or evicted (counted drop).
+    Full,
+    /// The new flow's `reply` tuple is already a live entry's key (either direction):
+    /// replies could not be told apart. Pick another SNAT port and retry.
+    ReplyTupleTaken,
+    /// The new flow's `original` tuple is already a live entry's key: the caller inserted
+    /// without looking the packet up first, or it collides with another flow's reply
+    /// tuple. Use the existing entry (`lookup`) instead.
+    OriginalTupleTaken,
 }
 
-impl Default for Flows {
-    fn default() -> Self {
-        Flows::new(DEFAULT_CAPACITY, DEFAULT_IDLE_TIMEOUT_NS)
-    }
-}
-
-impl Flows {
-    pub fn new(capacity: usize, idle_timeout: Nanos) -> Flows {
-        Flows {
-            capacity: capacity.max(1),
-            idle_timeout,
-            original: HashMap::default(),
-            reply: HashMap::default(),
-            evictions: 0,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.original.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.original.is_empty()
-    }
-
-    /// Idle entries removed to make room so far.
-    pub fn evictions(&self) -> u64 {
-        self.evictions
-    }
-
-    /// Finds the flow `key` belongs to in either direction and refreshes it.
-    pub fn lookup(&mut self, key: &FlowKey, now: Nanos) -> Option<FlowMatch> {
-        let timeout = self.idle_timeout;
-        if let Some(entry) = self.original.get_mut(key) {
-            if now.saturating_sub(entry.last_seen) <= timeout {
-                entry.last_seen = now;
-                return Some(FlowMatch::Original(entry.nat));
-            }
-            self.remove(key);
-            return None;
-        }
-        let orig = *self.reply.get(key)?;
-        match self.original.get_mut(&orig) {
-            Some(entry) if now.saturating_sub(entry.last_seen) <= timeout => {
-                entry.last_seen = now;
-                Some(FlowMatch::Reply(entry.nat))
-            }
-            _ => {
-                self.remove(&orig);
-                self.reply.remove(key);
-                None
-            }
-        }
-    }
-
-    /// Records a new client flow `original` (client -> VIP) translated per `nat`.
-    pub fn insert(
-        &mut self,
-        original: FlowKey,
-        nat: NatBinding,
-        now: Nanos,
-    ) -> Result<(), TableFull> {
-        if self.original.len() >= self.capacity && !self.original.contains_key(&original) {
-            self.reclaim_idle(now);
-            if self.original.len() >= self.capacity {
-                return Err(TableFull);
-            }
-        }
-        let reply = FlowKey {
-            src: nat.backend,
-            dst: original.src,
-            src_port: nat.backend_port,
-            dst_port: original.src_port,
-            proto: original.proto,
-        };
-        if let Some(old) = self.original.insert(
-            original,
-            FlowEntry {
-                nat,
-                reply,
-                last_seen: now,
-            },
-        ) {
-            self.reply.remove(&old.reply);
-        }
-        self.reply.insert(reply, original);
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &FlowKey) {
-        if let Some(entry) = self.original.remove(key) {
-            self.reply.remove(&entry.reply);
-        }
-    }
-
-    /// Drops every idle entry. Runs only when the table is full, so its O(n) cost is paid
-    /// at most once per `capacity` insertions of fresh flows.
-    fn reclaim_idle(&mut self, now: Nanos) {
-        let timeout = self.idle_timeout;
-        let before = self.original.len();
-        let reply = &mut self.reply;
-        self.original.retain(|_, e| {
-            let live = now.saturating_sub(e.last_seen) <= timeout;
-            if !live {
-                reply.remove(&e.reply);
-            }
-            live
-        });
-        self.evictions += (before - self.original.len()) as u64;
+impl From<TableFull> for InsertError {
+    fn from(_: TableFull) -> InsertError {
+        InsertError::Full
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(sport: u16) -> FlowKey {
-        FlowKey {
-            src: IpKey::v4([10, 244, 1, 5]),
-            dst: IpKey::v4([10, 96, 0, 10]),
-            src_port: sport,
-            dst_port: 80,
-            proto: 6,
-        }
-    }
-
-    fn nat() -> NatBinding {
-        NatBinding {
-            vip: IpKey::v4([10, 96, 0, 10]),
-            vip_port: 80,
-            backend: IpKey::v4([10, 244, 2, 7]),
-            backend_port: 8080,
-        }
-    }
-
-    #[test]
-    fn found_from_both_directions() {
-        let mut flows = Flows::default();
-        flows.insert(key(1000), nat(), 0).unwrap();
-        assert_eq!(
-            flows.lookup(&key(1000), 1),
-            Some(FlowMatch::Original(nat()))
-        );
-        let reply = FlowKey {
-            src: IpKey::v4([10, 244, 2, 7]),
-            dst: IpKey::v4([10, 244, 1, 5]),
-            src_port: 8080,
-            dst_port: 1000,
-            proto: 6,
-        };
-        assert_eq!(flows.lookup(&reply, 2), Some(FlowMatch::Reply(nat())));
-        assert_eq!(flows.lookup(&key(1001), 2), None);
-    }
-
-    #[test]
-    fn bounded_reclaims_idle_then_refuses() {
-        let mut flows = Flows::new(2, 10);
-        flows.insert(key(1), nat(), 0).unwrap();
-        flows.insert(key(2), nat(), 5).unwrap();
-        assert_eq!(flows.insert(key(3), nat(), 6), Err(TableFull));
-        // key(1) is idle at t=11: reclaimed to make room.
-        flows.insert(key(3), nat(), 11).unwrap();
-        assert_eq!(flows.len(), 2);
-        assert_eq!(flows.evictions(), 1);
-        assert_eq!(flows.lookup(&key(1), 11), None);
-    }
-
-    #[test]
-    fn idle_flow_expires_on_lookup() {
-        let mut flows = Flows::new(8, 10);
-        flows.insert(key(1), nat(), 0).unwrap();
-        assert_eq!(flows.lookup(&key(1), 100), None);
-        assert!(flows.is_empty());
+impl std::fmt::Display for InsertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InsertError::Full => "conntrack table full",
+            InsertError::ReplyTupleTaken => "reply tuple already tracked",
+            InsertError::OriginalTupleTaken => "original tuple already tracked",
+        })
     }
 }
+
+impl std::error::Error for InsertError {}

@@ -32,10 +32,12 @@
 //!
 //! Lookup is `slots[flow_hash mod M]`.
 //!
-//! Why V2 rather than Cilium's scheme: it is integer-only (Cilium's keeps float counters),
-//! it reduces to the paper's algorithm for equal weights (Cilium's changes the table when
-//! equal weights go from 1 to 2), and each backend's share is within about one slot of
-//! `M * W_i / sum(W)`.
+//! Why V2 (Katran's `MaglevHashV2`) rather than Cilium's Envoy-style scheme: it is
+//! integer-only (Cilium keeps float counters, which a reimplementation must round exactly
+//! alike), and the table depends only on the weights' ratios. Shares are proportional:
+//! after `R` full rounds a backend holds `floor(R * W_i / w_max)` slots and the last,
+//! partial round adds at most one, so its count is within `1 + N * W_i / sum(W)` of
+//! `M * W_i / sum(W)` (in practice about one slot; equal weights give floor or ceil of `M / N`).
 //!
 //! # Cost
 //!
@@ -44,6 +46,8 @@
 //! The number of probes is about `M ln M` however many backends there are. With weights,
 //! the rounds number about `M * w_max / sum(W)`, each visiting every backend; very skewed
 //! weights over many backends therefore cost more (`N * M` in the worst case).
+//! Measured (`cargo bench -p bench --bench maglev`, the 2-vCPU dev VM): 1.0, 1.3 and 1.4 ms
+//! at M = 65537 for 10, 100 and 1000 backends, 1.7 ms weighted, 17 ms at M = 655373.
 
 use std::fmt;
 
@@ -634,8 +638,8 @@ mod tests {
         let counts = t.counts(4);
         let sum: u32 = weights.iter().sum();
         println!("M=1021 weights {weights:?}: counts {counts:?}; Cilium's: [16, 98, 832, 75]");
-        // V2 gives each backend floor or ceil of its share of every full round, plus at
-        // most one slot from the final partial round: within 2 of M * w / sum.
+        // The proven bound is 1 + N * w / sum (up to 4.3 here, see the module docs); this
+        // fixed input meets the +-2 that Cilium's equivalent test allows, so pin that.
         for (c, w) in counts.iter().zip(weights) {
             let ideal = 1021.0 * f64::from(w) / f64::from(sum);
             assert!((f64::from(*c) - ideal).abs() <= 2.0, "{counts:?}");
