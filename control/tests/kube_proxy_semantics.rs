@@ -765,11 +765,14 @@ fn external_traffic_policy_local() {
         .external_ips(&["198.51.100.72"])
         .load_balancer(&["198.51.100.73"])
         .etp_local();
+    let empty = svc("local-empty", "10.96.0.74", http_np(30074)).etp_local();
     let manifests = [
         local.yaml(),
         slice(&local, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
         remote_only.yaml(),
         slice(&remote_only, &[(WEB1, Cond::Ready), (WEB3, Cond::Ready)]),
+        empty.yaml(),
+        slice(&empty, &[]),
     ];
     const BOTH: &[&str] = &["10.244.1.6:8080", "10.244.2.7:8080"];
     const LOCAL: &[&str] = &["10.244.1.6:8080"];
@@ -859,6 +862,16 @@ fn external_traffic_policy_local() {
                 80,
                 Expect::Drop("no_local_endpoints"),
             ),
+            // kube-proxy: no endpoints at all is REJECT, even under eTP Local (DROP is for
+            // "endpoints, but none here").
+            probe(
+                "no endpoints at all: outside to NodePort rejected, not dropped",
+                Outside,
+                Tcp,
+                "192.168.50.10",
+                30074,
+                Reject,
+            ),
             probe(
                 "no local endpoint: pod to load balancer IP still reaches all",
                 CLIENT_POD,
@@ -944,6 +957,59 @@ fn external_traffic_policy_cluster() {
                 Expect::Pass,
             ),
         ],
+    );
+}
+
+/// The `! -s <clusterCIDR> -j KUBE-MARK-MASQ` rule every KUBE-SVC chain starts with
+/// (`TestOverallIPTablesRules`): a client outside the cluster that reaches a cluster IP (the
+/// node being its route to the Service CIDR) is served by all endpoints and masqueraded.
+/// kube-proxy does this whatever the Service's `externalTrafficPolicy`: that policy governs
+/// NodePorts, external IPs and load balancer IPs, and the cluster IP's chain is the cluster
+/// one (in `TestOverallIPTablesRules`, svc2's cluster IP chain leads to its non-local
+/// endpoint although svc2 is `Local`).
+#[test]
+fn off_cluster_client_to_cluster_ip() {
+    let plain = svc("plain", "10.96.0.140", http());
+    let manifests = [
+        plain.yaml(),
+        slice(&plain, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
+    ];
+    run_scenario(
+        "off_cluster_client_to_cluster_ip",
+        &manifests,
+        &[probe(
+            "outside to cluster IP: all endpoints, masqueraded",
+            Outside,
+            Tcp,
+            "10.96.0.140",
+            80,
+            Backend(&["10.244.1.6:8080", "10.244.2.7:8080"], Masq::Yes),
+        )],
+    );
+}
+
+/// As [`off_cluster_client_to_cluster_ip`], for a Service with `externalTrafficPolicy: Local`.
+#[test]
+#[ignore = "kxdp bug: service.rs new_flow applies externalTrafficPolicy Local to uplink traffic \
+            at a ClusterIP frontend (local endpoints only, no SNAT), though FrontendKind::is_external \
+            says the cluster IP is not external"]
+fn off_cluster_client_to_cluster_ip_of_etp_local_service() {
+    let local = svc("etp-local", "10.96.0.141", http_np(30141)).etp_local();
+    let manifests = [
+        local.yaml(),
+        slice(&local, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
+    ];
+    run_scenario(
+        "off_cluster_client_to_cluster_ip_of_etp_local_service",
+        &manifests,
+        &[probe(
+            "outside to cluster IP of an eTP Local Service: all endpoints, masqueraded",
+            Outside,
+            Tcp,
+            "10.96.0.141",
+            80,
+            Backend(&["10.244.1.6:8080", "10.244.2.7:8080"], Masq::Yes),
+        )],
     );
 }
 
