@@ -186,3 +186,40 @@ fn check_order(case: &Case) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{BASE_NS, STEP_NS, Update};
+
+    fn two_steps() -> Case {
+        let mut c = Case::new("t", "t", StateSource::TwoNodeExample);
+        c.send("uplink", vec![0; 14], Expect::Pass);
+        c.update(StateSource::TwoNodeExample);
+        c.send("uplink", vec![0; 14], Expect::Pass);
+        c
+    }
+
+    #[test]
+    fn an_update_between_its_steps_is_accepted() {
+        let c = two_steps();
+        assert_eq!(c.updates[0].at_ns, BASE_NS + STEP_NS);
+        assert_eq!(c.updates[0].after_steps, 1);
+        check_order(&c).expect("in order");
+    }
+
+    #[test]
+    fn an_update_replay_would_apply_elsewhere_is_refused() {
+        // Replay applies an update before the first packet at or after its time: one
+        // listed after a step that is not earlier would land before that step.
+        let mut c = two_steps();
+        c.updates[0] = Update {
+            at_ns: BASE_NS,
+            ..c.updates[0].clone()
+        };
+        assert!(check_order(&c).is_err());
+        let mut c = two_steps();
+        c.updates[0].at_ns = BASE_NS + 2 * STEP_NS;
+        assert!(check_order(&c).is_err());
+    }
+}
