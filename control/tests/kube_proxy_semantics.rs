@@ -990,9 +990,6 @@ fn off_cluster_client_to_cluster_ip() {
 
 /// As [`off_cluster_client_to_cluster_ip`], for a Service with `externalTrafficPolicy: Local`.
 #[test]
-#[ignore = "kxdp bug: service.rs new_flow applies externalTrafficPolicy Local to uplink traffic \
-            at a ClusterIP frontend (local endpoints only, no SNAT), though FrontendKind::is_external \
-            says the cluster IP is not external"]
 fn off_cluster_client_to_cluster_ip_of_etp_local_service() {
     let local = svc("etp-local", "10.96.0.141", http_np(30141)).etp_local();
     let manifests = [

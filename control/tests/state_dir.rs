@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use control::config::AgentConfig;
 use control::state::{ClusterState, StateDir, load_state_dir};
 use control::translate::{TranslateError, canonical_dump, translate};
-use datapath::tables::{Backend, PortKind, Route, ServiceKey, proto};
+use datapath::tables::{PortKind, Route, ServiceKey, ServicePort, Tables, proto};
 use datapath::{IpKey, MacAddr, PortId};
 
 /// A scratch directory under the system temp dir, removed on drop.
@@ -54,12 +54,25 @@ fn v4(s: &str) -> IpKey {
     IpKey::from(s.parse::<std::net::IpAddr>().unwrap())
 }
 
-fn backend(s: &str) -> Backend {
+fn backend(s: &str) -> (IpKey, u16) {
     let (ip, port) = s.rsplit_once(':').unwrap();
-    Backend {
-        ip: v4(ip.trim_start_matches('[').trim_end_matches(']')),
-        port: port.parse().unwrap(),
-    }
+    (
+        v4(ip.trim_start_matches('[').trim_end_matches(']')),
+        port.parse().unwrap(),
+    )
+}
+
+/// The endpoints new flows may use cluster-wide, as (ip, port).
+fn ready(p: &ServicePort) -> Vec<(IpKey, u16)> {
+    p.cluster
+        .members
+        .iter()
+        .map(|&i| (p.backends[i as usize].ip, p.backends[i as usize].port))
+        .collect()
+}
+
+fn service<'t>(t: &'t Tables, key: &ServiceKey) -> Option<&'t ServicePort> {
+    t.frontend(key).map(|(_, p)| p)
 }
 
 fn key(vip: &str, port: u16, proto: u8) -> ServiceKey {
@@ -138,11 +151,11 @@ fn two_node_example_node_a() {
     assert!(matches!(t.route(v4("10.244.1.1")), Route::Node));
     assert!(matches!(t.route(v4("10.244.3.1")), Route::Unowned));
 
-    assert_eq!(t.services.len(), 1);
-    let web = t.service(&key("10.96.0.10", 80, proto::TCP)).unwrap();
+    assert_eq!(t.frontends.len(), 1);
+    let web = service(t, &key("10.96.0.10", 80, proto::TCP)).unwrap();
     assert_eq!(web.name, "demo/web:80");
     assert_eq!(
-        web.backends,
+        ready(web),
         vec![backend("10.244.1.6:8080"), backend("10.244.2.7:8080")]
     );
 }
@@ -158,8 +171,8 @@ fn two_node_example_node_b() {
     assert_eq!(t.node.gateway_ip, [10, 244, 2, 1]);
     assert_eq!(t.remote_nodes[0].name, "node-a");
     // Every node programs the same service with the same backend order.
-    let web = t.service(&key("10.96.0.10", 80, proto::TCP)).unwrap();
-    assert_eq!(web.backends.len(), 2);
+    let web = service(&t, &key("10.96.0.10", 80, proto::TCP)).unwrap();
+    assert_eq!(ready(web).len(), 2);
 }
 
 #[test]
@@ -450,38 +463,38 @@ fn rich_cluster_translates() {
     assert_eq!(t.remote_routes.len(), 1);
 
     // ns1/web: named ports, ready endpoints only (unset = ready), deduplicated.
-    let http = t.service(&key("10.96.0.20", 80, proto::TCP)).unwrap();
+    let http = service(t, &key("10.96.0.20", 80, proto::TCP)).unwrap();
     assert_eq!(http.name, "ns1/web:80");
     assert_eq!(
-        http.backends,
+        ready(http),
         vec![backend("10.244.1.20:8080"), backend("10.244.2.10:8080")]
     );
-    let metrics = t.service(&key("10.96.0.20", 9000, proto::TCP)).unwrap();
+    let metrics = service(t, &key("10.96.0.20", 9000, proto::TCP)).unwrap();
     assert_eq!(
-        metrics.backends,
+        ready(metrics),
         vec![backend("10.244.1.20:9090"), backend("10.244.2.10:9090")]
     );
-    let dns = t.service(&key("10.96.0.20", 53, proto::UDP)).unwrap();
+    let dns = service(t, &key("10.96.0.20", 53, proto::UDP)).unwrap();
     assert_eq!(dns.name, "ns1/web:53");
     assert_eq!(
-        dns.backends,
+        ready(dns),
         vec![backend("10.244.1.20:5353"), backend("10.244.2.10:5353")]
     );
-    assert!(t.service(&key("10.96.0.20", 53, proto::TCP)).is_none());
+    assert!(service(t, &key("10.96.0.20", 53, proto::TCP)).is_none());
 
     // Dual stack: one key per family, each with its family's backends.
-    let d4 = t.service(&key("10.96.0.30", 443, proto::TCP)).unwrap();
-    assert_eq!(d4.backends, vec![backend("10.244.1.20:8443")]);
-    let d6 = t.service(&key("fd00:96::30", 443, proto::TCP)).unwrap();
+    let d4 = service(t, &key("10.96.0.30", 443, proto::TCP)).unwrap();
+    assert_eq!(ready(d4), vec![backend("10.244.1.20:8443")]);
+    let d6 = service(t, &key("fd00:96::30", 443, proto::TCP)).unwrap();
     assert_eq!(d6.name, "ns1/dual:443");
-    assert_eq!(d6.backends, vec![backend("[fd00:10:244:1::20]:8443")]);
+    assert_eq!(ready(d6), vec![backend("[fd00:10:244:1::20]:8443")]);
 
     // No endpoints: still present, empty (the datapath rejects).
-    let empty = t.service(&key("10.96.0.40", 80, proto::TCP)).unwrap();
-    assert!(empty.backends.is_empty());
+    let empty = service(t, &key("10.96.0.40", 80, proto::TCP)).unwrap();
+    assert!(ready(empty).is_empty());
 
     // Headless, ExternalName and out-of-range VIPs program nothing.
-    assert_eq!(t.services.len(), 3 + 2 + 1);
+    assert_eq!(t.frontends.len(), 3 + 2 + 1);
 
     let w = out.warnings.join("\n");
     for expected in [

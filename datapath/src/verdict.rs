@@ -89,6 +89,8 @@ drop_reasons! {
     EndpointDeleted => "endpoint_deleted",
     /// No free source port at the gateway for a translated flow.
     SnatExhausted => "snat_exhausted",
+    /// A new flow whose tuple a live flow already holds (lookup and insert disagreed).
+    FlowConflict => "flow_conflict",
     /// A frame from a port the tables do not know (e.g. a pod just removed).
     UnknownPort => "unknown_port",
     /// VXLAN to our address and port but with a VNI that is not ours.

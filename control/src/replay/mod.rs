@@ -30,10 +30,10 @@ use datapath::tables::{PortId, Tables};
 
 pub use error::ReplayError;
 pub use input::InputSpec;
-pub use update::StateUpdate;
 use input::{Capture, CapturedPacket};
 use output::Outputs;
 use record::{Recorder, VerdictRecord, format_backend};
+pub use update::StateUpdate;
 
 /// Room after each packet, for rewrites that grow it (e.g. an ICMP error quoting it).
 pub const TAILROOM: usize = 256;
@@ -74,7 +74,10 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     updates.sort_by_key(|u| u.at_ns);
     let mut generations = Vec::with_capacity(updates.len());
     for (i, u) in updates.iter().enumerate() {
-        generations.push((u.at_ns, load_tables(&u.state, &opts.node, GENERATION + 1 + i as u64)?));
+        generations.push((
+            u.at_ns,
+            load_tables(&u.state, &opts.node, GENERATION + 1 + i as u64)?,
+        ));
     }
     let mut captures = Vec::with_capacity(opts.inputs.len());
     for spec in &opts.inputs {
@@ -128,7 +131,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
                 .collect();
         }
         // A port unknown to this generation: the datapath sees a frame from nowhere.
-        let port = ports.get(input).copied().flatten().unwrap_or(PortId(u32::MAX));
+        let port = ports
+            .get(input)
+            .copied()
+            .flatten()
+            .unwrap_or(PortId(u32::MAX));
         let (record, description, steps) = driver.replay_one(&spec.port, port, index, packet)?;
         driver.outputs.verdict(&record)?;
         if let Some(packet) = description {
@@ -156,9 +163,9 @@ fn load_tables(dir: &Path, node: &str, generation: u64) -> Result<Tables, Replay
     }
     let translated = crate::translate::translate(&state.cluster, &state.config, node, generation)
         .map_err(|e| ReplayError::Translate {
-            node: node.to_string(),
-            message: e.to_string(),
-        })?;
+        node: node.to_string(),
+        message: e.to_string(),
+    })?;
     for warning in &translated.warnings {
         tracing::warn!(node = %node, "{warning}");
     }

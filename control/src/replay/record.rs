@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
-use datapath::observer::Observer;
 use datapath::IpKey;
+use datapath::observer::Observer;
 use datapath::tables::ServicePort;
 
 /// One line of verdicts.jsonl.

@@ -21,8 +21,8 @@ use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::k8s::{
-    name_of, namespace_of, node_addresses, parse_ip, parse_ip_key, port_number,
-    protocol_number, service_cluster_ips, service_type, slice_service_name,
+    name_of, namespace_of, node_addresses, parse_ip, parse_ip_key, port_number, protocol_number,
+    service_cluster_ips, service_type, slice_service_name,
 };
 use crate::config::AgentConfig;
 use crate::state::ClusterState;
@@ -167,16 +167,17 @@ pub(super) fn build(
             .collect();
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let affinity_timeout_ns = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            let secs = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .and_then(|t| u64::try_from(t).ok())
-                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S);
-            secs * 1_000_000_000
-        });
+        let affinity_timeout_ns =
+            (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                let secs = spec
+                    .session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .and_then(|t| u64::try_from(t).ok())
+                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S);
+                secs * 1_000_000_000
+            });
         let table_size = maglev_size(svc, config, &mut warn);
         let ports = spec.ports.as_deref().unwrap_or_default();
         let svc_slices = slices.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[]);
@@ -184,7 +185,8 @@ pub(super) fn build(
         // One Service port per (family, port): a dual-stack Service has separate endpoint
         // sets per family (one EndpointSlice addressType each).
         for v4 in [true, false] {
-            let family_vips: Vec<IpKey> = vips.iter().copied().filter(|v| v.is_v4() == v4).collect();
+            let family_vips: Vec<IpKey> =
+                vips.iter().copied().filter(|v| v.is_v4() == v4).collect();
             if family_vips.is_empty() {
                 continue;
             }
@@ -204,7 +206,11 @@ pub(super) fn build(
                 let service = ServiceId(out.ports.len() as u32);
                 let mut keys: Vec<(ServiceKey, FrontendKind)> = Vec::new();
                 let key = |vip: IpKey, port: u16| ServiceKey { vip, port, proto };
-                keys.extend(family_vips.iter().map(|&v| (key(v, number), FrontendKind::ClusterIp)));
+                keys.extend(
+                    family_vips
+                        .iter()
+                        .map(|&v| (key(v, number), FrontendKind::ClusterIp)),
+                );
                 if let Some(node_port) = port.node_port.and_then(|p| port_number(p).ok()) {
                     keys.extend(
                         node_ips
@@ -242,10 +248,15 @@ pub(super) fn build(
                     continue;
                 }
                 let backends = backends(&candidates, node);
-                let (cluster, local) = match (select(&backends, false, table_size), select(&backends, true, table_size)) {
+                let (cluster, local) = match (
+                    select(&backends, false, table_size),
+                    select(&backends, true, table_size),
+                ) {
                     (Ok(c), Ok(l)) => (c, l),
                     (Err(e), _) | (_, Err(e)) => {
-                        warn(format!("port {number}: {e}: its endpoints are not programmed"));
+                        warn(format!(
+                            "port {number}: {e}: its endpoints are not programmed"
+                        ));
                         (empty_set(table_size), empty_set(table_size))
                     }
                 };
@@ -291,7 +302,9 @@ fn maglev_size(svc: &Service, config: &AgentConfig, warn: &mut impl FnMut(String
 /// A 32-bit FNV-1a of the port's name: names the port across table generations, where
 /// its index may change.
 fn stable_id(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Every endpoint address x matching endpoint port of the service's slices for one family.
@@ -387,7 +400,11 @@ pub(crate) fn backends(candidates: &[Candidate<'_>], node: &NodeView<'_>) -> Vec
 
 /// The endpoints new flows may use (all, or this node's only): the ready ones, or, when
 /// none is ready, the serving terminating ones (KEP-1669), with their Maglev table.
-pub(crate) fn select(backends: &[Backend], local_only: bool, table_size: u32) -> Result<BackendSet, String> {
+pub(crate) fn select(
+    backends: &[Backend],
+    local_only: bool,
+    table_size: u32,
+) -> Result<BackendSet, String> {
     let eligible = |want: EndpointCondition| -> Vec<u32> {
         backends
             .iter()
@@ -416,8 +433,12 @@ pub(crate) fn select(backends: &[Backend], local_only: bool, table_size: u32) ->
 fn empty_set(table_size: u32) -> BackendSet {
     BackendSet {
         members: Vec::new(),
-        maglev: MaglevTable::build(&[], None, table_size, maglev::DEFAULT_SEED)
-            .unwrap_or_else(|_| MaglevTable::build(&[], None, maglev::DEFAULT_TABLE_SIZE, maglev::DEFAULT_SEED).expect("the default size is valid")),
+        maglev: MaglevTable::build(&[], None, table_size, maglev::DEFAULT_SEED).unwrap_or_else(
+            |_| {
+                MaglevTable::build(&[], None, maglev::DEFAULT_TABLE_SIZE, maglev::DEFAULT_SEED)
+                    .expect("the default size is valid")
+            },
+        ),
     }
 }
 

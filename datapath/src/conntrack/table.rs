@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use super::affinity::Affinity;
 use super::entry::{FLOW_ENTRY_LAYOUT, FlowEntry, NewFlow, TcpState, secs, status};
 use super::key::{Direction, FlowKey, KeyHasher};
 use super::tcp;
@@ -64,6 +65,9 @@ pub struct Flows {
     rng: u64,
     evictions: u64,
     expirations: u64,
+    /// ClientIP session affinity lives beside the flows it steers: same owner, same
+    /// lifetime, and `process` reaches both through one `&mut Flows`.
+    affinity: Affinity,
 }
 
 impl Default for Flows {
@@ -111,6 +115,7 @@ impl Flows {
             rng: 0x2545_f491_4f6c_dd1d,
             evictions: 0,
             expirations: 0,
+            affinity: Affinity::default(),
         }
     }
 
@@ -138,6 +143,11 @@ impl Flows {
     }
 
     /// Live entries removed to make room for new flows.
+    /// The ClientIP session-affinity table of this worker.
+    pub fn affinity_mut(&mut self) -> &mut Affinity {
+        &mut self.affinity
+    }
+
     pub fn evictions(&self) -> u64 {
         self.evictions
     }

@@ -37,13 +37,22 @@ pub fn quoted(frame: &[u8], h: &IpHeaders) -> Option<Quoted> {
             // The quote may be cut short of its total length: check the header only.
             let ip = Ipv4Packet::new_unchecked(inner);
             let hl = ip.header_len();
-            if inner.len() < ipv4::HEADER_LEN || ip.version() != 4 || hl < ipv4::HEADER_LEN || inner.len() < hl {
+            if inner.len() < ipv4::HEADER_LEN
+                || ip.version() != 4
+                || hl < ipv4::HEADER_LEN
+                || inner.len() < hl
+            {
                 return None;
             }
             if ip.frag_offset() != 0 {
                 return None;
             }
-            (IpKey::v4(ip.src_addr()), IpKey::v4(ip.dst_addr()), ip.protocol(), hl)
+            (
+                IpKey::v4(ip.src_addr()),
+                IpKey::v4(ip.dst_addr()),
+                ip.protocol(),
+                hl,
+            )
         }
         Family::V6 => {
             if inner.len() < ipv6::HEADER_LEN {
@@ -51,7 +60,12 @@ pub fn quoted(frame: &[u8], h: &IpHeaders) -> Option<Quoted> {
             }
             let ip = Ipv6Packet::new_unchecked(inner);
             // Extension headers in quotes are rare; only a direct transport header is handled.
-            (IpKey::v6(ip.src_addr()), IpKey::v6(ip.dst_addr()), ip.next_header(), ipv6::HEADER_LEN)
+            (
+                IpKey::v6(ip.src_addr()),
+                IpKey::v6(ip.dst_addr()),
+                ip.next_header(),
+                ipv6::HEADER_LEN,
+            )
         }
     };
     if !matches!(protocol, proto::TCP | proto::UDP | proto::SCTP) {
@@ -74,10 +88,17 @@ pub fn quoted(frame: &[u8], h: &IpHeaders) -> Option<Quoted> {
 /// Rewrites the quoted packet to `quote` and the error's outer addresses to `outer_src` /
 /// `outer_dst`, then fixes every checksum involved. `h` is updated to the new outer
 /// addresses. The caller has checked the families agree.
-pub fn rewrite(frame: &mut [u8], h: &mut IpHeaders, q: &Quoted, quote: &FlowKey, outer_src: IpKey, outer_dst: IpKey) {
+pub fn rewrite(
+    frame: &mut [u8],
+    h: &mut IpHeaders,
+    q: &Quoted,
+    quote: &FlowKey,
+    outer_src: IpKey,
+    outer_dst: IpKey,
+) {
     // The quoted transport ports (and UDP's checksum, the only one inside 8 bytes).
     if let Some(l4) = frame.get_mut(q.l4_offset..q.l4_offset + 8) {
-        let mut sum_delta_ports = |old: u16, new: u16, at: usize, l4: &mut [u8]| {
+        let sum_delta_ports = |old: u16, new: u16, at: usize, l4: &mut [u8]| {
             l4[at..at + 2].copy_from_slice(&new.to_be_bytes());
             if quote.proto == proto::UDP {
                 let csum = u16::from_be_bytes([l4[6], l4[7]]);
@@ -92,7 +113,10 @@ pub fn rewrite(frame: &mut [u8], h: &mut IpHeaders, q: &Quoted, quote: &FlowKey,
         if quote.proto == proto::UDP {
             let csum = u16::from_be_bytes([l4[6], l4[7]]);
             if csum != 0 {
-                let (old, new) = (addr_bytes(h.family, &q.key.src, &q.key.dst), addr_bytes(h.family, &quote.src, &quote.dst));
+                let (old, new) = (
+                    addr_bytes(h.family, &q.key.src, &q.key.dst),
+                    addr_bytes(h.family, &quote.src, &quote.dst),
+                );
                 let c = checksum::update_bytes(csum, &old.0[..old.1], &new.0[..new.1]);
                 l4[6..8].copy_from_slice(&c.to_be_bytes());
             }

@@ -12,9 +12,9 @@ mod icmp_error;
 mod icmp_nat;
 mod nat;
 mod ndp;
+pub mod packet;
 mod reset;
 mod service;
-pub mod packet;
 
 use crate::addr::{IpKey, MacAddr};
 use crate::conntrack::Flows;
@@ -108,7 +108,7 @@ impl<O: Observer> Walk<'_, '_, O> {
             vni: t.overlay.vni,
         };
         match overlay::decap(frame, l2, &endpoint) {
-            Err(DecapError::NotOurs) => self.from_outside(frame, l2),
+            Err(DecapError::NotOurs) => self.on_uplink_service(frame, l2),
             Err(DecapError::WrongVni) => Verdict::Drop(DropReason::VxlanWrongVni),
             Err(DecapError::Malformed) => Verdict::Drop(DropReason::MalformedVxlan),
             Ok(decapped) => {
@@ -146,7 +146,7 @@ impl<O: Observer> Walk<'_, '_, O> {
 
     /// Uplink traffic that is not our overlay: Service traffic to a frontend of this node
     /// (NodePort, external and load-balancer IPs) or a tracked flow's; the rest is the kernel's.
-    fn from_outside(&mut self, frame: &mut Frame<'_>, l2: &L2Info) -> Verdict {
+    fn on_uplink_service(&mut self, frame: &mut Frame<'_>, l2: &L2Info) -> Verdict {
         let family = match l2.ethertype {
             ethernet::ethertype::IPV4 => Family::V4,
             ethernet::ethertype::IPV6 => Family::V6,
@@ -347,7 +347,12 @@ impl<O: Observer> Walk<'_, '_, O> {
     }
 
     /// Rewrites the packet as its translation says and records the flow's progress.
-    fn apply(&mut self, frame: &mut Frame<'_>, h: &mut IpHeaders, tr: service::Translation) -> Result<(), Verdict> {
+    fn apply(
+        &mut self,
+        frame: &mut Frame<'_>,
+        h: &mut IpHeaders,
+        tr: service::Translation,
+    ) -> Result<(), Verdict> {
         use service::Translation as T;
         let (src, dst) = match tr {
             T::None => return Ok(()),
@@ -361,7 +366,9 @@ impl<O: Observer> Walk<'_, '_, O> {
                 icmp_nat::rewrite(frame.data_mut(), h, &quoted, &quote, outer_src, outer_dst);
                 return Ok(());
             }
-            T::Flow { id, dir, src, dst, .. } => {
+            T::Flow {
+                id, dir, src, dst, ..
+            } => {
                 self.flows.observe(id, dir, h.tcp_flags, self.now);
                 (src, dst)
             }
@@ -376,7 +383,8 @@ impl<O: Observer> Walk<'_, '_, O> {
         }
         if let Some((ip, port)) = src {
             nat::rewrite(frame.data_mut(), h, End::Source, ip, port);
-            self.obs.step(if dst.is_some() { "snat" } else { "reverse_nat" });
+            self.obs
+                .step(if dst.is_some() { "snat" } else { "reverse_nat" });
         }
         Ok(())
     }

@@ -16,7 +16,13 @@ const RST_TTL: u8 = 64;
 /// sender, from `from_mac`. The sequence numbers make the sender accept it: with ACK set,
 /// the RST's sequence is the segment's acknowledgment; without, it acknowledges the
 /// segment instead. Returns false (frame unchanged) if the segment cannot be read.
-pub fn build(frame: &mut Frame<'_>, h: &IpHeaders, from: IpKey, from_port: u16, from_mac: MacAddr) -> bool {
+pub fn build(
+    frame: &mut Frame<'_>,
+    h: &IpHeaders,
+    from: IpKey,
+    from_port: u16,
+    from_mac: MacAddr,
+) -> bool {
     if h.proto != proto::TCP || h.later_fragment || h.l3_offset != ethernet::HEADER_LEN {
         return false;
     }
@@ -37,7 +43,11 @@ pub fn build(frame: &mut Frame<'_>, h: &IpHeaders, from: IpKey, from_port: u16, 
     let (seq, ack, rst_flags) = if seg.flags() & flags::ACK != 0 {
         (seg.ack_number(), 0, flags::RST)
     } else {
-        (0, seg.seq_number().wrapping_add(seg_len), flags::RST | flags::ACK)
+        (
+            0,
+            seg.seq_number().wrapping_add(seg_len),
+            flags::RST | flags::ACK,
+        )
     };
     let to_port = seg.src_port();
     let sender_mac = EthernetFrame::new_unchecked(data).src_addr();

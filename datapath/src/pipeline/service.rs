@@ -82,7 +82,8 @@ impl Translation {
 
     pub(super) fn uplink_return(&self) -> Option<MacAddr> {
         match self {
-            Translation::Flow { uplink_return, .. } | Translation::Related { uplink_return, .. } => *uplink_return,
+            Translation::Flow { uplink_return, .. }
+            | Translation::Related { uplink_return, .. } => *uplink_return,
             _ => None,
         }
     }
@@ -98,13 +99,27 @@ fn flow_key(h: &IpHeaders) -> FlowKey {
     }
 }
 
+/// The Service frontend a flow was made for: where its client sent it.
+fn entry_frontend(entry: &FlowEntry) -> ServiceKey {
+    ServiceKey {
+        vip: entry.original.dst,
+        port: entry.original.dst_port,
+        proto: entry.original.proto,
+    }
+}
+
 fn changed(from: Endpoint, to: Endpoint) -> Option<Endpoint> {
     (from != to).then_some(to)
 }
 
 impl<O: Observer> Walk<'_, '_, O> {
     /// Decides the translation of a packet, or answers it (reject, RST) / drops it.
-    pub(super) fn translate(&mut self, frame: &mut crate::frame::Frame<'_>, h: &IpHeaders, origin: Origin) -> Result<Translation, Verdict> {
+    pub(super) fn translate(
+        &mut self,
+        frame: &mut crate::frame::Frame<'_>,
+        h: &IpHeaders,
+        origin: Origin,
+    ) -> Result<Translation, Verdict> {
         if h.is_icmp_error() {
             return Ok(self.related(frame.data(), h));
         }
@@ -112,7 +127,8 @@ impl<O: Observer> Walk<'_, '_, O> {
             return Ok(Translation::None);
         }
         let key = flow_key(h);
-        if let Some((id, dir)) = self.flows.lookup(&key, self.now) {
+        // With the TCP flags, a SYN reusing the ports of a closed connection starts afresh.
+        if let Some((id, dir)) = self.flows.lookup_with_flags(&key, h.tcp_flags, self.now) {
             match self.tracked(frame, h, origin, id, dir) {
                 Ok(Some(tr)) => return Ok(tr),
                 // The flow's endpoint is gone and this packet may start afresh.
@@ -137,10 +153,11 @@ impl<O: Observer> Walk<'_, '_, O> {
             // A first fragment could be translated, its followers could not: drop all alike.
             return Err(Verdict::Drop(DropReason::Fragment));
         }
-        self.new_flow(frame.data(), h, origin, fe, port).map_err(|e| match e {
-            NewFlowError::Reject => self.reject(frame, h, origin),
-            NewFlowError::Drop(reason) => Verdict::Drop(reason),
-        })
+        self.new_flow(frame.data(), h, origin, fe, port)
+            .map_err(|e| match e {
+                NewFlowError::Reject => self.reject(frame, h, origin),
+                NewFlowError::Drop(reason) => Verdict::Drop(reason),
+            })
     }
 
     /// The translation of a packet of a known flow. Once per table generation the flow's
@@ -164,6 +181,9 @@ impl<O: Observer> Walk<'_, '_, O> {
             if !live {
                 self.flows.remove(id);
                 self.obs.step("endpoint_deleted");
+                if let Some((_, port)) = self.tables.frontend(&entry_frontend(&entry)) {
+                    self.obs.service(port);
+                }
                 return match (dir, h.proto) {
                     (Direction::Original, proto::TCP) => Err(self.reset(frame, h, origin)),
                     (Direction::Original, _) => Ok(None),
@@ -199,13 +219,8 @@ impl<O: Observer> Walk<'_, '_, O> {
 
     /// Whether a Service flow's backend is still listed by the Service it was made for.
     fn backend_listed(&self, entry: &FlowEntry) -> bool {
-        let key = ServiceKey {
-            vip: entry.original.dst,
-            port: entry.original.dst_port,
-            proto: entry.original.proto,
-        };
         self.tables
-            .frontend(&key)
+            .frontend(&entry_frontend(entry))
             .is_some_and(|(_, port)| port.lists(entry.reply.src, entry.reply.src_port))
     }
 
@@ -215,12 +230,7 @@ impl<O: Observer> Walk<'_, '_, O> {
         if !O::RECORDS || entry.service == NO_SERVICE {
             return;
         }
-        let key = ServiceKey {
-            vip: entry.original.dst,
-            port: entry.original.dst_port,
-            proto: entry.original.proto,
-        };
-        if let Some((_, port)) = self.tables.frontend(&key) {
+        if let Some((_, port)) = self.tables.frontend(&entry_frontend(entry)) {
             self.obs.service(port);
         }
         self.obs.backend(entry.reply.src, entry.reply.src_port);
@@ -236,10 +246,12 @@ impl<O: Observer> Walk<'_, '_, O> {
         port: &ServicePort,
     ) -> Result<Translation, NewFlowError> {
         let from_outside = matches!(origin, Origin::Uplink);
-        // Traffic from inside the cluster to an external address short-circuits to the
-        // cluster-wide endpoints, as kube-proxy does; internalTrafficPolicy covers the
-        // cluster IP only.
-        let local_only = if from_outside {
+        // externalTrafficPolicy governs outside traffic to external frontends only; traffic
+        // from inside the cluster to an external address short-circuits to the cluster-wide
+        // endpoints, as kube-proxy does; internalTrafficPolicy covers the cluster IP, from
+        // wherever it is reached.
+        let external = from_outside && fe.kind.is_external();
+        let local_only = if external {
             port.external_local
         } else {
             port.internal_local && fe.kind == FrontendKind::ClusterIp
@@ -247,14 +259,24 @@ impl<O: Observer> Walk<'_, '_, O> {
         if port.cluster.is_empty() {
             return Err(NewFlowError::Reject);
         }
-        let set = if local_only { &port.local } else { &port.cluster };
+        let set = if local_only {
+            &port.local
+        } else {
+            &port.cluster
+        };
         if set.is_empty() {
             return Err(NewFlowError::Drop(DropReason::NoLocalEndpoints));
         }
         let timeout = port.affinity_timeout_ns;
         let remembered = timeout.and_then(|t| {
-            let (ip, p) = self.flows.affinity_mut().lookup(h.src, port.stable_id, t, self.now)?;
-            let i = port.backends.binary_search_by(|b| (b.ip, b.port).cmp(&(ip, p))).ok()?;
+            let (ip, p) = self
+                .flows
+                .affinity_mut()
+                .lookup(h.src, port.stable_id, t, self.now)?;
+            let i = port
+                .backends
+                .binary_search_by(|b| (b.ip, b.port).cmp(&(ip, p)))
+                .ok()?;
             set.contains(i).then_some(i)
         });
         let picked = match remembered {
@@ -265,23 +287,28 @@ impl<O: Observer> Walk<'_, '_, O> {
             return Err(NewFlowError::Reject);
         };
         if timeout.is_some() {
-            self.flows
-                .affinity_mut()
-                .record(h.src, port.stable_id, (backend.ip, backend.port), self.now);
+            self.flows.affinity_mut().record(
+                h.src,
+                port.stable_id,
+                (backend.ip, backend.port),
+                self.now,
+            );
         }
         self.obs.backend(backend.ip, backend.port);
 
         // Replies must come back through us to be reverse-translated: a pod reaching itself
         // (hairpin), the host (its replies would otherwise be local to the kernel), and
-        // external clients under externalTrafficPolicy Cluster (the backend may be on
-        // another node) get the gateway as source.
+        // outside clients (the backend may be on another node) get the gateway as source,
+        // except under externalTrafficPolicy Local, which keeps the client address.
         let hairpin = backend.ip == h.src;
-        let snat = hairpin || matches!(origin, Origin::Host) || (from_outside && !port.external_local);
+        let keeps_client_ip = external && port.external_local;
+        let snat = hairpin || matches!(origin, Origin::Host) || (from_outside && !keeps_client_ip);
         let original = flow_key(h);
         let mut flags = if from_outside { FLOW_FROM_UPLINK } else { 0 };
         let (reply_dst, reply_dst_port) = if snat {
             flags |= FLOW_SNAT;
-            let gateway = gateway_address(self.tables, h.family).ok_or(NewFlowError::Drop(DropReason::NoRoute))?;
+            let gateway = gateway_address(self.tables, h.family)
+                .ok_or(NewFlowError::Drop(DropReason::NoRoute))?;
             let port = self.snat_port(&original, gateway, backend.ip, backend.port)?;
             (gateway, port)
         } else {
@@ -314,7 +341,13 @@ impl<O: Observer> Walk<'_, '_, O> {
 
     /// A source port at the gateway whose reply tuple no live flow uses: the client's own
     /// port when free, else a hashed walk through the ephemeral range.
-    fn snat_port(&self, original: &FlowKey, gateway: IpKey, backend: IpKey, backend_port: u16) -> Result<u16, NewFlowError> {
+    fn snat_port(
+        &self,
+        original: &FlowKey,
+        gateway: IpKey,
+        backend: IpKey,
+        backend_port: u16,
+    ) -> Result<u16, NewFlowError> {
         let start = hash::flow_hash(
             &hash::FiveTuple {
                 src: original.src,
@@ -326,7 +359,8 @@ impl<O: Observer> Walk<'_, '_, O> {
             hash::DEFAULT_SEED,
         );
         let candidates = std::iter::once(original.src_port).chain(
-            (0..SNAT_ATTEMPTS).map(|i| SNAT_PORT_MIN + (start.wrapping_add(i) % SNAT_PORT_SPAN) as u16),
+            (0..SNAT_ATTEMPTS)
+                .map(|i| SNAT_PORT_MIN + (start.wrapping_add(i) % SNAT_PORT_SPAN) as u16),
         );
         for p in candidates {
             let reply = FlowKey {
@@ -347,7 +381,8 @@ impl<O: Observer> Walk<'_, '_, O> {
     pub(super) fn commit(&mut self, flow: NewFlow, tcp_flags: u8) -> Result<(), Verdict> {
         match self.flows.insert(flow, self.now) {
             Ok(id) => {
-                self.flows.observe(id, Direction::Original, tcp_flags, self.now);
+                self.flows
+                    .observe(id, Direction::Original, tcp_flags, self.now);
                 if let Some(e) = self.flows.get_mut(id) {
                     e.policy_generation = self.tables.generation as u32;
                 }
@@ -355,6 +390,8 @@ impl<O: Observer> Walk<'_, '_, O> {
             }
             Err(InsertError::Full) => Err(Verdict::Drop(DropReason::ConntrackFull)),
             Err(InsertError::ReplyTupleTaken) => Err(Verdict::Drop(DropReason::SnatExhausted)),
+            // Only reachable if lookup missed a live tuple: counted, never guessed at.
+            Err(InsertError::OriginalTupleTaken) => Err(Verdict::Drop(DropReason::FlowConflict)),
         }
     }
 

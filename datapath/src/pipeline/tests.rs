@@ -6,8 +6,8 @@ use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use super::*;
 use crate::addr::Cidr;
 use crate::frame::DEFAULT_HEADROOM;
-use crate::observer::NoObserver;
 use crate::lb::maglev::{self, MaglevTable};
+use crate::observer::NoObserver;
 use crate::tables::{
     Backend, BackendSet, EndpointCondition, Frontend, FrontendKind, LocalNode, OverlayParams,
     PortInfo, PrefixMap, ServiceId, ServiceKey, ServicePort, proto,
@@ -131,7 +131,11 @@ pub(crate) fn ready_port(name: &str, endpoints: Vec<(IpKey, u16)>) -> ServicePor
         }
     };
     let all: Vec<u32> = (0..backends.len() as u32).collect();
-    let local: Vec<u32> = all.iter().copied().filter(|&i| backends[i as usize].local).collect();
+    let local: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&i| backends[i as usize].local)
+        .collect();
     ServicePort {
         name: name.into(),
         stable_id: 7,
@@ -145,10 +149,7 @@ pub(crate) fn ready_port(name: &str, endpoints: Vec<(IpKey, u16)>) -> ServicePor
 }
 
 fn web_backends() -> Vec<(IpKey, u16)> {
-    vec![
-        (IpKey::v4(WEB0), 8080),
-        (IpKey::v4(WEB1), 8080),
-    ]
+    vec![(IpKey::v4(WEB0), 8080), (IpKey::v4(WEB1), 8080)]
 }
 
 fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, payload: &[u8]) -> Vec<u8> {
@@ -499,7 +500,10 @@ fn spoofed_and_unknown_are_dropped_with_reasons() {
 #[test]
 fn any_bytes_on_any_port_never_panic() {
     let t = node_a_tables(web_backends());
-    let mut flows = Flows::new(64, 1_000_000);
+    let mut flows = Flows::new(crate::conntrack::ConntrackConfig {
+        capacity: 64,
+        ..Default::default()
+    });
     let seeds: Vec<Vec<u8>> = vec![
         udp(CLIENT, WEB1, 5000, 8080, 64, b"hello"),
         tcp(CLIENT, VIP, 40000, 80, 64, b""),
