@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 
 use datapath::Cidr;
+use datapath::conntrack::{self, ConntrackConfig, Timeouts};
+use datapath::lb::maglev;
 use serde::Deserialize;
 
 /// Default pod address space (`clusterCIDR`).
@@ -44,6 +46,8 @@ pub struct AgentConfig {
     pub vxlan: VxlanConfig,
     pub underlay_mtu: u16,
     pub maglev: MaglevConfig,
+    /// Per-worker flow table size and per-state idle timeouts.
+    pub conntrack: ConntrackConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,7 @@ impl Default for AgentConfig {
             maglev: MaglevConfig {
                 table_size: DEFAULT_MAGLEV_TABLE_SIZE,
             },
+            conntrack: ConntrackConfig::default(),
         }
     }
 }
@@ -109,6 +114,27 @@ struct RawConfig {
     #[serde(rename = "underlayMTU")]
     underlay_mtu: Option<u64>,
     maglev: Option<RawMaglev>,
+    conntrack: Option<RawConntrack>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    capacity: Option<u64>,
+    timeouts: Option<RawTimeouts>,
+}
+
+/// Idle timeouts in seconds, per connection state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTimeouts {
+    tcp_syn: Option<u64>,
+    tcp_established: Option<u64>,
+    tcp_closing: Option<u64>,
+    tcp_closed: Option<u64>,
+    udp: Option<u64>,
+    udp_replied: Option<u64>,
+    other: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,15 +215,20 @@ impl AgentConfig {
                     format!("{n} is larger than {MAX_MAGLEV_TABLE_SIZE}"),
                 ));
             }
-            Some(n) if !is_prime(n) => {
+            Some(n) if !maglev::valid_table_size(n as u32) => {
                 return Err(invalid(
                     "maglev.tableSize",
-                    format!("{n} is not prime (Maglev needs a prime table size, e.g. 65537)"),
+                    format!(
+                        "{n} is not a Maglev table size (a prime in 251..=131071, or 655373; \
+                         default 65537)"
+                    ),
                 ));
             }
             Some(n) => n as u32,
             None => defaults.maglev.table_size,
         };
+
+        let conntrack = conntrack_config(raw.conntrack.unwrap_or_default(), defaults.conntrack)?;
 
         Ok(AgentConfig {
             cluster_cidrs,
@@ -205,9 +236,59 @@ impl AgentConfig {
             vxlan: VxlanConfig { vni, port },
             underlay_mtu,
             maglev: MaglevConfig { table_size },
+            conntrack,
         })
     }
 }
+
+/// `conntrack:`: capacity within what the table supports, timeouts in whole seconds of at
+/// least 1 (a zero timeout would forget every flow between two of its packets).
+fn conntrack_config(
+    raw: RawConntrack,
+    defaults: ConntrackConfig,
+) -> Result<ConntrackConfig, ConfigError> {
+    let capacity = match raw.capacity {
+        Some(c) if c == 0 || c > conntrack::MAX_CAPACITY as u64 => {
+            return Err(invalid(
+                "conntrack.capacity",
+                format!("{c} is out of range (1..={})", conntrack::MAX_CAPACITY),
+            ));
+        }
+        Some(c) => c as usize,
+        None => defaults.capacity,
+    };
+    let t = raw.timeouts.unwrap_or_default();
+    let d = defaults.timeouts;
+    let secs = |name: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(
+                &format!("conntrack.timeouts.{name}"),
+                "must be at least 1 second".into(),
+            )),
+            Some(s) if s > MAX_TIMEOUT_S => Err(invalid(
+                &format!("conntrack.timeouts.{name}"),
+                format!("{s} is more than {MAX_TIMEOUT_S} seconds (30 days)"),
+            )),
+            Some(s) => Ok(s * 1_000_000_000),
+            None => Ok(default),
+        }
+    };
+    Ok(ConntrackConfig {
+        capacity,
+        timeouts: Timeouts {
+            tcp_syn: secs("tcpSyn", t.tcp_syn, d.tcp_syn)?,
+            tcp_established: secs("tcpEstablished", t.tcp_established, d.tcp_established)?,
+            tcp_closing: secs("tcpClosing", t.tcp_closing, d.tcp_closing)?,
+            tcp_closed: secs("tcpClosed", t.tcp_closed, d.tcp_closed)?,
+            udp: secs("udp", t.udp, d.udp)?,
+            udp_replied: secs("udpReplied", t.udp_replied, d.udp_replied)?,
+            other: secs("other", t.other, d.other)?,
+        },
+    })
+}
+
+/// Longest idle timeout accepted: 30 days.
+const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
 
 fn invalid(field: &str, message: String) -> ConfigError {
     ConfigError::Invalid {
@@ -256,20 +337,6 @@ pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     text.parse()
 }
 
-fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut d = 2u64;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 1;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +377,17 @@ mod tests {
         );
         assert_eq!(c.underlay_mtu, 9000);
         assert_eq!(c.maglev.table_size, 251);
+        let c = AgentConfig::from_yaml(
+            "conntrack: {capacity: 4096, timeouts: {udp: 45, tcpEstablished: 3600}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.conntrack.capacity, 4096);
+        assert_eq!(c.conntrack.timeouts.udp, 45_000_000_000);
+        assert_eq!(c.conntrack.timeouts.tcp_established, 3_600_000_000_000);
+        assert_eq!(
+            c.conntrack.timeouts.tcp_syn,
+            ConntrackConfig::default().timeouts.tcp_syn
+        );
         // A partial section keeps the other key's default.
         let c = AgentConfig::from_yaml("vxlan: {vni: 7}").unwrap();
         assert_eq!(c.vxlan, VxlanConfig { vni: 7, port: 4789 });
@@ -330,6 +408,11 @@ mod tests {
                 .starts_with("underlayMTU: ")
         );
         assert!(err("maglev: {tableSize: 65536}").starts_with("maglev.tableSize: "));
+        // Prime, but outside what a Maglev table may be.
+        assert!(err("maglev: {tableSize: 7}").starts_with("maglev.tableSize: "));
+        assert!(err("conntrack: {capacity: 0}").starts_with("conntrack.capacity: "));
+        assert!(err("conntrack: {timeouts: {udp: 0}}").starts_with("conntrack.timeouts.udp: "));
+        assert!(err("conntrack: {timeouts: {tcpFin: 5}}").contains("unknown field"));
         assert!(err("maglev: {tableSize: 4294967311}").starts_with("maglev.tableSize: "));
         assert!(err("clusterCIDR: 10.244.0.0").starts_with("clusterCIDR: "));
         assert!(err("clusterCIDR: 10.0.0.0/8,11.0.0.0/8").starts_with("clusterCIDR: "));
@@ -338,13 +421,5 @@ mod tests {
         assert!(err("serviceCIDR: ''").starts_with("serviceCIDR: "));
         let e = err("vxlan: {vni: -1}");
         assert!(e.starts_with("vxlan.vni: "), "{e}");
-    }
-
-    #[test]
-    fn primes() {
-        let primes: Vec<u64> = (0..30).filter(|&n| is_prime(n)).collect();
-        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
-        assert!(is_prime(65537));
-        assert!(!is_prime(65537 * 3));
     }
 }

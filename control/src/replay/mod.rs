@@ -66,7 +66,7 @@ pub struct ReplayReport {
 
 /// Runs a replay. Nothing is written until the state and every input have been read.
 pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
-    let tables = load_tables(&opts.state, &opts.node, GENERATION)?;
+    let (tables, config) = load_tables(&opts.state, &opts.node, GENERATION)?;
     let ports = resolve_ports(&tables, &opts.inputs)?;
     // Every later generation is built before anything runs: a bad update directory fails
     // the run up front, like a bad first one.
@@ -74,10 +74,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     updates.sort_by_key(|u| u.at_ns);
     let mut generations = Vec::with_capacity(updates.len());
     for (i, u) in updates.iter().enumerate() {
-        generations.push((
-            u.at_ns,
-            load_tables(&u.state, &opts.node, GENERATION + 1 + i as u64)?,
-        ));
+        let (next, _) = load_tables(&u.state, &opts.node, GENERATION + 1 + i as u64)?;
+        generations.push((u.at_ns, next));
     }
     let mut captures = Vec::with_capacity(opts.inputs.len());
     for spec in &opts.inputs {
@@ -102,8 +100,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
 
     let mut driver = Driver {
         tables: &tables,
-        // One flow table for the whole run, as one worker would keep it.
-        flows: Flows::default(),
+        // One flow table for the whole run, as one worker would keep it, sized and aged as
+        // the first state's kxdp.yaml says (updates change tables, not the agent config).
+        flows: Flows::new(config.conntrack),
         outputs: &mut outputs,
         describe: opts.summary,
     };
@@ -153,7 +152,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
 }
 
 /// Loads the state directory and builds this node's tables; warnings go to the log.
-fn load_tables(dir: &Path, node: &str, generation: u64) -> Result<Tables, ReplayError> {
+fn load_tables(
+    dir: &Path,
+    node: &str,
+    generation: u64,
+) -> Result<(Tables, crate::config::AgentConfig), ReplayError> {
     let state = crate::state::load_state_dir(dir).map_err(|e| ReplayError::State {
         dir: dir.to_path_buf(),
         message: e.to_string(),
@@ -169,7 +172,7 @@ fn load_tables(dir: &Path, node: &str, generation: u64) -> Result<Tables, Replay
     for warning in &translated.warnings {
         tracing::warn!(node = %node, "{warning}");
     }
-    Ok(translated.tables)
+    Ok((translated.tables, state.config))
 }
 
 /// The port id of every input, or an error naming the first unknown port.
