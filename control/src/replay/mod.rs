@@ -121,8 +121,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             continue;
         };
         while let Some((_, next)) = pending.next_if(|(at, _)| *at <= packet.ts_ns) {
-            tracing::info!(generation = next.generation, "state update applied");
             driver.tables = next;
+            let ended = datapath::pipeline::end_flows_to_deleted_endpoints(next, &mut driver.flows);
+            tracing::info!(generation = next.generation, ended, "state update applied");
             ports = opts
                 .inputs
                 .iter()

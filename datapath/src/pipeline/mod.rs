@@ -16,6 +16,8 @@ pub mod packet;
 mod reset;
 mod service;
 
+pub use service::end_flows_to_deleted_endpoints;
+
 use crate::addr::{IpKey, MacAddr};
 use crate::conntrack::Flows;
 use crate::frame::Frame;

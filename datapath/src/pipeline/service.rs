@@ -430,6 +430,24 @@ impl<O: Observer> Walk<'_, '_, O> {
     }
 }
 
+/// Run by a driver when it publishes a new table generation: removes at once every
+/// non-TCP Service flow whose endpoint the new tables no longer list, so no UDP flow can
+/// stick to a deleted backend, however long until its next packet (the stale-conntrack
+/// blackhole kube-proxy users know). TCP flows stay until their next packet, which is
+/// answered with a RST. Returns how many flows ended.
+pub fn end_flows_to_deleted_endpoints(
+    tables: &crate::tables::Tables,
+    flows: &mut crate::conntrack::Flows,
+) -> usize {
+    flows.retain(|e| {
+        e.service == NO_SERVICE
+            || e.original.proto == proto::TCP
+            || tables
+                .frontend(&entry_frontend(e))
+                .is_some_and(|(_, port)| port.lists(e.reply.src, e.reply.src_port))
+    })
+}
+
 /// Why a new flow got no backend.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum NewFlowError {

@@ -529,3 +529,59 @@ fn any_bytes_on_any_port_never_panic() {
         }
     }
 }
+
+#[test]
+fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
+    let mut t1 = node_a_tables(vec![(IpKey::v4(WEB0), 8080)]);
+    // The same Service port also answers UDP 53, so one table carries both flows.
+    t1.frontends.insert(
+        ServiceKey {
+            vip: IpKey::v4(VIP),
+            port: 53,
+            proto: proto::UDP,
+        },
+        Frontend {
+            service: ServiceId(0),
+            kind: FrontendKind::ClusterIp,
+        },
+    );
+    let mut flows = Flows::default();
+    let r = run(
+        &t1,
+        &mut flows,
+        PortId(2),
+        &udp(CLIENT, VIP, 5000, 53, 64, b"q"),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId(3)));
+    let r = run(
+        &t1,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, VIP, 40000, 80, 64, b""),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId(3)));
+    assert_eq!(flows.len(), 2);
+
+    // Generation 2: web-0 deleted, web-1 listed instead.
+    let mut t2 = t1.clone();
+    t2.generation = 2;
+    t2.service_ports[0] = ready_port("demo/web:80", vec![(IpKey::v4(WEB1), 8080)]);
+    assert_eq!(end_flows_to_deleted_endpoints(&t2, &mut flows), 1);
+    assert_eq!(
+        flows.len(),
+        1,
+        "the TCP flow waits for its next packet, to be reset"
+    );
+    let r = run(
+        &t2,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, VIP, 40000, 80, 64, b""),
+    );
+    assert_eq!(
+        r.verdict,
+        Verdict::Forward(PortId(2)),
+        "answered with a RST"
+    );
+    assert!(flows.is_empty());
+}
