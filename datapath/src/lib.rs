@@ -13,6 +13,7 @@ pub mod lb;
 pub mod observer;
 pub mod overlay;
 pub mod pipeline;
+pub mod policy;
 pub mod tables;
 pub mod verdict;
 pub mod wire;

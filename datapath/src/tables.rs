@@ -7,6 +7,7 @@ use foldhash::HashMap;
 
 use crate::addr::{Cidr, IpKey, MacAddr};
 use crate::lb::maglev::MaglevTable;
+use crate::policy::PolicyTables;
 
 /// A datapath port. The numbering is the table's: 0 is always the uplink, 1 the host
 /// port, and pods follow. Drivers map their sockets to these ids via [`Tables::ports`].
@@ -57,6 +58,8 @@ pub struct Tables {
     pub service_ports: Vec<ServicePort>,
     /// Every address:port:protocol a Service answers on -> which Service port, and how.
     pub frontends: HashMap<ServiceKey, Frontend>,
+    /// Compiled NetworkPolicy for the local pods.
+    pub policy: PolicyTables,
 }
 
 #[derive(Debug, Clone)]

@@ -141,6 +141,7 @@ pub fn translate(
         remote_node_by_underlay,
         service_ports: services.ports,
         frontends: services.frontends.into_iter().collect(),
+        policy: datapath::policy::PolicyTables::default(),
     };
     Ok(Translated { tables, warnings })
 }

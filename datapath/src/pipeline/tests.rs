@@ -104,6 +104,7 @@ pub(crate) fn node_a_tables(backends: Vec<(IpKey, u16)>) -> Tables {
         remote_node_by_underlay: [([192, 168, 50, 11], 0)].into_iter().collect(),
         service_ports,
         frontends,
+        policy: crate::policy::PolicyTables::default(),
     }
 }
 
