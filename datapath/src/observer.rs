@@ -5,6 +5,7 @@
 //! second implementation of the pipeline for explaining it.
 
 use crate::addr::IpKey;
+use crate::policy::PolicyDirection;
 use crate::tables::ServicePort;
 
 pub trait Observer {
@@ -21,6 +22,9 @@ pub trait Observer {
     /// The NetworkPolicies that decided the packet (`namespace/name`).
     #[inline]
     fn policies(&mut self, _names: &[&str]) {}
+    /// The direction a NetworkPolicy drop was decided in.
+    #[inline]
+    fn policy_direction(&mut self, _direction: PolicyDirection) {}
     /// A step of the walk, for tracing (`"arp_reply"`, `"vxlan_encap"`, ...).
     #[inline]
     fn step(&mut self, _what: &'static str) {}

@@ -91,6 +91,8 @@ drop_reasons! {
     SnatExhausted => "snat_exhausted",
     /// A new flow whose tuple a live flow already holds (lookup and insert disagreed).
     FlowConflict => "flow_conflict",
+    /// Denied by NetworkPolicy (egress of the client's pod or ingress of the server's).
+    PolicyDenied => "policy_denied",
     /// A frame from a port the tables do not know (e.g. a pod just removed).
     UnknownPort => "unknown_port",
     /// VXLAN to our address and port but with a VNI that is not ours.

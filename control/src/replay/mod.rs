@@ -234,6 +234,7 @@ impl Driver<'_> {
             service: None,
             backend: None,
             policy: Vec::new(),
+            direction: None,
         };
         let Some(eth) = linktype::to_ethernet(packet.link, &packet.data, tables, in_port) else {
             record.reason = Some("unsupported_linktype");
@@ -282,6 +283,7 @@ impl Driver<'_> {
         record.service = recorder.service;
         record.backend = recorder.backend.map(format_backend);
         record.policy = recorder.policies;
+        record.direction = recorder.direction;
         Ok((record, description, recorder.steps))
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use datapath::IpKey;
 use datapath::observer::Observer;
+use datapath::policy::PolicyDirection;
 use datapath::tables::ServicePort;
 
 /// One line of verdicts.jsonl.
@@ -31,6 +32,9 @@ pub struct VerdictRecord {
     /// `namespace/name` of the deciding policies.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<String>,
+    /// `ingress` or `egress`: the side a NetworkPolicy drop was decided on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
 }
 
 /// Collects what `process` reports about one packet. Replay runs once per packet, so
@@ -43,6 +47,8 @@ pub struct Recorder {
     pub policies: Vec<String>,
     /// What the datapath did to the packet (`dnat`, `vxlan_encap`, `icmp_time_exceeded`, ...).
     pub steps: Vec<&'static str>,
+    /// The direction of a policy drop.
+    pub direction: Option<&'static str>,
 }
 
 impl Observer for Recorder {
@@ -52,6 +58,10 @@ impl Observer for Recorder {
 
     fn backend(&mut self, ip: IpKey, port: u16) {
         self.backend = Some((ip, port));
+    }
+
+    fn policy_direction(&mut self, direction: PolicyDirection) {
+        self.direction = Some(direction.as_str());
     }
 
     fn step(&mut self, what: &'static str) {
@@ -89,6 +99,7 @@ mod tests {
             service: Some("demo/web:80".into()),
             backend: Some(format_backend((IpKey::v4([10, 244, 2, 7]), 8080))),
             policy: vec!["demo/allow-web".into()],
+            direction: None,
         };
         assert_eq!(
             serde_json::to_string(&rec).unwrap(),
@@ -103,6 +114,7 @@ mod tests {
             service: None,
             backend: None,
             policy: vec![],
+            direction: None,
         };
         assert_eq!(
             serde_json::to_string(&drop).unwrap(),

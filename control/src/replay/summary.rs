@@ -43,6 +43,9 @@ fn cells(row: &Row) -> [String; 7] {
     if !r.policy.is_empty() {
         let _ = write!(service, " policy={}", r.policy.join(","));
     }
+    if let Some(d) = r.direction {
+        let _ = write!(service, " ({d})");
+    }
     [
         row.seq.to_string(),
         format!("{}#{}", r.in_port, r.index),
@@ -110,6 +113,7 @@ mod tests {
             service: None,
             backend: None,
             policy: vec![],
+            direction: None,
         }
     }
 

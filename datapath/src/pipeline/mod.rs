@@ -8,6 +8,7 @@
 //! always quotes the packet as its sender sent it.
 
 mod arp;
+mod enforce;
 mod icmp_error;
 mod icmp_nat;
 mod nat;
@@ -295,6 +296,41 @@ impl<O: Observer> Walk<'_, '_, O> {
             return Verdict::Drop(DropReason::Hairpin);
         }
 
+        // NetworkPolicy, on the flow as translated, for flows not yet judged.
+        let mut translation = translation;
+        if let service::Translation::None | service::Translation::New { .. } = translation {
+            let (src, dst, dst_port) = match &translation {
+                service::Translation::New { src, dst, .. } => (
+                    src.map_or(h.src, |e| e.0),
+                    dst.map_or(h.dst, |e| e.0),
+                    dst.map_or(h.dst_port, |e| e.1),
+                ),
+                _ => (h.src, h.dst, h.dst_port),
+            };
+            let flow = enforce::Judged {
+                src,
+                client: h.src,
+                dst,
+                dst_port,
+                proto: h.proto,
+            };
+            if let Err(verdict) = self.judge(&flow) {
+                return verdict;
+            }
+            // Once some pod is isolated, plain flows are tracked so their replies pass.
+            if translation.is_none() && h.has_ports() && self.tracks_plain_flows() {
+                let mut mac = [0u8; 6];
+                if let Some(m) = frame.data().get(6..12) {
+                    mac.copy_from_slice(m);
+                }
+                translation = service::Translation::New {
+                    flow: service::plain_flow(&h, self.in_port.0, mac),
+                    src: None,
+                    dst: None,
+                };
+            }
+        }
+
         // Checks that answer the sender, on the packet as it was sent.
         if h.ttl <= 1 {
             return self.icmp_error(
@@ -376,7 +412,7 @@ impl<O: Observer> Walk<'_, '_, O> {
             }
             T::New { flow, src, dst } => {
                 self.commit(flow, h.tcp_flags)?;
-                (src, Some(dst))
+                (src, dst)
             }
         };
         if let Some((ip, port)) = dst {

@@ -14,6 +14,7 @@ use crate::observer::Observer;
 use crate::tables::{Frontend, FrontendKind, ServiceKey, ServicePort, proto};
 use crate::verdict::{DropReason, Verdict};
 
+use super::enforce::Judged;
 use super::icmp_nat::{self, Quoted};
 use super::packet::IpHeaders;
 use super::{Origin, Walk, gateway_address};
@@ -53,7 +54,7 @@ pub(super) enum Translation {
     New {
         flow: NewFlow,
         src: Option<Endpoint>,
-        dst: Endpoint,
+        dst: Option<Endpoint>,
     },
     /// An ICMP error about a tracked flow: quote and addresses follow the flow's NAT.
     Related {
@@ -70,7 +71,7 @@ impl Translation {
     pub(super) fn destination(&self, h: &IpHeaders) -> IpKey {
         match self {
             Translation::Flow { dst: Some(d), .. } => d.0,
-            Translation::New { dst, .. } => dst.0,
+            Translation::New { dst: Some(d), .. } => d.0,
             Translation::Related { outer_dst, .. } => *outer_dst,
             _ => h.dst,
         }
@@ -96,6 +97,31 @@ fn flow_key(h: &IpHeaders) -> FlowKey {
         src_port: h.src_port,
         dst_port: h.dst_port,
         proto: h.proto,
+    }
+}
+
+/// A tracked flow as policy judges it: the client as it sent, the server after DNAT, the
+/// client as the server sees it.
+fn judged(entry: &FlowEntry) -> Judged {
+    Judged {
+        src: entry.reply.dst,
+        client: entry.original.src,
+        dst: entry.reply.src,
+        dst_port: entry.reply.src_port,
+        proto: entry.original.proto,
+    }
+}
+
+/// A plain (untranslated) flow's tracking entry: its reply is its reverse.
+pub(super) fn plain_flow(h: &IpHeaders, in_port: u32, return_mac: [u8; 6]) -> NewFlow {
+    let original = flow_key(h);
+    NewFlow {
+        original,
+        reply: original.reversed(),
+        service: NO_SERVICE,
+        return_port: in_port,
+        return_mac,
+        flags: 0,
     }
 }
 
@@ -176,8 +202,8 @@ impl<O: Observer> Walk<'_, '_, O> {
         let Some(entry) = self.flows.get(id).copied() else {
             return Ok(None);
         };
-        if entry.service != NO_SERVICE && entry.policy_generation != generation {
-            let live = self.backend_listed(&entry);
+        if entry.policy_generation != generation {
+            let live = entry.service == NO_SERVICE || self.backend_listed(&entry);
             if !live {
                 self.flows.remove(id);
                 self.obs.step("endpoint_deleted");
@@ -189,6 +215,11 @@ impl<O: Observer> Walk<'_, '_, O> {
                     (Direction::Original, _) => Ok(None),
                     (Direction::Reply, _) => Err(Verdict::Drop(DropReason::EndpointDeleted)),
                 };
+            }
+            // Policy may have changed: the flow is judged again, as a new one would be.
+            if let Err(verdict) = self.judge(&judged(&entry)) {
+                self.flows.remove(id);
+                return Err(verdict);
             }
             if let Some(e) = self.flows.get_mut(id) {
                 e.policy_generation = generation;
@@ -335,7 +366,7 @@ impl<O: Observer> Walk<'_, '_, O> {
                 flags,
             },
             src: changed((h.src, h.src_port), (reply_dst, reply_dst_port)),
-            dst: (backend.ip, backend.port),
+            dst: Some((backend.ip, backend.port)),
         })
     }
 
