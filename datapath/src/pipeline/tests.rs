@@ -586,3 +586,133 @@ fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
     );
     assert!(flows.is_empty());
 }
+
+/// node-a's tables with web-0 ingress-isolated: only `client` may reach it, on TCP 8080.
+fn web0_isolated() -> Tables {
+    use crate::policy::{DirectionPolicy, EndpointPolicy, IdentityId, PortSet};
+    let mut t = node_a_tables(web_backends());
+    let client_id = IdentityId(1);
+    t.policy.identity_by_ip.insert(IpKey::v4(CLIENT), client_id);
+    t.policy
+        .identity_by_ip
+        .insert(IpKey::v4(WEB0), IdentityId(2));
+    t.policy.policy_names = vec!["demo/web-from-client".into()];
+    let mut ingress = DirectionPolicy {
+        selected_by: vec![0],
+        ..DirectionPolicy::default()
+    };
+    ingress.by_identity.insert(
+        client_id,
+        PortSet {
+            ranges: vec![(proto::TCP, 8080, 8080)],
+            ..PortSet::default()
+        },
+    );
+    t.policy.endpoints = vec![
+        EndpointPolicy::default(),
+        EndpointPolicy {
+            ingress: Some(ingress),
+            egress: None,
+        },
+    ];
+    t
+}
+
+#[derive(Default)]
+struct PolicyRecorder {
+    policies: Vec<String>,
+    direction: Option<crate::policy::PolicyDirection>,
+}
+
+impl Observer for PolicyRecorder {
+    fn policies(&mut self, names: &[&str]) {
+        self.policies = names.iter().map(|n| n.to_string()).collect();
+    }
+    fn policy_direction(&mut self, d: crate::policy::PolicyDirection) {
+        self.direction = Some(d);
+    }
+}
+
+#[test]
+fn policy_allows_the_rule_and_its_replies_and_explains_drops() {
+    let t = web0_isolated();
+    let mut flows = Flows::default();
+    // Allowed: client -> web-0 TCP 8080, and web-0's reply passes back.
+    let r = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, WEB0, 40000, 8080, 64, b""),
+    );
+    assert_eq!(r.verdict, Verdict::Forward(PortId(3)));
+    let mut reply = tcp(WEB0, CLIENT, 8080, 40000, 64, b"");
+    reply[0..6].copy_from_slice(&GW_MAC.0);
+    assert_eq!(
+        run(&t, &mut flows, PortId(3), &reply).verdict,
+        Verdict::Forward(PortId(2))
+    );
+
+    // Denied: UDP 8080, explained.
+    let pkt = udp(CLIENT, WEB0, 5000, 8080, 64, b"x");
+    let mut buf = vec![0u8; DEFAULT_HEADROOM + pkt.len() + 256];
+    let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, &pkt).unwrap();
+    let mut rec = PolicyRecorder::default();
+    let v = process(&t, &mut flows, 2_000, PortId(2), &mut frame, &mut rec);
+    assert_eq!(v, Verdict::Drop(DropReason::PolicyDenied));
+    assert_eq!(rec.policies, vec!["demo/web-from-client".to_string()]);
+    assert_eq!(rec.direction, Some(crate::policy::PolicyDirection::Ingress));
+
+    // Judged on the post-DNAT packet: client -> VIP:80 lands on web-0:8080 (allowed) or
+    // web-1 (not isolated); never denied.
+    for sport in 41000..41010 {
+        let v = run(
+            &t,
+            &mut flows,
+            PortId(2),
+            &tcp(CLIENT, VIP, sport, 80, 64, b""),
+        )
+        .verdict;
+        assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+    }
+    // The node itself is always allowed in.
+    let mut from_host = tcp([192, 168, 50, 10], WEB0, 40000, 9999, 64, b"");
+    from_host[0..6].copy_from_slice(&GW_MAC.0);
+    assert_eq!(
+        run(&t, &mut flows, PortId::HOST, &from_host).verdict,
+        Verdict::Forward(PortId(3))
+    );
+}
+
+#[test]
+fn a_policy_change_rejudges_established_flows() {
+    // Generation 1: web-0 admits client on 8080 and 9090; the flow to 9090 is tracked.
+    let mut open = web0_isolated();
+    let ingress = open.policy.endpoints[1].ingress.as_mut().unwrap();
+    ingress
+        .by_identity
+        .values_mut()
+        .for_each(|p| p.ranges.push((proto::TCP, 9090, 9090)));
+    let mut flows = Flows::default();
+    let syn = tcp(CLIENT, WEB0, 40000, 9090, 64, b"");
+    assert_eq!(
+        run(&open, &mut flows, PortId(2), &syn).verdict,
+        Verdict::Forward(PortId(3))
+    );
+    assert_eq!(
+        flows.len(),
+        1,
+        "plain flows are tracked once a pod is isolated"
+    );
+    assert_eq!(
+        run(&open, &mut flows, PortId(2), &syn).verdict,
+        Verdict::Forward(PortId(3))
+    );
+    // Generation 2 drops 9090: the established flow is judged again at its next packet.
+    let mut closed = web0_isolated();
+    closed.generation = 2;
+    assert_eq!(
+        run(&closed, &mut flows, PortId(2), &syn).verdict,
+        Verdict::Drop(DropReason::PolicyDenied)
+    );
+    assert!(flows.is_empty());
+}
