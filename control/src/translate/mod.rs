@@ -12,6 +12,7 @@
 //! cluster must not take this node's datapath down.
 
 pub mod k8s;
+pub mod policy;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,6 +126,7 @@ pub fn translate(
 
     let tables = Tables {
         generation,
+        policy: policy::build(cluster, &local_pods, &mut warnings),
         node,
         overlay: OverlayParams {
             vni: config.vxlan.vni,
@@ -141,7 +143,6 @@ pub fn translate(
         remote_node_by_underlay,
         service_ports: services.ports,
         frontends: services.frontends.into_iter().collect(),
-        policy: datapath::policy::PolicyTables::default(),
     };
     Ok(Translated { tables, warnings })
 }
