@@ -38,6 +38,10 @@ pub struct Step {
     pub service: Option<String>,
     /// `ip:port` the verdict must name.
     pub backend: Option<String>,
+    /// `namespace/name` of the policies the verdict must name, in the order reported.
+    pub policy: Vec<String>,
+    /// `ingress` / `egress`: the side a policy drop must be reported on.
+    pub direction: Option<&'static str>,
 }
 
 /// A state change during the run (`kxdp replay --update`): `state` becomes the cluster
@@ -114,6 +118,8 @@ impl Case {
             expect,
             service: None,
             backend: None,
+            policy: Vec::new(),
+            direction: None,
         });
         let last = self.steps.len() - 1;
         &mut self.steps[last]
@@ -125,6 +131,13 @@ impl Step {
     pub fn via(&mut self, service: &str, backend: Option<&str>) -> &mut Step {
         self.service = Some(service.to_string());
         self.backend = backend.map(str::to_string);
+        self
+    }
+
+    /// The verdict names these policies, decided on `direction` (a NetworkPolicy drop).
+    pub fn denied_by(&mut self, policies: &[&str], direction: &'static str) -> &mut Step {
+        self.policy = policies.iter().map(|p| p.to_string()).collect();
+        self.direction = Some(direction);
         self
     }
 }

@@ -95,6 +95,8 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
             reason: None,
             service: step.service.clone(),
             backend: step.backend.clone(),
+            policy: step.policy.clone(),
+            direction: step.direction,
         };
         index_in_file[input] += 1;
         match &step.expect {

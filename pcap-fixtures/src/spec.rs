@@ -67,4 +67,11 @@ pub struct VerdictLine {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// `namespace/name` of the NetworkPolicies that decided the packet (a drop's
+    /// explanation); left out when none did, so cases without policy are unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+    /// `ingress` or `egress`: the side a `policy_denied` drop was decided on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
 }

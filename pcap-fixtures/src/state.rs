@@ -25,6 +25,8 @@ pub struct PodDef {
     pub node: &'static str,
     /// IPv4 first, then IPv6 when dual stack.
     pub ips: Vec<&'static str>,
+    /// Labels besides `app: <name>` (what NetworkPolicy selectors match), in this order.
+    pub labels: Vec<(&'static str, &'static str)>,
 }
 
 /// A ClusterIP Service in `demo` with one port, and its EndpointSlice (none when
@@ -49,6 +51,9 @@ pub struct StateDef {
     pub nodes: Vec<NodeDef>,
     pub pods: Vec<PodDef>,
     pub services: Vec<ServiceSpec>,
+    /// NetworkPolicy manifests, verbatim, one document each (`networkpolicies.yaml`, left
+    /// out when there are none so older cases regenerate byte for byte).
+    pub network_policies: Vec<String>,
 }
 
 impl From<ServiceDef> for ServiceSpec {
@@ -103,6 +108,12 @@ impl StateDef {
                 ));
             }
         }
+        if !self.network_policies.is_empty() {
+            files.push((
+                "networkpolicies.yaml".to_string(),
+                documents(self.network_policies.iter().cloned()),
+            ));
+        }
         files
     }
 }
@@ -133,10 +144,15 @@ fn pod_yaml(p: &PodDef) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels:\n    app: {name}\nspec:\n  nodeName: {node}\n  containers:\n    - name: main\n      image: busybox\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels:\n    app: {name}\n{labels}spec:\n  nodeName: {node}\n  containers:\n    - name: main\n      image: busybox\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n",
         name = p.name,
         node = p.node,
-        ip = p.ips[0]
+        ip = p.ips[0],
+        labels = p
+            .labels
+            .iter()
+            .map(|(k, v)| format!("    {k}: {v}\n"))
+            .collect::<String>()
     );
     for ip in &p.ips {
         let _ = writeln!(s, "    - ip: {ip}");

@@ -45,19 +45,23 @@ fn state() -> StateDef {
                 name: "client",
                 node: "node-a",
                 ips: vec!["10.244.1.5", "fd00:10:244:1::5"],
+                labels: Vec::new(),
             },
             PodDef {
                 name: "web-0",
                 node: "node-a",
                 ips: vec!["10.244.1.6", "fd00:10:244:1::6"],
+                labels: Vec::new(),
             },
             PodDef {
                 name: "web-1",
                 node: "node-b",
                 ips: vec!["10.244.2.7", "fd00:10:244:2::7"],
+                labels: Vec::new(),
             },
         ],
         services: vec![],
+        network_policies: Vec::new(),
     }
 }
 

@@ -10,6 +10,8 @@ mod local;
 mod malformed;
 mod merge;
 mod overlay;
+mod policy;
+mod policy_flows;
 mod services;
 mod services_clusterip;
 mod services_endpoints;
@@ -36,5 +38,7 @@ pub fn all() -> Vec<Case> {
     out.extend(config::cases());
     out.extend(dualstack::cases());
     out.extend(merge::cases());
+    out.extend(policy::cases());
+    out.extend(policy_flows::cases());
     out
 }

@@ -142,18 +142,22 @@ pub fn two_node_with(config: Option<&'static str>, services: Vec<ServiceSpec>) -
                 name: "client",
                 node: "node-a",
                 ips: vec!["10.244.1.5"],
+                labels: Vec::new(),
             },
             PodDef {
                 name: "web-0",
                 node: "node-a",
                 ips: vec!["10.244.1.6"],
+                labels: Vec::new(),
             },
             PodDef {
                 name: "web-1",
                 node: "node-b",
                 ips: vec!["10.244.2.7"],
+                labels: Vec::new(),
             },
         ],
         services,
+        network_policies: Vec::new(),
     }
 }
