@@ -113,7 +113,13 @@
 //! `match_expressions_exists_and_does_not_exist`, `egress_to_namespace` (with and without
 //! the usual DNS rule), `empty_ingress_list_vs_empty_rule`, `egress_only_policy_types`
 //! (`policyTypes: [Egress]` leaves ingress open; omitted `policyTypes` with egress rules
-//! isolates both directions).
+//! isolates both directions), and `established_flows_rejudged` (connections opened before
+//! a policy is updated, added or deleted get, at their next packet, what a new connection
+//! would: kxdp's documented choice; upstream's "should enforce updated policy" and "should
+//! stop enforcing policies after they are deleted" only probe new connections).
+
+// Grid cells are (client, server) index pairs into several tables at once.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -150,7 +156,10 @@ const PODS: [(&str, &str, &str, [u8; 4]); 9] = [
 ];
 
 /// Nodes: (name, InternalIP, PodCIDR, uplink MAC, gateway).
-const NODES: [(&str, [u8; 4], &str, [u8; 6], [u8; 4]); 2] = [
+/// (name, InternalIP, PodCIDR, uplink MAC, gateway)
+type NodeRow = (&'static str, [u8; 4], &'static str, [u8; 6], [u8; 4]);
+
+const NODES: [NodeRow; 2] = [
     (
         "node-a",
         [192, 168, 50, 10],
@@ -1488,11 +1497,178 @@ fn egress_only_policy_types() {
     );
 }
 
+/// "should enforce updated policy" and the reverse of "should stop enforcing policies after
+/// they are deleted", for connections that exist across the change: every TCP 81 connection
+/// is opened (SYN, SYN-ACK) under the first generation, and the client's ACK is sent under
+/// the second. kxdp judges an established flow again at its first packet after a table
+/// change (README: NetworkPolicy), so the ACK must get what a new connection would.
+#[test]
+fn established_flows_rejudged() {
+    let allow = policy("x", "allow-all-mutate-to-deny-all", Sel::All).ingress("[{}]");
+    let deny = policy("x", "allow-all-mutate-to-deny-all", Sel::All).ingress("[]");
+    let deny_all = policy("x", "deny-all", Sel::All).ingress("[]").egress("[]");
+    let mut report = String::new();
+    for (name, before, after, expect) in [
+        (
+            "updated_to_deny",
+            vec![allow],
+            vec![deny],
+            Table::all().peer(ANY, ns("x"), false),
+        ),
+        (
+            "policy_added",
+            vec![],
+            vec![deny_all.clone()],
+            Table::all()
+                .peer(ANY, ns("x"), false)
+                .peer(ns("x"), ANY, false),
+        ),
+        ("policy_deleted", vec![deny_all], vec![], Table::all()),
+    ] {
+        let labels = Labels::default();
+        let t1 = step_tables_gen(&format!("rejudge-{name}-1"), &before, &labels, 1);
+        let t2 = step_tables_gen(&format!("rejudge-{name}-2"), &after, &labels, 2);
+        let after_step = step(after, vec![]);
+        for f in 0..9 {
+            for t in 0..9 {
+                if f == t {
+                    continue;
+                }
+                // Only connections the first generation admits.
+                let mut flows = [Flows::default(), Flows::default()];
+                let Some(ack_cell) = open_then_ack(&t1, &t2, &mut flows, f, t) else {
+                    continue;
+                };
+                let pair = format!("{} -> {}", pod_str(f), pod_str(t));
+                let want = expect.0[f][t];
+                match (&ack_cell, want) {
+                    (Cell::Connected { .. }, true) => {}
+                    (
+                        Cell::Dropped {
+                            hop,
+                            reason,
+                            policies,
+                            direction,
+                        },
+                        false,
+                    ) => {
+                        if let Err(e) =
+                            check_drop(&after_step, f, t, *hop, reason, policies, *direction)
+                        {
+                            let _ = writeln!(report, "[{name}] {pair}: ACK denied, but {e}");
+                        }
+                    }
+                    (got, _) => {
+                        let _ = writeln!(
+                            report,
+                            "[{name}] {pair}: the ACK after the change should be {}, got {}",
+                            if want { "connected" } else { "denied" },
+                            describe(got)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(report.is_empty(), "{report}");
+}
+
+/// Opens TCP 81 from `from` to `to`'s Service under `before` (None if it does not connect
+/// or the SYN-ACK does not get back), then sends the client's ACK under `after`.
+fn open_then_ack(
+    before: &[Tables; 2],
+    after: &[Tables; 2],
+    flows: &mut [Flows; 2],
+    from: usize,
+    to: usize,
+) -> Option<Cell> {
+    let (_, _, from_node, from_ip) = PODS[from];
+    let (_, _, to_node, to_ip) = PODS[to];
+    let (fi, ti) = (node_index(from_node), node_index(to_node));
+    let vip = service_ip(to);
+    let syn = build(
+        pod_mac(from_ip),
+        gateway_mac(fi),
+        from_ip,
+        vip,
+        Tcp,
+        CLIENT_PORT,
+        81,
+        None,
+    );
+    let c = deliver(
+        before,
+        flows,
+        fi,
+        pod_port(&before[fi], from),
+        &syn,
+        to,
+        (to_ip, 81),
+    );
+    if !matches!(c, Ok(Cell::Connected { .. })) {
+        return None;
+    }
+    let syn_ack = build(
+        pod_mac(to_ip),
+        gateway_mac(ti),
+        to_ip,
+        from_ip,
+        Tcp,
+        81,
+        CLIENT_PORT,
+        Some(0x1000_0001),
+    );
+    let c = deliver(
+        before,
+        flows,
+        ti,
+        pod_port(&before[ti], to),
+        &syn_ack,
+        from,
+        (from_ip, CLIENT_PORT),
+    );
+    if !matches!(c, Ok(Cell::Connected { .. })) {
+        return None;
+    }
+    let ack = build(
+        pod_mac(from_ip),
+        gateway_mac(fi),
+        from_ip,
+        vip,
+        Tcp,
+        CLIENT_PORT,
+        81,
+        ACK_ONLY,
+    );
+    Some(
+        deliver(
+            after,
+            flows,
+            fi,
+            pod_port(&after[fi], from),
+            &ack,
+            to,
+            (to_ip, 81),
+        )
+        .unwrap_or_else(Cell::Other),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // The runner.
 
 /// The Tables of both nodes for one step.
 fn step_tables(name: &str, policies: &[Policy], labels: &Labels) -> [Tables; 2] {
+    step_tables_gen(name, policies, labels, 1)
+}
+
+/// The same, as table generation `generation`.
+fn step_tables_gen(
+    name: &str,
+    policies: &[Policy],
+    labels: &Labels,
+    generation: u64,
+) -> [Tables; 2] {
     let dir = TempDir::new(name);
     dir.write("kxdp.yaml", KXDP_YAML);
     dir.write("00-model.yaml", &base_manifests(labels));
@@ -1503,7 +1679,7 @@ fn step_tables(name: &str, policies: &[Policy], labels: &Labels) -> [Tables; 2] 
     let state = load_state_dir(dir.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(state.warnings.is_empty(), "{name}: {:?}", state.warnings);
     NODES.map(|(node, ..)| {
-        let t = translate(&state.cluster, &state.config, node, 1)
+        let t = translate(&state.cluster, &state.config, node, generation)
             .unwrap_or_else(|e| panic!("{name} on {node}: {e}"));
         if !t.warnings.is_empty() {
             eprintln!("[{name}] translate warnings on {node}: {:?}", t.warnings);
@@ -1738,6 +1914,9 @@ fn run(
 
 const CLIENT_PORT: u16 = 40_123;
 
+/// `build`'s `syn_ack` value asking for the client's bare ACK instead.
+const ACK_ONLY: Option<u32> = Some(u32::MAX);
+
 /// Probes `to`'s Service from `from`; for a connected TCP probe also sends the server's
 /// SYN-ACK back and says whether it reached the client as the Service's answer.
 fn probe(
@@ -1927,8 +2106,11 @@ fn outer_dst(frame: &[u8]) -> String {
     }
 }
 
+/// An address and port.
+type Addr = (Ipv4Addr, u16);
+
 /// The (source, destination) address and port of a frame leaving on a pod port.
-fn endpoints(frame: &[u8]) -> Result<((Ipv4Addr, u16), (Ipv4Addr, u16)), String> {
+fn endpoints(frame: &[u8]) -> Result<(Addr, Addr), String> {
     let p = SlicedPacket::from_ethernet(frame).map_err(|e| format!("output: {e}"))?;
     if !matches!(p.link, Some(LinkSlice::Ethernet2(_))) {
         return Err("output: no Ethernet header".into());
@@ -1959,7 +2141,7 @@ fn endpoints(frame: &[u8]) -> Result<((Ipv4Addr, u16), (Ipv4Addr, u16)), String>
 }
 
 /// A first packet (TCP SYN, UDP datagram, SCTP INIT), or with `syn_ack` a TCP SYN-ACK
-/// acknowledging that number.
+/// acknowledging that number ([`ACK_ONLY`]: the client's ACK completing the handshake).
 #[allow(clippy::too_many_arguments)]
 fn build(
     src_mac: [u8; 6],
@@ -1977,6 +2159,11 @@ fn build(
         (Tcp, None) => ipv4
             .tcp(sport, dport, 0x1000_0000, 64_240)
             .syn()
+            .write(&mut out, &[])
+            .expect("TCP builds"),
+        (Tcp, ACK_ONLY) => ipv4
+            .tcp(sport, dport, 0x1000_0001, 64_240)
+            .ack(0x2000_0001)
             .write(&mut out, &[])
             .expect("TCP builds"),
         (Tcp, Some(ack)) => ipv4
