@@ -318,7 +318,15 @@ impl<O: Observer> Walk<'_, '_, O> {
                 return verdict;
             }
             // Once some pod is isolated, plain flows are tracked so their replies pass.
-            if translation.is_none() && h.has_ports() && self.tracks_plain_flows() {
+            // Not those of the node itself: never judged, and their replies to the node
+            // go to the kernel as they would without any policy (walk 6).
+            let node = &t.node.addresses;
+            if translation.is_none()
+                && h.has_ports()
+                && !node.contains(&h.src)
+                && !node.contains(&h.dst)
+                && self.tracks_plain_flows()
+            {
                 let mut mac = [0u8; 6];
                 if let Some(m) = frame.data().get(6..12) {
                     mac.copy_from_slice(m);

@@ -216,7 +216,9 @@ impl<O: Observer> Walk<'_, '_, O> {
                     (Direction::Reply, _) => Err(Verdict::Drop(DropReason::EndpointDeleted)),
                 };
             }
-            // Policy may have changed: the flow is judged again, as a new one would be.
+            // Policy may have changed: the flow is judged again, as a new one would be
+            // (reported like one: its Service and backend first).
+            self.report_flow(&entry);
             if let Err(verdict) = self.judge(&judged(&entry)) {
                 self.flows.remove(id);
                 return Err(verdict);
@@ -225,7 +227,9 @@ impl<O: Observer> Walk<'_, '_, O> {
                 e.policy_generation = generation;
             }
         }
-        self.report_flow(&entry);
+        if entry.policy_generation == generation {
+            self.report_flow(&entry);
+        }
         let here = ((h.src, h.src_port), (h.dst, h.dst_port));
         let (src, dst) = match dir {
             Direction::Original => (

@@ -55,6 +55,9 @@ pub struct PolicyTables {
     pub endpoints: Vec<EndpointPolicy>,
     /// `namespace/name` of every policy, indexed by the numbers in `selected_by`.
     pub policy_names: Vec<String>,
+    /// Whether any endpoint is isolated, worked out on first use: the pipeline asks for
+    /// every new flow, and the tables never change once published.
+    any_isolated: std::sync::OnceLock<bool>,
 }
 
 /// A local pod's two directions; `None` = not isolated in that direction (allowed).
@@ -238,9 +241,11 @@ impl PolicyTables {
 
     /// Whether any local pod is isolated in any direction (no policy: nothing to judge).
     pub fn any_isolation(&self) -> bool {
-        self.endpoints
-            .iter()
-            .any(|e| e.ingress.is_some() || e.egress.is_some())
+        *self.any_isolated.get_or_init(|| {
+            self.endpoints
+                .iter()
+                .any(|e| e.ingress.is_some() || e.egress.is_some())
+        })
     }
 }
 
