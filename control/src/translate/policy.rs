@@ -730,12 +730,21 @@ impl PolicyCompiler {
                         add_ports(d.by_identity.entry(id).or_default(), &ports);
                     }
                 }
+                // The packet path scans this list: one entry per distinct block, however
+                // many policies repeat it.
                 for (cidr, except) in &rule.blocks {
-                    d.cidrs.push(CidrRule {
-                        cidr: *cidr,
-                        except: except.clone(),
-                        ports: ports.clone(),
-                    });
+                    match d
+                        .cidrs
+                        .iter_mut()
+                        .find(|c| c.cidr == *cidr && c.except == *except)
+                    {
+                        Some(c) => add_ports(&mut c.ports, &ports),
+                        None => d.cidrs.push(CidrRule {
+                            cidr: *cidr,
+                            except: except.clone(),
+                            ports: ports.clone(),
+                        }),
+                    }
                 }
             }
         }
