@@ -7,7 +7,9 @@
 //! named port, namespaceSelector allow, matchExpressions with named port and endPort)
 //! spread over the namespaces. Targets: compile of 1000 policies x 5000 pods <= 1 s,
 //! one pod's label change <= 10 ms, and a lookup cost that does not grow with the number
-//! of policies. At the end a table is printed from criterion's estimates.
+//! of policies; and the whole pipeline per packet with 10, 1000 and 10000 policies (new
+//! flows, judged, and established ones, which ride their conntrack entry). At the end a
+//! table is printed from criterion's estimates.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,11 @@ use std::time::Duration;
 use control::state::ClusterState;
 use control::translate::policy::{self, PolicyCompiler};
 use criterion::{Criterion, Throughput};
+use datapath::conntrack::Flows;
+use datapath::frame::Frame;
+use datapath::observer::NoObserver;
 use datapath::policy::{PolicyDirection, PolicyQuery, PolicyTables};
+use datapath::process;
 use datapath::tables::{LocalPod, PortId, proto};
 use datapath::{IpKey, MacAddr};
 use serde_json::json;
@@ -248,6 +254,110 @@ fn bench_lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cluster with node-00 as a Node object, so the whole of `translate` runs: all pod
+/// addresses sit in its PodCIDR (node-00 is the node under test; the others' pods are
+/// peers for selectors only).
+fn cluster_with_node(policies: usize) -> ClusterState {
+    let mut c = cluster(policies);
+    c.nodes.push(
+        serde_json::from_value(json!({
+            "metadata": {"name": "node-00",
+                         "annotations": {"kxdp.io/underlay-mac": "02:00:c0:a8:32:0a"}},
+            "spec": {"podCIDR": "10.1.0.0/16"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.10"}]}
+        }))
+        .expect("node"),
+    );
+    c
+}
+
+/// 64 TCP SYNs, each a new flow, from local pod-0 to local pod-50 (both in ns-00, both
+/// judged: egress of pod-0, ingress of pod-50) on port 8080.
+fn syn_batch(first_port: u16) -> Vec<Vec<u8>> {
+    let (src, dst) = (
+        pod_ip(0).as_v4().expect("v4"),
+        pod_ip(50).as_v4().expect("v4"),
+    );
+    (0..64u16)
+        .map(|i| {
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ethernet2(
+                MacAddr::for_ipv4(src).0,
+                MacAddr::for_ipv4([10, 1, 0, 1]).0,
+            )
+            .ipv4(src, dst, 64)
+            .tcp(first_port + i, 8080, 1, 64240)
+            .syn()
+            .write(&mut out, &[])
+            .expect("packet builds");
+            out
+        })
+        .collect()
+}
+
+/// ns/packet through the whole pipeline with 10, 1000 and 10000 policies over 5000 pods:
+/// every packet a new flow (judged), and an established flow (the conntrack entry's cached
+/// verdict, no policy lookup).
+fn bench_pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("policy_pipeline");
+    g.throughput(Throughput::Elements(64));
+    let config = control::config::AgentConfig::default();
+    let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 512]).collect();
+    for n in [10usize, 1000, 10000] {
+        let t = control::translate::translate(&cluster_with_node(n), &config, "node-00", 1)
+            .expect("translates")
+            .tables;
+        let port = t.port_by_name("pod-ns-00-pod-0").expect("pod-0 is local");
+        let batches: Vec<Vec<Vec<u8>>> = (0..16u16).map(|k| syn_batch(10000 + k * 64)).collect();
+        let verdicts = {
+            let mut flows = Flows::default();
+            let mut kinds = std::collections::BTreeMap::new();
+            for pkt in &batches[0] {
+                let mut buf = vec![0u8; 512];
+                let mut f = Frame::load(&mut buf, 128, pkt).expect("fits");
+                let v = process(&t, &mut flows, 1, port, &mut f, &mut NoObserver);
+                *kinds.entry(format!("{v:?}")).or_insert(0) += 1;
+            }
+            kinds
+        };
+        println!("policy_pipeline/p{n}: first batch verdicts {verdicts:?}");
+        let mut k = 0usize;
+        let mut flows = Flows::default();
+        g.bench_function(format!("new_flow_p{n}"), |b| {
+            b.iter(|| {
+                // A fresh flow table every 16 batches so every packet is a first packet.
+                k += 1;
+                if k.is_multiple_of(batches.len()) {
+                    flows = Flows::default();
+                }
+                let batch = &batches[k % batches.len()];
+                for (pkt, buf) in batch.iter().zip(bufs.iter_mut()) {
+                    if let Some(mut f) = Frame::load(buf, 128, pkt) {
+                        black_box(process(&t, &mut flows, 1, port, &mut f, &mut NoObserver));
+                    }
+                }
+            })
+        });
+        let mut warm = Flows::default();
+        for pkt in &batches[0] {
+            let mut buf = vec![0u8; 512];
+            if let Some(mut f) = Frame::load(&mut buf, 128, pkt) {
+                process(&t, &mut warm, 1, port, &mut f, &mut NoObserver);
+            }
+        }
+        g.bench_function(format!("established_p{n}"), |b| {
+            b.iter(|| {
+                for (pkt, buf) in batches[0].iter().zip(bufs.iter_mut()) {
+                    if let Some(mut f) = Frame::load(buf, 128, pkt) {
+                        black_box(process(&t, &mut warm, 2, port, &mut f, &mut NoObserver));
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn mean_ns(dir: &Path, group: &str, name: &str) -> Option<f64> {
     let text =
         std::fs::read_to_string(dir.join(group).join(name).join("new/estimates.json")).ok()?;
@@ -277,6 +387,22 @@ fn print_summary(dir: &Path) {
             );
         }
     }
+    for n in [
+        "new_flow_p10",
+        "new_flow_p1000",
+        "new_flow_p10000",
+        "established_p10",
+        "established_p1000",
+        "established_p10000",
+    ] {
+        if let Some(ns) = mean_ns(dir, "policy_pipeline", n) {
+            println!(
+                "{:<44} {:>8.1} ns/packet",
+                format!("policy_pipeline/{n}"),
+                ns / 64.0
+            );
+        }
+    }
     for n in ["p10_pods5000", "p1000_pods5000", "p10000_pods5000"] {
         if let Some(ns) = mean_ns(dir, "policy_lookup", n) {
             println!(
@@ -301,6 +427,7 @@ fn main() {
     bench_compile(&mut c);
     bench_update(&mut c);
     bench_lookup(&mut c);
+    bench_pipeline(&mut c);
     c.final_summary();
     print_summary(&dir);
 }
