@@ -32,10 +32,12 @@
 //!   `hairpin` (a loop), never as a policy verdict.
 //! - TCP 82 (nothing serves it: `N`) and `?` cells are not compared.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use support::TempDir;
 
 use control::state::load_state_dir;
 use control::translate::translate;
@@ -297,7 +299,7 @@ impl Cluster {
         for (name, text) in policies {
             dir.write(&format!("50-{name}"), text);
         }
-        let state = load_state_dir(&dir.0).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        let state = load_state_dir(dir.path()).unwrap_or_else(|e| panic!("{tag}: {e}"));
         assert!(state.warnings.is_empty(), "{tag}: {:?}", state.warnings);
         let tables = |node: &str| {
             let t = translate(&state.cluster, &state.config, node, 1)
@@ -877,29 +879,3 @@ fn portrange_end_port_is_inclusive() {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "kxdp-netpol-cyclonus-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.0.join(name), text).expect("write manifest");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}

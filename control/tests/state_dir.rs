@@ -1,50 +1,15 @@
 //! The state-directory contract end to end: files on disk -> load_state_dir -> translate.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use support::TempDir;
 
 use control::config::AgentConfig;
 use control::state::{ClusterState, StateDir, load_state_dir};
 use control::translate::{TranslateError, canonical_dump, translate};
 use datapath::tables::{PortKind, Route, ServiceKey, ServicePort, Tables, proto};
 use datapath::{IpKey, MacAddr, PortId};
-
-/// A scratch directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("kxdp-state-test-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn with(tag: &str, files: &[(&str, &str)]) -> TempDir {
-        let dir = TempDir::new(tag);
-        for (name, text) in files {
-            dir.write(name, text);
-        }
-        dir
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.0.join(name), text).unwrap();
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node")
