@@ -41,7 +41,9 @@ fn run_replay(opts: replay::ReplayOptions) -> ExitCode {
             );
             if opts.summary {
                 let mut stdout = std::io::stdout().lock();
-                if let Err(e) = stdout.write_all(replay::summary::render(&report.rows).as_bytes()) {
+                let text = replay::summary::render(&report.rows)
+                    + &replay::summary::render_drops(&report.drops);
+                if let Err(e) = stdout.write_all(text.as_bytes()) {
                     return fail(&format!("writing the summary: {e}"));
                 }
             }

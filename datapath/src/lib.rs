@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod conntrack;
+pub mod counters;
 pub mod frame;
 pub mod hash;
 pub mod lb;

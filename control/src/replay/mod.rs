@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use datapath::Verdict;
 use datapath::conntrack::Flows;
+use datapath::counters::DropCounters;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
+use datapath::policy::PolicyDirection;
 use datapath::tables::{PortId, Tables};
 
 pub use error::ReplayError;
@@ -62,6 +64,8 @@ pub struct ReplayReport {
     pub pcaps: Vec<(String, PathBuf)>,
     /// Summary rows, when asked for.
     pub rows: Vec<summary::Row>,
+    /// Drops by reason (and policy drops by direction), as a worker counts them.
+    pub drops: DropCounters,
 }
 
 /// Runs a replay. Nothing is written until the state and every input have been read.
@@ -105,6 +109,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         flows: Flows::new(config.conntrack),
         outputs: &mut outputs,
         describe: opts.summary,
+        drops: DropCounters::default(),
     };
     let mut report = ReplayReport::default();
     let mut pending = generations.iter().peekable();
@@ -148,6 +153,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         }
         report.packets += 1;
     }
+    report.drops = std::mem::take(&mut driver.drops);
     report.pcaps = outputs.finish()?;
     Ok(report)
 }
@@ -212,6 +218,7 @@ struct Driver<'a> {
     outputs: &'a mut Outputs,
     /// Describe each input packet for the summary table.
     describe: bool,
+    drops: DropCounters,
 }
 
 impl Driver<'_> {
@@ -283,7 +290,8 @@ impl Driver<'_> {
         record.service = recorder.service;
         record.backend = recorder.backend.map(format_backend);
         record.policy = recorder.policies;
-        record.direction = recorder.direction;
+        record.direction = recorder.direction.map(PolicyDirection::as_str);
+        self.drops.record(verdict, recorder.direction);
         Ok((record, description, recorder.steps))
     }
 }

@@ -48,7 +48,7 @@ pub struct Recorder {
     /// What the datapath did to the packet (`dnat`, `vxlan_encap`, `icmp_time_exceeded`, ...).
     pub steps: Vec<&'static str>,
     /// The direction of a policy drop.
-    pub direction: Option<&'static str>,
+    pub direction: Option<PolicyDirection>,
 }
 
 impl Observer for Recorder {
@@ -61,7 +61,7 @@ impl Observer for Recorder {
     }
 
     fn policy_direction(&mut self, direction: PolicyDirection) {
-        self.direction = Some(direction.as_str());
+        self.direction = Some(direction);
     }
 
     fn step(&mut self, what: &'static str) {

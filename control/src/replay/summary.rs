@@ -3,6 +3,9 @@
 //! Only presentation lives here; the facts come from the verdict records and the packet
 //! descriptions. Nothing in it is a stable interface (tools read verdicts.jsonl).
 
+use datapath::DropReason;
+use datapath::counters::DropCounters;
+use datapath::policy::PolicyDirection;
 use std::fmt::Write as _;
 
 use super::record::VerdictRecord;
@@ -63,6 +66,28 @@ fn cells(row: &Row) -> [String; 7] {
 
 /// Renders the table, header line first, columns padded to their widest cell (the last
 /// column is not padded, so lines carry no trailing blanks), then a totals line.
+/// One line of drop counts by reason, policy drops split by direction; empty without drops.
+pub fn render_drops(drops: &DropCounters) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (reason, n) in drops.nonzero() {
+        if reason == DropReason::PolicyDenied {
+            parts.push(format!(
+                "{}={n} (ingress {}, egress {})",
+                reason.as_str(),
+                drops.policy(PolicyDirection::Ingress),
+                drops.policy(PolicyDirection::Egress)
+            ));
+        } else {
+            parts.push(format!("{}={n}", reason.as_str()));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("drops: {}\n", parts.join(", "))
+    }
+}
+
 pub fn render(rows: &[Row]) -> String {
     let table: Vec<[String; 7]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(str::len);
