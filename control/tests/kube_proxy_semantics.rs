@@ -47,7 +47,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use support::{TempDir, crc32c};
+use support::{TempDir, crc32c, sctp_init};
 
 use control::state::load_state_dir;
 use control::translate::translate;
@@ -1633,24 +1633,6 @@ fn build(
             .expect("SCTP builds"),
     }
     out
-}
-
-/// An SCTP packet holding one INIT chunk, with its CRC32c.
-fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = Vec::with_capacity(32);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes()); // verification tag: 0 on INIT
-    p.extend_from_slice(&0u32.to_be_bytes()); // checksum, filled below
-    p.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // initiate tag
-    p.extend_from_slice(&65_535u32.to_be_bytes()); // a_rwnd
-    p.extend_from_slice(&10u16.to_be_bytes()); // outbound streams
-    p.extend_from_slice(&10u16.to_be_bytes()); // inbound streams
-    p.extend_from_slice(&1u32.to_be_bytes()); // initial TSN
-    let crc = crc32c(&p);
-    p[8..12].copy_from_slice(&crc.to_le_bytes());
-    p
 }
 
 /// What happened to a probe, read from the verdict and the emitted frame.

@@ -37,16 +37,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use support::TempDir;
+use support::{PolicyRecorder, TempDir, pod_mac, step};
 
 use control::state::load_state_dir;
 use control::translate::translate;
-use datapath::conntrack::Flows;
-use datapath::frame::{DEFAULT_HEADROOM, Frame};
-use datapath::observer::Observer;
-use datapath::policy::PolicyDirection;
 use datapath::tables::{PortId, Tables};
-use datapath::{DropReason, Verdict, process};
+use datapath::{DropReason, Verdict};
 use etherparse::PacketBuilder;
 
 // ---------------------------------------------------------------------------------------------
@@ -361,32 +357,12 @@ impl Outcome {
     }
 }
 
-#[derive(Default)]
-struct Recorder {
-    policies: Vec<String>,
-    direction: Option<&'static str>,
-}
-
-impl Observer for Recorder {
-    fn policies(&mut self, names: &[&str]) {
-        self.policies.extend(names.iter().map(|n| n.to_string()));
-    }
-
-    fn policy_direction(&mut self, direction: PolicyDirection) {
-        self.direction = Some(direction.as_str());
-    }
-}
-
 fn gateway_mac(node: &str) -> [u8; 6] {
     if node == "node-a" {
         [0x0a, 0x58, 10, 244, 1, 1]
     } else {
         [0x0a, 0x58, 10, 244, 2, 1]
     }
-}
-
-fn pod_mac(ip: [u8; 4]) -> [u8; 6] {
-    [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]
 }
 
 /// An Ethernet + IPv4 first packet: a TCP SYN or a UDP datagram.
@@ -414,25 +390,7 @@ fn first_packet(
     out
 }
 
-/// One step through `process` with fresh flow state; returns the verdict, the frame as it
-/// left, and what the observer heard.
-fn step(tables: &Tables, port: PortId, packet: &[u8]) -> (Verdict, Vec<u8>, Recorder) {
-    let mut buf = vec![0u8; DEFAULT_HEADROOM + packet.len() + 256];
-    let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, packet).expect("buffer fits");
-    let mut rec = Recorder::default();
-    let mut flows = Flows::default();
-    let verdict = process(
-        tables,
-        &mut flows,
-        1_000_000_000,
-        port,
-        &mut frame,
-        &mut rec,
-    );
-    (verdict, frame.data().to_vec(), rec)
-}
-
-fn judged(verdict: Verdict, rec: Recorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
+fn judged(verdict: Verdict, rec: PolicyRecorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
     match verdict {
         Verdict::Forward(p) if delivered(p) => Outcome::Allowed,
         Verdict::Drop(DropReason::PolicyDenied) => {

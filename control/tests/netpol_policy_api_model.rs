@@ -47,16 +47,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use support::{TempDir, crc32c};
+use support::{PolicyRecorder, TempDir, pod_mac, sctp_init, step};
 
 use control::state::load_state_dir;
 use control::translate::translate;
-use datapath::conntrack::Flows;
-use datapath::frame::{DEFAULT_HEADROOM, Frame};
-use datapath::observer::Observer;
-use datapath::policy::PolicyDirection;
 use datapath::tables::{PortId, Tables};
-use datapath::{DropReason, Verdict, process};
+use datapath::{DropReason, Verdict};
 use etherparse::{IpNumber, PacketBuilder};
 use serde_yaml::Value;
 
@@ -426,32 +422,12 @@ enum Outcome {
     Other(String),
 }
 
-#[derive(Default)]
-struct Recorder {
-    policies: Vec<String>,
-    direction: Option<&'static str>,
-}
-
-impl Observer for Recorder {
-    fn policies(&mut self, names: &[&str]) {
-        self.policies.extend(names.iter().map(|n| n.to_string()));
-    }
-
-    fn policy_direction(&mut self, direction: PolicyDirection) {
-        self.direction = Some(direction.as_str());
-    }
-}
-
 fn gateway_mac(node: &str) -> [u8; 6] {
     if node == "node-a" {
         [0x0a, 0x58, 10, 244, 1, 1]
     } else {
         [0x0a, 0x58, 10, 244, 2, 1]
     }
-}
-
-fn pod_mac(ip: [u8; 4]) -> [u8; 6] {
-    [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]
 }
 
 /// A first packet: TCP SYN, a UDP datagram, or an SCTP INIT.
@@ -472,42 +448,7 @@ fn first_packet(src: &ModelPod, dst: [u8; 4], proto: Proto, sport: u16, dport: u
     out
 }
 
-/// An SCTP packet holding one INIT chunk, with its CRC32c.
-fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = Vec::with_capacity(32);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes()); // verification tag: 0 on INIT
-    p.extend_from_slice(&0u32.to_be_bytes()); // checksum, filled below
-    p.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // initiate tag
-    p.extend_from_slice(&65_535u32.to_be_bytes()); // a_rwnd
-    p.extend_from_slice(&10u16.to_be_bytes()); // outbound streams
-    p.extend_from_slice(&10u16.to_be_bytes()); // inbound streams
-    p.extend_from_slice(&1u32.to_be_bytes()); // initial TSN
-    let crc = crc32c(&p);
-    p[8..12].copy_from_slice(&crc.to_le_bytes());
-    p
-}
-
-/// One step through `process` with fresh flow state.
-fn step(tables: &Tables, port: PortId, packet: &[u8]) -> (Verdict, Vec<u8>, Recorder) {
-    let mut buf = vec![0u8; DEFAULT_HEADROOM + packet.len() + 256];
-    let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, packet).expect("buffer fits");
-    let mut rec = Recorder::default();
-    let mut flows = Flows::default();
-    let verdict = process(
-        tables,
-        &mut flows,
-        1_000_000_000,
-        port,
-        &mut frame,
-        &mut rec,
-    );
-    (verdict, frame.data().to_vec(), rec)
-}
-
-fn judged(verdict: Verdict, rec: Recorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
+fn judged(verdict: Verdict, rec: PolicyRecorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
     match verdict {
         Verdict::Forward(p) if delivered(p) => Outcome::Allowed,
         Verdict::Drop(DropReason::PolicyDenied) => {

@@ -126,7 +126,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use support::{TempDir, crc32c};
+use support::{TempDir, pod_mac, sctp_init};
 
 use control::state::load_state_dir;
 use control::translate::translate;
@@ -2089,10 +2089,6 @@ fn pod_port(tables: &Tables, i: usize) -> PortId {
         .unwrap_or_else(|| panic!("no port for {}", pod_str(i)))
 }
 
-fn pod_mac(ip: [u8; 4]) -> [u8; 6] {
-    [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]
-}
-
 fn gateway_mac(node: usize) -> [u8; 6] {
     pod_mac(NODES[node].4)
 }
@@ -2182,22 +2178,4 @@ fn build(
             .expect("SCTP builds"),
     }
     out
-}
-
-/// An SCTP packet holding one INIT chunk, with its CRC32c.
-fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = Vec::with_capacity(32);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes()); // verification tag: 0 on INIT
-    p.extend_from_slice(&0u32.to_be_bytes()); // checksum, below
-    p.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length
-    p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes()); // initiate tag
-    p.extend_from_slice(&65_535u32.to_be_bytes()); // a_rwnd
-    p.extend_from_slice(&10u16.to_be_bytes()); // outbound streams
-    p.extend_from_slice(&10u16.to_be_bytes()); // inbound streams
-    p.extend_from_slice(&7u32.to_be_bytes()); // initial TSN
-    let crc = crc32c(&p);
-    p[8..12].copy_from_slice(&crc.to_le_bytes());
-    p
 }
