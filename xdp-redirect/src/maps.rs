@@ -1,0 +1,156 @@
+//! The maps the XDP programs read and the agent fills, with `#[repr(C)]` twins of the C
+//! structs in `bpf/redirect.bpf.c`. Each twin is defined once, here, with a size assert so a
+//! change on one side that is not made on the other fails the build instead of silently
+//! misreading keys.
+
+use std::mem::size_of;
+use std::net::Ipv4Addr;
+
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, PerCpuArray};
+
+use crate::XdpError;
+
+const XSKS: &str = "xsks";
+const NODE_ADDRS: &str = "node_addrs";
+const VXLAN_CFG: &str = "vxlan_cfg";
+const FRONTENDS: &str = "frontends";
+const REASONS: &str = "reasons";
+
+/// C `struct vxlan_cfg`: this node's underlay address and VXLAN UDP port.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanCfg {
+    /// Network byte order, as it sits in the IPv4 header.
+    node_ip: u32,
+    /// Host byte order.
+    port: u16,
+    pad: u16,
+}
+
+const _: () = assert!(size_of::<VxlanCfg>() == 8);
+
+// SAFETY: repr(C), only integer fields, no implicit padding (the size assert proves it).
+unsafe impl aya::Pod for VxlanCfg {}
+
+impl VxlanCfg {
+    pub fn new(node_ip: Ipv4Addr, port: u16) -> Self {
+        Self {
+            node_ip: ip_key(node_ip),
+            port,
+            pad: 0,
+        }
+    }
+}
+
+/// C `struct frontend_key`: a NodePort / ExternalIP / LoadBalancer frontend.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrontendKey {
+    /// Network byte order.
+    addr: u32,
+    /// Host byte order.
+    port: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP).
+    proto: u8,
+    /// Part of the hash key, so always zero.
+    pad: u8,
+}
+
+const _: () = assert!(size_of::<FrontendKey>() == 8);
+
+// SAFETY: repr(C), only integer fields, no implicit padding (the size assert proves it).
+unsafe impl aya::Pod for FrontendKey {}
+
+impl FrontendKey {
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const SCTP: u8 = 132;
+
+    pub fn new(addr: Ipv4Addr, port: u16, proto: u8) -> Self {
+        Self {
+            addr: ip_key(addr),
+            port,
+            proto,
+            pad: 0,
+        }
+    }
+}
+
+/// C `enum reason`: why a program redirected or passed a packet; the index into the
+/// per-CPU `reasons` counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Reason {
+    UplinkVxlan = 0,
+    UplinkFrontend = 1,
+    UplinkPass = 2,
+    PodRedirect = 3,
+    PodToNode = 4,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::UplinkVxlan,
+        Reason::UplinkFrontend,
+        Reason::UplinkPass,
+        Reason::PodRedirect,
+        Reason::PodToNode,
+    ];
+}
+
+/// The kernel compares the raw header bytes, so the key is the address's bytes in wire
+/// order reinterpreted as a native u32.
+fn ip_key(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, XdpError> {
+    ebpf.map_mut(name).ok_or(XdpError::MissingMap(name))
+}
+
+/// Sets this node's underlay address and VXLAN port; until then the uplink program
+/// redirects no VXLAN.
+pub fn set_vxlan(ebpf: &mut Ebpf, cfg: VxlanCfg) -> Result<(), XdpError> {
+    let mut map: Array<_, VxlanCfg> = Array::try_from(map_mut(ebpf, VXLAN_CFG)?)?;
+    map.set(0, cfg, 0)?;
+    Ok(())
+}
+
+/// Adds one of the node's own addresses (pod program passes IPv4 to it to the kernel).
+pub fn add_node_addr(ebpf: &mut Ebpf, addr: Ipv4Addr) -> Result<(), XdpError> {
+    let mut map: HashMap<_, u32, u8> = HashMap::try_from(map_mut(ebpf, NODE_ADDRS)?)?;
+    map.insert(ip_key(addr), 1, 0)?;
+    Ok(())
+}
+
+pub fn remove_node_addr(ebpf: &mut Ebpf, addr: Ipv4Addr) -> Result<(), XdpError> {
+    let mut map: HashMap<_, u32, u8> = HashMap::try_from(map_mut(ebpf, NODE_ADDRS)?)?;
+    map.remove(&ip_key(addr))?;
+    Ok(())
+}
+
+/// Adds a Service frontend the uplink program redirects.
+pub fn add_frontend(ebpf: &mut Ebpf, key: FrontendKey) -> Result<(), XdpError> {
+    let mut map: HashMap<_, FrontendKey, u8> = HashMap::try_from(map_mut(ebpf, FRONTENDS)?)?;
+    map.insert(key, 1, 0)?;
+    Ok(())
+}
+
+pub fn remove_frontend(ebpf: &mut Ebpf, key: FrontendKey) -> Result<(), XdpError> {
+    let mut map: HashMap<_, FrontendKey, u8> = HashMap::try_from(map_mut(ebpf, FRONTENDS)?)?;
+    map.remove(&key)?;
+    Ok(())
+}
+
+/// The `reasons` counter for `reason`, summed over CPUs.
+pub fn reason_count(ebpf: &Ebpf, reason: Reason) -> Result<u64, XdpError> {
+    let map = ebpf.map(REASONS).ok_or(XdpError::MissingMap(REASONS))?;
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    Ok(map.get(&(reason as u32), 0)?.iter().sum())
+}
+
+/// The XSKMAP the programs redirect into, keyed by rx queue index (for the AF_XDP code).
+pub fn xsk_map(ebpf: &mut Ebpf) -> Result<aya::maps::XskMap<&mut aya::maps::MapData>, XdpError> {
+    Ok(aya::maps::XskMap::try_from(map_mut(ebpf, XSKS)?)?)
+}
