@@ -21,7 +21,10 @@ pub mod maps;
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError};
 
-pub use maps::{FrontendKey, Reason, VxlanCfg};
+pub use maps::{
+    FrontendKey, Reason, VxlanCfg, add_frontend, add_node_addr, reason_count, remove_frontend,
+    remove_node_addr, set_vxlan, xsk_map,
+};
 
 /// Name of the uplink XDP program in the object.
 pub const UPLINK_PROGRAM: &str = "xdp_uplink";
