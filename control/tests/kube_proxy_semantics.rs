@@ -47,10 +47,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use support::{TempDir, crc32c, sctp_init};
+use support::{TempDir, crc32c, sctp_init, tables_for};
 
-use control::state::load_state_dir;
-use control::translate::translate;
 use datapath::conntrack::Flows;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::observer::Observer;
@@ -1354,16 +1352,9 @@ fn scenario_tables(name: &str, manifests: &[String]) -> Tables {
     dir.write("kxdp.yaml", KXDP_YAML);
     dir.write("00-base.yaml", &base_manifests());
     dir.write("10-services.yaml", &manifests.concat());
-    let state = load_state_dir(dir.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(state.warnings.is_empty(), "{name}: {:?}", state.warnings);
-    let translated = translate(&state.cluster, &state.config, "node-a", 1)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(
-        translated.warnings.is_empty(),
-        "{name}: translate warnings: {:?}",
-        translated.warnings
-    );
-    translated.tables
+    tables_for(dir.path(), name, &["node-a"], 1)
+        .pop()
+        .unwrap_or_else(|| unreachable!("one node asked, one table built"))
 }
 
 fn run_scenario(name: &str, manifests: &[String], probes: &[Probe]) {

@@ -47,10 +47,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use support::{PolicyRecorder, TempDir, pod_mac, sctp_init, step};
+use support::{PolicyRecorder, TempDir, pod_mac, sctp_init, step, tables_for};
 
-use control::state::load_state_dir;
-use control::translate::translate;
 use datapath::tables::{PortId, Tables};
 use datapath::{DropReason, Verdict};
 use etherparse::{IpNumber, PacketBuilder};
@@ -370,17 +368,12 @@ impl Cluster {
         for (name, text) in policies {
             dir.write(&format!("50-{name}"), text);
         }
-        let state = load_state_dir(dir.path()).unwrap_or_else(|e| panic!("{tag}: {e}"));
-        assert!(state.warnings.is_empty(), "{tag}: {:?}", state.warnings);
-        let tables = |node: &str| {
-            let t = translate(&state.cluster, &state.config, node, 1)
-                .unwrap_or_else(|e| panic!("{tag}: {node}: {e}"));
-            assert!(t.warnings.is_empty(), "{tag}: {node}: {:?}", t.warnings);
-            t.tables
-        };
+        let [node_a, node_b]: [Tables; 2] = tables_for(dir.path(), tag, &["node-a", "node-b"], 1)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two nodes asked, two tables built"));
         Cluster {
-            node_a: tables("node-a"),
-            node_b: tables("node-b"),
+            node_a,
+            node_b,
             model,
         }
     }

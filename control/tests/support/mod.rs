@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use control::state::load_state_dir;
+use control::translate::translate;
 use datapath::conntrack::Flows;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::observer::Observer;
@@ -123,4 +125,24 @@ pub fn step(tables: &Tables, port: PortId, packet: &[u8]) -> (Verdict, Vec<u8>, 
         &mut rec,
     );
     (verdict, frame.data().to_vec(), rec)
+}
+
+/// Loads the state directory `dir` and translates it for each of `nodes`, asserting that
+/// neither step warns (a warning means a test manifest is not what the test thinks).
+pub fn tables_for(dir: &Path, tag: &str, nodes: &[&str], generation: u64) -> Vec<Tables> {
+    let state = load_state_dir(dir).unwrap_or_else(|e| panic!("{tag}: {e}"));
+    assert!(state.warnings.is_empty(), "{tag}: {:?}", state.warnings);
+    nodes
+        .iter()
+        .map(|node| {
+            let t = translate(&state.cluster, &state.config, node, generation)
+                .unwrap_or_else(|e| panic!("{tag}: {node}: {e}"));
+            assert!(
+                t.warnings.is_empty(),
+                "{tag}: {node}: translate warnings: {:?}",
+                t.warnings
+            );
+            t.tables
+        })
+        .collect()
 }
