@@ -17,6 +17,8 @@
 //! IPv4 only.
 
 pub mod maps;
+pub mod worker;
+pub mod xsk;
 
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError};
@@ -25,6 +27,11 @@ pub use maps::{
     FrontendKey, Reason, VxlanCfg, add_frontend, add_node_addr, reason_count, remove_frontend,
     remove_node_addr, set_vxlan, xsk_map,
 };
+pub use worker::{
+    PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle, WorkerStats,
+    spawn,
+};
+pub use xsk::{FrameLedger, UmemConfig};
 
 /// Name of the uplink XDP program in the object.
 pub const UPLINK_PROGRAM: &str = "xdp_uplink";
