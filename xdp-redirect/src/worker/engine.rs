@@ -75,6 +75,8 @@ struct Counters {
     generation_sweeps: u64,
     flows_ended: u64,
     flows_expired: u64,
+    /// XDP_STATISTICS of sockets already closed (so totals do not shrink).
+    closed_xdp: XdpSocketStats,
 }
 
 pub(super) struct Worker {
@@ -115,7 +117,9 @@ fn lock_flows(flows: &Mutex<SharedFlows>) -> MutexGuard<'_, SharedFlows> {
     // A worker that panicked while holding the lock left a table that is still
     // structurally sound (process never leaves it half-updated across a panic point that
     // matters more than losing the node's datapath); keep going.
-    flows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    flows
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Worker {
@@ -318,10 +322,14 @@ impl Worker {
             if (rx.offset as usize) < DEFAULT_HEADROOM {
                 c.low_headroom += 1;
             }
+            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
+                ledger.release(rx.frame);
+                continue;
+            };
             // SAFETY: `receive` moved this frame to the worker in the ledger; the kernel no
             // longer touches it and nothing else borrows it until it is queued for
             // transmission or released below, after `frame` is gone.
-            let buf = unsafe { area.frame_mut(rx.frame) };
+            let buf = unsafe { ptr.as_mut() };
             let mut frame = Frame::new(buf, rx.offset as usize, rx.len as usize);
             let verdict = match sock.port_id {
                 Some(port) => process(
@@ -510,16 +518,19 @@ impl Worker {
                 continue;
             }
             let want = s.fill_target - s.in_fill;
-            s.in_fill += s
-                .xsk
-                .fill(&mut self.ledger, &self.area, slot as u16, want);
+            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
         }
     }
 
     /// Half the frames are for receiving, split among the open sockets (at least
     /// `MIN_FILL` each, at most the fill ring); the rest are in flight to tx.
     fn retarget_fills(&mut self) {
-        let open = self.sockets.iter().flatten().filter(|s| s.is_open()).count() as u32;
+        let open = self
+            .sockets
+            .iter()
+            .flatten()
+            .filter(|s| s.is_open())
+            .count() as u32;
         if open == 0 {
             return;
         }
@@ -591,14 +602,10 @@ impl Worker {
             self.umem = Some(umem);
         }
         let opened = match &self.umem {
-            Some(umem) => XskSocket::open(
-                umem,
-                anchor,
-                spec.ifindex,
-                self.cfg.queue,
-                &self.cfg.umem,
-            )
-            .map_err(|e| socket_error(e.step, e.source)),
+            Some(umem) => {
+                XskSocket::open(umem, anchor, spec.ifindex, self.cfg.queue, &self.cfg.umem)
+                    .map_err(|e| socket_error(e.step, e.source))
+            }
             None => Err(socket_error(
                 "UMEM registration",
                 std::io::Error::other("no UMEM"),
@@ -643,9 +650,7 @@ impl Worker {
         self.remap_now();
         if let Some(s) = &mut self.sockets[slot] {
             let want = s.fill_target;
-            s.in_fill += s
-                .xsk
-                .fill(&mut self.ledger, &self.area, slot as u16, want);
+            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
         }
         Ok(fd)
     }
@@ -716,7 +721,10 @@ impl Worker {
         let Some(s) = self.sockets.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let PortSocket { xsk, closing, .. } = s;
+        let PortSocket {
+            xsk, closing, xdp, ..
+        } = s;
+        self.c.closed_xdp.add(&xsk.statistics().unwrap_or(xdp));
         let fd = xsk.fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         // Closing the socket ends the kernel's use of every frame it held.
@@ -777,8 +785,13 @@ impl Worker {
 
     fn snapshot(&self) -> WorkerStats {
         let c = &self.c;
-        let ports: Vec<_> = self.sockets.iter().flatten().map(PortSocket::stats).collect();
-        let mut xdp = XdpSocketStats::default();
+        let ports: Vec<_> = self
+            .sockets
+            .iter()
+            .flatten()
+            .map(PortSocket::stats)
+            .collect();
+        let mut xdp = c.closed_xdp;
         for p in &ports {
             xdp.add(&p.xdp);
         }
