@@ -187,8 +187,9 @@ fn forwards_ping_and_udp_between_two_pods() {
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
     let shared = shared_state(node_tables(1, &[(&a).into(), (&b).into()], &[]));
+    let b_addr = SocketAddr::from((POD_B, 7777));
 
-    let stats = node.within(|| {
+    let (before_swap, stats) = node.within(|| {
         let mut progs = Programs::load();
         let worker = spawn(WorkerConfig::new(0, 0), shared.clone()).expect("spawn");
         plug(&mut progs, &worker, &a, 0, 0, true);
@@ -201,32 +202,79 @@ fn forwards_ping_and_udp_between_two_pods() {
         assert!(out.contains("3 received"), "ping a -> b:\n{out}");
 
         let echo = EchoServer::start(&b, 7777);
-        let (sent, answered) = round_trips(&a, SocketAddr::from((POD_B, 7777)), 200, None);
+        let (sent, answered) = round_trips(&a, b_addr, 200, None);
         assert_eq!((sent, answered), (200, 200), "UDP round trips a -> b -> a");
-        assert!(echo.stop() >= 200);
+        let before_swap = worker.stats();
 
-        let live = worker.stats();
-        assert_accounted(&live);
-        worker.stop().expect("stop")
+        // Generation 2 renumbers the ports (b before a): the idle worker picks it up
+        // within its 100 ms wakeup and maps its sockets to the new ids by name.
+        shared
+            .tables
+            .store(Arc::new(node_tables(2, &[(&b).into(), (&a).into()], &[])));
+        wait_until("generation 2", Duration::from_secs(2), || {
+            worker.published_stats().generation == 2
+        });
+        let renumbered = worker.stats();
+        assert_eq!(renumbered.port(&a.port()).and_then(|p| p.port_id), Some(3));
+        assert_eq!(renumbered.port(&b.port()).and_then(|p| p.port_id), Some(2));
+        let (sent, answered) = round_trips(&a, b_addr, 50, None);
+        assert_eq!(
+            (sent, answered),
+            (50, 50),
+            "still forwarding after renumbering"
+        );
+
+        // Generation 3 no longer has b: a -> b has no route, b's own frames are from an
+        // unknown port.
+        shared
+            .tables
+            .store(Arc::new(node_tables(3, &[(&a).into()], &[])));
+        wait_until("generation 3", Duration::from_secs(2), || {
+            worker.published_stats().generation == 3
+        });
+        let (_, answered) = round_trips_with(&a, b_addr, 3, None, Duration::from_millis(200));
+        assert_eq!(answered, 0, "b is gone from the tables");
+        assert!(
+            !b.ns
+                .exec_ok("ping", &["-c", "1", "-W", "1", &ip_string(POD_A)]),
+            "b has no datapath port any more"
+        );
+        echo.stop();
+        (before_swap, worker.stop().expect("stop"))
     });
 
     eprintln!("forwarding: {stats:#?}");
-    assert_accounted(&stats);
-    assert!(
-        stats.frames.all_free(),
-        "all frames back: {:?}",
-        stats.frames
-    );
+    assert_accounted(&before_swap);
     // 3 pings + 200 datagrams each way, plus ARP.
-    assert!(stats.forwarded >= 2 * 203, "{}", stats.forwarded);
-    assert_eq!(stats.io.total(), 0);
-    for (reason, n) in stats.drops.nonzero() {
+    assert!(
+        before_swap.forwarded >= 2 * 203,
+        "{}",
+        before_swap.forwarded
+    );
+    assert_eq!(before_swap.io.total(), 0);
+    for (reason, n) in before_swap.drops.nonzero() {
         assert_eq!(
             reason,
             DropReason::BroadcastNotForwarded,
             "unexpected drops: {reason:?} x{n}"
         );
     }
+    assert_accounted(&stats);
+    assert!(
+        stats.frames.all_free(),
+        "all frames back: {:?}",
+        stats.frames
+    );
+    assert!(stats.forwarded >= before_swap.forwarded + 2 * 50);
+    assert!(
+        stats.drops.get(DropReason::NoRoute) >= 3,
+        "a -> b after b left"
+    );
+    assert!(
+        stats.drops.get(DropReason::UnknownPort) >= 1,
+        "b's own frames after it left the tables"
+    );
+    assert_eq!(stats.generation, 3);
     assert!(stats.lock_acquisitions > 0);
 }
 
@@ -264,10 +312,12 @@ fn generator_templates() -> Vec<[u8; 64]> {
 /// Compiles and loads the test generator (tests/bpf/kxsk_gen.bpf.c).
 fn load_generator() -> Ebpf {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bpf/kxsk_gen.bpf.c");
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let obj = format!(
-        "{}/kxsk-gen-{}.bpf.o",
+        "{}/kxsk-gen-{}-{}.bpf.o",
         env!("CARGO_TARGET_TMPDIR"),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     );
     run(
         "clang",
@@ -325,21 +375,15 @@ fn generate(ebpf: &Ebpf, ifindex: u32, count: u32) {
     .expect("generator test run");
 }
 
-#[test]
-fn ten_million_packets_and_every_frame_comes_back() {
-    if !root_or_skip("AF_XDP frame accounting") {
-        return;
-    }
-    let _serial = serial();
-    const TARGET: u64 = 10_000_000;
-    const CHUNK: u32 = 1 << 18;
-    let node = Netns::new("acct");
-    // pod a's port (the worker receives here) and the generator's end of its veth
-    veth_pair(&node, "kxsk-a", "kxsk-ag", 1);
-    // pod b's port (forwards go out here) and a peer that discards them
-    veth_pair(&node, "kxsk-b", "kxsk-bp", 1);
-    // the host port: passes are re-injected to the kernel side, kxsk-hk
-    veth_pair(&node, "kxsk-dp", "kxsk-hk", 1);
+/// The generator topology: pod a's port `kxsk-a` (the workers receive here, xdp_pod,
+/// slots 0..queues) whose peer `kxsk-ag` the generator transmits from; pod b's port
+/// `kxsk-b` (forwards go out here) with a peer that discards them; the host port
+/// `kxsk-dp`, whose kernel side `kxsk-hk` gets the passes. All in one namespace.
+fn generator_node(queues: u32) -> (Netns, xdp_redirect::SharedState) {
+    let node = Netns::new("gen");
+    veth_pair(&node, "kxsk-a", "kxsk-ag", queues);
+    veth_pair(&node, "kxsk-b", "kxsk-bp", queues);
+    veth_pair(&node, "kxsk-dp", "kxsk-hk", queues);
     node.ip(&["link", "set", "kxsk-hk", "address", &mac_string(HOST_MAC)]);
     let pods = [
         TestPod {
@@ -353,37 +397,61 @@ fn ten_million_packets_and_every_frame_comes_back() {
             ip: POD_B,
         },
     ];
-    let shared = shared_state(node_tables(1, &pods, &[]));
+    (node, shared_state(node_tables(1, &pods, &[])))
+}
+
+/// Opens the generator topology's ports on `worker` (its queue), host first (it anchors
+/// the UMEM, as in the agent), and puts its pod-a socket into the XSKMAP.
+fn open_generator_ports(progs: &mut Programs, worker: &xdp_redirect::WorkerHandle, queue: u32) {
+    for (name, ifname) in [
+        ("host", "kxsk-dp"),
+        ("pod-t-b", "kxsk-b"),
+        ("pod-t-a", "kxsk-a"),
+    ] {
+        let fd = worker
+            .add_port(PortSpec {
+                name: name.into(),
+                ifindex: ifindex(ifname),
+            })
+            .expect("add_port");
+        if name == "pod-t-a" {
+            if queue == 0 {
+                progs.attach(POD_PROGRAM, ifname, 0);
+            }
+            progs.set_xsk(queue, fd);
+        }
+    }
+}
+
+fn pin_current_thread(cpu: usize) {
+    assert!(
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
+        "pin to cpu {cpu}"
+    );
+}
+
+#[test]
+fn ten_million_packets_and_every_frame_comes_back() {
+    if !root_or_skip("AF_XDP frame accounting") {
+        return;
+    }
+    let _serial = serial();
+    const TARGET: u64 = 10_000_000;
+    const CHUNK: u32 = 1 << 18;
+    let (node, shared) = generator_node(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let (stats, mid, elapsed, generated) = node.within(|| {
         // Generator (and the veth NAPI it drives) on CPU 0, the worker on CPU 1.
         if cpus > 1 {
-            assert!(core_affinity::set_for_current(core_affinity::CoreId {
-                id: 0
-            }));
+            pin_current_thread(0);
         }
         let generator = load_generator();
         let mut progs = Programs::load();
         let mut cfg = WorkerConfig::new(0, 0);
         cfg.cpu = (cpus > 1).then_some(1);
         let worker = spawn(cfg, shared.clone()).expect("spawn");
-        for (name, ifname) in [
-            ("host", "kxsk-dp"),
-            ("pod-t-b", "kxsk-b"),
-            ("pod-t-a", "kxsk-a"),
-        ] {
-            let fd = worker
-                .add_port(PortSpec {
-                    name: name.into(),
-                    ifindex: ifindex(ifname),
-                })
-                .expect("add_port");
-            if name == "pod-t-a" {
-                progs.attach(POD_PROGRAM, ifname, 0);
-                progs.set_xsk(0, fd);
-            }
-        }
+        open_generator_ports(&mut progs, &worker, 0);
         let gen_if = ifindex("kxsk-ag");
         let start = Instant::now();
         let mut generated = 0u64;
@@ -714,5 +782,89 @@ fn without_a_shared_flow_table_the_reply_is_not_translated() {
         stats[1]
             .port("pod-t-server")
             .is_some_and(|p| p.rx_packets >= 3)
+    );
+}
+
+#[test]
+fn two_busy_workers_share_the_flow_table_lock() {
+    if !root_or_skip("AF_XDP flow lock under load") {
+        return;
+    }
+    let _serial = serial();
+    const WORKERS: u32 = 2;
+    const PER_WORKER: u64 = 1_000_000;
+    const CHUNK: u32 = 1 << 16;
+    let (node, shared) = generator_node(WORKERS);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "needs two CPUs to feed two queues");
+    let path = node.path();
+
+    let (stats, elapsed) = node.within(|| {
+        let mut progs = Programs::load();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|q| {
+                let w = spawn(WorkerConfig::new(q as usize, q), shared.clone()).expect("spawn");
+                open_generator_ports(&mut progs, &w, q);
+                w
+            })
+            .collect();
+        let start = Instant::now();
+        // One generator per CPU: veth delivers XDP_TX frames to rx queue cpu % queues,
+        // so generator i feeds worker i. Each stops when its worker has its share.
+        std::thread::scope(|s| {
+            for (q, w) in workers.iter().enumerate() {
+                let path = path.clone();
+                s.spawn(move || {
+                    enter(&path);
+                    pin_current_thread(q);
+                    let generator = load_generator();
+                    let gen_if = ifindex("kxsk-ag");
+                    while w.published_stats().rx_packets < PER_WORKER {
+                        generate(&generator, gen_if, CHUNK);
+                        assert!(
+                            start.elapsed() < Duration::from_secs(120),
+                            "worker {q} starved"
+                        );
+                    }
+                });
+            }
+        });
+        let elapsed = start.elapsed();
+        for w in &workers {
+            wait_until("the worker to drain", Duration::from_secs(10), || {
+                let s = w.stats();
+                s.frames.in_worker == 0 && s.frames.in_tx == 0 && s.frames.in_rx == 0
+            });
+        }
+        progs.remove_xsk(0);
+        progs.remove_xsk(1);
+        let stats: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.stop().expect("stop"))
+            .collect();
+        (stats, elapsed)
+    });
+
+    let secs = elapsed.as_secs_f64();
+    let total: u64 = stats.iter().map(|s| s.rx_packets).sum();
+    for s in &stats {
+        eprintln!(
+            "flow lock: worker {} rx {} in {secs:.2} s; lock taken {} times, wait mean {} ns, \
+             max {} ns, total {:.1} ms ({:.2}% of its busy time)",
+            s.id,
+            s.rx_packets,
+            s.lock_acquisitions,
+            s.mean_lock_wait_ns(),
+            s.lock_wait_max_ns,
+            s.lock_wait_ns as f64 / 1e6,
+            s.lock_wait_ns as f64 / s.busy_ns.max(1) as f64 * 100.0
+        );
+        assert!(s.rx_packets >= PER_WORKER);
+        assert_accounted(s);
+        assert!(s.frames.all_free(), "{:?}", s.frames);
+    }
+    eprintln!(
+        "flow lock: {total} frames through two workers in {secs:.2} s = {:.2} Mpps",
+        total as f64 / secs / 1e6
     );
 }

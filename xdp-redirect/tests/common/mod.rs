@@ -135,6 +135,17 @@ impl Netns {
         run("nsenter", &all)
     }
 
+    /// Runs a command inside the namespace; returns whether it succeeded (for commands
+    /// expected to fail).
+    pub fn exec_ok(&self, cmd: &str, args: &[&str]) -> bool {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .arg(cmd)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// Runs `f` on a thread inside this namespace and returns its result.
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = self.path();
