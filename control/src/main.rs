@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
+        Command::Agent(args) => match control::agent::run(&args.into()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }
 
