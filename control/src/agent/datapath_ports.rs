@@ -40,13 +40,12 @@ struct OpenPort {
     ifname: String,
     ifindex: u32,
     base: u32,
-    program: PortProgram,
     attachment: xdp_redirect::Attachment,
     container_id: Option<String>,
 }
 
 /// XSKMAP size in slots (the C `xsks` map's max_entries).
-const XSK_SLOTS: u32 = xdp_redirect::XSK_SLOTS;
+const XSK_SLOTS: u32 = xdp_redirect::XSKS_ENTRIES;
 
 #[derive(Debug)]
 pub struct DatapathPorts {
@@ -82,7 +81,8 @@ impl DatapathPorts {
             }
         }
         // Highest base first so pop() hands out low slots first (readable in bpftool).
-        let free_bases = (0..XSK_SLOTS / queues).rev().map(|b| b * queues).collect();
+        let blocks = (XSK_SLOTS / queues).min(xdp_redirect::PORT_SLOTS_ENTRIES);
+        let free_bases = (0..blocks).rev().map(|b| b * queues).collect();
         Ok(DatapathPorts {
             ebpf,
             maps: KernelMaps::default(),
@@ -135,7 +135,6 @@ impl DatapathPorts {
                         ifname: ifname.to_string(),
                         ifindex,
                         base,
-                        program,
                         attachment,
                         container_id,
                     },
@@ -159,7 +158,7 @@ impl DatapathPorts {
         base: u32,
         program: PortProgram,
     ) -> Result<xdp_redirect::Attachment, String> {
-        let attachment = xdp_redirect::attach(&mut self.ebpf, program.name(), ifname)
+        let attachment = xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
             .map_err(|e| e.to_string())?;
         let mut opened = 0;
         let result = (|| {
@@ -181,7 +180,7 @@ impl DatapathPorts {
                 let _ = xdp_redirect::remove_xsk(&mut self.ebpf, base + i as u32);
                 let _ = worker.remove_port(name);
             }
-            let _ = xdp_redirect::detach(&mut self.ebpf, program.name(), attachment);
+            let _ = xdp_redirect::detach(&mut self.ebpf, attachment);
             return Err(e);
         }
         Ok(attachment)
@@ -204,10 +203,8 @@ impl DatapathPorts {
                 problems.push(format!("worker {i}: {e}"));
             }
         }
-        // The interface may be gone already (the pod's netns was deleted first).
-        if netdev::exists(&port.ifname)
-            && let Err(e) = xdp_redirect::detach(&mut self.ebpf, port.program.name(), port.attachment)
-        {
+        // Works when the interface is gone already (the pod's netns was deleted first).
+        if let Err(e) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
             problems.push(format!("detaching from {}: {e}", port.ifname));
         }
         self.free_bases.push(port.base);
