@@ -124,7 +124,9 @@ mod tests {
             "--summary",
         ])
         .unwrap();
-        let Command::Replay(args) = cli.command;
+        let Command::Replay(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
         assert_eq!(args.inputs.len(), 2);
         assert_eq!(args.inputs[1].port, "host");
         assert!(args.summary);

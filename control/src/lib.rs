@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod agent_api;
 pub mod cli;
 pub mod config;
 pub mod replay;

@@ -29,8 +29,7 @@ impl Drop for ApiSocket {
 /// answers on is an error, so two agents never fight over a node.
 pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -39,7 +38,8 @@ pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, String> {
                 path.display()
             ));
         }
-        std::fs::remove_file(path).map_err(|e| format!("removing stale {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale {}: {e}", path.display()))?;
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;

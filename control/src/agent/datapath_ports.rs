@@ -127,7 +127,7 @@ impl DatapathPorts {
             .free_bases
             .pop()
             .ok_or_else(|| format!("port {name}: no free XSKMAP slots"))?;
-        match self.open_at(name, ifname, ifindex, base, program) {
+        match self.open_at(name, ifindex, base, program) {
             Ok(attachment) => {
                 self.ports.insert(
                     name.to_string(),
@@ -153,7 +153,6 @@ impl DatapathPorts {
     fn open_at(
         &mut self,
         name: &str,
-        ifname: &str,
         ifindex: u32,
         base: u32,
         program: PortProgram,

@@ -64,10 +64,16 @@ impl KernelMaps {
 
         let frontends = wanted_frontends(tables);
         for (addr, port, proto) in self.frontends.difference(&frontends) {
-            xdp_redirect::remove_frontend(ebpf, FrontendKey::new(Ipv4Addr::from(*addr), *port, *proto))?;
+            xdp_redirect::remove_frontend(
+                ebpf,
+                FrontendKey::new(Ipv4Addr::from(*addr), *port, *proto),
+            )?;
         }
         for (addr, port, proto) in frontends.difference(&self.frontends) {
-            xdp_redirect::add_frontend(ebpf, FrontendKey::new(Ipv4Addr::from(*addr), *port, *proto))?;
+            xdp_redirect::add_frontend(
+                ebpf,
+                FrontendKey::new(Ipv4Addr::from(*addr), *port, *proto),
+            )?;
         }
         self.frontends = frontends;
         Ok(())

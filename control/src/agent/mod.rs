@@ -75,7 +75,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     spawn_signal_thread(events_tx.clone())?;
 
     let tables = Arc::new(ArcSwap::from_pointee(first.tables));
-    let mut flows = Flows::new(first.config.conntrack.clone());
+    let mut flows = Flows::new(first.config.conntrack);
     flows.preallocate();
     let shared = SharedState {
         tables: tables.clone(),
@@ -224,13 +224,22 @@ impl Control<'_> {
             ports: self.ports.names(),
             table_ports: tables.ports.iter().map(|p| p.name.clone()).collect(),
             gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
-            pod_cidrs: tables.node.pod_cidrs.iter().map(|c| c.to_string()).collect(),
+            pod_cidrs: tables
+                .node
+                .pod_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             pod_mtu: self.pod_mtu,
         }
     }
 }
 
-fn host_plan(tables: &Tables, config: &crate::config::AgentConfig, queues: u32) -> netdev::HostPortPlan {
+fn host_plan(
+    tables: &Tables,
+    config: &crate::config::AgentConfig,
+    queues: u32,
+) -> netdev::HostPortPlan {
     let routed = config
         .service_cidrs
         .iter()
@@ -241,7 +250,11 @@ fn host_plan(tables: &Tables, config: &crate::config::AgentConfig, queues: u32) 
     netdev::HostPortPlan {
         gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
         routed,
-        mtu: u32::from(config.underlay_mtu.saturating_sub(crate::config::VXLAN_OVERHEAD)),
+        mtu: u32::from(
+            config
+                .underlay_mtu
+                .saturating_sub(crate::config::VXLAN_OVERHEAD),
+        ),
         queues,
     }
 }

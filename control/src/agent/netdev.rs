@@ -143,12 +143,24 @@ pub fn create_host_port(plan: &HostPortPlan) -> Result<(), NetdevError> {
         // The kernel leaves L4 checksums of what it sends over a veth partial; the
         // datapath rewrites headers and must be handed whole checksums (ARCHITECTURE §5).
         ethtool(&["-K", HOST_VETH, "tx", "off"])?;
-        ip(&["addr", "add", &format!("{}/32", plan.gateway), "dev", HOST_VETH])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/32", plan.gateway),
+            "dev",
+            HOST_VETH,
+        ])?;
         ip(&["link", "set", DATAPATH_VETH, "up"])?;
         ip(&["link", "set", HOST_VETH, "up"])?;
         for cidr in &plan.routed {
             ip(&[
-                "route", "replace", cidr, "dev", HOST_VETH, "src", &plan.gateway,
+                "route",
+                "replace",
+                cidr,
+                "dev",
+                HOST_VETH,
+                "src",
+                &plan.gateway,
             ])?;
         }
         // Replies to what the node sent through kxdp-host may come back on other
