@@ -165,7 +165,9 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     line.push(b'\n');
     let left = time_left(deadline).map_err(|e| io_or_timeout(e, timeout))?;
     stream.set_write_timeout(left).map_err(ApiError::Io)?;
-    stream.write_all(&line).map_err(|e| io_or_timeout(e, timeout))?;
+    stream
+        .write_all(&line)
+        .map_err(|e| io_or_timeout(e, timeout))?;
     let mut reader = LineReader::new(stream);
     let answer = match reader.next_line(|| time_left(deadline)) {
         Ok(Some(answer)) => answer,
@@ -279,7 +281,9 @@ impl LineReader {
                 self.buf.clear();
             }
             if let Some(t) = timeout().map_err(LineError::Io)? {
-                self.stream.set_read_timeout(Some(t)).map_err(LineError::Io)?;
+                self.stream
+                    .set_read_timeout(Some(t))
+                    .map_err(LineError::Io)?;
             }
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
@@ -372,7 +376,10 @@ mod tests {
 
     #[test]
     fn response_shapes() {
-        assert_eq!(serde_json::to_value(Response::ok()).unwrap(), json!({"ok":true}));
+        assert_eq!(
+            serde_json::to_value(Response::ok()).unwrap(),
+            json!({"ok":true})
+        );
         assert_eq!(
             serde_json::to_value(Response::error("no such port")).unwrap(),
             json!({"ok":false,"error":"no such port"})
@@ -450,7 +457,13 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(!lines[0].ok);
-        assert!(lines[0].error.as_deref().unwrap().starts_with("bad request"));
+        assert!(
+            lines[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("bad request")
+        );
         assert_eq!(lines[1].status, Some(sample_status()));
         server.join().unwrap().unwrap();
     }
@@ -486,7 +499,8 @@ mod tests {
 
     #[test]
     fn call_reports_missing_agent_as_unreachable() {
-        let path = std::env::temp_dir().join(format!("kcni-api-{}-absent.sock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("kcni-api-{}-absent.sock", std::process::id()));
         let err = call(&path, &Request::Status, Duration::from_secs(1)).unwrap_err();
         assert!(err.is_unreachable(), "{err}");
     }

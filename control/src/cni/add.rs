@@ -67,7 +67,11 @@ pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
 }
 
 fn exists(details: String) -> CniError {
-    CniError::new(code::ALREADY_EXISTS, "the attachment already exists", details)
+    CniError::new(
+        code::ALREADY_EXISTS,
+        "the attachment already exists",
+        details,
+    )
 }
 
 /// What ADD has done so far, to be undone in reverse order if a later step fails.
@@ -100,7 +104,11 @@ impl Undo {
                     .map_err(CniError::from),
                 Done::Ipam => s.ipam.del(&s.inv.ipam_vars(att)),
                 Done::Record => s.records.remove(s.host_veth).map_err(|e| {
-                    CniError::new(code::STATE_FAILED, "removing the attachment record", e.to_string())
+                    CniError::new(
+                        code::STATE_FAILED,
+                        "removing the attachment record",
+                        e.to_string(),
+                    )
                 }),
             };
             if let Err(e) = outcome {
@@ -142,7 +150,11 @@ impl Steps<'_> {
                 netns: self.netns.display().to_string(),
             })
             .map_err(|e| {
-                CniError::new(code::STATE_FAILED, "writing the attachment record", e.to_string())
+                CniError::new(
+                    code::STATE_FAILED,
+                    "writing the attachment record",
+                    e.to_string(),
+                )
             })?;
         undo.0.push(Done::Record);
 
@@ -232,7 +244,10 @@ impl Steps<'_> {
     /// datapath answers ARP only for its own gateway, and routes only its PodCIDRs here.
     fn pod_addrs(&self, r: &CniResult) -> Result<Vec<PodAddr>, CniError> {
         if r.ips.is_empty() {
-            return Err(invalid(format!("IPAM plugin {} gave no address", self.ipam.name())));
+            return Err(invalid(format!(
+                "IPAM plugin {} gave no address",
+                self.ipam.name()
+            )));
         }
         r.ips
             .iter()
@@ -309,8 +324,12 @@ impl Steps<'_> {
         }
         self.tools.set_up(pod, ifname)?;
         for a in addrs {
-            self.tools
-                .replace_route(pod, IpPrefix::default_for(a.addr.ip), Some(a.gateway), ifname)?;
+            self.tools.replace_route(
+                pod,
+                IpPrefix::default_for(a.addr.ip),
+                Some(a.gateway),
+                ifname,
+            )?;
         }
         for r in extra_routes {
             self.tools.replace_route(pod, r.dst, r.gw, ifname)?;
@@ -336,5 +355,9 @@ impl Steps<'_> {
 }
 
 fn invalid(details: String) -> CniError {
-    CniError::new(code::INVALID_CONFIG, "the IPAM result does not fit this node", details)
+    CniError::new(
+        code::INVALID_CONFIG,
+        "the IPAM result does not fit this node",
+        details,
+    )
 }

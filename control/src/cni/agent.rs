@@ -86,7 +86,11 @@ impl Agent {
         };
         self.call(&req, QUICK).map(drop).map_err(|e| {
             if e.code == code::AGENT_REFUSED {
-                CniError::new(code::CHECK_MISMATCH, "the agent does not serve the pod's port", e.details)
+                CniError::new(
+                    code::CHECK_MISMATCH,
+                    "the agent does not serve the pod's port",
+                    e.details,
+                )
             } else {
                 e
             }
@@ -95,7 +99,8 @@ impl Agent {
 
     fn call(&self, req: &Request, timeout: Duration) -> Result<Option<AgentStatus>, CniError> {
         let op = op_name(req);
-        let response = agent_api::call(&self.socket, req, timeout).map_err(|e| self.api_error(op, e))?;
+        let response =
+            agent_api::call(&self.socket, req, timeout).map_err(|e| self.api_error(op, e))?;
         response.into_result().map_err(|why| {
             CniError::new(
                 code::AGENT_REFUSED,
@@ -128,15 +133,25 @@ fn op_name(req: &Request) -> &'static str {
 }
 
 fn protocol(details: String) -> CniError {
-    CniError::new(code::AGENT_PROTOCOL, "the kxdp agent's answer makes no sense", details)
+    CniError::new(
+        code::AGENT_PROTOCOL,
+        "the kxdp agent's answer makes no sense",
+        details,
+    )
 }
 
 fn facts(status: &AgentStatus) -> Result<NodeFacts, String> {
     if !(1..=MAX_QUEUES).contains(&status.workers) {
-        return Err(format!("workers {} is outside 1..={MAX_QUEUES}", status.workers));
+        return Err(format!(
+            "workers {} is outside 1..={MAX_QUEUES}",
+            status.workers
+        ));
     }
     if !(MIN_MTU..=MAX_MTU).contains(&status.pod_mtu) {
-        return Err(format!("pod_mtu {} is outside {MIN_MTU}..={MAX_MTU}", status.pod_mtu));
+        return Err(format!(
+            "pod_mtu {} is outside {MIN_MTU}..={MAX_MTU}",
+            status.pod_mtu
+        ));
     }
     let gateway: Ipv4Addr = status
         .gateway
@@ -178,10 +193,34 @@ mod tests {
         let f = facts(&status()).unwrap();
         assert_eq!((f.workers, f.pod_mtu), (2, 1450));
         assert_eq!(f.gateway, Ipv4Addr::new(10, 244, 1, 1));
-        assert!(facts(&AgentStatus { workers: 0, ..status() }).is_err());
-        assert!(facts(&AgentStatus { pod_mtu: 0, ..status() }).is_err());
-        assert!(facts(&AgentStatus { gateway: "x".into(), ..status() }).is_err());
-        assert!(facts(&AgentStatus { pod_cidrs: vec!["x".into()], ..status() }).is_err());
+        assert!(
+            facts(&AgentStatus {
+                workers: 0,
+                ..status()
+            })
+            .is_err()
+        );
+        assert!(
+            facts(&AgentStatus {
+                pod_mtu: 0,
+                ..status()
+            })
+            .is_err()
+        );
+        assert!(
+            facts(&AgentStatus {
+                gateway: "x".into(),
+                ..status()
+            })
+            .is_err()
+        );
+        assert!(
+            facts(&AgentStatus {
+                pod_cidrs: vec!["x".into()],
+                ..status()
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -12,9 +12,8 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
     let att = inv.attachment()?;
     let netns = require_netns(att)?;
     let prev: CniResult = match &inv.conf.prev_result {
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            CniError::new(code::DECODE, "cannot decode prevResult", e.to_string())
-        })?,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| CniError::new(code::DECODE, "cannot decode prevResult", e.to_string()))?,
         None => {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
@@ -59,7 +58,12 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
     let live_pod = tools
         .link(pod, &att.ifname)?
         .ok_or_else(|| mismatch(format!("{} is missing from {netns_text}", att.ifname)))?;
-    compare_link(&live_pod, pod_if, expected_mtu, &format!("{} in {netns_text}", att.ifname))?;
+    compare_link(
+        &live_pod,
+        pod_if,
+        expected_mtu,
+        &format!("{} in {netns_text}", att.ifname),
+    )?;
     let live_addrs = tools.addrs(pod, &att.ifname)?;
     for (addr, gateway) in &pod_addrs {
         if !live_addrs.contains(addr) {
@@ -79,7 +83,12 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
     let live_host = tools
         .link(Ns::Node, &host_veth)?
         .ok_or_else(|| mismatch(format!("host veth {host_veth} is missing")))?;
-    compare_link(&live_host, host_if, expected_mtu, &format!("host veth {host_veth}"))?;
+    compare_link(
+        &live_host,
+        host_if,
+        expected_mtu,
+        &format!("host veth {host_veth}"),
+    )?;
     check_host_side(&tools, &host_veth, &pod_if.mac, &pod_addrs)?;
 
     let port = match inv.env.args.pod_port() {
@@ -94,7 +103,11 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
 }
 
 fn mismatch(details: String) -> CniError {
-    CniError::new(code::CHECK_MISMATCH, "the attachment is not as ADD left it", details)
+    CniError::new(
+        code::CHECK_MISMATCH,
+        "the attachment is not as ADD left it",
+        details,
+    )
 }
 
 fn compare_link(live: &LinkInfo, prev: &Interface, mtu: u32, what: &str) -> Result<(), CniError> {
@@ -105,7 +118,10 @@ fn compare_link(live: &LinkInfo, prev: &Interface, mtu: u32, what: &str) -> Resu
         )));
     }
     if live.mtu != mtu {
-        return Err(mismatch(format!("{what} has MTU {}, expected {mtu}", live.mtu)));
+        return Err(mismatch(format!(
+            "{what} has MTU {}, expected {mtu}",
+            live.mtu
+        )));
     }
     if !live.is_up() {
         return Err(mismatch(format!("{what} is down")));
@@ -141,7 +157,9 @@ fn check_host_side(
             r.dst.ip == ip && r.dst.len == host_len && r.dev.as_deref() == Some(host_veth)
         });
         if !routed {
-            return Err(mismatch(format!("no route {ip}/{host_len} dev {host_veth}")));
+            return Err(mismatch(format!(
+                "no route {ip}/{host_len} dev {host_veth}"
+            )));
         }
         let neighbour = neighs
             .iter()

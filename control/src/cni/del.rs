@@ -100,7 +100,11 @@ impl Cleanup {
             return Err(e);
         }
         self.records.remove(host_veth).map_err(|e| {
-            CniError::new(code::STATE_FAILED, "removing the attachment record", e.to_string())
+            CniError::new(
+                code::STATE_FAILED,
+                "removing the attachment record",
+                e.to_string(),
+            )
         })
     }
 }

@@ -39,13 +39,20 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
 
     let (records, unreadable) = cleanup.records.all().map_err(|e| {
-        CniError::new(code::STATE_FAILED, "reading attachment records", e.to_string())
+        CniError::new(
+            code::STATE_FAILED,
+            "reading attachment records",
+            e.to_string(),
+        )
     })?;
     for problem in unreadable {
         warn("GC skips an unreadable record", &problem);
     }
     let mut handled: HashSet<String> = HashSet::new();
-    for r in records.iter().filter(|r| !valid_veths.contains(&r.host_veth)) {
+    for r in records
+        .iter()
+        .filter(|r| !valid_veths.contains(&r.host_veth))
+    {
         handled.insert(r.host_veth.clone());
         let vars = IpamVars {
             container_id: Some(&r.container_id),
@@ -64,7 +71,13 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
     let others: HashSet<String> = cleanup
         .records
         .other_networks_veths()
-        .map_err(|e| CniError::new(code::STATE_FAILED, "reading attachment records", e.to_string()))?
+        .map_err(|e| {
+            CniError::new(
+                code::STATE_FAILED,
+                "reading attachment records",
+                e.to_string(),
+            )
+        })?
         .into_iter()
         .collect();
     let recorded: HashSet<&str> = records.iter().map(|r| r.host_veth.as_str()).collect();
@@ -113,7 +126,10 @@ fn require_1_1(inv: &Invocation, command: &str) -> Result<(), CniError> {
         Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
             "incompatible CNI version",
-            format!("{command} exists from spec 1.1.0; the configuration says {}", inv.conf.cni_version),
+            format!(
+                "{command} exists from spec 1.1.0; the configuration says {}",
+                inv.conf.cni_version
+            ),
         ))
     }
 }

@@ -169,9 +169,15 @@ impl Ipam {
     /// Runs the plugin; its stdout on success, its CNI error (code kept) on failure.
     fn exec(&self, command: &str, vars: &IpamVars<'_>, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
         let mut cmd = Command::new(&self.binary);
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_PATH", std::env::join_paths(&self.cni_path).unwrap_or_default());
-        set_or_clear(&mut cmd, "CNI_CONTAINERID", vars.container_id.map(str::to_string));
+        cmd.env("CNI_COMMAND", command).env(
+            "CNI_PATH",
+            std::env::join_paths(&self.cni_path).unwrap_or_default(),
+        );
+        set_or_clear(
+            &mut cmd,
+            "CNI_CONTAINERID",
+            vars.container_id.map(str::to_string),
+        );
         set_or_clear(&mut cmd, "CNI_IFNAME", vars.ifname.map(str::to_string));
         set_or_clear(
             &mut cmd,
@@ -234,7 +240,11 @@ fn set_or_clear(cmd: &mut Command, key: &str, value: Option<String>) {
 /// `config` with its `cniVersion` replaced, everything else untouched.
 fn with_version(config: &[u8], version: &str) -> Result<Vec<u8>, CniError> {
     let decode = |e: serde_json::Error| {
-        CniError::new(code::DECODE, "cannot decode the network configuration", e.to_string())
+        CniError::new(
+            code::DECODE,
+            "cannot decode the network configuration",
+            e.to_string(),
+        )
     };
     let mut value: serde_json::Value = serde_json::from_slice(config).map_err(decode)?;
     if let Some(obj) = value.as_object_mut() {
@@ -263,8 +273,13 @@ mod tests {
 
     #[test]
     fn missing_plugin_is_a_config_error() {
-        let err = Ipam::new("kcni-no-such-ipam", &[PathBuf::from("/nonexistent")], b"{}", "1.0.0")
-            .unwrap_err();
+        let err = Ipam::new(
+            "kcni-no-such-ipam",
+            &[PathBuf::from("/nonexistent")],
+            b"{}",
+            "1.0.0",
+        )
+        .unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.details.contains("kcni-no-such-ipam"));
     }

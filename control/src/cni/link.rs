@@ -25,13 +25,12 @@ pub enum Ns<'a> {
 /// An `ip`/`ethtool`/`nsenter` failure, with the command line and what it said.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("{tool} not found (looked in PATH and the sbin directories); install iproute2, ethtool and util-linux")]
+    #[error(
+        "{tool} not found (looked in PATH and the sbin directories); install iproute2, ethtool and util-linux"
+    )]
     NotFound { tool: String },
     #[error("running `{cmd}`: {source}")]
-    Spawn {
-        cmd: String,
-        source: std::io::Error,
-    },
+    Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed ({status}): {stderr}")]
     Failed {
         cmd: String,
@@ -44,7 +43,11 @@ pub enum LinkError {
 
 impl From<LinkError> for CniError {
     fn from(e: LinkError) -> CniError {
-        CniError::new(code::LINK_FAILED, "setting up the pod's network failed", e.to_string())
+        CniError::new(
+            code::LINK_FAILED,
+            "setting up the pod's network failed",
+            e.to_string(),
+        )
     }
 }
 
@@ -104,7 +107,9 @@ impl LinkInfo {
     }
 
     pub fn is_veth(&self) -> bool {
-        self.linkinfo.as_ref().is_some_and(|k| k.info_kind == "veth")
+        self.linkinfo
+            .as_ref()
+            .is_some_and(|k| k.info_kind == "veth")
     }
 }
 
@@ -114,10 +119,13 @@ struct AddrLink {
     addr_info: Vec<AddrInfo>,
 }
 
+/// Optional fields: iproute2 6.1 prints `{}` for entries a filter (`scope`) left out.
 #[derive(Debug, Deserialize)]
 struct AddrInfo {
-    local: IpAddr,
-    prefixlen: u8,
+    #[serde(default)]
+    local: Option<IpAddr>,
+    #[serde(default)]
+    prefixlen: Option<u8>,
 }
 
 /// One route as `ip -j route show` describes it, destination normalised to a prefix.
@@ -228,7 +236,11 @@ impl Tools {
     ) -> Result<T, LinkError> {
         let text = self.ip(ns, args)?;
         // `ip -j` prints nothing at all (not `[]`) for some empty listings.
-        let text = if text.trim().is_empty() { "[]" } else { text.as_str() };
+        let text = if text.trim().is_empty() {
+            "[]"
+        } else {
+            text.as_str()
+        };
         serde_json::from_str(text).map_err(|e| LinkError::Parse {
             cmd: describe(ns, &self.ip, args),
             why: e.to_string(),
@@ -261,11 +273,20 @@ impl Tools {
     }
 
     /// Deletes `name` in `ns` (a veth takes its peer with it); false when it was not there.
+    /// A link that vanishes on its own meanwhile counts as not there: the kernel tears a
+    /// deleted namespace's veths down asynchronously, so a pod's host veth can still be
+    /// listed just after the runtime removed the pod's namespace, and gone a moment later.
     pub fn delete_link(&self, ns: Ns<'_>, name: &str) -> Result<bool, LinkError> {
         if self.link(ns, name)?.is_none() {
             return Ok(false);
         }
-        self.ip(ns, &["link", "del", "dev", name]).map(|_| true)
+        match self.ip(ns, &["link", "del", "dev", name]) {
+            Ok(_) => Ok(true),
+            Err(e) => match self.link(ns, name) {
+                Ok(None) => Ok(false),
+                _ => Err(e),
+            },
+        }
     }
 
     pub fn set_up(&self, ns: Ns<'_>, name: &str) -> Result<(), LinkError> {
@@ -289,7 +310,7 @@ impl Tools {
         Ok(links
             .into_iter()
             .flat_map(|l| l.addr_info)
-            .filter_map(|a| IpPrefix::new(a.local, a.prefixlen))
+            .filter_map(|a| IpPrefix::new(a.local?, a.prefixlen?))
             .collect())
     }
 
@@ -337,7 +358,17 @@ impl Tools {
         let a = ip.to_string();
         self.ip(
             ns,
-            &["neigh", "replace", &a, "lladdr", mac, "nud", "permanent", "dev", dev],
+            &[
+                "neigh",
+                "replace",
+                &a,
+                "lladdr",
+                mac,
+                "nud",
+                "permanent",
+                "dev",
+                dev,
+            ],
         )
         .map(drop)
     }
@@ -350,7 +381,8 @@ impl Tools {
     /// CHECKSUM_PARTIAL (only the pseudo-header sum in the L4 checksum), which the datapath
     /// receives as a wrong checksum (ARCHITECTURE.md §5).
     pub fn tx_checksum_off(&self, ns: Ns<'_>, dev: &str) -> Result<(), LinkError> {
-        self.run(ns, &self.ethtool, &["-K", dev, "tx", "off"]).map(drop)
+        self.run(ns, &self.ethtool, &["-K", dev, "tx", "off"])
+            .map(drop)
     }
 
     /// Whether `tx-checksumming` is on for `dev` (`ethtool -k`).
@@ -412,10 +444,22 @@ mod tests {
 
     #[test]
     fn route_destinations() {
-        assert_eq!(parse_route_dst("default", false).unwrap().to_string(), "0.0.0.0/0");
-        assert_eq!(parse_route_dst("default", true).unwrap().to_string(), "::/0");
-        assert_eq!(parse_route_dst("10.244.1.5", false).unwrap().to_string(), "10.244.1.5/32");
-        assert_eq!(parse_route_dst("fd00::5", true).unwrap().to_string(), "fd00::5/128");
+        assert_eq!(
+            parse_route_dst("default", false).unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            parse_route_dst("default", true).unwrap().to_string(),
+            "::/0"
+        );
+        assert_eq!(
+            parse_route_dst("10.244.1.5", false).unwrap().to_string(),
+            "10.244.1.5/32"
+        );
+        assert_eq!(
+            parse_route_dst("fd00::5", true).unwrap().to_string(),
+            "fd00::5/128"
+        );
         assert_eq!(
             parse_route_dst("10.244.1.0/24", false).unwrap().to_string(),
             "10.244.1.0/24"
@@ -430,6 +474,21 @@ mod tests {
         let on = "Features for eth0:\nrx-checksumming: on\ntx-checksumming: on\n";
         assert_eq!(parse_tx_checksumming(on), Some(true));
         assert_eq!(parse_tx_checksumming("Features for x:\n"), None);
+    }
+
+    #[test]
+    fn addr_json_with_filtered_entries() {
+        let links: Vec<AddrLink> = serde_json::from_str(
+            r#"[{"ifname":"eth0","addr_info":[{"family":"inet6","local":"fd00::2","prefixlen":64},{}]}]"#,
+        )
+        .unwrap();
+        let addrs: Vec<String> = links
+            .into_iter()
+            .flat_map(|l| l.addr_info)
+            .filter_map(|a| IpPrefix::new(a.local?, a.prefixlen?))
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(addrs, vec!["fd00::2/64".to_string()]);
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: std::io::Result<Vec<u8>>
     let stdin = match stdin {
         Ok(bytes) => bytes,
         Err(e) => {
-            let err = CniError::new(code::IO, "cannot read the network configuration", e.to_string());
+            let err = CniError::new(
+                code::IO,
+                "cannot read the network configuration",
+                e.to_string(),
+            );
             return failure(&err, DEFAULT_VERSION);
         }
     };
@@ -81,9 +85,8 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: std::io::Result<Vec<u8>>
     let inv = Invocation { env, conf, stdin };
     let result = match inv.env.command {
         Command::Add => add::add(&inv).and_then(|r| {
-            serde_json::to_string(&r).map_err(|e| {
-                CniError::new(code::DECODE, "cannot encode the result", e.to_string())
-            })
+            serde_json::to_string(&r)
+                .map_err(|e| CniError::new(code::DECODE, "cannot encode the result", e.to_string()))
         }),
         Command::Del => del::del(&inv).map(|()| String::new()),
         Command::Check => check::check(&inv).map(|()| String::new()),
@@ -125,7 +128,11 @@ fn version_answer(stdin: &[u8]) -> Outcome {
                 .unwrap_or(DEFAULT_VERSION)
                 .to_string(),
             Err(e) => {
-                let err = CniError::new(code::DECODE, "cannot decode the VERSION input", e.to_string());
+                let err = CniError::new(
+                    code::DECODE,
+                    "cannot decode the VERSION input",
+                    e.to_string(),
+                );
                 return failure(&err, DEFAULT_VERSION);
             }
         }
@@ -206,7 +213,11 @@ impl Invocation {
 /// The pod namespace must exist for ADD and CHECK; the spec's "unknown container" otherwise.
 fn require_netns(att: &AttachmentEnv) -> Result<&std::path::Path, CniError> {
     let netns = att.netns.as_deref().ok_or_else(|| {
-        CniError::new(code::INVALID_ENV, "invalid environment variables", "CNI_NETNS is not set")
+        CniError::new(
+            code::INVALID_ENV,
+            "invalid environment variables",
+            "CNI_NETNS is not set",
+        )
     })?;
     if !netns.exists() {
         return Err(CniError::new(
@@ -255,7 +266,10 @@ mod tests {
         );
         let out = run_with(&[("CNI_COMMAND", "VERSION")], "");
         assert!(out.success);
-        assert_eq!(error_code(&run_with(&[("CNI_COMMAND", "VERSION")], "{x")), 6);
+        assert_eq!(
+            error_code(&run_with(&[("CNI_COMMAND", "VERSION")], "{x")),
+            6
+        );
     }
 
     #[test]
@@ -272,10 +286,17 @@ mod tests {
             error_code(&run_with(&add, r#"{"cniVersion":"0.4.0","name":"n"}"#)),
             1
         );
-        let out = run_with(&[("CNI_COMMAND", "NOPE")], r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        let out = run_with(
+            &[("CNI_COMMAND", "NOPE")],
+            r#"{"cniVersion":"1.1.0","name":"n"}"#,
+        );
         assert_eq!(error_code(&out), 4);
         // The error speaks the version the runtime used.
-        assert!(out.stdout.contains(r#""cniVersion":"1.1.0""#), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(r#""cniVersion":"1.1.0""#),
+            "{}",
+            out.stdout
+        );
         // Missing K8S args: invalid environment, naming the variable, before anything else.
         let conf = r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local"}}"#;
         let out = run_with(&add, conf);

@@ -193,7 +193,14 @@ mod tests {
     #[test]
     fn veth_name_shape() {
         assert!(is_host_veth_name("kx0123456789a"));
-        for other in ["kxdp-host", "kxdp-dp", "kx0123456789", "kx0123456789ab", "kx0123456789A", "eth0"] {
+        for other in [
+            "kxdp-host",
+            "kxdp-dp",
+            "kx0123456789",
+            "kx0123456789ab",
+            "kx0123456789A",
+            "eth0",
+        ] {
             assert!(!is_host_veth_name(other), "{other}");
         }
     }

@@ -80,7 +80,10 @@ impl CniError {
             details: &self.details,
         };
         serde_json::to_string(&obj).unwrap_or_else(|_| {
-            format!(r#"{{"cniVersion":"{DEFAULT_VERSION}","code":{},"msg":"error"}}"#, self.code)
+            format!(
+                r#"{{"cniVersion":"{DEFAULT_VERSION}","code":{},"msg":"error"}}"#,
+                self.code
+            )
         })
     }
 }
@@ -200,11 +203,7 @@ impl Env {
 }
 
 fn invalid_env(details: impl Into<String>) -> CniError {
-    CniError::new(
-        code::INVALID_ENV,
-        "invalid environment variables",
-        details,
-    )
+    CniError::new(code::INVALID_ENV, "invalid environment variables", details)
 }
 
 /// The spec's container id: alphanumeric first, then alphanumerics, '_', '.', '-'.
@@ -353,7 +352,11 @@ impl NetConf {
     /// (code 6 for wrong types, 7 for values that make no sense).
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(code::DECODE, "cannot decode the network configuration", e.to_string())
+            CniError::new(
+                code::DECODE,
+                "cannot decode the network configuration",
+                e.to_string(),
+            )
         })?;
         let Some(version) = value.get("cniVersion").and_then(|v| v.as_str()) else {
             return Err(CniError::new(
@@ -364,7 +367,11 @@ impl NetConf {
         };
         check_version(version)?;
         let conf: NetConf = serde_json::from_value(value).map_err(|e| {
-            CniError::new(code::DECODE, "cannot decode the network configuration", e.to_string())
+            CniError::new(
+                code::DECODE,
+                "cannot decode the network configuration",
+                e.to_string(),
+            )
         })?;
         conf.validate()?;
         Ok(conf)
@@ -372,7 +379,11 @@ impl NetConf {
 
     fn validate(&self) -> Result<(), CniError> {
         let invalid = |details: String| {
-            CniError::new(code::INVALID_CONFIG, "invalid network configuration", details)
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid network configuration",
+                details,
+            )
         };
         if let Err(why) = validate_network_name(&self.name) {
             return Err(invalid(format!("name {why}")));
@@ -380,7 +391,9 @@ impl NetConf {
         if let Some(mtu) = self.mtu
             && !(MIN_MTU..=MAX_MTU).contains(&mtu)
         {
-            return Err(invalid(format!("mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}")));
+            return Err(invalid(format!(
+                "mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}"
+            )));
         }
         if let Some(q) = self.queues
             && !(1..=MAX_QUEUES).contains(&q)
@@ -392,7 +405,11 @@ impl NetConf {
 
     /// The IPAM plugin's name, checked to be a plain file name (it is looked up in CNI_PATH).
     pub fn ipam_type(&self) -> Result<&str, CniError> {
-        let t = self.ipam.as_ref().map(|i| i.plugin_type.as_str()).unwrap_or("");
+        let t = self
+            .ipam
+            .as_ref()
+            .map(|i| i.plugin_type.as_str())
+            .unwrap_or("");
         if t.is_empty() || t == "." || t == ".." || t.contains('/') || t.contains('\0') {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
@@ -595,7 +612,10 @@ mod tests {
         ("CNI_CONTAINERID", "abc123"),
         ("CNI_NETNS", "/run/netns/x"),
         ("CNI_IFNAME", "eth0"),
-        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-0"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-0",
+        ),
         ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
     ];
 
@@ -719,8 +739,8 @@ mod tests {
             err(r#"{"cniVersion":"1.0.0","name":"../etc"}"#).code,
             code::INVALID_CONFIG
         );
-        let conf = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"x","ipam":{"type":"../x"}}"#)
-            .unwrap();
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"1.1.0","name":"x","ipam":{"type":"../x"}}"#).unwrap();
         assert_eq!(conf.ipam_type().unwrap_err().code, code::INVALID_CONFIG);
     }
 
