@@ -29,8 +29,9 @@ pub const DEFAULT_SOCKET: &str = "/run/kxdp/agent.sock";
 pub const MAX_LINE: usize = 1 << 20;
 
 /// How long [`serve_connection`] waits for the next request when the stream has no read
-/// timeout of its own, so a client that connects and goes quiet cannot pin a server thread.
-pub const SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// timeout of its own, so a client that connects and goes quiet cannot pin a server thread
+/// (a server handling one connection at a time would make everyone else wait that long).
+pub const SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

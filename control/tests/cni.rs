@@ -728,8 +728,8 @@ fn add_check_gc_del() {
 }
 
 #[test]
-fn add_failures_leave_nothing_behind() {
-    if !can_run("add_failures_leave_nothing_behind") {
+fn failures_leave_nothing_behind() {
+    if !can_run("failures_leave_nothing_behind") {
         return;
     }
     let p = prefix();
@@ -814,6 +814,23 @@ fn add_failures_leave_nothing_behind() {
     );
     rt.attachment("DEL", c, &pod, &conf).expect_ok();
     nothing_left("DEL after exhaustion");
+
+    // DEL without a usable IPAM plugin: the port and the veth still go, the error is
+    // reported, the record stays for the retry, which then releases the address.
+    rt.attachment("ADD", c, &pod, &conf).expect_ok();
+    agent.take_calls();
+    let mut no_ipam = conf.clone();
+    no_ipam["ipam"]["type"] = json!("kcni-no-such-ipam");
+    assert_eq!(rt.attachment("DEL", c, &pod, &no_ipam).error_code(), 7);
+    assert!(node.veths().is_empty());
+    assert_eq!(
+        del_ports(&agent.take_calls()),
+        vec!["pod-demo-client".to_string()]
+    );
+    assert!(reserved(&dir.0, &network, "10.244.1.50"));
+    assert!(records.join(format!("{veth}.json")).exists());
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    nothing_left("DEL retried");
 
     // Bad input.
     let run = rt.run(

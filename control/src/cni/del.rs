@@ -26,7 +26,9 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
         .or_else(|| record.map(|r| r.port));
     let cleanup = Cleanup {
         tools: inv.tools()?,
-        ipam: inv.ipam()?,
+        // An IPAM plugin that cannot be run still fails DEL, but only after the port and
+        // the veth are gone.
+        ipam: inv.ipam(),
         agent: inv.agent(),
         records,
     };
@@ -34,10 +36,7 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
     cleanup.remove(
         &host_veth,
         port.as_deref(),
-        &IpamVars {
-            netns,
-            ..inv.ipam_vars(att)
-        },
+        &inv.ipam_vars(att),
         netns.map(|n| (n, att.ifname.as_str())),
     )
 }
@@ -45,7 +44,7 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
 /// Tears one attachment down; shared by DEL and GC.
 pub(super) struct Cleanup {
     pub tools: Tools,
-    pub ipam: Ipam,
+    pub ipam: Result<Ipam, CniError>,
     pub agent: Agent,
     pub records: Records,
 }
@@ -92,8 +91,13 @@ impl Cleanup {
             }
             Err(e) => keep(e.into()),
         }
-        if let Err(e) = self.ipam.del(vars) {
-            keep(e);
+        match &self.ipam {
+            Ok(ipam) => {
+                if let Err(e) = ipam.del(vars) {
+                    keep(e);
+                }
+            }
+            Err(e) => keep(e.clone()),
         }
         if let Some(e) = first_error {
             // The record stays: the runtime retries DEL, and GC finds it meanwhile.

@@ -32,7 +32,7 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
         .collect();
     let cleanup = Cleanup {
         tools: inv.tools()?,
-        ipam: inv.ipam()?,
+        ipam: inv.ipam(),
         agent: inv.agent(),
         records: inv.records(),
     };
@@ -95,25 +95,34 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
         }
     }
 
-    match cleanup.ipam.gc() {
-        Ok(Delegated::Done) => {}
-        Ok(Delegated::NotSupported) => warn(
-            "GC",
-            &format!(
-                "IPAM plugin {} does not implement GC (spec 1.1.0); released forgotten attachments with DEL",
-                cleanup.ipam.name()
+    match &cleanup.ipam {
+        Ok(ipam) => match ipam.gc() {
+            Ok(Delegated::Done) => {}
+            Ok(Delegated::NotSupported) => warn(
+                "GC",
+                &format!(
+                    "IPAM plugin {} does not implement GC (spec 1.1.0); released forgotten attachments with DEL",
+                    ipam.name()
+                ),
             ),
-        ),
-        Err(e) => errors.push(e),
+            Err(e) => errors.push(e),
+        },
+        // Already reported by every cleanup above, once is enough when there were none.
+        Err(e) if errors.is_empty() => errors.push(e.clone()),
+        Err(_) => {}
     }
     combine(errors)
 }
 
-/// STATUS: ready when the agent answers and the IPAM plugin (if it knows STATUS) is ready.
+/// STATUS: ready when the agent answers and the IPAM plugin (if it knows STATUS, and the
+/// runtime gave a CNI_PATH to find it in) is ready.
 pub(super) fn status(inv: &Invocation) -> Result<(), CniError> {
     require_1_1(inv, "STATUS")?;
     if let Err(e) = inv.agent().status() {
         return Err(CniError::new(code::NOT_AVAILABLE, e.msg, e.details));
+    }
+    if inv.env.path.is_empty() {
+        return Ok(());
     }
     inv.ipam()?.status().map(drop)
 }

@@ -186,8 +186,9 @@ impl Env {
                     .collect()
             })
             .unwrap_or_default();
-        // Everything but VERSION runs the IPAM plugin, which is found through CNI_PATH.
-        if path.is_empty() && command != Command::Version {
+        // ADD, DEL, CHECK and GC run the IPAM plugin, which is found through CNI_PATH
+        // (STATUS asks it only when it can).
+        if path.is_empty() && !matches!(command, Command::Version | Command::Status) {
             problems.push("CNI_PATH is not set".to_string());
         }
         if !problems.is_empty() {
