@@ -1,4 +1,6 @@
+pub mod agent_api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod replay;
 pub mod state;
