@@ -54,16 +54,21 @@ pub enum Request {
     CheckPort { port: String, container_id: String },
     /// The agent's [`AgentStatus`].
     Status,
+    /// The workers' counters ([`AgentStats`]): what happened to the packets, by port and by
+    /// drop reason.
+    Stats,
 }
 
 /// The agent's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AgentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<AgentStats>,
 }
 
 impl Response {
@@ -73,6 +78,7 @@ impl Response {
             ok: true,
             error: None,
             status: None,
+            stats: None,
         }
     }
 
@@ -82,6 +88,7 @@ impl Response {
             ok: false,
             error: Some(msg.into()),
             status: None,
+            stats: None,
         }
     }
 
@@ -91,6 +98,17 @@ impl Response {
             ok: true,
             error: None,
             status: Some(status),
+            stats: None,
+        }
+    }
+
+    /// `{"ok":true,"stats":{...}}`
+    pub fn stats(stats: AgentStats) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            status: None,
+            stats: Some(stats),
         }
     }
 
@@ -124,6 +142,45 @@ pub struct AgentStatus {
     pub pod_cidrs: Vec<String>,
     /// The MTU pods get: the underlay MTU minus the VXLAN overhead (50).
     pub pod_mtu: u32,
+}
+
+/// What `{"op":"stats"}` reports: one entry per worker, counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentStats {
+    pub workers: Vec<WorkerSummary>,
+}
+
+/// One worker's counters. `rx_packets == forwarded + passed + dropped`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub generation: u64,
+    pub rx_packets: u64,
+    pub forwarded: u64,
+    /// Handed to the kernel through the host port (the XDP program had already redirected them).
+    pub passed: u64,
+    pub dropped: u64,
+    /// `dropped` by reason (stable names, as in replay's verdicts.jsonl).
+    pub drops: std::collections::BTreeMap<String, u64>,
+    pub tx_packets: u64,
+    /// Frames `process` forwarded that no socket could take (no socket, tx ring full).
+    pub io_drops: u64,
+    /// Share of its life the worker spent in rounds that did work.
+    pub busy_ratio: f64,
+    pub mean_lock_wait_ns: u64,
+    pub ports: Vec<PortSummary>,
+}
+
+/// One open socket of a worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSummary {
+    pub name: String,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// The kernel's XDP_STATISTICS rx_dropped + rx_ring_full + fill_ring_empty: packets
+    /// lost before the worker saw them.
+    pub kernel_rx_lost: u64,
 }
 
 /// Why a [`call`] did not produce an answer.

@@ -22,6 +22,18 @@ pub enum Command {
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
     Agent(AgentArgs),
+    /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The agent's local API socket.
+    #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -371,6 +371,7 @@ fn agent_runs_pods_reloads_and_cleans_up() {
     assert!(st.ports.contains(&"pod-demo-a".to_string()), "{st:?}");
     assert!(st.table_ports.contains(&"pod-demo-b".to_string()), "{st:?}");
 
+    let forwarded_before = kernel_forwarded(&node);
     // Pod -> pod through the datapath: ARP for the gateway answered by the datapath, then
     // ICMP forwarded between the two pod ports by the worker.
     let ping = nsexec(
@@ -384,6 +385,32 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         String::from_utf8_lossy(&ping.stdout),
         read(&log)
     );
+
+    // ...and it was the datapath, not the kernel (which would forward it too, had the XDP
+    // programs passed it): the node stack forwarded nothing, the workers forwarded both ways.
+    assert_eq!(
+        kernel_forwarded(&node),
+        forwarded_before,
+        "the node's kernel forwarded pod traffic"
+    );
+    let stats = agent_api::call(&socket, &Request::Stats, Duration::from_secs(5))
+        .unwrap()
+        .stats
+        .expect("stats");
+    let w = &stats.workers[0];
+    assert!(
+        w.forwarded >= 6,
+        "worker forwarded {} packets: {w:?}",
+        w.forwarded
+    );
+    for port in ["pod-demo-a", "pod-demo-b"] {
+        let p = w
+            .ports
+            .iter()
+            .find(|p| p.name == port)
+            .expect("port in stats");
+        assert!(p.rx_packets >= 3 && p.tx_packets >= 3, "{p:?}");
+    }
 
     // A new manifest: the next generation is published.
     write_state(
@@ -455,6 +482,17 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         "host veth left behind"
     );
     assert!(!socket.exists(), "API socket left behind");
+}
+
+/// The node stack's count of forwarded IPv4 datagrams (`Ip: ForwDatagrams`).
+fn kernel_forwarded(ns: &str) -> u64 {
+    let out = nsexec(ns, "cat", &["/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ip_lines = text.lines().filter(|l| l.starts_with("Ip:"));
+    let names: Vec<&str> = ip_lines.next().unwrap().split_whitespace().collect();
+    let values: Vec<&str> = ip_lines.next().unwrap().split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "ForwDatagrams").unwrap();
+    values[i].parse().unwrap()
 }
 
 fn read(path: &Path) -> String {

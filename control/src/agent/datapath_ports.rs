@@ -220,6 +220,13 @@ impl DatapathPorts {
         }
     }
 
+    /// The workers' latest published counters.
+    pub fn stats(&self) -> crate::agent_api::AgentStats {
+        crate::agent_api::AgentStats {
+            workers: self.workers.iter().map(|w| summarize(&w.stats())).collect(),
+        }
+    }
+
     /// Closes every port and stops the workers.
     pub fn shutdown(&mut self) {
         let names: Vec<String> = self.ports.keys().cloned().collect();
@@ -233,5 +240,36 @@ impl DatapathPorts {
                 tracing::warn!("stopping a worker: {e}");
             }
         }
+    }
+}
+
+fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerSummary {
+    crate::agent_api::WorkerSummary {
+        id: w.id,
+        cpu: w.cpu,
+        generation: w.generation,
+        rx_packets: w.rx_packets,
+        forwarded: w.forwarded,
+        passed: w.passed,
+        dropped: w.dropped,
+        drops: w
+            .drops
+            .nonzero()
+            .map(|(reason, n)| (reason.as_str().to_string(), n))
+            .collect(),
+        tx_packets: w.tx_packets,
+        io_drops: w.io.total(),
+        busy_ratio: w.busy_ratio(),
+        mean_lock_wait_ns: w.mean_lock_wait_ns(),
+        ports: w
+            .ports
+            .iter()
+            .map(|p| crate::agent_api::PortSummary {
+                name: p.name.clone(),
+                rx_packets: p.rx_packets,
+                tx_packets: p.tx_packets,
+                kernel_rx_lost: p.xdp.rx_dropped + p.xdp.rx_ring_full + p.xdp.fill_ring_empty,
+            })
+            .collect(),
     }
 }

@@ -212,6 +212,7 @@ impl Control<'_> {
                 }
             }
             Request::Status => Response::status(self.status()),
+            Request::Stats => Response::stats(self.ports.stats()),
         }
     }
 
@@ -271,6 +272,46 @@ fn check_uplink_mac(uplink: &str, tables: &Tables) {
         ),
         Err(e) => tracing::warn!("uplink {uplink}: {e}"),
     }
+}
+
+/// `kxdp stats` as a table: per worker its verdict totals and drops by reason, then its
+/// ports.
+pub fn render_stats(stats: &crate::agent_api::AgentStats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for w in &stats.workers {
+        let cpu = w.cpu.map_or("-".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "worker {} (cpu {cpu}, generation {}): rx {} = forwarded {} + passed {} + dropped {}; tx {}; io drops {}; busy {:.1}%; flow-lock wait {} ns/batch",
+            w.id,
+            w.generation,
+            w.rx_packets,
+            w.forwarded,
+            w.passed,
+            w.dropped,
+            w.tx_packets,
+            w.io_drops,
+            w.busy_ratio * 100.0,
+            w.mean_lock_wait_ns
+        );
+        for (reason, n) in &w.drops {
+            let _ = writeln!(out, "  drop {reason:<28} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "  {:<32} {:>12} {:>12} {:>14}",
+            "port", "rx", "tx", "kernel rx lost"
+        );
+        for p in &w.ports {
+            let _ = writeln!(
+                out,
+                "  {:<32} {:>12} {:>12} {:>14}",
+                p.name, p.rx_packets, p.tx_packets, p.kernel_rx_lost
+            );
+        }
+    }
+    out
 }
 
 fn log_warnings(warnings: &[String]) {

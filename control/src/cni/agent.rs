@@ -129,6 +129,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::DelPort { .. } => "del_port",
         Request::CheckPort { .. } => "check_port",
         Request::Status => "status",
+        Request::Stats => "stats",
     }
 }
 
