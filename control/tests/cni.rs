@@ -234,6 +234,7 @@ impl FakeAgent {
                                     Response::error(format!("port {port} is not open"))
                                 }
                             }
+                            Request::Stats => Response::error("the fake agent keeps no stats"),
                         }
                     };
                     let _ = serve_connection(stream, &mut handler);
