@@ -59,11 +59,14 @@ struct Lab {
     namespaces: Vec<String>,
     agent: Option<Child>,
     dir: PathBuf,
+    /// Rx/tx queues on every veth: one per worker.
+    queues: String,
 }
 
 impl Lab {
-    fn new() -> Lab {
-        let prefix = format!("kxag{}", std::process::id() % 100_000);
+    fn new(workers: u32) -> Lab {
+        // Tests of one binary run in parallel: the worker count keeps their names apart.
+        let prefix = format!("kxag{}w{workers}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("{prefix}-agent-test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
@@ -72,6 +75,7 @@ impl Lab {
             namespaces: Vec::new(),
             agent: None,
             dir,
+            queues: workers.to_string(),
         }
     }
 
@@ -115,6 +119,7 @@ fn nsexec(ns: &str, cmd: &str, args: &[&str]) -> std::process::Output {
 fn make_pod(lab: &mut Lab, name: &str, ip: &str, host_if: &str) {
     let pod_ns = lab.netns(name);
     let node = lab.node();
+    let queues = lab.queues.clone();
     let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
     let mac = format!(
         "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -132,6 +137,10 @@ fn make_pod(lab: &mut Lab, name: &str, ip: &str, host_if: &str) {
             GATEWAY_MAC,
             "mtu",
             "1450",
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "type",
             "veth",
             "peer",
@@ -271,17 +280,43 @@ fn xdp_attached(ns: &str, ifname: &str) -> bool {
 }
 
 #[test]
-fn agent_runs_pods_reloads_and_cleans_up() {
-    if !is_root() {
-        return;
+fn one_worker_runs_pods_reloads_and_cleans_up() {
+    if is_root() {
+        scenario(1);
     }
-    let mut lab = Lab::new();
+}
+
+/// Worker i serves queue i of every port: the XSKMAP slot blocks are two wide, and a flow
+/// may enter on one worker and leave on the other.
+#[test]
+fn two_workers_run_pods_reloads_and_cleans_up() {
+    if is_root() {
+        scenario(2);
+    }
+}
+
+fn scenario(workers: u32) {
+    let mut lab = Lab::new(workers);
     let node = lab.netns("node");
     run(
         "ip",
         &[
-            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
-            "name", "up0peer",
+            "-n",
+            &node,
+            "link",
+            "add",
+            "up0",
+            "address",
+            UPLINK_MAC,
+            "numtxqueues",
+            &lab.queues,
+            "numrxqueues",
+            &lab.queues,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0peer",
         ],
     );
     run(
@@ -315,7 +350,7 @@ fn agent_runs_pods_reloads_and_cleans_up() {
             "--uplink",
             "up0",
             "--workers",
-            "1",
+            &lab.queues,
         ])
         .arg("--state")
         .arg(&state)
@@ -340,7 +375,10 @@ fn agent_runs_pods_reloads_and_cleans_up() {
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        format!("kxdp agent ready node=node1 generation=1 workers={workers}")
+    );
     assert!(
         xdp_attached(&node, "up0"),
         "xdp_uplink attached to the uplink"
@@ -397,19 +435,19 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         .unwrap()
         .stats
         .expect("stats");
-    let w = &stats.workers[0];
+    assert_eq!(stats.workers.len(), workers as usize);
+    let forwarded: u64 = stats.workers.iter().map(|w| w.forwarded).sum();
     assert!(
-        w.forwarded >= 6,
-        "worker forwarded {} packets: {w:?}",
-        w.forwarded
+        forwarded >= 6,
+        "workers forwarded {forwarded} packets: {stats:?}"
     );
     for port in ["pod-demo-a", "pod-demo-b"] {
-        let p = w
-            .ports
+        let (rx, tx) = stats
+            .workers
             .iter()
-            .find(|p| p.name == port)
-            .expect("port in stats");
-        assert!(p.rx_packets >= 3 && p.tx_packets >= 3, "{p:?}");
+            .flat_map(|w| w.ports.iter().filter(|p| p.name == port))
+            .fold((0, 0), |(rx, tx), p| (rx + p.rx_packets, tx + p.tx_packets));
+        assert!(rx >= 3 && tx >= 3, "{port}: rx {rx} tx {tx}: {stats:?}");
     }
 
     // A new manifest: the next generation is published.
