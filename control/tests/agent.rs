@@ -16,6 +16,7 @@ use control::agent_api::{self, AgentStatus, Request};
 
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
+const OUTSIDE_IP: &str = "192.168.79.2";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
@@ -298,6 +299,8 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
 fn scenario(workers: u32) {
     let mut lab = Lab::new(workers);
     let node = lab.netns("node");
+    // Outside the cluster: a host on the uplink's segment with no route to any pod.
+    let outside = lab.netns("out");
     run(
         "ip",
         &[
@@ -317,6 +320,8 @@ fn scenario(workers: u32) {
             "peer",
             "name",
             "up0peer",
+            "netns",
+            &outside,
         ],
     );
     run(
@@ -332,7 +337,19 @@ fn scenario(workers: u32) {
         ],
     );
     run("ip", &["-n", &node, "link", "set", "up0", "up"]);
-    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_IP}/24"),
+            "dev",
+            "up0peer",
+        ],
+    );
+    run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
     make_pod(&mut lab, "a", "10.244.1.2", "vetha");
     make_pod(&mut lab, "b", "10.244.1.3", "vethb");
     let state = lab.dir.join("state");
@@ -450,6 +467,20 @@ fn scenario(workers: u32) {
         assert!(rx >= 3 && tx >= 3, "{port}: rx {rx} tx {tx}: {stats:?}");
     }
 
+    // Pod -> outside (walk 6): through the host port into the node's routing, masqueraded
+    // to the node address (the outside host has no route back to pods).
+    let ping = nsexec(
+        &format!("{}-a", lab.prefix),
+        "ping",
+        &["-c", "2", "-i", "0.2", "-W", "2", OUTSIDE_IP],
+    );
+    assert!(
+        ping.status.success(),
+        "ping a -> outside failed: {}\nstats: {:?}",
+        String::from_utf8_lossy(&ping.stdout),
+        agent_api::call(&socket, &Request::Stats, Duration::from_secs(5)).map(|r| r.stats)
+    );
+
     // A new manifest: the next generation is published.
     write_state(
         &state,
@@ -520,6 +551,11 @@ fn scenario(workers: u32) {
         "host veth left behind"
     );
     assert!(!socket.exists(), "API socket left behind");
+    let tables = nsexec(&node, "nft", &["list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("kxdp"),
+        "masquerade table left behind"
+    );
 }
 
 /// The node stack's count of forwarded IPv4 datagrams (`Ip: ForwDatagrams`).

@@ -90,6 +90,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let started = (|| {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan).map_err(|e| e.to_string())?;
+        netdev::install_masquerade(&masquerade_cidrs(&first.config)).map_err(|e| e.to_string())?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         api::start(&opts.api_socket, events_tx.clone())
@@ -98,6 +99,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         Ok(socket) => socket,
         Err(e) => {
             ports.shutdown();
+            let _ = netdev::remove_masquerade();
             let _ = netdev::remove_host_port();
             return Err(e);
         }
@@ -121,7 +123,9 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
 
     drop(api_socket);
     control.ports.shutdown();
+    let masquerade = netdev::remove_masquerade();
     netdev::remove_host_port().map_err(|e| e.to_string())?;
+    masquerade.map_err(|e| e.to_string())?;
     tracing::info!("agent stopped; everything it attached is detached");
     Ok(())
 }
@@ -234,6 +238,14 @@ impl Control<'_> {
             pod_mtu: self.pod_mtu,
         }
     }
+}
+
+fn masquerade_cidrs(config: &crate::config::AgentConfig) -> Vec<(bool, String)> {
+    config
+        .cluster_cidrs
+        .iter()
+        .map(|c| (c.addr.is_v4(), c.to_string()))
+        .collect()
 }
 
 fn host_plan(
