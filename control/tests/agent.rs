@@ -17,6 +17,7 @@ use control::agent_api::{self, AgentStatus, Request};
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
 const OUTSIDE_IP: &str = "192.168.79.2";
+const STALE_NODE2_MAC: &str = "02:79:00:00:00:99";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
@@ -221,6 +222,20 @@ status:
     address: {NODE_IP}
 ---
 apiVersion: v1
+kind: Node
+metadata:
+  name: node2
+  annotations:
+    # Deliberately wrong: the agent must use the kernel's neighbour entry instead.
+    kxdp.io/underlay-mac: "{STALE_NODE2_MAC}"
+spec:
+  podCIDR: 10.244.2.0/24
+status:
+  addresses:
+  - type: InternalIP
+    address: {OUTSIDE_IP}
+---
+apiVersion: v1
 kind: Namespace
 metadata:
   name: demo
@@ -350,6 +365,7 @@ fn scenario(workers: u32) {
         ],
     );
     run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
+    kernel_vtep(&outside);
     make_pod(&mut lab, "a", "10.244.1.2", "vetha");
     make_pod(&mut lab, "b", "10.244.1.3", "vethb");
     let state = lab.dir.join("state");
@@ -481,6 +497,19 @@ fn scenario(workers: u32) {
         agent_api::call(&socket, &Request::Stats, Duration::from_secs(5)).map(|r| r.stats)
     );
 
+    // Pod -> node2 over VXLAN: node2's annotation names a MAC nobody has, so this only
+    // works once the agent has taken the next hop's MAC from the kernel's neighbour table.
+    let pod_a = format!("{}-a", lab.prefix);
+    wait_for(
+        "pod a <-> node2's VTEP over VXLAN",
+        Duration::from_secs(15),
+        || {
+            nsexec(&pod_a, "ping", &["-c", "1", "-W", "1", "10.244.2.1"])
+                .status
+                .success()
+        },
+    );
+
     // A new manifest: the next generation is published.
     write_state(
         &state,
@@ -555,6 +584,72 @@ fn scenario(workers: u32) {
     assert!(
         !String::from_utf8_lossy(&tables.stdout).contains("kxdp"),
         "masquerade table left behind"
+    );
+}
+
+/// Node2 is a kernel VXLAN device on the outside host (as Flannel's would be): VNI 1 on
+/// port 4789, the gateway address of node2's PodCIDR, static entries for pod a.
+fn kernel_vtep(ns: &str) {
+    let ip = |args: &[&str]| {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    ip(&[
+        "link",
+        "add",
+        "vxlan0",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "4789",
+        "local",
+        OUTSIDE_IP,
+        "dev",
+        "up0peer",
+        "nolearning",
+    ]);
+    // Our encap writes the destination node's gateway MAC as the inner destination.
+    ip(&[
+        "link",
+        "set",
+        "vxlan0",
+        "address",
+        "0a:58:0a:f4:02:01",
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    ip(&["addr", "add", "10.244.2.1/24", "dev", "vxlan0"]);
+    ip(&["route", "add", "10.244.1.0/24", "dev", "vxlan0"]);
+    ip(&[
+        "neigh",
+        "replace",
+        "10.244.1.2",
+        "lladdr",
+        "0a:58:0a:f4:01:02",
+        "dev",
+        "vxlan0",
+        "nud",
+        "permanent",
+    ]);
+    run(
+        "bridge",
+        &[
+            "-n",
+            ns,
+            "fdb",
+            "append",
+            "0a:58:0a:f4:01:02",
+            "dev",
+            "vxlan0",
+            "dst",
+            NODE_IP,
+            "self",
+            "permanent",
+        ],
     );
 }
 
