@@ -177,6 +177,9 @@ impl Control<'_> {
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
                 self.refresh_underlay();
+                for port in self.ports.close_vanished() {
+                    tracing::warn!(port, "interface gone without a CNI DEL: port closed");
+                }
             }
         }
     }
