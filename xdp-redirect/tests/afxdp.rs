@@ -597,6 +597,15 @@ fn ports_come_and_go_while_traffic_flows() {
                 progs.detach(&c.host_if);
                 worker.remove_port(&c.port()).expect("remove_port");
                 let after_c = worker.stats();
+                // a anchors the UMEM (its first socket): it cannot leave while b is open.
+                assert!(matches!(
+                    worker.remove_port(&a.port()),
+                    Err(xdp_redirect::WorkerError::AnchorInUse(_))
+                ));
+                assert!(matches!(
+                    worker.remove_port(&c.port()),
+                    Err(xdp_redirect::WorkerError::NoSuchPort(_))
+                ));
                 settled(200);
                 stop.store(true, Ordering::Relaxed);
                 let counts = t.join().expect("traffic thread");
@@ -621,7 +630,6 @@ fn ports_come_and_go_while_traffic_flows() {
     );
     assert_accounted(&last);
     assert!(last.frames.all_free(), "{:?}", last.frames);
-    // The anchor (a, the first port) cannot leave while others are open.
 }
 
 #[test]
