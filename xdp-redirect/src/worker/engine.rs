@@ -315,6 +315,12 @@ impl Worker {
                 ledger.release(rx.frame);
                 continue;
             };
+            // `receive` only passes frames inside the UMEM; the check keeps that local.
+            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
+                sock.xsk.bad.rx += 1;
+                ledger.release(rx.frame);
+                continue;
+            };
             sock.counters.rx_packets += 1;
             sock.counters.rx_bytes += u64::from(rx.len);
             c.rx_packets += 1;
@@ -322,10 +328,6 @@ impl Worker {
             if (rx.offset as usize) < DEFAULT_HEADROOM {
                 c.low_headroom += 1;
             }
-            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
-                ledger.release(rx.frame);
-                continue;
-            };
             // SAFETY: `receive` moved this frame to the worker in the ledger; the kernel no
             // longer touches it and nothing else borrows it until it is queued for
             // transmission or released below, after `frame` is gone.
