@@ -16,6 +16,7 @@ use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerHandle};
 use super::AgentOptions;
 use super::kernel_maps::KernelMaps;
 use super::netdev;
+use crate::translate::UPLINK_PORT;
 
 /// Which XDP program a port gets (ARCHITECTURE.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +248,10 @@ impl DatapathPorts {
 
     /// Closes every port and stops the workers.
     pub fn shutdown(&mut self) {
-        let names: Vec<String> = self.ports.keys().cloned().collect();
+        // The first port opened (the uplink) anchors each worker's shared UMEM and can only
+        // close last.
+        let mut names: Vec<String> = self.ports.keys().cloned().collect();
+        names.sort_by_key(|name| name == UPLINK_PORT);
         for name in names {
             if let Err(e) = self.close(&name) {
                 tracing::warn!("{e}");
