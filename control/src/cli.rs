@@ -19,6 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the datapath over pcap files (ARCHITECTURE.md §4).
     Replay(ReplayArgs),
+    /// A two-node cluster in network namespaces on this machine, checked with real traffic.
+    Lab(crate::lab::LabArgs),
+    /// The lab's traffic tool (serve, tcp, udp, flood, sink), run inside its namespaces.
+    #[command(hide = true)]
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,7 +91,9 @@ mod tests {
             "--summary",
         ])
         .unwrap();
-        let Command::Replay(args) = cli.command;
+        let Command::Replay(args) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(args.inputs.len(), 2);
         assert_eq!(args.inputs[1].port, "host");
         assert!(args.summary);
