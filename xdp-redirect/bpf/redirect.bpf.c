@@ -4,8 +4,13 @@
 // rewrite: a packet is either handed whole to the AF_XDP socket of the queue it arrived on
 // (the userspace workers do all packet logic) or passed to the kernel untouched.
 //
+// One XSKMAP serves every port. Each port (uplink, host, every pod veth) owns a range of
+// slots starting at a base the agent writes into `port_slots` (ifindex -> base); worker i's
+// socket for that port's queue i sits at base + i. A map indexed by queue alone would not
+// do: every pod veth has queues 0..W-1, so their sockets would collide.
+//
 // Scope for now: Ethernet II + IPv4 only. VLAN-tagged frames and IPv6 are passed to the
-// kernel on the uplink (and redirected like everything else on pod ports).
+// kernel on the uplink (and redirected like everything else on pod and host ports).
 //
 // Every map shared with Rust has a `#[repr(C)]` twin in `src/maps.rs` with a size assert;
 // change both together.
@@ -45,15 +50,35 @@ enum reason {
 	REASON_UPLINK_PASS = 2,
 	REASON_POD_REDIRECT = 3,
 	REASON_POD_TO_NODE = 4,
-	REASON_MAX = 5,
+	// The program chose to redirect, but the receiving interface has no entry in
+	// `port_slots` (or base + queue falls outside `xsks`): passed to the kernel instead.
+	// Counted in place of the redirect reason, so every packet bumps exactly one counter.
+	REASON_NO_SLOT = 5,
+	// A pod sent TCP/UDP/SCTP to one of the node's addresses on a frontend (its own
+	// node's NodePort): the datapath load-balances it.
+	REASON_POD_NODEPORT = 6,
+	// Whatever the kernel routed into kxdp-host, seen on kxdp-dp.
+	REASON_HOST_REDIRECT = 7,
+	REASON_MAX = 8,
 };
+
+// Rust twin: `XSKS_ENTRIES`.
+#define XSKS_ENTRIES 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 256);
+	__uint(max_entries, XSKS_ENTRIES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
+
+// ifindex of a port -> its first slot in `xsks`. Rust twin: `PORT_SLOTS_ENTRIES`.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -91,12 +116,23 @@ static __always_inline void count(__u32 reason)
 		*n += 1; // per-CPU slot: no atomics needed
 }
 
-// The XDP_PASS flag makes a queue without a bound socket fall back to the kernel instead
-// of dropping: an agent that is not (yet) running must not black-hole the node.
+// Hands the frame to the socket of its port's slot for the queue it arrived on, counting
+// `reason`. A port the agent has not (yet) given slots, and a slot without a socket (the
+// XDP_PASS flag of bpf_redirect_map), fall back to the kernel instead of dropping: an agent
+// that is not (yet) running must not black-hole the node.
 static __always_inline int to_socket(struct xdp_md *ctx, __u32 reason)
 {
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 queue = ctx->rx_queue_index;
+	__u32 *base = bpf_map_lookup_elem(&port_slots, &ifindex);
+
+	// Written so that base + queue cannot wrap around.
+	if (!base || *base >= XSKS_ENTRIES || queue >= XSKS_ENTRIES - *base) {
+		count(REASON_NO_SLOT);
+		return XDP_PASS;
+	}
 	count(reason);
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&xsks, *base + queue, XDP_PASS);
 }
 
 // Returns the IPv4 header of an untagged Ethernet frame whose header and whole datagram
@@ -124,27 +160,14 @@ static __always_inline struct iphdr *ipv4_header(void *data, void *data_end)
 	return ip;
 }
 
-// Uplink (the node's underlay NIC): redirect only what the datapath owns: VXLAN to our
-// node address and port, and traffic to a Service frontend. Everything else (ARP, ssh,
-// kubelet, IPv6, VLAN, malformed) goes to the kernel.
-SEC("xdp")
-int xdp_uplink(struct xdp_md *ctx)
+// The destination port (host order) of a TCP, UDP or SCTP datagram whose fixed L4 header
+// lies inside both the frame and the datagram (the ports are the first four bytes of all
+// three), or -1. Fragments are the caller's business.
+static __always_inline int l4_dst_port(struct iphdr *ip, void *data_end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct iphdr *ip = ipv4_header(data, data_end);
-	struct frontend_key fk = {};
-	struct vxlan_cfg *cfg;
-	__u32 zero = 0;
 	__u16 *ports;
 	__u32 l4_min;
 
-	if (!ip)
-		goto pass;
-	// Fragments: only the first carries ports, and the workers do not reassemble; the
-	// kernel does.
-	if (ip->frag_off & bpf_htons(0x3fff))
-		goto pass;
 	switch (ip->protocol) {
 	case IPPROTO_UDP:
 		l4_min = 8;
@@ -156,24 +179,54 @@ int xdp_uplink(struct xdp_md *ctx)
 		l4_min = 12;
 		break;
 	default:
-		goto pass;
+		return -1;
 	}
 	ports = (void *)ip + ip->ihl * 4;
-	// Both the frame and the datagram must hold the fixed L4 header (the ports are the
-	// first four bytes of all three protocols).
 	if ((void *)ports + l4_min > data_end ||
 	    ip->ihl * 4 + l4_min > bpf_ntohs(ip->tot_len))
+		return -1;
+	return bpf_ntohs(ports[1]);
+}
+
+static __always_inline int is_frontend(struct iphdr *ip, __u16 dport)
+{
+	struct frontend_key fk = {};
+
+	fk.addr = ip->daddr;
+	fk.port = dport;
+	fk.proto = ip->protocol;
+	return bpf_map_lookup_elem(&frontends, &fk) != NULL;
+}
+
+// Uplink (the node's underlay NIC): redirect only what the datapath owns: VXLAN to our
+// node address and port, and traffic to a Service frontend. Everything else (ARP, ssh,
+// kubelet, IPv6, VLAN, malformed) goes to the kernel.
+SEC("xdp")
+int xdp_uplink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = ipv4_header(data, data_end);
+	struct vxlan_cfg *cfg;
+	__u32 zero = 0;
+	int dport;
+
+	if (!ip)
+		goto pass;
+	// Fragments: only the first carries ports, and the workers do not reassemble; the
+	// kernel does.
+	if (ip->frag_off & bpf_htons(0x3fff))
+		goto pass;
+	dport = l4_dst_port(ip, data_end);
+	if (dport < 0)
 		goto pass;
 
 	cfg = bpf_map_lookup_elem(&vxlan_cfg, &zero);
 	if (cfg && ip->protocol == IPPROTO_UDP && cfg->node_ip != 0 &&
-	    ip->daddr == cfg->node_ip && bpf_ntohs(ports[1]) == cfg->port)
+	    ip->daddr == cfg->node_ip && dport == cfg->port)
 		return to_socket(ctx, REASON_UPLINK_VXLAN);
 
-	fk.addr = ip->daddr;
-	fk.port = bpf_ntohs(ports[1]);
-	fk.proto = ip->protocol;
-	if (bpf_map_lookup_elem(&frontends, &fk))
+	if (is_frontend(ip, dport))
 		return to_socket(ctx, REASON_UPLINK_FRONTEND);
 pass:
 	count(REASON_UPLINK_PASS);
@@ -183,6 +236,9 @@ pass:
 // Pod port (host side of a pod's veth): the datapath owns everything the pod sends except
 // IPv4 to the node's own addresses, which the kernel answers directly so node <-> pod
 // traffic (kubelet probes) never depends on the datapath (ARCHITECTURE.md §2, walk 6).
+// The exception to the exception is a pod reaching its own node's NodePort: the datapath
+// must load-balance that, so a first fragment (offset 0; it carries the ports) to a
+// frontend is redirected. Later fragments carry no ports and go to the kernel.
 // Malformed frames are redirected too: the workers drop them with a reason.
 SEC("xdp")
 int xdp_pod(struct xdp_md *ctx)
@@ -190,12 +246,27 @@ int xdp_pod(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct iphdr *ip = ipv4_header(data, data_end);
+	int dport;
 
-	if (ip && bpf_map_lookup_elem(&node_addrs, &ip->daddr)) {
-		count(REASON_POD_TO_NODE);
-		return XDP_PASS;
+	if (!ip || !bpf_map_lookup_elem(&node_addrs, &ip->daddr))
+		return to_socket(ctx, REASON_POD_REDIRECT);
+	if (!(ip->frag_off & bpf_htons(0x1fff))) {
+		dport = l4_dst_port(ip, data_end);
+		if (dport >= 0 && is_frontend(ip, dport))
+			return to_socket(ctx, REASON_POD_NODEPORT);
 	}
-	return to_socket(ctx, REASON_POD_REDIRECT);
+	count(REASON_POD_TO_NODE);
+	return XDP_PASS;
+}
+
+// Datapath side (kxdp-dp) of the host veth pair: the kernel routes into kxdp-host only what
+// the datapath owns (host-network clients reaching the Service and cluster CIDRs, walk 8),
+// and ARP for those next hops, which the datapath answers; so everything arriving here is
+// redirected.
+SEC("xdp")
+int xdp_host(struct xdp_md *ctx)
+{
+	return to_socket(ctx, REASON_HOST_REDIRECT);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

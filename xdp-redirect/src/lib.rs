@@ -2,34 +2,65 @@
 //! clang) that hand uplink and pod traffic to AF_XDP sockets, and their loader (aya).
 //!
 //! This crate owns the programs' object file, the Rust twins of the structs they share with
-//! userspace ([`maps`]), and loading them into the kernel. It must never contain packet
-//! logic: the programs only classify (redirect or pass), and everything else is
-//! `datapath::process`. Attaching to interfaces and the AF_XDP sockets come later.
+//! userspace ([`maps`]), loading them into the kernel and attaching them to interfaces
+//! ([`attach`]). It must never contain packet logic: the programs only classify (redirect or
+//! pass), and everything else is `datapath::process`.
 //!
-//! Two programs, one per kind of port (ARCHITECTURE.md §2):
+//! Three programs, one per kind of port (ARCHITECTURE.md §2):
 //! - [`UPLINK_PROGRAM`]: redirects VXLAN to this node and traffic to Service frontends;
 //!   passes everything else (ARP, ssh, kubelet, IPv6, malformed) to the kernel.
 //! - [`POD_PROGRAM`]: redirects everything a pod sends except IPv4 to the node's own
-//!   addresses (walk 6).
+//!   addresses (walk 6), and among those it still redirects TCP/UDP/SCTP to a frontend (a
+//!   pod reaching its own node's NodePort).
+//! - [`HOST_PROGRAM`]: on `kxdp-dp`, redirects everything (the kernel routes into
+//!   `kxdp-host` only what the datapath owns).
 //!
-//! Both fall back to `XDP_PASS` when the receiving queue has no socket in `xsks`, so a node
-//! without a running agent keeps working. For now they understand untagged Ethernet and
-//! IPv4 only.
+//! One XSKMAP (`xsks`, [`XSKS_ENTRIES`] slots) serves all ports. The agent gives each port
+//! a base slot ([`set_port_slot`], keyed by ifindex) and puts worker i's socket for that
+//! port's rx queue i at base + i ([`set_xsk`]). A packet the programs redirect from a port
+//! without a base, or to a slot without a socket, goes to the kernel instead, so a node
+//! without a running agent keeps working. For now the programs understand untagged
+//! Ethernet and IPv4 only.
+//!
+//! Typical use (root, in the node's network namespace):
+//!
+//! ```no_run
+//! # fn main() -> Result<(), xdp_redirect::XdpError> {
+//! use xdp_redirect::{HOST_PROGRAM, Interface, attach, detach, load, set_port_slot};
+//! let mut ebpf = load()?;
+//! let dp = Interface::by_name("kxdp-dp")?;
+//! set_port_slot(&mut ebpf, dp.index(), 0)?; // slots 0..W for the host port
+//! let attachment = attach(&mut ebpf, HOST_PROGRAM, &dp)?;
+//! eprintln!("{} on {} in {} mode", HOST_PROGRAM, dp, attachment.mode());
+//! // ... xdp_redirect::set_xsk(&mut ebpf, 0 + queue, socket_fd) per worker ...
+//! detach(&mut ebpf, attachment)?;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod attach;
 pub mod maps;
 
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError};
 
+pub use attach::{
+    AttachMode, Attachment, Interface, attach, attach_by_index, attach_by_name, detach,
+};
 pub use maps::{
-    FrontendKey, Reason, VxlanCfg, add_frontend, add_node_addr, reason_count, remove_frontend,
-    remove_node_addr, set_vxlan, xsk_map,
+    FrontendKey, PORT_SLOTS_ENTRIES, Reason, VxlanCfg, XSKS_ENTRIES, add_frontend, add_node_addr,
+    port_slot, reason_count, remove_frontend, remove_node_addr, remove_port_slot, remove_xsk,
+    set_port_slot, set_vxlan, set_xsk, xsk_map,
 };
 
 /// Name of the uplink XDP program in the object.
 pub const UPLINK_PROGRAM: &str = "xdp_uplink";
 /// Name of the pod-port XDP program in the object.
 pub const POD_PROGRAM: &str = "xdp_pod";
+/// Name of the host-port (`kxdp-dp`) XDP program in the object.
+pub const HOST_PROGRAM: &str = "xdp_host";
+/// All programs in the object; [`load`] loads each.
+pub const PROGRAMS: [&str; 3] = [UPLINK_PROGRAM, POD_PROGRAM, HOST_PROGRAM];
 
 /// The compiled programs. Aligned because aya parses the ELF in place and its headers are
 /// read as 8-byte aligned structs.
@@ -48,25 +79,66 @@ pub enum XdpError {
     MissingProgram(&'static str),
     #[error("the XDP object has no map `{0}`")]
     MissingMap(&'static str),
+    #[error("no network interface {0} in this network namespace")]
+    UnknownInterface(String),
+    /// Both modes failed; the message carries both causes in full (syscall and errno).
+    #[error(
+        "attaching XDP program {program} to {interface}: driver mode: {}; skb mode: {}",
+        chain(driver),
+        chain(skb)
+    )]
+    Attach {
+        program: &'static str,
+        interface: String,
+        driver: Box<ProgramError>,
+        skb: Box<ProgramError>,
+    },
+    #[error("detaching XDP program {program} from {interface}: {}", chain(error))]
+    Detach {
+        program: &'static str,
+        interface: String,
+        error: Box<ProgramError>,
+    },
+    #[error(
+        "XSKMAP slot {slot} out of range (the map has {} slots)",
+        maps::XSKS_ENTRIES
+    )]
+    SlotOutOfRange { slot: u32 },
 }
 
-/// Parses the embedded object, creates its maps and loads both programs into the kernel
-/// (verified, not attached). Needs CAP_BPF (root).
+/// `error` and its sources, `: `-separated: aya's syscall errors keep the errno in their
+/// source, which a plain `{}` would drop.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Parses the embedded object, creates its maps and loads all [`PROGRAMS`] into the kernel
+/// (verified, not attached). Needs CAP_BPF (root). Each call creates fresh maps.
 pub fn load() -> Result<Ebpf, XdpError> {
     let mut ebpf = Ebpf::load(OBJECT)?;
-    for name in [UPLINK_PROGRAM, POD_PROGRAM] {
+    for name in PROGRAMS {
         program_mut(&mut ebpf, name)?.load()?;
     }
     Ok(ebpf)
 }
 
-/// One of the two programs, for test runs (and later, attaching).
+/// One of the [`PROGRAMS`], for test runs or querying (e.g. its kernel id).
 pub fn program<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, XdpError> {
     let program = ebpf.program(name).ok_or(XdpError::MissingProgram(name))?;
     Ok(program.try_into()?)
 }
 
-fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {
+pub(crate) fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Xdp, XdpError> {
     let program = ebpf
         .program_mut(name)
         .ok_or(XdpError::MissingProgram(name))?;

@@ -5,6 +5,7 @@
 
 use std::mem::size_of;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, PerCpuArray};
@@ -12,10 +13,17 @@ use aya::maps::{Array, HashMap, PerCpuArray};
 use crate::XdpError;
 
 const XSKS: &str = "xsks";
+const PORT_SLOTS: &str = "port_slots";
 const NODE_ADDRS: &str = "node_addrs";
 const VXLAN_CFG: &str = "vxlan_cfg";
 const FRONTENDS: &str = "frontends";
 const REASONS: &str = "reasons";
+
+/// Size of the XSKMAP `xsks` (C `XSKS_ENTRIES`): valid slots are `0..XSKS_ENTRIES`. A port
+/// with base `b` and `W` queues uses slots `b..b + W`.
+pub const XSKS_ENTRIES: u32 = 4096;
+/// Capacity of `port_slots`: how many ports (interfaces) can have slots at once.
+pub const PORT_SLOTS_ENTRIES: u32 = 1024;
 
 /// C `struct vxlan_cfg`: this node's underlay address and VXLAN UDP port.
 #[repr(C)]
@@ -87,16 +95,42 @@ pub enum Reason {
     UplinkPass = 2,
     PodRedirect = 3,
     PodToNode = 4,
+    /// The program chose to redirect but the receiving interface has no base in
+    /// `port_slots` (or base + rx queue is outside `xsks`), so it passed the packet to the
+    /// kernel. Counted instead of the redirect reason: every packet bumps one counter.
+    NoSlot = 5,
+    /// A pod sent TCP/UDP/SCTP to one of the node's addresses on a frontend (its own
+    /// node's NodePort); redirected for the datapath to load-balance.
+    PodNodePort = 6,
+    /// Everything arriving on the datapath side of the host veth (`kxdp-dp`).
+    HostRedirect = 7,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 8] = [
         Reason::UplinkVxlan,
         Reason::UplinkFrontend,
         Reason::UplinkPass,
         Reason::PodRedirect,
         Reason::PodToNode,
+        Reason::NoSlot,
+        Reason::PodNodePort,
+        Reason::HostRedirect,
     ];
+
+    /// A stable snake_case name, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::UplinkVxlan => "uplink_vxlan",
+            Reason::UplinkFrontend => "uplink_frontend",
+            Reason::UplinkPass => "uplink_pass",
+            Reason::PodRedirect => "pod_redirect",
+            Reason::PodToNode => "pod_to_node",
+            Reason::NoSlot => "no_slot",
+            Reason::PodNodePort => "pod_node_port",
+            Reason::HostRedirect => "host_redirect",
+        }
+    }
 }
 
 /// The kernel compares the raw header bytes, so the key is the address's bytes in wire
@@ -150,7 +184,72 @@ pub fn reason_count(ebpf: &Ebpf, reason: Reason) -> Result<u64, XdpError> {
     Ok(map.get(&(reason as u32), 0)?.iter().sum())
 }
 
-/// The XSKMAP the programs redirect into, keyed by rx queue index (for the AF_XDP code).
+/// Gives the interface `ifindex` the XSKMAP slots from `base` on: a packet the programs
+/// redirect from its rx queue `q` goes to the socket at slot `base + q`. Replaces an earlier
+/// base. Until a port has a base, its redirect path passes to the kernel (counted as
+/// [`Reason::NoSlot`]).
+pub fn set_port_slot(ebpf: &mut Ebpf, ifindex: u32, base: u32) -> Result<(), XdpError> {
+    check_slot(base)?;
+    let mut map: HashMap<_, u32, u32> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
+    map.insert(ifindex, base, 0)?;
+    Ok(())
+}
+
+/// Takes the slots away from `ifindex`. Returns whether it had any, so removing twice is
+/// harmless (a port deleted twice, or never added).
+pub fn remove_port_slot(ebpf: &mut Ebpf, ifindex: u32) -> Result<bool, XdpError> {
+    let mut map: HashMap<_, u32, u32> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
+    match map.remove(&ifindex) {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The base slot of `ifindex`, if it has one.
+pub fn port_slot(ebpf: &Ebpf, ifindex: u32) -> Result<Option<u32>, XdpError> {
+    let map = ebpf
+        .map(PORT_SLOTS)
+        .ok_or(XdpError::MissingMap(PORT_SLOTS))?;
+    let map: HashMap<_, u32, u32> = HashMap::try_from(map)?;
+    match map.get(&ifindex, 0) {
+        Ok(base) => Ok(Some(base)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puts the AF_XDP socket `socket` (a `RawFd`, `BorrowedFd`, `OwnedFd`, ...) at `slot` of
+/// the XSKMAP, replacing whatever was there. The kernel also empties the slot itself when
+/// the socket is closed for good, so a dead worker's slot falls back to the kernel.
+pub fn set_xsk(ebpf: &mut Ebpf, slot: u32, socket: impl AsRawFd) -> Result<(), XdpError> {
+    check_slot(slot)?;
+    xsk_map(ebpf)?.set(slot, socket, 0)?;
+    Ok(())
+}
+
+/// Empties `slot` of the XSKMAP (the kernel accepts this for an empty slot too); packets
+/// redirected to it then fall back to the kernel.
+pub fn remove_xsk(ebpf: &mut Ebpf, slot: u32) -> Result<(), XdpError> {
+    check_slot(slot)?;
+    xsk_map(ebpf)?.unset(slot)?;
+    Ok(())
+}
+
+fn check_slot(slot: u32) -> Result<(), XdpError> {
+    if slot < XSKS_ENTRIES {
+        Ok(())
+    } else {
+        Err(XdpError::SlotOutOfRange { slot })
+    }
+}
+
+/// The XSKMAP the programs redirect into, keyed by slot (port base + rx queue). Prefer
+/// [`set_xsk`] / [`remove_xsk`]; this is for callers that need the raw map.
 pub fn xsk_map(ebpf: &mut Ebpf) -> Result<aya::maps::XskMap<&mut aya::maps::MapData>, XdpError> {
     Ok(aya::maps::XskMap::try_from(map_mut(ebpf, XSKS)?)?)
 }
