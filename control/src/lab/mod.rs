@@ -23,7 +23,7 @@ mod pods;
 mod procs;
 mod report;
 mod servers;
-mod topology;
+pub mod topology;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -37,8 +37,8 @@ pub struct PodRecord {
 }
 
 /// The node's conflist, as a runtime would find it in /etc/cni/net.d (the lab keeps it in
-/// DIR/<node>/): kxdp-cni with the node's agent socket, host-local IPAM over the node's
-/// PodCIDR with its state under DIR.
+/// DIR/<node>/): kxdp-cni with the node's agent socket and its attachment records under
+/// DIR/<node>/cni, host-local IPAM over the node's PodCIDR with its leases under DIR/<node>/ipam.
 pub fn conflist(lab: &Lab, node: NodePlan) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
@@ -46,6 +46,7 @@ pub fn conflist(lab: &Lab, node: NodePlan) -> Value {
         "plugins": [{
             "type": CNI_BINARY,
             "agentSocket": lab.agent_socket(node).display().to_string(),
+            "stateDir": lab.node_dir(node).join("cni").display().to_string(),
             "ipam": {
                 "type": "host-local",
                 "ranges": [[{
