@@ -462,33 +462,112 @@ fn ping_all(netns: &str, to: Ipv4Addr) -> (bool, String) {
 }
 
 /// A `kxdp probe sink` in the destination pod, a `kxdp probe flood` from the source pod:
-/// delivered packets per second of one unpaced flow.
+/// packets per second of one unpaced flow. The destination's UDP counters tell what the
+/// datapath delivered into the pod (its socket may overflow after that) and whether any
+/// datagram arrived with a bad checksum (which fails the check).
 fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
-    match run_flood(c, from, to) {
-        Ok((sent, got)) => {
-            let loss = if sent.sent > 0 {
-                100.0 * (1.0 - got.received as f64 / sent.sent as f64)
-            } else {
-                0.0
-            };
-            let passed = got.received >= FLOOD_MIN_DELIVERED;
-            let m = format!(
-                "sent {} ({:.0} pps), delivered {} ({:.0} pps, {:.1}% lost){}",
-                sent.sent,
-                sent.pps,
-                got.received,
-                got.pps,
-                loss.max(0.0),
-                if passed {
-                    String::new()
-                } else {
-                    format!("; fewer than {FLOOD_MIN_DELIVERED} delivered")
-                }
-            );
-            (passed, m)
-        }
-        Err(e) => (false, e),
+    let dst_ns = c.pod_ns(to);
+    let before = match udp_counters(&dst_ns) {
+        Ok(u) => u,
+        Err(e) => return (false, e),
+    };
+    let (sent, got) = match run_flood(c, from, to) {
+        Ok(x) => x,
+        Err(e) => return (false, e),
+    };
+    let after = match udp_counters(&dst_ns) {
+        Ok(u) => u,
+        Err(e) => return (false, e),
+    };
+    let d = after.since(&before);
+    // Everything UDP that reached the pod's stack: delivered to a socket or dropped there.
+    let reached = d.in_datagrams + d.in_errors;
+    let secs = sent.duration_us as f64 / 1e6;
+    let reached_pps = if secs > 0.0 {
+        reached as f64 / secs
+    } else {
+        0.0
+    };
+    let mut problems = Vec::new();
+    if got.received < FLOOD_MIN_DELIVERED {
+        problems.push(format!("fewer than {FLOOD_MIN_DELIVERED} received"));
     }
+    if d.in_csum_errors > 0 {
+        problems.push(format!("{} arrived with a bad checksum", d.in_csum_errors));
+    }
+    let m = format!(
+        "sent {} ({:.0} pps); reached {} {} ({:.0} pps, {:.1}% of sent); sink read {} ({:.0} pps), {} overflowed its buffer{}",
+        sent.sent,
+        sent.pps,
+        to.name,
+        reached,
+        reached_pps,
+        if sent.sent > 0 {
+            100.0 * reached as f64 / sent.sent as f64
+        } else {
+            0.0
+        },
+        got.received,
+        got.pps,
+        d.rcvbuf_errors,
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", problems.join("; "))
+        }
+    );
+    (problems.is_empty(), m)
+}
+
+/// The `Udp:` counters of /proc/net/snmp in a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    pub in_datagrams: u64,
+    pub in_errors: u64,
+    pub rcvbuf_errors: u64,
+    pub in_csum_errors: u64,
+}
+
+impl UdpCounters {
+    fn since(&self, before: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            in_datagrams: self.in_datagrams.saturating_sub(before.in_datagrams),
+            in_errors: self.in_errors.saturating_sub(before.in_errors),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            in_csum_errors: self.in_csum_errors.saturating_sub(before.in_csum_errors),
+        }
+    }
+}
+
+/// Parses the two `Udp:` lines (names, then values) of /proc/net/snmp.
+pub fn parse_udp_snmp(text: &str) -> Option<UdpCounters> {
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().skip(1).collect();
+    let values: Vec<u64> = lines
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let get = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i).copied())
+    };
+    Some(UdpCounters {
+        in_datagrams: get("InDatagrams")?,
+        in_errors: get("InErrors")?,
+        rcvbuf_errors: get("RcvbufErrors")?,
+        in_csum_errors: get("InCsumErrors")?,
+    })
+}
+
+fn udp_counters(netns: &str) -> Result<UdpCounters, String> {
+    // /proc/net is the reader's namespace: cat runs inside it.
+    let text =
+        cmd::run(cmd::in_netns(netns, "cat").arg("/proc/net/snmp")).map_err(|e| e.to_string())?;
+    parse_udp_snmp(&text).ok_or_else(|| format!("no Udp counters in /proc/net/snmp of {netns}"))
 }
 
 fn run_flood(
@@ -572,6 +651,22 @@ pub fn diagnostics(lab: &Lab) -> String {
 mod tests {
     use super::*;
     use crate::probe::Failures;
+
+    #[test]
+    fn udp_counters_are_parsed() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 461 2 30 463 28 0 1 0 0\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        let u = parse_udp_snmp(text).unwrap();
+        assert_eq!(
+            u,
+            UdpCounters {
+                in_datagrams: 461,
+                in_errors: 30,
+                rcvbuf_errors: 28,
+                in_csum_errors: 1
+            }
+        );
+        assert!(parse_udp_snmp("Udp: InDatagrams\n").is_none());
+    }
 
     #[test]
     fn ping_summary_is_parsed() {
