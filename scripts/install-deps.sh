@@ -5,8 +5,8 @@ set -euo pipefail
 
 # clang + libbpf-dev: the XDP programs (C, clang -target bpf); iproute2: the netns lab and
 # tests; ethtool: checksum offload settings on veths; pkg-config + gcc: -sys crates (ring);
-# containernetworking-plugins: host-local IPAM behind kxdp-cni; iputils-ping: the lab's
-# ICMP checks.
+# containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni (and its
+# tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks.
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
   containernetworking-plugins iputils-ping)
 

@@ -24,6 +24,56 @@ pub enum Command {
     /// The lab's traffic tool (serve, tcp, udp, flood, sink), run inside its namespaces.
     #[command(hide = true)]
     Probe(crate::probe::ProbeArgs),
+    /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
+    /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
+    Agent(AgentArgs),
+    /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The agent's local API socket.
+    #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name (a Node in the state directory).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// The underlay interface (VXLAN and Service frontends arrive here).
+    #[arg(long, value_name = "IFNAME")]
+    pub uplink: String,
+    /// State directory (ARCHITECTURE.md §4), re-read when its files change.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Worker threads; worker i serves queue i of every port.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// CPUs to pin the workers to, in worker order (e.g. 0,1).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+    /// The local API socket the CNI plugin talks to.
+    #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+}
+
+impl From<AgentArgs> for crate::agent::AgentOptions {
+    fn from(a: AgentArgs) -> crate::agent::AgentOptions {
+        crate::agent::AgentOptions {
+            node: a.node,
+            uplink: a.uplink,
+            state: a.state,
+            workers: a.workers,
+            cpus: a.cpus,
+            api_socket: a.api_socket,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -92,7 +142,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Replay(args) = cli.command else {
-            panic!("parsed as another command");
+            panic!("parsed as another subcommand");
         };
         assert_eq!(args.inputs.len(), 2);
         assert_eq!(args.inputs[1].port, "host");

@@ -1,4 +1,7 @@
+pub mod agent;
+pub mod agent_api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod lab;
 pub mod probe;

@@ -19,6 +19,11 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args.into()),
         Command::Lab(args) => control::lab::main(args),
         Command::Probe(args) => control::probe::main(args),
+        Command::Stats(args) => run_stats(&args),
+        Command::Agent(args) => match control::agent::run(&args.into()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -53,6 +58,37 @@ fn run_replay(opts: replay::ReplayOptions) -> ExitCode {
         }
         Err(e) => fail(&e.to_string()),
     }
+}
+
+fn run_stats(args: &control::cli::StatsArgs) -> ExitCode {
+    use control::agent_api::{Request, call};
+    let answer = match call(
+        &args.api_socket,
+        &Request::Stats,
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(answer) => answer,
+        Err(e) => return fail(&format!("{}: {e}", args.api_socket.display())),
+    };
+    let stats = match (answer.ok, answer.stats) {
+        (true, Some(stats)) => stats,
+        _ => {
+            return fail(
+                &answer
+                    .error
+                    .unwrap_or_else(|| "the agent sent no stats".into()),
+            );
+        }
+    };
+    let text = if args.json {
+        serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n"
+    } else {
+        control::agent::render_stats(&stats)
+    };
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        return fail(&format!("writing the stats: {e}"));
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ExitCode {

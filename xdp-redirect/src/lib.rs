@@ -40,6 +40,8 @@
 
 pub mod attach;
 pub mod maps;
+pub mod worker;
+pub mod xsk;
 
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError};
@@ -52,6 +54,11 @@ pub use maps::{
     port_slot, reason_count, remove_frontend, remove_node_addr, remove_port_slot, remove_xsk,
     set_port_slot, set_vxlan, set_xsk, xsk_map,
 };
+pub use worker::{
+    PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle, WorkerStats,
+    spawn,
+};
+pub use xsk::{FrameLedger, UmemConfig};
 
 /// Name of the uplink XDP program in the object.
 pub const UPLINK_PROGRAM: &str = "xdp_uplink";

@@ -5,14 +5,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::Lab;
 use super::api;
 use super::error::LabError;
 use super::layout::{NAMESPACE, NodePlan, UPLINK};
 use super::manifests::PlacedPod;
 use super::procs::{self, ProcRecord};
+use crate::agent_api::{AgentStats, AgentStatus};
 use crate::translate::pod_port_name;
 
 /// The line the agent prints on stdout once its datapath runs.
@@ -75,9 +74,14 @@ pub fn start(lab: &Lab, node: NodePlan) -> Result<ProcRecord, LabError> {
     Ok(rec)
 }
 
-/// The agent's status, as JSON.
-pub fn status(lab: &Lab, node: NodePlan) -> Result<Value, LabError> {
+/// The agent's status.
+pub fn status(lab: &Lab, node: NodePlan) -> Result<AgentStatus, LabError> {
     api::status(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
+}
+
+/// The agent's workers' counters.
+pub fn stats(lab: &Lab, node: NodePlan) -> Result<AgentStats, LabError> {
+    api::stats(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
 }
 
 /// Waits until every agent's tables know its local pods (`table_ports`): the agent has
@@ -98,11 +102,11 @@ pub fn wait_for_pods(
         loop {
             let last = match status(lab, node) {
                 Ok(s) => {
-                    let have: BTreeSet<String> = api::table_ports(&s).into_iter().collect();
+                    let have: BTreeSet<String> = s.table_ports.iter().cloned().collect();
                     if want.is_subset(&have) {
                         break;
                     }
-                    format!("last status: {s}")
+                    format!("last status: {s:?}")
                 }
                 Err(e) => e.to_string(),
             };

@@ -19,6 +19,7 @@ use super::layout::{
 use super::pods;
 use super::report::{self, CheckResult};
 use super::servers::VTEP_SERVER;
+use crate::agent_api::AgentStats;
 use crate::probe::{FloodReport, ProbeReport, Proto, READY_PREFIX, SinkReport};
 
 /// Requests per plain reachability check.
@@ -467,6 +468,11 @@ fn ping_all(netns: &str, to: Ipv4Addr) -> (bool, String) {
 /// datagram arrived with a bad checksum (which fails the check).
 fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
     let dst_ns = c.pod_ns(to);
+    let mut nodes = vec![from.node];
+    if to.node != from.node {
+        nodes.push(to.node);
+    }
+    let workers_before: Vec<_> = nodes.iter().map(|&n| worker_totals(c.lab, n)).collect();
     let before = match udp_counters(&dst_ns) {
         Ok(u) => u,
         Err(e) => return (false, e),
@@ -479,6 +485,14 @@ fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
         Ok(u) => u,
         Err(e) => return (false, e),
     };
+    let workers: Vec<String> = nodes
+        .iter()
+        .zip(workers_before)
+        .map(|(&n, b)| match (b, worker_totals(c.lab, n)) {
+            (Ok(b), Ok(a)) => a.since(&b).describe(n, sent.duration_us),
+            (Err(e), _) | (_, Err(e)) => format!("{} worker stats: {e}", n.name()),
+        })
+        .collect();
     let d = after.since(&before);
     // Everything UDP that reached the pod's stack: delivered to a socket or dropped there.
     let reached = d.in_datagrams + d.in_errors;
@@ -496,9 +510,10 @@ fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
         problems.push(format!("{} arrived with a bad checksum", d.in_csum_errors));
     }
     let m = format!(
-        "sent {} ({:.0} pps); reached {} {} ({:.0} pps, {:.1}% of sent); sink read {} ({:.0} pps), {} overflowed its buffer{}",
+        "sent {} ({:.0} pps); {}; reached {} {} ({:.0} pps, {:.1}% of sent); sink read {} ({:.0} pps), {} overflowed its buffer{}",
         sent.sent,
         sent.pps,
+        workers.join("; "),
         to.name,
         reached,
         reached_pps,
@@ -517,6 +532,85 @@ fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
         }
     );
     (problems.is_empty(), m)
+}
+
+/// One node's workers' counters, summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WorkerTotals {
+    rx: u64,
+    forwarded: u64,
+    dropped: u64,
+    io_drops: u64,
+    kernel_rx_lost: u64,
+    drops: BTreeMap<String, u64>,
+}
+
+impl WorkerTotals {
+    fn of(stats: &AgentStats) -> WorkerTotals {
+        let mut t = WorkerTotals::default();
+        for w in &stats.workers {
+            t.rx += w.rx_packets;
+            t.forwarded += w.forwarded;
+            t.dropped += w.dropped;
+            t.io_drops += w.io_drops;
+            t.kernel_rx_lost += w.ports.iter().map(|p| p.kernel_rx_lost).sum::<u64>();
+            for (reason, n) in &w.drops {
+                *t.drops.entry(reason.clone()).or_default() += n;
+            }
+        }
+        t
+    }
+
+    fn since(&self, before: &WorkerTotals) -> WorkerTotals {
+        WorkerTotals {
+            rx: self.rx.saturating_sub(before.rx),
+            forwarded: self.forwarded.saturating_sub(before.forwarded),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            io_drops: self.io_drops.saturating_sub(before.io_drops),
+            kernel_rx_lost: self.kernel_rx_lost.saturating_sub(before.kernel_rx_lost),
+            drops: self
+                .drops
+                .iter()
+                .map(|(k, &n)| {
+                    (
+                        k.clone(),
+                        n.saturating_sub(before.drops.get(k).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+        }
+    }
+
+    /// "node1 workers: rx 198k (198k pps), forwarded ..., lost in the kernel ..."
+    fn describe(&self, node: NodePlan, duration_us: u64) -> String {
+        let secs = duration_us as f64 / 1e6;
+        let pps = if secs > 0.0 {
+            self.rx as f64 / secs
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "{} worker(s): rx {} ({pps:.0} pps), forwarded {}, dropped {}, tx failed {}, lost before rx {}",
+            node.name(),
+            self.rx,
+            self.forwarded,
+            self.dropped,
+            self.io_drops,
+            self.kernel_rx_lost
+        );
+        if !self.drops.is_empty() {
+            let reasons: Vec<String> = self.drops.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            s.push_str(&format!(" ({})", reasons.join(" ")));
+        }
+        s
+    }
+}
+
+fn worker_totals(lab: &Lab, node: NodePlan) -> Result<WorkerTotals, String> {
+    super::agents::stats(lab, node)
+        .map(|s| WorkerTotals::of(&s))
+        .map_err(|e| e.to_string())
 }
 
 /// The `Udp:` counters of /proc/net/snmp in a namespace.
@@ -628,7 +722,8 @@ fn flood_with_sink(
     Ok((sent, got))
 }
 
-/// What helps find out why a check failed: each agent's status and the end of its log.
+/// What helps find out why a check failed: each agent's status, its workers' counters
+/// (drops by reason) and the end of its log.
 pub fn diagnostics(lab: &Lab) -> String {
     let mut out = String::new();
     for node in super::layout::AGENT_NODES {
@@ -637,8 +732,13 @@ pub fn diagnostics(lab: &Lab) -> String {
             Ok(s) => out.push_str(&serde_json::to_string_pretty(&s).unwrap_or_default()),
             Err(e) => out.push_str(&e.to_string()),
         }
+        out.push_str(&format!("\n== {} agent stats\n", node.name()));
+        match super::agents::stats(lab, node) {
+            Ok(s) => out.push_str(&crate::agent::render_stats(&s)),
+            Err(e) => out.push_str(&format!("{e}\n")),
+        }
         out.push_str(&format!(
-            "\n== {} agent log ({}), last 40 lines\n{}\n",
+            "== {} agent log ({}), last 40 lines\n{}\n",
             node.name(),
             lab.agent_log(node).display(),
             super::procs::tail(&lab.agent_log(node), 40)

@@ -1,0 +1,275 @@
+//! The datapath's ports on this node: for each, the XDP program attached to its interface,
+//! one AF_XDP socket per worker (worker i on queue i) and their XSKMAP slots.
+//!
+//! The XDP object has one XSKMAP for every port; `port_slots` maps an interface to the base
+//! of its block of slots, and a packet on queue q goes to slot base + q. Opening a port
+//! fills the sockets' slots before the interface's base is published, so no packet is ever
+//! redirected to an empty slot; closing does the reverse. Until its base is set, a port's
+//! traffic goes to the kernel (the programs fall back to XDP_PASS).
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use datapath::tables::Tables;
+use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerHandle};
+
+use super::AgentOptions;
+use super::kernel_maps::KernelMaps;
+use super::netdev;
+
+/// Which XDP program a port gets (ARCHITECTURE.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProgram {
+    Uplink,
+    Host,
+    Pod,
+}
+
+impl PortProgram {
+    fn name(self) -> &'static str {
+        match self {
+            PortProgram::Uplink => xdp_redirect::UPLINK_PROGRAM,
+            PortProgram::Host => xdp_redirect::HOST_PROGRAM,
+            PortProgram::Pod => xdp_redirect::POD_PROGRAM,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpenPort {
+    ifname: String,
+    ifindex: u32,
+    base: u32,
+    attachment: xdp_redirect::Attachment,
+    container_id: Option<String>,
+}
+
+/// XSKMAP size in slots (the C `xsks` map's max_entries).
+const XSK_SLOTS: u32 = xdp_redirect::XSKS_ENTRIES;
+
+#[derive(Debug)]
+pub struct DatapathPorts {
+    ebpf: Ebpf,
+    maps: KernelMaps,
+    workers: Vec<WorkerHandle>,
+    ports: BTreeMap<String, OpenPort>,
+    /// Slot blocks (bases) not in use.
+    free_bases: Vec<u32>,
+}
+
+impl DatapathPorts {
+    /// Loads the XDP programs and starts the workers (no ports yet).
+    pub fn start(opts: &AgentOptions, shared: SharedState) -> Result<DatapathPorts, String> {
+        let ebpf = xdp_redirect::load().map_err(|e| format!("loading the XDP programs: {e}"))?;
+        let queues = opts.workers as u32;
+        let mut workers = Vec::with_capacity(opts.workers);
+        for id in 0..opts.workers {
+            let mut cfg = WorkerConfig::new(id, id as u32);
+            cfg.cpu = opts.cpus.get(id).copied();
+            let handles = SharedState {
+                tables: shared.tables.clone(),
+                flows: shared.flows.clone(),
+            };
+            match xdp_redirect::worker::spawn(cfg, handles) {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    for w in workers {
+                        let _ = w.stop();
+                    }
+                    return Err(format!("starting worker {id}: {e}"));
+                }
+            }
+        }
+        // Highest base first so pop() hands out low slots first (readable in bpftool).
+        let blocks = (XSK_SLOTS / queues).min(xdp_redirect::PORT_SLOTS_ENTRIES);
+        let free_bases = (0..blocks).rev().map(|b| b * queues).collect();
+        Ok(DatapathPorts {
+            ebpf,
+            maps: KernelMaps::default(),
+            workers,
+            ports: BTreeMap::new(),
+            free_bases,
+        })
+    }
+
+    pub fn sync_maps(&mut self, tables: &Tables) -> Result<(), String> {
+        self.maps
+            .sync(&mut self.ebpf, tables)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn is_open(&self, name: &str) -> bool {
+        self.ports.contains_key(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.ports.keys().cloned().collect()
+    }
+
+    /// Attaches `program` to `ifname` and opens one socket per worker on it. Re-opening a
+    /// port that is open on the same interface is a no-op (a retried CNI ADD); on another
+    /// interface the old one is closed first (the pod was re-created).
+    pub fn open(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        program: PortProgram,
+        container_id: Option<String>,
+    ) -> Result<(), String> {
+        if let Some(open) = self.ports.get(name) {
+            if open.ifname == ifname && netdev::ifindex(ifname).ok() == Some(open.ifindex) {
+                return Ok(());
+            }
+            self.close(name)?;
+        }
+        let ifindex = netdev::ifindex(ifname).map_err(|e| format!("port {name}: {e}"))?;
+        let base = self
+            .free_bases
+            .pop()
+            .ok_or_else(|| format!("port {name}: no free XSKMAP slots"))?;
+        match self.open_at(name, ifindex, base, program) {
+            Ok(attachment) => {
+                self.ports.insert(
+                    name.to_string(),
+                    OpenPort {
+                        ifname: ifname.to_string(),
+                        ifindex,
+                        base,
+                        attachment,
+                        container_id,
+                    },
+                );
+                tracing::info!(port = name, ifname, ifindex, base, "port open");
+                Ok(())
+            }
+            Err(e) => {
+                self.free_bases.push(base);
+                Err(format!("port {name} on {ifname}: {e}"))
+            }
+        }
+    }
+
+    /// The steps of `open`, undone in reverse when one fails.
+    fn open_at(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        base: u32,
+        program: PortProgram,
+    ) -> Result<xdp_redirect::Attachment, String> {
+        let attachment = xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
+            .map_err(|e| e.to_string())?;
+        let mut opened = 0;
+        let result = (|| {
+            for (i, worker) in self.workers.iter().enumerate() {
+                let fd = worker
+                    .add_port(PortSpec {
+                        name: name.to_string(),
+                        ifindex,
+                    })
+                    .map_err(|e| format!("worker {i}: {e}"))?;
+                opened += 1;
+                xdp_redirect::set_xsk(&mut self.ebpf, base + i as u32, fd)
+                    .map_err(|e| format!("XSKMAP slot {}: {e}", base + i as u32))?;
+            }
+            xdp_redirect::set_port_slot(&mut self.ebpf, ifindex, base).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            for (i, worker) in self.workers.iter().enumerate().take(opened) {
+                let _ = xdp_redirect::remove_xsk(&mut self.ebpf, base + i as u32);
+                let _ = worker.remove_port(name);
+            }
+            let _ = xdp_redirect::detach(&mut self.ebpf, attachment);
+            return Err(e);
+        }
+        Ok(attachment)
+    }
+
+    /// Closes a port: unpublishes its slot base (its traffic goes to the kernel again),
+    /// empties its slots, closes the sockets, detaches the program. Closing a port that is
+    /// not open is fine (DEL is idempotent).
+    pub fn close(&mut self, name: &str) -> Result<(), String> {
+        let Some(port) = self.ports.remove(name) else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = xdp_redirect::remove_port_slot(&mut self.ebpf, port.ifindex) {
+            problems.push(format!("port slot: {e}"));
+        }
+        for (i, worker) in self.workers.iter().enumerate() {
+            let _ = xdp_redirect::remove_xsk(&mut self.ebpf, port.base + i as u32);
+            if let Err(e) = worker.remove_port(name) {
+                problems.push(format!("worker {i}: {e}"));
+            }
+        }
+        // Works when the interface is gone already (the pod's netns was deleted first).
+        if let Err(e) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
+            problems.push(format!("detaching from {}: {e}", port.ifname));
+        }
+        self.free_bases.push(port.base);
+        tracing::info!(
+            port = name,
+            ifname = port.ifname,
+            container = port.container_id.as_deref().unwrap_or("-"),
+            "port closed"
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("closing port {name}: {}", problems.join("; ")))
+        }
+    }
+
+    /// The workers' latest published counters.
+    pub fn stats(&self) -> crate::agent_api::AgentStats {
+        crate::agent_api::AgentStats {
+            workers: self.workers.iter().map(|w| summarize(&w.stats())).collect(),
+        }
+    }
+
+    /// Closes every port and stops the workers.
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.close(&name) {
+                tracing::warn!("{e}");
+            }
+        }
+        for worker in self.workers.drain(..) {
+            if let Err(e) = worker.stop() {
+                tracing::warn!("stopping a worker: {e}");
+            }
+        }
+    }
+}
+
+fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerSummary {
+    crate::agent_api::WorkerSummary {
+        id: w.id,
+        cpu: w.cpu,
+        generation: w.generation,
+        rx_packets: w.rx_packets,
+        forwarded: w.forwarded,
+        passed: w.passed,
+        dropped: w.dropped,
+        drops: w
+            .drops
+            .nonzero()
+            .map(|(reason, n)| (reason.as_str().to_string(), n))
+            .collect(),
+        tx_packets: w.tx_packets,
+        io_drops: w.io.total(),
+        busy_ratio: w.busy_ratio(),
+        mean_lock_wait_ns: w.mean_lock_wait_ns(),
+        ports: w
+            .ports
+            .iter()
+            .map(|p| crate::agent_api::PortSummary {
+                name: p.name.clone(),
+                rx_packets: p.rx_packets,
+                tx_packets: p.tx_packets,
+                kernel_rx_lost: p.xdp.rx_dropped + p.xdp.rx_ring_full + p.xdp.fill_ring_empty,
+            })
+            .collect(),
+    }
+}

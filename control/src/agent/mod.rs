@@ -1,0 +1,335 @@
+//! `kxdp agent`: runs the live datapath on one node (ARCHITECTURE.md §1, §2).
+//!
+//! One control thread owns everything that changes: the loaded XDP programs and their
+//! maps, the ports and their AF_XDP sockets, and the published table generation. It reacts
+//! to three kinds of event: a request on the local API socket (the CNI plugin adding or
+//! removing a pod port), a change of the state directory (a new generation), and
+//! SIGTERM/SIGINT (detach and remove everything, then exit). The workers (one per queue,
+//! pinned) only ever read the published tables and their own sockets.
+
+mod api;
+mod datapath_ports;
+mod kernel_maps;
+pub mod netdev;
+mod source;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, Sender, unbounded};
+use datapath::conntrack::Flows;
+use datapath::tables::Tables;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use xdp_redirect::worker::{SharedFlows, SharedState};
+
+use crate::agent_api::{AgentStatus, Request, Response};
+use crate::translate::{HOST_PORT, UPLINK_PORT};
+use datapath_ports::{DatapathPorts, PortProgram};
+use source::DirSource;
+
+/// How often the state directory is looked at.
+const STATE_POLL: Duration = Duration::from_millis(200);
+
+/// `kxdp agent` options (see `cli::AgentArgs`).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node: String,
+    pub uplink: String,
+    pub state: PathBuf,
+    pub workers: usize,
+    /// Worker i is pinned to `cpus[i]` when given.
+    pub cpus: Vec<usize>,
+    pub api_socket: PathBuf,
+}
+
+/// What the control thread reacts to.
+#[derive(Debug)]
+pub enum Event {
+    Api(Request, Sender<Response>),
+    Signal(i32),
+}
+
+/// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
+/// before it returns, also when starting fails halfway.
+pub fn run(opts: &AgentOptions) -> Result<(), String> {
+    if opts.workers == 0 || opts.workers > 64 {
+        return Err(format!("--workers {}: must be 1..=64", opts.workers));
+    }
+    if !opts.cpus.is_empty() && opts.cpus.len() < opts.workers {
+        return Err(format!(
+            "--cpus lists {} cpus for {} workers",
+            opts.cpus.len(),
+            opts.workers
+        ));
+    }
+    let mut source = DirSource::new(opts.state.clone());
+    source.changed();
+    let first = source::build(&opts.state, &opts.node, 1)?;
+    log_warnings(&first.warnings);
+    check_uplink_mac(&opts.uplink, &first.tables);
+
+    let (events_tx, events) = unbounded();
+    spawn_signal_thread(events_tx.clone())?;
+
+    let tables = Arc::new(ArcSwap::from_pointee(first.tables));
+    let mut flows = Flows::new(first.config.conntrack);
+    flows.preallocate();
+    let shared = SharedState {
+        tables: tables.clone(),
+        flows: Arc::new(Mutex::new(SharedFlows {
+            flows,
+            generation_seen: 0,
+        })),
+    };
+    let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
+
+    let mut ports = DatapathPorts::start(opts, shared)?;
+    let started = (|| {
+        ports.sync_maps(&tables.load())?;
+        netdev::create_host_port(&host_plan).map_err(|e| e.to_string())?;
+        ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
+        ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
+        api::start(&opts.api_socket, events_tx.clone())
+    })();
+    let api_socket = match started {
+        Ok(socket) => socket,
+        Err(e) => {
+            ports.shutdown();
+            let _ = netdev::remove_host_port();
+            return Err(e);
+        }
+    };
+
+    let mut control = Control {
+        opts,
+        tables,
+        ports,
+        source,
+        generation: 1,
+        pod_mtu: host_plan.mtu,
+    };
+    println!(
+        "kxdp agent ready node={} generation={} workers={}",
+        opts.node, control.generation, opts.workers
+    );
+    let _ = std::io::stdout().flush();
+
+    control.serve(&events);
+
+    drop(api_socket);
+    control.ports.shutdown();
+    netdev::remove_host_port().map_err(|e| e.to_string())?;
+    tracing::info!("agent stopped; everything it attached is detached");
+    Ok(())
+}
+
+struct Control<'a> {
+    opts: &'a AgentOptions,
+    tables: Arc<ArcSwap<Tables>>,
+    ports: DatapathPorts,
+    source: DirSource,
+    generation: u64,
+    pod_mtu: u32,
+}
+
+impl Control<'_> {
+    /// The event loop; returns on SIGTERM/SIGINT.
+    fn serve(&mut self, events: &Receiver<Event>) {
+        loop {
+            match events.recv_timeout(STATE_POLL) {
+                Ok(Event::Signal(signal)) => {
+                    tracing::info!(signal, "stopping");
+                    return;
+                }
+                Ok(Event::Api(req, reply)) => {
+                    let _ = reply.send(self.answer(req));
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
+            }
+            if self.source.changed() {
+                self.reload();
+            }
+        }
+    }
+
+    /// Builds and publishes the next generation; on any error the running one stays.
+    fn reload(&mut self) {
+        let next = self.generation + 1;
+        match source::build(&self.opts.state, &self.opts.node, next) {
+            Ok(built) => {
+                log_warnings(&built.warnings);
+                if let Err(e) = self.ports.sync_maps(&built.tables) {
+                    tracing::error!("generation {next}: programming the XDP maps: {e}");
+                }
+                self.tables.store(Arc::new(built.tables));
+                self.generation = next;
+                eprintln!("kxdp agent: published generation {next}");
+            }
+            Err(e) => {
+                tracing::error!(
+                    "state directory {}: {e}; keeping generation {}",
+                    self.opts.state.display(),
+                    self.generation
+                );
+            }
+        }
+    }
+
+    fn answer(&mut self, req: Request) -> Response {
+        match req {
+            Request::AddPort {
+                port,
+                ifname,
+                container_id,
+                ..
+            } => {
+                if !port.starts_with("pod-") {
+                    return Response::error(format!(
+                        "port {port:?}: pod ports are named pod-<namespace>-<name>"
+                    ));
+                }
+                match self
+                    .ports
+                    .open(&port, &ifname, PortProgram::Pod, Some(container_id))
+                {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::error(e),
+                }
+            }
+            Request::DelPort { port, .. } => match self.ports.close(&port) {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::error(e),
+            },
+            Request::CheckPort { port, .. } => {
+                if self.ports.is_open(&port) {
+                    Response::ok()
+                } else {
+                    Response::error(format!("port {port:?} is not open on this agent"))
+                }
+            }
+            Request::Status => Response::status(self.status()),
+            Request::Stats => Response::stats(self.ports.stats()),
+        }
+    }
+
+    fn status(&self) -> AgentStatus {
+        let tables = self.tables.load();
+        AgentStatus {
+            node: self.opts.node.clone(),
+            generation: tables.generation,
+            workers: self.opts.workers as u32,
+            ports: self.ports.names(),
+            table_ports: tables.ports.iter().map(|p| p.name.clone()).collect(),
+            gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
+            pod_cidrs: tables
+                .node
+                .pod_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            pod_mtu: self.pod_mtu,
+        }
+    }
+}
+
+fn host_plan(
+    tables: &Tables,
+    config: &crate::config::AgentConfig,
+    queues: u32,
+) -> netdev::HostPortPlan {
+    let routed = config
+        .service_cidrs
+        .iter()
+        .chain(&config.cluster_cidrs)
+        .filter(|c| c.addr.is_v4())
+        .map(|c| c.to_string())
+        .collect();
+    netdev::HostPortPlan {
+        gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
+        routed,
+        mtu: u32::from(
+            config
+                .underlay_mtu
+                .saturating_sub(crate::config::VXLAN_OVERHEAD),
+        ),
+        queues,
+    }
+}
+
+/// The uplink's MAC is what other nodes send our overlay traffic to: a Node annotation
+/// that disagrees would black-hole it, so say so loudly (the agent still runs: the
+/// annotation may be about to be fixed).
+fn check_uplink_mac(uplink: &str, tables: &Tables) {
+    match netdev::mac_of(uplink) {
+        Ok(mac) if mac == tables.node.underlay_mac.to_string() => {}
+        Ok(mac) => tracing::warn!(
+            "uplink {uplink} has MAC {mac} but the Node's kxdp.io/underlay-mac says {}",
+            tables.node.underlay_mac
+        ),
+        Err(e) => tracing::warn!("uplink {uplink}: {e}"),
+    }
+}
+
+/// `kxdp stats` as a table: per worker its verdict totals and drops by reason, then its
+/// ports.
+pub fn render_stats(stats: &crate::agent_api::AgentStats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for w in &stats.workers {
+        let cpu = w.cpu.map_or("-".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "worker {} (cpu {cpu}, generation {}): rx {} = forwarded {} + passed {} + dropped {}; tx {}; io drops {}; busy {:.1}%; flow-lock wait {} ns/batch",
+            w.id,
+            w.generation,
+            w.rx_packets,
+            w.forwarded,
+            w.passed,
+            w.dropped,
+            w.tx_packets,
+            w.io_drops,
+            w.busy_ratio * 100.0,
+            w.mean_lock_wait_ns
+        );
+        for (reason, n) in &w.drops {
+            let _ = writeln!(out, "  drop {reason:<28} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "  {:<32} {:>12} {:>12} {:>14}",
+            "port", "rx", "tx", "kernel rx lost"
+        );
+        for p in &w.ports {
+            let _ = writeln!(
+                out,
+                "  {:<32} {:>12} {:>12} {:>14}",
+                p.name, p.rx_packets, p.tx_packets, p.kernel_rx_lost
+            );
+        }
+    }
+    out
+}
+
+fn log_warnings(warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+fn spawn_signal_thread(events: Sender<Event>) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("kxdp-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = events.send(Event::Signal(signal));
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What a worker reports: per-port traffic and kernel socket counters, verdicts, drops by
+//! reason, idle behaviour, flow-table lock contention and where every UMEM frame is.
+//! Counted in plain worker-local integers; copied out every ~100 ms or on request, never
+//! per packet.
+
+use std::os::fd::RawFd;
+
+use datapath::counters::DropCounters;
+
+use crate::xsk::{FrameLedger, XdpSocketStats};
+
+/// One open socket of a worker.
+#[derive(Debug, Clone, Default)]
+pub struct PortStats {
+    pub name: String,
+    pub ifindex: u32,
+    pub fd: RawFd,
+    /// The port's id in the tables the worker runs (`None`: the tables do not know it,
+    /// its frames are dropped as `unknown_port`).
+    pub port_id: Option<u32>,
+    /// Being removed: no new fill frames, no transmits, draining.
+    pub closing: bool,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Queued on this socket's tx ring.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames for this port dropped because its tx ring was full.
+    pub tx_ring_full: u64,
+    /// `sendto()` kicks the kernel refused (device down or gone).
+    pub tx_errors: u64,
+    /// Descriptors from the kernel that pointed outside the UMEM.
+    pub bad_descs: u64,
+    /// The TX budget in force (`None`: the kernel refused to raise it from 32).
+    pub tx_budget: Option<u32>,
+    /// Frames sitting in this socket's fill ring or rx ring.
+    pub in_fill: u32,
+    /// Frames queued on this socket's tx ring and not yet completed.
+    pub in_tx: u32,
+    /// The kernel's XDP_STATISTICS for this socket.
+    pub xdp: XdpSocketStats,
+}
+
+/// Frames the worker could not hand to a socket after `process` decided their fate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoDrops {
+    /// Forward to a port this worker has no (open) socket for.
+    pub no_tx_socket: u64,
+    /// Pass with no `host` socket to re-inject it through.
+    pub no_host_socket: u64,
+    /// The destination socket's tx ring was full.
+    pub tx_ring_full: u64,
+}
+
+impl IoDrops {
+    pub fn total(&self) -> u64 {
+        self.no_tx_socket + self.no_host_socket + self.tx_ring_full
+    }
+}
+
+/// A worker's counters. Totals survive port removal; `ports` lists the open sockets.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    pub id: usize,
+    /// Kernel thread id (for /proc/self/task/<tid>).
+    pub tid: i32,
+    pub cpu: Option<usize>,
+    pub queue: u32,
+    /// The table generation the worker last ran a batch (or maintenance) with.
+    pub generation: u64,
+    pub ports: Vec<PortStats>,
+    /// Frames read from rx rings and given to `process`.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Received frames with less than `datapath::frame::DEFAULT_HEADROOM` in front of the
+    /// packet (encapsulation would fail on them); the kernel's 256-byte XDP headroom
+    /// makes this 0.
+    pub low_headroom: u64,
+    /// Verdicts: `rx_packets == forwarded + passed + dropped`.
+    pub forwarded: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    /// `dropped` by reason (`unknown_port` for sockets the tables do not know).
+    pub drops: DropCounters,
+    /// Frames queued for transmission: `forwarded + passed == tx_packets + io.total()`.
+    pub tx_packets: u64,
+    pub io: IoDrops,
+    /// The kernel's XDP_STATISTICS summed over the open sockets.
+    pub xdp: XdpSocketStats,
+    /// Rounds of the loop, rounds that found nothing to do, blocking waits.
+    pub polls: u64,
+    pub empty_polls: u64,
+    pub sleeps: u64,
+    /// Batches of received frames processed.
+    pub batches: u64,
+    /// Time spent in rounds that did work, and since the worker started.
+    pub busy_ns: u64,
+    pub uptime_ns: u64,
+    /// The shared flow table: times locked (once per batch), total and worst wait.
+    pub lock_acquisitions: u64,
+    pub lock_wait_ns: u64,
+    pub lock_wait_max_ns: u64,
+    /// New table generations this worker applied to the shared flows
+    /// (`end_flows_to_deleted_endpoints`), and the flows that ended.
+    pub generation_sweeps: u64,
+    pub flows_ended: u64,
+    pub flows_expired: u64,
+    /// Where the UMEM's frames are.
+    pub frames: FrameLedger,
+}
+
+impl WorkerStats {
+    /// Share of the worker's life spent in rounds that did work.
+    pub fn busy_ratio(&self) -> f64 {
+        if self.uptime_ns == 0 {
+            return 0.0;
+        }
+        self.busy_ns as f64 / self.uptime_ns as f64
+    }
+
+    /// Mean wait for the shared flow table per batch.
+    pub fn mean_lock_wait_ns(&self) -> u64 {
+        self.lock_wait_ns
+            .checked_div(self.lock_acquisitions)
+            .unwrap_or(0)
+    }
+
+    pub fn port(&self, name: &str) -> Option<&PortStats> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+}

@@ -1,0 +1,158 @@
+//! The UMEM: one mapping of equal frames that every socket of a worker receives into and
+//! transmits from, so a packet moves from any of the worker's ports to any other without a
+//! copy in userspace.
+
+use std::io;
+use std::ptr::NonNull;
+
+use super::sys::Mapping;
+
+/// `XDP_PACKET_HEADROOM`: the kernel writes received data this far into a frame (after the
+/// UMEM headroom, which we leave at 0), so rx data already has
+/// `datapath::frame::DEFAULT_HEADROOM` (256) bytes in front of it for encapsulation.
+pub(crate) const XDP_PACKET_HEADROOM: u32 = 256;
+
+const _: () = assert!(XDP_PACKET_HEADROOM as usize >= datapath::frame::DEFAULT_HEADROOM);
+
+/// Sizes of a worker's UMEM and of each socket's rings. Ring sizes must be powers of two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UmemConfig {
+    /// Frames in the UMEM, shared by all of the worker's sockets.
+    pub frames: u32,
+    /// Bytes per frame: a power of two in 2048..=page size.
+    pub frame_size: u32,
+    /// Fill ring entries per socket (each socket is stocked with a share of the frames).
+    pub fill_size: u32,
+    /// Completion ring entries per socket.
+    pub comp_size: u32,
+    pub rx_size: u32,
+    pub tx_size: u32,
+    /// Bind in zero-copy mode (needs driver support; veth has none) instead of copy mode.
+    pub zero_copy: bool,
+}
+
+impl Default for UmemConfig {
+    fn default() -> Self {
+        UmemConfig {
+            frames: 8192,
+            frame_size: 2048,
+            fill_size: 2048,
+            comp_size: 2048,
+            rx_size: 2048,
+            tx_size: 2048,
+            zero_copy: false,
+        }
+    }
+}
+
+impl UmemConfig {
+    /// Explains what is wrong with these sizes, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+        if !self.frame_size.is_power_of_two() || self.frame_size < 2048 || self.frame_size > page
+        {
+            return Err(format!(
+                "frame_size {} must be a power of two in 2048..={page}",
+                self.frame_size
+            ));
+        }
+        for (name, n) in [
+            ("fill_size", self.fill_size),
+            ("comp_size", self.comp_size),
+            ("rx_size", self.rx_size),
+            ("tx_size", self.tx_size),
+        ] {
+            if !n.is_power_of_two() {
+                return Err(format!("{name} {n} must be a power of two"));
+            }
+        }
+        if self.frames < 64 {
+            return Err(format!("frames {} is fewer than 64", self.frames));
+        }
+        if u64::from(self.frames) * u64::from(self.frame_size) > 1 << 34 {
+            return Err("frames * frame_size exceeds 16 GiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// The mapping behind a UMEM and how it divides into frames.
+#[derive(Debug)]
+pub(crate) struct UmemArea {
+    map: Mapping,
+    frame_size: u32,
+    frames: u32,
+}
+
+impl UmemArea {
+    pub(crate) fn new(cfg: &UmemConfig) -> io::Result<UmemArea> {
+        let len = cfg.frames as usize * cfg.frame_size as usize;
+        Ok(UmemArea {
+            map: Mapping::anonymous(len)?,
+            frame_size: cfg.frame_size,
+            frames: cfg.frames,
+        })
+    }
+
+    pub(crate) fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// The UMEM address of frame `idx`'s first byte.
+    pub(crate) fn addr(&self, idx: u32) -> u64 {
+        u64::from(idx) * u64::from(self.frame_size)
+    }
+
+    /// The frame index of a UMEM address (aligned mode: any address inside a frame).
+    pub(crate) fn frame_of(&self, addr: u64) -> Option<u32> {
+        let idx = addr / u64::from(self.frame_size);
+        u32::try_from(idx).ok().filter(|&i| i < self.frames)
+    }
+
+    /// Splits an rx descriptor into (frame, offset in frame), if it lies inside one frame.
+    pub(crate) fn locate(&self, addr: u64, len: u32) -> Option<(u32, u32)> {
+        let idx = self.frame_of(addr)?;
+        let offset = (addr - self.addr(idx)) as u32;
+        (offset.checked_add(len)? <= self.frame_size).then_some((idx, offset))
+    }
+
+    /// Registers the area with the kernel: a fresh xdpilone UMEM (its fd is the first
+    /// socket to bind). xdpilone sizes every socket's fill/completion pair from it.
+    pub(crate) fn register(&self, rings: &UmemConfig) -> io::Result<xdpilone::Umem> {
+        let cfg = xdpilone::UmemConfig {
+            fill_size: rings.fill_size,
+            complete_size: rings.comp_size,
+            frame_size: self.frame_size,
+            headroom: 0,
+            flags: 0,
+        };
+        let area = NonNull::slice_from_raw_parts(self.map.base(), self.map.len());
+        // SAFETY: the area is page aligned (mmap), `len` bytes long, and outlives the
+        // returned UMEM: the worker drops every socket and the UMEM before the area.
+        unsafe { xdpilone::Umem::new(cfg, area) }.map_err(errno)
+    }
+
+    /// The bytes of frame `idx`.
+    ///
+    /// # Safety
+    /// The caller must own the frame (the ledger has it with the worker, so neither the
+    /// kernel nor any other borrow touches it) for as long as the slice lives.
+    pub(crate) unsafe fn frame_mut(&self, idx: u32) -> &mut [u8] {
+        debug_assert!(idx < self.frames);
+        let offset = idx as usize * self.frame_size as usize;
+        // SAFETY: idx < frames, so the range lies inside the mapping; exclusivity is the
+        // caller's promise.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.base().as_ptr().add(offset),
+                self.frame_size as usize,
+            )
+        }
+    }
+}
+
+/// xdpilone's errno as an io::Error (it sometimes stores the negated value).
+pub(crate) fn errno(e: xdpilone::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.get_raw().abs())
+}
