@@ -101,13 +101,23 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     let ctx = Ctx { lab, ips };
     let mut results = Vec::new();
     let mut check = |name: String, f: &dyn Fn(&Ctx<'_>) -> (bool, String)| {
+        let counters_before = all_worker_totals(lab);
         let started = Instant::now();
-        let (passed, measured) = f(&ctx);
+        let (passed, mut measured) = f(&ctx);
+        let elapsed = started.elapsed();
+        if !passed {
+            // What the workers counted during this check alone: says whether the datapath
+            // dropped (and why) or the packets never reached it.
+            measured.push_str(&format!(
+                " [during the check: {}]",
+                counters_during(&counters_before, &all_worker_totals(lab))
+            ));
+        }
         let r = CheckResult {
             name,
             passed,
             measured,
-            elapsed: started.elapsed(),
+            elapsed,
         };
         tracing::info!(check = %r.name, passed = r.passed, measured = %r.measured);
         results.push(r);
@@ -607,6 +617,48 @@ impl WorkerTotals {
     }
 }
 
+/// Both agents' totals (an error per node when its stats cannot be had).
+fn all_worker_totals(lab: &Lab) -> Vec<(NodePlan, Result<WorkerTotals, String>)> {
+    super::layout::AGENT_NODES
+        .iter()
+        .map(|&n| (n, worker_totals(lab, n)))
+        .collect()
+}
+
+/// "node1: rx 120, drops snat_exhausted=3, tx failed 0, lost before rx 0; node2: ..."
+fn counters_during(
+    before: &[(NodePlan, Result<WorkerTotals, String>)],
+    after: &[(NodePlan, Result<WorkerTotals, String>)],
+) -> String {
+    before
+        .iter()
+        .zip(after)
+        .map(|((n, b), (_, a))| match (b, a) {
+            (Ok(b), Ok(a)) => {
+                let d = a.since(b);
+                let drops = if d.drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.drops
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!(
+                    "{}: rx {}, drops {drops}, tx failed {}, lost before rx {}",
+                    n.name(),
+                    d.rx,
+                    d.io_drops,
+                    d.kernel_rx_lost
+                )
+            }
+            (Err(e), _) | (_, Err(e)) => format!("{}: {e}", n.name()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn worker_totals(lab: &Lab, node: NodePlan) -> Result<WorkerTotals, String> {
     super::agents::stats(lab, node)
         .map(|s| WorkerTotals::of(&s))
@@ -751,6 +803,27 @@ pub fn diagnostics(lab: &Lab) -> String {
 mod tests {
     use super::*;
     use crate::probe::Failures;
+
+    #[test]
+    fn counters_during_a_check_are_differences() {
+        let mut before = WorkerTotals {
+            rx: 10,
+            ..WorkerTotals::default()
+        };
+        before.drops.insert("policy_denied".into(), 3);
+        let mut after = before.clone();
+        after.rx = 25;
+        after.io_drops = 2;
+        after.drops.insert("snat_exhausted".into(), 1);
+        let text = counters_during(
+            &[(NODE1, Ok(before)), (NODE2, Err("no agent".into()))],
+            &[(NODE1, Ok(after)), (NODE2, Err("no agent".into()))],
+        );
+        assert_eq!(
+            text,
+            "node1: rx 15, drops snat_exhausted=1, tx failed 2, lost before rx 0; node2: no agent"
+        );
+    }
 
     #[test]
     fn udp_counters_are_parsed() {
