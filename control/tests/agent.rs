@@ -16,6 +16,8 @@ use control::agent_api::{self, AgentStatus, Request};
 
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
+const OUTSIDE_IP: &str = "192.168.79.2";
+const STALE_NODE2_MAC: &str = "02:79:00:00:00:99";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
@@ -59,11 +61,14 @@ struct Lab {
     namespaces: Vec<String>,
     agent: Option<Child>,
     dir: PathBuf,
+    /// Rx/tx queues on every veth: one per worker.
+    queues: String,
 }
 
 impl Lab {
-    fn new() -> Lab {
-        let prefix = format!("kxag{}", std::process::id() % 100_000);
+    fn new(workers: u32) -> Lab {
+        // Tests of one binary run in parallel: the worker count keeps their names apart.
+        let prefix = format!("kxag{}w{workers}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("{prefix}-agent-test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
@@ -72,6 +77,7 @@ impl Lab {
             namespaces: Vec::new(),
             agent: None,
             dir,
+            queues: workers.to_string(),
         }
     }
 
@@ -115,6 +121,7 @@ fn nsexec(ns: &str, cmd: &str, args: &[&str]) -> std::process::Output {
 fn make_pod(lab: &mut Lab, name: &str, ip: &str, host_if: &str) {
     let pod_ns = lab.netns(name);
     let node = lab.node();
+    let queues = lab.queues.clone();
     let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
     let mac = format!(
         "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -132,6 +139,10 @@ fn make_pod(lab: &mut Lab, name: &str, ip: &str, host_if: &str) {
             GATEWAY_MAC,
             "mtu",
             "1450",
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "type",
             "veth",
             "peer",
@@ -211,6 +222,20 @@ status:
     address: {NODE_IP}
 ---
 apiVersion: v1
+kind: Node
+metadata:
+  name: node2
+  annotations:
+    # Deliberately wrong: the agent must use the kernel's neighbour entry instead.
+    kxdp.io/underlay-mac: "{STALE_NODE2_MAC}"
+spec:
+  podCIDR: 10.244.2.0/24
+status:
+  addresses:
+  - type: InternalIP
+    address: {OUTSIDE_IP}
+---
+apiVersion: v1
 kind: Namespace
 metadata:
   name: demo
@@ -271,17 +296,47 @@ fn xdp_attached(ns: &str, ifname: &str) -> bool {
 }
 
 #[test]
-fn agent_runs_pods_reloads_and_cleans_up() {
-    if !is_root() {
-        return;
+fn one_worker_runs_pods_reloads_and_cleans_up() {
+    if is_root() {
+        scenario(1);
     }
-    let mut lab = Lab::new();
+}
+
+/// Worker i serves queue i of every port: the XSKMAP slot blocks are two wide, and a flow
+/// may enter on one worker and leave on the other.
+#[test]
+fn two_workers_run_pods_reloads_and_cleans_up() {
+    if is_root() {
+        scenario(2);
+    }
+}
+
+fn scenario(workers: u32) {
+    let mut lab = Lab::new(workers);
     let node = lab.netns("node");
+    // Outside the cluster: a host on the uplink's segment with no route to any pod.
+    let outside = lab.netns("out");
     run(
         "ip",
         &[
-            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
-            "name", "up0peer",
+            "-n",
+            &node,
+            "link",
+            "add",
+            "up0",
+            "address",
+            UPLINK_MAC,
+            "numtxqueues",
+            &lab.queues,
+            "numrxqueues",
+            &lab.queues,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0peer",
+            "netns",
+            &outside,
         ],
     );
     run(
@@ -297,7 +352,20 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         ],
     );
     run("ip", &["-n", &node, "link", "set", "up0", "up"]);
-    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_IP}/24"),
+            "dev",
+            "up0peer",
+        ],
+    );
+    run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
+    kernel_vtep(&outside);
     make_pod(&mut lab, "a", "10.244.1.2", "vetha");
     make_pod(&mut lab, "b", "10.244.1.3", "vethb");
     let state = lab.dir.join("state");
@@ -315,7 +383,7 @@ fn agent_runs_pods_reloads_and_cleans_up() {
             "--uplink",
             "up0",
             "--workers",
-            "1",
+            &lab.queues,
         ])
         .arg("--state")
         .arg(&state)
@@ -340,7 +408,10 @@ fn agent_runs_pods_reloads_and_cleans_up() {
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        format!("kxdp agent ready node=node1 generation=1 workers={workers}")
+    );
     assert!(
         xdp_attached(&node, "up0"),
         "xdp_uplink attached to the uplink"
@@ -397,20 +468,47 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         .unwrap()
         .stats
         .expect("stats");
-    let w = &stats.workers[0];
+    assert_eq!(stats.workers.len(), workers as usize);
+    let forwarded: u64 = stats.workers.iter().map(|w| w.forwarded).sum();
     assert!(
-        w.forwarded >= 6,
-        "worker forwarded {} packets: {w:?}",
-        w.forwarded
+        forwarded >= 6,
+        "workers forwarded {forwarded} packets: {stats:?}"
     );
     for port in ["pod-demo-a", "pod-demo-b"] {
-        let p = w
-            .ports
+        let (rx, tx) = stats
+            .workers
             .iter()
-            .find(|p| p.name == port)
-            .expect("port in stats");
-        assert!(p.rx_packets >= 3 && p.tx_packets >= 3, "{p:?}");
+            .flat_map(|w| w.ports.iter().filter(|p| p.name == port))
+            .fold((0, 0), |(rx, tx), p| (rx + p.rx_packets, tx + p.tx_packets));
+        assert!(rx >= 3 && tx >= 3, "{port}: rx {rx} tx {tx}: {stats:?}");
     }
+
+    // Pod -> outside (walk 6): through the host port into the node's routing, masqueraded
+    // to the node address (the outside host has no route back to pods).
+    let ping = nsexec(
+        &format!("{}-a", lab.prefix),
+        "ping",
+        &["-c", "2", "-i", "0.2", "-W", "2", OUTSIDE_IP],
+    );
+    assert!(
+        ping.status.success(),
+        "ping a -> outside failed: {}\nstats: {:?}",
+        String::from_utf8_lossy(&ping.stdout),
+        agent_api::call(&socket, &Request::Stats, Duration::from_secs(5)).map(|r| r.stats)
+    );
+
+    // Pod -> node2 over VXLAN: node2's annotation names a MAC nobody has, so this only
+    // works once the agent has taken the next hop's MAC from the kernel's neighbour table.
+    let pod_a = format!("{}-a", lab.prefix);
+    wait_for(
+        "pod a <-> node2's VTEP over VXLAN",
+        Duration::from_secs(15),
+        || {
+            nsexec(&pod_a, "ping", &["-c", "1", "-W", "1", "10.244.2.1"])
+                .status
+                .success()
+        },
+    );
 
     // A new manifest: the next generation is published.
     write_state(
@@ -453,6 +551,15 @@ fn agent_runs_pods_reloads_and_cleans_up() {
     }
     assert!(!xdp_attached(&node, "vethb"));
 
+    // A pod deleted without a CNI DEL (its namespace, and so its veth, gone): the agent
+    // notices and closes the port.
+    run("ip", &["netns", "del", &format!("{}-a", lab.prefix)]);
+    wait_for(
+        "the vanished pod port to be closed",
+        Duration::from_secs(10),
+        || !status(&socket).ports.contains(&"pod-demo-a".to_string()),
+    );
+
     // SIGTERM: everything the agent made or attached goes away and it exits 0.
     let mut agent = lab.agent.take().unwrap();
     // SAFETY: plain kill(2) on the pid of the child this test started.
@@ -475,13 +582,83 @@ fn agent_runs_pods_reloads_and_cleans_up() {
         read(&log)
     );
     assert!(!xdp_attached(&node, "up0"));
-    assert!(!xdp_attached(&node, "vetha"));
     let links = run("ip", &["-n", &node, "link", "show"]);
     assert!(
         !String::from_utf8_lossy(&links.stdout).contains("kxdp-"),
         "host veth left behind"
     );
     assert!(!socket.exists(), "API socket left behind");
+    let tables = nsexec(&node, "nft", &["list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("kxdp"),
+        "masquerade table left behind"
+    );
+}
+
+/// Node2 is a kernel VXLAN device on the outside host (as Flannel's would be): VNI 1 on
+/// port 4789, the gateway address of node2's PodCIDR, static entries for pod a.
+fn kernel_vtep(ns: &str) {
+    let ip = |args: &[&str]| {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    ip(&[
+        "link",
+        "add",
+        "vxlan0",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "4789",
+        "local",
+        OUTSIDE_IP,
+        "dev",
+        "up0peer",
+        "nolearning",
+    ]);
+    // Our encap writes the destination node's gateway MAC as the inner destination.
+    ip(&[
+        "link",
+        "set",
+        "vxlan0",
+        "address",
+        "0a:58:0a:f4:02:01",
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    ip(&["addr", "add", "10.244.2.1/24", "dev", "vxlan0"]);
+    ip(&["route", "add", "10.244.1.0/24", "dev", "vxlan0"]);
+    ip(&[
+        "neigh",
+        "replace",
+        "10.244.1.2",
+        "lladdr",
+        "0a:58:0a:f4:01:02",
+        "dev",
+        "vxlan0",
+        "nud",
+        "permanent",
+    ]);
+    run(
+        "bridge",
+        &[
+            "-n",
+            ns,
+            "fdb",
+            "append",
+            "0a:58:0a:f4:01:02",
+            "dev",
+            "vxlan0",
+            "dst",
+            NODE_IP,
+            "self",
+            "permanent",
+        ],
+    );
 }
 
 /// The node stack's count of forwarded IPv4 datagrams (`Ip: ForwDatagrams`).

@@ -55,8 +55,7 @@ pub use maps::{
     set_port_slot, set_vxlan, set_xsk, xsk_map,
 };
 pub use worker::{
-    PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle, WorkerStats,
-    spawn,
+    PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle, WorkerStats, spawn,
 };
 pub use xsk::{FrameLedger, UmemConfig};
 

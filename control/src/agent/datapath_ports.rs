@@ -220,6 +220,24 @@ impl DatapathPorts {
         }
     }
 
+    /// Closes the ports whose interface is gone (a pod's network namespace deleted without a
+    /// CNI DEL: the kernel took the veth with it) and returns their names. Their sockets
+    /// are unbound by the kernel; closing returns their frames and frees the slots.
+    pub fn close_vanished(&mut self) -> Vec<String> {
+        let gone: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| netdev::ifindex(&p.ifname).ok() != Some(p.ifindex))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            if let Err(e) = self.close(name) {
+                tracing::warn!("{e}");
+            }
+        }
+        gone
+    }
+
     /// The workers' latest published counters.
     pub fn stats(&self) -> crate::agent_api::AgentStats {
         crate::agent_api::AgentStats {

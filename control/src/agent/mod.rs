@@ -12,6 +12,7 @@ mod datapath_ports;
 mod kernel_maps;
 pub mod netdev;
 mod source;
+mod underlay;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ use source::DirSource;
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
+/// How often the kernel's next hops towards other nodes are read.
+const UNDERLAY_POLL: Duration = Duration::from_secs(1);
 
 /// `kxdp agent` options (see `cli::AgentArgs`).
 #[derive(Debug, Clone)]
@@ -74,7 +77,13 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
 
-    let tables = Arc::new(ArcSwap::from_pointee(first.tables));
+    let mut underlay = underlay::Underlay::new(&opts.uplink);
+    let kernel_macs = underlay.resolve(&first.tables);
+    let first_tables = match underlay::with_kernel_macs(&first.tables, &kernel_macs) {
+        Some(patched) => patched,
+        None => first.tables,
+    };
+    let tables = Arc::new(ArcSwap::from_pointee(first_tables));
     let mut flows = Flows::new(first.config.conntrack);
     flows.preallocate();
     let shared = SharedState {
@@ -90,6 +99,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let started = (|| {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan).map_err(|e| e.to_string())?;
+        netdev::install_masquerade(&masquerade_cidrs(&first.config)).map_err(|e| e.to_string())?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         api::start(&opts.api_socket, events_tx.clone())
@@ -98,6 +108,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         Ok(socket) => socket,
         Err(e) => {
             ports.shutdown();
+            let _ = netdev::remove_masquerade();
             let _ = netdev::remove_host_port();
             return Err(e);
         }
@@ -110,6 +121,9 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         source,
         generation: 1,
         pod_mtu: host_plan.mtu,
+        underlay,
+        kernel_macs,
+        underlay_checked: std::time::Instant::now(),
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
@@ -121,7 +135,10 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
 
     drop(api_socket);
     control.ports.shutdown();
+    control.underlay.cleanup();
+    let masquerade = netdev::remove_masquerade();
     netdev::remove_host_port().map_err(|e| e.to_string())?;
+    masquerade.map_err(|e| e.to_string())?;
     tracing::info!("agent stopped; everything it attached is detached");
     Ok(())
 }
@@ -133,6 +150,10 @@ struct Control<'a> {
     source: DirSource,
     generation: u64,
     pod_mtu: u32,
+    underlay: underlay::Underlay,
+    /// The kernel's next-hop MACs towards other nodes, last read.
+    kernel_macs: std::collections::BTreeMap<[u8; 4], datapath::MacAddr>,
+    underlay_checked: std::time::Instant,
 }
 
 impl Control<'_> {
@@ -153,6 +174,28 @@ impl Control<'_> {
             if self.source.changed() {
                 self.reload();
             }
+            if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
+                self.underlay_checked = std::time::Instant::now();
+                self.refresh_underlay();
+                for port in self.ports.close_vanished() {
+                    tracing::warn!(port, "interface gone without a CNI DEL: port closed");
+                }
+            }
+        }
+    }
+
+    /// Re-reads the kernel's next hops; a MAC that changed is published as a new generation.
+    fn refresh_underlay(&mut self) {
+        let current = self.tables.load();
+        self.kernel_macs = self.underlay.resolve(&current);
+        if let Some(mut next) = underlay::with_kernel_macs(&current, &self.kernel_macs) {
+            self.generation += 1;
+            next.generation = self.generation;
+            self.tables.store(Arc::new(next));
+            eprintln!(
+                "kxdp agent: published generation {} (underlay next hops)",
+                self.generation
+            );
         }
     }
 
@@ -162,10 +205,14 @@ impl Control<'_> {
         match source::build(&self.opts.state, &self.opts.node, next) {
             Ok(built) => {
                 log_warnings(&built.warnings);
-                if let Err(e) = self.ports.sync_maps(&built.tables) {
+                let tables = match underlay::with_kernel_macs(&built.tables, &self.kernel_macs) {
+                    Some(patched) => patched,
+                    None => built.tables,
+                };
+                if let Err(e) = self.ports.sync_maps(&tables) {
                     tracing::error!("generation {next}: programming the XDP maps: {e}");
                 }
-                self.tables.store(Arc::new(built.tables));
+                self.tables.store(Arc::new(tables));
                 self.generation = next;
                 eprintln!("kxdp agent: published generation {next}");
             }
@@ -234,6 +281,14 @@ impl Control<'_> {
             pod_mtu: self.pod_mtu,
         }
     }
+}
+
+fn masquerade_cidrs(config: &crate::config::AgentConfig) -> Vec<(bool, String)> {
+    config
+        .cluster_cidrs
+        .iter()
+        .map(|c| (c.addr.is_v4(), c.to_string()))
+        .collect()
 }
 
 fn host_plan(

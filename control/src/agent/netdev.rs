@@ -182,6 +182,65 @@ pub fn remove_host_port() -> Result<(), NetdevError> {
     Ok(())
 }
 
+/// The nftables table holding the agent's masquerade rule (walk 6).
+pub const NFT_TABLE: &str = "kxdp";
+
+/// Pods reaching outside the cluster leave through the host port and the node's routing;
+/// the node masquerades them (walk 6), as Flannel's ipMasq does: source inside the cluster
+/// CIDR, destination outside it. The rule lives in a table of its own, replaced whole, so
+/// it never touches anyone else's rules and removing it is one command.
+pub fn install_masquerade(cluster_cidrs: &[(bool, String)]) -> Result<(), NetdevError> {
+    let mut rules = String::new();
+    for (v4, cidr) in cluster_cidrs {
+        let family = if *v4 { "ip" } else { "ip6" };
+        rules.push_str(&format!(
+            "    {family} saddr {cidr} {family} daddr != {cidr} oifname != \"{HOST_VETH}\" masquerade\n"
+        ));
+    }
+    let script = format!(
+        "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n\
+         table inet {NFT_TABLE} {{\n  chain postrouting {{\n    \
+         type nat hook postrouting priority srcnat; policy accept;\n{rules}  }}\n}}\n"
+    );
+    nft_script(&script)
+}
+
+pub fn remove_masquerade() -> Result<(), NetdevError> {
+    // Declaring the table first makes the delete succeed when it is already gone.
+    nft_script(&format!(
+        "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
+    ))
+}
+
+fn nft_script(script: &str) -> Result<(), NetdevError> {
+    use std::io::Write as _;
+    let command = "nft -f -".to_string();
+    let fail = |message: String| NetdevError::Command {
+        command: command.clone(),
+        message,
+    };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run nft (is nftables installed?): {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
 /// The interface's MAC, for checking the Node's `kxdp.io/underlay-mac` against the uplink.
 pub fn mac_of(name: &str) -> Result<String, NetdevError> {
     let out = Command::new("ip")

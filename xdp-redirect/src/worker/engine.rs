@@ -49,8 +49,8 @@ const MAX_KICKS: u32 = 16;
 /// Flow-table slots examined for expiry per batch and per maintenance tick.
 const EXPIRE_PER_BATCH: usize = 256;
 const EXPIRE_PER_MAINTAIN: usize = 16_384;
-/// Fewest frames a socket's fill ring is stocked with, however many ports share the UMEM.
-const MIN_FILL: u32 = 64;
+/// Most frames an idle socket's fill ring is kept stocked with (see `retarget_fills`).
+const IDLE_FILL: u32 = 256;
 
 /// Worker-wide counters (plain integers: only this thread writes them).
 #[derive(Debug, Default)]
@@ -75,6 +75,8 @@ struct Counters {
     generation_sweeps: u64,
     flows_ended: u64,
     flows_expired: u64,
+    /// XDP_STATISTICS of sockets already closed (so totals do not shrink).
+    closed_xdp: XdpSocketStats,
 }
 
 pub(super) struct Worker {
@@ -115,7 +117,9 @@ fn lock_flows(flows: &Mutex<SharedFlows>) -> MutexGuard<'_, SharedFlows> {
     // A worker that panicked while holding the lock left a table that is still
     // structurally sound (process never leaves it half-updated across a panic point that
     // matters more than losing the node's datapath); keep going.
-    flows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    flows
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Worker {
@@ -311,6 +315,12 @@ impl Worker {
                 ledger.release(rx.frame);
                 continue;
             };
+            // `receive` only passes frames inside the UMEM; the check keeps that local.
+            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
+                sock.xsk.bad.rx += 1;
+                ledger.release(rx.frame);
+                continue;
+            };
             sock.counters.rx_packets += 1;
             sock.counters.rx_bytes += u64::from(rx.len);
             c.rx_packets += 1;
@@ -321,7 +331,7 @@ impl Worker {
             // SAFETY: `receive` moved this frame to the worker in the ledger; the kernel no
             // longer touches it and nothing else borrows it until it is queued for
             // transmission or released below, after `frame` is gone.
-            let buf = unsafe { area.frame_mut(rx.frame) };
+            let buf = unsafe { ptr.as_mut() };
             let mut frame = Frame::new(buf, rx.offset as usize, rx.len as usize);
             let verdict = match sock.port_id {
                 Some(port) => process(
@@ -510,24 +520,54 @@ impl Worker {
                 continue;
             }
             let want = s.fill_target - s.in_fill;
-            s.in_fill += s
-                .xsk
-                .fill(&mut self.ledger, &self.area, slot as u16, want);
+            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
         }
     }
 
-    /// Half the frames are for receiving, split among the open sockets (at least
-    /// `MIN_FILL` each, at most the fill ring); the rest are in flight to tx.
+    /// Half the frames are for receiving. Every open socket keeps a small floor (its
+    /// equal share, at most `IDLE_FILL`) so traffic starting on it is not dropped before
+    /// the next tick; the rest goes to the sockets that received in the last tick, in
+    /// proportion to what they received (at most a full fill ring each). A new socket
+    /// starts at the floor. One busy pod
+    /// among a hundred idle ones then gets the frames, not a hundredth of them. The rest
+    /// of the UMEM is for frames in flight to tx.
     fn retarget_fills(&mut self) {
-        let open = self.sockets.iter().flatten().filter(|s| s.is_open()).count() as u32;
-        if open == 0 {
+        let open: Vec<usize> = (0..self.sockets.len())
+            .filter(|&i| self.sockets[i].as_ref().is_some_and(PortSocket::is_open))
+            .collect();
+        for s in self.sockets.iter_mut().flatten() {
+            if !s.is_open() {
+                s.fill_target = 0;
+            }
+        }
+        if open.is_empty() {
             return;
         }
-        let target = (self.area.frames() / 2 / open)
-            .max(MIN_FILL)
-            .min(self.cfg.umem.fill_size);
+        let budget = u64::from(self.area.frames() / 2);
+        let floor = (budget / open.len() as u64).min(u64::from(IDLE_FILL));
+        let spare = budget.saturating_sub(floor * open.len() as u64);
+        let recent_total: u64 = open
+            .iter()
+            .filter_map(|&i| self.sockets[i].as_ref())
+            .map(|s| s.recent_rx)
+            .sum();
+        let fill_size = u64::from(self.cfg.umem.fill_size);
+        for &i in &open {
+            let Some(s) = self.sockets[i].as_mut() else {
+                continue;
+            };
+            // Idle sockets get the floor only: frames in an idle fill ring are stuck there
+            // until that port receives.
+            let extra = (spare * s.recent_rx).checked_div(recent_total).unwrap_or(0);
+            s.fill_target = (floor + extra).clamp(1, fill_size) as u32;
+        }
+    }
+
+    /// Notes what each socket received since the last tick (for `retarget_fills`).
+    fn measure_recent_rx(&mut self) {
         for s in self.sockets.iter_mut().flatten() {
-            s.fill_target = if s.is_open() { target } else { 0 };
+            s.recent_rx = s.counters.rx_packets - s.rx_at_last_tick;
+            s.rx_at_last_tick = s.counters.rx_packets;
         }
     }
 
@@ -540,6 +580,8 @@ impl Worker {
         self.apply_generation(&tables, &mut shared);
         self.c.flows_expired += shared.flows.expire(now, EXPIRE_PER_MAINTAIN) as u64;
         drop(shared);
+        self.measure_recent_rx();
+        self.retarget_fills();
         self.refresh_xdp_stats();
         self.publish();
     }
@@ -591,14 +633,10 @@ impl Worker {
             self.umem = Some(umem);
         }
         let opened = match &self.umem {
-            Some(umem) => XskSocket::open(
-                umem,
-                anchor,
-                spec.ifindex,
-                self.cfg.queue,
-                &self.cfg.umem,
-            )
-            .map_err(|e| socket_error(e.step, e.source)),
+            Some(umem) => {
+                XskSocket::open(umem, anchor, spec.ifindex, self.cfg.queue, &self.cfg.umem)
+                    .map_err(|e| socket_error(e.step, e.source))
+            }
             None => Err(socket_error(
                 "UMEM registration",
                 std::io::Error::other("no UMEM"),
@@ -643,9 +681,7 @@ impl Worker {
         self.remap_now();
         if let Some(s) = &mut self.sockets[slot] {
             let want = s.fill_target;
-            s.in_fill += s
-                .xsk
-                .fill(&mut self.ledger, &self.area, slot as u16, want);
+            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
         }
         Ok(fd)
     }
@@ -716,7 +752,10 @@ impl Worker {
         let Some(s) = self.sockets.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let PortSocket { xsk, closing, .. } = s;
+        let PortSocket {
+            xsk, closing, xdp, ..
+        } = s;
+        self.c.closed_xdp.add(&xsk.statistics().unwrap_or(xdp));
         let fd = xsk.fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         // Closing the socket ends the kernel's use of every frame it held.
@@ -777,8 +816,13 @@ impl Worker {
 
     fn snapshot(&self) -> WorkerStats {
         let c = &self.c;
-        let ports: Vec<_> = self.sockets.iter().flatten().map(PortSocket::stats).collect();
-        let mut xdp = XdpSocketStats::default();
+        let ports: Vec<_> = self
+            .sockets
+            .iter()
+            .flatten()
+            .map(PortSocket::stats)
+            .collect();
+        let mut xdp = c.closed_xdp;
         for p in &ports {
             xdp.add(&p.xdp);
         }

@@ -222,9 +222,7 @@ impl WorkerHandle {
             .send(command)
             .map_err(|_| WorkerError::Stopped(self.id))?;
         // A worker asleep in epoll must see the command now, not at its next timeout.
-        self.waker
-            .wake()
-            .map_err(|_| WorkerError::Stopped(self.id))
+        self.waker.wake().map_err(|_| WorkerError::Stopped(self.id))
     }
 
     /// Blocks until the worker has bound a socket on (ifindex, cfg.queue) and stocked its

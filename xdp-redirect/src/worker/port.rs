@@ -39,6 +39,9 @@ pub(super) struct PortSocket {
     pub in_tx: u32,
     /// How many frames the fill ring is kept stocked with.
     pub fill_target: u32,
+    /// Frames received in the last maintenance tick, and the count at its start.
+    pub recent_rx: u64,
+    pub rx_at_last_tick: u64,
     pub closing: Option<Closing>,
     /// This port's id in the tables the worker runs.
     pub port_id: Option<PortId>,
@@ -58,6 +61,8 @@ impl PortSocket {
             in_fill: 0,
             in_tx: 0,
             fill_target: 0,
+            recent_rx: 0,
+            rx_at_last_tick: 0,
             closing: None,
             port_id: None,
             counters: PortCounters::default(),

@@ -85,7 +85,7 @@ pub struct WorkerStats {
     /// Frames queued for transmission: `forwarded + passed == tx_packets + io.total()`.
     pub tx_packets: u64,
     pub io: IoDrops,
-    /// The kernel's XDP_STATISTICS summed over the open sockets.
+    /// The kernel's XDP_STATISTICS summed over every socket the worker had.
     pub xdp: XdpSocketStats,
     /// Rounds of the loop, rounds that found nothing to do, blocking waits.
     pub polls: u64,

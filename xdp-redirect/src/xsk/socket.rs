@@ -105,7 +105,8 @@ impl XskSocket {
         cfg: &UmemConfig,
     ) -> Result<XskSocket, OpenError> {
         let mut info = IfInfo::invalid();
-        info.from_ifindex(ifindex).map_err(step("interface lookup"))?;
+        info.from_ifindex(ifindex)
+            .map_err(step("interface lookup"))?;
         info.set_queue(queue);
         let socket = if anchor {
             Socket::with_shared(&info, umem)
@@ -129,7 +130,9 @@ impl XskSocket {
             tx_size: NonZeroU32::new(cfg.tx_size),
             bind_flags,
         };
-        let user = umem.rx_tx(&socket, &ring_cfg).map_err(step("rx/tx rings"))?;
+        let user = umem
+            .rx_tx(&socket, &ring_cfg)
+            .map_err(step("rx/tx rings"))?;
         let rx = user.map_rx().map_err(step("mmap rx ring"))?;
         let tx = user.map_tx().map_err(step("mmap tx ring"))?;
         let fd = user.as_raw_fd();
@@ -159,6 +162,10 @@ impl XskSocket {
     }
 
     /// Moves up to `want` free frames into the fill ring. Returns how many.
+    ///
+    /// xdpilone serves a request from its cached view of the kernel's ring head and
+    /// refreshes it only when that view is exhausted, so a short first pass is followed by
+    /// a second one with a fresh view. The same holds for every ring below.
     pub(crate) fn fill(
         &mut self,
         ledger: &mut Ledger,
@@ -166,23 +173,30 @@ impl XskSocket {
         slot: u16,
         want: u32,
     ) -> u32 {
-        if want == 0 || ledger.free_count() == 0 {
-            return 0;
-        }
-        let mut writer = self.fill.fill(want);
         let mut n = 0;
-        while n < writer.capacity() {
-            let Some(idx) = ledger.take_for_fill(slot) else {
-                break;
-            };
-            if !writer.insert_once(area.addr(idx)) {
-                ledger.untake_fill(idx, slot);
+        for _ in 0..2 {
+            if n == want || ledger.free_count() == 0 {
                 break;
             }
-            n += 1;
+            let mut writer = self.fill.fill(want - n);
+            let capacity = writer.capacity();
+            let mut written = 0;
+            while written < capacity {
+                let Some(idx) = ledger.take_for_fill(slot) else {
+                    break;
+                };
+                if !writer.insert_once(area.addr(idx)) {
+                    ledger.untake_fill(idx, slot);
+                    break;
+                }
+                written += 1;
+            }
+            writer.commit();
+            n += written;
+            if written < capacity || capacity == 0 {
+                break;
+            }
         }
-        writer.commit();
-        drop(writer);
         if n > 0 && self.fill.needs_wakeup() {
             sys::wake_rx(self.fd);
         }
@@ -198,30 +212,36 @@ impl XskSocket {
         max: u32,
         out: &mut Vec<RxFrame>,
     ) -> u32 {
-        if max == 0 {
-            return 0;
-        }
-        let mut reader = self.rx.receive(max);
         let mut n = 0;
-        while let Some(desc) = reader.read() {
-            n += 1;
-            match area.locate(desc.addr, desc.len) {
-                Some((frame, offset)) => {
-                    // A frame the ledger did not have on this socket is counted there
-                    // and not touched.
-                    if ledger.received(frame, slot) {
-                        out.push(RxFrame {
-                            slot,
-                            frame,
-                            offset,
-                            len: desc.len,
-                        });
+        for _ in 0..2 {
+            if n == max {
+                break;
+            }
+            let mut reader = self.rx.receive(max - n);
+            let capacity = reader.capacity();
+            while let Some(desc) = reader.read() {
+                match area.locate(desc.addr, desc.len) {
+                    Some((frame, offset)) => {
+                        // A frame the ledger did not have on this socket is counted there
+                        // and not touched.
+                        if ledger.received(frame, slot) {
+                            out.push(RxFrame {
+                                slot,
+                                frame,
+                                offset,
+                                len: desc.len,
+                            });
+                        }
                     }
+                    None => self.bad.rx += 1,
                 }
-                None => self.bad.rx += 1,
+            }
+            reader.release();
+            n += capacity;
+            if capacity == 0 {
+                break;
             }
         }
-        reader.release();
         n
     }
 
@@ -233,19 +253,29 @@ impl XskSocket {
         slot: u16,
         max: u32,
     ) -> u32 {
-        let mut reader = self.comp.complete(max);
-        let mut n = 0;
-        while let Some(addr) = reader.read() {
-            match area.frame_of(addr) {
-                Some(frame) => {
-                    if ledger.completed(frame, slot) {
-                        n += 1;
+        let (mut read, mut n) = (0, 0);
+        for _ in 0..2 {
+            if read == max {
+                break;
+            }
+            let mut reader = self.comp.complete(max - read);
+            let capacity = reader.capacity();
+            while let Some(addr) = reader.read() {
+                match area.frame_of(addr) {
+                    Some(frame) => {
+                        if ledger.completed(frame, slot) {
+                            n += 1;
+                        }
                     }
+                    None => self.bad.comp += 1,
                 }
-                None => self.bad.comp += 1,
+            }
+            reader.release();
+            read += capacity;
+            if capacity == 0 {
+                break;
             }
         }
-        reader.release();
         n
     }
 
@@ -258,26 +288,34 @@ impl XskSocket {
         slot: u16,
         frames: &[TxFrame],
     ) -> usize {
-        if frames.is_empty() {
-            return 0;
-        }
-        let want = u32::try_from(frames.len()).unwrap_or(u32::MAX);
-        let mut writer = self.tx.transmit(want);
-        let fits = (writer.capacity() as usize).min(frames.len());
         let mut queued = 0;
-        for f in &frames[..fits] {
-            let desc = XdpDesc {
-                addr: area.addr(f.frame) + u64::from(f.offset),
-                len: f.len,
-                options: 0,
-            };
-            if !writer.insert_once(desc) {
+        for _ in 0..2 {
+            let rest = &frames[queued..];
+            if rest.is_empty() {
                 break;
             }
-            ledger.queued_tx(f.frame, slot);
-            queued += 1;
+            let want = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            let mut writer = self.tx.transmit(want);
+            let fits = (writer.capacity() as usize).min(rest.len());
+            let mut written = 0;
+            for f in &rest[..fits] {
+                let desc = XdpDesc {
+                    addr: area.addr(f.frame) + u64::from(f.offset),
+                    len: f.len,
+                    options: 0,
+                };
+                if !writer.insert_once(desc) {
+                    break;
+                }
+                ledger.queued_tx(f.frame, slot);
+                written += 1;
+            }
+            writer.commit();
+            queued += written;
+            if written == 0 {
+                break;
+            }
         }
-        writer.commit();
         queued
     }
 

@@ -50,8 +50,7 @@ impl UmemConfig {
     pub fn validate(&self) -> Result<(), String> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
-        if !self.frame_size.is_power_of_two() || self.frame_size < 2048 || self.frame_size > page
-        {
+        if !self.frame_size.is_power_of_two() || self.frame_size < 2048 || self.frame_size > page {
             return Err(format!(
                 "frame_size {} must be a power of two in 2048..={page}",
                 self.frame_size
@@ -133,22 +132,20 @@ impl UmemArea {
         unsafe { xdpilone::Umem::new(cfg, area) }.map_err(errno)
     }
 
-    /// The bytes of frame `idx`.
-    ///
-    /// # Safety
-    /// The caller must own the frame (the ledger has it with the worker, so neither the
-    /// kernel nor any other borrow touches it) for as long as the slice lives.
-    pub(crate) unsafe fn frame_mut(&self, idx: u32) -> &mut [u8] {
-        debug_assert!(idx < self.frames);
-        let offset = idx as usize * self.frame_size as usize;
-        // SAFETY: idx < frames, so the range lies inside the mapping; exclusivity is the
-        // caller's promise.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.map.base().as_ptr().add(offset),
-                self.frame_size as usize,
-            )
+    /// The bytes of frame `idx`, as a raw slice pointer. Turning it into a reference is
+    /// only sound while the caller owns the frame (the ledger has it with the worker, so
+    /// neither the kernel nor any other borrow touches it).
+    pub(crate) fn frame_ptr(&self, idx: u32) -> Option<NonNull<[u8]>> {
+        if idx >= self.frames {
+            return None;
         }
+        let offset = idx as usize * self.frame_size as usize;
+        // SAFETY: idx < frames, so `offset` and the frame after it lie inside the mapping.
+        let start = unsafe { self.map.base().add(offset) };
+        Some(NonNull::slice_from_raw_parts(
+            start,
+            self.frame_size as usize,
+        ))
     }
 }
 
