@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# The demo: replays a small two-node scenario through kxdp's pipeline and prints what happened
-# to every packet (the live netns lab replaces this once the AF_XDP datapath lands).
+# The demo: builds kxdp and kxdp-cni, then `kxdp lab run`: a two-node cluster in network
+# namespaces on this machine (kxdp agents, pods made through kxdp-cni, Services, a
+# NetworkPolicy, a kernel VXLAN peer), checked with real traffic, printed as a table, and
+# removed again. Then the offline replay of the two-node example. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release --locked -p control --bin kxdp
+cargo build --release --locked -p control --bin kxdp --bin kxdp-cni
+status=0
+./target/release/kxdp lab run || status=$?
+
+echo
+echo "offline: the two-node example replayed through the same pipeline"
 example=pcap-fixtures/examples/two-node
 out=target/demo
 ./target/release/kxdp replay --state "$example" --node node-a \
@@ -14,5 +21,5 @@ out=target/demo
   --in uplink="$example/uplink.pcap" \
   --out "$out" --summary
 echo
-echo "per-port output pcaps and verdicts.jsonl are in $out/:"
-ls -l "$out"
+echo "per-port output pcaps and verdicts.jsonl are in $out/"
+exit "$status"

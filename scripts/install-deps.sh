@@ -6,10 +6,10 @@ set -euo pipefail
 # clang + libbpf-dev: the XDP programs (C, clang -target bpf); iproute2: the netns lab and
 # tests; ethtool: checksum offload settings on veths; pkg-config + gcc: -sys crates (ring);
 # nftables: nft, with which kxdp agent installs the pods' masquerade rule (walk 6).
-# containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni's tests
-# delegate to.
+# containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni (and its
+# tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks.
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
-  containernetworking-plugins nftables)
+  containernetworking-plugins nftables iputils-ping)
 
 missing=()
 for p in "${packages[@]}"; do

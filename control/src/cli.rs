@@ -19,6 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the datapath over pcap files (ARCHITECTURE.md §4).
     Replay(ReplayArgs),
+    /// A two-node cluster in network namespaces on this machine, checked with real traffic.
+    Lab(crate::lab::LabArgs),
+    /// The lab's traffic tool (serve, tcp, udp, flood, sink), run inside its namespaces.
+    #[command(hide = true)]
+    Probe(crate::probe::ProbeArgs),
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
     Agent(AgentArgs),

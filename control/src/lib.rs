@@ -3,6 +3,8 @@ pub mod agent_api;
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod lab;
+pub mod probe;
 pub mod replay;
 pub mod state;
 pub mod translate;

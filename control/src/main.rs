@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
+        Command::Lab(args) => control::lab::main(args),
+        Command::Probe(args) => control::probe::main(args),
         Command::Stats(args) => run_stats(&args),
         Command::Agent(args) => match control::agent::run(&args.into()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,46 @@
+//! Why a lab step failed. Every message names the step and carries what the failing tool said.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command ran and failed (or could not be started).
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// A condition did not come true before its deadline.
+    #[error("timed out waiting for {what}{}", detail_suffix(detail))]
+    Timeout { what: String, detail: String },
+    /// The CNI plugin answered ADD/DEL with an error.
+    #[error("kxdp-cni {command} for pod {pod}: {detail}")]
+    Cni {
+        command: String,
+        pod: String,
+        detail: String,
+    },
+    /// The agent's local API failed or answered an error.
+    #[error("agent {node}: {detail}")]
+    Agent { node: String, detail: String },
+    /// Anything else the lab cannot proceed without (a missing binary, a bad argument).
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl LabError {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> LabError {
+        LabError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

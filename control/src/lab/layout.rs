@@ -1,0 +1,278 @@
+//! The lab's fixed design: nodes, addresses, MACs, pods, Services, and the names of the
+//! namespaces. Pure data, so the manifests, the topology and the checks agree by
+//! construction.
+//!
+//! ```text
+//!                         <p>-fabric: bridge br0 (192.168.77.0/24, no address)
+//!   +---------------+---------------+---------------+---------------+
+//!   | eth0 .11      | eth0 .12      | eth0 .13      | eth0 .100     |
+//!  <p>-node1       <p>-node2       <p>-vtep        <p>-client
+//!   kxdp agent      kxdp agent      kernel vxlan0   external client
+//!   10.244.1.0/24   10.244.2.0/24   "node3": 10.244.3.1 on vxlan0
+//!   pods: client,   pods: web-2,
+//!         web-1           other      (each pod in its own namespace <p>-pod-<name>)
+//! ```
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// The Kubernetes namespace of every lab pod.
+pub const NAMESPACE: &str = "demo";
+/// The underlay: one L2 segment, the fabric bridge.
+pub const FABRIC_PREFIX_LEN: u8 = 24;
+/// The external client's address on the fabric.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+/// Interface names inside the namespaces (each namespace is ours, so they cannot collide).
+pub const UPLINK: &str = "eth0";
+pub const BRIDGE: &str = "br0";
+pub const VXLAN_DEV: &str = "vxlan0";
+/// kxdp.yaml's defaults, written out: the kernel VTEP must agree with them.
+pub const VNI: u32 = 1;
+pub const VXLAN_PORT: u16 = 4789;
+pub const UNDERLAY_MTU: u32 = 1500;
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+
+/// Ports every pod's probe server listens on.
+pub const HTTP_PORT: u16 = 8080;
+pub const ECHO_PORT: u16 = 8081;
+/// A TCP port only the policy's label rule opens (not the node rule).
+pub const ADMIN_PORT: u16 = 9090;
+/// Where the flood sink counts.
+pub const FLOOD_PORT: u16 = 7000;
+
+/// Service demo/web (ClusterIP): TCP 80 -> http, UDP 5353 -> echo.
+pub const WEB_SERVICE: &str = "web";
+pub const WEB_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+pub const WEB_TCP_PORT: u16 = 80;
+pub const WEB_UDP_PORT: u16 = 5353;
+/// Service demo/web-nodeport (NodePort): TCP 80 -> http, nodePort 30080.
+pub const NODEPORT_SERVICE: &str = "web-nodeport";
+pub const NODEPORT_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+pub const NODE_PORT: u16 = 30080;
+/// NetworkPolicy demo/web-ingress.
+pub const POLICY: &str = "web-ingress";
+
+/// A node of the lab: `node1` and `node2` run kxdp; `node3` is the kernel VXLAN peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePlan {
+    pub index: u8,
+    /// Whether a kxdp agent runs it (node3 is a plain kernel vxlan device).
+    pub has_agent: bool,
+}
+
+pub const NODE1: NodePlan = NodePlan {
+    index: 1,
+    has_agent: true,
+};
+pub const NODE2: NodePlan = NodePlan {
+    index: 2,
+    has_agent: true,
+};
+pub const NODE3: NodePlan = NodePlan {
+    index: 3,
+    has_agent: false,
+};
+pub const NODES: [NodePlan; 3] = [NODE1, NODE2, NODE3];
+pub const AGENT_NODES: [NodePlan; 2] = [NODE1, NODE2];
+
+impl NodePlan {
+    pub fn name(self) -> String {
+        format!("node{}", self.index)
+    }
+
+    /// The uplink (VTEP) address: 192.168.77.1N.
+    pub fn underlay_ip(self) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 77, 10 + self.index)
+    }
+
+    /// Locally administered, derived from the address (as the worked example does).
+    pub fn underlay_mac(self) -> Mac {
+        Mac::with_ip([0x02, 0x00], self.underlay_ip())
+    }
+
+    /// 10.244.N.0/24.
+    pub fn pod_cidr(self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::new(10, 244, self.index, 0), 24)
+    }
+
+    pub fn pod_cidr_string(self) -> String {
+        let (a, len) = self.pod_cidr();
+        format!("{a}/{len}")
+    }
+
+    /// The first address of the PodCIDR.
+    pub fn gateway(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 244, self.index, 1)
+    }
+
+    pub fn gateway_mac(self) -> Mac {
+        Mac::for_pod(self.gateway())
+    }
+}
+
+/// A pod of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodPlan {
+    pub name: &'static str,
+    pub node: NodePlan,
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+impl PodPlan {
+    pub fn has_label(&self, key: &str, value: &str) -> bool {
+        self.labels.iter().any(|&(k, v)| k == key && v == value)
+    }
+
+    pub fn is_web(&self) -> bool {
+        self.has_label("app", "web")
+    }
+}
+
+/// The client pod: its `role=client` label is what the policy allows.
+pub const POD_CLIENT: PodPlan = PodPlan {
+    name: "client",
+    node: NODE1,
+    labels: &[("app", "client"), ("role", "client")],
+};
+/// Backends of both Services, one per node; the policy isolates them for ingress.
+pub const POD_WEB1: PodPlan = PodPlan {
+    name: "web-1",
+    node: NODE1,
+    labels: &[("app", "web")],
+};
+pub const POD_WEB2: PodPlan = PodPlan {
+    name: "web-2",
+    node: NODE2,
+    labels: &[("app", "web")],
+};
+/// A pod without `role=client`: the policy denies it.
+pub const POD_OTHER: PodPlan = PodPlan {
+    name: "other",
+    node: NODE2,
+    labels: &[("app", "other")],
+};
+pub const PODS: [PodPlan; 4] = [POD_CLIENT, POD_WEB1, POD_WEB2, POD_OTHER];
+
+/// A MAC address, printed the way `ip` wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    fn with_ip(head: [u8; 2], ip: Ipv4Addr) -> Mac {
+        let o = ip.octets();
+        Mac([head[0], head[1], o[0], o[1], o[2], o[3]])
+    }
+
+    /// kxdp's pod (and gateway) MAC: 0a:58:<IPv4 bytes>.
+    pub fn for_pod(ip: Ipv4Addr) -> Mac {
+        Mac::with_ip([0x0a, 0x58], ip)
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// Names of everything the lab creates outside its directory: network namespaces, all
+/// starting with the prefix, so parallel labs (and other users' namespaces) never collide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub prefix: String,
+}
+
+impl Names {
+    pub fn fabric(&self) -> String {
+        format!("{}-fabric", self.prefix)
+    }
+
+    pub fn node(&self, node: NodePlan) -> String {
+        if node.has_agent {
+            format!("{}-{}", self.prefix, node.name())
+        } else {
+            self.vtep()
+        }
+    }
+
+    pub fn vtep(&self) -> String {
+        format!("{}-vtep", self.prefix)
+    }
+
+    pub fn client(&self) -> String {
+        format!("{}-client", self.prefix)
+    }
+
+    pub fn pod(&self, pod: &PodPlan) -> String {
+        format!("{}-pod-{}", self.prefix, pod.name)
+    }
+
+    /// Every namespace the lab may have created, pods first (they hang off the nodes),
+    /// the fabric last.
+    pub fn all_namespaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = PODS.iter().map(|p| self.pod(p)).collect();
+        all.push(self.client());
+        all.push(self.vtep());
+        for n in AGENT_NODES {
+            all.push(self.node(n));
+        }
+        all.push(self.fabric());
+        all
+    }
+}
+
+/// Whether `prefix` makes good namespace names: a lowercase letter, then lowercase letters
+/// or digits, at most 8 in all.
+pub fn valid_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && prefix.len() <= 8
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_node_index() {
+        assert_eq!(NODE1.underlay_ip(), Ipv4Addr::new(192, 168, 77, 11));
+        assert_eq!(NODE2.underlay_mac().to_string(), "02:00:c0:a8:4d:0c");
+        assert_eq!(NODE3.pod_cidr_string(), "10.244.3.0/24");
+        assert_eq!(NODE1.gateway_mac().to_string(), "0a:58:0a:f4:01:01");
+        assert_eq!(
+            Mac::for_pod(Ipv4Addr::new(10, 244, 1, 5)).to_string(),
+            "0a:58:0a:f4:01:05"
+        );
+    }
+
+    #[test]
+    fn names_carry_the_prefix_and_are_distinct() {
+        let n = Names {
+            prefix: "kxl42".into(),
+        };
+        let all = n.all_namespaces();
+        assert!(all.iter().all(|x| x.starts_with("kxl42-")));
+        let mut dedup = all.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), all.len());
+        assert_eq!(n.node(NODE3), "kxl42-vtep");
+        assert_eq!(n.pod(&POD_CLIENT), "kxl42-pod-client");
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(valid_prefix("kxl"));
+        assert!(valid_prefix("kxl123"));
+        for bad in ["", "1kxl", "Kxl", "kx-l", "kxl/x", "abcdefghi"] {
+            assert!(!valid_prefix(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `kxdp probe serve`: answers each request with "<name> <request>".
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+/// The line `serve` (and `sink`) print once every socket is bound: the lab waits for it.
+pub const READY_PREFIX: &str = "kxdp probe ready";
+
+/// Longest request line a TCP client may send.
+const MAX_REQUEST: usize = 512;
+/// A client that connects and says nothing is given up on after this.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub name: String,
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+}
+
+/// Binds every port, prints the ready line, then serves until the process is killed.
+pub fn run(opts: &ServeOptions) -> io::Result<()> {
+    if opts.tcp.is_empty() && opts.udp.is_empty() {
+        return Err(io::Error::other(
+            "nothing to serve: give --tcp and/or --udp",
+        ));
+    }
+    let mut workers = Vec::new();
+    let mut bound = Vec::new();
+    for &port in &opts.tcp {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("tcp port {port}: {e}")))?;
+        bound.push(format!("tcp/{port}"));
+        let name = opts.name.clone();
+        workers.push(thread::spawn(move || serve_tcp(&listener, &name)));
+    }
+    for &port in &opts.udp {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("udp port {port}: {e}")))?;
+        bound.push(format!("udp/{port}"));
+        let name = opts.name.clone();
+        workers.push(thread::spawn(move || serve_udp(&socket, &name)));
+    }
+    {
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "{READY_PREFIX} name={} ports={}",
+            opts.name,
+            bound.join(",")
+        )?;
+        out.flush()?;
+    }
+    for w in workers {
+        match w.join() {
+            Ok(result) => result?,
+            Err(_) => return Err(io::Error::other("a serving thread panicked")),
+        }
+    }
+    Ok(())
+}
+
+fn serve_tcp(listener: &TcpListener, name: &str) -> io::Result<()> {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let name = name.to_string();
+                // One thread per connection: a silent client must not stall the others.
+                thread::spawn(move || {
+                    if let Err(e) = answer_tcp(stream, &name) {
+                        tracing::debug!(error = %e, "probe tcp client");
+                    }
+                });
+            }
+            // Aborted handshakes and the like: the listener itself is fine.
+            Err(e) => tracing::debug!(error = %e, "probe accept"),
+        }
+    }
+    Ok(())
+}
+
+fn answer_tcp(stream: TcpStream, name: &str) -> io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut reader = BufReader::new(Read::take(stream, MAX_REQUEST as u64));
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    let request = line.strip_suffix(b"\n").unwrap_or(&line);
+    let mut reply = Vec::with_capacity(name.len() + request.len() + 2);
+    reply.extend_from_slice(name.as_bytes());
+    reply.push(b' ');
+    reply.extend_from_slice(request);
+    reply.push(b'\n');
+    let mut stream = reader.into_inner().into_inner();
+    stream.write_all(&reply)?;
+    stream.flush()
+}
+
+fn serve_udp(socket: &UdpSocket, name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            // ICMP errors about earlier answers surface here on Linux: not fatal.
+            Err(e) => {
+                tracing::debug!(error = %e, "probe udp recv");
+                continue;
+            }
+        };
+        let mut reply = Vec::with_capacity(name.len() + 1 + n);
+        reply.extend_from_slice(name.as_bytes());
+        reply.push(b' ');
+        reply.extend_from_slice(&buf[..n]);
+        if let Err(e) = socket.send_to(&reply, from) {
+            tracing::debug!(error = %e, %from, "probe udp send");
+        }
+    }
+}
