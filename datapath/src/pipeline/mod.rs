@@ -337,6 +337,11 @@ impl<O: Observer> Walk<'_, '_, O> {
                     dst: None,
                 };
             }
+            if let service::Translation::New { flow, src, .. } = &mut translation
+                && let Err(verdict) = self.unclash(flow, src)
+            {
+                return verdict;
+            }
         }
 
         // Checks that answer the sender, on the packet as it was sent.

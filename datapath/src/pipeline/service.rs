@@ -374,12 +374,12 @@ impl<O: Observer> Walk<'_, '_, O> {
         })
     }
 
-    /// A source port at the gateway whose reply tuple no live flow uses: the client's own
-    /// port when free, else a hashed walk through the ephemeral range.
+    /// A source port at `source` whose reply tuple (from `backend`) no live flow uses: the
+    /// client's own port when free, else a hashed walk through the ephemeral range.
     fn snat_port(
         &self,
         original: &FlowKey,
-        gateway: IpKey,
+        source: IpKey,
         backend: IpKey,
         backend_port: u16,
     ) -> Result<u16, NewFlowError> {
@@ -400,7 +400,7 @@ impl<O: Observer> Walk<'_, '_, O> {
         for p in candidates {
             let reply = FlowKey {
                 src: backend,
-                dst: gateway,
+                dst: source,
                 src_port: backend_port,
                 dst_port: p,
                 proto: original.proto,
@@ -410,6 +410,39 @@ impl<O: Observer> Walk<'_, '_, O> {
             }
         }
         Err(NewFlowError::Drop(DropReason::SnatExhausted))
+    }
+
+    /// Linux conntrack's answer to a tuple clash (nf_nat's unique-tuple search): a new flow
+    /// whose reply tuple a live flow already owns keeps its addresses but leaves from
+    /// another source port, so both flows' replies stay apart. It happens when a client
+    /// reuses a port towards one backend both through a Service and directly (the DNATed
+    /// flow's reply is exactly the direct flow's). ICMP echo has no port to move: dropped.
+    pub(super) fn unclash(
+        &mut self,
+        flow: &mut NewFlow,
+        src: &mut Option<Endpoint>,
+    ) -> Result<(), Verdict> {
+        if !self.flows.tuple_in_use(&flow.reply, self.now) {
+            return Ok(());
+        }
+        if !matches!(flow.original.proto, proto::TCP | proto::UDP | proto::SCTP) {
+            return Err(Verdict::Drop(DropReason::FlowConflict));
+        }
+        let port = self
+            .snat_port(
+                &flow.original,
+                flow.reply.dst,
+                flow.reply.src,
+                flow.reply.src_port,
+            )
+            .map_err(|_| Verdict::Drop(DropReason::SnatExhausted))?;
+        flow.reply.dst_port = port;
+        self.obs.step("source_port_remapped");
+        *src = changed(
+            (flow.original.src, flow.original.src_port),
+            (flow.reply.dst, port),
+        );
+        Ok(())
     }
 
     /// Records the new flow; a reply tuple taken meanwhile is a lost SNAT race, dropped.

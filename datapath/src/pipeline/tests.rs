@@ -325,6 +325,67 @@ fn clusterip_dnat_then_reply_reverse_nat() {
     assert_checksums_valid(&r.out);
 }
 
+/// Two Service addresses reaching one backend from the same client port would share a
+/// reply tuple: the second flow leaves from another source port (as Linux conntrack's NAT
+/// does), and each reply reaches the client from the address it used.
+#[test]
+fn a_reply_tuple_clash_moves_the_new_flows_source_port() {
+    const VIP2: [u8; 4] = [10, 96, 0, 11];
+    let mut t = node_a_tables(vec![(IpKey::v4(WEB0), 8080)]);
+    let key = |vip| ServiceKey {
+        vip: IpKey::v4(vip),
+        port: 80,
+        proto: proto::TCP,
+    };
+    let fe = *t.frontends.get(&key(VIP)).unwrap();
+    t.frontends.insert(key(VIP2), fe);
+    let mut flows = Flows::default();
+    let sport = |out: &[u8]| u16::from_be_bytes([out[34], out[35]]);
+
+    let first = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, VIP, 40000, 80, 64, b""),
+    );
+    assert_eq!(first.verdict, Verdict::Forward(PortId(3)));
+    assert_eq!(
+        sport(&first.out),
+        40000,
+        "no clash: the client's port is kept"
+    );
+    let second = run(
+        &t,
+        &mut flows,
+        PortId(2),
+        &tcp(CLIENT, VIP2, 40000, 80, 64, b""),
+    );
+    assert_eq!(second.verdict, Verdict::Forward(PortId(3)));
+    let moved = sport(&second.out);
+    assert_ne!(moved, 40000, "the clashing flow got another source port");
+    assert_eq!(
+        &second.out[14 + 12..14 + 16],
+        &CLIENT,
+        "the address is kept"
+    );
+    assert_checksums_valid(&second.out);
+    assert_eq!(flows.len(), 2);
+
+    for (port, vip) in [(40000, VIP), (moved, VIP2)] {
+        let mut reply = tcp(WEB0, CLIENT, 8080, port, 64, b"");
+        reply[0..6].copy_from_slice(&GW_MAC.0);
+        let r = run(&t, &mut flows, PortId(3), &reply);
+        assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
+        assert_eq!(
+            &r.out[14 + 12..14 + 16],
+            &vip,
+            "reply from the address used"
+        );
+        assert_eq!(u16::from_be_bytes([r.out[36], r.out[37]]), 40000);
+        assert_checksums_valid(&r.out);
+    }
+}
+
 #[test]
 fn service_without_endpoints_answers_port_unreachable() {
     let t = node_a_tables(vec![]);
