@@ -178,8 +178,8 @@ pub struct PortSummary {
     pub name: String,
     pub rx_packets: u64,
     pub tx_packets: u64,
-    /// The kernel's XDP_STATISTICS rx_dropped + rx_ring_full + fill_ring_empty: packets
-    /// lost before the worker saw them.
+    /// The kernel's XDP_STATISTICS rx_dropped + rx_ring_full: packets lost before the
+    /// worker saw them (rx_dropped includes those that found the fill ring empty).
     pub kernel_rx_lost: u64,
 }
 

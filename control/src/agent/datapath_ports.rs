@@ -290,7 +290,9 @@ fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerS
                 name: p.name.clone(),
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
-                kernel_rx_lost: p.xdp.rx_dropped + p.xdp.rx_ring_full + p.xdp.fill_ring_empty,
+                // An empty fill ring is counted in rx_dropped too (the kernel's copy path), so
+                // fill_ring_empty is not added again.
+                kernel_rx_lost: p.xdp.rx_dropped + p.xdp.rx_ring_full,
             })
             .collect(),
     }
