@@ -72,7 +72,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     source.changed();
     let first = source::build(&opts.state, &opts.node, 1)?;
     log_warnings(&first.warnings);
-    check_uplink_mac(&opts.uplink, &first.tables);
+    check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
 
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
@@ -152,7 +152,7 @@ struct Control<'a> {
     pod_mtu: u32,
     underlay: underlay::Underlay,
     /// The kernel's next-hop MACs towards other nodes, last read.
-    kernel_macs: std::collections::BTreeMap<[u8; 4], datapath::MacAddr>,
+    kernel_macs: underlay::KernelView,
     underlay_checked: std::time::Instant,
 }
 
@@ -315,16 +315,15 @@ fn host_plan(
     }
 }
 
-/// The uplink's MAC is what other nodes send our overlay traffic to: a Node annotation
-/// that disagrees would black-hole it, so say so loudly (the agent still runs: the
-/// annotation may be about to be fixed).
-fn check_uplink_mac(uplink: &str, tables: &Tables) {
-    match netdev::mac_of(uplink) {
-        Ok(mac) if mac == tables.node.underlay_mac.to_string() => {}
-        Ok(mac) => tracing::warn!(
-            "uplink {uplink} has MAC {mac} but the Node's kxdp.io/underlay-mac says {}",
-            tables.node.underlay_mac
+/// Pods get the underlay MTU from kxdp.yaml minus the VXLAN overhead: an uplink that cannot
+/// carry that much would silently drop full-size pod packets once encapsulated.
+fn check_uplink_mtu(uplink: &str, configured: u16) {
+    match netdev::mtu_of(uplink) {
+        Ok(mtu) if mtu < u32::from(configured) => tracing::warn!(
+            "uplink {uplink} has MTU {mtu}, below kxdp.yaml underlayMTU {configured}: \
+             full-size pod packets will not fit once encapsulated"
         ),
+        Ok(_) => {}
         Err(e) => tracing::warn!("uplink {uplink}: {e}"),
     }
 }

@@ -241,8 +241,8 @@ fn nft_script(script: &str) -> Result<(), NetdevError> {
     }
 }
 
-/// The interface's MAC, for checking the Node's `kxdp.io/underlay-mac` against the uplink.
-pub fn mac_of(name: &str) -> Result<String, NetdevError> {
+/// The word after `key` in `ip -o link show dev NAME`.
+fn link_field(name: &str, key: &str) -> Result<String, NetdevError> {
     let out = Command::new("ip")
         .args(["-o", "link", "show", "dev", name])
         .output()
@@ -252,8 +252,19 @@ pub fn mac_of(name: &str) -> Result<String, NetdevError> {
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
+        .skip_while(|w| *w != key)
         .nth(1)
         .map(str::to_string)
         .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))
+}
+
+/// The interface's MAC (the source of the VXLAN the datapath sends from the uplink).
+pub fn mac_of(name: &str) -> Result<String, NetdevError> {
+    link_field(name, "link/ether")
+}
+
+pub fn mtu_of(name: &str) -> Result<u32, NetdevError> {
+    link_field(name, "mtu")?
+        .parse()
+        .map_err(|_| NetdevError::NoSuchInterface(name.to_string()))
 }

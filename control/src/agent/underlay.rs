@@ -16,6 +16,16 @@ use datapath::tables::Tables;
 
 use super::netdev;
 
+/// What the kernel says about the underlay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelView {
+    /// The uplink's MAC: the source of the VXLAN we send (the own Node's annotation is
+    /// what other nodes are told; the interface is the truth).
+    pub uplink_mac: Option<MacAddr>,
+    /// Next-hop MAC towards each other node's address.
+    pub next_hops: BTreeMap<[u8; 4], MacAddr>,
+}
+
 #[derive(Debug)]
 pub struct Underlay {
     uplink: String,
@@ -31,8 +41,9 @@ impl Underlay {
         }
     }
 
-    /// The kernel's next-hop MAC for every remote node it has resolved, by node address.
-    pub fn resolve(&mut self, tables: &Tables) -> BTreeMap<[u8; 4], MacAddr> {
+    /// The uplink's own MAC and the kernel's next-hop MAC for every remote node it has
+    /// resolved, by node address.
+    pub fn resolve(&mut self, tables: &Tables) -> KernelView {
         let mut macs = BTreeMap::new();
         for node in &tables.remote_nodes {
             let addr = Ipv4Addr::from(node.underlay_ip);
@@ -55,7 +66,12 @@ impl Underlay {
                 macs.insert(node.underlay_ip, mac);
             }
         }
-        macs
+        KernelView {
+            uplink_mac: netdev::mac_of(&self.uplink)
+                .ok()
+                .and_then(|m| m.parse().ok()),
+            next_hops: macs,
+        }
     }
 
     /// The next hop towards `addr` if the kernel routes it out of the uplink (itself when
@@ -108,27 +124,42 @@ fn neighbour_mac(addr: Ipv4Addr, dev: &str) -> Option<MacAddr> {
     words.get(i + 1)?.parse().ok()
 }
 
-/// `tables` with each remote node's MAC replaced by the kernel's where they differ, or
-/// `None` when nothing differs (no new generation needed).
-pub fn with_kernel_macs(tables: &Tables, macs: &BTreeMap<[u8; 4], MacAddr>) -> Option<Tables> {
-    let differs = tables.remote_nodes.iter().any(|n| {
-        macs.get(&n.underlay_ip)
+/// `tables` with the uplink's MAC and each remote node's next-hop MAC replaced by the
+/// kernel's where they differ, or `None` when nothing differs (no new generation needed).
+pub fn with_kernel_macs(tables: &Tables, kernel: &KernelView) -> Option<Tables> {
+    let own_differs = kernel
+        .uplink_mac
+        .is_some_and(|m| m != tables.node.underlay_mac);
+    let remote_differs = tables.remote_nodes.iter().any(|n| {
+        kernel
+            .next_hops
+            .get(&n.underlay_ip)
             .is_some_and(|m| *m != n.underlay_mac)
     });
-    if !differs {
+    if !own_differs && !remote_differs {
         return None;
     }
     let mut next = tables.clone();
+    if let Some(mac) = kernel.uplink_mac
+        && mac != next.node.underlay_mac
+    {
+        tracing::warn!(
+            annotation = %next.node.underlay_mac,
+            uplink = %mac,
+            "this Node's kxdp.io/underlay-mac is not the uplink's MAC: sending from the uplink's"
+        );
+        next.node.underlay_mac = mac;
+    }
     for node in &mut next.remote_nodes {
-        if let Some(mac) = macs.get(&node.underlay_ip) {
-            if *mac != node.underlay_mac {
-                tracing::info!(
-                    node = node.name,
-                    annotation = %node.underlay_mac,
-                    kernel = %mac,
-                    "underlay next hop MAC from the kernel's neighbour table"
-                );
-            }
+        if let Some(mac) = kernel.next_hops.get(&node.underlay_ip)
+            && *mac != node.underlay_mac
+        {
+            tracing::info!(
+                node = node.name,
+                annotation = %node.underlay_mac,
+                kernel = %mac,
+                "underlay next hop MAC from the kernel's neighbour table"
+            );
             node.underlay_mac = *mac;
         }
     }
