@@ -40,9 +40,26 @@ fn is_root() -> bool {
     root
 }
 
+/// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
+/// remounts / as a slave (as `ip netns exec` does), which fails where / is not a mount point
+/// (a chroot, such as a fresh build root).
+fn command(cmd: &str, args: &[&str]) -> Command {
+    match args {
+        ["-n", ns, rest @ ..] if cmd == "ip" || cmd == "bridge" => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(cmd).args(rest);
+            c
+        }
+        _ => {
+            let mut c = Command::new(cmd);
+            c.args(args);
+            c
+        }
+    }
+}
+
 fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(cmd)
-        .args(args)
+    let out = command(cmd, args)
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
@@ -288,8 +305,7 @@ fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 fn xdp_attached(ns: &str, ifname: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-d", "link", "show", "dev", ifname])
+    let out = command("ip", &["-n", ns, "-d", "link", "show", "dev", ifname])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")

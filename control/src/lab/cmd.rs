@@ -73,7 +73,11 @@ pub fn ip(args: &[&str]) -> Result<String, LabError> {
     run(Command::new("ip").args(args))
 }
 
-/// `ip -n NS ARGS`
+/// `ip ARGS` inside namespace NS. Entered with nsenter rather than `ip -n`, which (like `ip
+/// netns exec`) remounts / as a slave and so fails where / is not a mount point (a chroot).
 pub fn ip_in(netns: &str, args: &[&str]) -> Result<String, LabError> {
-    run(Command::new("ip").arg("-n").arg(netns).args(args))
+    run(Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("ip")
+        .args(args))
 }

@@ -155,9 +155,9 @@ pub fn add_vtep_peer(names: &Names, pod_ip: Ipv4Addr, node: NodePlan) -> Result<
         ],
     )?;
     let dst = node.underlay_ip().to_string();
-    cmd::run(Command::new("bridge").args([
-        "-n",
-        &ns,
+    cmd::run(Command::new("nsenter").args([
+        &format!("--net=/run/netns/{ns}"),
+        "bridge",
         "fdb",
         "append",
         &mac,

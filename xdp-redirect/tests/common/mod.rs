@@ -122,9 +122,11 @@ impl Netns {
     }
 
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
+        // nsenter, not `ip -n`: that remounts / and fails where / is no mount point.
+        let net = format!("--net=/run/netns/{}", self.name);
+        let mut all = vec![net.as_str(), "ip"];
         all.extend_from_slice(args);
-        run("ip", &all)
+        run("nsenter", &all)
     }
 
     /// Runs a command inside the namespace (nsenter keeps /sys and bpffs as they are).

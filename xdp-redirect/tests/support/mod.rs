@@ -50,11 +50,13 @@ impl Netns {
         &self.name
     }
 
-    /// Runs `ip -n NAME args...`, panicking with its stderr on failure.
+    /// Runs `ip args...` in the namespace, panicking with its stderr on failure.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
+        // nsenter, not `ip -n`: that remounts / and fails where / is no mount point.
+        let net = format!("--net=/run/netns/{}", self.name);
+        let mut all = vec![net.as_str(), "ip"];
         all.extend_from_slice(args);
-        run("ip", &all)
+        run("nsenter", &all)
     }
 
     /// Adds a veth pair `a`/`b` with `queues` rx and tx queues on each end, both up.
