@@ -296,26 +296,36 @@ impl Pod {
 
     /// Steers everything the pod sends to tx queue `queue` of its eth0 (XPS: every CPU
     /// maps to that queue), so it arrives on rx queue `queue` of the host side: the queue
-    /// of worker `queue`. `ip netns exec` remounts /sys for the pod's interfaces.
+    /// of worker `queue`. XPS lives in sysfs, which shows the namespace it was mounted in:
+    /// a private mount namespace mounts a fresh sysfs for the pod's. (Not `ip netns exec`:
+    /// it remounts / as a slave, which fails where / is no mount point, as in a chroot;
+    /// /sys itself is made private first so the new mount cannot propagate out.)
     pub fn steer_tx_queue(&self, queue: u32, queues: u32) {
         let cpus = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(32);
         let all = format!("{:x}", (1u64 << cpus) - 1);
+        let mut script = String::from("mount --make-rprivate /sys && mount -t sysfs sysfs /sys");
         for q in 0..queues {
             let mask = if q == queue { all.as_str() } else { "0" };
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    self.ns.name(),
-                    "sh",
-                    "-c",
-                    &format!("echo {mask} > /sys/class/net/eth0/queues/tx-{q}/xps_cpus"),
-                ],
-            );
+            script.push_str(&format!(
+                " && echo {mask} > /sys/class/net/eth0/queues/tx-{q}/xps_cpus"
+            ));
         }
+        let net = format!("--net={}", self.ns.path());
+        run(
+            "nsenter",
+            &[
+                &net,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "unchanged",
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
     }
 }
 
