@@ -327,6 +327,41 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
     }
 }
 
+/// An agent that cannot start (its uplink does not exist) says why, naming the interface,
+/// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::new(9);
+    let node = lab.netns("node");
+    let state = lab.dir.join("state");
+    write_state(&state, "");
+    let socket = lab.dir.join("agent.sock");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node}"))
+        .arg(env!("CARGO_BIN_EXE_kxdp"))
+        .args(["agent", "--node", "node1", "--uplink", "nope0", "--state"])
+        .arg(&state)
+        .arg("--api-socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no readiness line");
+    assert!(
+        stderr.contains("nope0"),
+        "the error names the uplink: {stderr}"
+    );
+    let links = run("ip", &["-n", &node, "link", "show"]);
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("kxdp-"));
+    let tables = nsexec(&node, "nft", &["list", "tables"]);
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("kxdp"));
+    assert!(!socket.exists());
+}
+
 fn scenario(workers: u32) {
     let mut lab = Lab::new(workers);
     let node = lab.netns("node");

@@ -108,6 +108,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         Ok(socket) => socket,
         Err(e) => {
             ports.shutdown();
+            underlay.cleanup();
             let _ = netdev::remove_masquerade();
             let _ = netdev::remove_host_port();
             return Err(e);
