@@ -61,6 +61,10 @@ pub struct AgentArgs {
     /// The local API socket the CNI plugin talks to.
     #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
+    /// kxdp-cni's attachment records (its `stateDir`): pods attached before this agent
+    /// started are re-opened from them.
+    #[arg(long, value_name = "DIR", default_value = crate::cni::spec::DEFAULT_STATE_DIR)]
+    pub cni_state_dir: PathBuf,
 }
 
 impl From<AgentArgs> for crate::agent::AgentOptions {
@@ -72,6 +76,7 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
             workers: a.workers,
             cpus: a.cpus,
             api_socket: a.api_socket,
+            cni_state_dir: a.cni_state_dir,
         }
     }
 }

@@ -417,12 +417,21 @@ fn scenario(workers: u32) {
     );
     run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
     kernel_vtep(&outside);
-    make_pod(&mut lab, "a", "10.244.1.2", "vetha");
-    make_pod(&mut lab, "b", "10.244.1.3", "vethb");
+    make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
+    make_pod(&mut lab, "b", "10.244.1.3", "kx0000000000b");
     let state = lab.dir.join("state");
     write_state(&state, "");
     let socket = lab.dir.join("agent.sock");
     let log = lab.dir.join("agent.log");
+    // Pod b was attached by kxdp-cni before this agent started (a restart): its record is
+    // all the agent has to find it.
+    let cni_state = lab.dir.join("cni");
+    std::fs::create_dir_all(cni_state.join("kxdp")).unwrap();
+    std::fs::write(
+        cni_state.join("kxdp/kx0000000000b.json"),
+        r#"{"containerID":"c-b","ifname":"eth0","hostVeth":"kx0000000000b","port":"pod-demo-b","netns":""}"#,
+    )
+    .unwrap();
 
     let mut agent = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{node}"))
@@ -440,6 +449,8 @@ fn scenario(workers: u32) {
         .arg(&state)
         .arg("--api-socket")
         .arg(&socket)
+        .arg("--cni-state-dir")
+        .arg(&cni_state)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -471,8 +482,13 @@ fn scenario(workers: u32) {
         xdp_attached(&node, "kxdp-dp"),
         "xdp_host attached to kxdp-dp"
     );
+    assert!(
+        status(&socket).ports.contains(&"pod-demo-b".to_string()),
+        "the recorded pod is re-opened at start"
+    );
+    assert!(xdp_attached(&node, "kx0000000000b"));
 
-    for (pod, ifname) in [("a", "vetha"), ("b", "vethb")] {
+    for (pod, ifname) in [("a", "kx0000000000a"), ("b", "kx0000000000b")] {
         let answer = agent_api::call(
             &socket,
             &Request::AddPort {
@@ -600,7 +616,7 @@ fn scenario(workers: u32) {
         .unwrap();
         assert!(answer.into_result().is_ok());
     }
-    assert!(!xdp_attached(&node, "vethb"));
+    assert!(!xdp_attached(&node, "kx0000000000b"));
 
     // A pod deleted without a CNI DEL (its namespace, and so its veth, gone): the agent
     // notices and closes the port.

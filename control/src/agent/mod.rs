@@ -7,6 +7,7 @@
 //! SIGTERM/SIGINT (detach and remove everything, then exit). The workers (one per queue,
 //! pinned) only ever read the published tables and their own sockets.
 
+mod adopt;
 mod api;
 mod datapath_ports;
 mod kernel_maps;
@@ -46,6 +47,9 @@ pub struct AgentOptions {
     /// Worker i is pinned to `cpus[i]` when given.
     pub cpus: Vec<usize>,
     pub api_socket: PathBuf,
+    /// Where kxdp-cni records its attachments: pods attached before this agent started are
+    /// re-opened from there.
+    pub cni_state_dir: PathBuf,
 }
 
 /// What the control thread reacts to.
@@ -102,6 +106,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         netdev::install_masquerade(&masquerade_cidrs(&first.config)).map_err(|e| e.to_string())?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
+        adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
         api::start(&opts.api_socket, events_tx.clone())
     })();
     let api_socket = match started {
@@ -280,6 +285,29 @@ impl Control<'_> {
                 .map(|c| c.to_string())
                 .collect(),
             pod_mtu: self.pod_mtu,
+        }
+    }
+}
+
+/// Re-opens the ports of pods attached before this agent started (see `adopt`). A pod
+/// whose veth is gone (deleted while no agent ran) is skipped; one that cannot be opened is
+/// logged and left to the next CNI ADD or CHECK.
+fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Path) {
+    for pod in adopt::recorded(cni_state_dir) {
+        if !netdev::exists(&pod.host_veth) {
+            continue;
+        }
+        match ports.open(
+            &pod.port,
+            &pod.host_veth,
+            PortProgram::Pod,
+            Some(pod.container_id),
+        ) {
+            Ok(()) => tracing::info!(
+                port = pod.port,
+                "re-opened a pod attached before this start"
+            ),
+            Err(e) => tracing::warn!("re-opening {}: {e}", pod.port),
         }
     }
 }

@@ -57,6 +57,10 @@ pub fn start(lab: &Lab, node: NodePlan) -> Result<ProcRecord, LabError> {
         &cpu_list(node, lab.workers, ncpu),
         "--api-socket",
         &lab.agent_socket(node).display().to_string(),
+        // Where this node's kxdp-cni keeps its records (pods.rs), as a DaemonSet would
+        // mount /var/lib/kxdp-cni: a restarted agent re-opens the pods from there.
+        "--cni-state-dir",
+        &dir.join("cni").display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
