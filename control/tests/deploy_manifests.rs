@@ -1,0 +1,629 @@
+//! Offline checks of `deploy/kxdp.yaml`, the manifests that run kxdp on a cluster.
+//!
+//! No API server is involved: every document is decoded into its k8s-openapi type and must
+//! re-encode to exactly what was written (k8s-openapi ignores unknown fields, so a misspelt
+//! `hostNetwrk` would otherwise pass silently and the pod would run without host networking).
+//! Then the parts kxdp depends on are checked against kxdp's own parsers: the agent's
+//! arguments with the real command line, `kxdp.yaml` with the agent's config parser, the
+//! conflist with kxdp-cni's, and the init container's install script is run against
+//! directories standing in for the node's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, ServiceAccount, Volume};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kxdp.yaml");
+const NAMESPACE: &str = "kube-system";
+const HEALTHZ_PORT: i32 = 10256;
+
+/// Every kind deploy/kxdp.yaml may hold; anything else fails the test.
+#[derive(Debug)]
+enum Object {
+    ServiceAccount(Box<ServiceAccount>),
+    ClusterRole(Box<ClusterRole>),
+    ClusterRoleBinding(Box<ClusterRoleBinding>),
+    ConfigMap(Box<ConfigMap>),
+    DaemonSet(Box<DaemonSet>),
+}
+
+/// The manifests, one of each kind (the file holds exactly one of each).
+#[derive(Debug)]
+struct Manifests {
+    service_account: ServiceAccount,
+    cluster_role: ClusterRole,
+    binding: ClusterRoleBinding,
+    config: ConfigMap,
+    daemon_set: DaemonSet,
+}
+
+/// Decodes into `T` and requires the typed value to re-encode to the same JSON: a field the
+/// type does not know (a typo, a wrong nesting level) is dropped by the decode and shows up here.
+fn strict<T: DeserializeOwned + Serialize>(doc: &serde_json::Value) -> Result<Box<T>, String> {
+    let typed: Box<T> = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    if &back != doc {
+        let mut diffs = Vec::new();
+        diff("", doc, &back, &mut diffs);
+        return Err(format!(
+            "fields lost or changed by the typed decode: {}",
+            diffs.join("; ")
+        ));
+    }
+    Ok(typed)
+}
+
+/// Paths where `written` and `decoded` differ, for a message that names the culprit.
+fn diff(
+    path: &str,
+    written: &serde_json::Value,
+    decoded: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (written, decoded) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = format!("{path}.{k}");
+                match b.get(k) {
+                    Some(w) => diff(&p, v, w, out),
+                    None => out.push(format!("{p} (unknown field)")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k} (added by the decode)"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        _ if written != decoded => out.push(format!("{path}: {written} became {decoded}")),
+        _ => {}
+    }
+}
+
+fn decode(doc: &serde_json::Value) -> Result<Object, String> {
+    let field = |name: &str| doc.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    let what = format!("{api_version} {kind} {name}");
+    let with_name = |e: String| format!("{what}: {e}");
+    Ok(match (api_version, kind) {
+        ("v1", "ServiceAccount") => Object::ServiceAccount(strict(doc).map_err(with_name)?),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            Object::ClusterRole(strict(doc).map_err(with_name)?)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            Object::ClusterRoleBinding(strict(doc).map_err(with_name)?)
+        }
+        ("v1", "ConfigMap") => Object::ConfigMap(strict(doc).map_err(with_name)?),
+        ("apps/v1", "DaemonSet") => Object::DaemonSet(strict(doc).map_err(with_name)?),
+        _ => return Err(with_name("a kind deploy/ is not expected to hold".into())),
+    })
+}
+
+/// Every non-empty YAML document of `text`, as JSON (what the API server would receive).
+fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(de).map_err(|e| format!("document {i}: {e}"))?;
+        if value.is_null() {
+            continue; // the comment block before the first `---`
+        }
+        docs.push(serde_json::to_value(&value).map_err(|e| format!("document {i}: {e}"))?);
+    }
+    Ok(docs)
+}
+
+fn parse_manifests(text: &str) -> Result<Manifests, String> {
+    let mut service_account = None;
+    let mut cluster_role = None;
+    let mut binding = None;
+    let mut config = None;
+    let mut daemon_set = None;
+    fn once<T>(slot: &mut Option<T>, value: T, kind: &str) -> Result<(), String> {
+        if slot.replace(value).is_some() {
+            return Err(format!("more than one {kind}"));
+        }
+        Ok(())
+    }
+    for doc in documents(text)? {
+        match decode(&doc)? {
+            Object::ServiceAccount(o) => once(&mut service_account, *o, "ServiceAccount")?,
+            Object::ClusterRole(o) => once(&mut cluster_role, *o, "ClusterRole")?,
+            Object::ClusterRoleBinding(o) => once(&mut binding, *o, "ClusterRoleBinding")?,
+            Object::ConfigMap(o) => once(&mut config, *o, "ConfigMap")?,
+            Object::DaemonSet(o) => once(&mut daemon_set, *o, "DaemonSet")?,
+        }
+    }
+    let missing = |kind: &str| format!("no {kind}");
+    Ok(Manifests {
+        service_account: service_account.ok_or_else(|| missing("ServiceAccount"))?,
+        cluster_role: cluster_role.ok_or_else(|| missing("ClusterRole"))?,
+        binding: binding.ok_or_else(|| missing("ClusterRoleBinding"))?,
+        config: config.ok_or_else(|| missing("ConfigMap"))?,
+        daemon_set: daemon_set.ok_or_else(|| missing("DaemonSet"))?,
+    })
+}
+
+fn manifests() -> Manifests {
+    let text = std::fs::read_to_string(MANIFEST).expect("read deploy/kxdp.yaml");
+    parse_manifests(&text).unwrap_or_else(|e| panic!("deploy/kxdp.yaml: {e}"))
+}
+
+fn pod_spec(m: &Manifests) -> &PodSpec {
+    let spec = m.daemon_set.spec.as_ref().expect("DaemonSet spec");
+    spec.template.spec.as_ref().expect("pod template spec")
+}
+
+fn agent_container(m: &Manifests) -> &Container {
+    pod_spec(m)
+        .containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .expect("a container named agent")
+}
+
+fn init_container(m: &Manifests) -> &Container {
+    let inits = pod_spec(m)
+        .init_containers
+        .as_ref()
+        .expect("init containers");
+    assert_eq!(inits.len(), 1, "one init container, the CNI installer");
+    &inits[0]
+}
+
+fn volume<'a>(m: &'a Manifests, name: &str) -> &'a Volume {
+    pod_spec(m)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+fn config_data<'a>(m: &'a Manifests, key: &str) -> &'a str {
+    m.config
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("ConfigMap kxdp-config has no key {key}"))
+}
+
+/// The hostPath behind the mount at `mount_path` of `container`, with the mount's propagation.
+fn host_mount(m: &Manifests, container: &Container, mount_path: &str) -> (String, Option<String>) {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|vm| vm.mount_path == mount_path)
+        .unwrap_or_else(|| panic!("{} mounts nothing at {mount_path}", container.name));
+    let host = volume(m, &mount.name)
+        .host_path
+        .as_ref()
+        .unwrap_or_else(|| panic!("volume {} is not a hostPath", mount.name));
+    (host.path.clone(), mount.mount_propagation.clone())
+}
+
+/// Expands `$(VAR)` the way the kubelet does, from the container's env: a field reference
+/// gets `node_name`, a ConfigMap key reference the key's value in our ConfigMap. A reference
+/// to a variable the container does not define is an error (the kubelet would pass it on
+/// literally, and the agent would get a node called "$(NODE_NAME)").
+fn expand(m: &Manifests, container: &Container, node_name: &str, arg: &str) -> String {
+    let mut vars = BTreeMap::new();
+    for env in container.env.iter().flatten() {
+        let value = if let Some(v) = &env.value {
+            v.clone()
+        } else {
+            let from = env.value_from.as_ref().expect("env value or valueFrom");
+            if let Some(field) = &from.field_ref {
+                assert_eq!(field.field_path, "spec.nodeName", "{}", env.name);
+                node_name.to_string()
+            } else if let Some(key) = &from.config_map_key_ref {
+                assert_eq!(
+                    key.name, "kxdp-config",
+                    "{} reads another ConfigMap",
+                    env.name
+                );
+                config_data(m, &key.key).to_string()
+            } else {
+                panic!("{}: unexpected valueFrom", env.name)
+            }
+        };
+        vars.insert(env.name.clone(), value);
+    }
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(start) = rest.find("$(") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find(')').expect("closed $(") + start;
+        let name = &rest[start + 2..end];
+        let value = vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{arg}: $({name}) is not in the container's env"));
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn agent_args(m: &Manifests, node_name: &str) -> control::cli::AgentArgs {
+    let c = agent_container(m);
+    let argv: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .map(|a| expand(m, c, node_name, a))
+        .collect();
+    assert_eq!(
+        argv.first().map(String::as_str),
+        Some("/usr/local/bin/kxdp"),
+        "the agent runs the kxdp binary"
+    );
+    let cli = control::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{argv:?} does not parse with kxdp's CLI: {e}"));
+    match cli.command {
+        control::cli::Command::Agent(a) => a,
+        other => panic!("{argv:?} is not `kxdp agent`: {other:?}"),
+    }
+}
+
+/// The conflist's plugin entry as the runtime hands it to kxdp-cni: the list's `cniVersion`
+/// and `name` merged into the plugin's own object.
+fn plugin_config(conflist: &serde_json::Value) -> serde_json::Value {
+    let plugins = conflist["plugins"].as_array().expect("plugins is a list");
+    assert_eq!(plugins.len(), 1, "kxdp-cni is the only plugin");
+    let mut plugin = plugins[0].clone();
+    let obj = plugin.as_object_mut().expect("the plugin is an object");
+    obj.insert("cniVersion".into(), conflist["cniVersion"].clone());
+    obj.insert("name".into(), conflist["name"].clone());
+    plugin
+}
+
+#[test]
+fn every_document_is_a_known_kind_and_fully_typed() {
+    let m = manifests();
+    for (kind, ns) in [
+        ("ServiceAccount", &m.service_account.metadata.namespace),
+        ("ConfigMap", &m.config.metadata.namespace),
+        ("DaemonSet", &m.daemon_set.metadata.namespace),
+    ] {
+        assert_eq!(ns.as_deref(), Some(NAMESPACE), "{kind} namespace");
+    }
+}
+
+#[test]
+fn a_misspelt_field_or_unknown_kind_is_refused() {
+    let text = std::fs::read_to_string(MANIFEST).expect("read deploy/kxdp.yaml");
+    let typo = text.replacen("hostNetwork: true", "hostNetwrk: true", 1);
+    assert_ne!(typo, text, "the manifest sets hostNetwork: true");
+    let err = parse_manifests(&typo).expect_err("a misspelt field must fail");
+    assert!(err.contains("hostNetwrk (unknown field)"), "{err}");
+
+    let wrong_type = text.replacen("maxUnavailable: 1", "maxUnavailable: [1]", 1);
+    assert!(
+        parse_manifests(&wrong_type).is_err(),
+        "a list where a number belongs"
+    );
+
+    let kind = text.replacen("kind: DaemonSet", "kind: DaemonSett", 1);
+    let err = parse_manifests(&kind).expect_err("an unknown kind must fail");
+    assert!(err.contains("DaemonSett"), "{err}");
+}
+
+#[test]
+fn cluster_role_grants_exactly_what_the_agent_reads_and_patches() {
+    let m = manifests();
+    let read = ["get", "list", "watch"];
+    let mut want = BTreeSet::new();
+    for (group, resource) in [
+        ("", "nodes"),
+        ("", "namespaces"),
+        ("", "pods"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "networkpolicies"),
+    ] {
+        for verb in read {
+            want.insert((group.to_string(), resource.to_string(), verb.to_string()));
+        }
+    }
+    want.insert(("".into(), "nodes".into(), "patch".into()));
+
+    let mut got = BTreeSet::new();
+    for rule in m.cluster_role.rules.iter().flatten() {
+        assert!(rule.non_resource_urls.is_none(), "no non-resource URLs");
+        assert!(
+            rule.resource_names.is_none(),
+            "rules are not per object name"
+        );
+        let groups = rule.api_groups.clone().unwrap_or_default();
+        let resources = rule.resources.clone().unwrap_or_default();
+        for g in &groups {
+            for r in &resources {
+                for v in &rule.verbs {
+                    for word in [g, r, v] {
+                        assert!(!word.contains('*'), "wildcard in {rule:?}");
+                    }
+                    got.insert((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    assert!(m.cluster_role.aggregation_rule.is_none());
+    assert_eq!(got, want, "ClusterRole kxdp grants");
+
+    let b = &m.binding;
+    assert_eq!(b.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        b.role_ref.name,
+        m.cluster_role.metadata.name.clone().unwrap_or_default()
+    );
+    let subjects = b.subjects.as_ref().expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        Some(&subjects[0].name),
+        m.service_account.metadata.name.as_ref()
+    );
+    assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        pod_spec(&m).service_account_name,
+        m.service_account.metadata.name,
+        "the DaemonSet runs as the bound ServiceAccount"
+    );
+}
+
+#[test]
+fn daemon_set_runs_privileged_on_the_host_network_of_every_node() {
+    let m = manifests();
+    let ds = m.daemon_set.spec.as_ref().expect("spec");
+    let pod = pod_spec(&m);
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    let tolerations = pod.tolerations.as_ref().expect("tolerations");
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "a toleration of every taint: {tolerations:?}"
+    );
+    let update = ds.update_strategy.as_ref().expect("updateStrategy");
+    assert_eq!(update.type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        update
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.clone()),
+        Some(IntOrString::Int(1))
+    );
+    let labels = ds
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|md| md.labels.clone());
+    let selector = ds.selector.match_labels.clone().expect("matchLabels");
+    let labels = labels.expect("template labels");
+    for (k, v) in &selector {
+        assert_eq!(labels.get(k), Some(v), "the selector matches the template");
+    }
+
+    let agent = agent_container(&m);
+    let sc = agent.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.privileged, Some(true));
+    let requests = agent.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let requests = requests.expect("resource requests");
+    assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+
+    assert_eq!(
+        host_mount(&m, agent, "/sys/fs/bpf"),
+        ("/sys/fs/bpf".into(), Some("Bidirectional".into()))
+    );
+    assert_eq!(
+        host_mount(&m, agent, "/run/netns"),
+        ("/run/netns".into(), Some("HostToContainer".into()))
+    );
+    assert_eq!(host_mount(&m, agent, "/run/kxdp").0, "/run/kxdp");
+    assert_eq!(host_mount(&m, agent, "/lib/modules").0, "/lib/modules");
+    let modules = agent.volume_mounts.iter().flatten();
+    let modules = modules.filter(|vm| vm.mount_path == "/lib/modules");
+    assert!(modules.clone().count() == 1 && modules.clone().all(|vm| vm.read_only == Some(true)));
+
+    for (probe, path) in [
+        (&agent.liveness_probe, "/healthz"),
+        (&agent.readiness_probe, "/readyz"),
+    ] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref());
+        let get = get.unwrap_or_else(|| panic!("an HTTP probe on {path}"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::Int(HEALTHZ_PORT), "{path} port");
+    }
+}
+
+#[test]
+fn agent_arguments_parse_with_the_real_cli() {
+    let m = manifests();
+    let args = agent_args(&m, "worker-7");
+    assert_eq!(args.node, "worker-7", "--node is the pod's spec.nodeName");
+    assert_eq!(
+        args.uplink,
+        config_data(&m, "uplink"),
+        "--uplink from the ConfigMap"
+    );
+
+    // --state is the directory the ConfigMap's kxdp.yaml (and only it) is mounted at.
+    let agent = agent_container(&m);
+    let state_mount = agent
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|vm| Path::new(&vm.mount_path) == args.state)
+        .unwrap_or_else(|| panic!("nothing mounted at --state {}", args.state.display()));
+    let cm = volume(&m, &state_mount.name).config_map.as_ref();
+    let cm = cm.expect("--state is a ConfigMap volume");
+    assert_eq!(cm.name, "kxdp-config");
+    let items: Vec<(&str, &str)> = cm
+        .items
+        .iter()
+        .flatten()
+        .map(|i| (i.key.as_str(), i.path.as_str()))
+        .collect();
+    assert_eq!(
+        items,
+        [("kxdp.yaml", control::state::CONFIG_FILE)],
+        "only kxdp.yaml in the state directory (any other *.yaml would be read as manifests)"
+    );
+
+    // The API socket is on the host path kxdp-cni (run by the runtime on the host) reaches.
+    let socket_dir = args.api_socket.parent().expect("socket in a directory");
+    let (host_dir, _) = host_mount(&m, agent, &socket_dir.display().to_string());
+    let on_host = PathBuf::from(host_dir).join(args.api_socket.file_name().expect("file"));
+    let conflist: serde_json::Value =
+        serde_json::from_str(config_data(&m, "10-kxdp.conflist")).expect("conflist is JSON");
+    let plugin = plugin_config(&conflist);
+    assert_eq!(
+        plugin["agentSocket"].as_str().map(PathBuf::from),
+        Some(on_host),
+        "kxdp-cni connects where the agent listens"
+    );
+}
+
+#[test]
+fn agent_config_is_the_documented_defaults() {
+    let m = manifests();
+    let parsed = control::config::AgentConfig::from_yaml(config_data(&m, "kxdp.yaml"))
+        .unwrap_or_else(|e| panic!("kxdp.yaml: {e}"));
+    assert_eq!(parsed, control::config::AgentConfig::default());
+}
+
+#[test]
+fn conflist_parses_with_the_cni_plugin() {
+    let m = manifests();
+    let conflist: serde_json::Value =
+        serde_json::from_str(config_data(&m, "10-kxdp.conflist")).expect("conflist is JSON");
+    assert_eq!(conflist["name"], "kxdp");
+    let plugin = plugin_config(&conflist);
+    assert_eq!(
+        plugin["type"], "kxdp-cni",
+        "the binary the init container installs"
+    );
+    let bytes = serde_json::to_vec(&plugin).expect("encode");
+    let conf = control::cni::spec::NetConf::parse(&bytes)
+        .unwrap_or_else(|e| panic!("kxdp-cni refuses its config: {}", e.to_json("1.0.0")));
+    assert_eq!(conf.ipam_type().ok(), Some("host-local"));
+}
+
+/// Runs the init container's script with its mounts (and the image's /usr/local/bin/kxdp-cni)
+/// replaced by scratch directories, then checks what landed where the runtime looks.
+#[test]
+fn init_container_installs_the_plugin_and_conflist() {
+    let m = manifests();
+    let init = init_container(&m);
+    let argv: Vec<&String> = init
+        .command
+        .iter()
+        .flatten()
+        .chain(init.args.iter().flatten())
+        .collect();
+    assert!(
+        argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-ec",
+        "{argv:?}"
+    );
+    let mut script = argv[2].clone();
+
+    let root = std::env::temp_dir().join(format!("kxdp-deploy-test-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(root.clone());
+    let mut host_dirs = BTreeMap::new();
+    // Longest mount path first, so a mount nested in another is replaced whole.
+    let mut mounts: Vec<_> = init.volume_mounts.iter().flatten().collect();
+    mounts.sort_by_key(|vm| std::cmp::Reverse(vm.mount_path.len()));
+    for vm in mounts {
+        let dir = root.join(&vm.name);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let v = volume(&m, &vm.name);
+        if let Some(cm) = &v.config_map {
+            for item in cm.items.iter().flatten() {
+                let data = config_data(&m, &item.key);
+                std::fs::write(dir.join(&item.path), data).expect("write ConfigMap item");
+            }
+        } else {
+            let host = v
+                .host_path
+                .as_ref()
+                .expect("hostPath or ConfigMap")
+                .path
+                .clone();
+            host_dirs.insert(host, dir.clone());
+        }
+        script = script.replace(&vm.mount_path, &dir.display().to_string());
+    }
+    let plugin = env!("CARGO_BIN_EXE_kxdp-cni");
+    script = script.replace("/usr/local/bin/kxdp-cni", plugin);
+
+    let status = Command::new("/bin/sh")
+        .args(["-ec", &script])
+        .status()
+        .expect("run sh");
+    assert!(
+        status.success(),
+        "the install script failed: {status}\n{script}"
+    );
+
+    let bin_dir = host_dirs
+        .get("/opt/cni/bin")
+        .expect("/opt/cni/bin is mounted");
+    let installed = std::fs::read(bin_dir.join("kxdp-cni")).expect("kxdp-cni installed");
+    assert!(installed == std::fs::read(plugin).expect("read built kxdp-cni"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(bin_dir.join("kxdp-cni"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert!(mode & 0o111 != 0, "kxdp-cni is executable");
+
+    let net_dir = host_dirs
+        .get("/etc/cni/net.d")
+        .expect("/etc/cni/net.d is mounted");
+    let conflist = std::fs::read_to_string(net_dir.join("10-kxdp.conflist")).expect("conflist");
+    assert_eq!(conflist, config_data(&m, "10-kxdp.conflist"));
+    for dir in [bin_dir, net_dir] {
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "no temporary files left in {}: {names:?}",
+            dir.display()
+        );
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
