@@ -161,6 +161,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Faults aimed at open watches need them open: kube starts watching only after its list.
+fn wait_all_watching(double: &ApiServerDouble) {
+    double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
+}
+
 fn all_lists_at_least(counters: &apiserver_double::Counters, n: u64) -> bool {
     KINDS
         .iter()
@@ -256,6 +261,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     let base = double.counters();
 
     // 1. 410 Gone on every open watch: kube relists every kind.
+    wait_all_watching(&double);
     double.expire();
     double.apply(&extra_pod(&dir, "after-expire"));
     double.wait_counters("relists after 410", TIMEOUT, |c| {
@@ -265,6 +271,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
 
     // 2. Changes the watches never deliver, history compacted, connections cut: the
     //    resumed watch is refused with 410 and the relist brings the changes.
+    wait_all_watching(&double);
     double.pause_watches(true);
     double.apply(&extra_pod(&dir, "while-paused"));
     double.delete("Pod", "demo", "after-expire");
@@ -285,14 +292,21 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     assert!(state.pods.iter().any(|p| p.name_any() == "while-paused"));
 
     // 3. Dropped connections without compaction: watches resume where they were.
+    wait_all_watching(&double);
     let before = double.counters();
     double.drop_watches();
     double.apply(&extra_pod(&dir, "after-drop"));
     converge(&mut source, &double, "after dropped connections");
-    assert!(double.counters().watches_dropped > before.watches_dropped);
+    let after = double.counters();
+    assert!(after.watches_dropped > before.watches_dropped, "{after:?}");
+    assert_eq!(
+        after.lists, before.lists,
+        "a cut watch resumes from its resourceVersion"
+    );
 
     // 4. A relist that hangs on one kind: snapshots keep the old, complete pods while
     //    other kinds move on; then the held list completes.
+    wait_all_watching(&double);
     double.hold_lists("Pod");
     double.expire();
     double.wait_counters("pod relist asked", TIMEOUT, |c| {
@@ -320,6 +334,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     converge(&mut source, &double, "after the held relist");
 
     // 5. Slow answers: every list and watch start takes 300 ms.
+    wait_all_watching(&double);
     double.set_delay(Duration::from_millis(300));
     double.expire();
     double.delete("Pod", "demo", "while-paused");
@@ -327,7 +342,12 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     assert!(state.pods.iter().all(|p| p.name_any() != "while-paused"));
     double.set_delay(Duration::ZERO);
 
-    // The survivors still translate (namespace demo is gone, so pods are skipped with
-    // warnings or errors -- either way, translate must not panic).
-    let _ = translate(&state, &dir.config, "node-a", 9);
+    let translated = translate(&state, &dir.config, "node-a", 9).unwrap();
+    assert!(
+        translated
+            .tables
+            .local_pods
+            .iter()
+            .all(|p| p.name != "while-paused")
+    );
 }

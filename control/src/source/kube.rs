@@ -304,7 +304,7 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let mut objects: Vec<K> = store.state().iter().map(|o| K::clone(o)).collect();
-    objects.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    objects.sort_by_cached_key(|o| (o.namespace(), o.name_any()));
     objects
 }
 

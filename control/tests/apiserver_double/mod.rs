@@ -77,6 +77,8 @@ pub struct Counters {
     pub gone_sent: u64,
     pub bookmarks_sent: u64,
     pub watches_dropped: u64,
+    /// Watch streams open right now.
+    pub open_watches: u64,
 }
 
 #[derive(Debug, Default)]
@@ -546,6 +548,16 @@ fn serve_list(
     write_json(stream, 200, &body)
 }
 
+/// Counts a watch stream as open for as long as it lives, whichever way it ends.
+struct OpenWatch<'a>(&'a Shared);
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        self.0.lock().counters.open_watches -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
 fn write_chunk(stream: &mut TcpStream, line: &Value) -> bool {
     let mut data = line.to_string();
     data.push('\n');
@@ -577,7 +589,9 @@ fn serve_watch(
     }
     let mut state = shared.lock();
     *state.counters.watches.entry(kind.to_string()).or_default() += 1;
+    state.counters.open_watches += 1;
     shared.changed.notify_all();
+    let _open = OpenWatch(shared);
     let expire_epoch = state.expire_epoch;
     let drop_epoch = state.drop_epoch;
     let mut cursor = from;
