@@ -351,3 +351,29 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
             .all(|p| p.name != "while-paused")
     );
 }
+
+#[test]
+fn paged_lists_and_an_expired_continue_token() {
+    let (double, dir) = populated_double();
+    // kube's watcher lists 500 at a time: 1200 more pods make three pages.
+    for i in 0..1200 {
+        double.apply(&extra_pod(&dir, &format!("bulk-{i}")));
+    }
+    double.expire_next_continue();
+    let (mut source, _kubeconfig) = start(&double, "pages");
+    let state = converge(&mut source, &double, "paged initial list");
+    assert_eq!(state.pods.len(), dir.cluster.pods.len() + 1200);
+    let counters = double.counters();
+    assert_eq!(counters.continues_gone, 1, "{counters:?}");
+    // First attempt: page 1 then 410; the relist: pages 1, 2, 3 (two continue tokens).
+    assert!(counters.pages_continued >= 3, "{counters:?}");
+    assert!(source.watch_errors() >= 1);
+}
+
+#[test]
+fn a_missing_kubeconfig_is_a_clear_error() {
+    let path = std::env::temp_dir().join("kxkb-does-not-exist.kubeconfig");
+    let err = KubeSource::from_kubeconfig(Some(&path)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("kxkb-does-not-exist.kubeconfig"), "{text}");
+}

@@ -79,6 +79,10 @@ pub struct Counters {
     pub watches_dropped: u64,
     /// Watch streams open right now.
     pub open_watches: u64,
+    /// List pages refused because their continue token had expired.
+    pub continues_gone: u64,
+    /// List pages served with a continue token.
+    pub pages_continued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +101,8 @@ struct State {
     delay: Duration,
     paused: bool,
     continues: HashMap<String, (u64, Vec<Value>)>,
+    /// Expire the continue token of the next paged list (one shot).
+    expire_next_continue: bool,
     next_continue: u64,
     shutting_down: bool,
     counters: Counters,
@@ -260,6 +266,12 @@ impl ApiServerDouble {
         state.expire_epoch += 1;
         drop(state);
         self.shared.changed.notify_all();
+    }
+
+    /// The next list that needs a second page gets its continue token expired (410 on the
+    /// follow-up request), as when the API server compacts mid-pagination.
+    pub fn expire_next_continue(&self) {
+        self.shared.lock().expire_next_continue = true;
     }
 
     /// Compacts history without telling open watches (they only notice on reconnect).
@@ -512,6 +524,7 @@ fn serve_list(
         Some(token) => match state.continues.remove(token) {
             Some((rv, rest)) if rv >= state.compacted_rv => (rv, rest),
             _ => {
+                state.counters.continues_gone += 1;
                 drop(state);
                 return write_json(
                     stream,
@@ -535,7 +548,12 @@ fn serve_list(
         let rest = items.split_off(limit);
         state.next_continue += 1;
         let token = format!("c{}", state.next_continue);
-        state.continues.insert(token.clone(), (list_rv, rest));
+        if std::mem::take(&mut state.expire_next_continue) {
+            // Never stored: the follow-up page finds it gone.
+        } else {
+            state.continues.insert(token.clone(), (list_rv, rest));
+        }
+        state.counters.pages_continued += 1;
         metadata["continue"] = json!(token);
     }
     drop(state);
