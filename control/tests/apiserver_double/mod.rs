@@ -613,6 +613,23 @@ fn serve_watch(
     let expire_epoch = state.expire_epoch;
     let drop_epoch = state.drop_epoch;
     let mut cursor = from;
+    if from == 0 {
+        // resourceVersion unset or "0" means "start anywhere": the current objects as
+        // ADDED, then changes from now (kube's list-then-watch never asks for this).
+        let current: Vec<Value> = state
+            .objects
+            .get(kind)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        cursor = state.rv;
+        drop(state);
+        for object in current {
+            if !write_chunk(stream, &json!({ "type": "ADDED", "object": object })) {
+                return false;
+            }
+        }
+        state = shared.lock();
+    }
     let mut last_sent = Instant::now();
     loop {
         if state.shutting_down || state.drop_epoch != drop_epoch {
