@@ -6,5 +6,6 @@ pub mod config;
 pub mod lab;
 pub mod probe;
 pub mod replay;
+pub mod source;
 pub mod state;
 pub mod translate;

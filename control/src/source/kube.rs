@@ -1,0 +1,353 @@
+//! The live Kubernetes source: one kube-rs watcher + reflector store per kind kxdp programs
+//! from, run on a small tokio runtime this source owns, read by the (synchronous) control
+//! thread as whole [`ClusterState`] snapshots.
+//!
+//! Guarantees the control thread relies on:
+//! - nothing is offered until every one of the six stores has finished its first list
+//!   (kube's `InitDone`), so tables are never built from a cluster half-listed;
+//! - each kind's store is swapped in whole by kube's reflector on every (re)list, so a
+//!   relist after `410 Gone` or a dropped connection never shows a half-filled kind;
+//! - errors (refused connections, 410, broken streams) are retried by kube's default
+//!   backoff; the stores keep their last good content meanwhile.
+//!
+//! Across kinds there is no common snapshot (the API server has none either); each kind is
+//! some state that kind really had, and changes flow in as they are watched.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ::kube::config::{KubeConfigOptions, Kubeconfig};
+use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::{WatchStreamExt, watcher};
+use ::kube::{Api, Client, Config, Resource, ResourceExt};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::de::DeserializeOwned;
+use tokio::runtime::Runtime;
+
+use crate::state::ClusterState;
+
+/// The kinds the source watches, in [`ClusterState`] field order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchedKind {
+    Node,
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    NetworkPolicy,
+}
+
+impl WatchedKind {
+    pub const ALL: [WatchedKind; 6] = [
+        WatchedKind::Node,
+        WatchedKind::Namespace,
+        WatchedKind::Pod,
+        WatchedKind::Service,
+        WatchedKind::EndpointSlice,
+        WatchedKind::NetworkPolicy,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for WatchedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why the source could not start. Watch errors after the start are not errors of the
+/// source: kube retries them with backoff and [`KubeSource::watch_errors`] counts them.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    #[error("starting the Kubernetes client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("kubeconfig {}: {source}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        source: ::kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes client config (neither $KUBECONFIG/~/.kube/config nor in-cluster): {0}")]
+    Infer(#[source] ::kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] ::kube::Error),
+}
+
+/// What the watcher tasks tell the control thread.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per kind: has its first list completed?
+    synced: [bool; 6],
+    /// Bumped after every change applied to any store (and on each completed list).
+    generation: u64,
+    /// Watch/list errors seen (each one retried by kube's backoff).
+    errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        // A watcher task that panicked mid-update leaves only counters behind; they stay
+        // meaningful, so a poisoned lock is read through.
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_event<K>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
+        let mut progress = self.lock();
+        match event {
+            // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
+            watcher::Event::Init | watcher::Event::InitApply(_) => return,
+            watcher::Event::InitDone => {
+                if !progress.synced[kind.index()] {
+                    tracing::info!(%kind, "kube source: initial list complete");
+                }
+                progress.synced[kind.index()] = true;
+            }
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+        }
+        progress.generation += 1;
+        drop(progress);
+        self.changed.notify_all();
+    }
+
+    fn note_error(&self, kind: WatchedKind, error: &watcher::Error) {
+        tracing::warn!(%kind, %error, "kube source: watch error, retrying with backoff");
+        self.lock().errors += 1;
+    }
+}
+
+/// Read handles of the six reflector stores.
+#[derive(Debug, Clone)]
+struct Stores {
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    pods: Store<Pod>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    network_policies: Store<NetworkPolicy>,
+}
+
+/// Live cluster state from the Kubernetes API. See the module docs for its guarantees.
+pub struct KubeSource {
+    /// Owns the watcher tasks; dropping the source shuts them down.
+    runtime: Option<Runtime>,
+    shared: Arc<Shared>,
+    stores: Stores,
+    /// The generation the last snapshot handed out was taken at.
+    published: Option<u64>,
+}
+
+impl fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("progress", &*self.shared.lock())
+            .field("published", &self.published)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_runtime() -> Result<Runtime, KubeSourceError> {
+    // One worker is plenty for six watch streams and keeps the agent's cores for packets.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kxdp-kube")
+        .enable_all()
+        .build()
+        .map_err(KubeSourceError::Runtime)
+}
+
+impl KubeSource {
+    /// Connects with `kubeconfig` (its current context) when given, otherwise as kube-rs
+    /// infers: `$KUBECONFIG` / `~/.kube/config`, then the in-cluster service account.
+    pub fn from_kubeconfig(kubeconfig: Option<&Path>) -> Result<KubeSource, KubeSourceError> {
+        let runtime = new_runtime()?;
+        let config = runtime.block_on(load_config(kubeconfig))?;
+        KubeSource::start_on(runtime, config)
+    }
+
+    /// Starts watching with an already loaded client config.
+    pub fn start(config: Config) -> Result<KubeSource, KubeSourceError> {
+        KubeSource::start_on(new_runtime()?, config)
+    }
+
+    fn start_on(runtime: Runtime, config: Config) -> Result<KubeSource, KubeSourceError> {
+        // The client spawns its request buffer task, so it is built inside the runtime.
+        let client = {
+            let _entered = runtime.enter();
+            Client::try_from(config).map_err(KubeSourceError::Client)?
+        };
+        let shared = Arc::new(Shared::default());
+        let stores = Stores {
+            nodes: spawn_watch(&runtime, &client, &shared, WatchedKind::Node),
+            namespaces: spawn_watch(&runtime, &client, &shared, WatchedKind::Namespace),
+            pods: spawn_watch(&runtime, &client, &shared, WatchedKind::Pod),
+            services: spawn_watch(&runtime, &client, &shared, WatchedKind::Service),
+            endpoint_slices: spawn_watch(&runtime, &client, &shared, WatchedKind::EndpointSlice),
+            network_policies: spawn_watch(&runtime, &client, &shared, WatchedKind::NetworkPolicy),
+        };
+        Ok(KubeSource {
+            runtime: Some(runtime),
+            shared,
+            stores,
+            published: None,
+        })
+    }
+
+    /// Have all six kinds completed their first list?
+    pub fn synced(&self) -> bool {
+        self.shared.lock().synced.iter().all(|s| *s)
+    }
+
+    /// The kinds still waiting for their first list (for "waiting for ..." logs).
+    pub fn unsynced_kinds(&self) -> Vec<WatchedKind> {
+        let progress = self.shared.lock();
+        WatchedKind::ALL
+            .into_iter()
+            .filter(|k| !progress.synced[k.index()])
+            .collect()
+    }
+
+    /// Changes applied to the stores so far (monotonic).
+    pub fn generation(&self) -> u64 {
+        self.shared.lock().generation
+    }
+
+    /// Watch/list errors seen so far, each retried with backoff.
+    pub fn watch_errors(&self) -> u64 {
+        self.shared.lock().errors
+    }
+
+    /// A snapshot when every kind has synced and something changed since the last snapshot
+    /// this returned; `None` otherwise.
+    pub fn snapshot_if_changed(&mut self) -> Option<ClusterState> {
+        let generation = {
+            let progress = self.shared.lock();
+            if !progress.synced.iter().all(|s| *s) || self.published == Some(progress.generation) {
+                return None;
+            }
+            progress.generation
+        };
+        // Read after the generation: a change landing while we copy bumps the generation
+        // again, so the next call picks it up; nothing is missed.
+        self.published = Some(generation);
+        Some(self.stores.snapshot())
+    }
+
+    /// The current state when every kind has synced, whether or not it changed.
+    pub fn snapshot(&self) -> Option<ClusterState> {
+        self.synced().then(|| self.stores.snapshot())
+    }
+
+    /// Blocks until [`snapshot_if_changed`](Self::snapshot_if_changed) would return a
+    /// snapshot, or `timeout` passes; returns whether it would.
+    pub fn wait_for_change(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut progress = self.shared.lock();
+        loop {
+            if progress.synced.iter().all(|s| *s) && self.published != Some(progress.generation) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            progress = self
+                .shared
+                .changed
+                .wait_timeout(progress, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Do not wait for in-flight HTTP requests; safe from sync and async contexts.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Stores {
+    fn snapshot(&self) -> ClusterState {
+        ClusterState {
+            nodes: sorted(&self.nodes),
+            namespaces: sorted(&self.namespaces),
+            pods: sorted(&self.pods),
+            services: sorted(&self.services),
+            endpoint_slices: sorted(&self.endpoint_slices),
+            network_policies: sorted(&self.network_policies),
+        }
+    }
+}
+
+/// The store's objects by namespace/name: stores are hash maps, and stable order keeps
+/// translate's output (and its warnings) stable between snapshots.
+fn sorted<K: Resource + Clone>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut objects: Vec<K> = store.state().iter().map(|o| K::clone(o)).collect();
+    objects.sort_by_cached_key(|o| (o.namespace(), o.name_any()));
+    objects
+}
+
+fn spawn_watch<K>(
+    runtime: &Runtime,
+    client: &Client,
+    shared: &Arc<Shared>,
+    kind: WatchedKind,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let api: Api<K> = Api::all(client.clone());
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        // The reflector applies each event to the store before handing it on, so by the
+        // time the generation is bumped the store already shows the change.
+        let mut events = std::pin::pin!(reflector::reflector(writer, events));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => shared.note_event(kind, &event),
+                Err(error) => shared.note_error(kind, &error),
+            }
+        }
+    });
+    reader
+}
+
+/// Loads a client config from `kubeconfig`, or infers one (kubeconfig, then in-cluster).
+pub async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeSourceError> {
+    match kubeconfig {
+        Some(path) => {
+            let kubeconfig_err = |source| KubeSourceError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = Kubeconfig::read_from(path).map_err(kubeconfig_err)?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_err)
+        }
+        None => Config::infer().await.map_err(KubeSourceError::Infer),
+    }
+}

@@ -1,0 +1,6 @@
+//! Where the agent's [`ClusterState`](crate::state::ClusterState) comes from when it is not
+//! a state directory: the live Kubernetes API.
+
+pub mod kube;
+
+pub use self::kube::{KubeSource, KubeSourceError, WatchedKind};

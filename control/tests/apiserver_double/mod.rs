@@ -1,0 +1,704 @@
+//! A test double of the Kubernetes API server's list/watch protocol, plain HTTP/1.1 on
+//! 127.0.0.1, for running the unmodified kube-rs client against.
+//!
+//! What it speaks (as kube-rs 5's watcher uses it, read from kube-core's `params.rs` and
+//! kube-runtime's `watcher.rs`):
+//! - `GET <collection>?limit=N[&continue=T][&resourceVersion=..&resourceVersionMatch=..]`:
+//!   a `<Kind>List` with `metadata.resourceVersion` (the global counter) and, when more than
+//!   `limit` items remain, `metadata.continue`; an expired continue token answers HTTP 410.
+//! - `GET <collection>?watch=true&resourceVersion=R&allowWatchBookmarks=true&timeoutSeconds=S`:
+//!   a chunked stream of JSON lines `{"type":..,"object":..}` with every change after R, a
+//!   BOOKMARK when idle, and an ERROR event carrying a 410 Status when R is compacted away.
+//!
+//! Faults the tests inject: holding one kind's lists back, slowing every answer, expiring
+//! resource versions (compaction: open watches get 410, old RVs are refused), dropping open
+//! watch connections, pausing event delivery.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The collections served, by kind name.
+pub const KINDS: [(&str, &str, &str); 6] = [
+    ("Node", "v1", "/api/v1/nodes"),
+    ("Namespace", "v1", "/api/v1/namespaces"),
+    ("Pod", "v1", "/api/v1/pods"),
+    ("Service", "v1", "/api/v1/services"),
+    (
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ),
+    (
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        "/apis/networking.k8s.io/v1/networkpolicies",
+    ),
+];
+
+fn kind_of_path(path: &str) -> Option<&'static str> {
+    KINDS
+        .iter()
+        .find(|(_, _, p)| *p == path)
+        .map(|(kind, _, _)| *kind)
+}
+
+fn api_version_of(kind: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map_or("v1", |(_, v, _)| *v)
+}
+
+/// (namespace or "", name)
+pub type Key = (String, String);
+
+#[derive(Debug, Clone)]
+struct Change {
+    rv: u64,
+    kind: String,
+    event_type: &'static str,
+    key: Key,
+    object: Value,
+}
+
+/// How many times the double answered what, for tests to prove a fault really happened.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub lists: HashMap<String, u64>,
+    pub watches: HashMap<String, u64>,
+    pub gone_sent: u64,
+    pub bookmarks_sent: u64,
+    pub watches_dropped: u64,
+    /// Watch streams open right now.
+    pub open_watches: u64,
+    /// List pages refused because their continue token had expired.
+    pub continues_gone: u64,
+    /// List pages served with a continue token.
+    pub pages_continued: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rv: u64,
+    objects: HashMap<String, BTreeMap<Key, Value>>,
+    /// Every change ever made (never trimmed, so tests can ask "did this state exist?").
+    history: Vec<Change>,
+    /// Watches and continue tokens older than this get 410 Gone.
+    compacted_rv: u64,
+    /// Bumped to make every open watch send 410 and end.
+    expire_epoch: u64,
+    /// Bumped to cut every open watch connection.
+    drop_epoch: u64,
+    held_lists: HashSet<String>,
+    delay: Duration,
+    paused: bool,
+    continues: HashMap<String, (u64, Vec<Value>)>,
+    /// Expire the continue token of the next paged list (one shot).
+    expire_next_continue: bool,
+    next_continue: u64,
+    shutting_down: bool,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock must not take every later Drop down.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running double; dropping it stops the server and cuts all connections.
+#[derive(Debug)]
+pub struct ApiServerDouble {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// How long a bookmark-less idle watch waits before sending a BOOKMARK.
+const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
+
+impl ApiServerDouble {
+    pub fn start() -> ApiServerDouble {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        shared.lock().rv = 1;
+        let accept_shared = Arc::clone(&shared);
+        let accept = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.lock().shutting_down {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    accept_shared
+                        .connections
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(clone);
+                }
+                let conn_shared = Arc::clone(&accept_shared);
+                std::thread::spawn(move || serve_connection(&conn_shared, stream));
+            }
+        });
+        ApiServerDouble {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (YAML) whose current context points at this double, no credentials.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n\
+             users:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: double\n  context:\n    \
+             cluster: double\n    user: nobody\ncurrent-context: double\n",
+            self.url()
+        )
+    }
+
+    /// Creates or replaces an object (any serialisable Kubernetes object with kind,
+    /// apiVersion and metadata.name); returns its new resourceVersion.
+    pub fn apply(&self, object: &impl serde::Serialize) -> u64 {
+        let mut object = serde_json::to_value(object).unwrap();
+        let kind = object["kind"]
+            .as_str()
+            .expect("object has a kind")
+            .to_string();
+        assert!(kind_of_path_for(&kind), "kind {kind} is not served");
+        let key = key_of(&object);
+        let mut state = self.shared.lock();
+        state.rv += 1;
+        let rv = state.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let objects = state.objects.entry(kind.clone()).or_default();
+        let event_type = if objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        objects.insert(key.clone(), object.clone());
+        state.history.push(Change {
+            rv,
+            kind,
+            event_type,
+            key,
+            object,
+        });
+        drop(state);
+        self.shared.changed.notify_all();
+        rv
+    }
+
+    /// Deletes an object; panics when absent (a test bug).
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        let key = (namespace.to_string(), name.to_string());
+        let mut state = self.shared.lock();
+        let mut object = state
+            .objects
+            .get_mut(kind)
+            .and_then(|m| m.remove(&key))
+            .unwrap_or_else(|| panic!("delete {kind} {namespace}/{name}: absent"));
+        state.rv += 1;
+        let rv = state.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        state.history.push(Change {
+            rv,
+            kind: kind.to_string(),
+            event_type: "DELETED",
+            key,
+            object,
+        });
+        drop(state);
+        self.shared.changed.notify_all();
+        rv
+    }
+
+    /// Holds every list of `kind` until [`release_lists`](Self::release_lists).
+    pub fn hold_lists(&self, kind: &str) {
+        self.shared.lock().held_lists.insert(kind.to_string());
+    }
+
+    pub fn release_lists(&self, kind: &str) {
+        self.shared.lock().held_lists.remove(kind);
+        self.shared.changed.notify_all();
+    }
+
+    /// Delays every answer (list, watch start) by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
+    }
+
+    /// Open watches stop delivering events (they still exist) until unpaused.
+    pub fn pause_watches(&self, paused: bool) {
+        self.shared.lock().paused = paused;
+        self.shared.changed.notify_all();
+    }
+
+    /// Compacts history up to now: every open watch gets an ERROR 410 event and ends, and
+    /// any older resourceVersion or continue token is refused with 410 from now on.
+    pub fn expire(&self) {
+        let mut state = self.shared.lock();
+        state.compacted_rv = state.rv;
+        state.expire_epoch += 1;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// The next list that needs a second page gets its continue token expired (410 on the
+    /// follow-up request), as when the API server compacts mid-pagination.
+    pub fn expire_next_continue(&self) {
+        self.shared.lock().expire_next_continue = true;
+    }
+
+    /// Compacts history without telling open watches (they only notice on reconnect).
+    pub fn compact(&self) {
+        let mut state = self.shared.lock();
+        state.compacted_rv = state.rv;
+    }
+
+    /// Cuts every open watch connection mid-stream (no terminating chunk).
+    pub fn drop_watches(&self) {
+        self.shared.lock().drop_epoch += 1;
+        self.shared.changed.notify_all();
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters.clone()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv
+    }
+
+    /// Blocks until `done(counters)` holds, or panics at the deadline.
+    pub fn wait_counters(&self, what: &str, timeout: Duration, done: impl Fn(&Counters) -> bool) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while !done(&state.counters) {
+            let now = Instant::now();
+            if now >= deadline {
+                let counters = state.counters.clone();
+                drop(state);
+                panic!("timed out waiting for {what}: {counters:?}");
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The current objects of `kind` as (key, resourceVersion).
+    pub fn current(&self, kind: &str) -> BTreeMap<Key, u64> {
+        let state = self.shared.lock();
+        state
+            .objects
+            .get(kind)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), rv_of(v))).collect())
+            .unwrap_or_default()
+    }
+
+    /// Did `kind` ever hold exactly `seen` (keys with their resourceVersions)?
+    pub fn kind_state_existed(&self, kind: &str, seen: &BTreeMap<Key, u64>) -> bool {
+        let state = self.shared.lock();
+        let mut replay: BTreeMap<Key, u64> = BTreeMap::new();
+        if replay == *seen {
+            return true;
+        }
+        for change in state.history.iter().filter(|c| c.kind == kind) {
+            if change.event_type == "DELETED" {
+                replay.remove(&change.key);
+            } else {
+                replay.insert(change.key.clone(), change.rv);
+            }
+            if replay == *seen {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for ApiServerDouble {
+    fn drop(&mut self) {
+        self.shared.lock().shutting_down = true;
+        self.shared.changed.notify_all();
+        // Wake the accept loop, then cut every connection so their threads end.
+        let _ = TcpStream::connect(self.addr);
+        for conn in self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn kind_of_path_for(kind: &str) -> bool {
+    KINDS.iter().any(|(k, _, _)| *k == kind)
+}
+
+fn key_of(object: &Value) -> Key {
+    let meta = &object["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or("").to_string(),
+        meta["name"]
+            .as_str()
+            .expect("object has a name")
+            .to_string(),
+    )
+}
+
+fn rv_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+}
+
+/// Serves requests on one keep-alive connection until it closes or is cut.
+fn serve_connection(shared: &Shared, stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut stream = stream;
+    loop {
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        // Headers: GETs carry no body, so they only need skipping.
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header == "\r\n" || header == "\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let mut parts = request_line.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let query: HashMap<String, String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), percent_decode(v))
+            })
+            .collect();
+        let delay = shared.lock().delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let keep_open = match (method, kind_of_path(path)) {
+            ("GET", Some(kind)) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                serve_watch(shared, &mut stream, kind, &query)
+            }
+            ("GET", Some(kind)) => serve_list(shared, &mut stream, kind, &query),
+            _ => write_json(
+                &mut stream,
+                404,
+                &status(404, "NotFound", &format!("{method} {path}: not served")),
+            ),
+        };
+        if !keep_open {
+            return;
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        404 => "Not Found",
+        410 => "Gone",
+        _ => "Error",
+    }
+}
+
+/// Writes a complete JSON answer; returns whether the connection is still usable.
+fn write_json(stream: &mut TcpStream, code: u16, body: &Value) -> bool {
+    let body = body.to_string();
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        reason_phrase(code),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
+}
+
+fn serve_list(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    kind: &str,
+    query: &HashMap<String, String>,
+) -> bool {
+    let mut state = shared.lock();
+    *state.counters.lists.entry(kind.to_string()).or_default() += 1;
+    shared.changed.notify_all();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state.held_lists.contains(kind) && !state.shutting_down && Instant::now() < deadline {
+        state = shared
+            .changed
+            .wait_timeout(state, Duration::from_millis(200))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let (list_rv, items) = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => match state.continues.remove(token) {
+            Some((rv, rest)) if rv >= state.compacted_rv => (rv, rest),
+            _ => {
+                state.counters.continues_gone += 1;
+                drop(state);
+                return write_json(
+                    stream,
+                    410,
+                    &status(410, "Expired", "the provided continue parameter is too old"),
+                );
+            }
+        },
+        None => (
+            state.rv,
+            state
+                .objects
+                .get(kind)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default(),
+        ),
+    };
+    let mut items: Vec<Value> = items;
+    let mut metadata = json!({ "resourceVersion": list_rv.to_string() });
+    if items.len() > limit {
+        let rest = items.split_off(limit);
+        state.next_continue += 1;
+        let token = format!("c{}", state.next_continue);
+        if std::mem::take(&mut state.expire_next_continue) {
+            // Never stored: the follow-up page finds it gone.
+        } else {
+            state.continues.insert(token.clone(), (list_rv, rest));
+        }
+        state.counters.pages_continued += 1;
+        metadata["continue"] = json!(token);
+    }
+    drop(state);
+    let body = json!({
+        "kind": format!("{kind}List"),
+        "apiVersion": api_version_of(kind),
+        "metadata": metadata,
+        "items": items,
+    });
+    write_json(stream, 200, &body)
+}
+
+/// Counts a watch stream as open for as long as it lives, whichever way it ends.
+struct OpenWatch<'a>(&'a Shared);
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        self.0.lock().counters.open_watches -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+fn write_chunk(stream: &mut TcpStream, line: &Value) -> bool {
+    let mut data = line.to_string();
+    data.push('\n');
+    let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+    stream.write_all(chunk.as_bytes()).is_ok() && stream.flush().is_ok()
+}
+
+/// Streams changes of `kind` after the requested resourceVersion. Returns whether the
+/// connection may serve another request (false when it was cut).
+fn serve_watch(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    kind: &str,
+    query: &HashMap<String, String>,
+) -> bool {
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(290), Duration::from_secs);
+    let ends_at = Instant::now() + timeout;
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if stream.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    let mut state = shared.lock();
+    *state.counters.watches.entry(kind.to_string()).or_default() += 1;
+    state.counters.open_watches += 1;
+    shared.changed.notify_all();
+    let _open = OpenWatch(shared);
+    let expire_epoch = state.expire_epoch;
+    let drop_epoch = state.drop_epoch;
+    let mut cursor = from;
+    if from == 0 {
+        // resourceVersion unset or "0" means "start anywhere": the current objects as
+        // ADDED, then changes from now (kube's list-then-watch never asks for this).
+        let current: Vec<Value> = state
+            .objects
+            .get(kind)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        cursor = state.rv;
+        drop(state);
+        for object in current {
+            if !write_chunk(stream, &json!({ "type": "ADDED", "object": object })) {
+                return false;
+            }
+        }
+        state = shared.lock();
+    }
+    let mut last_sent = Instant::now();
+    loop {
+        if state.shutting_down || state.drop_epoch != drop_epoch {
+            state.counters.watches_dropped += 1;
+            drop(state);
+            let _ = stream.shutdown(Shutdown::Both);
+            return false;
+        }
+        if cursor < state.compacted_rv || state.expire_epoch != expire_epoch {
+            state.counters.gone_sent += 1;
+            let message = format!(
+                "too old resource version: {cursor} ({})",
+                state.compacted_rv
+            );
+            drop(state);
+            let event = json!({ "type": "ERROR", "object": status(410, "Expired", &message) });
+            // The real server ends the stream after the error.
+            return write_chunk(stream, &event) && stream.write_all(b"0\r\n\r\n").is_ok();
+        }
+        if Instant::now() >= ends_at {
+            drop(state);
+            return stream.write_all(b"0\r\n\r\n").is_ok();
+        }
+        let pending: Vec<Change> = if state.paused {
+            Vec::new()
+        } else {
+            state
+                .history
+                .iter()
+                .filter(|c| c.rv > cursor && c.kind == kind)
+                .cloned()
+                .collect()
+        };
+        if !pending.is_empty() {
+            drop(state);
+            for change in &pending {
+                let event = json!({ "type": change.event_type, "object": change.object });
+                if !write_chunk(stream, &event) {
+                    return false;
+                }
+                cursor = change.rv;
+            }
+            last_sent = Instant::now();
+            state = shared.lock();
+            continue;
+        }
+        if !state.paused && last_sent.elapsed() >= BOOKMARK_EVERY {
+            // Idle: tell the client how far it is caught up, as allowWatchBookmarks asks.
+            cursor = cursor.max(state.rv);
+            state.counters.bookmarks_sent += 1;
+            let bookmark = json!({
+                "type": "BOOKMARK",
+                "object": {
+                    "kind": kind, "apiVersion": api_version_of(kind),
+                    "metadata": { "resourceVersion": cursor.to_string() },
+                },
+            });
+            drop(state);
+            if !write_chunk(stream, &bookmark) {
+                return false;
+            }
+            last_sent = Instant::now();
+            state = shared.lock();
+            continue;
+        }
+        state = shared
+            .changed
+            .wait_timeout(state, BOOKMARK_EVERY)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
+}

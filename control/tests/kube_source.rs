@@ -1,0 +1,379 @@
+//! The Kubernetes source (`control::source::KubeSource`) with the unmodified kube-rs client
+//! against our API server double (tests/apiserver_double): initial sync gating, incremental
+//! changes, and convergence after 410 Gone, dropped connections and slow answers, with
+//! every snapshot checked to be, kind by kind, a state the double really had.
+
+mod apiserver_double;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use apiserver_double::{ApiServerDouble, KINDS, Key};
+use control::source::{KubeSource, WatchedKind};
+use control::state::{ClusterState, StateDir, load_state_dir};
+use control::translate::translate;
+use kube::ResourceExt;
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn fixture() -> StateDir {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node");
+    load_state_dir(&dir).unwrap()
+}
+
+fn policy(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": name, "namespace": "demo" },
+        "spec": {
+            "podSelector": { "matchLabels": { "app": "web" } },
+            "policyTypes": ["Ingress"],
+            "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "app": "client" } } }] }],
+        },
+    })
+}
+
+/// A double holding the two-node example cluster plus one policy.
+fn populated_double() -> (ApiServerDouble, StateDir) {
+    let dir = fixture();
+    let double = ApiServerDouble::start();
+    let c = &dir.cluster;
+    c.nodes.iter().for_each(|o| {
+        double.apply(o);
+    });
+    c.namespaces.iter().for_each(|o| {
+        double.apply(o);
+    });
+    c.pods.iter().for_each(|o| {
+        double.apply(o);
+    });
+    c.services.iter().for_each(|o| {
+        double.apply(o);
+    });
+    c.endpoint_slices.iter().for_each(|o| {
+        double.apply(o);
+    });
+    double.apply(&policy("web-from-client"));
+    (double, dir)
+}
+
+/// Writes a kubeconfig for the double into a per-test file (prefix kxkb) and returns it.
+struct Kubeconfig(PathBuf);
+
+impl Kubeconfig {
+    fn new(double: &ApiServerDouble, tag: &str) -> Kubeconfig {
+        let path =
+            std::env::temp_dir().join(format!("kxkb-{tag}-{}.kubeconfig", std::process::id()));
+        std::fs::write(&path, double.kubeconfig_yaml()).unwrap();
+        Kubeconfig(path)
+    }
+}
+
+impl Drop for Kubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn start(double: &ApiServerDouble, tag: &str) -> (KubeSource, Kubeconfig) {
+    let kubeconfig = Kubeconfig::new(double, tag);
+    let source = KubeSource::from_kubeconfig(Some(&kubeconfig.0)).unwrap();
+    (source, kubeconfig)
+}
+
+fn keys_of<K: kube::Resource>(objects: &[K]) -> BTreeMap<Key, u64> {
+    objects
+        .iter()
+        .map(|o| {
+            let key = (o.namespace().unwrap_or_default(), o.name_any());
+            let rv = o
+                .resource_version()
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0);
+            (key, rv)
+        })
+        .collect()
+}
+
+/// Each kind of the snapshot as (key, resourceVersion), in `KINDS` order.
+fn kinds_of(state: &ClusterState) -> [(&'static str, BTreeMap<Key, u64>); 6] {
+    [
+        ("Node", keys_of(&state.nodes)),
+        ("Namespace", keys_of(&state.namespaces)),
+        ("Pod", keys_of(&state.pods)),
+        ("Service", keys_of(&state.services)),
+        ("EndpointSlice", keys_of(&state.endpoint_slices)),
+        ("NetworkPolicy", keys_of(&state.network_policies)),
+    ]
+}
+
+/// Panics unless every kind of `state` is a state that kind had in the double.
+fn assert_not_partial(double: &ApiServerDouble, state: &ClusterState) {
+    for (kind, seen) in kinds_of(state) {
+        assert!(
+            double.kind_state_existed(kind, &seen),
+            "snapshot {kind}s {seen:?} never existed in the double (now {:?})",
+            double.current(kind)
+        );
+    }
+}
+
+fn matches_current(double: &ApiServerDouble, state: &ClusterState) -> bool {
+    kinds_of(state)
+        .into_iter()
+        .all(|(kind, seen)| double.current(kind) == seen)
+}
+
+/// Takes snapshots as they come (checking each) until one equals the double's current state.
+fn converge(source: &mut KubeSource, double: &ApiServerDouble, what: &str) -> ClusterState {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut snapshots = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: no converged snapshot within {TIMEOUT:?} ({snapshots} snapshots, unsynced {:?}, errors {}, double {:?})",
+            source.unsynced_kinds(),
+            source.watch_errors(),
+            double.counters()
+        );
+        if !source.wait_for_change(left) {
+            continue;
+        }
+        let Some(state) = source.snapshot_if_changed() else {
+            continue;
+        };
+        snapshots += 1;
+        assert_not_partial(double, &state);
+        if matches_current(double, &state) {
+            return state;
+        }
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Faults aimed at open watches need them open: kube starts watching only after its list.
+fn wait_all_watching(double: &ApiServerDouble) {
+    double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
+}
+
+fn all_lists_at_least(counters: &apiserver_double::Counters, n: u64) -> bool {
+    KINDS
+        .iter()
+        .all(|(kind, _, _)| counters.lists.get(*kind).copied().unwrap_or(0) >= n)
+}
+
+#[test]
+fn nothing_is_offered_until_every_kind_has_synced_then_it_translates() {
+    let (double, dir) = populated_double();
+    double.hold_lists("NetworkPolicy");
+    let (mut source, _kubeconfig) = start(&double, "sync");
+
+    // Every kind has asked; five have their lists, the policies' list is held.
+    double.wait_counters("a list of every kind", TIMEOUT, |c| {
+        all_lists_at_least(c, 1)
+    });
+    wait_until("five kinds synced", || source.unsynced_kinds().len() == 1);
+    assert_eq!(source.unsynced_kinds(), vec![WatchedKind::NetworkPolicy]);
+    assert!(!source.synced());
+    assert!(source.snapshot_if_changed().is_none());
+    assert!(source.snapshot().is_none());
+    assert!(!source.wait_for_change(Duration::from_millis(300)));
+    assert!(source.snapshot_if_changed().is_none());
+
+    double.release_lists("NetworkPolicy");
+    let state = converge(&mut source, &double, "initial sync");
+    assert!(source.synced());
+    assert_eq!(state.nodes.len(), 2);
+    assert_eq!(state.network_policies.len(), 1);
+    assert_eq!(state.pods.len(), dir.cluster.pods.len());
+
+    let tables = translate(&state, &dir.config, "node-a", 1).unwrap();
+    let from_files = translate(&dir.cluster, &dir.config, "node-a", 1).unwrap();
+    let shape = |t: &datapath::tables::Tables| {
+        (
+            t.local_pods.len(),
+            t.remote_nodes.len(),
+            t.service_ports.len(),
+            t.frontends.len(),
+        )
+    };
+    assert_eq!(
+        shape(&tables.tables),
+        shape(&from_files.tables),
+        "the watched cluster programs what the manifests do"
+    );
+    assert!(!tables.tables.local_pods.is_empty() && !tables.tables.service_ports.is_empty());
+
+    // Nothing changed since: no new snapshot.
+    assert!(source.snapshot_if_changed().is_none());
+}
+
+#[test]
+fn added_modified_and_deleted_objects_show_up_and_disappear() {
+    let (double, dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "changes");
+    converge(&mut source, &double, "initial sync");
+
+    double.apply(&policy("second"));
+    let mut web = dir.cluster.services[0].clone();
+    web.labels_mut().insert("kxkb".into(), "changed".into());
+    let web_rv = double.apply(&web);
+    double.delete("Pod", "demo", "client");
+    let state = converge(&mut source, &double, "add/modify/delete");
+
+    assert_eq!(state.network_policies.len(), 2);
+    let service = &state.services[0];
+    assert_eq!(
+        service.labels().get("kxkb").map(String::as_str),
+        Some("changed")
+    );
+    assert_eq!(service.resource_version(), Some(web_rv.to_string()));
+    assert!(state.pods.iter().all(|p| p.name_any() != "client"));
+    translate(&state, &dir.config, "node-a", 2).unwrap();
+
+    double.delete("NetworkPolicy", "demo", "second");
+    double.delete("NetworkPolicy", "demo", "web-from-client");
+    let state = converge(&mut source, &double, "policies deleted");
+    assert!(state.network_policies.is_empty());
+}
+
+fn extra_pod(dir: &StateDir, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = dir.cluster.pods[0].clone();
+    pod.metadata.name = Some(name.to_string());
+    pod
+}
+
+#[test]
+fn converges_after_gone_dropped_connections_and_slow_answers() {
+    let (double, dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "faults");
+    converge(&mut source, &double, "initial sync");
+    let base = double.counters();
+
+    // 1. 410 Gone on every open watch: kube relists every kind.
+    wait_all_watching(&double);
+    double.expire();
+    double.apply(&extra_pod(&dir, "after-expire"));
+    double.wait_counters("relists after 410", TIMEOUT, |c| {
+        all_lists_at_least(c, 2) && c.gone_sent >= base.gone_sent + 6
+    });
+    converge(&mut source, &double, "after 410 on open watches");
+
+    // 2. Changes the watches never deliver, history compacted, connections cut: the
+    //    resumed watch is refused with 410 and the relist brings the changes.
+    wait_all_watching(&double);
+    double.pause_watches(true);
+    double.apply(&extra_pod(&dir, "while-paused"));
+    double.delete("Pod", "demo", "after-expire");
+    double.delete("Namespace", "", "demo");
+    let before = double.counters();
+    double.compact();
+    double.drop_watches();
+    double.pause_watches(false);
+    let state = converge(
+        &mut source,
+        &double,
+        "after compaction + dropped connections",
+    );
+    let after = double.counters();
+    assert!(after.watches_dropped > before.watches_dropped, "{after:?}");
+    assert!(after.gone_sent > before.gone_sent, "{after:?}");
+    assert!(state.namespaces.is_empty());
+    assert!(state.pods.iter().any(|p| p.name_any() == "while-paused"));
+
+    // 3. Dropped connections without compaction: watches resume where they were.
+    wait_all_watching(&double);
+    let before = double.counters();
+    double.drop_watches();
+    double.apply(&extra_pod(&dir, "after-drop"));
+    converge(&mut source, &double, "after dropped connections");
+    let after = double.counters();
+    assert!(after.watches_dropped > before.watches_dropped, "{after:?}");
+    assert_eq!(
+        after.lists, before.lists,
+        "a cut watch resumes from its resourceVersion"
+    );
+
+    // 4. A relist that hangs on one kind: snapshots keep the old, complete pods while
+    //    other kinds move on; then the held list completes.
+    wait_all_watching(&double);
+    double.hold_lists("Pod");
+    double.expire();
+    double.wait_counters("pod relist asked", TIMEOUT, |c| {
+        c.lists.get("Pod").copied().unwrap_or(0) > before.lists.get("Pod").copied().unwrap_or(0)
+    });
+    double.apply(&policy("during-held-relist"));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "policy never arrived during the held relist"
+        );
+        if source.wait_for_change(Duration::from_millis(500))
+            && let Some(state) = source.snapshot_if_changed()
+        {
+            assert_not_partial(&double, &state);
+            if state.network_policies.len() == 2 {
+                assert!(!state.pods.is_empty(), "pods vanished during their relist");
+                break;
+            }
+        }
+    }
+    double.apply(&extra_pod(&dir, "listed-late"));
+    double.release_lists("Pod");
+    converge(&mut source, &double, "after the held relist");
+
+    // 5. Slow answers: every list and watch start takes 300 ms.
+    wait_all_watching(&double);
+    double.set_delay(Duration::from_millis(300));
+    double.expire();
+    double.delete("Pod", "demo", "while-paused");
+    let state = converge(&mut source, &double, "with slow answers");
+    assert!(state.pods.iter().all(|p| p.name_any() != "while-paused"));
+    double.set_delay(Duration::ZERO);
+
+    let translated = translate(&state, &dir.config, "node-a", 9).unwrap();
+    assert!(
+        translated
+            .tables
+            .local_pods
+            .iter()
+            .all(|p| p.name != "while-paused")
+    );
+}
+
+#[test]
+fn paged_lists_and_an_expired_continue_token() {
+    let (double, dir) = populated_double();
+    // kube's watcher lists 500 at a time: 1200 more pods make three pages.
+    for i in 0..1200 {
+        double.apply(&extra_pod(&dir, &format!("bulk-{i}")));
+    }
+    double.expire_next_continue();
+    let (mut source, _kubeconfig) = start(&double, "pages");
+    let state = converge(&mut source, &double, "paged initial list");
+    assert_eq!(state.pods.len(), dir.cluster.pods.len() + 1200);
+    let counters = double.counters();
+    assert_eq!(counters.continues_gone, 1, "{counters:?}");
+    // First attempt: page 1 then 410; the relist: pages 1, 2, 3 (two continue tokens).
+    assert!(counters.pages_continued >= 3, "{counters:?}");
+    assert!(source.watch_errors() >= 1);
+}
+
+#[test]
+fn a_missing_kubeconfig_is_a_clear_error() {
+    let path = std::env::temp_dir().join("kxkb-does-not-exist.kubeconfig");
+    let err = KubeSource::from_kubeconfig(Some(&path)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("kxkb-does-not-exist.kubeconfig"), "{text}");
+}
