@@ -49,9 +49,17 @@ pub struct AgentArgs {
     /// The underlay interface (VXLAN and Service frontends arrive here).
     #[arg(long, value_name = "IFNAME")]
     pub uplink: String,
-    /// State directory (ARCHITECTURE.md §4), re-read when its files change.
+    /// State directory (ARCHITECTURE.md §4), re-read when its files change. With
+    /// --kubeconfig / --in-cluster only its kxdp.yaml is read (the mounted ConfigMap).
     #[arg(long, value_name = "DIR")]
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
+    /// Take the cluster state from the Kubernetes API with this kubeconfig.
+    #[arg(long, value_name = "PATH", conflicts_with = "in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Take the cluster state from the Kubernetes API: $KUBECONFIG or ~/.kube/config when
+    /// present, else the pod's service account (in-cluster).
+    #[arg(long)]
+    pub in_cluster: bool,
     /// Worker threads; worker i serves queue i of every port.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -72,6 +80,11 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
         crate::agent::AgentOptions {
             node: a.node,
             uplink: a.uplink,
+            kube: match (a.kubeconfig, a.in_cluster) {
+                (Some(path), _) => Some(crate::agent::KubeAccess::Kubeconfig(path)),
+                (None, true) => Some(crate::agent::KubeAccess::Infer),
+                (None, false) => None,
+            },
             state: a.state,
             workers: a.workers,
             cpus: a.cpus,

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use control::agent_api::{self, AgentStatus, Request};
 
+mod apiserver_double;
+use apiserver_double::ApiServerDouble;
+
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
 const OUTSIDE_IP: &str = "192.168.79.2";
@@ -84,8 +87,12 @@ struct Lab {
 
 impl Lab {
     fn new(workers: u32) -> Lab {
-        // Tests of one binary run in parallel: the worker count keeps their names apart.
-        let prefix = format!("kxag{}w{workers}", std::process::id() % 100_000);
+        Lab::tagged(&format!("w{workers}"), workers)
+    }
+
+    /// Tests of one binary run in parallel: the tag keeps their names apart.
+    fn tagged(tag: &str, workers: u32) -> Lab {
+        let prefix = format!("kxag{}{tag}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("{prefix}-agent-test"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
@@ -224,7 +231,15 @@ fn make_pod(lab: &mut Lab, name: &str, ip: &str, host_if: &str) {
 }
 
 fn write_state(dir: &Path, extra: &str) {
-    let manifests = format!(
+    // Written aside and renamed in, so the agent never reads half a file.
+    let tmp = dir.join(".cluster.yaml.tmp");
+    std::fs::write(&tmp, manifests(extra)).unwrap();
+    std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
+}
+
+/// The one-node cluster (plus a kernel-VXLAN node2) the scenarios run, and `extra`.
+fn manifests(extra: &str) -> String {
+    format!(
         r#"apiVersion: v1
 kind: Node
 metadata:
@@ -281,11 +296,43 @@ spec:
 status:
   podIP: 10.244.1.3
 {extra}"#
-    );
-    // Written aside and renamed in, so the agent never reads half a file.
-    let tmp = dir.join(".cluster.yaml.tmp");
-    std::fs::write(&tmp, manifests).unwrap();
-    std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
+    )
+}
+
+/// Starts `kxdp agent` for node1 (uplink up0, the lab's worker count) in `node`, with
+/// `source` naming where its state comes from; returns its stdout lines.
+fn start_agent(
+    lab: &mut Lab,
+    node: &str,
+    source: &[String],
+    socket: &Path,
+    log: &Path,
+) -> mpsc::Receiver<String> {
+    let mut agent = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node}"))
+        .arg(env!("CARGO_BIN_EXE_kxdp"))
+        .args(["agent", "--node", "node1", "--uplink", "up0", "--workers"])
+        .arg(&lab.queues)
+        .args(source)
+        .arg("--api-socket")
+        .arg(socket)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting kxdp agent");
+    let stdout = agent.stdout.take().unwrap();
+    lab.agent = Some(agent);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn status(socket: &Path) -> AgentStatus {
@@ -325,6 +372,129 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
     if is_root() {
         scenario(2);
     }
+}
+
+/// Runs `f` on a thread inside namespace `ns`: sockets it opens live there.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) on a valid namespace fd, for this (new, short-lived) thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The agent fed by the Kubernetes API (our API server double, the unmodified kube-rs
+/// client): no tables until every kind has synced, then objects added and deleted reach
+/// the tables, also after the API expired the watches' resource version (410 Gone).
+#[test]
+fn agent_follows_the_kubernetes_api() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::tagged("kube", 1);
+    let node = lab.netns("node");
+    run(
+        "ip",
+        &[
+            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
+            "name", "up0peer",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            "up0",
+        ],
+    );
+    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
+    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+
+    // The double listens on the node namespace's loopback, where the agent runs.
+    let api = in_netns(&node, ApiServerDouble::start);
+    api.hold_lists("NetworkPolicy");
+    for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        api.apply(&object);
+    }
+    let kubeconfig = lab.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    let source = ["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
+
+    // One kind not listed yet: no generation, so no readiness.
+    assert!(
+        lines.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "ready before every kind had synced; log:\n{}",
+        read(&log)
+    );
+    api.release_lists("NetworkPolicy");
+    let ready = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    let st = status(&socket);
+    assert!(st.table_ports.contains(&"pod-demo-a".to_string()), "{st:?}");
+
+    let pod = |name: &str, ip: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"podIP": ip},
+        })
+    };
+    let knows = |port: &str| status(&socket).table_ports.contains(&port.to_string());
+    api.apply(&pod("c", "10.244.1.4"));
+    wait_for("pod c in the tables", Duration::from_secs(15), || {
+        knows("pod-demo-c")
+    });
+    api.delete("Pod", "demo", "c");
+    wait_for(
+        "pod c gone from the tables",
+        Duration::from_secs(15),
+        || !knows("pod-demo-c"),
+    );
+
+    // The API forgets the resource versions the watches hold: they relist and go on.
+    api.expire();
+    api.apply(&pod("d", "10.244.1.5"));
+    wait_for(
+        "pod d in the tables after 410 Gone",
+        Duration::from_secs(30),
+        || knows("pod-demo-d"),
+    );
+
+    let mut agent = lab.agent.take().unwrap();
+    // SAFETY: plain kill(2) on the pid of the child this test started.
+    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = agent.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "agent exit {exit}; log:\n{}", read(&log));
+    // Shutting the double down wakes its listener by connecting to it: from its namespace.
+    in_netns(&node, move || drop(api));
 }
 
 /// An agent that cannot start (its uplink does not exist) says why, naming the interface,
@@ -433,41 +603,14 @@ fn scenario(workers: u32) {
     )
     .unwrap();
 
-    let mut agent = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{node}"))
-        .arg(env!("CARGO_BIN_EXE_kxdp"))
-        .args([
-            "agent",
-            "--node",
-            "node1",
-            "--uplink",
-            "up0",
-            "--workers",
-            &lab.queues,
-        ])
-        .arg("--state")
-        .arg(&state)
-        .arg("--api-socket")
-        .arg(&socket)
-        .arg("--cni-state-dir")
-        .arg(&cni_state)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting kxdp agent");
-    let stdout = agent.stdout.take().unwrap();
-    lab.agent = Some(agent);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ready = rx
+    let source = [
+        "--state".to_string(),
+        state.display().to_string(),
+        "--cni-state-dir".to_string(),
+        cni_state.display().to_string(),
+    ];
+    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
+    let ready = lines
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
     assert_eq!(

@@ -30,7 +30,7 @@ use xdp_redirect::worker::{SharedFlows, SharedState};
 use crate::agent_api::{AgentStatus, Request, Response};
 use crate::translate::{HOST_PORT, UPLINK_PORT};
 use datapath_ports::{DatapathPorts, PortProgram};
-use source::DirSource;
+use source::{DirSource, Source};
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
@@ -42,7 +42,10 @@ const UNDERLAY_POLL: Duration = Duration::from_secs(1);
 pub struct AgentOptions {
     pub node: String,
     pub uplink: String,
-    pub state: PathBuf,
+    /// Manifest directory (the whole cluster state), or with `kube` only its `kxdp.yaml`.
+    pub state: Option<PathBuf>,
+    /// Take the cluster state from the Kubernetes API instead of `state`.
+    pub kube: Option<KubeAccess>,
     pub workers: usize,
     /// Worker i is pinned to `cpus[i]` when given.
     pub cpus: Vec<usize>,
@@ -51,6 +54,17 @@ pub struct AgentOptions {
     /// re-opened from there.
     pub cni_state_dir: PathBuf,
 }
+
+/// How to reach the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeAccess {
+    Kubeconfig(PathBuf),
+    /// `kube::Config::infer`: $KUBECONFIG / ~/.kube/config, else the in-cluster service account.
+    Infer,
+}
+
+/// How long to wait for the API's first complete state before saying what is missing.
+const SYNC_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// What the control thread reacts to.
 #[derive(Debug)]
@@ -72,14 +86,14 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
             opts.workers
         ));
     }
-    let mut source = DirSource::new(opts.state.clone());
-    source.changed();
-    let first = source::build(&opts.state, &opts.node, 1)?;
-    log_warnings(&first.warnings);
-    check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
-
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
+    let mut source = open_source(opts)?;
+    let Some(first) = first_state(&mut source, opts, &events)? else {
+        return Ok(()); // stopped by a signal while waiting for the first state
+    };
+    log_warnings(&first.warnings);
+    check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
 
     let mut underlay = underlay::Underlay::new(&opts.uplink);
     let kernel_macs = underlay.resolve(&first.tables);
@@ -153,7 +167,7 @@ struct Control<'a> {
     opts: &'a AgentOptions,
     tables: Arc<ArcSwap<Tables>>,
     ports: DatapathPorts,
-    source: DirSource,
+    source: Source,
     generation: u64,
     pod_mtu: u32,
     underlay: underlay::Underlay,
@@ -177,8 +191,8 @@ impl Control<'_> {
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
             }
-            if self.source.changed() {
-                self.reload();
+            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1) {
+                self.publish(next);
             }
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
@@ -205,10 +219,10 @@ impl Control<'_> {
         }
     }
 
-    /// Builds and publishes the next generation; on any error the running one stays.
-    fn reload(&mut self) {
+    /// Publishes the next generation; on any error the running one stays.
+    fn publish(&mut self, built: Result<source::Built, String>) {
         let next = self.generation + 1;
-        match source::build(&self.opts.state, &self.opts.node, next) {
+        match built {
             Ok(built) => {
                 log_warnings(&built.warnings);
                 let tables = match underlay::with_kernel_macs(&built.tables, &self.kernel_macs) {
@@ -224,8 +238,8 @@ impl Control<'_> {
             }
             Err(e) => {
                 tracing::error!(
-                    "state directory {}: {e}; keeping generation {}",
-                    self.opts.state.display(),
+                    "{}: {e}; keeping generation {}",
+                    self.source.describe(),
                     self.generation
                 );
             }
@@ -309,6 +323,54 @@ fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Pat
             ),
             Err(e) => tracing::warn!("re-opening {}: {e}", pod.port),
         }
+    }
+}
+
+fn open_source(opts: &AgentOptions) -> Result<Source, String> {
+    match (&opts.kube, &opts.state) {
+        (None, Some(dir)) => Ok(Source::Dir(DirSource::new(dir.clone()))),
+        (None, None) => {
+            Err("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster".into())
+        }
+        (Some(access), dir) => {
+            let config = source::config_only(dir.as_deref())?;
+            let kubeconfig = match access {
+                KubeAccess::Kubeconfig(path) => Some(path.as_path()),
+                KubeAccess::Infer => None,
+            };
+            let kube = crate::source::KubeSource::from_kubeconfig(kubeconfig)
+                .map_err(|e| format!("Kubernetes API: {e}"))?;
+            Ok(Source::Kube { kube, config })
+        }
+    }
+}
+
+/// Generation 1: at once from a directory; from the API once every kind has synced (saying
+/// every few seconds which kinds it still waits for). `None` when a signal came first.
+fn first_state(
+    source: &mut Source,
+    opts: &AgentOptions,
+    events: &Receiver<Event>,
+) -> Result<Option<source::Built>, String> {
+    let started = std::time::Instant::now();
+    let mut reported = started;
+    loop {
+        if let Some(built) = source.next(&opts.node, 1) {
+            return built.map(Some);
+        }
+        if let Ok(Event::Signal(signal)) = events.try_recv() {
+            tracing::info!(signal, "stopping before the first state arrived");
+            return Ok(None);
+        }
+        if reported.elapsed() >= SYNC_REPORT_EVERY {
+            reported = std::time::Instant::now();
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                unsynced = source.unsynced().join(","),
+                "waiting for the Kubernetes API's first complete state"
+            );
+        }
+        source.wait(STATE_POLL);
     }
 }
 

@@ -1,5 +1,7 @@
-//! The manifest-directory source: the agent re-reads the state directory when its files
-//! change and builds the next table generation from it.
+//! Where the agent's cluster state comes from: a manifest directory, re-read when its files
+//! change, or the Kubernetes API (`control::source::KubeSource`: watchers, published only
+//! once every kind has synced). Either way the next generation is built by the same pure
+//! `translate`.
 //!
 //! Change detection compares a fingerprint (name, size, modification time of every file
 //! the loader would read) taken at each tick. Polling a handful of files a few times a
@@ -12,7 +14,8 @@ use std::time::SystemTime;
 use datapath::tables::Tables;
 
 use crate::config::AgentConfig;
-use crate::state::load_state_dir;
+use crate::source::KubeSource;
+use crate::state::{CONFIG_FILE, ClusterState, load_state_dir};
 use crate::translate::translate;
 
 /// What the directory looked like: enough to tell that something changed.
@@ -51,15 +54,101 @@ pub struct Built {
 /// Loads `dir` and translates it for `node`. Errors are one line naming the file or object.
 pub fn build(dir: &Path, node: &str, generation: u64) -> Result<Built, String> {
     let state = load_state_dir(dir).map_err(|e| e.to_string())?;
-    let translated =
-        translate(&state.cluster, &state.config, node, generation).map_err(|e| e.to_string())?;
-    let mut warnings = state.warnings;
+    build_from(
+        &state.cluster,
+        state.config,
+        state.warnings,
+        node,
+        generation,
+    )
+}
+
+fn build_from(
+    cluster: &ClusterState,
+    config: AgentConfig,
+    mut warnings: Vec<String>,
+    node: &str,
+    generation: u64,
+) -> Result<Built, String> {
+    let translated = translate(cluster, &config, node, generation).map_err(|e| e.to_string())?;
     warnings.extend(translated.warnings);
     Ok(Built {
         tables: translated.tables,
-        config: state.config,
+        config,
         warnings,
     })
+}
+
+/// The agent config alone (`kxdp.yaml` of `dir`, defaults when absent): with the Kubernetes
+/// source the directory is the mounted ConfigMap and holds nothing else.
+pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, String> {
+    let Some(path) = dir.map(|d| d.join(CONFIG_FILE)).filter(|p| p.exists()) else {
+        return Ok(AgentConfig::default());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    AgentConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The agent's source of cluster state.
+#[derive(Debug)]
+pub enum Source {
+    Dir(DirSource),
+    Kube {
+        kube: KubeSource,
+        /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
+        config: AgentConfig,
+    },
+}
+
+impl Source {
+    /// What to say when building fails: where the state came from.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dir(d) => format!("state directory {}", d.dir.display()),
+            Source::Kube { .. } => "the Kubernetes API".to_string(),
+        }
+    }
+
+    /// The next generation if the state changed since the last call (first call: the
+    /// initial state, once there is one). `None`: nothing new (or, from the API, not every
+    /// kind has synced yet: no table is ever built from a partial state).
+    pub fn next(&mut self, node: &str, generation: u64) -> Option<Result<Built, String>> {
+        match self {
+            Source::Dir(d) => d.changed().then(|| build(&d.dir, node, generation)),
+            Source::Kube { kube, config } => {
+                let cluster = kube.snapshot_if_changed()?;
+                Some(build_from(
+                    &cluster,
+                    config.clone(),
+                    Vec::new(),
+                    node,
+                    generation,
+                ))
+            }
+        }
+    }
+
+    /// Blocks up to `timeout` for the first state (the API's initial sync).
+    pub fn wait(&self, timeout: std::time::Duration) {
+        match self {
+            Source::Dir(_) => {}
+            Source::Kube { kube, .. } => {
+                kube.wait_for_change(timeout);
+            }
+        }
+    }
+
+    /// Kinds the API source has not listed yet (empty for a directory).
+    pub fn unsynced(&self) -> Vec<String> {
+        match self {
+            Source::Dir(_) => Vec::new(),
+            Source::Kube { kube, .. } => kube
+                .unsynced_kinds()
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Watches one state directory.

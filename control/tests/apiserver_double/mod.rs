@@ -349,8 +349,11 @@ impl Drop for ApiServerDouble {
     fn drop(&mut self) {
         self.shared.lock().shutting_down = true;
         self.shared.changed.notify_all();
-        // Wake the accept loop, then cut every connection so their threads end.
-        let _ = TcpStream::connect(self.addr);
+        // Wake the accept loop, then cut every connection so their threads end. The
+        // listener may live in another network namespace than this thread (a test serving
+        // an agent in a node namespace): when the wake-up cannot reach it, the accept
+        // thread is left to end with the process rather than joined forever.
+        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
         for conn in self
             .shared
             .connections
@@ -360,7 +363,9 @@ impl Drop for ApiServerDouble {
         {
             let _ = conn.shutdown(Shutdown::Both);
         }
-        if let Some(accept) = self.accept.take() {
+        if let Some(accept) = self.accept.take()
+            && woke
+        {
             let _ = accept.join();
         }
     }
