@@ -340,7 +340,10 @@ fn open_source(opts: &AgentOptions) -> Result<Source, String> {
             };
             let kube = crate::source::KubeSource::from_kubeconfig(kubeconfig)
                 .map_err(|e| format!("Kubernetes API: {e}"))?;
-            Ok(Source::Kube { kube, config })
+            Ok(Source::Kube {
+                kube: Box::new(kube),
+                config,
+            })
         }
     }
 }

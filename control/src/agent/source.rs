@@ -94,7 +94,7 @@ pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, String> {
 pub enum Source {
     Dir(DirSource),
     Kube {
-        kube: KubeSource,
+        kube: Box<KubeSource>,
         /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
         config: AgentConfig,
     },
