@@ -477,8 +477,12 @@ fn agent_arguments_parse_with_the_real_cli() {
         .volume_mounts
         .iter()
         .flatten()
-        .find(|vm| Path::new(&vm.mount_path) == args.state)
-        .unwrap_or_else(|| panic!("nothing mounted at --state {}", args.state.display()));
+        .find(|vm| Some(Path::new(&vm.mount_path)) == args.state.as_deref())
+        .unwrap_or_else(|| panic!("nothing mounted at --state {:?}", args.state));
+    assert!(
+        args.in_cluster,
+        "the agent reads the cluster from the API (--in-cluster)"
+    );
     let cm = volume(&m, &state_mount.name).config_map.as_ref();
     let cm = cm.expect("--state is a ConfigMap volume");
     assert_eq!(cm.name, "kxdp-config");
