@@ -61,6 +61,12 @@ pub struct AgentArgs {
     /// The local API socket the CNI plugin talks to.
     #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
+    /// Where /metrics (Prometheus), /healthz and /readyz are served (kube-proxy's default).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: std::net::SocketAddr,
+    /// Where /healthz and /readyz are served (kube-proxy's default).
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: std::net::SocketAddr,
 }
 
 impl From<AgentArgs> for crate::agent::AgentOptions {
@@ -72,6 +78,8 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
             workers: a.workers,
             cpus: a.cpus,
             api_socket: a.api_socket,
+            metrics_bind_address: a.metrics_bind_address,
+            healthz_bind_address: a.healthz_bind_address,
         }
     }
 }
