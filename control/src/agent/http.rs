@@ -142,6 +142,9 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
     let mut chunk = [0u8; 1024];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end > MAX_REQUEST {
+                return Ok(Head::TooLarge);
+            }
             buf.truncate(end);
             return Ok(Head::Complete(String::from_utf8_lossy(&buf).into_owned()));
         }
@@ -250,5 +253,64 @@ fn metrics_reply(routes: &Routes) -> Reply {
             body,
         },
         Err(e) => Reply::text(500, format!("encoding the metrics: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam::channel::unbounded;
+
+    fn routes(metrics: bool, ready: bool) -> (Routes, crossbeam::channel::Receiver<Event>) {
+        let (events, rx) = unbounded();
+        let routes = Routes {
+            metrics,
+            events,
+            ready: Arc::new(AtomicBool::new(ready)),
+        };
+        (routes, rx)
+    }
+
+    #[test]
+    fn routes_by_method_and_path() {
+        let (r, _rx) = routes(true, false);
+        assert_eq!(route("GET /readyz HTTP/1.1", &r).status, 503);
+        r.ready.store(true, Ordering::Release);
+        assert_eq!(route("GET /readyz?verbose HTTP/1.1", &r).status, 200);
+        assert_eq!(route("GET /nope HTTP/1.1", &r).status, 404);
+        assert_eq!(route("DELETE /metrics HTTP/1.1", &r).status, 405);
+        assert_eq!(route("GET /metrics", &r).status, 400);
+        assert_eq!(route("GET /metrics SPDY/3", &r).status, 400);
+        assert_eq!(route("", &r).status, 400);
+        let (h, _rx) = routes(false, true);
+        assert_eq!(route("GET /metrics HTTP/1.1", &h).status, 404);
+    }
+
+    #[test]
+    fn an_absent_control_thread_is_unhealthy_not_a_hang() {
+        let (r, rx) = routes(true, true);
+        drop(rx);
+        let reply = route("GET /healthz HTTP/1.1", &r);
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains("problem"), "{}", reply.body);
+        assert_eq!(route("GET /metrics HTTP/1.1", &r).status, 503);
+    }
+
+    #[test]
+    fn oversized_requests_get_431() {
+        let (r, _rx) = routes(true, true);
+        let addr = start("127.0.0.1:0".parse().unwrap(), true, r.events, r.ready).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let big = format!(
+            "GET /readyz HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST)
+        );
+        client.write_all(big.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     }
 }
