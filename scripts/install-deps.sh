@@ -7,9 +7,10 @@ set -euo pipefail
 # tests; ethtool: checksum offload settings on veths; pkg-config + gcc: -sys crates (ring);
 # nftables: nft, with which kxdp agent installs the pods' masquerade rule (walk 6).
 # containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni (and its
-# tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks.
+# tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks; prometheus:
+# promtool, which validates the agent's /metrics exposition in tests/metrics.rs.
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
-  containernetworking-plugins nftables iputils-ping)
+  containernetworking-plugins nftables iputils-ping prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

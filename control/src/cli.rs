@@ -73,6 +73,12 @@ pub struct AgentArgs {
     /// started are re-opened from them.
     #[arg(long, value_name = "DIR", default_value = crate::cni::spec::DEFAULT_STATE_DIR)]
     pub cni_state_dir: PathBuf,
+    /// Where /metrics (Prometheus), /healthz and /readyz are served (kube-proxy's default).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: std::net::SocketAddr,
+    /// Where /healthz and /readyz are served (kube-proxy's default).
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: std::net::SocketAddr,
 }
 
 impl From<AgentArgs> for crate::agent::AgentOptions {
@@ -90,6 +96,8 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
             cpus: a.cpus,
             api_socket: a.api_socket,
             cni_state_dir: a.cni_state_dir,
+            metrics_bind_address: a.metrics_bind_address,
+            healthz_bind_address: a.healthz_bind_address,
         }
     }
 }

@@ -246,6 +246,11 @@ impl DatapathPorts {
         }
     }
 
+    /// The workers' last published counters, without waking them (for `/metrics`).
+    pub fn published_stats(&self) -> Vec<xdp_redirect::worker::WorkerStats> {
+        self.workers.iter().map(|w| w.published_stats()).collect()
+    }
+
     /// Closes every port and stops the workers.
     pub fn shutdown(&mut self) {
         // The first port opened (the uplink) anchors each worker's shared UMEM and can only

@@ -10,15 +10,19 @@
 mod adopt;
 mod api;
 mod datapath_ports;
+mod http;
 mod kernel_maps;
+pub mod metrics;
 pub mod netdev;
 mod source;
 mod underlay;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, Sender, unbounded};
@@ -53,6 +57,10 @@ pub struct AgentOptions {
     /// Where kxdp-cni records its attachments: pods attached before this agent started are
     /// re-opened from there.
     pub cni_state_dir: PathBuf,
+    /// Where `/metrics` (and `/healthz`, `/readyz`) are served.
+    pub metrics_bind_address: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    pub healthz_bind_address: SocketAddr,
 }
 
 /// How to reach the Kubernetes API.
@@ -71,7 +79,15 @@ const SYNC_REPORT_EVERY: Duration = Duration::from_secs(5);
 pub enum Event {
     Api(Request, Sender<Response>),
     Signal(i32),
+    /// `/metrics`: a snapshot of the counters.
+    Metrics(Sender<metrics::Snapshot>),
+    /// `/healthz`.
+    Health(Sender<http::Health>),
 }
+
+/// A worker whose published stats have not moved for this long is taken as dead (they
+/// publish every ~100 ms, also when idle).
+const WORKER_STALE: Duration = Duration::from_secs(3);
 
 /// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
 /// before it returns, also when starting fails halfway.
@@ -88,6 +104,21 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     }
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
+    // Bound before anything is attached, so a taken port fails the start cleanly (and
+    // /healthz answers while the API's first state is awaited; /readyz stays 503).
+    let ready = Arc::new(AtomicBool::new(false));
+    http::start(
+        opts.metrics_bind_address,
+        true,
+        events_tx.clone(),
+        ready.clone(),
+    )?;
+    http::start(
+        opts.healthz_bind_address,
+        false,
+        events_tx.clone(),
+        ready.clone(),
+    )?;
     let mut source = open_source(opts)?;
     let Some(first) = first_state(&mut source, opts, &events)? else {
         return Ok(()); // stopped by a signal while waiting for the first state
@@ -104,12 +135,13 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let tables = Arc::new(ArcSwap::from_pointee(first_tables));
     let mut flows = Flows::new(first.config.conntrack);
     flows.preallocate();
+    let shared_flows = Arc::new(Mutex::new(SharedFlows {
+        flows,
+        generation_seen: 0,
+    }));
     let shared = SharedState {
         tables: tables.clone(),
-        flows: Arc::new(Mutex::new(SharedFlows {
-            flows,
-            generation_seen: 0,
-        })),
+        flows: shared_flows.clone(),
     };
     let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
 
@@ -143,15 +175,22 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         pod_mtu: host_plan.mtu,
         underlay,
         kernel_macs,
-        underlay_checked: std::time::Instant::now(),
+        underlay_checked: Instant::now(),
+        flows: shared_flows,
+        tables_published_at: SystemTime::now(),
+        state_load_errors: 0,
+        programming: metrics::ProgrammingLatency::default(),
+        worker_progress: Vec::new(),
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
         opts.node, control.generation, opts.workers
     );
     let _ = std::io::stdout().flush();
+    ready.store(true, Ordering::Release);
 
     control.serve(&events);
+    ready.store(false, Ordering::Release);
 
     drop(api_socket);
     control.ports.shutdown();
@@ -173,7 +212,13 @@ struct Control<'a> {
     underlay: underlay::Underlay,
     /// The kernel's next-hop MACs towards other nodes, last read.
     kernel_macs: underlay::KernelView,
-    underlay_checked: std::time::Instant,
+    underlay_checked: Instant,
+    flows: Arc<Mutex<SharedFlows>>,
+    tables_published_at: SystemTime,
+    state_load_errors: u64,
+    programming: metrics::ProgrammingLatency,
+    /// Per worker: its last published uptime and when it was seen to change.
+    worker_progress: Vec<(u64, Instant)>,
 }
 
 impl Control<'_> {
@@ -188,11 +233,21 @@ impl Control<'_> {
                 Ok(Event::Api(req, reply)) => {
                     let _ = reply.send(self.answer(req));
                 }
+                Ok(Event::Metrics(reply)) => {
+                    let _ = reply.send(self.metrics_snapshot());
+                }
+                Ok(Event::Health(reply)) => {
+                    let _ = reply.send(self.health());
+                }
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
             }
-            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1) {
-                self.publish(next);
+            // From noticing the change (the build is part of programming) to published.
+            let seen = Instant::now();
+            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
+                && self.publish(next)
+            {
+                self.programming.observe(seen.elapsed());
             }
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
@@ -212,6 +267,7 @@ impl Control<'_> {
             self.generation += 1;
             next.generation = self.generation;
             self.tables.store(Arc::new(next));
+            self.tables_published_at = SystemTime::now();
             eprintln!(
                 "kxdp agent: published generation {} (underlay next hops)",
                 self.generation
@@ -219,8 +275,9 @@ impl Control<'_> {
         }
     }
 
-    /// Publishes the next generation; on any error the running one stays.
-    fn publish(&mut self, built: Result<source::Built, String>) {
+    /// Publishes the next generation; on any error the running one stays. Returns whether
+    /// a generation was published.
+    fn publish(&mut self, built: Result<source::Built, String>) -> bool {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
@@ -233,16 +290,87 @@ impl Control<'_> {
                     tracing::error!("generation {next}: programming the XDP maps: {e}");
                 }
                 self.tables.store(Arc::new(tables));
+                self.tables_published_at = SystemTime::now();
                 self.generation = next;
                 eprintln!("kxdp agent: published generation {next}");
+                true
             }
             Err(e) => {
+                self.state_load_errors += 1;
                 tracing::error!(
                     "{}: {e}; keeping generation {}",
                     self.source.describe(),
                     self.generation
                 );
+                false
             }
+        }
+    }
+
+    /// The counters `/metrics` shows; the flow table is locked only to read three numbers.
+    fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let conntrack = match self.flows.lock() {
+            Ok(shared) => metrics::ConntrackSnapshot {
+                entries: shared.flows.len(),
+                capacity: shared.flows.capacity(),
+                evictions: shared.flows.evictions(),
+                expirations: shared.flows.expirations(),
+            },
+            // A worker panicked holding the lock; the numbers are still readable.
+            Err(poisoned) => {
+                let shared = poisoned.into_inner();
+                metrics::ConntrackSnapshot {
+                    entries: shared.flows.len(),
+                    capacity: shared.flows.capacity(),
+                    evictions: shared.flows.evictions(),
+                    expirations: shared.flows.expirations(),
+                }
+            }
+        };
+        metrics::Snapshot {
+            workers: self.ports.published_stats(),
+            conntrack,
+            generation: self.tables.load().generation,
+            tables_published_at: self.tables_published_at,
+            state_load_errors: self.state_load_errors,
+            programming: self.programming.clone(),
+        }
+    }
+
+    /// Healthy while this thread serves events (it is answering) and every worker keeps
+    /// publishing stats. A state directory that fails to load is not unhealthy: the
+    /// running generation keeps forwarding, and the error is logged and counted.
+    fn health(&mut self) -> http::Health {
+        let now = Instant::now();
+        let workers = self.ports.published_stats();
+        self.worker_progress.resize(workers.len(), (u64::MAX, now));
+        let mut stale = Vec::new();
+        for (w, (uptime, changed)) in workers.iter().zip(self.worker_progress.iter_mut()) {
+            if w.uptime_ns != *uptime {
+                *uptime = w.uptime_ns;
+                *changed = now;
+            } else if now.duration_since(*changed) > WORKER_STALE {
+                stale.push(w.id.to_string());
+            }
+        }
+        let problem = if workers.len() != self.opts.workers {
+            Some(format!(
+                "{} of {} workers running",
+                workers.len(),
+                self.opts.workers
+            ))
+        } else if !stale.is_empty() {
+            Some(format!(
+                "workers {} published nothing for {} s",
+                stale.join(","),
+                WORKER_STALE.as_secs()
+            ))
+        } else {
+            None
+        };
+        http::Health {
+            last_updated: self.tables_published_at,
+            problem,
         }
     }
 

@@ -1,0 +1,443 @@
+//! `kxdp agent`'s HTTP endpoints on one node in a network namespace: /readyz and /healthz
+//! as kube-proxy serves them, /metrics validated by `promtool check metrics` and checked for
+//! real values (traffic on the uplink, the table generation, a reload's programming
+//! latency), 404/405 for anything else, and SIGTERM stopping the agent.
+//!
+//! Root only and needs promtool (Debian package prometheus); skipped with a message
+//! otherwise, except under CI=true where it fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const NODE_IP: &str = "192.168.78.1";
+const UPLINK_MAC: &str = "02:78:00:00:00:01";
+const OUTSIDE_IP: &str = "192.168.78.2";
+const METRICS: &str = "127.0.0.1:19249";
+const HEALTHZ: &str = "127.0.0.1:19256";
+/// Datagrams sent to the node's VXLAN port.
+const SENT: u32 = 5;
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+fn can_run() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        assert!(!ci(), "CI=true: the metrics test needs root");
+        eprintln!("skipped: the metrics test needs root");
+        return false;
+    }
+    let promtool = Command::new("promtool").arg("--version").output();
+    if !promtool.is_ok_and(|o| o.status.success()) {
+        assert!(
+            !ci(),
+            "CI=true: promtool is missing (apt-get install prometheus)"
+        );
+        eprintln!("skipped: promtool is missing (apt-get install prometheus)");
+        return false;
+    }
+    true
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ip ...` inside `ns`, entered with nsenter (see tests/agent.rs for why not `ip -n`).
+fn ip_in(ns: &str, args: &[&str]) {
+    let netns = format!("--net=/run/netns/{ns}");
+    let mut all = vec!["nsenter", netns.as_str(), "ip"];
+    all.extend_from_slice(args);
+    run(&all);
+}
+
+/// The test's namespaces, agent and files, removed on drop even when the test panicked.
+struct Lab {
+    namespaces: Vec<String>,
+    agent: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    fn netns(&mut self, name: String) -> String {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        ip_in(&name, &["link", "set", "lo", "up"]);
+        name
+    }
+}
+
+fn write_state(dir: &Path, extra: &str) {
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+  annotations:
+    kxdp.io/underlay-mac: "{UPLINK_MAC}"
+spec:
+  podCIDR: 10.244.1.0/24
+status:
+  addresses:
+  - type: InternalIP
+    address: {NODE_IP}
+{extra}"#
+    );
+    let tmp = dir.join(".cluster.yaml.tmp");
+    std::fs::write(&tmp, manifests).unwrap();
+    std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
+}
+
+struct HttpReply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// Runs `f` on a thread of its own inside network namespace `ns` (setns moves only the
+/// calling thread).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on an open namespace file; moves only this thread.
+        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One HTTP/1.1 request to `addr` from inside network namespace `ns`.
+fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let addr = addr.parse().unwrap();
+    in_netns(ns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .expect("a blank line after the head");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line: {head}"));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Content-Length");
+        assert_eq!(length, body.len(), "Content-Length matches the body");
+        HttpReply {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+        }
+    })
+}
+
+fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the sample `name{labels}` (exact text before the value).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{}{}\nexposition:\n{exposition}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn agent_serves_metrics_healthz_and_readyz() {
+    if !can_run() {
+        return;
+    }
+    let prefix = format!("kxmt{}", std::process::id() % 100_000);
+    let dir = std::env::temp_dir().join(format!("{prefix}-metrics-test"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let mut lab = Lab {
+        namespaces: Vec::new(),
+        agent: None,
+        dir: dir.clone(),
+    };
+    let node = lab.netns(format!("{prefix}-node"));
+    let outside = lab.netns(format!("{prefix}-out"));
+    ip_in(
+        &node,
+        &[
+            "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer", "name", "up0peer",
+            "netns", &outside,
+        ],
+    );
+    ip_in(
+        &node,
+        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "up0"],
+    );
+    ip_in(&node, &["link", "set", "up0", "up"]);
+    ip_in(
+        &outside,
+        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "up0peer"],
+    );
+    ip_in(&outside, &["link", "set", "up0peer", "up"]);
+    let state = dir.join("state");
+    write_state(&state, "");
+    let log = dir.join("agent.log");
+
+    let mut agent = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node}"))
+        .arg(env!("CARGO_BIN_EXE_kxdp"))
+        .args(["agent", "--node", "node1", "--uplink", "up0"])
+        .args(["--metrics-bind-address", METRICS])
+        .args(["--healthz-bind-address", HEALTHZ])
+        .arg("--state")
+        .arg(&state)
+        .arg("--api-socket")
+        .arg(dir.join("agent.sock"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting kxdp agent");
+    let stdout = agent.stdout.take().unwrap();
+    lab.agent = Some(agent);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no readiness line; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert!(ready.starts_with("kxdp agent ready"), "{ready}");
+
+    let readyz = http(&node, "GET", HEALTHZ, "/readyz");
+    assert_eq!(readyz.status, 200, "{}", readyz.body);
+    let healthz = http(&node, "GET", HEALTHZ, "/healthz");
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+    let health: serde_json::Value = serde_json::from_str(&healthz.body).unwrap();
+    for field in ["lastUpdated", "currentTime"] {
+        let t = health[field].as_str().unwrap_or_default();
+        assert!(
+            t.len() == 24 && t.ends_with('Z'),
+            "{field}: {}",
+            healthz.body
+        );
+    }
+    assert!(healthz.head.contains("Content-Type: application/json"));
+    // The metrics address answers the probes too, as kube-proxy's does.
+    assert_eq!(http(&node, "GET", METRICS, "/healthz").status, 200);
+
+    // Traffic the uplink program redirects to the worker: UDP to the node's VXLAN port from
+    // a host that is no node, too short to carry a VXLAN header. The datapath drops it
+    // with a reason.
+    in_netns(&outside, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..SENT {
+            socket
+                .send_to(&[0u8; 4], format!("{NODE_IP}:4789"))
+                .unwrap();
+        }
+    });
+    // Workers publish every ~100 ms: wait for the datagrams to show.
+    let mut exposition = String::new();
+    wait_for("uplink rx in /metrics", Duration::from_secs(10), || {
+        let reply = http(&node, "GET", METRICS, "/metrics");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply
+                .head
+                .contains("Content-Type: text/plain; version=0.0.4")
+        );
+        exposition = reply.body;
+        sample(&exposition, "kxdp_port_rx_packets_total{port=\"uplink\"}")
+            .is_some_and(|n| n >= f64::from(SENT))
+    });
+    promtool_check(&exposition);
+    assert_eq!(sample(&exposition, "kxdp_table_generation"), Some(1.0));
+    // Ethernet + IPv4 + UDP + 4 bytes each.
+    assert!(
+        sample(&exposition, "kxdp_port_rx_bytes_total{port=\"uplink\"}")
+            .is_some_and(|b| b >= f64::from(SENT * 46)),
+        "{exposition}"
+    );
+    let at_least_sent = |n: f64| n >= f64::from(SENT);
+    assert!(
+        sample(&exposition, "kxdp_worker_rx_packets_total{worker=\"0\"}")
+            .is_some_and(at_least_sent)
+    );
+    assert!(
+        sample(
+            &exposition,
+            "kxdp_worker_dropped_packets_total{worker=\"0\"}"
+        )
+        .is_some_and(at_least_sent)
+    );
+    let dropped: f64 = exposition
+        .lines()
+        .filter(|l| l.starts_with("kxdp_packets_dropped_total{reason="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        at_least_sent(dropped),
+        "drops by reason sum to {dropped}:\n{exposition}"
+    );
+    assert!(
+        sample(
+            &exposition,
+            "kxdp_xsk_rx_ring_full_total{port=\"uplink\",worker=\"0\"}"
+        )
+        .is_some()
+    );
+    assert!(
+        sample(
+            &exposition,
+            "kxdp_packets_dropped_total{reason=\"no_route\"}"
+        )
+        .is_some()
+    );
+    assert!(sample(&exposition, "kxdp_conntrack_entries").is_some());
+    assert!(sample(&exposition, "kxdp_conntrack_evictions_total").is_some());
+    assert!(
+        sample(&exposition, "kxdp_worker_busy_ratio{worker=\"0\"}")
+            .is_some_and(|r| (0.0..=1.0).contains(&r))
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            "kxdp_network_programming_duration_seconds_count"
+        ),
+        Some(0.0)
+    );
+    let published = sample(&exposition, "kxdp_tables_last_published_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        published > now - 120.0 && published <= now + 1.0,
+        "published at {published}, now {now}"
+    );
+
+    // A state change: generation 2, and one programming latency observed.
+    write_state(
+        &state,
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+    );
+    wait_for("generation 2 in /metrics", Duration::from_secs(10), || {
+        exposition = http(&node, "GET", METRICS, "/metrics").body;
+        sample(&exposition, "kxdp_table_generation") == Some(2.0)
+    });
+    promtool_check(&exposition);
+    assert_eq!(
+        sample(
+            &exposition,
+            "kxdp_network_programming_duration_seconds_count"
+        ),
+        Some(1.0),
+        "{exposition}"
+    );
+
+    assert_eq!(http(&node, "GET", METRICS, "/nope").status, 404);
+    assert_eq!(http(&node, "GET", HEALTHZ, "/metrics").status, 404);
+    let post = http(&node, "POST", METRICS, "/metrics");
+    assert_eq!(post.status, 405);
+    assert!(post.head.contains("Allow: GET"));
+
+    let mut agent = lab.agent.take().unwrap();
+    // SAFETY: plain kill(2) on the pid of the child this test started.
+    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "agent exit: {status}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
