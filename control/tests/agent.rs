@@ -10,11 +10,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use control::agent_api::{self, AgentStatus, Request};
 
+mod agent_process;
 mod apiserver_double;
+use agent_process::{in_netns, stop_agent, wait_for};
 use apiserver_double::ApiServerDouble;
 
 const NODE_IP: &str = "192.168.79.1";
@@ -343,14 +345,6 @@ fn status(socket: &Path) -> AgentStatus {
         .expect("status body")
 }
 
-fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn xdp_attached(ns: &str, ifname: &str) -> bool {
     let out = command("ip", &["-n", ns, "-d", "link", "show", "dev", ifname])
         .output()
@@ -372,21 +366,6 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
     if is_root() {
         scenario(2);
     }
-}
-
-/// Runs `f` on a thread inside namespace `ns`: sockets it opens live there.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) on a valid namespace fd, for this (new, short-lived) thread only.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// The agent fed by the Kubernetes API (our API server double, the unmodified kube-rs
@@ -478,21 +457,7 @@ fn agent_follows_the_kubernetes_api() {
         || knows("pod-demo-d"),
     );
 
-    let mut agent = lab.agent.take().unwrap();
-    // SAFETY: plain kill(2) on the pid of the child this test started.
-    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(exit) = agent.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(exit.success(), "agent exit {exit}; log:\n{}", read(&log));
+    stop_agent(lab.agent.take().unwrap(), &log);
     // Shutting the double down wakes its listener by connecting to it: from its namespace.
     in_netns(&node, move || drop(api));
 }
@@ -771,26 +736,7 @@ fn scenario(workers: u32) {
     );
 
     // SIGTERM: everything the agent made or attached goes away and it exits 0.
-    let mut agent = lab.agent.take().unwrap();
-    // SAFETY: plain kill(2) on the pid of the child this test started.
-    let rc = unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "agent exit: {status}; log:\n{}",
-        read(&log)
-    );
+    stop_agent(lab.agent.take().unwrap(), &log);
     assert!(!xdp_attached(&node, "up0"));
     let links = run("ip", &["-n", &node, "link", "show"]);
     assert!(

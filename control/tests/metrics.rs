@@ -6,13 +6,15 @@
 //! Root only and needs promtool (Debian package prometheus); skipped with a message
 //! otherwise, except under CI=true where it fails.
 
+mod agent_process;
+use agent_process::{in_netns, stop_agent, wait_for};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NODE_IP: &str = "192.168.78.1";
 const UPLINK_MAC: &str = "02:78:00:00:00:01";
@@ -127,20 +129,6 @@ struct HttpReply {
     body: String,
 }
 
-/// Runs `f` on a thread of its own inside network namespace `ns` (setns moves only the
-/// calling thread).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on an open namespace file; moves only this thread.
-        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// One HTTP/1.1 request to `addr` from inside network namespace `ns`.
 fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
     let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -173,14 +161,6 @@ fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
             body: body.to_string(),
         }
     })
-}
-
-fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The value of the sample `name{labels}` (exact text before the value).
@@ -421,23 +401,5 @@ fn agent_serves_metrics_healthz_and_readyz() {
     assert_eq!(post.status, 405);
     assert!(post.head.contains("Allow: GET"));
 
-    let mut agent = lab.agent.take().unwrap();
-    // SAFETY: plain kill(2) on the pid of the child this test started.
-    assert_eq!(unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "agent exit: {status}; log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    stop_agent(lab.agent.take().unwrap(), &log);
 }
