@@ -7,6 +7,7 @@
 //! front, as `file: Kind namespace/name: field.path: problem`, instead of surfacing later as
 //! a silently missing route.
 
+pub mod changes;
 mod validate;
 
 use std::collections::HashMap;
