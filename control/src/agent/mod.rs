@@ -14,6 +14,7 @@ mod http;
 mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
+mod node_annotations;
 mod source;
 mod underlay;
 
@@ -120,7 +121,13 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         ready.clone(),
     )?;
     let mut source = open_source(opts)?;
-    let Some(first) = first_state(&mut source, opts, &events)? else {
+    // Only the Kubernetes source writes the Node's annotations: a state directory is
+    // somebody else's to edit.
+    let mut annotations = opts
+        .kube
+        .is_some()
+        .then(|| node_annotations::NodeAnnotations::new(&opts.node, &opts.uplink));
+    let Some(first) = first_state(&mut source, opts, &events, annotations.as_mut())? else {
         return Ok(()); // stopped by a signal while waiting for the first state
     };
     log_warnings(&first.warnings);
@@ -171,6 +178,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         tables,
         ports,
         source,
+        annotations,
         generation: 1,
         pod_mtu: host_plan.mtu,
         underlay,
@@ -207,6 +215,8 @@ struct Control<'a> {
     tables: Arc<ArcSwap<Tables>>,
     ports: DatapathPorts,
     source: Source,
+    /// Keeps the own Node's kxdp.io annotations right (Kubernetes source only).
+    annotations: Option<node_annotations::NodeAnnotations>,
     generation: u64,
     pod_mtu: u32,
     underlay: underlay::Underlay,
@@ -252,6 +262,11 @@ impl Control<'_> {
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
                 self.refresh_underlay();
+                if let (Some(annotations), Some(kube)) =
+                    (self.annotations.as_mut(), self.source.kube())
+                {
+                    annotations.tick(kube);
+                }
                 for port in self.ports.close_vanished() {
                     tracing::warn!(port, "interface gone without a CNI DEL: port closed");
                 }
@@ -309,6 +324,7 @@ impl Control<'_> {
 
     /// The counters `/metrics` shows; the flow table is locked only to read three numbers.
     fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let tables = self.tables.load();
         let conntrack = match self.flows.lock() {
             Ok(shared) => metrics::ConntrackSnapshot {
                 entries: shared.flows.len(),
@@ -330,10 +346,14 @@ impl Control<'_> {
         metrics::Snapshot {
             workers: self.ports.published_stats(),
             conntrack,
-            generation: self.tables.load().generation,
+            generation: tables.generation,
             tables_published_at: self.tables_published_at,
             state_load_errors: self.state_load_errors,
             programming: self.programming.clone(),
+            underlay_address: std::net::Ipv4Addr::from(tables.node.underlay_ip).to_string(),
+            underlay_mac: tables.node.underlay_mac.to_string(),
+            node_annotation_patches: self.annotations.as_ref().map_or(0, |a| a.patched),
+            node_annotation_patch_failures: self.annotations.as_ref().map_or(0, |a| a.failed),
         }
     }
 
@@ -477,15 +497,23 @@ fn open_source(opts: &AgentOptions) -> Result<Source, String> {
 }
 
 /// Generation 1: at once from a directory; from the API once every kind has synced (saying
-/// every few seconds which kinds it still waits for). `None` when a signal came first.
+/// every few seconds which kinds it still waits for) and the own Node's annotations were
+/// written when they needed it. `None` when a signal came first.
 fn first_state(
     source: &mut Source,
     opts: &AgentOptions,
     events: &Receiver<Event>,
+    mut annotations: Option<&mut node_annotations::NodeAnnotations>,
 ) -> Result<Option<source::Built>, String> {
     let started = std::time::Instant::now();
     let mut reported = started;
     loop {
+        if let Some(kube) = source.kube().filter(|k| k.synced())
+            && let Some(annotations) = annotations.take()
+        {
+            // Before the first build, so the first tables carry what was written.
+            annotations.at_start(kube);
+        }
         if let Some(built) = source.next(&opts.node, 1) {
             return built.map(Some);
         }
