@@ -498,7 +498,10 @@ fn open_source(opts: &AgentOptions) -> Result<Source, String> {
 
 /// Generation 1: at once from a directory; from the API once every kind has synced (saying
 /// every few seconds which kinds it still waits for) and the own Node's annotations were
-/// written when they needed it. `None` when a signal came first.
+/// written when they needed it. A state from the API this node cannot run on (its Node not
+/// registered yet, or never annotated and the patch refused) is waited out rather than
+/// fatal: the patch is retried with backoff and the next change is built. `None` when a
+/// signal came first.
 fn first_state(
     source: &mut Source,
     opts: &AgentOptions,
@@ -507,15 +510,31 @@ fn first_state(
 ) -> Result<Option<source::Built>, String> {
     let started = std::time::Instant::now();
     let mut reported = started;
+    let mut annotated = false;
+    let mut last_error: Option<String> = None;
     loop {
-        if let Some(kube) = source.kube().filter(|k| k.synced())
-            && let Some(annotations) = annotations.take()
-        {
-            // Before the first build, so the first tables carry what was written.
-            annotations.at_start(kube);
+        if let (Some(kube), Some(annotations)) = (
+            source.kube().filter(|k| k.synced()),
+            annotations.as_deref_mut(),
+        ) {
+            if annotated {
+                annotations.tick(kube);
+            } else {
+                // Before the first build, so the first tables carry what was written.
+                annotations.at_start(kube);
+                annotated = true;
+            }
         }
-        if let Some(built) = source.next(&opts.node, 1) {
-            return built.map(Some);
+        match source.next(&opts.node, 1) {
+            Some(Ok(built)) => return Ok(Some(built)),
+            Some(Err(e)) if source.kube().is_some() => {
+                if last_error.as_ref() != Some(&e) {
+                    tracing::error!("the Kubernetes API's state: {e}; waiting for it to change");
+                    last_error = Some(e);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
         if let Ok(Event::Signal(signal)) = events.try_recv() {
             tracing::info!(signal, "stopping before the first state arrived");
@@ -526,7 +545,8 @@ fn first_state(
             tracing::warn!(
                 waited_s = started.elapsed().as_secs(),
                 unsynced = source.unsynced().join(","),
-                "waiting for the Kubernetes API's first complete state"
+                last_error = last_error.as_deref().unwrap_or(""),
+                "waiting for the Kubernetes API's first complete state this node can run on"
             );
         }
         source.wait(STATE_POLL);
