@@ -388,20 +388,29 @@ fn node_annotations_are_merge_patched_and_watched_back() {
     converge(&mut source, &double, "initial sync");
     let before = double.object("Node", "", "node-a").unwrap();
 
-    let annotations: BTreeMap<String, String> =
-        [("kxdp.io/vtep-address".to_string(), "192.168.50.99".to_string())].into();
+    let annotations: BTreeMap<String, String> = [(
+        "kxdp.io/vtep-address".to_string(),
+        "192.168.50.99".to_string(),
+    )]
+    .into();
     let answered = source
         .patch_node_annotations("node-a", &annotations, TIMEOUT)
         .unwrap();
     assert_eq!(
-        answered.annotations().get("kxdp.io/vtep-address").map(String::as_str),
+        answered
+            .annotations()
+            .get("kxdp.io/vtep-address")
+            .map(String::as_str),
         Some("192.168.50.99")
     );
     let counters = double.counters();
     assert_eq!(counters.patches.len(), 1);
     let sent = &counters.patches[0];
     assert_eq!(sent.content_type, "application/merge-patch+json");
-    assert_eq!(sent.field_manager.as_deref(), Some(control::source::FIELD_MANAGER));
+    assert_eq!(
+        sent.field_manager.as_deref(),
+        Some(control::source::FIELD_MANAGER)
+    );
     assert_eq!(
         sent.body,
         json!({"metadata": {"annotations": {"kxdp.io/vtep-address": "192.168.50.99"}}})
@@ -413,13 +422,20 @@ fn node_annotations_are_merge_patched_and_watched_back() {
     expected["metadata"]["resourceVersion"] = after["metadata"]["resourceVersion"].clone();
     assert_eq!(after, expected);
     assert!(source.wait_for_node("node-a", TIMEOUT, |n| {
-        n.annotations().get("kxdp.io/vtep-address").map(String::as_str) == Some("192.168.50.99")
+        n.annotations()
+            .get("kxdp.io/vtep-address")
+            .map(String::as_str)
+            == Some("192.168.50.99")
     }));
     // translate takes the annotation as node-a's underlay address from now on.
     let state = converge(&mut source, &double, "patched node");
     let config = control::config::AgentConfig::default();
     let tables = translate(&state, &config, "node-b", 2).unwrap().tables;
-    let node_a = tables.remote_nodes.iter().find(|n| n.name == "node-a").unwrap();
+    let node_a = tables
+        .remote_nodes
+        .iter()
+        .find(|n| n.name == "node-a")
+        .unwrap();
     assert_eq!(node_a.underlay_ip, [192, 168, 50, 99]);
 
     double.fail_patches(Some(500));
@@ -436,7 +452,12 @@ fn node_annotations_are_merge_patched_and_watched_back() {
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
     assert_eq!(
-        double.counters().patches.iter().map(|p| p.code).collect::<Vec<_>>(),
+        double
+            .counters()
+            .patches
+            .iter()
+            .map(|p| p.code)
+            .collect::<Vec<_>>(),
         [200, 500, 404]
     );
 }
