@@ -527,13 +527,13 @@ fn first_state(
         }
         match source.next(&opts.node, 1) {
             Some(Ok(built)) => return Ok(Some(built)),
-            Some(Err(e)) if source.kube().is_some() => {
-                if last_error.as_ref() != Some(&e) {
-                    tracing::error!("the Kubernetes API's state: {e}; waiting for it to change");
-                    last_error = Some(e);
-                }
+            Some(Err(e)) if source.kube().is_none() => return Err(e),
+            // Said once per distinct error, not on every change.
+            Some(Err(e)) if last_error.as_ref() != Some(&e) => {
+                tracing::error!("the Kubernetes API's state: {e}; waiting for it to change");
+                last_error = Some(e);
             }
-            Some(Err(e)) => return Err(e),
+            Some(Err(_)) => {}
             None => {}
         }
         if let Ok(Event::Signal(signal)) = events.try_recv() {

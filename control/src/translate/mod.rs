@@ -480,12 +480,14 @@ mod tests {
 
     #[test]
     fn the_vtep_annotation_is_the_underlay_address_of_every_node() {
-        let mut cluster = ClusterState::default();
-        cluster.nodes = vec![
-            node("n3", "10.0.0.3", "10.244.3.0/24", Some("fd00::3")),
-            node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9.1")),
-            node("n2", "10.0.0.2", "10.244.2.0/24", Some("192.168.9.2")),
-        ];
+        let mut cluster = ClusterState {
+            nodes: vec![
+                node("n3", "10.0.0.3", "10.244.3.0/24", Some("fd00::3")),
+                node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9.1")),
+                node("n2", "10.0.0.2", "10.244.2.0/24", Some("192.168.9.2")),
+            ],
+            ..ClusterState::default()
+        };
         let config = AgentConfig::default();
         let out = translate(&cluster, &config, "n1", 1).unwrap();
         assert_eq!(out.tables.node.underlay_ip, [192, 168, 9, 1]);
