@@ -966,6 +966,14 @@ fn agent_writes_its_missing_node_annotations() {
             "kxdp.io/vtep-address": NODE_IP,
         })
     );
+    // The first build waited for the watch to bring the patched Node: it never saw the
+    // Node without an underlay MAC.
+    let logged = read(&log);
+    assert!(
+        logged.contains("patched this Node's annotations")
+            && !logged.contains("the Kubernetes API's state:"),
+        "{logged}"
+    );
     // Generation 1 already tunnels from the annotated address, not the InternalIP.
     assert_eq!(metric(&node, "kxdp_table_generation"), Some(1.0));
     assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
