@@ -1067,7 +1067,10 @@ fn agent_survives_a_failing_node_patch_and_retries() {
         .recv_timeout(Duration::from_secs(40))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
     assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
-    assert_eq!(http_get(&node, METRICS, "/readyz").0, 200);
+    // The line is printed just before /readyz turns ready.
+    wait_for("/readyz 200", Duration::from_secs(5), || {
+        http_get(&node, METRICS, "/readyz").0 == 200
+    });
     let failed = api.counters().patches_failed();
     assert!(failed >= 1, "no patch was tried");
     assert_eq!(api.counters().patches_ok(), 0);
