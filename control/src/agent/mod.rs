@@ -14,7 +14,7 @@ mod http;
 mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
-mod source;
+pub(crate) mod source;
 mod underlay;
 
 use std::io::Write;
