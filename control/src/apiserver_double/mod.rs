@@ -2,8 +2,10 @@
 //! running the unmodified kube-rs client against. It is NOT an API server: no TLS, no
 //! authentication or authorisation, no admission, no validation beyond "has a kind and a
 //! name", writes from clients only where a test needs one (objects come from the process
-//! that runs it), six kinds, everything in memory. It exists so tests and `kxdp lab --source api` can feed the agent
-//! through the real client code; never point anything but a test or the lab at it.
+//! that runs it), six kinds, everything in memory. It exists so that tests and
+//! `kxdp lab --source api` can feed the agent through the real client code; never point
+//! anything but a test or the lab at it. `apply` and `delete` panic on what a test should
+//! never hand them; `DirSync` checks objects first, so a manifest directory cannot.
 //!
 //! Used by the integration tests (`control/tests/kube_source.rs`, `agent.rs`) and by the
 //! hidden `kxdp apiserver-double` command (`command.rs`), which serves a manifest
