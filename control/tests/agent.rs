@@ -15,9 +15,8 @@ use std::time::Duration;
 use control::agent_api::{self, AgentStatus, Request};
 
 mod agent_process;
-mod apiserver_double;
 use agent_process::{in_netns, stop_agent, wait_for};
-use apiserver_double::ApiServerDouble;
+use control::apiserver_double::ApiServerDouble;
 
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";

@@ -1,15 +1,13 @@
 //! The Kubernetes source (`control::source::KubeSource`) with the unmodified kube-rs client
-//! against our API server double (tests/apiserver_double): initial sync gating, incremental
+//! against our API server double (control::apiserver_double): initial sync gating, incremental
 //! changes, and convergence after 410 Gone, dropped connections and slow answers, with
 //! every snapshot checked to be, kind by kind, a state the double really had.
-
-mod apiserver_double;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use apiserver_double::{ApiServerDouble, KINDS, Key};
+use control::apiserver_double::{ApiServerDouble, KINDS, Key};
 use control::source::{KubeSource, WatchedKind};
 use control::state::{ClusterState, StateDir, load_state_dir};
 use control::translate::translate;
@@ -166,7 +164,7 @@ fn wait_all_watching(double: &ApiServerDouble) {
     double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
 }
 
-fn all_lists_at_least(counters: &apiserver_double::Counters, n: u64) -> bool {
+fn all_lists_at_least(counters: &control::apiserver_double::Counters, n: u64) -> bool {
     KINDS
         .iter()
         .all(|(kind, _, _)| counters.lists.get(*kind).copied().unwrap_or(0) >= n)

@@ -15,7 +15,7 @@ mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
 mod node_annotations;
-mod source;
+pub(crate) mod source;
 mod underlay;
 
 use std::io::Write;

@@ -1,5 +1,15 @@
-//! A test double of the Kubernetes API server's list/watch protocol, plain HTTP/1.1 on
-//! 127.0.0.1, for running the unmodified kube-rs client against.
+//! A test double of the Kubernetes API server's list/watch protocol, plain HTTP/1.1, for
+//! running the unmodified kube-rs client against. It is NOT an API server: no TLS, no
+//! authentication or authorisation, no admission, no validation beyond "has a kind and a
+//! name", writes from clients only where a test needs one (objects come from the process
+//! that runs it), six kinds, everything in memory. It exists so that tests and
+//! `kxdp lab --source api` can feed the agent through the real client code; never point
+//! anything but a test or the lab at it. `apply` and `delete` panic on what a test should
+//! never hand them; `DirSync` checks objects first, so a manifest directory cannot.
+//!
+//! Used by the integration tests (`control/tests/kube_source.rs`, `agent.rs`) and by the
+//! hidden `kxdp apiserver-double` command (`command.rs`), which serves a manifest
+//! directory (`manifests.rs`) and follows its changes.
 //!
 //! What it speaks (as kube-rs 5's watcher uses it, read from kube-core's `params.rs` and
 //! kube-runtime's `watcher.rs`):
@@ -14,7 +24,11 @@
 //! resource versions (compaction: open watches get 410, old RVs are refused), dropping open
 //! watch connections, pausing event delivery.
 
-#![allow(dead_code)]
+mod command;
+mod manifests;
+
+pub use command::{ApiServerDoubleArgs, READY_PREFIX, main};
+pub use manifests::{DirSync, DirSyncError, SyncReport};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -166,9 +180,19 @@ pub struct ApiServerDouble {
 const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
 
 impl ApiServerDouble {
+    /// Starts on 127.0.0.1 on a free port (for tests).
+    ///
+    /// # Panics
+    /// When no loopback port can be bound: a test cannot go on without its server.
     pub fn start() -> ApiServerDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        ApiServerDouble::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap_or_else(|e| panic!("apiserver double: cannot listen on 127.0.0.1: {e}"))
+    }
+
+    /// Starts listening on `addr` (port 0: any free one; [`url`](Self::url) says which).
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<ApiServerDouble> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         shared.lock().rv = 1;
         let accept_shared = Arc::clone(&shared);
@@ -189,11 +213,11 @@ impl ApiServerDouble {
                 std::thread::spawn(move || serve_connection(&conn_shared, stream));
             }
         });
-        ApiServerDouble {
+        Ok(ApiServerDouble {
             addr,
             shared,
             accept: Some(accept),
-        }
+        })
     }
 
     pub fn url(&self) -> String {
