@@ -81,21 +81,37 @@ fn serve_tcp(listener: &TcpListener, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Answers every line of the connection until the client closes it (or goes quiet for
+/// `CLIENT_TIMEOUT`): one request per connection (`kxdp probe tcp`) and long-lived
+/// connections carrying many (a test watching one connection across table changes) alike.
 fn answer_tcp(stream: TcpStream, name: &str) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut reader = BufReader::new(Read::take(stream, MAX_REQUEST as u64));
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line)?;
-    let request = line.strip_suffix(b"\n").unwrap_or(&line);
-    let mut reply = Vec::with_capacity(name.len() + request.len() + 2);
-    reply.extend_from_slice(name.as_bytes());
-    reply.push(b' ');
-    reply.extend_from_slice(request);
-    reply.push(b'\n');
-    let mut stream = reader.into_inner().into_inner();
-    stream.write_all(&reply)?;
-    stream.flush()
+    loop {
+        line.clear();
+        // Each request line is bounded; the connection as a whole is not.
+        let n = (&mut reader)
+            .take(MAX_REQUEST as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let request = line.strip_suffix(b"\n").unwrap_or(&line);
+        let mut reply = Vec::with_capacity(name.len() + request.len() + 2);
+        reply.extend_from_slice(name.as_bytes());
+        reply.push(b' ');
+        reply.extend_from_slice(request);
+        reply.push(b'\n');
+        writer.write_all(&reply)?;
+        writer.flush()?;
+        if !line.ends_with(b"\n") {
+            // Over-long or unterminated: answered once, then the connection ends.
+            return Ok(());
+        }
+    }
 }
 
 fn serve_udp(socket: &UdpSocket, name: &str) -> io::Result<()> {
