@@ -28,7 +28,7 @@ pub const TARGET_UDP: u16 = 8081;
 const GHOST: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 200);
 /// The other Services' extra endpoint, also podless (no traffic goes to them).
 const OTHER_GHOST: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 201);
-/// Other Services alive at once, at most.
+/// Other Services alive at once, at most (each with a TCP and a UDP port).
 pub const OTHER_SLOTS: usize = 8;
 /// One change in this many is to S's EndpointSlice.
 const S_EVERY: u64 = 5;

@@ -3,6 +3,7 @@
 //! IPAM) and `kxdp probe serve` in the backend pods. Everything it made goes on drop:
 //! processes by PID, namespaces (with their veths and XDP attachments), files.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -287,6 +288,56 @@ impl Node {
                     .sum::<u64>()
             })
             .sum()
+    }
+
+    /// Per pod: datagrams its kernel dropped for a full socket receive buffer (`Udp:
+    /// RcvbufErrors` of its namespace's /proc/net/snmp): losses at the endpoints, which no
+    /// datapath counter can see.
+    pub fn udp_rcvbuf_errors(&self, pods: &[&str]) -> BTreeMap<String, u64> {
+        pods.iter()
+            .map(|pod| {
+                let out = Command::new("nsenter")
+                    .arg(format!("--net=/run/netns/{}-{pod}", self.prefix))
+                    .args(["cat", "/proc/net/snmp"])
+                    .output()
+                    .expect("snmp");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+                let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+                let n = names
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .find(|(name, _)| *name == "RcvbufErrors")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .expect("Udp RcvbufErrors");
+                (pod.to_string(), n)
+            })
+            .collect()
+    }
+
+    /// Every interface's rx and tx drop counters in the node's and `pods`' namespaces
+    /// (`ip -s link`: a veth counts a frame its peer's backlog refused as a tx drop, the
+    /// stack counts a full backlog as an rx drop), keyed "namespace/ifname".
+    pub fn link_drops(&self, pods: &[&str]) -> BTreeMap<String, u64> {
+        let mut namespaces = vec!["node".to_string()];
+        namespaces.extend(pods.iter().map(|p| p.to_string()));
+        let mut drops = BTreeMap::new();
+        for ns in namespaces {
+            let out = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}-{ns}", self.prefix))
+                .args(["ip", "-s", "-j", "link", "show"])
+                .output()
+                .expect("ip -s link");
+            let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+            for link in links.as_array().into_iter().flatten() {
+                let stats = &link["stats64"];
+                let n = stats["rx"]["dropped"].as_u64().unwrap_or(0)
+                    + stats["tx"]["dropped"].as_u64().unwrap_or(0);
+                let name = link["ifname"].as_str().unwrap_or("?");
+                drops.insert(format!("{ns}/{name}"), n);
+            }
+        }
+        drops
     }
 
     pub fn status(&self) -> AgentStatus {
