@@ -125,6 +125,7 @@ impl PacedUdp {
                     s.connect(to).expect("udp connect");
                     s.set_read_timeout(Some(Duration::from_millis(20)))
                         .expect("udp read timeout");
+                    force_receive_buffer(&s);
                     s
                 })
                 .collect::<Vec<_>>()
@@ -220,6 +221,24 @@ impl Drop for PacedUdp {
         self.stop_sending.store(true, Ordering::Relaxed);
         self.stop_receiving.store(true, Ordering::Relaxed);
     }
+}
+
+/// Seconds of slack for the echoes (the default buffer holds ~200 ms of one flow): a
+/// receiving thread of this test descheduled on a busy machine must not look like a loss.
+fn force_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt(2) on an open socket with a pointer to an int and its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
