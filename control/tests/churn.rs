@@ -238,8 +238,9 @@ fn churn_phase(
     let churn_for = started.elapsed();
     let generations = node.status().generation - generation_at_start;
 
-    // The last changes reach the workers under traffic too: a marker pod applied after
-    // them is in the tables, and every worker runs the latest generation.
+    // Traffic goes on until the agent has caught up: a marker pod applied after the last
+    // change is in the tables (its own watch stream, so only nearly a proof that every
+    // EndpointSlice event before it was built too) and every worker runs that generation.
     let marker = Ipv4Addr::new(10, 244, 1, 250);
     api.apply(&cluster::pod("marker", marker));
     wait_for(
