@@ -84,6 +84,8 @@ pub enum Event {
     Metrics(Sender<metrics::Snapshot>),
     /// `/healthz`.
     Health(Sender<http::Health>),
+    /// The Kubernetes source applied a change: build and publish now, not at the next tick.
+    SourceChanged,
 }
 
 /// A worker whose published stats have not moved for this long is taken as dead (they
@@ -121,6 +123,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         ready.clone(),
     )?;
     let mut source = open_source(opts)?;
+    let source_wake = wake_on_source_changes(&source, &events_tx);
     // Only the Kubernetes source writes the Node's annotations: a state directory is
     // somebody else's to edit.
     let mut annotations = opts
@@ -189,6 +192,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         state_load_errors: 0,
         programming: metrics::ProgrammingLatency::default(),
         worker_progress: Vec::new(),
+        source_wake,
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
@@ -229,6 +233,8 @@ struct Control<'a> {
     programming: metrics::ProgrammingLatency,
     /// Per worker: its last published uptime and when it was seen to change.
     worker_progress: Vec<(u64, Instant)>,
+    /// Set while an [`Event::SourceChanged`] is queued (so at most one is).
+    source_wake: Arc<AtomicBool>,
 }
 
 impl Control<'_> {
@@ -249,9 +255,14 @@ impl Control<'_> {
                 Ok(Event::Health(reply)) => {
                     let _ = reply.send(self.health());
                 }
+                Ok(Event::SourceChanged) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
             }
+            // Cleared before the snapshot is taken (every round, so a wake-up consumed
+            // elsewhere cannot leave it set): a change landing after this queues a new
+            // wake-up, one landing before is in the snapshot.
+            self.source_wake.store(false, Ordering::Release);
             // From noticing the change (the build is part of programming) to published.
             let seen = Instant::now();
             if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
@@ -472,6 +483,24 @@ fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Pat
             Err(e) => tracing::warn!("re-opening {}: {e}", pod.port),
         }
     }
+}
+
+/// With the Kubernetes source, every change the watchers apply queues one
+/// [`Event::SourceChanged`] (at most one at a time: a burst of changes is built once), so a
+/// change is published as soon as it is seen, not at the next `STATE_POLL` tick (which
+/// capped the agent at 5 generations a second). A directory is polled as before.
+fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<AtomicBool> {
+    let pending = Arc::new(AtomicBool::new(false));
+    if let Source::Kube { kube, .. } = source {
+        let events = events.clone();
+        let queued = pending.clone();
+        kube.on_change(move || {
+            if !queued.swap(true, Ordering::AcqRel) {
+                let _ = events.send(Event::SourceChanged);
+            }
+        });
+    }
+    pending
 }
 
 fn open_source(opts: &AgentOptions) -> Result<Source, String> {

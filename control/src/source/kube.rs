@@ -93,10 +93,22 @@ struct Progress {
     errors: u64,
 }
 
-#[derive(Debug, Default)]
+/// Called after every change applied to a store (see [`KubeSource::on_change`]).
+type ChangeHook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
 struct Shared {
     progress: Mutex<Progress>,
     changed: Condvar,
+    on_change: Mutex<Option<ChangeHook>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("progress", &*self.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -124,6 +136,13 @@ impl Shared {
         progress.generation += 1;
         drop(progress);
         self.changed.notify_all();
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hook) = hook.as_ref() {
+            hook();
+        }
     }
 
     fn note_error(&self, kind: WatchedKind, error: &watcher::Error) {
@@ -255,6 +274,17 @@ impl KubeSource {
     /// The current state when every kind has synced, whether or not it changed.
     pub fn snapshot(&self) -> Option<ClusterState> {
         self.synced().then(|| self.stores.snapshot())
+    }
+
+    /// Calls `hook` after every change applied to the stores, on the source's own thread
+    /// (so keep it short: a channel send), letting a consumer with an event loop of its own
+    /// react at once instead of polling. Replaces any earlier hook.
+    pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .shared
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
     }
 
     /// Blocks until [`snapshot_if_changed`](Self::snapshot_if_changed) would return a
