@@ -128,6 +128,14 @@ impl Source {
         }
     }
 
+    /// The Kubernetes source, when that is where the state comes from.
+    pub fn kube(&self) -> Option<&KubeSource> {
+        match self {
+            Source::Dir(_) => None,
+            Source::Kube { kube, .. } => Some(kube),
+        }
+    }
+
     /// Blocks up to `timeout` for the first state (the API's initial sync).
     pub fn wait(&self, timeout: std::time::Duration) {
         match self {

@@ -13,11 +13,13 @@
 //! Across kinds there is no common snapshot (the API server has none either); each kind is
 //! some state that kind really had, and changes flow in as they are watched.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ::kube::api::{Patch, PatchParams};
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::runtime::reflector::{self, Store};
 use ::kube::runtime::{WatchStreamExt, watcher};
@@ -91,10 +93,22 @@ struct Progress {
     errors: u64,
 }
 
-#[derive(Debug, Default)]
+/// Called after every change applied to a store (see [`KubeSource::on_change`]).
+type ChangeHook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
 struct Shared {
     progress: Mutex<Progress>,
     changed: Condvar,
+    on_change: Mutex<Option<ChangeHook>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("progress", &*self.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -122,6 +136,13 @@ impl Shared {
         progress.generation += 1;
         drop(progress);
         self.changed.notify_all();
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hook) = hook.as_ref() {
+            hook();
+        }
     }
 
     fn note_error(&self, kind: WatchedKind, error: &watcher::Error) {
@@ -145,6 +166,8 @@ struct Stores {
 pub struct KubeSource {
     /// Owns the watcher tasks; dropping the source shuts them down.
     runtime: Option<Runtime>,
+    /// For the few writes the agent makes (its own Node's annotations).
+    client: Client,
     shared: Arc<Shared>,
     stores: Stores,
     /// The generation the last snapshot handed out was taken at.
@@ -201,6 +224,7 @@ impl KubeSource {
         };
         Ok(KubeSource {
             runtime: Some(runtime),
+            client,
             shared,
             stores,
             published: None,
@@ -252,6 +276,17 @@ impl KubeSource {
         self.synced().then(|| self.stores.snapshot())
     }
 
+    /// Calls `hook` after every change applied to the stores, on the source's own thread
+    /// (so keep it short: a channel send), letting a consumer with an event loop of its own
+    /// react at once instead of polling. Replaces any earlier hook.
+    pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .shared
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
     /// Blocks until [`snapshot_if_changed`](Self::snapshot_if_changed) would return a
     /// snapshot, or `timeout` passes; returns whether it would.
     pub fn wait_for_change(&self, timeout: Duration) -> bool {
@@ -272,6 +307,87 @@ impl KubeSource {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+    }
+}
+
+/// Why a patch of a Node did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum NodePatchError {
+    /// What the API answered (a Status: code, reason, message) or why it could not be
+    /// reached.
+    #[error("{0}")]
+    Api(#[source] ::kube::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the Kubernetes client runtime is shut down")]
+    Stopped,
+}
+
+/// The field manager the agent's writes are recorded under (`metadata.managedFields`).
+pub const FIELD_MANAGER: &str = "kxdp-agent";
+
+impl KubeSource {
+    /// Node `name` as the watch last delivered it (`None` before the first list or when
+    /// the cluster has no such Node).
+    pub fn node(&self, name: &str) -> Option<Node> {
+        self.stores
+            .nodes
+            .get(&reflector::ObjectRef::new(name))
+            .map(|node| Node::clone(&node))
+    }
+
+    /// Blocks until the watch delivered a Node `name` for which `done` holds, or `timeout`
+    /// passes; returns whether it did.
+    pub fn wait_for_node(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&Node) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut progress = self.shared.lock();
+        loop {
+            // The store is updated before the generation is bumped and the condvar
+            // notified, so a change cannot slip between this check and the wait.
+            if self.node(name).is_some_and(|node| done(&node)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            progress = self
+                .shared
+                .changed
+                .wait_timeout(progress, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Sets `annotations` on Node `node` with one JSON merge patch (RFC 7386: the keys given
+    /// are set, every other annotation and field is left alone), field manager
+    /// [`FIELD_MANAGER`]. Runs on this source's runtime and blocks the caller for at most
+    /// `timeout`. Returns the Node as the API answered it.
+    pub fn patch_node_annotations(
+        &self,
+        node: &str,
+        annotations: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Node, NodePatchError> {
+        let runtime = self.runtime.as_ref().ok_or(NodePatchError::Stopped)?;
+        let api: Api<Node> = Api::all(self.client.clone());
+        let body = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        runtime
+            .block_on(async {
+                tokio::time::timeout(timeout, api.patch(node, &params, &Patch::Merge(&body))).await
+            })
+            .map_err(|_| NodePatchError::Timeout(timeout))?
+            .map_err(NodePatchError::Api)
     }
 }
 

@@ -31,9 +31,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use crate::config::AgentConfig;
 use crate::state::ClusterState;
 use k8s::{
-    UNDERLAY_MAC_ANNOTATION, name_of, namespace_of, node_addresses, node_internal_ipv4,
-    node_pod_cidrs, node_underlay_mac, parse_cidr, parse_ip, parse_ip_key, parse_unicast_mac,
-    pod_ips,
+    UNDERLAY_MAC_ANNOTATION, VTEP_ADDRESS_ANNOTATION, name_of, namespace_of, node_addresses,
+    node_pod_cidrs, node_underlay_ipv4, node_underlay_mac, parse_cidr, parse_ip, parse_ip_key,
+    parse_unicast_mac, pod_ips,
 };
 use service_set::ServiceSet;
 
@@ -167,7 +167,7 @@ impl NodeParts {
                 present,
             });
         };
-        let node = local_node(own, node_name)?;
+        let node = local_node(own, node_name, &mut warnings)?;
         let (ports, local_pods, local_pod_by_ip) = local_pods(&cluster.pods, &node, &mut warnings);
         let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
         let remote_node_by_underlay = underlay_index(&remote_nodes, &node, &mut warnings);
@@ -248,12 +248,19 @@ fn own_err(node: &str, field: &str, message: impl Into<String>) -> TranslateErro
 }
 
 /// The own node: underlay address and MAC, PodCIDRs, pod gateway, node addresses.
-fn local_node(own: &Node, name: &str) -> Result<LocalNode, TranslateError> {
-    let underlay_ip = node_internal_ipv4(own).ok_or_else(|| {
+fn local_node(
+    own: &Node,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<LocalNode, TranslateError> {
+    let underlay_ip = node_underlay_ipv4(own, warnings).ok_or_else(|| {
         own_err(
             name,
             "status.addresses",
-            "no IPv4 InternalIP (the VXLAN underlay address)",
+            format!(
+                "no valid {VTEP_ADDRESS_ANNOTATION} annotation and no IPv4 InternalIP \
+                 (the VXLAN underlay address)"
+            ),
         )
     })?;
     let mac_field = format!("metadata.annotations[{UNDERLAY_MAC_ANNOTATION:?}]");
@@ -407,7 +414,7 @@ fn underlay_index(
     for (i, n) in remote.iter().enumerate() {
         if n.underlay_ip == own.underlay_ip {
             warnings.push(format!(
-                "Node {}: InternalIP is also node {}'s: VXLAN from it is not accepted as {}'s",
+                "Node {}: underlay address is also node {}'s: VXLAN from it is not accepted as {}'s",
                 n.name, own.name, n.name
             ));
             continue;
@@ -415,7 +422,7 @@ fn underlay_index(
         if let Some(&first) = index.get(&n.underlay_ip) {
             let first: &RemoteNode = &remote[first];
             warnings.push(format!(
-                "Node {}: InternalIP is also node {}'s: VXLAN from it counts as {}'s",
+                "Node {}: underlay address is also node {}'s: VXLAN from it counts as {}'s",
                 n.name, first.name, first.name
             ));
             continue;
@@ -471,8 +478,10 @@ fn remote_nodes(
             warnings.push(skip("no usable podCIDR".into()));
             continue;
         }
-        let Some(underlay_ip) = node_internal_ipv4(node) else {
-            warnings.push(skip("no IPv4 InternalIP".into()));
+        let Some(underlay_ip) = node_underlay_ipv4(node, warnings) else {
+            warnings.push(skip(format!(
+                "no IPv4 InternalIP and no valid {VTEP_ADDRESS_ANNOTATION}"
+            )));
             continue;
         };
         let underlay_mac = match node_underlay_mac(node).map(parse_unicast_mac) {
@@ -559,6 +568,75 @@ pub fn canonical_dump(tables: &Tables) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, internal_ip: &str, cidr: &str, vtep: Option<&str>) -> Node {
+        let mut annotations = serde_json::json!({UNDERLAY_MAC_ANNOTATION: "02:00:00:00:00:01"});
+        if let Some(v) = vtep {
+            annotations[VTEP_ADDRESS_ANNOTATION] = v.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": internal_ip}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_vtep_annotation_is_the_underlay_address_of_every_node() {
+        let mut cluster = ClusterState {
+            nodes: vec![
+                node("n3", "10.0.0.3", "10.244.3.0/24", Some("fd00::3")),
+                node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9.1")),
+                node("n2", "10.0.0.2", "10.244.2.0/24", Some("192.168.9.2")),
+            ],
+            ..ClusterState::default()
+        };
+        let config = AgentConfig::default();
+        let out = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(out.tables.node.underlay_ip, [192, 168, 9, 1]);
+        let remote: Vec<_> = out
+            .tables
+            .remote_nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.underlay_ip))
+            .collect();
+        // n3's annotation is IPv6: warned about, its InternalIP used.
+        assert_eq!(remote, [("n2", [192, 168, 9, 2]), ("n3", [10, 0, 0, 3])]);
+        assert_eq!(
+            out.tables.remote_node_by_underlay.get(&[192, 168, 9, 2]),
+            Some(&0)
+        );
+        assert_eq!(
+            out.tables.remote_node_by_underlay.get(&[10, 0, 0, 3]),
+            Some(&1)
+        );
+        assert_eq!(
+            out.warnings,
+            [
+                "Node n3: kxdp.io/vtep-address: \"fd00::3\" is IPv6: the VXLAN underlay is IPv4: \
+                 using its InternalIP instead"
+            ]
+        );
+        // Pure: the same input in another order gives the same tables and warnings.
+        cluster.nodes.reverse();
+        let again = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(canonical_dump(&again.tables), canonical_dump(&out.tables));
+        assert_eq!(again.warnings, out.warnings);
+
+        // The own node's invalid annotation: same rule, a warning and its InternalIP.
+        cluster.nodes.retain(|n| name_of(&n.metadata) != "n1");
+        cluster
+            .nodes
+            .push(node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9")));
+        let fallback = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(fallback.tables.node.underlay_ip, [10, 0, 0, 1]);
+        assert!(
+            fallback.warnings[0].starts_with("Node n1: kxdp.io/vtep-address: \"192.168.9\""),
+            "{:?}",
+            fallback.warnings
+        );
+    }
 
     #[test]
     fn unknown_node_lists_the_present_ones() {
