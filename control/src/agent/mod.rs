@@ -15,6 +15,7 @@ mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
 mod node_annotations;
+mod retire;
 pub(crate) mod source;
 mod underlay;
 
@@ -133,7 +134,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let Some(first) = first_state(&mut source, opts, &events, annotations.as_mut())? else {
         return Ok(()); // stopped by a signal while waiting for the first state
     };
-    log_warnings(&first.warnings);
+    let mut warnings = WarningLog::default();
+    warnings.log_new(first.warnings.clone());
     check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
 
     let mut underlay = underlay::Underlay::new(&opts.uplink);
@@ -193,6 +195,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         programming: metrics::ProgrammingLatency::default(),
         worker_progress: Vec::new(),
         source_wake,
+        retired: retire::Retired::default(),
+        warnings,
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
@@ -235,6 +239,9 @@ struct Control<'a> {
     worker_progress: Vec<(u64, Instant)>,
     /// Set while an [`Event::SourceChanged`] is queued (so at most one is).
     source_wake: Arc<AtomicBool>,
+    /// Replaced generations waiting for the workers to let go of them.
+    retired: retire::Retired,
+    warnings: WarningLog,
 }
 
 impl Control<'_> {
@@ -270,6 +277,7 @@ impl Control<'_> {
             {
                 self.programming.observe(seen.elapsed());
             }
+            self.retired.collect();
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
                 self.refresh_underlay();
@@ -292,7 +300,7 @@ impl Control<'_> {
         if let Some(mut next) = underlay::with_kernel_macs(&current, &self.kernel_macs) {
             self.generation += 1;
             next.generation = self.generation;
-            self.tables.store(Arc::new(next));
+            self.retired.publish(&self.tables, next);
             self.tables_published_at = SystemTime::now();
             eprintln!(
                 "kxdp agent: published generation {} (underlay next hops)",
@@ -307,7 +315,7 @@ impl Control<'_> {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
-                log_warnings(&built.warnings);
+                self.warnings.log_new(built.warnings);
                 let tables = match underlay::with_kernel_macs(&built.tables, &self.kernel_macs) {
                     Some(patched) => patched,
                     None => built.tables,
@@ -315,7 +323,7 @@ impl Control<'_> {
                 if let Err(e) = self.ports.sync_maps(&tables) {
                     tracing::error!("generation {next}: programming the XDP maps: {e}");
                 }
-                self.tables.store(Arc::new(tables));
+                self.retired.publish(&self.tables, tables);
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
                 eprintln!("kxdp agent: published generation {next}");
@@ -520,6 +528,7 @@ fn open_source(opts: &AgentOptions) -> Result<Source, String> {
             Ok(Source::Kube {
                 kube: Box::new(kube),
                 config,
+                translator: None,
             })
         }
     }
@@ -667,9 +676,22 @@ pub fn render_stats(stats: &crate::agent_api::AgentStats) -> String {
     out
 }
 
-fn log_warnings(warnings: &[String]) {
-    for w in warnings {
-        tracing::warn!("{w}");
+/// Logs each translation warning when it appears (again after it went away and came
+/// back), not at every generation: with changes arriving many times a second the same
+/// standing warnings would otherwise fill the log.
+#[derive(Debug, Default)]
+struct WarningLog {
+    current: std::collections::HashSet<String>,
+}
+
+impl WarningLog {
+    fn log_new(&mut self, warnings: Vec<String>) {
+        for w in &warnings {
+            if !self.current.contains(w) {
+                tracing::warn!("{w}");
+            }
+        }
+        self.current = warnings.into_iter().collect();
     }
 }
 

@@ -13,7 +13,7 @@
 //! Across kinds there is no common snapshot (the API server has none either); each kind is
 //! some state that kind really had, and changes flow in as they are watched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ::kube::api::{Patch, PatchParams};
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
-use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::reflector::{self, ObjectRef, Store};
 use ::kube::runtime::{WatchStreamExt, watcher};
 use ::kube::{Api, Client, Config, Resource, ResourceExt};
 use futures::StreamExt;
@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
 use crate::state::ClusterState;
+use crate::state::changes::{Change, Kind, Object, ObjectKey};
 
 /// The kinds the source watches, in [`ClusterState`] field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +92,11 @@ struct Progress {
     generation: u64,
     /// Watch/list errors seen (each one retried by kube's backoff).
     errors: u64,
+    /// Objects changed since the last [`KubeSource::updates`].
+    dirty: HashSet<ObjectKey>,
+    /// A kind was (re)listed since then: deletions during a watch gap are only visible
+    /// by comparing whole lists, so the next update is the whole state.
+    relisted: bool,
 }
 
 /// Called after every change applied to a store (see [`KubeSource::on_change`]).
@@ -120,7 +126,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_event<K>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
+    fn note_event<K: Resource>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
         let mut progress = self.lock();
         match event {
             // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
@@ -130,8 +136,13 @@ impl Shared {
                     tracing::info!(%kind, "kube source: initial list complete");
                 }
                 progress.synced[kind.index()] = true;
+                progress.relisted = true;
             }
-            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+                progress
+                    .dirty
+                    .insert(ObjectKey::of(kind.into(), obj.meta()));
+            }
         }
         progress.generation += 1;
         drop(progress);
@@ -149,6 +160,13 @@ impl Shared {
         tracing::warn!(%kind, %error, "kube source: watch error, retrying with backoff");
         self.lock().errors += 1;
     }
+}
+
+/// What [`KubeSource::updates`] hands out.
+#[derive(Debug)]
+pub enum SourceUpdate {
+    Full(ClusterState),
+    Changes(Vec<Change>),
 }
 
 /// Read handles of the six reflector stores.
@@ -269,6 +287,39 @@ impl KubeSource {
         // again, so the next call picks it up; nothing is missed.
         self.published = Some(generation);
         Some(self.stores.snapshot())
+    }
+
+    /// What changed since the last call, once every kind has synced: the whole state the
+    /// first time and after any relist, else the objects that changed, as they are now
+    /// (`Deleted` when gone). `None`: nothing new, or not synced yet.
+    ///
+    /// Keys are noted after the reflector has applied the event to its store, and read
+    /// from the store here: a change landing meanwhile is either already visible or noted
+    /// again for the next call, so nothing is missed.
+    pub fn updates(&mut self) -> Option<SourceUpdate> {
+        let (generation, full, dirty) = {
+            let mut progress = self.shared.lock();
+            if !progress.synced.iter().all(|s| *s) || self.published == Some(progress.generation) {
+                return None;
+            }
+            let full = self.published.is_none() || progress.relisted;
+            progress.relisted = false;
+            (progress.generation, full, std::mem::take(&mut progress.dirty))
+        };
+        self.published = Some(generation);
+        if full {
+            return Some(SourceUpdate::Full(self.stores.snapshot()));
+        }
+        let mut keys: Vec<ObjectKey> = dirty.into_iter().collect();
+        keys.sort();
+        Some(SourceUpdate::Changes(
+            keys.into_iter()
+                .map(|key| match self.stores.object(&key) {
+                    Some(object) => Change::Applied(object),
+                    None => Change::Deleted(key),
+                })
+                .collect(),
+        ))
     }
 
     /// The current state when every kind has synced, whether or not it changed.
@@ -409,6 +460,41 @@ impl Stores {
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
             network_policies: sorted(&self.network_policies),
+        }
+    }
+
+    /// The object at `key` as the store has it now.
+    fn object(&self, key: &ObjectKey) -> Option<Object> {
+        fn get<K>(store: &Store<K>, key: &ObjectKey) -> Option<K>
+        where
+            K: Resource<DynamicType = ()> + Clone,
+        {
+            let mut at = ObjectRef::new(&key.name);
+            if !key.namespace.is_empty() {
+                at = at.within(&key.namespace);
+            }
+            store.get(&at).map(|o| K::clone(&o))
+        }
+        Some(match key.kind {
+            Kind::Node => Object::Node(get(&self.nodes, key)?),
+            Kind::Namespace => Object::Namespace(get(&self.namespaces, key)?),
+            Kind::Pod => Object::Pod(get(&self.pods, key)?),
+            Kind::Service => Object::Service(get(&self.services, key)?),
+            Kind::EndpointSlice => Object::EndpointSlice(get(&self.endpoint_slices, key)?),
+            Kind::NetworkPolicy => Object::NetworkPolicy(get(&self.network_policies, key)?),
+        })
+    }
+}
+
+impl From<WatchedKind> for Kind {
+    fn from(kind: WatchedKind) -> Kind {
+        match kind {
+            WatchedKind::Node => Kind::Node,
+            WatchedKind::Namespace => Kind::Namespace,
+            WatchedKind::Pod => Kind::Pod,
+            WatchedKind::Service => Kind::Service,
+            WatchedKind::EndpointSlice => Kind::EndpointSlice,
+            WatchedKind::NetworkPolicy => Kind::NetworkPolicy,
         }
     }
 }
