@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use control::apiserver_double::{ApiServerDouble, KINDS, Key};
-use control::source::{KubeSource, WatchedKind};
+use control::config::AgentConfig;
+use control::source::{KubeSource, SourceUpdate, WatchedKind};
 use control::state::{ClusterState, StateDir, load_state_dir};
-use control::translate::translate;
+use control::translate::incremental::Translator;
+use control::translate::{Translated, canonical_dump, translate};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -458,4 +460,94 @@ fn node_annotations_are_merge_patched_and_watched_back() {
             .collect::<Vec<_>>(),
         [200, 500, 404]
     );
+}
+
+/// Feeds `source.updates()` into `translator` until its state is what the double has;
+/// returns how many updates were whole states, how many were changes, and the last tables.
+fn converge_updates(
+    source: &mut KubeSource,
+    translator: &mut Translator,
+    double: &ApiServerDouble,
+    what: &str,
+) -> (usize, usize, Translated) {
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut full, mut changes) = (0, 0);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: not converged ({full} full, {changes} changes)"
+        );
+        if !source.wait_for_change(left) {
+            continue;
+        }
+        let Some(update) = source.updates() else {
+            continue;
+        };
+        let generation = (full + changes + 1) as u64;
+        let translated = match update {
+            SourceUpdate::Full(state) => {
+                full += 1;
+                assert_not_partial(double, &state);
+                translator.reset(state, generation).unwrap()
+            }
+            SourceUpdate::Changes(list) => {
+                changes += 1;
+                assert!(!list.is_empty(), "{what}: an empty change list");
+                translator.apply(list, generation).unwrap().0
+            }
+        };
+        if matches_current(double, translator.cluster()) {
+            return (full, changes, translated);
+        }
+    }
+}
+
+/// The incremental result equals translating the same state from scratch.
+fn assert_equals_full(translator: &Translator, got: &Translated, config: &AgentConfig) {
+    let want = translate(
+        translator.cluster(),
+        config,
+        "node-a",
+        got.tables.generation,
+    )
+    .unwrap();
+    assert_eq!(canonical_dump(&got.tables), canonical_dump(&want.tables));
+}
+
+#[test]
+fn updates_are_changes_and_a_whole_state_after_a_relist() {
+    let (double, dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "updates");
+    let mut translator = Translator::new(dir.config.clone(), "node-a");
+    let (full, _, got) = converge_updates(&mut source, &mut translator, &double, "initial sync");
+    assert!(full >= 1, "the first update is the whole state");
+    assert_equals_full(&translator, &got, &dir.config);
+
+    double.apply(&policy("second"));
+    double.apply(&extra_pod(&dir, "added"));
+    double.delete("Pod", "demo", "client");
+    let (full, changes, got) = converge_updates(&mut source, &mut translator, &double, "changes");
+    assert_eq!(full, 0, "plain changes come as changes");
+    assert!(changes >= 1);
+    assert_equals_full(&translator, &got, &dir.config);
+
+    // Deleted while no watch delivers it, history compacted: only a relist shows the
+    // deletion, and it comes as a whole state.
+    wait_all_watching(&double);
+    double.pause_watches(true);
+    double.delete("Pod", "demo", "added");
+    double.compact();
+    double.drop_watches();
+    double.pause_watches(false);
+    let (full, _, got) = converge_updates(&mut source, &mut translator, &double, "after a relist");
+    assert!(full >= 1, "a relist is handed out whole");
+    assert!(
+        translator
+            .cluster()
+            .pods
+            .iter()
+            .all(|p| p.name_any() != "added")
+    );
+    assert_equals_full(&translator, &got, &dir.config);
 }

@@ -128,15 +128,16 @@ impl Source {
             } => {
                 let translator =
                     translator.get_or_insert_with(|| Translator::new(config.clone(), node));
-                let result = match kube.updates()? {
-                    SourceUpdate::Full(cluster) => translator.reset(cluster, generation),
-                    SourceUpdate::Changes(changes) => {
-                        translator.apply(changes, generation).map(|(translated, work)| {
-                            tracing::debug!(?work, generation, "incremental translation");
-                            translated
-                        })
-                    }
-                };
+                let result =
+                    match kube.updates()? {
+                        SourceUpdate::Full(cluster) => translator.reset(cluster, generation),
+                        SourceUpdate::Changes(changes) => translator
+                            .apply(changes, generation)
+                            .map(|(translated, work)| {
+                                tracing::debug!(?work, generation, "incremental translation");
+                                translated
+                            }),
+                    };
                 Some(
                     result
                         .map(|t| Built {

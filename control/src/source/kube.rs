@@ -304,7 +304,11 @@ impl KubeSource {
             }
             let full = self.published.is_none() || progress.relisted;
             progress.relisted = false;
-            (progress.generation, full, std::mem::take(&mut progress.dirty))
+            (
+                progress.generation,
+                full,
+                std::mem::take(&mut progress.dirty),
+            )
         };
         self.published = Some(generation);
         if full {
