@@ -369,7 +369,8 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
 
 /// The agent fed by the Kubernetes API (our API server double, the unmodified kube-rs
 /// client): no tables until every kind has synced, then objects added and deleted reach
-/// the tables, also after the API expired the watches' resource version (410 Gone).
+/// the tables, also after the API expired the watches' resource version (410 Gone), after a
+/// deletion hidden by compaction and cut connections (a relist), and with slow answers.
 #[test]
 fn agent_follows_the_kubernetes_api() {
     if !is_root() {
@@ -455,6 +456,27 @@ fn agent_follows_the_kubernetes_api() {
         Duration::from_secs(30),
         || knows("pod-demo-d"),
     );
+
+    // Deleted while no watch delivers it, history compacted, connections cut: the resumed
+    // watches are refused, the relist shows the deletion, and the agent drops the pod.
+    api.pause_watches(true);
+    api.delete("Pod", "demo", "d");
+    api.compact();
+    api.drop_watches();
+    api.pause_watches(false);
+    wait_for("pod d gone after a relist", Duration::from_secs(30), || {
+        !knows("pod-demo-d")
+    });
+
+    // Slow answers: changes still arrive, later.
+    api.set_delay(Duration::from_millis(300));
+    api.apply(&pod("e", "10.244.1.6"));
+    wait_for(
+        "pod e in the tables with slow answers",
+        Duration::from_secs(30),
+        || knows("pod-demo-e"),
+    );
+    api.set_delay(Duration::ZERO);
 
     stop_agent(lab.agent.take().unwrap(), &log);
     // Shutting the double down wakes its listener by connecting to it: from its namespace.
