@@ -99,7 +99,7 @@ pub enum Source {
         /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
         config: AgentConfig,
         /// Made at the first update; keeps the state between updates.
-        translator: Option<Translator>,
+        translator: Option<Box<Translator>>,
     },
 }
 
@@ -126,8 +126,8 @@ impl Source {
                 config,
                 translator,
             } => {
-                let translator =
-                    translator.get_or_insert_with(|| Translator::new(config.clone(), node));
+                let translator = translator
+                    .get_or_insert_with(|| Box::new(Translator::new(config.clone(), node)));
                 let result =
                     match kube.updates()? {
                         SourceUpdate::Full(cluster) => translator.reset(cluster, generation),

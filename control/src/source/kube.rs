@@ -34,37 +34,8 @@ use tokio::runtime::Runtime;
 use crate::state::ClusterState;
 use crate::state::changes::{Change, Kind, Object, ObjectKey};
 
-/// The kinds the source watches, in [`ClusterState`] field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WatchedKind {
-    Node,
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    NetworkPolicy,
-}
-
-impl WatchedKind {
-    pub const ALL: [WatchedKind; 6] = [
-        WatchedKind::Node,
-        WatchedKind::Namespace,
-        WatchedKind::Pod,
-        WatchedKind::Service,
-        WatchedKind::EndpointSlice,
-        WatchedKind::NetworkPolicy,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for WatchedKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+/// The kinds the source watches: the kinds kxdp reads.
+pub type WatchedKind = Kind;
 
 /// Why the source could not start. Watch errors after the start are not errors of the
 /// source: kube retries them with backoff and [`KubeSource::watch_errors`] counts them.
@@ -132,16 +103,14 @@ impl Shared {
             // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
             watcher::Event::Init | watcher::Event::InitApply(_) => return,
             watcher::Event::InitDone => {
-                if !progress.synced[kind.index()] {
+                if !progress.synced[kind as usize] {
                     tracing::info!(%kind, "kube source: initial list complete");
                 }
-                progress.synced[kind.index()] = true;
+                progress.synced[kind as usize] = true;
                 progress.relisted = true;
             }
             watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
-                progress
-                    .dirty
-                    .insert(ObjectKey::of(kind.into(), obj.meta()));
+                progress.dirty.insert(ObjectKey::of(kind, obj.meta()));
             }
         }
         progress.generation += 1;
@@ -259,7 +228,7 @@ impl KubeSource {
         let progress = self.shared.lock();
         WatchedKind::ALL
             .into_iter()
-            .filter(|k| !progress.synced[k.index()])
+            .filter(|&k| !progress.synced[k as usize])
             .collect()
     }
 
@@ -345,10 +314,19 @@ impl KubeSource {
     /// Blocks until [`snapshot_if_changed`](Self::snapshot_if_changed) would return a
     /// snapshot, or `timeout` passes; returns whether it would.
     pub fn wait_for_change(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |progress| {
+            progress.synced.iter().all(|s| *s) && self.published != Some(progress.generation)
+        })
+    }
+
+    /// Blocks until `done` holds (checked now and after every change), or `timeout`
+    /// passes; returns whether it held. Stores are updated before the generation is bumped
+    /// and the condvar notified, so a change cannot slip between a check and the wait.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&Progress) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut progress = self.shared.lock();
         loop {
-            if progress.synced.iter().all(|s| *s) && self.published != Some(progress.generation) {
+            if done(&progress) {
                 return true;
             }
             let now = Instant::now();
@@ -399,25 +377,7 @@ impl KubeSource {
         timeout: Duration,
         done: impl Fn(&Node) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut progress = self.shared.lock();
-        loop {
-            // The store is updated before the generation is bumped and the condvar
-            // notified, so a change cannot slip between this check and the wait.
-            if self.node(name).is_some_and(|node| done(&node)) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            progress = self
-                .shared
-                .changed
-                .wait_timeout(progress, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        self.wait_until(timeout, |_| self.node(name).is_some_and(|node| done(&node)))
     }
 
     /// Sets `annotations` on Node `node` with one JSON merge patch (RFC 7386: the keys given
@@ -487,19 +447,6 @@ impl Stores {
             Kind::EndpointSlice => Object::EndpointSlice(get(&self.endpoint_slices, key)?),
             Kind::NetworkPolicy => Object::NetworkPolicy(get(&self.network_policies, key)?),
         })
-    }
-}
-
-impl From<WatchedKind> for Kind {
-    fn from(kind: WatchedKind) -> Kind {
-        match kind {
-            WatchedKind::Node => Kind::Node,
-            WatchedKind::Namespace => Kind::Namespace,
-            WatchedKind::Pod => Kind::Pod,
-            WatchedKind::Service => Kind::Service,
-            WatchedKind::EndpointSlice => Kind::EndpointSlice,
-            WatchedKind::NetworkPolicy => Kind::NetworkPolicy,
-        }
     }
 }
 
