@@ -26,22 +26,7 @@ const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
 fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the agent test needs root and must not be skipped"
-        );
-        eprintln!("skipped: the agent test needs root");
-    }
-    root
+    agent_process::running_as_root() || agent_process::skip_or_fail("the agent test", "needs root")
 }
 
 /// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
@@ -861,22 +846,8 @@ const ELSEWHERE_IP: &str = "192.168.79.50";
 
 /// One plain HTTP GET from inside `ns`: (status code, body).
 fn http_get(ns: &str, addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
-    in_netns(ns, move || {
-        let mut stream =
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
-        (code, body.to_string())
-    })
+    let reply = agent_process::http(ns, "GET", addr, path);
+    (reply.status, reply.body)
 }
 
 /// The value of the sample `series` (exact text before the value) in /metrics.

@@ -7,10 +7,9 @@
 //! otherwise, except under CI=true where it fails.
 
 mod agent_process;
-use agent_process::{in_netns, stop_agent, wait_for};
+use agent_process::{http, in_netns, running_as_root, skip_or_fail, stop_agent, wait_for};
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -29,18 +28,8 @@ fn ci() -> bool {
 }
 
 fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(!ci(), "CI=true: the metrics test needs root");
-        eprintln!("skipped: the metrics test needs root");
-        return false;
+    if !running_as_root() {
+        return skip_or_fail("the metrics test", "needs root");
     }
     let promtool = Command::new("promtool").arg("--version").output();
     if !promtool.is_ok_and(|o| o.status.success()) {
@@ -121,46 +110,6 @@ status:
     let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, manifests).unwrap();
     std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
-}
-
-struct HttpReply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One HTTP/1.1 request to `addr` from inside network namespace `ns`.
-fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let addr = addr.parse().unwrap();
-    in_netns(ns, move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .expect("a blank line after the head");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("status line: {head}"));
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("Content-Length");
-        assert_eq!(length, body.len(), "Content-Length matches the body");
-        HttpReply {
-            status,
-            head: head.to_string(),
-            body: body.to_string(),
-        }
-    })
 }
 
 /// The value of the sample `name{labels}` (exact text before the value).

@@ -1,9 +1,12 @@
 //! Shared by the tests that run a real `kxdp agent` in a network namespace (agent.rs,
-//! metrics.rs): entering a namespace from a thread, waiting for a condition with a deadline,
-//! and stopping the agent the way an init system does.
+//! metrics.rs, churn.rs): whether they may run, entering a namespace from a thread, waiting
+//! for a condition with a deadline, an HTTP request from inside a namespace, and stopping
+//! the agent the way an init system does.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ExitStatus};
@@ -54,4 +57,67 @@ pub fn stop_agent(mut agent: Child, log: &Path) -> ExitStatus {
         std::fs::read_to_string(log).unwrap_or_default()
     );
     status
+}
+
+/// Whether this process runs as root (effective uid 0, from /proc/self/status).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A test that cannot run here says why and is skipped (returns false); under CI=true it
+/// fails instead: CI has what these tests need.
+pub fn skip_or_fail(test: &str, why: &str) -> bool {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {test} {why} and must not be skipped"
+    );
+    eprintln!("skipped: {test} {why}");
+    false
+}
+
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request to `addr` from inside network namespace `ns`.
+pub fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let addr = addr.parse().unwrap();
+    in_netns(ns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .expect("a blank line after the head");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line: {head}"));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Content-Length");
+        assert_eq!(length, body.len(), "Content-Length matches the body");
+        HttpReply {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+        }
+    })
 }
