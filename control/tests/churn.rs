@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use control::agent_api::AgentStats;
 
 use agent_process::{in_netns, stop_agent, wait_for};
-use control::apiserver_double::ApiServerDouble;
 use cluster::{Churn, SERVICE_IP, ServiceS, TARGET_TCP, TARGET_UDP, TCP_PORT, UDP_PORT};
+use control::apiserver_double::ApiServerDouble;
 use node::{HOST_LOCAL, Node};
 use traffic::{PacedTcp, PacedUdp, TcpConn, sleep_until};
 

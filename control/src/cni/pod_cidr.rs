@@ -233,7 +233,8 @@ mod tests {
 
     #[test]
     fn literal_ranges_and_other_ipam_plugins_are_left_alone() {
-        let literal = json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
+        let literal =
+            json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
         assert_eq!(find(&literal).unwrap(), None);
         let other = json!({"ipam": {"type": "whereabouts", "subnet": "usePodCidr"}});
         assert_eq!(find(&other).unwrap(), None);
