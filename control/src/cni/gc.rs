@@ -118,21 +118,16 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
 /// runtime gave a CNI_PATH to find it in) is ready.
 pub(super) fn status(inv: &Invocation) -> Result<(), CniError> {
     require_1_1(inv, "STATUS")?;
-    let node = match inv.node_facts(&inv.agent()) {
-        Ok(node) => node,
-        Err(e) => return Err(CniError::new(code::NOT_AVAILABLE, e.msg, e.details)),
-    };
+    let not_available = |e: CniError| CniError::new(code::NOT_AVAILABLE, e.msg, e.details);
+    let node = inv.node_facts(&inv.agent()).map_err(not_available)?;
+    // A node without a PodCIDR cannot serve a usePodCidr ADD either.
+    if inv.uses_pod_cidr() {
+        inv.pod_cidrs_of(&node).map_err(not_available)?;
+    }
     if inv.env.path.is_empty() {
         return Ok(());
     }
-    // A node without a PodCIDR cannot serve a usePodCidr ADD either.
-    inv.ipam(NodeRanges::Known(&node))
-        .map_err(|e| match e.code {
-            code::TRY_AGAIN_LATER => CniError::new(code::NOT_AVAILABLE, e.msg, e.details),
-            _ => e,
-        })?
-        .status()
-        .map(drop)
+    inv.ipam(NodeRanges::Known(&node))?.status().map(drop)
 }
 
 fn require_1_1(inv: &Invocation, command: &str) -> Result<(), CniError> {

@@ -5,7 +5,9 @@
 //! addresses from the IPAM plugin, MACs derived from addresses (`0a:58:<IPv4>`), the
 //! default route via the node's pod gateway, tx checksum offload off in the pod, a /32 route
 //! and a permanent neighbour entry on the host side, then the agent's `add_port`. Any failure
-//! undoes everything done so far. DEL is idempotent and succeeds without the agent. CHECK
+//! undoes everything done so far. A host-local range of `usePodCidr` becomes the node's
+//! PodCIDRs as the agent reports them (`pod_cidr`), so one configuration serves every node.
+//! DEL is idempotent and succeeds without the agent. CHECK
 //! compares the live state with the ADD result. GC removes attachments the runtime no
 //! longer lists. See README.md "CNI plugin".
 
@@ -225,11 +227,16 @@ impl Invocation {
         Ipam::new(ipam_type, &self.env.path, config, &self.conf.cni_version)
     }
 
+    /// Whether host-local's range is `usePodCidr`.
+    fn uses_pod_cidr(&self) -> bool {
+        self.pod_cidr.is_some()
+    }
+
     /// The agent's status; when `usePodCidr` depends on it, an unreachable agent's error
     /// says so.
     fn node_facts(&self, agent: &Agent) -> Result<NodeFacts, CniError> {
         agent.status().map_err(|mut e| {
-            if self.pod_cidr.is_some() {
+            if self.uses_pod_cidr() {
                 e.details = format!(
                     "{}; the configuration's host-local range is {:?}, which only the agent \
                      can turn into this node's PodCIDRs",
