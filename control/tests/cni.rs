@@ -946,3 +946,374 @@ fn dual_stack() {
     assert!(!reserved(&dir.0, &network, "10.244.1.2"));
     assert!(!reserved(&dir.0, &network, "fd00:10:244:1::2"));
 }
+
+/// host-local over `usePodCidr`: the range the runtime's configuration names on every node.
+fn use_pod_cidr(dir: &Path) -> Value {
+    json!({"type": "host-local", "ranges": [[{"subnet": "usePodCidr"}]], "dataDir": dir.join("ipam")})
+}
+
+/// host-local's leases of `container` in `network` (the files naming it).
+fn leases_of(dir: &Path, network: &str, container: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("ipam").join(network)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|text| text.lines().next().map(str::trim) == Some(container))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A real `kxdp agent` for node1 (one worker, uplink `up0`) in `node`, fed by a state
+/// directory whose Node has PodCIDR 10.244.7.0/24; SIGTERM (then SIGKILL) on drop.
+struct RealAgent {
+    child: Option<std::process::Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+const REAL_POD_CIDR: &str = "10.244.7.0/24";
+
+impl RealAgent {
+    fn start(dir: &Path, node: &Netns, outside: &Netns) -> RealAgent {
+        node.ip(&[
+            "link",
+            "add",
+            "up0",
+            "address",
+            "02:77:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0peer",
+            "netns",
+            &outside.name,
+        ]);
+        node.ip(&["addr", "add", "192.168.77.1/24", "dev", "up0"]);
+        node.ip(&["link", "set", "up0", "up"]);
+        outside.ip(&["link", "set", "up0peer", "up"]);
+        let state = dir.join("agent-state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::write(
+            state.join("cluster.yaml"),
+            format!(
+                r#"apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+  annotations:
+    kxdp.io/underlay-mac: "02:77:00:00:00:01"
+spec:
+  podCIDR: {REAL_POD_CIDR}
+status:
+  addresses:
+  - type: InternalIP
+    address: 192.168.77.1
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+"#
+            ),
+        )
+        .expect("write manifests");
+        let socket = dir.join("real-agent.sock");
+        let log = dir.join("real-agent.log");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", node.path()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_kxdp"))
+            .args([
+                "agent",
+                "--node",
+                "node1",
+                "--uplink",
+                "up0",
+                "--workers",
+                "1",
+            ])
+            .arg("--state")
+            .arg(&state)
+            .arg("--api-socket")
+            .arg(&socket)
+            .arg("--cni-state-dir")
+            .arg(dir.join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("starting kxdp agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let mut agent = RealAgent {
+            child: Some(child),
+            socket,
+            log,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = rx.recv_timeout(std::time::Duration::from_secs(60));
+        match ready {
+            Ok(line) if line.starts_with("kxdp agent ready node=node1") => agent,
+            other => {
+                agent.stop();
+                panic!(
+                    "no readiness line ({other:?}); log:\n{}",
+                    std::fs::read_to_string(&agent.log).unwrap_or_default()
+                )
+            }
+        }
+    }
+
+    fn status(&self) -> AgentStatus {
+        control::agent_api::call(
+            &self.socket,
+            &Request::Status,
+            std::time::Duration::from_secs(5),
+        )
+        .expect("status call")
+        .into_result()
+        .expect("status answer")
+        .expect("status body")
+    }
+
+    /// SIGTERM to the agent this test started, SIGKILL if it has not exited in 20 s.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn kxp_prefix() -> String {
+    format!("kxp{}", std::process::id())
+}
+
+#[test]
+fn use_pod_cidr_with_a_real_agent() {
+    if !can_run("use_pod_cidr_with_a_real_agent") {
+        return;
+    }
+    let p = kxp_prefix();
+    let dir = TempDir::new("kxp-real");
+    let node = Netns::new(format!("{p}-rnode"));
+    let outside = Netns::new(format!("{p}-rout"));
+    let pod1_ns = Netns::new(format!("{p}-rpod1"));
+    let pod2_ns = Netns::new(format!("{p}-rpod2"));
+    let mut agent = RealAgent::start(&dir.0, &node, &outside);
+    assert_eq!(agent.status().pod_cidrs, vec![REAL_POD_CIDR.to_string()]);
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-rnet");
+    let conf = config(
+        "1.0.0",
+        &network,
+        &dir.0,
+        &agent.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let pod1 = Pod {
+        name: "web-0",
+        netns_path: pod1_ns.path(),
+    };
+    let pod2 = Pod {
+        name: "web-1",
+        netns_path: pod2_ns.path(),
+    };
+    let (c1, c2) = ("kxp-ctr-1", "kxp-ctr-2");
+    let veth1 = host_veth_name(c1, "eth0");
+    let veth2 = host_veth_name(c2, "eth0");
+
+    // ADD: the address comes from the PodCIDR of the agent's Node, the gateway is its first
+    // address, and the agent serves the port (its XDP program is on the host veth).
+    let result = rt.attachment("ADD", c1, &pod1, &conf).expect_ok().json();
+    assert_eq!(
+        result["ips"],
+        json!([{"address": "10.244.7.2/24", "gateway": "10.244.7.1", "interface": 1}]),
+        "{result}"
+    );
+    let addrs = pod1_ns.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    assert_eq!(addrs[0]["addr_info"][0]["local"], "10.244.7.2", "{addrs}");
+    assert_eq!(
+        leases_of(&dir.0, &network, c1),
+        vec!["10.244.7.2".to_string()]
+    );
+    assert!(agent.status().ports.contains(&"pod-demo-web-0".to_string()));
+    let host = node.link(&veth1).expect("host veth");
+    assert!(
+        host.get("xdp").is_some(),
+        "the agent's XDP on {veth1}: {host}"
+    );
+
+    // CHECK with the ADD result (host-local CHECK gets the filled-in range too).
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    rt.attachment("CHECK", c1, &pod1, &check).expect_ok();
+
+    // DEL releases the address, closes the port, removes the veth.
+    rt.attachment("DEL", c1, &pod1, &conf).expect_ok();
+    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(node.link(&veth1).is_none());
+    assert!(!agent.status().ports.contains(&"pod-demo-web-0".to_string()));
+
+    // A pod again, then the agent stops.
+    let result = rt.attachment("ADD", c1, &pod1, &conf).expect_ok().json();
+    let ip1 = result["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    assert!(
+        ip1.starts_with("10.244.7.") && ip1.ends_with("/24"),
+        "{ip1}"
+    );
+    agent.stop();
+
+    // ADD without the agent: try again later, naming usePodCidr, and nothing left behind.
+    let run = rt.attachment("ADD", c2, &pod2, &conf);
+    assert_eq!(run.error_code(), 11, "{}", run.stdout);
+    let details = run.json()["details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(details.contains("usePodCidr"), "{details}");
+    assert!(node.link(&veth2).is_none());
+    assert!(pod2_ns.link("eth0").is_none());
+    assert!(leases_of(&dir.0, &network, c2).is_empty());
+    assert!(
+        !dir.0
+            .join("state")
+            .join(&network)
+            .join(format!("{veth2}.json"))
+            .exists()
+    );
+
+    // DEL without the agent still releases the live pod's address (the stand-in range).
+    let run = rt.attachment("DEL", c1, &pod1, &conf);
+    assert!(run.ok, "{} {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("stand-in"), "{}", run.stderr);
+    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(node.link(&veth1).is_none());
+    let veths = node.veths();
+    assert_eq!(
+        veths,
+        HashSet::from(["up0".to_string()]),
+        "only the uplink is left"
+    );
+}
+
+#[test]
+fn use_pod_cidr_with_a_fake_agent() {
+    if !can_run("use_pod_cidr_with_a_fake_agent") {
+        return;
+    }
+    let p = kxp_prefix();
+    let dir = TempDir::new("kxp-fake");
+    let node = Netns::new(format!("{p}-fnode"));
+    let pod_ns = Netns::new(format!("{p}-fpod"));
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-fnet");
+    let pod = Pod {
+        name: "dual",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kxp-ctr-d";
+
+    // Dual stack: one range set per family, IPv4 first, whatever order the agent says.
+    let dual_dir = dir.0.join("dual");
+    std::fs::create_dir_all(&dual_dir).expect("dir");
+    let agent = FakeAgent::with_cidrs(
+        &dual_dir,
+        &node.name,
+        &["fd00:10:244:1::/64", "10.244.1.0/24"],
+    );
+    let conf = config(
+        "1.0.0",
+        &network,
+        &dir.0,
+        &agent.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let result = rt.attachment("ADD", c, &pod, &conf).expect_ok().json();
+    assert_eq!(
+        result["ips"],
+        json!([
+            {"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 1},
+            {"address": "fd00:10:244:1::2/64", "gateway": "fd00:10:244:1::1", "interface": 1},
+        ])
+    );
+    let mut leases = leases_of(&dir.0, &network, c);
+    leases.sort();
+    assert_eq!(
+        leases,
+        vec!["10.244.1.2".to_string(), "fd00:10:244:1::2".to_string()]
+    );
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    assert!(leases_of(&dir.0, &network, c).is_empty());
+    drop(agent);
+
+    // A node without a PodCIDR: try again later (ADD) and not available (STATUS), nothing
+    // left behind.
+    let bare_dir = dir.0.join("bare");
+    std::fs::create_dir_all(&bare_dir).expect("dir");
+    let bare = FakeAgent::with_cidrs(&bare_dir, &node.name, &[]);
+    let conf = config(
+        "1.1.0",
+        &network,
+        &dir.0,
+        &bare.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let run = rt.attachment("ADD", c, &pod, &conf);
+    assert_eq!(run.error_code(), 11, "{}", run.stdout);
+    assert!(
+        run.json()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no PodCIDR"),
+        "{}",
+        run.stdout
+    );
+    assert!(node.veths().is_empty());
+    assert!(pod_ns.link("eth0").is_none());
+    assert!(leases_of(&dir.0, &network, c).is_empty());
+    let status_env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")];
+    assert_eq!(rt.run(&status_env, &conf.to_string()).error_code(), 50);
+    // DEL still succeeds (nothing to release, the stand-in range parses).
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+
+    // usePodCidr with a fixed gateway fits one node only: a configuration error, found
+    // before the agent is asked anything.
+    bare.take_calls();
+    let mut fixed = conf.clone();
+    fixed["ipam"]["ranges"] = json!([[{"subnet": "usePodCidr", "gateway": "10.244.1.1"}]]);
+    let run = rt.attachment("ADD", c, &pod, &fixed);
+    assert_eq!(run.error_code(), 7, "{}", run.stdout);
+    assert_eq!(bare.take_calls(), vec![]);
+}

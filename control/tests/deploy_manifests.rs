@@ -538,6 +538,27 @@ fn conflist_parses_with_the_cni_plugin() {
     let conf = control::cni::spec::NetConf::parse(&bytes)
         .unwrap_or_else(|e| panic!("kxdp-cni refuses its config: {}", e.to_json("1.0.0")));
     assert_eq!(conf.ipam_type().ok(), Some("host-local"));
+    // One conflist for every node: host-local's range is the node's PodCIDR, which
+    // kxdp-cni asks the agent for, not one node's literal subnet (nor a fixed gateway).
+    assert_eq!(
+        control::cni::pod_cidr::find(&plugin).unwrap_or_else(|e| panic!("{e}")),
+        Some(control::cni::pod_cidr::Site::RangeSet(0)),
+        "the conflist's range is usePodCidr: {}",
+        plugin["ipam"]
+    );
+    let ten_two: datapath::addr::Cidr = "10.244.2.0/24".parse().expect("cidr");
+    let filled = control::cni::pod_cidr::fill(
+        &bytes,
+        control::cni::pod_cidr::Site::RangeSet(0),
+        &[ten_two],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let filled: serde_json::Value = serde_json::from_slice(&filled).expect("filled JSON");
+    assert_eq!(
+        filled["ipam"]["ranges"],
+        serde_json::json!([[{"subnet": "10.244.2.0/24"}]]),
+        "what host-local gets on a node with PodCIDR 10.244.2.0/24"
+    );
 }
 
 /// Runs the init container's script with its mounts (and the image's /usr/local/bin/kxdp-cni)

@@ -8,7 +8,7 @@ use super::ipam::Ipam;
 use super::link::{Ns, Tools, VethPlan, mac_for};
 use super::record::{Record, Records, host_veth_name};
 use super::spec::{CniError, CniResult, Interface, IpConfig, IpPrefix, Route, code};
-use super::{Invocation, require_netns, warn};
+use super::{Invocation, NodeRanges, require_netns, warn};
 
 pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
     let att = inv.attachment()?;
@@ -23,7 +23,6 @@ pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
     let port = inv.env.args.pod_port()?;
     let netns = require_netns(att)?;
     let tools = inv.tools()?;
-    let ipam = inv.ipam()?;
     let host_veth = host_veth_name(&att.container_id, &att.ifname);
 
     // A live attachment must not be touched: refuse before allocating anything, so the
@@ -42,8 +41,10 @@ pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
         )));
     }
     let agent = inv.agent();
-    // Asked first: no agent, no change (the runtime retries on code 11).
-    let node = agent.status()?;
+    // Asked before anything changes: no agent, no change (the runtime retries on code 11).
+    // Its PodCIDRs are the IPAM ranges when the configuration says usePodCidr.
+    let node = inv.node_facts(&agent)?;
+    let ipam = inv.ipam(NodeRanges::Known(&node))?;
 
     let mut undo = Undo::default();
     let steps = Steps {

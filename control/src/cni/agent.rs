@@ -23,6 +23,7 @@ pub struct Agent {
 /// What `status` tells ADD and CHECK, checked for sense.
 #[derive(Debug, Clone)]
 pub struct NodeFacts {
+    pub node: String,
     pub workers: u32,
     pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
@@ -165,6 +166,7 @@ fn facts(status: &AgentStatus) -> Result<NodeFacts, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("pod_cidrs: {e}"))?;
     Ok(NodeFacts {
+        node: status.node.clone(),
         workers: status.workers,
         pod_mtu: status.pod_mtu,
         gateway,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::link::{LinkInfo, Ns, Tools};
 use super::record::host_veth_name;
 use super::spec::{CniError, CniResult, Interface, IpPrefix, code};
-use super::{Invocation, require_netns};
+use super::{Invocation, NodeRanges, require_netns};
 
 pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
     let att = inv.attachment()?;
@@ -99,7 +99,7 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
         },
     };
     agent.check_port(&port, &att.container_id)?;
-    inv.ipam()?.check(&inv.ipam_vars(att))
+    inv.ipam(NodeRanges::Ask)?.check(&inv.ipam_vars(att))
 }
 
 fn mismatch(details: String) -> CniError {

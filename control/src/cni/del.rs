@@ -5,7 +5,7 @@ use super::ipam::{Ipam, IpamVars};
 use super::link::{Ns, Tools};
 use super::record::{Records, host_veth_name};
 use super::spec::{CniError, code};
-use super::{Invocation, warn};
+use super::{Invocation, NodeRanges, warn};
 use crate::cni::agent::Agent;
 
 pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
@@ -27,8 +27,8 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
     let cleanup = Cleanup {
         tools: inv.tools()?,
         // An IPAM plugin that cannot be run still fails DEL, but only after the port and
-        // the veth are gone.
-        ipam: inv.ipam(),
+        // the veth are gone. A usePodCidr range needs no agent here (see ForRelease).
+        ipam: inv.ipam(NodeRanges::ForRelease),
         agent: inv.agent(),
         records,
     };

@@ -14,7 +14,7 @@ use super::ipam::{Delegated, IpamVars};
 use super::link::Ns;
 use super::record::{host_veth_name, is_host_veth_name};
 use super::spec::{CniError, check_version, code};
-use super::{Invocation, warn};
+use super::{Invocation, NodeRanges, warn};
 
 pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
     require_1_1(inv, "GC")?;
@@ -32,7 +32,7 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
         .collect();
     let cleanup = Cleanup {
         tools: inv.tools()?,
-        ipam: inv.ipam(),
+        ipam: inv.ipam(NodeRanges::ForRelease),
         agent: inv.agent(),
         records: inv.records(),
     };
@@ -118,13 +118,16 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
 /// runtime gave a CNI_PATH to find it in) is ready.
 pub(super) fn status(inv: &Invocation) -> Result<(), CniError> {
     require_1_1(inv, "STATUS")?;
-    if let Err(e) = inv.agent().status() {
-        return Err(CniError::new(code::NOT_AVAILABLE, e.msg, e.details));
+    let not_available = |e: CniError| CniError::new(code::NOT_AVAILABLE, e.msg, e.details);
+    let node = inv.node_facts(&inv.agent()).map_err(not_available)?;
+    // A node without a PodCIDR cannot serve a usePodCidr ADD either.
+    if inv.uses_pod_cidr() {
+        inv.pod_cidrs_of(&node).map_err(not_available)?;
     }
     if inv.env.path.is_empty() {
         return Ok(());
     }
-    inv.ipam()?.status().map(drop)
+    inv.ipam(NodeRanges::Known(&node))?.status().map(drop)
 }
 
 fn require_1_1(inv: &Invocation, command: &str) -> Result<(), CniError> {

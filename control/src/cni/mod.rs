@@ -5,13 +5,16 @@
 //! addresses from the IPAM plugin, MACs derived from addresses (`0a:58:<IPv4>`), the
 //! default route via the node's pod gateway, tx checksum offload off in the pod, a /32 route
 //! and a permanent neighbour entry on the host side, then the agent's `add_port`. Any failure
-//! undoes everything done so far. DEL is idempotent and succeeds without the agent. CHECK
+//! undoes everything done so far. A host-local range of `usePodCidr` becomes the node's
+//! PodCIDRs as the agent reports them (`pod_cidr`), so one configuration serves every node.
+//! DEL is idempotent and succeeds without the agent. CHECK
 //! compares the live state with the ADD result. GC removes attachments the runtime no
 //! longer lists. See README.md "CNI plugin".
 
 pub mod agent;
 pub mod ipam;
 pub mod link;
+pub mod pod_cidr;
 pub mod record;
 pub mod spec;
 
@@ -24,9 +27,10 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use self::agent::Agent;
+use self::agent::{Agent, NodeFacts};
 use self::ipam::{Ipam, IpamVars};
 use self::link::Tools;
+use self::pod_cidr::Site;
 use self::record::Records;
 use self::spec::{
     AttachmentEnv, CniError, Command, DEFAULT_STATE_DIR, DEFAULT_VERSION, Env, NetConf,
@@ -82,7 +86,16 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: std::io::Result<Vec<u8>>
         Ok(conf) => conf,
         Err(e) => return failure(&e, &version),
     };
-    let inv = Invocation { env, conf, stdin };
+    let pod_cidr = match pod_cidr_site(&stdin) {
+        Ok(site) => site,
+        Err(e) => return failure(&e, &version),
+    };
+    let inv = Invocation {
+        env,
+        conf,
+        stdin,
+        pod_cidr,
+    };
     let result = match inv.env.command {
         Command::Add => add::add(&inv).and_then(|r| {
             serde_json::to_string(&r)
@@ -109,6 +122,18 @@ fn failure(e: &CniError, version: &str) -> Outcome {
         stdout: e.to_json(version),
         success: false,
     }
+}
+
+/// Where the (already parsed) configuration says `usePodCidr`, checked for sense.
+fn pod_cidr_site(stdin: &[u8]) -> Result<Option<Site>, CniError> {
+    let value: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(
+            code::DECODE,
+            "cannot decode the network configuration",
+            e.to_string(),
+        )
+    })?;
+    pod_cidr::find(&value)
 }
 
 fn sniff_version(stdin: &[u8]) -> Option<String> {
@@ -154,6 +179,20 @@ pub(crate) struct Invocation {
     conf: NetConf,
     /// The configuration exactly as received, for the IPAM plugin.
     stdin: Vec<u8>,
+    /// Where host-local's range is `usePodCidr`, to be filled in from the agent.
+    pod_cidr: Option<Site>,
+}
+
+/// Where the PodCIDRs that fill a `usePodCidr` range come from.
+#[derive(Debug, Clone, Copy)]
+enum NodeRanges<'a> {
+    /// What the agent has just said (ADD, STATUS).
+    Known(&'a NodeFacts),
+    /// The agent, asked now if the configuration needs it; no answer is an error (CHECK).
+    Ask,
+    /// The agent if it answers, else a stand-in range (DEL, GC): releasing works either way,
+    /// see [`pod_cidr::RELEASE_STAND_IN`].
+    ForRelease,
 }
 
 impl Invocation {
@@ -168,13 +207,90 @@ impl Invocation {
         })
     }
 
-    fn ipam(&self) -> Result<Ipam, CniError> {
-        Ipam::new(
-            self.conf.ipam_type()?,
-            &self.env.path,
-            &self.stdin,
-            &self.conf.cni_version,
-        )
+    /// The IPAM plugin, given the configuration with any `usePodCidr` filled in from
+    /// `ranges`.
+    fn ipam(&self, ranges: NodeRanges<'_>) -> Result<Ipam, CniError> {
+        let ipam_type = self.conf.ipam_type()?;
+        let filled;
+        let config = match self.pod_cidr {
+            None => &self.stdin,
+            Some(site) => {
+                let cidrs = match ranges {
+                    NodeRanges::Known(node) => self.pod_cidrs_of(node)?,
+                    NodeRanges::Ask => self.pod_cidrs_of(&self.node_facts(&self.agent())?)?,
+                    NodeRanges::ForRelease => self.pod_cidrs_for_release(),
+                };
+                filled = pod_cidr::fill(&self.stdin, site, &cidrs)?;
+                &filled
+            }
+        };
+        Ipam::new(ipam_type, &self.env.path, config, &self.conf.cni_version)
+    }
+
+    /// Whether host-local's range is `usePodCidr`.
+    fn uses_pod_cidr(&self) -> bool {
+        self.pod_cidr.is_some()
+    }
+
+    /// The agent's status; when `usePodCidr` depends on it, an unreachable agent's error
+    /// says so.
+    fn node_facts(&self, agent: &Agent) -> Result<NodeFacts, CniError> {
+        agent.status().map_err(|mut e| {
+            if self.uses_pod_cidr() {
+                e.details = format!(
+                    "{}; the configuration's host-local range is {:?}, which only the agent \
+                     can turn into this node's PodCIDRs",
+                    e.details,
+                    pod_cidr::USE_POD_CIDR
+                );
+            }
+            e
+        })
+    }
+
+    /// The node's PodCIDRs for `usePodCidr`. None (a Node the control plane has not given
+    /// a PodCIDR yet) is "try again later" (11): the runtime retries the ADD, and the
+    /// PodCIDR is usually assigned moments after the Node registers.
+    fn pod_cidrs_of(&self, node: &NodeFacts) -> Result<Vec<datapath::addr::Cidr>, CniError> {
+        if node.pod_cidrs.is_empty() {
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                "the node has no PodCIDR yet",
+                format!(
+                    "the kxdp agent at {} reports no PodCIDR for node {:?}; the configuration's \
+                     host-local range is {:?}",
+                    self.agent().socket().display(),
+                    node.node,
+                    pod_cidr::USE_POD_CIDR
+                ),
+            ));
+        }
+        Ok(node.pod_cidrs.clone())
+    }
+
+    /// DEL and GC release, which must work with the agent gone (a node being drained, an
+    /// agent crash-looping): host-local's DEL needs a parsable range but releases by
+    /// (container id, ifname) across its whole data directory, so when the agent cannot
+    /// say the PodCIDRs a stand-in range releases the same leases.
+    fn pod_cidrs_for_release(&self) -> Vec<datapath::addr::Cidr> {
+        let agent = self.agent();
+        let why = match agent.status() {
+            Ok(node) if !node.pod_cidrs.is_empty() => return node.pod_cidrs,
+            Ok(node) => format!("the agent reports no PodCIDR for node {:?}", node.node),
+            Err(e) => e.to_string(),
+        };
+        warn(
+            &format!(
+                "{:?}: releasing with the stand-in range {}",
+                pod_cidr::USE_POD_CIDR,
+                pod_cidr::RELEASE_STAND_IN
+            ),
+            &why,
+        );
+        pod_cidr::RELEASE_STAND_IN
+            .parse()
+            .map(|c| vec![c])
+            .unwrap_or_default()
     }
 
     /// The IPAM variables of the runtime's attachment.

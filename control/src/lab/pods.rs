@@ -16,6 +16,7 @@ use super::cmd;
 use super::error::LabError;
 use super::layout::{NAMESPACE, NodePlan, PODS, PodPlan};
 use super::topology;
+use crate::cni::pod_cidr::USE_POD_CIDR;
 
 /// The CNI plugin binary, looked for next to `kxdp`.
 pub const CNI_BINARY: &str = "kxdp-cni";
@@ -38,7 +39,10 @@ pub struct PodRecord {
 
 /// The node's conflist, as a runtime would find it in /etc/cni/net.d (the lab keeps it in
 /// DIR/<node>/): kxdp-cni with the node's agent socket and its attachment records under
-/// DIR/<node>/cni, host-local IPAM over the node's PodCIDR with its leases under DIR/<node>/ipam.
+/// DIR/<node>/cni, host-local IPAM with its leases under DIR/<node>/ipam over `usePodCidr`,
+/// which kxdp-cni fills in with the PodCIDR the node's agent reports (so the range is the
+/// same on every node, as in deploy/kxdp.yaml; only the lab's per-node paths differ, since
+/// the lab's nodes share one filesystem).
 pub fn conflist(lab: &Lab, node: NodePlan) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
@@ -49,10 +53,7 @@ pub fn conflist(lab: &Lab, node: NodePlan) -> Value {
             "stateDir": lab.node_dir(node).join("cni").display().to_string(),
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{
-                    "subnet": node.pod_cidr_string(),
-                    "gateway": node.gateway().to_string(),
-                }]],
+                "ranges": [[{"subnet": USE_POD_CIDR}]],
                 "dataDir": lab.node_dir(node).join("ipam").display().to_string(),
             },
         }],
