@@ -254,7 +254,7 @@ pub fn generate(spec: &ScaleSpec) -> Result<ScaleCluster, SpecError> {
         let n = j * spec.namespaces / spec.pods;
         let ns = &mut by_ns[n];
         let k = ns.pods.len();
-        if k % REPLICAS == 0 {
+        if k.is_multiple_of(REPLICAS) {
             let name = app_name(k / REPLICAS);
             ns.apps.push(App {
                 tier: tier_of(&name),
@@ -338,12 +338,14 @@ pub fn generate(spec: &ScaleSpec) -> Result<ScaleCluster, SpecError> {
         cluster.network_policies.push(policy);
     }
 
-    let mut config = AgentConfig::default();
-    config.cluster_cidrs = vec![
-        CLUSTER_CIDR
-            .parse()
-            .map_err(|e| SpecError(format!("{CLUSTER_CIDR}: {e:?}")))?,
-    ];
+    let config = AgentConfig {
+        cluster_cidrs: vec![
+            CLUSTER_CIDR
+                .parse()
+                .map_err(|e| SpecError(format!("{CLUSTER_CIDR}: {e:?}")))?,
+        ],
+        ..AgentConfig::default()
+    };
     Ok(ScaleCluster {
         cluster,
         config,

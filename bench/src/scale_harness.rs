@@ -309,7 +309,7 @@ pub fn tables_size(tables: &Tables) -> TablesSize {
     let mut size = TablesSize::default();
     for port in &tables.service_ports {
         for set in [&port.cluster, &port.local] {
-            size.maglev += set.maglev.slots().len() * size_of::<u16>();
+            size.maglev += size_of_val(set.maglev.slots());
             size.maglev_tables += 1;
         }
         size.service_ports += size_of::<ServicePort>()
