@@ -91,6 +91,8 @@ pub struct ChangeSample {
     /// (as in the agent, whose workers only hold a generation for one batch).
     pub publish: Duration,
     pub total: Duration,
+    /// On-CPU time of build + publish (this thread's).
+    pub cpu: Option<Duration>,
 }
 
 /// Makes `changes` endpoint changes to random Services' first EndpointSlice (remove one,
@@ -123,6 +125,7 @@ pub fn measure_changes(
         change_slice(&mut scale.cluster.endpoint_slices[index], change, pool);
 
         generation += 1;
+        let cpu_before = thread_cpu_time();
         let start = Instant::now();
         let change_ref = SliceChange {
             index,
@@ -133,11 +136,16 @@ pub fn measure_changes(
         let built = Instant::now();
         published.store(Arc::new(tables));
         let done = Instant::now();
+        let cpu = match (cpu_before, thread_cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
         samples.push(ChangeSample {
             change,
             build: built - start,
             publish: done - built,
             total: done - start,
+            cpu,
         });
         check_published(&published.load(), scale, index, generation)?;
     }
@@ -373,26 +381,40 @@ pub fn tables_size(tables: &Tables) -> TablesSize {
 }
 
 /// Builds every Maglev table of `tables` again from its members and returns how long that
-/// took. Errors if a rebuilt table differs from the published one (then this is not the
-/// work `translate` did).
-pub fn rebuild_maglev(tables: &Tables) -> Result<Duration, String> {
-    let mut spent = Duration::ZERO;
+/// took (the keys are prepared outside the timing). Then rebuilds every `verify_every`th
+/// port's tables again, untimed, and errors if one differs from the published table (then
+/// this would not be the work `translate` did).
+pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, String> {
+    let keys_of = |port: &ServicePort, set: &BackendSet| -> Vec<[u8; 18]> {
+        set.members
+            .iter()
+            .map(|&i| {
+                let b: &Backend = &port.backends[i as usize];
+                maglev::backend_key(b.ip, b.port)
+            })
+            .collect()
+    };
+    let build = |keys: &[[u8; 18]], size: u32, name: &str| {
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        MaglevTable::build(&refs, None, size, maglev::DEFAULT_SEED)
+            .map_err(|e| format!("{name}: Maglev rebuild: {e:?}"))
+    };
+    let mut inputs = Vec::new();
     for port in &tables.service_ports {
         for set in [&port.cluster, &port.local] {
-            let keys: Vec<[u8; 18]> = set
-                .members
-                .iter()
-                .map(|&i| {
-                    let b: &Backend = &port.backends[i as usize];
-                    maglev::backend_key(b.ip, b.port)
-                })
-                .collect();
-            let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            let start = Instant::now();
-            let table = MaglevTable::build(&refs, None, set.maglev.size(), maglev::DEFAULT_SEED)
-                .map_err(|e| format!("{}: Maglev rebuild: {e:?}", port.name))?;
-            spent += start.elapsed();
-            if table.slots() != set.maglev.slots() {
+            inputs.push((keys_of(port, set), set.maglev.size()));
+        }
+    }
+    let watch = Stopwatch::start();
+    for (keys, size) in &inputs {
+        std::hint::black_box(build(keys, *size, "")?);
+    }
+    let spent = watch.stop();
+
+    for port in tables.service_ports.iter().step_by(verify_every.max(1)) {
+        for set in [&port.cluster, &port.local] {
+            let again = build(&keys_of(port, set), set.maglev.size(), &port.name)?;
+            if again.slots() != set.maglev.slots() {
                 return Err(format!(
                     "{}: the rebuilt Maglev table differs from translate's",
                     port.name
@@ -401,6 +423,50 @@ pub fn rebuild_maglev(tables: &Tables) -> Result<Duration, String> {
         }
     }
     Ok(spent)
+}
+
+/// Wall-clock and on-CPU time of one measurement. On a shared machine the wall time counts
+/// waiting for a CPU too; the CPU time (this thread's, from the scheduler) does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Elapsed {
+    pub wall: Duration,
+    /// `None` where /proc/thread-self/schedstat is unavailable.
+    pub cpu: Option<Duration>,
+}
+
+/// Starts a wall-clock and a CPU-time measurement of the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    cpu: Option<Duration>,
+    wall: Instant,
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        // CPU first, wall last, so the wall time does not include reading the CPU time.
+        let cpu = thread_cpu_time();
+        Stopwatch {
+            cpu,
+            wall: Instant::now(),
+        }
+    }
+
+    pub fn stop(&self) -> Elapsed {
+        let wall = self.wall.elapsed();
+        let cpu = match (self.cpu, thread_cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        Elapsed { wall, cpu }
+    }
+}
+
+/// Time the calling thread has spent on a CPU: the first field of
+/// /proc/thread-self/schedstat, in nanoseconds.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 #[cfg(test)]
@@ -475,7 +541,7 @@ mod tests {
         let tables = translate(&scale.cluster, &scale.config, &scale.node_under_test, 1)
             .expect("translates")
             .tables;
-        rebuild_maglev(&tables).expect("same tables");
+        rebuild_maglev(&tables, 1).expect("same tables");
         let size = tables_size(&tables);
         assert_eq!(size.maglev_tables, 2 * tables.service_ports.len());
         assert_eq!(

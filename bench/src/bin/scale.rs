@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bench::scale_cluster::{ScaleSpec, generate};
 use bench::scale_harness::{
-    ChangePath, ChangeSample, FullTranslate, MemStatus, TablesSize, measure_changes, mem_status,
-    percentile, rebuild_maglev, reset_peak_rss, tables_size,
+    ChangePath, ChangeSample, Elapsed, FullTranslate, MemStatus, Stopwatch, TablesSize,
+    measure_changes, mem_status, percentile, rebuild_maglev, reset_peak_rss, tables_size,
 };
 use clap::Parser;
 use control::translate::{policy, translate};
@@ -79,33 +79,54 @@ fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
 }
 
-/// min and median of `runs` timings.
+/// min and median of `runs` timings, wall clock and on-CPU.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     min: Duration,
     median: Duration,
+    cpu_min: Option<Duration>,
+    cpu_median: Option<Duration>,
     runs: usize,
 }
 
+fn min_median(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (
+        v.first().copied().unwrap_or_default(),
+        percentile(&v, 50.0).unwrap_or_default(),
+    )
+}
+
 impl Timing {
-    fn of(mut v: Vec<Duration>) -> Timing {
-        v.sort();
+    fn of(v: Vec<Elapsed>) -> Timing {
+        let (min, median) = min_median(v.iter().map(|e| e.wall).collect());
+        let cpu: Option<Vec<Duration>> = v.iter().map(|e| e.cpu).collect();
+        let cpu = cpu.map(min_median);
         Timing {
-            min: v.first().copied().unwrap_or_default(),
-            median: percentile(&v, 50.0).unwrap_or_default(),
+            min,
+            median,
+            cpu_min: cpu.map(|c| c.0),
+            cpu_median: cpu.map(|c| c.1),
             runs: v.len(),
         }
     }
 
     fn json(&self) -> Value {
-        json!({"min_ms": ms(self.min), "median_ms": ms(self.median), "runs": self.runs})
+        json!({
+            "min_ms": ms(self.min), "median_ms": ms(self.median),
+            "cpu_min_ms": self.cpu_min.map(ms), "cpu_median_ms": self.cpu_median.map(ms),
+            "runs": self.runs,
+        })
     }
 
     fn row(&self, what: &str) {
+        let cpu = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1}", ms(d)));
         println!(
-            "  {what:<44} {:>10.1} ms min {:>10.1} ms median ({} runs)",
+            "  {what:<44} {:>9.1} {:>9.1}   {:>9} {:>9}   {}",
             ms(self.min),
             ms(self.median),
+            cpu(self.cpu_min),
+            cpu(self.cpu_median),
             self.runs
         );
     }
@@ -114,9 +135,9 @@ impl Timing {
 fn times<T>(runs: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<Timing, String> {
     let mut v = Vec::new();
     for _ in 0..runs.max(1) {
-        let start = Instant::now();
+        let watch = Stopwatch::start();
         let out = f()?;
-        v.push(start.elapsed());
+        v.push(watch.stop());
         // The result is freed outside the timing, as a published generation is.
         drop(out);
     }
@@ -173,6 +194,7 @@ impl ChangeReport {
             "total": part(&|s| s.total),
             "build": part(&|s| s.build),
             "publish": part(&|s| s.publish),
+            "cpu": part(&|s| s.cpu.unwrap_or_default()),
         })
     }
 }
@@ -217,9 +239,9 @@ fn run(args: &Args) -> Result<(), String> {
 
     // The first build: timed, weighed, and kept as the published generation.
     let peak_reset = reset_peak_rss();
-    let start = Instant::now();
+    let watch = Stopwatch::start();
     let first = translate(&scale.cluster, &config, &node, 1).map_err(|e| e.to_string())?;
-    let first_build = start.elapsed();
+    let first_build = watch.stop();
     let built = mem_status().unwrap_or_default();
     if !first.warnings.is_empty() {
         return Err(format!(
@@ -236,9 +258,9 @@ fn run(args: &Args) -> Result<(), String> {
     // More builds of the same for min/median (each freed before the next).
     let mut builds = vec![first_build];
     for _ in 1..args.runs.max(1) {
-        let start = Instant::now();
+        let watch = Stopwatch::start();
         let t = translate(&scale.cluster, &config, &node, 1).map_err(|e| e.to_string())?;
-        builds.push(start.elapsed());
+        builds.push(watch.stop());
         drop(t);
     }
     let build = Timing::of(builds);
@@ -325,7 +347,7 @@ fn breakdown(
     })?;
     let mut maglev = Vec::new();
     for _ in 0..args.runs.max(1) {
-        maglev.push(rebuild_maglev(&tables)?);
+        maglev.push(rebuild_maglev(&tables, 97)?);
     }
     Ok(Breakdown {
         services_only,
@@ -360,6 +382,10 @@ fn print_report(args: &Args, r: &Report<'_>) {
         "initial build (translate for one node: {} local pods, {} Service ports)",
         r.local_pods, r.ports
     );
+    println!(
+        "  {:<44} {:>9} {:>9}   {:>9} {:>9}   runs",
+        "ms", "wall min", "median", "CPU min", "median"
+    );
     r.build.row("translate");
     if let Some(b) = r.breakdown {
         b.services_only
@@ -369,10 +395,18 @@ fn print_report(args: &Args, r: &Report<'_>) {
             "  Maglev tables only ({} tables)",
             r.size.maglev_tables
         ));
+        let share = |part: Option<Duration>, whole: Option<Duration>| match (part, whole) {
+            (Some(p), Some(w)) => format!(
+                "{:.0} %",
+                100.0 * p.as_secs_f64() / w.as_secs_f64().max(1e-9)
+            ),
+            _ => "-".to_string(),
+        };
         println!(
-            "  {:<44} {:>10.0} %  (of the median translate)",
+            "  {:<44} {:>9} of the wall median, {} of the CPU median",
             "  Maglev share",
-            100.0 * b.maglev.median.as_secs_f64() / r.build.median.as_secs_f64().max(1e-9)
+            share(Some(b.maglev.median), Some(r.build.median)),
+            share(b.maglev.cpu_median, r.build.cpu_median)
         );
     }
     println!();
@@ -428,21 +462,23 @@ fn print_report(args: &Args, r: &Report<'_>) {
         args.changes
     );
     println!(
-        "  {:<20} {:>12} {:>12} {:>12}   {:>12} {:>12}",
-        "path", "p50 ms", "p99 ms", "max ms", "build p50", "publish p50"
+        "  {:<20} {:>12} {:>12} {:>12}   {:>12} {:>12} {:>12}",
+        "path", "p50 ms", "p99 ms", "max ms", "build p50", "publish p50", "CPU p50"
     );
     for c in r.changes {
         let (p50, p99, max) = c.stat(|s| s.total);
         let (b50, _, _) = c.stat(|s| s.build);
         let (s50, _, _) = c.stat(|s| s.publish);
+        let (c50, _, _) = c.stat(|s| s.cpu.unwrap_or_default());
         println!(
-            "  {:<20} {:>12.2} {:>12.2} {:>12.2}   {:>12.2} {:>12.2}",
+            "  {:<20} {:>12.2} {:>12.2} {:>12.2}   {:>12.2} {:>12.2} {:>12.2}",
             c.name,
             ms(p50),
             ms(p99),
             ms(max),
             ms(b50),
-            ms(s50)
+            ms(s50),
+            ms(c50)
         );
     }
 }
