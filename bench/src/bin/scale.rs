@@ -320,6 +320,9 @@ struct Breakdown {
     services_only: Timing,
     policy_only: Timing,
     maglev: Timing,
+    /// `Tables::clone` of the whole generation: what copy-then-patch would cost per change
+    /// without sharing unchanged parts between generations.
+    clone: Timing,
 }
 
 fn breakdown(
@@ -349,10 +352,12 @@ fn breakdown(
     for _ in 0..args.runs.max(1) {
         maglev.push(rebuild_maglev(&tables, 97)?);
     }
+    let clone = times(args.runs, || Ok(tables.as_ref().clone()))?;
     Ok(Breakdown {
         services_only,
         policy_only,
         maglev: Timing::of(maglev),
+        clone,
     })
 }
 
@@ -408,6 +413,7 @@ fn print_report(args: &Args, r: &Report<'_>) {
             share(Some(b.maglev.median), Some(r.build.median)),
             share(b.maglev.cpu_median, r.build.cpu_median)
         );
+        b.clone.row("Tables::clone of the generation (for scale)");
     }
     println!();
     println!("memory");
@@ -500,6 +506,7 @@ fn report_json(machine: &Value, spec: &ScaleSpec, r: &Report<'_>) -> Value {
             "policy_only": b.policy_only.json(),
             "maglev_only": b.maglev.json(),
             "maglev_tables": s.maglev_tables,
+            "tables_clone": b.clone.json(),
         })),
         "memory": {
             "rss_before_build_kib": r.input.rss_kib,
