@@ -169,6 +169,15 @@ pub struct WorkerSummary {
     /// Share of its life the worker spent in rounds that did work.
     pub busy_ratio: f64,
     pub mean_lock_wait_ns: u64,
+    /// New table generations this worker applied to the shared flow table (one worker
+    /// applies each), the time that took, and the Service flows it ended because their
+    /// endpoint was deleted (UDP and other non-TCP flows; TCP ends at its next packet).
+    #[serde(default)]
+    pub generation_sweeps: u64,
+    #[serde(default)]
+    pub generation_sweep_ns: u64,
+    #[serde(default)]
+    pub flows_ended: u64,
     pub ports: Vec<PortSummary>,
 }
 

@@ -24,6 +24,10 @@ pub enum Command {
     /// The lab's traffic tool (serve, tcp, udp, flood, sink), run inside its namespaces.
     #[command(hide = true)]
     Probe(crate::probe::ProbeArgs),
+    /// A test double of the API server's list/watch protocol serving a manifest directory
+    /// (what `kxdp lab --source api` feeds its agents from). Not an API server.
+    #[command(name = "apiserver-double", hide = true)]
+    ApiServerDouble(crate::apiserver_double::ApiServerDoubleArgs),
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
     Agent(AgentArgs),

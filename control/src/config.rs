@@ -59,8 +59,41 @@ pub struct VxlanConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaglevConfig {
-    /// Slots per lookup table; prime (Maglev's permutation needs it).
+    /// Slots per lookup table; prime (Maglev's permutation needs it). With `by_backends`,
+    /// the largest size used.
     pub table_size: u32,
+    /// `tableSize: auto`: each table is the smallest size of [`AUTO_TABLE_SIZES`] with at
+    /// least [`AUTO_SLOTS_PER_BACKEND`] slots per backend (capped at `table_size`). A Service
+    /// with 10 endpoints then costs 2 KiB instead of 128 KiB: what makes 10k Services fit.
+    /// Every node sizes a Service's cluster-wide table from the same endpoint count, so they
+    /// still agree on backends; a count crossing a step changes the size, which reshuffles
+    /// new flows of that Service (established ones keep their conntrack entries).
+    pub by_backends: bool,
+}
+
+/// The sizes `tableSize: auto` picks from: primes, each about twice the last.
+pub const AUTO_TABLE_SIZES: [u32; 10] = [
+    251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131_071,
+];
+/// Slots per backend `tableSize: auto` aims for: the Maglev paper's M >= 100 N, which keeps
+/// every backend's share within about 1% of even.
+pub const AUTO_SLOTS_PER_BACKEND: u32 = 100;
+
+impl MaglevConfig {
+    /// The table size for a set of `backends`.
+    pub fn size_for(&self, backends: usize) -> u32 {
+        if !self.by_backends {
+            return self.table_size;
+        }
+        let want = u64::try_from(backends)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(AUTO_SLOTS_PER_BACKEND));
+        AUTO_TABLE_SIZES
+            .iter()
+            .copied()
+            .find(|&m| u64::from(m) >= want && m <= self.table_size)
+            .unwrap_or(self.table_size)
+    }
 }
 
 /// Why `kxdp.yaml` was refused. The Display names the offending key.
@@ -95,6 +128,7 @@ impl Default for AgentConfig {
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
             maglev: MaglevConfig {
                 table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+                by_backends: false,
             },
             conntrack: ConntrackConfig::default(),
         }
@@ -147,7 +181,15 @@ struct RawVxlan {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawMaglev {
-    table_size: Option<u64>,
+    table_size: Option<RawTableSize>,
+}
+
+/// `tableSize: 65537` or `tableSize: auto`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTableSize {
+    Slots(u64),
+    Word(String),
 }
 
 impl AgentConfig {
@@ -208,14 +250,25 @@ impl AgentConfig {
             None => defaults.underlay_mtu,
         };
 
+        let mut by_backends = false;
         let table_size = match raw.maglev.unwrap_or_default().table_size {
-            Some(n) if n > u64::from(MAX_MAGLEV_TABLE_SIZE) => {
+            Some(RawTableSize::Word(w)) if w == "auto" => {
+                by_backends = true;
+                defaults.maglev.table_size
+            }
+            Some(RawTableSize::Word(w)) => {
+                return Err(invalid(
+                    "maglev.tableSize",
+                    format!("{w:?} is neither a number of slots nor \"auto\""),
+                ));
+            }
+            Some(RawTableSize::Slots(n)) if n > u64::from(MAX_MAGLEV_TABLE_SIZE) => {
                 return Err(invalid(
                     "maglev.tableSize",
                     format!("{n} is larger than {MAX_MAGLEV_TABLE_SIZE}"),
                 ));
             }
-            Some(n) if !maglev::valid_table_size(n as u32) => {
+            Some(RawTableSize::Slots(n)) if !maglev::valid_table_size(n as u32) => {
                 return Err(invalid(
                     "maglev.tableSize",
                     format!(
@@ -224,7 +277,7 @@ impl AgentConfig {
                     ),
                 ));
             }
-            Some(n) => n as u32,
+            Some(RawTableSize::Slots(n)) => n as u32,
             None => defaults.maglev.table_size,
         };
 
@@ -235,7 +288,10 @@ impl AgentConfig {
             service_cidrs,
             vxlan: VxlanConfig { vni, port },
             underlay_mtu,
-            maglev: MaglevConfig { table_size },
+            maglev: MaglevConfig {
+                table_size,
+                by_backends,
+            },
             conntrack,
         })
     }
@@ -391,6 +447,27 @@ mod tests {
         // A partial section keeps the other key's default.
         let c = AgentConfig::from_yaml("vxlan: {vni: 7}").unwrap();
         assert_eq!(c.vxlan, VxlanConfig { vni: 7, port: 4789 });
+    }
+
+    #[test]
+    fn auto_table_size_follows_the_backend_count() {
+        let c = AgentConfig::from_yaml("maglev: {tableSize: auto}").unwrap();
+        assert!(c.maglev.by_backends);
+        let sizes: Vec<u32> = [0, 1, 2, 3, 10, 11, 100, 655, 656, 5000]
+            .iter()
+            .map(|&n| c.maglev.size_for(n))
+            .collect();
+        assert_eq!(
+            sizes,
+            [251, 251, 251, 509, 1021, 2039, 16381, 65537, 65537, 65537]
+        );
+        for m in AUTO_TABLE_SIZES {
+            assert!(maglev::valid_table_size(m), "{m}");
+        }
+        // Fixed sizes ignore the count.
+        assert_eq!(AgentConfig::default().maglev.size_for(3), 65537);
+        let e = err("maglev: {tableSize: big}");
+        assert!(e.starts_with("maglev.tableSize: "), "{e}");
     }
 
     #[test]

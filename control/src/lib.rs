@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod agent_api;
+pub mod apiserver_double;
 pub mod cli;
 pub mod cni;
 pub mod config;

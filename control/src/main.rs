@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args.into()),
         Command::Lab(args) => control::lab::main(args),
         Command::Probe(args) => control::probe::main(args),
+        Command::ApiServerDouble(args) => control::apiserver_double::main(args),
         Command::Stats(args) => run_stats(&args),
         Command::Agent(args) => match control::agent::run(&args.into()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -15,9 +15,8 @@ use std::time::Duration;
 use control::agent_api::{self, AgentStatus, Request};
 
 mod agent_process;
-mod apiserver_double;
 use agent_process::{in_netns, stop_agent, wait_for};
-use apiserver_double::ApiServerDouble;
+use control::apiserver_double::ApiServerDouble;
 
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
@@ -370,7 +369,8 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
 
 /// The agent fed by the Kubernetes API (our API server double, the unmodified kube-rs
 /// client): no tables until every kind has synced, then objects added and deleted reach
-/// the tables, also after the API expired the watches' resource version (410 Gone).
+/// the tables, also after the API expired the watches' resource version (410 Gone), after a
+/// deletion hidden by compaction and cut connections (a relist), and with slow answers.
 #[test]
 fn agent_follows_the_kubernetes_api() {
     if !is_root() {
@@ -456,6 +456,27 @@ fn agent_follows_the_kubernetes_api() {
         Duration::from_secs(30),
         || knows("pod-demo-d"),
     );
+
+    // Deleted while no watch delivers it, history compacted, connections cut: the resumed
+    // watches are refused, the relist shows the deletion, and the agent drops the pod.
+    api.pause_watches(true);
+    api.delete("Pod", "demo", "d");
+    api.compact();
+    api.drop_watches();
+    api.pause_watches(false);
+    wait_for("pod d gone after a relist", Duration::from_secs(30), || {
+        !knows("pod-demo-d")
+    });
+
+    // Slow answers: changes still arrive, later.
+    api.set_delay(Duration::from_millis(300));
+    api.apply(&pod("e", "10.244.1.6"));
+    wait_for(
+        "pod e in the tables with slow answers",
+        Duration::from_secs(30),
+        || knows("pod-demo-e"),
+    );
+    api.set_delay(Duration::ZERO);
 
     stop_agent(lab.agent.take().unwrap(), &log);
     // Shutting the double down wakes its listener by connecting to it: from its namespace.
@@ -830,4 +851,331 @@ fn kernel_forwarded(ns: &str) -> u64 {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Where the agent serves /metrics and /readyz (its default) in the node namespace.
+const METRICS: &str = "127.0.0.1:10249";
+/// An InternalIP the uplink does not have: the underlay address in use tells whether the
+/// agent's `kxdp.io/vtep-address` (the uplink's address) reached its tables.
+const ELSEWHERE_IP: &str = "192.168.79.50";
+
+/// One plain HTTP GET from inside `ns`: (status code, body).
+fn http_get(ns: &str, addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    in_netns(ns, move || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+        (code, body.to_string())
+    })
+}
+
+/// The value of the sample `series` (exact text before the value) in /metrics.
+fn metric(ns: &str, series: &str) -> Option<f64> {
+    let (code, body) = http_get(ns, METRICS, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn underlay_info(address: &str) -> String {
+    format!("kxdp_underlay_info{{address=\"{address}\",mac=\"{UPLINK_MAC}\"}}")
+}
+
+/// A node namespace with uplink up0 (UPLINK_MAC, NODE_IP/24), a double listening in it
+/// holding the agent test's cluster with node1 replaced by `node1`, and the agent started
+/// against it. Returns (node namespace, double, stdout lines, socket, log).
+fn agent_on_double(
+    lab: &mut Lab,
+    node1: &serde_json::Value,
+    before_start: impl FnOnce(&ApiServerDouble),
+) -> (
+    String,
+    ApiServerDouble,
+    mpsc::Receiver<String>,
+    PathBuf,
+    PathBuf,
+) {
+    let node = lab.netns("node");
+    run(
+        "ip",
+        &[
+            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
+            "name", "up0peer",
+        ],
+    );
+    let cidr = format!("{NODE_IP}/24");
+    run("ip", &["-n", &node, "addr", "add", &cidr, "dev", "up0"]);
+    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
+    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    let api = in_netns(&node, ApiServerDouble::start);
+    for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if object["kind"] == "Node" && object["metadata"]["name"] == "node1" {
+            continue;
+        }
+        api.apply(&object);
+    }
+    api.apply(node1);
+    before_start(&api);
+    let kubeconfig = lab.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    let source = ["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+    let lines = start_agent(lab, &node, &source, &socket, &log);
+    (node, api, lines, socket, log)
+}
+
+fn node1(annotations: serde_json::Value, internal_ip: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node1", "annotations": annotations, "labels": {"keep": "me"}},
+        "spec": {"podCIDR": "10.244.1.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": internal_ip}]},
+    })
+}
+
+fn annotations_of(api: &ApiServerDouble) -> serde_json::Value {
+    api.object("Node", "", "node1").unwrap()["metadata"]["annotations"].clone()
+}
+
+/// A Node without kxdp's annotations: the agent writes both (its uplink's MAC and IPv4
+/// address) with one merge patch before its first tables, which already use them.
+#[test]
+fn agent_writes_its_missing_node_annotations() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::tagged("annot", 1);
+    let bare = node1(serde_json::json!({"someone.else/x": "y"}), ELSEWHERE_IP);
+    let (node, api, lines, _socket, log) = agent_on_double(&mut lab, &bare, |_| {});
+    let ready = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+
+    let counters = api.counters();
+    assert_eq!(counters.patches.len(), 1, "{:?}", counters.patches);
+    let patch = &counters.patches[0];
+    assert_eq!(
+        (patch.code, patch.name.as_str(), patch.content_type.as_str()),
+        (200, "node1", "application/merge-patch+json")
+    );
+    assert_eq!(patch.field_manager.as_deref(), Some("kxdp-agent"));
+    assert_eq!(
+        patch.body,
+        serde_json::json!({"metadata": {"annotations": {
+            "kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP,
+        }}})
+    );
+    assert_eq!(
+        annotations_of(&api),
+        serde_json::json!({
+            "someone.else/x": "y",
+            "kxdp.io/underlay-mac": UPLINK_MAC,
+            "kxdp.io/vtep-address": NODE_IP,
+        })
+    );
+    // The first build waited for the watch to bring the patched Node: it never saw the
+    // Node without an underlay MAC.
+    let logged = read(&log);
+    assert!(
+        logged.contains("patched this Node's annotations")
+            && !logged.contains("the Kubernetes API's state:"),
+        "{logged}"
+    );
+    // Generation 1 already tunnels from the annotated address, not the InternalIP.
+    assert_eq!(metric(&node, "kxdp_table_generation"), Some(1.0));
+    assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
+    assert_eq!(
+        metric(&node, "kxdp_node_annotation_patches_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&node, "kxdp_node_annotation_patch_failures_total"),
+        Some(0.0)
+    );
+
+    // Someone removes one: the agent puts it back on its tick.
+    let mut edited = api.object("Node", "", "node1").unwrap();
+    edited["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kxdp.io/vtep-address");
+    api.apply(&edited);
+    api.wait_counters("the agent re-patching", Duration::from_secs(20), |c| {
+        c.patches.len() == 2
+    });
+    wait_for("the annotation back", Duration::from_secs(10), || {
+        annotations_of(&api)["kxdp.io/vtep-address"] == NODE_IP
+    });
+    assert_eq!(api.counters().patches_ok(), 2);
+
+    stop_agent(lab.agent.take().unwrap(), &log);
+    in_netns(&node, move || drop(api));
+}
+
+/// A Node that already says the right thing is never patched.
+#[test]
+fn agent_leaves_correct_node_annotations_alone() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::tagged("annok", 1);
+    let right = node1(
+        serde_json::json!({"kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP}),
+        ELSEWHERE_IP,
+    );
+    let (node, api, lines, socket, log) = agent_on_double(&mut lab, &right, |_| {});
+    let ready = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
+    // A pod added through the API proves the agent went on watching and ticking (several
+    // ticks pass meanwhile); still no patch.
+    api.apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "c", "namespace": "demo"},
+        "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"podIP": "10.244.1.4"},
+    }));
+    wait_for("pod c in the tables", Duration::from_secs(15), || {
+        status(&socket)
+            .table_ports
+            .contains(&"pod-demo-c".to_string())
+    });
+    // A claim that something does not happen needs a window to watch: three of the
+    // agent's 1 s ticks, each of which would have patched a Node that needed it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(api.counters().patches, [], "a correct Node was patched");
+    assert_eq!(
+        metric(&node, "kxdp_node_annotation_patches_total"),
+        Some(0.0)
+    );
+
+    stop_agent(lab.agent.take().unwrap(), &log);
+    in_netns(&node, move || drop(api));
+}
+
+/// The API refusing the patch (500) leaves the agent running and ready on the Node as it
+/// is, the failures logged with the API's answer and counted; once the API accepts patches
+/// again the agent's tick writes them and the next generation uses them.
+#[test]
+fn agent_survives_a_failing_node_patch_and_retries() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::tagged("annfail", 1);
+    let stale = node1(
+        serde_json::json!({"kxdp.io/underlay-mac": STALE_NODE2_MAC}),
+        ELSEWHERE_IP,
+    );
+    let (node, api, lines, _socket, log) =
+        agent_on_double(&mut lab, &stale, |api| api.fail_patches(Some(500)));
+    let ready = lines
+        .recv_timeout(Duration::from_secs(40))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    // The line is printed just before /readyz turns ready.
+    wait_for("/readyz 200", Duration::from_secs(5), || {
+        http_get(&node, METRICS, "/readyz").0 == 200
+    });
+    let failed = api.counters().patches_failed();
+    assert!(failed >= 1, "no patch was tried");
+    assert_eq!(api.counters().patches_ok(), 0);
+    // Running on the Node as the API has it: the InternalIP.
+    assert_eq!(metric(&node, &underlay_info(ELSEWHERE_IP)), Some(1.0));
+    let counted = metric(&node, "kxdp_node_annotation_patch_failures_total").unwrap();
+    assert!(counted >= failed as f64, "{counted} < {failed}");
+    let logged = read(&log);
+    assert!(
+        logged.contains("patching this Node's annotations failed")
+            && logged.contains("injected fault 500"),
+        "the API's error is not in the log:\n{logged}"
+    );
+    assert_eq!(
+        annotations_of(&api),
+        serde_json::json!({"kxdp.io/underlay-mac": STALE_NODE2_MAC})
+    );
+
+    api.fail_patches(None);
+    api.wait_counters("a patch accepted", Duration::from_secs(90), |c| {
+        c.patches_ok() == 1
+    });
+    wait_for(
+        "the next generation tunnelling from the annotated address",
+        Duration::from_secs(15),
+        || metric(&node, &underlay_info(NODE_IP)) == Some(1.0),
+    );
+    assert_eq!(
+        annotations_of(&api),
+        serde_json::json!({"kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP})
+    );
+    assert_eq!(
+        metric(&node, "kxdp_node_annotation_patches_total"),
+        Some(1.0)
+    );
+    assert!(metric(&node, "kxdp_table_generation").unwrap() >= 2.0);
+    assert_eq!(http_get(&node, METRICS, "/readyz").0, 200);
+
+    stop_agent(lab.agent.take().unwrap(), &log);
+    in_netns(&node, move || drop(api));
+}
+
+/// A Node never annotated and the API refusing every patch: the agent cannot build tables
+/// for it (no underlay MAC), so it stays running and unready, retrying on its tick; once
+/// the API accepts the patch its first tables carry both annotations.
+#[test]
+fn agent_waits_unready_until_its_first_patch_is_accepted() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::tagged("annwait", 1);
+    let bare = node1(serde_json::json!({}), ELSEWHERE_IP);
+    let (node, api, lines, _socket, log) =
+        agent_on_double(&mut lab, &bare, |api| api.fail_patches(Some(500)));
+    // The start's attempts and then at least one on the tick.
+    api.wait_counters(
+        "patches retried on the tick",
+        Duration::from_secs(30),
+        |c| c.patches.len() >= 4,
+    );
+    assert!(
+        lines.try_recv().is_err(),
+        "ready without an underlay MAC; log:\n{}",
+        read(&log)
+    );
+    assert_eq!(http_get(&node, METRICS, "/readyz").0, 503);
+    assert!(
+        lab.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited; log:\n{}",
+        read(&log)
+    );
+
+    api.fail_patches(None);
+    let ready = lines
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(api.counters().patches_ok(), 1);
+    assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
+    assert_eq!(
+        annotations_of(&api),
+        serde_json::json!({"kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP})
+    );
+
+    stop_agent(lab.agent.take().unwrap(), &log);
+    in_netns(&node, move || drop(api));
 }

@@ -1,18 +1,18 @@
 //! The Kubernetes source (`control::source::KubeSource`) with the unmodified kube-rs client
-//! against our API server double (tests/apiserver_double): initial sync gating, incremental
+//! against our API server double (control::apiserver_double): initial sync gating, incremental
 //! changes, and convergence after 410 Gone, dropped connections and slow answers, with
 //! every snapshot checked to be, kind by kind, a state the double really had.
-
-mod apiserver_double;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use apiserver_double::{ApiServerDouble, KINDS, Key};
-use control::source::{KubeSource, WatchedKind};
+use control::apiserver_double::{ApiServerDouble, KINDS, Key};
+use control::config::AgentConfig;
+use control::source::{KubeSource, SourceUpdate, WatchedKind};
 use control::state::{ClusterState, StateDir, load_state_dir};
-use control::translate::translate;
+use control::translate::incremental::Translator;
+use control::translate::{Translated, canonical_dump, translate};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -166,7 +166,7 @@ fn wait_all_watching(double: &ApiServerDouble) {
     double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
 }
 
-fn all_lists_at_least(counters: &apiserver_double::Counters, n: u64) -> bool {
+fn all_lists_at_least(counters: &control::apiserver_double::Counters, n: u64) -> bool {
     KINDS
         .iter()
         .all(|(kind, _, _)| counters.lists.get(*kind).copied().unwrap_or(0) >= n)
@@ -376,4 +376,178 @@ fn a_missing_kubeconfig_is_a_clear_error() {
     let err = KubeSource::from_kubeconfig(Some(&path)).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("kxkb-does-not-exist.kubeconfig"), "{text}");
+}
+
+/// `KubeSource::patch_node_annotations` as kube-rs sends it: a JSON merge patch carrying
+/// only the annotations, field manager `kxdp-agent`; the watch brings the patched Node
+/// back; the API's errors come back as errors, with the code it answered.
+#[test]
+fn node_annotations_are_merge_patched_and_watched_back() {
+    let (double, _dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "patch");
+    converge(&mut source, &double, "initial sync");
+    let before = double.object("Node", "", "node-a").unwrap();
+
+    let annotations: BTreeMap<String, String> = [(
+        "kxdp.io/vtep-address".to_string(),
+        "192.168.50.99".to_string(),
+    )]
+    .into();
+    let answered = source
+        .patch_node_annotations("node-a", &annotations, TIMEOUT)
+        .unwrap();
+    assert_eq!(
+        answered
+            .annotations()
+            .get("kxdp.io/vtep-address")
+            .map(String::as_str),
+        Some("192.168.50.99")
+    );
+    let counters = double.counters();
+    assert_eq!(counters.patches.len(), 1);
+    let sent = &counters.patches[0];
+    assert_eq!(sent.content_type, "application/merge-patch+json");
+    assert_eq!(
+        sent.field_manager.as_deref(),
+        Some(control::source::FIELD_MANAGER)
+    );
+    assert_eq!(
+        sent.body,
+        json!({"metadata": {"annotations": {"kxdp.io/vtep-address": "192.168.50.99"}}})
+    );
+    // Everything else is as it was: the other annotation, spec, status.
+    let mut expected = before.clone();
+    expected["metadata"]["annotations"]["kxdp.io/vtep-address"] = json!("192.168.50.99");
+    let after = double.object("Node", "", "node-a").unwrap();
+    expected["metadata"]["resourceVersion"] = after["metadata"]["resourceVersion"].clone();
+    assert_eq!(after, expected);
+    assert!(source.wait_for_node("node-a", TIMEOUT, |n| {
+        n.annotations()
+            .get("kxdp.io/vtep-address")
+            .map(String::as_str)
+            == Some("192.168.50.99")
+    }));
+    // translate takes the annotation as node-a's underlay address from now on.
+    let state = converge(&mut source, &double, "patched node");
+    let config = control::config::AgentConfig::default();
+    let tables = translate(&state, &config, "node-b", 2).unwrap().tables;
+    let node_a = tables
+        .remote_nodes
+        .iter()
+        .find(|n| n.name == "node-a")
+        .unwrap();
+    assert_eq!(node_a.underlay_ip, [192, 168, 50, 99]);
+
+    double.fail_patches(Some(500));
+    let err = source
+        .patch_node_annotations("node-a", &annotations, TIMEOUT)
+        .unwrap_err();
+    assert!(
+        matches!(&err, control::source::NodePatchError::Api(kube::Error::Api(s)) if s.code == 500),
+        "{err:?}"
+    );
+    double.fail_patches(None);
+    let err = source
+        .patch_node_annotations("nope", &annotations, TIMEOUT)
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert_eq!(
+        double
+            .counters()
+            .patches
+            .iter()
+            .map(|p| p.code)
+            .collect::<Vec<_>>(),
+        [200, 500, 404]
+    );
+}
+
+/// Feeds `source.updates()` into `translator` until its state is what the double has;
+/// returns how many updates were whole states, how many were changes, and the last tables.
+fn converge_updates(
+    source: &mut KubeSource,
+    translator: &mut Translator,
+    double: &ApiServerDouble,
+    what: &str,
+) -> (usize, usize, Translated) {
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut full, mut changes) = (0, 0);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: not converged ({full} full, {changes} changes)"
+        );
+        if !source.wait_for_change(left) {
+            continue;
+        }
+        let Some(update) = source.updates() else {
+            continue;
+        };
+        let generation = (full + changes + 1) as u64;
+        let translated = match update {
+            SourceUpdate::Full(state) => {
+                full += 1;
+                assert_not_partial(double, &state);
+                translator.reset(state, generation).unwrap()
+            }
+            SourceUpdate::Changes(list) => {
+                changes += 1;
+                assert!(!list.is_empty(), "{what}: an empty change list");
+                translator.apply(list, generation).unwrap().0
+            }
+        };
+        if matches_current(double, translator.cluster()) {
+            return (full, changes, translated);
+        }
+    }
+}
+
+/// The incremental result equals translating the same state from scratch.
+fn assert_equals_full(translator: &Translator, got: &Translated, config: &AgentConfig) {
+    let want = translate(
+        translator.cluster(),
+        config,
+        "node-a",
+        got.tables.generation,
+    )
+    .unwrap();
+    assert_eq!(canonical_dump(&got.tables), canonical_dump(&want.tables));
+}
+
+#[test]
+fn updates_are_changes_and_a_whole_state_after_a_relist() {
+    let (double, dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "updates");
+    let mut translator = Translator::new(dir.config.clone(), "node-a");
+    let (full, _, got) = converge_updates(&mut source, &mut translator, &double, "initial sync");
+    assert!(full >= 1, "the first update is the whole state");
+    assert_equals_full(&translator, &got, &dir.config);
+
+    double.apply(&policy("second"));
+    double.apply(&extra_pod(&dir, "added"));
+    double.delete("Pod", "demo", "client");
+    let (full, changes, got) = converge_updates(&mut source, &mut translator, &double, "changes");
+    assert_eq!(full, 0, "plain changes come as changes");
+    assert!(changes >= 1);
+    assert_equals_full(&translator, &got, &dir.config);
+
+    // Deleted while no watch delivers it, history compacted: only a relist shows the
+    // deletion, and it comes as a whole state.
+    wait_all_watching(&double);
+    double.pause_watches(true);
+    double.delete("Pod", "demo", "added");
+    double.compact();
+    double.drop_watches();
+    double.pause_watches(false);
+    let (full, _, got) = converge_updates(&mut source, &mut translator, &double, "after a relist");
+    assert!(full >= 1, "a relist is handed out whole");
+    assert!(
+        translator
+            .cluster()
+            .pods
+            .iter()
+            .all(|p| p.name_any() != "added")
+    );
+    assert_equals_full(&translator, &got, &dir.config);
 }

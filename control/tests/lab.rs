@@ -244,9 +244,14 @@ fn skip_reason() -> Option<&'static str> {
 }
 
 /// A prefix of this run (`kxl<pid % 1000>` plus a letter per test), so a CI run and a
-/// manual one never share namespaces.
+/// manual one never share namespaces. `KXDP_LAB_TEST_PREFIX` replaces `kxl` (at most 3
+/// characters) when several people run these tests on one machine.
 fn run_prefix(test: char) -> String {
-    format!("kxl{}{test}", std::process::id() % 1000)
+    let base = std::env::var("KXDP_LAB_TEST_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty() && p.len() <= 3)
+        .unwrap_or_else(|| "kxl".into());
+    format!("{base}{}{test}", std::process::id() % 1000)
 }
 
 fn kxdp(args: &[&str]) -> Output {
@@ -449,18 +454,24 @@ fn lab_topology_and_probe_tool_carry_traffic() {
 struct LabGuard {
     dir: PathBuf,
     prefix: String,
+    /// `--source` for up (check and down read it from DIR).
+    source: &'static str,
 }
 
 impl LabGuard {
     fn args<'a>(&'a self, action: &'a str) -> Vec<&'a str> {
-        vec![
+        let mut args = vec![
             "lab",
             action,
             "--dir",
             self.dir.to_str().unwrap(),
             "--prefix",
             &self.prefix,
-        ]
+        ];
+        if action == "up" {
+            args.extend(["--source", self.source]);
+        }
+        args
     }
 }
 
@@ -487,14 +498,32 @@ fn lab_up_check_down() {
         eprintln!("skipping: {why}");
         return;
     }
-    let prefix = run_prefix('l');
+    up_check_down(run_prefix('l'), "dir");
+}
+
+/// The same lab with the agents fed by the API server double (`--source api`) instead of
+/// the manifest directory: every check passes on state that came over list/watch.
+#[test]
+fn lab_up_check_down_with_the_api_source() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    up_check_down(run_prefix('a'), "api");
+}
+
+fn up_check_down(prefix: String, source: &'static str) {
     let guard = LabGuard {
         dir: PathBuf::from(format!("/run/kxdp-lab-{prefix}")),
         prefix: prefix.clone(),
+        source,
     };
     let up = kxdp(&guard.args("up"));
     show("up", &up);
     assert!(up.status.success(), "lab up failed");
+    if source == "api" {
+        assert_fed_by_the_double(&guard.dir);
+    }
     let check = kxdp(&guard.args("check"));
     show("check", &check);
     let table = String::from_utf8_lossy(&check.stdout);
@@ -519,5 +548,46 @@ fn lab_up_check_down() {
         again.status.success(),
         "second down: {}",
         String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// With `--source api`: the double runs (recorded for down), both agents were started with
+/// its kubeconfig, and it applied the Pods the lab wrote after CNI ADD (so the agents,
+/// which know every pod once up returns, learned them over the API).
+fn assert_fed_by_the_double(dir: &Path) {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("procs/apiserver-double.json")).unwrap())
+            .unwrap();
+    let pid = record["pid"].as_i64().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "{record}");
+    let kubeconfig = dir.join("apiserver/kubeconfig");
+    let kubeconfig_text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        kubeconfig_text.contains("server: http://192.168.77.1:6443"),
+        "{kubeconfig_text}"
+    );
+    for node in ["node1", "node2"] {
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("procs/agent-{node}.json"))).unwrap(),
+        )
+        .unwrap();
+        let cmdline =
+            std::fs::read(format!("/proc/{}/cmdline", rec["pid"].as_i64().unwrap())).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == "--kubeconfig");
+        assert_eq!(
+            at.and_then(|i| args.get(i + 1)).map(String::as_str),
+            kubeconfig.to_str(),
+            "{node}: {args:?}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("apiserver/apiserver.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("changed:") && !l.contains(" 0 applied")),
+        "the double never applied the workloads: {log}"
     );
 }

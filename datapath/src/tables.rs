@@ -3,6 +3,8 @@
 //! Built by the control side's pure `translate` and published whole; `process` only
 //! reads it. Nothing here changes while a worker holds it, so lookups need no locks.
 
+use std::sync::Arc;
+
 use foldhash::HashMap;
 
 use crate::addr::{Cidr, IpKey, MacAddr};
@@ -54,12 +56,14 @@ pub struct Tables {
     /// Underlay (VTEP) address -> index into `remote_nodes`: who may send us VXLAN.
     pub remote_node_by_underlay: HashMap<[u8; 4], usize>,
     /// Every Service port, indexed by [`ServiceId`]. Ids are this generation's: flows
-    /// re-resolve them through `frontends` when the generation changes.
-    pub service_ports: Vec<ServicePort>,
+    /// re-resolve them through `frontends` when the generation changes. Shared (`Arc`)
+    /// so that a generation in which one Service changed copies pointers, not tables.
+    pub service_ports: Vec<Arc<ServicePort>>,
     /// Every address:port:protocol a Service answers on -> which Service port, and how.
-    pub frontends: HashMap<ServiceKey, Frontend>,
-    /// Compiled NetworkPolicy for the local pods.
-    pub policy: PolicyTables,
+    /// Shared with the previous generation when no frontend changed.
+    pub frontends: Arc<HashMap<ServiceKey, Frontend>>,
+    /// Compiled NetworkPolicy for the local pods, shared while no policy input changes.
+    pub policy: Arc<PolicyTables>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +105,7 @@ pub enum PortKind {
     Pod(usize),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPod {
     pub namespace: String,
     pub name: String,
@@ -194,7 +198,8 @@ impl ServicePort {
 pub struct BackendSet {
     /// Indices into [`ServicePort::backends`], in key order (the order Maglev was built in).
     pub members: Vec<u32>,
-    pub maglev: MaglevTable,
+    /// Shared across generations while the members stay the same.
+    pub maglev: Arc<MaglevTable>,
 }
 
 impl BackendSet {
@@ -316,11 +321,11 @@ impl Tables {
     pub fn frontend(&self, key: &ServiceKey) -> Option<(Frontend, &ServicePort)> {
         let fe = *self.frontends.get(key)?;
         let port = self.service_ports.get(fe.service.0 as usize)?;
-        Some((fe, port))
+        Some((fe, &**port))
     }
 
     pub fn service_port(&self, id: ServiceId) -> Option<&ServicePort> {
-        self.service_ports.get(id.0 as usize)
+        self.service_ports.get(id.0 as usize).map(|p| &**p)
     }
 }
 

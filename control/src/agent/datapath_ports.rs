@@ -288,6 +288,9 @@ fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerS
         io_drops: w.io.total(),
         busy_ratio: w.busy_ratio(),
         mean_lock_wait_ns: w.mean_lock_wait_ns(),
+        generation_sweeps: w.generation_sweeps,
+        generation_sweep_ns: w.generation_sweep_ns,
+        flows_ended: w.flows_ended,
         ports: w
             .ports
             .iter()

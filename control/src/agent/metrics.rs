@@ -42,6 +42,12 @@ pub struct Snapshot {
     pub tables_published_at: SystemTime,
     pub state_load_errors: u64,
     pub programming: ProgrammingLatency,
+    /// This node's underlay (VTEP) IPv4 address and MAC in the published tables.
+    pub underlay_address: String,
+    pub underlay_mac: String,
+    /// Patches of this node's kxdp.io annotations the API accepted / that failed.
+    pub node_annotation_patches: u64,
+    pub node_annotation_patch_failures: u64,
 }
 
 /// `kxdp_network_programming_duration_seconds`, named after kube-proxy's
@@ -325,6 +331,28 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         "State directory changes that could not be loaded (the running generation stayed)",
         counter(snap.state_load_errors),
     );
+    let underlay = Family::<Labels, Gauge>::default();
+    underlay
+        .get_or_create(&vec![
+            ("address", snap.underlay_address.clone()),
+            ("mac", snap.underlay_mac.clone()),
+        ])
+        .set(1);
+    r.register(
+        "underlay_info",
+        "This node's VXLAN underlay (VTEP) address and MAC in the published tables (always 1)",
+        underlay,
+    );
+    r.register(
+        "node_annotation_patches",
+        "Patches of this node's kxdp.io annotations the Kubernetes API accepted",
+        counter(snap.node_annotation_patches),
+    );
+    r.register(
+        "node_annotation_patch_failures",
+        "Patches of this node's kxdp.io annotations that failed (retried with backoff)",
+        counter(snap.node_annotation_patch_failures),
+    );
     r.register(
         "network_programming_duration_seconds",
         "From the agent seeing a state directory change to the new tables being published",
@@ -446,6 +474,10 @@ mod tests {
             tables_published_at: SystemTime::now(),
             state_load_errors: 0,
             programming: latency,
+            underlay_address: "192.168.50.10".into(),
+            underlay_mac: "02:00:c0:a8:32:0a".into(),
+            node_annotation_patches: 1,
+            node_annotation_patch_failures: 2,
         };
         let text = render(&snap).unwrap();
         assert!(
@@ -459,5 +491,10 @@ mod tests {
         assert!(text.contains("kxdp_conntrack_entries 7\n"));
         assert!(text.contains("kxdp_table_generation 4\n"));
         assert!(text.contains("kxdp_network_programming_duration_seconds_count 1\n"));
+        assert!(text.contains(
+            "kxdp_underlay_info{address=\"192.168.50.10\",mac=\"02:00:c0:a8:32:0a\"} 1\n"
+        ));
+        assert!(text.contains("kxdp_node_annotation_patches_total 1\n"));
+        assert!(text.contains("kxdp_node_annotation_patch_failures_total 2\n"));
     }
 }

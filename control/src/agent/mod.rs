@@ -14,7 +14,9 @@ mod http;
 mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
-mod source;
+mod node_annotations;
+mod retire;
+pub(crate) mod source;
 mod underlay;
 
 use std::io::Write;
@@ -83,6 +85,8 @@ pub enum Event {
     Metrics(Sender<metrics::Snapshot>),
     /// `/healthz`.
     Health(Sender<http::Health>),
+    /// The Kubernetes source applied a change: build and publish now, not at the next tick.
+    SourceChanged,
 }
 
 /// A worker whose published stats have not moved for this long is taken as dead (they
@@ -120,10 +124,18 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         ready.clone(),
     )?;
     let mut source = open_source(opts)?;
-    let Some(first) = first_state(&mut source, opts, &events)? else {
+    let source_wake = wake_on_source_changes(&source, &events_tx);
+    // Only the Kubernetes source writes the Node's annotations: a state directory is
+    // somebody else's to edit.
+    let mut annotations = opts
+        .kube
+        .is_some()
+        .then(|| node_annotations::NodeAnnotations::new(&opts.node, &opts.uplink));
+    let Some(first) = first_state(&mut source, opts, &events, annotations.as_mut())? else {
         return Ok(()); // stopped by a signal while waiting for the first state
     };
-    log_warnings(&first.warnings);
+    let mut warnings = WarningLog::default();
+    warnings.log_new(first.warnings.clone());
     check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
 
     let mut underlay = underlay::Underlay::new(&opts.uplink);
@@ -171,6 +183,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         tables,
         ports,
         source,
+        annotations,
         generation: 1,
         pod_mtu: host_plan.mtu,
         underlay,
@@ -181,6 +194,9 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
         state_load_errors: 0,
         programming: metrics::ProgrammingLatency::default(),
         worker_progress: Vec::new(),
+        source_wake,
+        retired: retire::Retired::default(),
+        warnings,
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
@@ -207,6 +223,8 @@ struct Control<'a> {
     tables: Arc<ArcSwap<Tables>>,
     ports: DatapathPorts,
     source: Source,
+    /// Keeps the own Node's kxdp.io annotations right (Kubernetes source only).
+    annotations: Option<node_annotations::NodeAnnotations>,
     generation: u64,
     pod_mtu: u32,
     underlay: underlay::Underlay,
@@ -219,6 +237,11 @@ struct Control<'a> {
     programming: metrics::ProgrammingLatency,
     /// Per worker: its last published uptime and when it was seen to change.
     worker_progress: Vec<(u64, Instant)>,
+    /// Set while an [`Event::SourceChanged`] is queued (so at most one is).
+    source_wake: Arc<AtomicBool>,
+    /// Replaced generations waiting for the workers to let go of them.
+    retired: retire::Retired,
+    warnings: WarningLog,
 }
 
 impl Control<'_> {
@@ -239,9 +262,14 @@ impl Control<'_> {
                 Ok(Event::Health(reply)) => {
                     let _ = reply.send(self.health());
                 }
+                Ok(Event::SourceChanged) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
             }
+            // Cleared before the snapshot is taken (every round, so a wake-up consumed
+            // elsewhere cannot leave it set): a change landing after this queues a new
+            // wake-up, one landing before is in the snapshot.
+            self.source_wake.store(false, Ordering::Release);
             // From noticing the change (the build is part of programming) to published.
             let seen = Instant::now();
             if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
@@ -249,9 +277,15 @@ impl Control<'_> {
             {
                 self.programming.observe(seen.elapsed());
             }
+            self.retired.collect();
             if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
                 self.underlay_checked = std::time::Instant::now();
                 self.refresh_underlay();
+                if let (Some(annotations), Some(kube)) =
+                    (self.annotations.as_mut(), self.source.kube())
+                {
+                    annotations.tick(kube);
+                }
                 for port in self.ports.close_vanished() {
                     tracing::warn!(port, "interface gone without a CNI DEL: port closed");
                 }
@@ -266,7 +300,7 @@ impl Control<'_> {
         if let Some(mut next) = underlay::with_kernel_macs(&current, &self.kernel_macs) {
             self.generation += 1;
             next.generation = self.generation;
-            self.tables.store(Arc::new(next));
+            self.retired.publish(&self.tables, next);
             self.tables_published_at = SystemTime::now();
             eprintln!(
                 "kxdp agent: published generation {} (underlay next hops)",
@@ -281,7 +315,7 @@ impl Control<'_> {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
-                log_warnings(&built.warnings);
+                self.warnings.log_new(built.warnings);
                 let tables = match underlay::with_kernel_macs(&built.tables, &self.kernel_macs) {
                     Some(patched) => patched,
                     None => built.tables,
@@ -289,7 +323,7 @@ impl Control<'_> {
                 if let Err(e) = self.ports.sync_maps(&tables) {
                     tracing::error!("generation {next}: programming the XDP maps: {e}");
                 }
-                self.tables.store(Arc::new(tables));
+                self.retired.publish(&self.tables, tables);
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
                 eprintln!("kxdp agent: published generation {next}");
@@ -309,6 +343,7 @@ impl Control<'_> {
 
     /// The counters `/metrics` shows; the flow table is locked only to read three numbers.
     fn metrics_snapshot(&self) -> metrics::Snapshot {
+        let tables = self.tables.load();
         let conntrack = match self.flows.lock() {
             Ok(shared) => metrics::ConntrackSnapshot {
                 entries: shared.flows.len(),
@@ -330,10 +365,14 @@ impl Control<'_> {
         metrics::Snapshot {
             workers: self.ports.published_stats(),
             conntrack,
-            generation: self.tables.load().generation,
+            generation: tables.generation,
             tables_published_at: self.tables_published_at,
             state_load_errors: self.state_load_errors,
             programming: self.programming.clone(),
+            underlay_address: std::net::Ipv4Addr::from(tables.node.underlay_ip).to_string(),
+            underlay_mac: tables.node.underlay_mac.to_string(),
+            node_annotation_patches: self.annotations.as_ref().map_or(0, |a| a.patched),
+            node_annotation_patch_failures: self.annotations.as_ref().map_or(0, |a| a.failed),
         }
     }
 
@@ -454,6 +493,24 @@ fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Pat
     }
 }
 
+/// With the Kubernetes source, every change the watchers apply queues one
+/// [`Event::SourceChanged`] (at most one at a time: a burst of changes is built once), so a
+/// change is published as soon as it is seen, not at the next `STATE_POLL` tick (which
+/// capped the agent at 5 generations a second). A directory is polled as before.
+fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<AtomicBool> {
+    let pending = Arc::new(AtomicBool::new(false));
+    if let Source::Kube { kube, .. } = source {
+        let events = events.clone();
+        let queued = pending.clone();
+        kube.on_change(move || {
+            if !queued.swap(true, Ordering::AcqRel) {
+                let _ = events.send(Event::SourceChanged);
+            }
+        });
+    }
+    pending
+}
+
 fn open_source(opts: &AgentOptions) -> Result<Source, String> {
     match (&opts.kube, &opts.state) {
         (None, Some(dir)) => Ok(Source::Dir(DirSource::new(dir.clone()))),
@@ -471,23 +528,51 @@ fn open_source(opts: &AgentOptions) -> Result<Source, String> {
             Ok(Source::Kube {
                 kube: Box::new(kube),
                 config,
+                translator: None,
             })
         }
     }
 }
 
 /// Generation 1: at once from a directory; from the API once every kind has synced (saying
-/// every few seconds which kinds it still waits for). `None` when a signal came first.
+/// every few seconds which kinds it still waits for) and the own Node's annotations were
+/// written when they needed it. A state from the API this node cannot run on (its Node not
+/// registered yet, or never annotated and the patch refused) is waited out rather than
+/// fatal: the patch is retried with backoff and the next change is built. `None` when a
+/// signal came first.
 fn first_state(
     source: &mut Source,
     opts: &AgentOptions,
     events: &Receiver<Event>,
+    mut annotations: Option<&mut node_annotations::NodeAnnotations>,
 ) -> Result<Option<source::Built>, String> {
     let started = std::time::Instant::now();
     let mut reported = started;
+    let mut annotated = false;
+    let mut last_error: Option<String> = None;
     loop {
-        if let Some(built) = source.next(&opts.node, 1) {
-            return built.map(Some);
+        if let (Some(kube), Some(annotations)) = (
+            source.kube().filter(|k| k.synced()),
+            annotations.as_deref_mut(),
+        ) {
+            if annotated {
+                annotations.tick(kube);
+            } else {
+                // Before the first build, so the first tables carry what was written.
+                annotations.at_start(kube);
+                annotated = true;
+            }
+        }
+        match source.next(&opts.node, 1) {
+            Some(Ok(built)) => return Ok(Some(built)),
+            Some(Err(e)) if source.kube().is_none() => return Err(e),
+            // Said once per distinct error, not on every change.
+            Some(Err(e)) if last_error.as_ref() != Some(&e) => {
+                tracing::error!("the Kubernetes API's state: {e}; waiting for it to change");
+                last_error = Some(e);
+            }
+            Some(Err(_)) => {}
+            None => {}
         }
         if let Ok(Event::Signal(signal)) = events.try_recv() {
             tracing::info!(signal, "stopping before the first state arrived");
@@ -498,7 +583,8 @@ fn first_state(
             tracing::warn!(
                 waited_s = started.elapsed().as_secs(),
                 unsynced = source.unsynced().join(","),
-                "waiting for the Kubernetes API's first complete state"
+                last_error = last_error.as_deref().unwrap_or(""),
+                "waiting for the Kubernetes API's first complete state this node can run on"
             );
         }
         source.wait(STATE_POLL);
@@ -590,9 +676,22 @@ pub fn render_stats(stats: &crate::agent_api::AgentStats) -> String {
     out
 }
 
-fn log_warnings(warnings: &[String]) {
-    for w in warnings {
-        tracing::warn!("{w}");
+/// Logs each translation warning when it appears (again after it went away and came
+/// back), not at every generation: with changes arriving many times a second the same
+/// standing warnings would otherwise fill the log.
+#[derive(Debug, Default)]
+struct WarningLog {
+    current: std::collections::HashSet<String>,
+}
+
+impl WarningLog {
+    fn log_new(&mut self, warnings: Vec<String>) {
+        for w in &warnings {
+            if !self.current.contains(w) {
+                tracing::warn!("{w}");
+            }
+        }
+        self.current = warnings.into_iter().collect();
     }
 }
 

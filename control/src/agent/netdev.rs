@@ -268,3 +268,30 @@ pub fn mtu_of(name: &str) -> Result<u32, NetdevError> {
         .parse()
         .map_err(|_| NetdevError::NoSuchInterface(name.to_string()))
 }
+
+/// The interface's global-scope IPv4 addresses, in the kernel's order (primary first).
+pub fn ipv4_addresses(name: &str) -> Result<Vec<std::net::Ipv4Addr>, NetdevError> {
+    let command = format!("ip -o -4 addr show dev {name} scope global");
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", name, "scope", "global"])
+        .output()
+        .map_err(|e| NetdevError::Command {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(NetdevError::Command {
+            command,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    // `2: up0    inet 192.168.79.1/24 brd 192.168.79.255 scope global up0\ ...`
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect())
+}

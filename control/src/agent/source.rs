@@ -14,8 +14,9 @@ use std::time::SystemTime;
 use datapath::tables::Tables;
 
 use crate::config::AgentConfig;
-use crate::source::KubeSource;
+use crate::source::{KubeSource, SourceUpdate};
 use crate::state::{CONFIG_FILE, ClusterState, load_state_dir};
+use crate::translate::incremental::Translator;
 use crate::translate::translate;
 
 /// What the directory looked like: enough to tell that something changed.
@@ -97,6 +98,8 @@ pub enum Source {
         kube: Box<KubeSource>,
         /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
         config: AgentConfig,
+        /// Made at the first update; keeps the state between updates.
+        translator: Option<Box<Translator>>,
     },
 }
 
@@ -112,19 +115,47 @@ impl Source {
     /// The next generation if the state changed since the last call (first call: the
     /// initial state, once there is one). `None`: nothing new (or, from the API, not every
     /// kind has synced yet: no table is ever built from a partial state).
+    ///
+    /// From the API, changes go through the incremental translator (only what they touch
+    /// is rebuilt); a relist, like a re-read directory, is translated from scratch.
     pub fn next(&mut self, node: &str, generation: u64) -> Option<Result<Built, String>> {
         match self {
             Source::Dir(d) => d.changed().then(|| build(&d.dir, node, generation)),
-            Source::Kube { kube, config } => {
-                let cluster = kube.snapshot_if_changed()?;
-                Some(build_from(
-                    &cluster,
-                    config.clone(),
-                    Vec::new(),
-                    node,
-                    generation,
-                ))
+            Source::Kube {
+                kube,
+                config,
+                translator,
+            } => {
+                let translator = translator
+                    .get_or_insert_with(|| Box::new(Translator::new(config.clone(), node)));
+                let result =
+                    match kube.updates()? {
+                        SourceUpdate::Full(cluster) => translator.reset(cluster, generation),
+                        SourceUpdate::Changes(changes) => translator
+                            .apply(changes, generation)
+                            .map(|(translated, work)| {
+                                tracing::debug!(?work, generation, "incremental translation");
+                                translated
+                            }),
+                    };
+                Some(
+                    result
+                        .map(|t| Built {
+                            tables: t.tables,
+                            config: config.clone(),
+                            warnings: t.warnings,
+                        })
+                        .map_err(|e| e.to_string()),
+                )
             }
+        }
+    }
+
+    /// The Kubernetes source, when that is where the state comes from.
+    pub fn kube(&self) -> Option<&KubeSource> {
+        match self {
+            Source::Dir(_) => None,
+            Source::Kube { kube, .. } => Some(kube),
         }
     }
 

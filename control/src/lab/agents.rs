@@ -1,16 +1,17 @@
 //! One `kxdp agent` per node, started in the node's namespace as the contract says
 //! (agent-contract: `kxdp agent --node ... --uplink ... --state ... --workers ... --cpus ...
-//! --api-socket ...`), waited for until it prints its ready line.
+//! --api-socket ...`; with `--source api` also `--kubeconfig`, apiserver.rs), waited for
+//! until it prints its ready line.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::Lab;
 use super::api;
 use super::error::LabError;
 use super::layout::{NAMESPACE, NodePlan, UPLINK};
 use super::manifests::PlacedPod;
 use super::procs::{self, ProcRecord};
+use super::{Lab, StateSource};
 use crate::agent_api::{AgentStats, AgentStatus};
 use crate::translate::pod_port_name;
 
@@ -43,28 +44,35 @@ pub fn start(lab: &Lab, node: NodePlan) -> Result<ProcRecord, LabError> {
     let dir = lab.node_dir(node);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let args: Vec<String> = [
-        "agent",
-        "--node",
-        &node.name(),
-        "--uplink",
-        UPLINK,
-        "--state",
-        &lab.state_dir().display().to_string(),
-        "--workers",
-        &lab.workers.to_string(),
-        "--cpus",
-        &cpu_list(node, lab.workers, ncpu),
-        "--api-socket",
-        &lab.agent_socket(node).display().to_string(),
-        // Where this node's kxdp-cni keeps its records (pods.rs), as a DaemonSet would
-        // mount /var/lib/kxdp-cni: a restarted agent re-opens the pods from there.
-        "--cni-state-dir",
-        &dir.join("cni").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let state_dir = lab.state_dir().display().to_string();
+    let kubeconfig = super::apiserver::kubeconfig(lab).display().to_string();
+    // --source api: the objects come from the API server double; DIR/state is then read
+    // for its kxdp.yaml only.
+    let source: &[&str] = match lab.source {
+        StateSource::Dir => &["--state", &state_dir],
+        StateSource::Api => &["--kubeconfig", &kubeconfig, "--state", &state_dir],
+    };
+    let mut args: Vec<String> = ["agent", "--node", &node.name(), "--uplink", UPLINK]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(source.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--workers",
+            &lab.workers.to_string(),
+            "--cpus",
+            &cpu_list(node, lab.workers, ncpu),
+            "--api-socket",
+            &lab.agent_socket(node).display().to_string(),
+            // Where this node's kxdp-cni keeps its records (pods.rs), as a DaemonSet would
+            // mount /var/lib/kxdp-cni: a restarted agent re-opens the pods from there.
+            "--cni-state-dir",
+            &dir.join("cni").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     let rec = procs::spawn(
         &lab.procs_dir(),
         &label(node),

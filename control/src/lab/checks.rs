@@ -778,6 +778,13 @@ fn flood_with_sink(
 /// (drops by reason) and the end of its log.
 pub fn diagnostics(lab: &Lab) -> String {
     let mut out = String::new();
+    if lab.source == super::StateSource::Api {
+        out.push_str(&format!(
+            "== API server double log ({}), last 20 lines\n{}\n",
+            super::apiserver::log(lab).display(),
+            super::procs::tail(&super::apiserver::log(lab), 20)
+        ));
+    }
     for node in super::layout::AGENT_NODES {
         out.push_str(&format!("== {} agent status\n", node.name()));
         match super::agents::status(lab, node) {

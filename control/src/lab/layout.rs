@@ -3,7 +3,8 @@
 //! construction.
 //!
 //! ```text
-//!                         <p>-fabric: bridge br0 (192.168.77.0/24, no address)
+//!                         <p>-fabric: bridge br0 (192.168.77.0/24; with --source api
+//!                         it has .1, where the API server double listens)
 //!   +---------------+---------------+---------------+---------------+
 //!   | eth0 .11      | eth0 .12      | eth0 .13      | eth0 .100     |
 //!  <p>-node1       <p>-node2       <p>-vtep        <p>-client
@@ -22,6 +23,11 @@ pub const NAMESPACE: &str = "demo";
 pub const FABRIC_PREFIX_LEN: u8 = 24;
 /// The external client's address on the fabric.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+/// With `--source api`: where the API server double listens, on the fabric bridge itself
+/// (in `<p>-fabric`), so both agents reach it over their uplinks as a real cluster's API
+/// endpoint. Not a NodePort, so the uplink XDP program passes it to the node's stack.
+pub const API_SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const API_SERVER_PORT: u16 = 6443;
 /// Interface names inside the namespaces (each namespace is ours, so they cannot collide).
 pub const UPLINK: &str = "eth0";
 pub const BRIDGE: &str = "br0";

@@ -8,12 +8,16 @@
 //! `check` sends traffic and prints a table. `down` removes everything and is safe to
 //! repeat; `run` is up + check + down, whatever happens.
 //!
+//! With `--source api` the agents watch `kxdp apiserver-double` (apiserver.rs), which
+//! serves and follows DIR/state, instead of reading the directory themselves.
+//!
 //! Everything lives in namespaces named `<prefix>-...` and under `--dir`; processes are
 //! recorded by PID and start time in `DIR/procs`, so `down` from another process stops
 //! exactly what `up` started.
 
 mod agents;
 mod api;
+mod apiserver;
 mod checks;
 mod cmd;
 mod error;
@@ -30,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 pub use error::LabError;
@@ -61,6 +65,22 @@ pub struct LabArgs {
     /// Datapath workers per node (and rx/tx queues per uplink and pod veth).
     #[arg(long, global = true, default_value_t = 1)]
     pub workers: u32,
+    /// Where the agents take the cluster state from: `dir` reads DIR/state; `api` watches
+    /// an API server double (`kxdp apiserver-double`, in `<p>-fabric`) serving DIR/state.
+    /// check and down take it from DIR when a lab is there.
+    #[arg(long, global = true, value_enum, default_value_t = StateSource::Dir)]
+    pub source: StateSource,
+}
+
+/// Where the lab's agents get the cluster state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateSource {
+    /// `kxdp agent --state DIR/state`: the manifests, re-read when they change.
+    #[default]
+    Dir,
+    /// `kxdp agent --kubeconfig ...`: list/watch against the API server double.
+    Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -80,6 +100,9 @@ pub enum LabAction {
 struct LabRecord {
     prefix: String,
     workers: u32,
+    /// Absent in a record of a lab from before `--source`: those read DIR/state.
+    #[serde(default)]
+    source: StateSource,
 }
 
 /// One lab: its directory, prefix, worker count and the `kxdp` binary that runs it all.
@@ -88,16 +111,19 @@ pub struct Lab {
     pub dir: PathBuf,
     pub prefix: String,
     pub workers: u32,
+    pub source: StateSource,
     /// `kxdp` itself: agents and probes run as this binary; kxdp-cni is looked for beside it.
     pub exe: PathBuf,
 }
 
 impl Lab {
-    /// The lab of `args`; for check and down, the prefix and workers recorded in DIR win.
+    /// The lab of `args`; for check and down, the prefix, workers and source recorded in
+    /// DIR win.
     pub fn new(
         dir: &Path,
         prefix: &str,
         workers: u32,
+        source: StateSource,
         prefer_record: bool,
     ) -> Result<Lab, LabError> {
         let exe = std::env::current_exe()
@@ -106,11 +132,13 @@ impl Lab {
             dir: dir.to_path_buf(),
             prefix: prefix.to_string(),
             workers,
+            source,
             exe,
         };
         if prefer_record && let Some(rec) = lab.read_record() {
             lab.prefix = rec.prefix;
             lab.workers = rec.workers;
+            lab.source = rec.source;
         }
         if !layout::valid_prefix(&lab.prefix) {
             return Err(LabError::Setup(format!(
@@ -189,7 +217,13 @@ impl Lab {
 /// Entry point of `kxdp lab`.
 pub fn main(args: LabArgs) -> ExitCode {
     let prefer_record = matches!(args.action, LabAction::Check | LabAction::Down);
-    let lab = match Lab::new(&args.dir, &args.prefix, args.workers, prefer_record) {
+    let lab = match Lab::new(
+        &args.dir,
+        &args.prefix,
+        args.workers,
+        args.source,
+        prefer_record,
+    ) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -251,6 +285,7 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
         let old = Lab {
             prefix: rec.prefix,
             workers: rec.workers,
+            source: rec.source,
             ..lab.clone()
         };
         down(&old)?;
@@ -260,6 +295,7 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
     let rec = LabRecord {
         prefix: lab.prefix.clone(),
         workers: lab.workers,
+        source: lab.source,
     };
     let text = serde_json::to_vec_pretty(&rec).map_err(|e| LabError::Setup(e.to_string()))?;
     fs::write(lab.record_path(), text).map_err(|e| LabError::io(lab.record_path(), e))?;
@@ -273,6 +309,19 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
     let names = lab.names();
     topology::create(&names, lab.workers)?;
     topology::create_vtep(&names)?;
+    if lab.source == StateSource::Api {
+        topology::add_api_address(&names)?;
+        let rec = apiserver::start(lab)?;
+        progress(&format!(
+            "API server double (a test double, not an API server) at http://{} in {}, \
+             serving {} (pid {}); agents get --kubeconfig {}",
+            apiserver::address(),
+            names.fabric(),
+            lab.state_dir().display(),
+            rec.pid,
+            apiserver::kubeconfig(lab).display()
+        ));
+    }
     for node in AGENT_NODES {
         pods::write_conflist(lab, node)?;
         progress(&format!(
@@ -337,12 +386,18 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
         note(pods::del(lab, &rec));
     }
     let recs = procs::records(&lab.procs_dir());
-    // Servers before agents, agents before their namespaces.
-    for rec in recs.iter().filter(|r| r.label.starts_with("probe-")) {
+    // Servers before agents, agents before the API server double feeding them, all of
+    // them before their namespaces.
+    let is_probe = |r: &&procs::ProcRecord| r.label.starts_with("probe-");
+    let is_double = |r: &&procs::ProcRecord| r.label == apiserver::LABEL;
+    for rec in recs.iter().filter(is_probe) {
         note(procs::stop(&lab.procs_dir(), rec, servers::STOP_GRACE));
     }
-    for rec in recs.iter().filter(|r| !r.label.starts_with("probe-")) {
+    for rec in recs.iter().filter(|r| !is_probe(r) && !is_double(r)) {
         note(procs::stop(&lab.procs_dir(), rec, agents::STOP_GRACE));
+    }
+    for rec in recs.iter().filter(is_double) {
+        note(procs::stop(&lab.procs_dir(), rec, apiserver::STOP_GRACE));
     }
     note(topology::destroy(&lab.names()));
     note(remove_lab_files(lab));
@@ -360,6 +415,7 @@ fn remove_lab_files(lab: &Lab) -> Result<(), LabError> {
         lab.pods_dir(),
         lab.procs_dir(),
         lab.dir.join("probes"),
+        apiserver::dir(lab),
     ];
     dirs.extend(AGENT_NODES.iter().map(|&n| lab.node_dir(n)));
     for d in dirs {

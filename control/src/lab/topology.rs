@@ -87,6 +87,15 @@ pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Gives the fabric bridge the API server double's address (`--source api`): the double
+/// then runs in `<p>-fabric`, a host on the underlay like the others, and the agents'
+/// watch streams stay inside the lab's namespaces.
+pub fn add_api_address(names: &Names) -> Result<(), LabError> {
+    let cidr = format!("{}/{FABRIC_PREFIX_LEN}", layout::API_SERVER_IP);
+    ip_in(&names.fabric(), &["addr", "add", &cidr, "dev", BRIDGE])?;
+    Ok(())
+}
+
 /// The kernel VXLAN device in `<p>-vtep`, posing as node3: VNI and port of kxdp.yaml, no
 /// learning, the MAC our encap writes as the inner destination (node3's gateway MAC, as
 /// kxdp derives it), node3's gateway address, and the PodCIDRs of node1 and node2 routed

@@ -13,13 +13,15 @@
 //! Across kinds there is no common snapshot (the API server has none either); each kind is
 //! some state that kind really had, and changes flow in as they are watched.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ::kube::api::{Patch, PatchParams};
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
-use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::reflector::{self, ObjectRef, Store};
 use ::kube::runtime::{WatchStreamExt, watcher};
 use ::kube::{Api, Client, Config, Resource, ResourceExt};
 use futures::StreamExt;
@@ -30,38 +32,10 @@ use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
 use crate::state::ClusterState;
+use crate::state::changes::{Change, Kind, Object, ObjectKey};
 
-/// The kinds the source watches, in [`ClusterState`] field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WatchedKind {
-    Node,
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    NetworkPolicy,
-}
-
-impl WatchedKind {
-    pub const ALL: [WatchedKind; 6] = [
-        WatchedKind::Node,
-        WatchedKind::Namespace,
-        WatchedKind::Pod,
-        WatchedKind::Service,
-        WatchedKind::EndpointSlice,
-        WatchedKind::NetworkPolicy,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for WatchedKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+/// The kinds the source watches: the kinds kxdp reads.
+pub type WatchedKind = Kind;
 
 /// Why the source could not start. Watch errors after the start are not errors of the
 /// source: kube retries them with backoff and [`KubeSource::watch_errors`] counts them.
@@ -89,12 +63,29 @@ struct Progress {
     generation: u64,
     /// Watch/list errors seen (each one retried by kube's backoff).
     errors: u64,
+    /// Objects changed since the last [`KubeSource::updates`].
+    dirty: HashSet<ObjectKey>,
+    /// A kind was (re)listed since then: deletions during a watch gap are only visible
+    /// by comparing whole lists, so the next update is the whole state.
+    relisted: bool,
 }
 
-#[derive(Debug, Default)]
+/// Called after every change applied to a store (see [`KubeSource::on_change`]).
+type ChangeHook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
 struct Shared {
     progress: Mutex<Progress>,
     changed: Condvar,
+    on_change: Mutex<Option<ChangeHook>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("progress", &*self.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -106,28 +97,45 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_event<K>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
+    fn note_event<K: Resource>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
         let mut progress = self.lock();
         match event {
             // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
             watcher::Event::Init | watcher::Event::InitApply(_) => return,
             watcher::Event::InitDone => {
-                if !progress.synced[kind.index()] {
+                if !progress.synced[kind as usize] {
                     tracing::info!(%kind, "kube source: initial list complete");
                 }
-                progress.synced[kind.index()] = true;
+                progress.synced[kind as usize] = true;
+                progress.relisted = true;
             }
-            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+                progress.dirty.insert(ObjectKey::of(kind, obj.meta()));
+            }
         }
         progress.generation += 1;
         drop(progress);
         self.changed.notify_all();
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hook) = hook.as_ref() {
+            hook();
+        }
     }
 
     fn note_error(&self, kind: WatchedKind, error: &watcher::Error) {
         tracing::warn!(%kind, %error, "kube source: watch error, retrying with backoff");
         self.lock().errors += 1;
     }
+}
+
+/// What [`KubeSource::updates`] hands out.
+#[derive(Debug)]
+pub enum SourceUpdate {
+    Full(ClusterState),
+    Changes(Vec<Change>),
 }
 
 /// Read handles of the six reflector stores.
@@ -145,6 +153,8 @@ struct Stores {
 pub struct KubeSource {
     /// Owns the watcher tasks; dropping the source shuts them down.
     runtime: Option<Runtime>,
+    /// For the few writes the agent makes (its own Node's annotations).
+    client: Client,
     shared: Arc<Shared>,
     stores: Stores,
     /// The generation the last snapshot handed out was taken at.
@@ -201,6 +211,7 @@ impl KubeSource {
         };
         Ok(KubeSource {
             runtime: Some(runtime),
+            client,
             shared,
             stores,
             published: None,
@@ -217,7 +228,7 @@ impl KubeSource {
         let progress = self.shared.lock();
         WatchedKind::ALL
             .into_iter()
-            .filter(|k| !progress.synced[k.index()])
+            .filter(|&k| !progress.synced[k as usize])
             .collect()
     }
 
@@ -247,18 +258,75 @@ impl KubeSource {
         Some(self.stores.snapshot())
     }
 
+    /// What changed since the last call, once every kind has synced: the whole state the
+    /// first time and after any relist, else the objects that changed, as they are now
+    /// (`Deleted` when gone). `None`: nothing new, or not synced yet.
+    ///
+    /// Keys are noted after the reflector has applied the event to its store, and read
+    /// from the store here: a change landing meanwhile is either already visible or noted
+    /// again for the next call, so nothing is missed.
+    pub fn updates(&mut self) -> Option<SourceUpdate> {
+        let (generation, full, dirty) = {
+            let mut progress = self.shared.lock();
+            if !progress.synced.iter().all(|s| *s) || self.published == Some(progress.generation) {
+                return None;
+            }
+            let full = self.published.is_none() || progress.relisted;
+            progress.relisted = false;
+            (
+                progress.generation,
+                full,
+                std::mem::take(&mut progress.dirty),
+            )
+        };
+        self.published = Some(generation);
+        if full {
+            return Some(SourceUpdate::Full(self.stores.snapshot()));
+        }
+        let mut keys: Vec<ObjectKey> = dirty.into_iter().collect();
+        keys.sort();
+        Some(SourceUpdate::Changes(
+            keys.into_iter()
+                .map(|key| match self.stores.object(&key) {
+                    Some(object) => Change::Applied(object),
+                    None => Change::Deleted(key),
+                })
+                .collect(),
+        ))
+    }
+
     /// The current state when every kind has synced, whether or not it changed.
     pub fn snapshot(&self) -> Option<ClusterState> {
         self.synced().then(|| self.stores.snapshot())
     }
 
+    /// Calls `hook` after every change applied to the stores, on the source's own thread
+    /// (so keep it short: a channel send), letting a consumer with an event loop of its own
+    /// react at once instead of polling. Replaces any earlier hook.
+    pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .shared
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+    }
+
     /// Blocks until [`snapshot_if_changed`](Self::snapshot_if_changed) would return a
     /// snapshot, or `timeout` passes; returns whether it would.
     pub fn wait_for_change(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |progress| {
+            progress.synced.iter().all(|s| *s) && self.published != Some(progress.generation)
+        })
+    }
+
+    /// Blocks until `done` holds (checked now and after every change), or `timeout`
+    /// passes; returns whether it held. Stores are updated before the generation is bumped
+    /// and the condvar notified, so a change cannot slip between a check and the wait.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&Progress) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut progress = self.shared.lock();
         loop {
-            if progress.synced.iter().all(|s| *s) && self.published != Some(progress.generation) {
+            if done(&progress) {
                 return true;
             }
             let now = Instant::now();
@@ -272,6 +340,69 @@ impl KubeSource {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+    }
+}
+
+/// Why a patch of a Node did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum NodePatchError {
+    /// What the API answered (a Status: code, reason, message) or why it could not be
+    /// reached.
+    #[error("{0}")]
+    Api(#[source] ::kube::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the Kubernetes client runtime is shut down")]
+    Stopped,
+}
+
+/// The field manager the agent's writes are recorded under (`metadata.managedFields`).
+pub const FIELD_MANAGER: &str = "kxdp-agent";
+
+impl KubeSource {
+    /// Node `name` as the watch last delivered it (`None` before the first list or when
+    /// the cluster has no such Node).
+    pub fn node(&self, name: &str) -> Option<Node> {
+        self.stores
+            .nodes
+            .get(&reflector::ObjectRef::new(name))
+            .map(|node| Node::clone(&node))
+    }
+
+    /// Blocks until the watch delivered a Node `name` for which `done` holds, or `timeout`
+    /// passes; returns whether it did.
+    pub fn wait_for_node(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&Node) -> bool,
+    ) -> bool {
+        self.wait_until(timeout, |_| self.node(name).is_some_and(|node| done(&node)))
+    }
+
+    /// Sets `annotations` on Node `node` with one JSON merge patch (RFC 7386: the keys given
+    /// are set, every other annotation and field is left alone), field manager
+    /// [`FIELD_MANAGER`]. Runs on this source's runtime and blocks the caller for at most
+    /// `timeout`. Returns the Node as the API answered it.
+    pub fn patch_node_annotations(
+        &self,
+        node: &str,
+        annotations: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Node, NodePatchError> {
+        let runtime = self.runtime.as_ref().ok_or(NodePatchError::Stopped)?;
+        let api: Api<Node> = Api::all(self.client.clone());
+        let body = serde_json::json!({ "metadata": { "annotations": annotations } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        runtime
+            .block_on(async {
+                tokio::time::timeout(timeout, api.patch(node, &params, &Patch::Merge(&body))).await
+            })
+            .map_err(|_| NodePatchError::Timeout(timeout))?
+            .map_err(NodePatchError::Api)
     }
 }
 
@@ -294,6 +425,28 @@ impl Stores {
             endpoint_slices: sorted(&self.endpoint_slices),
             network_policies: sorted(&self.network_policies),
         }
+    }
+
+    /// The object at `key` as the store has it now.
+    fn object(&self, key: &ObjectKey) -> Option<Object> {
+        fn get<K>(store: &Store<K>, key: &ObjectKey) -> Option<K>
+        where
+            K: Resource<DynamicType = ()> + Clone,
+        {
+            let mut at = ObjectRef::new(&key.name);
+            if !key.namespace.is_empty() {
+                at = at.within(&key.namespace);
+            }
+            store.get(&at).map(|o| K::clone(&o))
+        }
+        Some(match key.kind {
+            Kind::Node => Object::Node(get(&self.nodes, key)?),
+            Kind::Namespace => Object::Namespace(get(&self.namespaces, key)?),
+            Kind::Pod => Object::Pod(get(&self.pods, key)?),
+            Kind::Service => Object::Service(get(&self.services, key)?),
+            Kind::EndpointSlice => Object::EndpointSlice(get(&self.endpoint_slices, key)?),
+            Kind::NetworkPolicy => Object::NetworkPolicy(get(&self.network_policies, key)?),
+        })
     }
 }
 

@@ -3,4 +3,6 @@
 
 pub mod kube;
 
-pub use self::kube::{KubeSource, KubeSourceError, WatchedKind};
+pub use self::kube::{
+    FIELD_MANAGER, KubeSource, KubeSourceError, NodePatchError, SourceUpdate, WatchedKind,
+};

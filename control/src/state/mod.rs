@@ -7,6 +7,7 @@
 //! front, as `file: Kind namespace/name: field.path: problem`, instead of surfacing later as
 //! a silently missing route.
 
+pub mod changes;
 mod validate;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use serde_yaml::Value;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::translate::k8s::DEFAULT_NAMESPACE;
+use changes::Kind;
 
 /// The agent config's file name inside the state directory; every other `*.yaml`/`*.yml`
 /// file is manifests.
@@ -147,55 +149,6 @@ fn read(file: &str, path: &Path) -> Result<String, StateError> {
         file: file.to_string(),
         source,
     })
-}
-
-/// The kinds kxdp reads, with the apiVersion it reads them at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Node,
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    NetworkPolicy,
-}
-
-impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::Node,
-        Kind::Namespace,
-        Kind::Pod,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::NetworkPolicy,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Node => "Node",
-            Kind::Namespace => "Namespace",
-            Kind::Pod => "Pod",
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::NetworkPolicy => "NetworkPolicy",
-        }
-    }
-
-    fn api_version(self) -> &'static str {
-        match self {
-            Kind::Node | Kind::Namespace | Kind::Pod | Kind::Service => "v1",
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::NetworkPolicy => "networking.k8s.io/v1",
-        }
-    }
-
-    fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node | Kind::Namespace)
-    }
-
-    fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
-    }
 }
 
 /// Where a document (or a `List` item) sits, for error messages and for re-reading it.

@@ -16,6 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Node annotation: the MAC the node's uplink answers on (ARCHITECTURE.md §4).
 pub const UNDERLAY_MAC_ANNOTATION: &str = "kxdp.io/underlay-mac";
+/// Node annotation: the node's VXLAN tunnel (VTEP) IPv4 address, when it is not the
+/// node's first IPv4 `InternalIP` (the agent writes its uplink's address here).
+pub const VTEP_ADDRESS_ANNOTATION: &str = "kxdp.io/vtep-address";
 /// EndpointSlice label naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Namespace label the API server sets to the namespace's own name.
@@ -109,7 +112,7 @@ pub fn node_addresses(node: &Node) -> impl Iterator<Item = (&str, &str)> {
         .map(|a| (a.type_.as_str(), a.address.as_str()))
 }
 
-/// The node's underlay (VTEP) address: the first IPv4 `InternalIP`.
+/// The node's first IPv4 `InternalIP`.
 pub fn node_internal_ipv4(node: &Node) -> Option<[u8; 4]> {
     node_addresses(node)
         .filter(|(ty, _)| *ty == "InternalIP")
@@ -117,6 +120,39 @@ pub fn node_internal_ipv4(node: &Node) -> Option<[u8; 4]> {
             Ok(IpAddr::V4(v4)) => Some(v4.octets()),
             _ => None,
         })
+}
+
+/// The raw `kxdp.io/vtep-address` annotation, when present.
+pub fn node_vtep_annotation(node: &Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(VTEP_ADDRESS_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Parses a `kxdp.io/vtep-address` value: one IPv4 address.
+pub fn parse_vtep_address(text: &str) -> Result<[u8; 4], String> {
+    match parse_ip(text)? {
+        IpAddr::V4(v4) => Ok(v4.octets()),
+        IpAddr::V6(_) => Err(format!("{text:?} is IPv6: the VXLAN underlay is IPv4")),
+    }
+}
+
+/// The node's underlay (VTEP) IPv4 address: the `kxdp.io/vtep-address` annotation when
+/// present and valid, else the first IPv4 `InternalIP`. A present but invalid annotation
+/// adds a warning to `warnings` and falls back.
+pub fn node_underlay_ipv4(node: &Node, warnings: &mut Vec<String>) -> Option<[u8; 4]> {
+    if let Some(text) = node_vtep_annotation(node) {
+        match parse_vtep_address(text) {
+            Ok(ip) => return Some(ip),
+            Err(e) => warnings.push(format!(
+                "Node {}: {VTEP_ADDRESS_ANNOTATION}: {e}: using its InternalIP instead",
+                name_of(&node.metadata)
+            )),
+        }
+    }
+    node_internal_ipv4(node)
 }
 
 /// The raw `kxdp.io/underlay-mac` annotation, when present.
@@ -210,6 +246,71 @@ mod tests {
         assert!(protocol_number(Some("tcp")).is_err());
         assert!(port_number(0).is_err() && port_number(65536).is_err());
         assert_eq!(port_number(80), Ok(80));
+    }
+
+    fn node(annotation: Option<&str>, internal_ip: Option<&str>) -> Node {
+        let mut node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "Hostname", "address": "n1"}]},
+        }))
+        .unwrap();
+        if let Some(a) = annotation {
+            node.metadata.annotations =
+                Some([(VTEP_ADDRESS_ANNOTATION.to_string(), a.to_string())].into());
+        }
+        if let Some(ip) = internal_ip
+            && let Some(status) = node.status.as_mut()
+            && let Some(addresses) = status.addresses.as_mut()
+        {
+            addresses.push(k8s_openapi::api::core::v1::NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.into(),
+            });
+        }
+        node
+    }
+
+    #[test]
+    fn underlay_address_prefers_a_valid_vtep_annotation() {
+        let mut warnings = Vec::new();
+        let both = node(Some("192.168.9.9"), Some("10.0.0.1"));
+        assert_eq!(
+            node_underlay_ipv4(&both, &mut warnings),
+            Some([192, 168, 9, 9])
+        );
+        let annotation_only = node(Some("192.168.9.9"), None);
+        assert_eq!(
+            node_underlay_ipv4(&annotation_only, &mut warnings),
+            Some([192, 168, 9, 9])
+        );
+        let internal_only = node(None, Some("10.0.0.1"));
+        assert_eq!(
+            node_underlay_ipv4(&internal_only, &mut warnings),
+            Some([10, 0, 0, 1])
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(node_underlay_ipv4(&node(None, None), &mut warnings), None);
+    }
+
+    #[test]
+    fn an_invalid_vtep_annotation_warns_and_falls_back() {
+        for bad in ["fd00::1", "192.168.9", "::ffff:10.0.0.1", ""] {
+            let mut warnings = Vec::new();
+            let n = node(Some(bad), Some("10.0.0.1"));
+            assert_eq!(node_underlay_ipv4(&n, &mut warnings), Some([10, 0, 0, 1]));
+            assert_eq!(warnings.len(), 1, "{bad:?}: {warnings:?}");
+            assert!(
+                warnings[0].starts_with("Node n1: kxdp.io/vtep-address: ")
+                    && warnings[0].ends_with(": using its InternalIP instead"),
+                "{warnings:?}"
+            );
+        }
+        let mut warnings = Vec::new();
+        assert_eq!(
+            node_underlay_ipv4(&node(Some("nope"), None), &mut warnings),
+            None
+        );
+        assert_eq!(warnings.len(), 1);
     }
 
     #[test]

@@ -11,15 +11,19 @@
 //! the serviceCIDR, ...) is skipped with a warning, because one bad object elsewhere in the
 //! cluster must not take this node's datapath down.
 
+pub mod incremental;
 pub mod k8s;
 pub mod policy;
+mod service_set;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use datapath::tables::{
-    LocalNode, LocalPod, OverlayParams, PortId, PortInfo, PortKind, PrefixMap, RemoteNode, Tables,
+    LocalNode, LocalPod, OverlayParams, PortId, PortInfo, PortKind, PrefixMap, RemoteNode,
+    ServicePort, Tables,
 };
 use datapath::{Cidr, IpKey, MacAddr};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -27,10 +31,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use crate::config::AgentConfig;
 use crate::state::ClusterState;
 use k8s::{
-    UNDERLAY_MAC_ANNOTATION, name_of, namespace_of, node_addresses, node_internal_ipv4,
-    node_pod_cidrs, node_underlay_mac, parse_cidr, parse_ip, parse_ip_key, parse_unicast_mac,
-    pod_ips,
+    UNDERLAY_MAC_ANNOTATION, VTEP_ADDRESS_ANNOTATION, name_of, namespace_of, node_addresses,
+    node_pod_cidrs, node_underlay_ipv4, node_underlay_mac, parse_cidr, parse_ip, parse_ip_key,
+    parse_unicast_mac, pod_ips,
 };
+use service_set::ServiceSet;
 
 /// Port names fixed by the contract (ARCHITECTURE.md §4).
 pub const UPLINK_PORT: &str = "uplink";
@@ -81,53 +86,136 @@ pub fn translate(
     node_name: &str,
     generation: u64,
 ) -> Result<Translated, TranslateError> {
-    let mut warnings = Vec::new();
+    let parts = NodeParts::build(cluster, node_name)?;
+    let (services, mut other_warnings) = all_services(cluster, config, &parts);
+    let policy = policy::build(cluster, &parts.local_pods, &mut other_warnings);
+    Ok(assemble(
+        &parts,
+        &services,
+        Arc::new(policy),
+        &other_warnings,
+        config,
+        generation,
+    ))
+}
 
-    let Some(own) = cluster
-        .nodes
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(node_name))
-    else {
-        let mut present: Vec<String> = cluster
+/// Every Service of `cluster` translated and assembled; a Service listed twice keeps its
+/// first object (the second is reported in the returned warnings).
+pub(crate) fn all_services(
+    cluster: &ClusterState,
+    config: &AgentConfig,
+    parts: &NodeParts,
+) -> (ServiceSet, Vec<String>) {
+    let slices = services::slices_by_service(&cluster.endpoint_slices);
+    let view = parts.view();
+    let mut set = ServiceSet::default();
+    let mut sorted: Vec<_> = cluster.services.iter().enumerate().collect();
+    sorted.sort_by_key(|(i, s)| (namespace_of(&s.metadata), name_of(&s.metadata), *i));
+    let mut duplicates = Vec::new();
+    let mut last: Option<(&str, &str)> = None;
+    for (_, svc) in sorted {
+        let key = (namespace_of(&svc.metadata), name_of(&svc.metadata));
+        if last == Some(key) {
+            duplicates.push(format!(
+                "Service {}/{}: listed twice: the second is skipped",
+                key.0, key.1
+            ));
+            continue;
+        }
+        last = Some(key);
+        let svc_slices = slices.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let build = services::build_service(svc, svc_slices, config, &view, None);
+        set.set((key.0.to_string(), key.1.to_string()), build);
+    }
+    (set, duplicates)
+}
+
+/// What the tables take from Nodes and from this node's Pods.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeParts {
+    pub node: LocalNode,
+    pub ports: Vec<PortInfo>,
+    pub local_pods: Vec<LocalPod>,
+    pub local_pod_by_ip: BTreeMap<IpKey, usize>,
+    pub remote_nodes: Vec<RemoteNode>,
+    pub remote_routes: PrefixMap<usize>,
+    pub remote_node_by_underlay: datapath::foldhash_map::HashMap<[u8; 4], usize>,
+    /// Where NodePorts answer: the node's InternalIP and ExternalIP addresses.
+    pub nodeport_ips: Vec<IpKey>,
+    /// Local pods' addresses and the node's own: endpoints there are local even when
+    /// their slice does not say which node they are on (host-network pods).
+    pub local_ips: BTreeSet<IpKey>,
+    pub warnings: Vec<String>,
+}
+
+impl NodeParts {
+    pub fn build(cluster: &ClusterState, node_name: &str) -> Result<NodeParts, TranslateError> {
+        let mut warnings = Vec::new();
+        let Some(own) = cluster
             .nodes
             .iter()
-            .map(|n| name_of(&n.metadata).to_string())
+            .find(|n| n.metadata.name.as_deref() == Some(node_name))
+        else {
+            let mut present: Vec<String> = cluster
+                .nodes
+                .iter()
+                .map(|n| name_of(&n.metadata).to_string())
+                .collect();
+            present.sort();
+            return Err(TranslateError::UnknownNode {
+                name: node_name.to_string(),
+                present,
+            });
+        };
+        let node = local_node(own, node_name, &mut warnings)?;
+        let (ports, local_pods, local_pod_by_ip) = local_pods(&cluster.pods, &node, &mut warnings);
+        let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
+        let remote_node_by_underlay = underlay_index(&remote_nodes, &node, &mut warnings);
+        let local_ips: BTreeSet<IpKey> = local_pod_by_ip
+            .keys()
+            .copied()
+            .chain(node.addresses.iter().copied())
             .collect();
-        present.sort();
-        return Err(TranslateError::UnknownNode {
-            name: node_name.to_string(),
-            present,
-        });
-    };
-    let node = local_node(own, node_name)?;
+        Ok(NodeParts {
+            nodeport_ips: services::nodeport_addresses(own),
+            node,
+            ports,
+            local_pods,
+            local_pod_by_ip,
+            remote_nodes,
+            remote_routes,
+            remote_node_by_underlay,
+            local_ips,
+            warnings,
+        })
+    }
 
-    let (ports, local_pods, local_pod_by_ip) = local_pods(&cluster.pods, &node, &mut warnings);
+    pub(crate) fn view(&self) -> services::NodeView<'_> {
+        services::NodeView {
+            name: &self.node.name,
+            node_ips: &self.nodeport_ips,
+            local_pod_ips: &self.local_ips,
+        }
+    }
+}
 
-    let (remote_nodes, remote_routes) = remote_nodes(&cluster.nodes, &node, &mut warnings);
-    let remote_node_by_underlay = underlay_index(&remote_nodes, &node, &mut warnings);
-
-    // Endpoints at a local pod's address (or at one of ours: host-network pods) are
-    // local even when their slice does not say which node they are on.
-    let local_ips: BTreeSet<IpKey> = local_pod_by_ip
-        .keys()
-        .copied()
-        .chain(node.addresses.iter().copied())
-        .collect();
-    let services = services::build(
-        cluster,
-        config,
-        &services::NodeView {
-            name: node_name,
-            node: own,
-            local_pod_ips: &local_ips,
-        },
-        &mut warnings,
-    );
-
+/// The tables from their parts; warnings in a stable order (node and pods, Services, the
+/// rest: policy).
+pub(crate) fn assemble(
+    parts: &NodeParts,
+    services: &ServiceSet,
+    policy: Arc<datapath::policy::PolicyTables>,
+    policy_warnings: &[String],
+    config: &AgentConfig,
+    generation: u64,
+) -> Translated {
+    let mut warnings = parts.warnings.clone();
+    warnings.extend(services.warnings());
+    warnings.extend(policy_warnings.iter().cloned());
     let tables = Tables {
         generation,
-        policy: policy::build(cluster, &local_pods, &mut warnings),
-        node,
+        policy,
+        node: parts.node.clone(),
         overlay: OverlayParams {
             vni: config.vxlan.vni,
             udp_port: config.vxlan.port,
@@ -135,16 +223,20 @@ pub fn translate(
         },
         cluster_cidrs: config.cluster_cidrs.clone(),
         service_cidrs: config.service_cidrs.clone(),
-        ports,
-        local_pods,
-        local_pod_by_ip: local_pod_by_ip.into_iter().collect(),
-        remote_routes,
-        remote_nodes,
-        remote_node_by_underlay,
-        service_ports: services.ports,
-        frontends: services.frontends.into_iter().collect(),
+        ports: parts.ports.clone(),
+        local_pods: parts.local_pods.clone(),
+        local_pod_by_ip: parts
+            .local_pod_by_ip
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        remote_routes: parts.remote_routes.clone(),
+        remote_nodes: parts.remote_nodes.clone(),
+        remote_node_by_underlay: parts.remote_node_by_underlay.clone(),
+        service_ports: services.ports(),
+        frontends: services.frontends(),
     };
-    Ok(Translated { tables, warnings })
+    Translated { tables, warnings }
 }
 
 fn own_err(node: &str, field: &str, message: impl Into<String>) -> TranslateError {
@@ -156,12 +248,19 @@ fn own_err(node: &str, field: &str, message: impl Into<String>) -> TranslateErro
 }
 
 /// The own node: underlay address and MAC, PodCIDRs, pod gateway, node addresses.
-fn local_node(own: &Node, name: &str) -> Result<LocalNode, TranslateError> {
-    let underlay_ip = node_internal_ipv4(own).ok_or_else(|| {
+fn local_node(
+    own: &Node,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<LocalNode, TranslateError> {
+    let underlay_ip = node_underlay_ipv4(own, warnings).ok_or_else(|| {
         own_err(
             name,
             "status.addresses",
-            "no IPv4 InternalIP (the VXLAN underlay address)",
+            format!(
+                "no valid {VTEP_ADDRESS_ANNOTATION} annotation and no IPv4 InternalIP \
+                 (the VXLAN underlay address)"
+            ),
         )
     })?;
     let mac_field = format!("metadata.annotations[{UNDERLAY_MAC_ANNOTATION:?}]");
@@ -315,7 +414,7 @@ fn underlay_index(
     for (i, n) in remote.iter().enumerate() {
         if n.underlay_ip == own.underlay_ip {
             warnings.push(format!(
-                "Node {}: InternalIP is also node {}'s: VXLAN from it is not accepted as {}'s",
+                "Node {}: underlay address is also node {}'s: VXLAN from it is not accepted as {}'s",
                 n.name, own.name, n.name
             ));
             continue;
@@ -323,7 +422,7 @@ fn underlay_index(
         if let Some(&first) = index.get(&n.underlay_ip) {
             let first: &RemoteNode = &remote[first];
             warnings.push(format!(
-                "Node {}: InternalIP is also node {}'s: VXLAN from it counts as {}'s",
+                "Node {}: underlay address is also node {}'s: VXLAN from it counts as {}'s",
                 n.name, first.name, first.name
             ));
             continue;
@@ -379,8 +478,10 @@ fn remote_nodes(
             warnings.push(skip("no usable podCIDR".into()));
             continue;
         }
-        let Some(underlay_ip) = node_internal_ipv4(node) else {
-            warnings.push(skip("no IPv4 InternalIP".into()));
+        let Some(underlay_ip) = node_underlay_ipv4(node, warnings) else {
+            warnings.push(skip(format!(
+                "no IPv4 InternalIP and no valid {VTEP_ADDRESS_ANNOTATION}"
+            )));
             continue;
         };
         let underlay_mac = match node_underlay_mac(node).map(parse_unicast_mac) {
@@ -442,12 +543,24 @@ pub fn canonical_dump(tables: &Tables) -> String {
             );
         }
     }
-    for (i, p) in tables.service_ports.iter().enumerate() {
-        let _ = writeln!(s, "service_port {i}: {p:?}");
+    // Service ports by name, frontends by the name of the port they reach: slot numbers
+    // (`ServiceId`s) depend on the order Services came and went in, so they are left out.
+    let mut ports: Vec<&ServicePort> = tables
+        .service_ports
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| !p.name.is_empty())
+        .collect();
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in ports {
+        let _ = writeln!(s, "service_port {}: {p:?}", p.name);
     }
     let frontends: BTreeMap<_, _> = tables.frontends.iter().collect();
     for (k, v) in frontends {
-        let _ = writeln!(s, "frontend {k:?}: {v:?}");
+        let port = tables
+            .service_port(v.service)
+            .map_or("?", |p| p.name.as_str());
+        let _ = writeln!(s, "frontend {k:?}: {:?} -> {port}", v.kind);
     }
     s
 }
@@ -455,6 +568,75 @@ pub fn canonical_dump(tables: &Tables) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, internal_ip: &str, cidr: &str, vtep: Option<&str>) -> Node {
+        let mut annotations = serde_json::json!({UNDERLAY_MAC_ANNOTATION: "02:00:00:00:00:01"});
+        if let Some(v) = vtep {
+            annotations[VTEP_ADDRESS_ANNOTATION] = v.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": internal_ip}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_vtep_annotation_is_the_underlay_address_of_every_node() {
+        let mut cluster = ClusterState {
+            nodes: vec![
+                node("n3", "10.0.0.3", "10.244.3.0/24", Some("fd00::3")),
+                node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9.1")),
+                node("n2", "10.0.0.2", "10.244.2.0/24", Some("192.168.9.2")),
+            ],
+            ..ClusterState::default()
+        };
+        let config = AgentConfig::default();
+        let out = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(out.tables.node.underlay_ip, [192, 168, 9, 1]);
+        let remote: Vec<_> = out
+            .tables
+            .remote_nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.underlay_ip))
+            .collect();
+        // n3's annotation is IPv6: warned about, its InternalIP used.
+        assert_eq!(remote, [("n2", [192, 168, 9, 2]), ("n3", [10, 0, 0, 3])]);
+        assert_eq!(
+            out.tables.remote_node_by_underlay.get(&[192, 168, 9, 2]),
+            Some(&0)
+        );
+        assert_eq!(
+            out.tables.remote_node_by_underlay.get(&[10, 0, 0, 3]),
+            Some(&1)
+        );
+        assert_eq!(
+            out.warnings,
+            [
+                "Node n3: kxdp.io/vtep-address: \"fd00::3\" is IPv6: the VXLAN underlay is IPv4: \
+                 using its InternalIP instead"
+            ]
+        );
+        // Pure: the same input in another order gives the same tables and warnings.
+        cluster.nodes.reverse();
+        let again = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(canonical_dump(&again.tables), canonical_dump(&out.tables));
+        assert_eq!(again.warnings, out.warnings);
+
+        // The own node's invalid annotation: same rule, a warning and its InternalIP.
+        cluster.nodes.retain(|n| name_of(&n.metadata) != "n1");
+        cluster
+            .nodes
+            .push(node("n1", "10.0.0.1", "10.244.1.0/24", Some("192.168.9")));
+        let fallback = translate(&cluster, &config, "n1", 1).unwrap();
+        assert_eq!(fallback.tables.node.underlay_ip, [10, 0, 0, 1]);
+        assert!(
+            fallback.warnings[0].starts_with("Node n1: kxdp.io/vtep-address: \"192.168.9\""),
+            "{:?}",
+            fallback.warnings
+        );
+    }
 
     #[test]
     fn unknown_node_lists_the_present_ones() {

@@ -10,11 +10,11 @@
 //! their conditions and node, then [`select`] decides which ones take new flows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use datapath::lb::maglev::{self, MaglevTable};
 use datapath::tables::{
-    Backend, BackendSet, EndpointCondition, Frontend, FrontendKind, ServiceId, ServiceKey,
-    ServicePort,
+    Backend, BackendSet, EndpointCondition, FrontendKind, ServiceKey, ServicePort,
 };
 use datapath::{Cidr, IpKey};
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
@@ -25,7 +25,6 @@ use super::k8s::{
     service_cluster_ips, service_type, slice_service_name,
 };
 use crate::config::AgentConfig;
-use crate::state::ClusterState;
 
 /// Per-Service override of the cluster's Maglev table size (a prime, see
 /// `maglev::valid_table_size`).
@@ -51,216 +50,225 @@ pub(crate) struct Candidate<'a> {
 }
 
 /// What the node contributes to Service translation.
-pub(super) struct NodeView<'a> {
+pub(crate) struct NodeView<'a> {
     pub name: &'a str,
-    /// The node's own Node object (its addresses carry NodePorts).
-    pub node: &'a Node,
+    /// The node's InternalIP and ExternalIP addresses ([`nodeport_addresses`]).
+    pub node_ips: &'a [IpKey],
     /// Addresses of pods on this node: an endpoint there is local even without `nodeName`.
     pub local_pod_ips: &'a BTreeSet<IpKey>,
 }
 
-/// The Service ports and frontends of a cluster, as this node programs them.
-pub(super) struct ServiceTables {
-    pub ports: Vec<ServicePort>,
-    pub frontends: BTreeMap<ServiceKey, Frontend>,
-}
-
-/// Builds the service tables, sorted so that equal inputs give equal tables.
-pub(super) fn build(
-    cluster: &ClusterState,
-    config: &AgentConfig,
-    node: &NodeView<'_>,
-    warnings: &mut Vec<String>,
-) -> ServiceTables {
-    // (namespace, service name) -> its slices, by slice name, so candidates come in a
-    // stable order whatever order the slices were loaded or watched in.
-    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in &cluster.endpoint_slices {
-        if let Some(svc) = slice_service_name(slice) {
-            slices
-                .entry((namespace_of(&slice.metadata), svc))
-                .or_default()
-                .push(slice);
-        }
-    }
-    for list in slices.values_mut() {
-        list.sort_by_key(|s| name_of(&s.metadata));
-    }
-
-    let mut services: Vec<&Service> = cluster.services.iter().collect();
-    services.sort_by_key(|s| (namespace_of(&s.metadata), name_of(&s.metadata)));
-
-    let node_ips: Vec<IpKey> = node_addresses(node.node)
+/// The node's InternalIP and ExternalIP addresses, sorted: where NodePorts answer.
+pub(super) fn nodeport_addresses(node: &Node) -> Vec<IpKey> {
+    node_addresses(node)
         .filter(|(ty, _)| matches!(*ty, "InternalIP" | "ExternalIP"))
         .filter_map(|(_, a)| parse_ip(a).ok().map(IpKey::from))
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .collect();
+        .collect()
+}
 
-    let mut out = ServiceTables {
-        ports: Vec::new(),
-        frontends: BTreeMap::new(),
+/// One Service translated on its own: its ports, in order (IPv4 ports first, each family
+/// in `spec.ports` order), and what was skipped. Frontends two Services both claim are
+/// settled when the ports are assembled ([`super::service_set::ServiceSet`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServiceBuild {
+    pub ports: Vec<PortBuild>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PortBuild {
+    pub port: Arc<ServicePort>,
+    /// Every address the port answers on, in claim order.
+    pub frontends: Vec<(ServiceKey, FrontendKind)>,
+}
+
+/// EndpointSlices by the Service they belong to (`kubernetes.io/service-name`), each
+/// Service's sorted by slice name so endpoints come in a stable order.
+pub(super) fn slices_by_service(
+    slices: &[EndpointSlice],
+) -> BTreeMap<(&str, &str), Vec<&EndpointSlice>> {
+    let mut out: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(svc) = slice_service_name(slice) {
+            out.entry((namespace_of(&slice.metadata), svc))
+                .or_default()
+                .push(slice);
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|s| name_of(&s.metadata));
+    }
+    out
+}
+
+/// Translates one Service with its slices. `previous`: the same Service's last build, whose
+/// Maglev tables are reused where a port's selected endpoints did not change (one
+/// endpoint change rebuilds only the table it touches).
+pub(super) fn build_service(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    config: &AgentConfig,
+    node: &NodeView<'_>,
+    previous: Option<&ServiceBuild>,
+) -> ServiceBuild {
+    let mut out = ServiceBuild::default();
+    let ns = namespace_of(&svc.metadata);
+    let name = name_of(&svc.metadata);
+    let id = format!("{ns}/{name}");
+    let mut warnings = Vec::new();
+    let mut warn = |msg: String| warnings.push(format!("Service {id}: {msg}"));
+
+    match service_type(svc) {
+        "ClusterIP" | "NodePort" | "LoadBalancer" => {}
+        // DNS only: nothing to program.
+        "ExternalName" => return out,
+        other => {
+            warn(format!("type {other:?} is not known: skipped"));
+            out.warnings = warnings;
+            return out;
+        }
+    }
+    let Some(spec) = svc.spec.as_ref() else {
+        return out;
     };
-    // Which service took a frontend first, to name it when a later one collides.
-    let mut owner: BTreeMap<ServiceKey, String> = BTreeMap::new();
-    for svc in services {
-        let ns = namespace_of(&svc.metadata);
-        let name = name_of(&svc.metadata);
-        let id = format!("{ns}/{name}");
-        let mut warn = |msg: String| warnings.push(format!("Service {id}: {msg}"));
-
-        match service_type(svc) {
-            "ClusterIP" | "NodePort" | "LoadBalancer" => {}
-            // DNS only: nothing to program.
-            "ExternalName" => continue,
-            other => {
-                warn(format!("type {other:?} is not known: skipped"));
-                continue;
+    let cluster_ips = service_cluster_ips(svc);
+    if cluster_ips.first() == Some(&"None") {
+        // Headless: DNS points at the pods themselves; nothing to program.
+        return out;
+    }
+    if cluster_ips.is_empty() {
+        warn("no clusterIP: nothing to program".into());
+        out.warnings = warnings;
+        return out;
+    }
+    let vips: Vec<IpKey> = cluster_ips
+        .iter()
+        .filter_map(|ip| match parse_ip_key(ip) {
+            Ok(vip) if in_any(&config.service_cidrs, vip) => Some(vip),
+            Ok(vip) => {
+                warn(format!(
+                    "clusterIP {vip} is outside serviceCIDR {}: skipped",
+                    list(&config.service_cidrs)
+                ));
+                None
             }
-        }
-        let Some(spec) = svc.spec.as_ref() else {
-            continue;
-        };
-        let cluster_ips = service_cluster_ips(svc);
-        if cluster_ips.first() == Some(&"None") {
-            // Headless: DNS points at the pods themselves; nothing to program.
-            continue;
-        }
-        if cluster_ips.is_empty() {
-            warn("no clusterIP: nothing to program".into());
-            continue;
-        }
-        let vips: Vec<IpKey> = cluster_ips
-            .iter()
-            .filter_map(|ip| match parse_ip_key(ip) {
-                Ok(vip) if in_any(&config.service_cidrs, vip) => Some(vip),
-                Ok(vip) => {
-                    warn(format!(
-                        "clusterIP {vip} is outside serviceCIDR {}: skipped",
-                        list(&config.service_cidrs)
-                    ));
-                    None
-                }
-                Err(e) => {
-                    warn(format!("clusterIP: {e}: skipped"));
-                    None
-                }
-            })
-            .collect();
-        let external_ips: Vec<IpKey> = spec
-            .external_ips
-            .iter()
-            .flatten()
-            .filter_map(|ip| parse_ip_key(ip).ok())
-            .collect();
-        let lb_ips: Vec<IpKey> = svc
-            .status
+            Err(e) => {
+                warn(format!("clusterIP: {e}: skipped"));
+                None
+            }
+        })
+        .collect();
+    let external_ips: Vec<IpKey> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| parse_ip_key(ip).ok())
+        .collect();
+    let lb_ips: Vec<IpKey> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        // ipMode Proxy (KEP-1860): the load balancer terminates and re-sends to the
+        // node, so the ingress IP must not be short-circuited here.
+        .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|i| i.ip.as_deref().and_then(|ip| parse_ip_key(ip).ok()))
+        .collect();
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity_timeout_ns = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        let secs = spec
+            .session_affinity_config
             .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            // ipMode Proxy (KEP-1860): the load balancer terminates and re-sends to the
-            // node, so the ingress IP must not be short-circuited here.
-            .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
-            .filter_map(|i| i.ip.as_deref().and_then(|ip| parse_ip_key(ip).ok()))
-            .collect();
-        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let affinity_timeout_ns =
-            (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-                let secs = spec
-                    .session_affinity_config
-                    .as_ref()
-                    .and_then(|c| c.client_ip.as_ref())
-                    .and_then(|c| c.timeout_seconds)
-                    .and_then(|t| u64::try_from(t).ok())
-                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S);
-                secs * 1_000_000_000
-            });
-        let table_size = maglev_size(svc, config, &mut warn);
-        let ports = spec.ports.as_deref().unwrap_or_default();
-        let svc_slices = slices.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[]);
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S);
+        secs * 1_000_000_000
+    });
+    let fixed_size = maglev_size_annotation(svc, config, &mut warn);
+    let size_for = |members: usize| fixed_size.unwrap_or_else(|| config.maglev.size_for(members));
+    let ports = spec.ports.as_deref().unwrap_or_default();
 
-        // One Service port per (family, port): a dual-stack Service has separate endpoint
-        // sets per family (one EndpointSlice addressType each).
-        for v4 in [true, false] {
-            let family_vips: Vec<IpKey> =
-                vips.iter().copied().filter(|v| v.is_v4() == v4).collect();
-            if family_vips.is_empty() {
+    // One Service port per (family, port): a dual-stack Service has separate endpoint
+    // sets per family (one EndpointSlice addressType each).
+    for v4 in [true, false] {
+        let family_vips: Vec<IpKey> = vips.iter().copied().filter(|v| v.is_v4() == v4).collect();
+        if family_vips.is_empty() {
+            continue;
+        }
+        for port in ports {
+            let (Ok(number), Ok(proto)) = (
+                port_number(port.port),
+                protocol_number(port.protocol.as_deref()),
+            ) else {
+                warn(format!(
+                    "port {} {:?} is not valid: skipped",
+                    port.port, port.protocol
+                ));
                 continue;
+            };
+            let candidates = candidates(slices, v4, port, proto, &mut warn);
+            let port_name = format!("{id}:{number}");
+            let mut keys: Vec<(ServiceKey, FrontendKind)> = Vec::new();
+            let key = |vip: IpKey, port: u16| ServiceKey { vip, port, proto };
+            keys.extend(
+                family_vips
+                    .iter()
+                    .map(|&v| (key(v, number), FrontendKind::ClusterIp)),
+            );
+            if let Some(node_port) = port.node_port.and_then(|p| port_number(p).ok()) {
+                keys.extend(
+                    node.node_ips
+                        .iter()
+                        .filter(|ip| ip.is_v4() == v4)
+                        .map(|&ip| (key(ip, node_port), FrontendKind::NodePort)),
+                );
             }
-            for port in ports {
-                let (Ok(number), Ok(proto)) = (
-                    port_number(port.port),
-                    protocol_number(port.protocol.as_deref()),
-                ) else {
+            keys.extend(
+                external_ips
+                    .iter()
+                    .filter(|ip| ip.is_v4() == v4)
+                    .map(|&ip| (key(ip, number), FrontendKind::ExternalIp)),
+            );
+            keys.extend(
+                lb_ips
+                    .iter()
+                    .filter(|ip| ip.is_v4() == v4)
+                    .map(|&ip| (key(ip, number), FrontendKind::LoadBalancer)),
+            );
+            let backends = backends(&candidates, node);
+            let before = previous
+                .and_then(|p| p.ports.iter().find(|b| b.port.name == port_name))
+                .map(|b| &*b.port);
+            let (cluster, local) = match (
+                select(
+                    &backends,
+                    false,
+                    &size_for,
+                    before.map(|p| (&p.backends[..], &p.cluster)),
+                ),
+                select(
+                    &backends,
+                    true,
+                    &size_for,
+                    before.map(|p| (&p.backends[..], &p.local)),
+                ),
+            ) {
+                (Ok(c), Ok(l)) => (c, l),
+                (Err(e), _) | (_, Err(e)) => {
                     warn(format!(
-                        "port {} {:?} is not valid: skipped",
-                        port.port, port.protocol
+                        "port {number}: {e}: its endpoints are not programmed"
                     ));
-                    continue;
-                };
-                let candidates = candidates(svc_slices, v4, port, proto, &mut warn);
-                let port_name = format!("{id}:{number}");
-                let service = ServiceId(out.ports.len() as u32);
-                let mut keys: Vec<(ServiceKey, FrontendKind)> = Vec::new();
-                let key = |vip: IpKey, port: u16| ServiceKey { vip, port, proto };
-                keys.extend(
-                    family_vips
-                        .iter()
-                        .map(|&v| (key(v, number), FrontendKind::ClusterIp)),
-                );
-                if let Some(node_port) = port.node_port.and_then(|p| port_number(p).ok()) {
-                    keys.extend(
-                        node_ips
-                            .iter()
-                            .filter(|ip| ip.is_v4() == v4)
-                            .map(|&ip| (key(ip, node_port), FrontendKind::NodePort)),
-                    );
+                    (empty_set(), empty_set())
                 }
-                keys.extend(
-                    external_ips
-                        .iter()
-                        .filter(|ip| ip.is_v4() == v4)
-                        .map(|&ip| (key(ip, number), FrontendKind::ExternalIp)),
-                );
-                keys.extend(
-                    lb_ips
-                        .iter()
-                        .filter(|ip| ip.is_v4() == v4)
-                        .map(|&ip| (key(ip, number), FrontendKind::LoadBalancer)),
-                );
-                let mut any = false;
-                for (k, kind) in keys {
-                    if let Some(first) = owner.get(&k) {
-                        warn(format!(
-                            "{} port {} proto {} already belongs to {first}: skipped",
-                            k.vip, k.port, k.proto
-                        ));
-                        continue;
-                    }
-                    owner.insert(k, port_name.clone());
-                    out.frontends.insert(k, Frontend { service, kind });
-                    any = true;
-                }
-                if !any {
-                    continue;
-                }
-                let backends = backends(&candidates, node);
-                let (cluster, local) = match (
-                    select(&backends, false, table_size),
-                    select(&backends, true, table_size),
-                ) {
-                    (Ok(c), Ok(l)) => (c, l),
-                    (Err(e), _) | (_, Err(e)) => {
-                        warn(format!(
-                            "port {number}: {e}: its endpoints are not programmed"
-                        ));
-                        (empty_set(table_size), empty_set(table_size))
-                    }
-                };
-                out.ports.push(ServicePort {
+            };
+            out.ports.push(PortBuild {
+                port: Arc::new(ServicePort {
                     stable_id: stable_id(&port_name),
                     name: port_name,
                     backends,
@@ -269,32 +277,39 @@ pub(super) fn build(
                     external_local,
                     internal_local,
                     affinity_timeout_ns,
-                });
-            }
+                }),
+                frontends: keys,
+            });
         }
     }
+    out.warnings = warnings;
     out
 }
 
-/// The Maglev table size for a Service: its annotation if valid, else the cluster's.
-fn maglev_size(svc: &Service, config: &AgentConfig, warn: &mut impl FnMut(String)) -> u32 {
-    let Some(text) = svc
+/// The Service's fixed Maglev table size from its annotation, if it has a valid one.
+fn maglev_size_annotation(
+    svc: &Service,
+    config: &AgentConfig,
+    warn: &mut impl FnMut(String),
+) -> Option<u32> {
+    let text = svc
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(MAGLEV_SIZE_ANNOTATION))
-    else {
-        return config.maglev.table_size;
-    };
+        .and_then(|a| a.get(MAGLEV_SIZE_ANNOTATION))?;
     match text.trim().parse::<u32>() {
-        Ok(m) if maglev::valid_table_size(m) => m,
+        Ok(m) if maglev::valid_table_size(m) => Some(m),
         _ => {
+            let fallback = if config.maglev.by_backends {
+                "sized by its endpoint count".to_string()
+            } else {
+                config.maglev.table_size.to_string()
+            };
             warn(format!(
                 "{MAGLEV_SIZE_ANNOTATION}: {text:?} is not a valid table size (a prime in \
-                 251..=131071, or 655373): using {}",
-                config.maglev.table_size
+                 251..=131071, or 655373): using {fallback}"
             ));
-            config.maglev.table_size
+            None
         }
     }
 }
@@ -400,10 +415,13 @@ pub(crate) fn backends(candidates: &[Candidate<'_>], node: &NodeView<'_>) -> Vec
 
 /// The endpoints new flows may use (all, or this node's only): the ready ones, or, when
 /// none is ready, the serving terminating ones (KEP-1669), with their Maglev table.
+/// `before`: the same selection of the previous generation (its port's backends and the
+/// set); its table is reused when the members and the size are unchanged.
 pub(crate) fn select(
     backends: &[Backend],
     local_only: bool,
-    table_size: u32,
+    size_for: &dyn Fn(usize) -> u32,
+    before: Option<(&[Backend], &BackendSet)>,
 ) -> Result<BackendSet, String> {
     let eligible = |want: EndpointCondition| -> Vec<u32> {
         backends
@@ -417,28 +435,48 @@ pub(crate) fn select(
     if members.is_empty() {
         members = eligible(EndpointCondition::ServingTerminating);
     }
+    if members.is_empty() {
+        return Ok(empty_set());
+    }
+    let size = size_for(members.len());
+    let addr = |list: &[Backend], i: u32| (list[i as usize].ip, list[i as usize].port);
+    if let Some((old_backends, old)) = before
+        && old.maglev.size() == size
+        && old.members.len() == members.len()
+        && old
+            .members
+            .iter()
+            .zip(&members)
+            .all(|(&o, &n)| addr(old_backends, o) == addr(backends, n))
+    {
+        return Ok(BackendSet {
+            members,
+            maglev: Arc::clone(&old.maglev),
+        });
+    }
     let keys: Vec<[u8; 18]> = members
         .iter()
         .map(|&i| {
-            let b = &backends[i as usize];
-            maglev::backend_key(b.ip, b.port)
+            let (ip, port) = addr(backends, i);
+            maglev::backend_key(ip, port)
         })
         .collect();
     let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-    let maglev = MaglevTable::build(&key_refs, None, table_size, maglev::DEFAULT_SEED)
+    let maglev = MaglevTable::build(&key_refs, None, size, maglev::DEFAULT_SEED)
         .map_err(|e| format!("Maglev table: {e:?}"))?;
-    Ok(BackendSet { members, maglev })
+    Ok(BackendSet {
+        members,
+        maglev: Arc::new(maglev),
+    })
 }
 
-fn empty_set(table_size: u32) -> BackendSet {
+/// No endpoint for new flows: a table without slots (lookups find nothing), shared.
+pub(super) fn empty_set() -> BackendSet {
+    static EMPTY_TABLE: std::sync::LazyLock<Arc<MaglevTable>> =
+        std::sync::LazyLock::new(|| Arc::new(MaglevTable::empty()));
     BackendSet {
         members: Vec::new(),
-        maglev: MaglevTable::build(&[], None, table_size, maglev::DEFAULT_SEED).unwrap_or_else(
-            |_| {
-                MaglevTable::build(&[], None, maglev::DEFAULT_TABLE_SIZE, maglev::DEFAULT_SEED)
-                    .expect("the default size is valid")
-            },
-        ),
+        maglev: Arc::clone(&EMPTY_TABLE),
     }
 }
 

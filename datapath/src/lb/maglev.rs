@@ -239,6 +239,23 @@ impl MaglevTable {
         &self.slots
     }
 
+    /// A table for no backends that holds no slots at all (lookups find nothing): what a
+    /// Service without usable endpoints costs, instead of a table full of [`EMPTY`].
+    pub fn empty() -> MaglevTable {
+        let size = 251;
+        MaglevTable {
+            slots: Vec::new(),
+            size,
+            fastmod: u64::MAX / u64::from(size) + 1,
+            backends: 0,
+        }
+    }
+
+    /// Bytes the slots take (for memory reports).
+    pub fn slot_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<u16>()
+    }
+
     /// True when no backend has a slot (no keys, or all weights 0).
     pub fn is_empty(&self) -> bool {
         self.backends == 0

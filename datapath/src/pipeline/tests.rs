@@ -1,6 +1,8 @@
 //! The walks of ARCHITECTURE.md §2 through `process`, on hand-built tables and packets
 //! built (and checked) with etherparse, an implementation independent of ours.
 
+use std::sync::Arc;
+
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 use super::*;
@@ -102,9 +104,9 @@ pub(crate) fn node_a_tables(backends: Vec<(IpKey, u16)>) -> Tables {
             underlay_mac: NODE_B_MAC,
         }],
         remote_node_by_underlay: [([192, 168, 50, 11], 0)].into_iter().collect(),
-        service_ports,
-        frontends,
-        policy: crate::policy::PolicyTables::default(),
+        service_ports: service_ports.into_iter().map(Arc::new).collect(),
+        frontends: Arc::new(frontends),
+        policy: Arc::default(),
     }
 }
 
@@ -128,7 +130,7 @@ pub(crate) fn ready_port(name: &str, endpoints: Vec<(IpKey, u16)>) -> ServicePor
         let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         BackendSet {
             members,
-            maglev: MaglevTable::build(&refs, None, 1021, maglev::DEFAULT_SEED).unwrap(),
+            maglev: Arc::new(MaglevTable::build(&refs, None, 1021, maglev::DEFAULT_SEED).unwrap()),
         }
     };
     let all: Vec<u32> = (0..backends.len() as u32).collect();
@@ -338,7 +340,7 @@ fn a_reply_tuple_clash_moves_the_new_flows_source_port() {
         proto: proto::TCP,
     };
     let fe = *t.frontends.get(&key(VIP)).unwrap();
-    t.frontends.insert(key(VIP2), fe);
+    Arc::make_mut(&mut t.frontends).insert(key(VIP2), fe);
     let mut flows = Flows::default();
     let sport = |out: &[u8]| u16::from_be_bytes([out[34], out[35]]);
 
@@ -596,7 +598,7 @@ fn any_bytes_on_any_port_never_panic() {
 fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
     let mut t1 = node_a_tables(vec![(IpKey::v4(WEB0), 8080)]);
     // The same Service port also answers UDP 53, so one table carries both flows.
-    t1.frontends.insert(
+    Arc::make_mut(&mut t1.frontends).insert(
         ServiceKey {
             vip: IpKey::v4(VIP),
             port: 53,
@@ -627,7 +629,7 @@ fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
     // Generation 2: web-0 deleted, web-1 listed instead.
     let mut t2 = t1.clone();
     t2.generation = 2;
-    t2.service_ports[0] = ready_port("demo/web:80", vec![(IpKey::v4(WEB1), 8080)]);
+    t2.service_ports[0] = Arc::new(ready_port("demo/web:80", vec![(IpKey::v4(WEB1), 8080)]));
     assert_eq!(end_flows_to_deleted_endpoints(&t2, &mut flows), 1);
     assert_eq!(
         flows.len(),
@@ -652,12 +654,11 @@ fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
 fn web0_isolated() -> Tables {
     use crate::policy::{DirectionPolicy, EndpointPolicy, IdentityId, PortSet};
     let mut t = node_a_tables(web_backends());
+    let policy = Arc::make_mut(&mut t.policy);
     let client_id = IdentityId(1);
-    t.policy.identity_by_ip.insert(IpKey::v4(CLIENT), client_id);
-    t.policy
-        .identity_by_ip
-        .insert(IpKey::v4(WEB0), IdentityId(2));
-    t.policy.policy_names = vec!["demo/web-from-client".into()];
+    policy.identity_by_ip.insert(IpKey::v4(CLIENT), client_id);
+    policy.identity_by_ip.insert(IpKey::v4(WEB0), IdentityId(2));
+    policy.policy_names = vec!["demo/web-from-client".into()];
     let mut ingress = DirectionPolicy {
         selected_by: vec![0],
         ..DirectionPolicy::default()
@@ -669,7 +670,7 @@ fn web0_isolated() -> Tables {
             ..PortSet::default()
         },
     );
-    t.policy.endpoints = vec![
+    policy.endpoints = vec![
         EndpointPolicy::default(),
         EndpointPolicy {
             ingress: Some(ingress),
@@ -748,7 +749,10 @@ fn policy_allows_the_rule_and_its_replies_and_explains_drops() {
 fn a_policy_change_rejudges_established_flows() {
     // Generation 1: web-0 admits client on 8080 and 9090; the flow to 9090 is tracked.
     let mut open = web0_isolated();
-    let ingress = open.policy.endpoints[1].ingress.as_mut().unwrap();
+    let ingress = Arc::make_mut(&mut open.policy).endpoints[1]
+        .ingress
+        .as_mut()
+        .unwrap();
     ingress
         .by_identity
         .values_mut()

@@ -73,6 +73,7 @@ struct Counters {
     lock_wait_ns: u64,
     lock_wait_max_ns: u64,
     generation_sweeps: u64,
+    generation_sweep_ns: u64,
     flows_ended: u64,
     flows_expired: u64,
     /// XDP_STATISTICS of sockets already closed (so totals do not shrink).
@@ -397,9 +398,11 @@ impl Worker {
     /// that generation deleted (checked under the lock, so exactly one does).
     fn apply_generation(&mut self, tables: &Tables, shared: &mut SharedFlows) {
         if tables.generation > shared.generation_seen {
+            let t0 = monotonic_ns();
             let ended = end_flows_to_deleted_endpoints(tables, &mut shared.flows);
             shared.generation_seen = tables.generation;
             self.c.generation_sweeps += 1;
+            self.c.generation_sweep_ns += monotonic_ns().saturating_sub(t0);
             self.c.flows_ended += ended as u64;
         }
     }
@@ -859,6 +862,7 @@ impl Worker {
             lock_wait_ns: c.lock_wait_ns,
             lock_wait_max_ns: c.lock_wait_max_ns,
             generation_sweeps: c.generation_sweeps,
+            generation_sweep_ns: c.generation_sweep_ns,
             flows_ended: c.flows_ended,
             flows_expired: c.flows_expired,
             frames: self.ledger.snapshot(in_rx),

@@ -103,6 +103,8 @@ pub struct WorkerStats {
     /// New table generations this worker applied to the shared flows
     /// (`end_flows_to_deleted_endpoints`), and the flows that ended.
     pub generation_sweeps: u64,
+    /// Time spent in those sweeps (under the flow-table lock, so every worker waits it).
+    pub generation_sweep_ns: u64,
     pub flows_ended: u64,
     pub flows_expired: u64,
     /// Where the UMEM's frames are.

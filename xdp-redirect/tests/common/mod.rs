@@ -477,8 +477,8 @@ pub fn node_tables(generation: u64, pods: &[TestPod], services: &[TestService]) 
         remote_routes: PrefixMap::default(),
         remote_nodes: Vec::new(),
         remote_node_by_underlay: Default::default(),
-        service_ports,
-        frontends,
+        service_ports: service_ports.into_iter().map(std::sync::Arc::new).collect(),
+        frontends: std::sync::Arc::new(frontends),
         policy: Default::default(),
     }
 }
@@ -507,7 +507,9 @@ fn service_port(s: &TestService, id: u32) -> ServicePort {
     let members: Vec<u32> = (0..backends.len() as u32).collect();
     let set = BackendSet {
         members,
-        maglev: MaglevTable::build(&refs, None, 251, maglev::DEFAULT_SEED).expect("maglev"),
+        maglev: std::sync::Arc::new(
+            MaglevTable::build(&refs, None, 251, maglev::DEFAULT_SEED).expect("maglev"),
+        ),
     };
     ServicePort {
         name: s.name.clone(),

@@ -1,5 +1,15 @@
-//! A test double of the Kubernetes API server's list/watch protocol, plain HTTP/1.1 on
-//! 127.0.0.1, for running the unmodified kube-rs client against.
+//! A test double of the Kubernetes API server's list/watch protocol, plain HTTP/1.1, for
+//! running the unmodified kube-rs client against. It is NOT an API server: no TLS, no
+//! authentication or authorisation, no admission, no validation beyond "has a kind and a
+//! name", writes from clients only where a test needs one (objects come from the process
+//! that runs it), six kinds, everything in memory. It exists so that tests and
+//! `kxdp lab --source api` can feed the agent through the real client code; never point
+//! anything but a test or the lab at it. `apply` and `delete` panic on what a test should
+//! never hand them; `DirSync` checks objects first, so a manifest directory cannot.
+//!
+//! Used by the integration tests (`control/tests/kube_source.rs`, `agent.rs`) and by the
+//! hidden `kxdp apiserver-double` command (`command.rs`), which serves a manifest
+//! directory (`manifests.rs`) and follows its changes.
 //!
 //! What it speaks (as kube-rs 5's watcher uses it, read from kube-core's `params.rs` and
 //! kube-runtime's `watcher.rs`):
@@ -14,7 +24,11 @@
 //! resource versions (compaction: open watches get 410, old RVs are refused), dropping open
 //! watch connections, pausing event delivery.
 
-#![allow(dead_code)]
+mod command;
+mod manifests;
+
+pub use command::{ApiServerDoubleArgs, READY_PREFIX, main};
+pub use manifests::{DirSync, DirSyncError, SyncReport};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -83,6 +97,34 @@ pub struct Counters {
     pub continues_gone: u64,
     /// List pages served with a continue token.
     pub pages_continued: u64,
+    /// Every PATCH request received, in order, whatever it was answered.
+    pub patches: Vec<PatchRecord>,
+}
+
+/// One PATCH request as the double saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchRecord {
+    /// The Node's name from the path.
+    pub name: String,
+    pub content_type: String,
+    /// The `fieldManager` query parameter, when given.
+    pub field_manager: Option<String>,
+    /// The body as JSON (`Value::Null` when it was not JSON).
+    pub body: Value,
+    /// The HTTP status answered.
+    pub code: u16,
+}
+
+impl Counters {
+    /// PATCH requests answered 200 (applied, or a no-op).
+    pub fn patches_ok(&self) -> usize {
+        self.patches.iter().filter(|p| p.code == 200).count()
+    }
+
+    /// PATCH requests answered with an error (injected or not).
+    pub fn patches_failed(&self) -> usize {
+        self.patches.iter().filter(|p| p.code != 200).count()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +148,8 @@ struct State {
     next_continue: u64,
     shutting_down: bool,
     counters: Counters,
+    /// Answer every PATCH with this status code (a fault), when set.
+    patch_fault: Option<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -136,9 +180,19 @@ pub struct ApiServerDouble {
 const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
 
 impl ApiServerDouble {
+    /// Starts on 127.0.0.1 on a free port (for tests).
+    ///
+    /// # Panics
+    /// When no loopback port can be bound: a test cannot go on without its server.
     pub fn start() -> ApiServerDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        ApiServerDouble::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap_or_else(|e| panic!("apiserver double: cannot listen on 127.0.0.1: {e}"))
+    }
+
+    /// Starts listening on `addr` (port 0: any free one; [`url`](Self::url) says which).
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<ApiServerDouble> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         shared.lock().rv = 1;
         let accept_shared = Arc::clone(&shared);
@@ -159,11 +213,11 @@ impl ApiServerDouble {
                 std::thread::spawn(move || serve_connection(&conn_shared, stream));
             }
         });
-        ApiServerDouble {
+        Ok(ApiServerDouble {
             addr,
             shared,
             accept: Some(accept),
-        }
+        })
     }
 
     pub fn url(&self) -> String {
@@ -284,6 +338,18 @@ impl ApiServerDouble {
     pub fn drop_watches(&self) {
         self.shared.lock().drop_epoch += 1;
         self.shared.changed.notify_all();
+    }
+
+    /// Every PATCH is answered with `code` (and a Status body) and changes nothing, until
+    /// called with `None`.
+    pub fn fail_patches(&self, code: Option<u16>) {
+        self.shared.lock().patch_fault = code;
+    }
+
+    /// The current object of `kind` named `namespace/name`, as served.
+    pub fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = (namespace.to_string(), name.to_string());
+        self.shared.lock().objects.get(kind)?.get(&key).cloned()
     }
 
     pub fn counters(&self) -> Counters {
@@ -413,13 +479,15 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        // Headers: GETs carry no body, so they only need skipping.
+        // Headers: GETs carry no body, so they only need skipping; a PATCH needs its
+        // Content-Type and Content-Length.
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             match reader.read_line(&mut header) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if header == "\r\n" || header == "\n" => break,
-                Ok(_) => {}
+                Ok(_) => headers.push(header),
             }
         }
         let mut parts = request_line.split_whitespace();
@@ -444,6 +512,10 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
                 serve_watch(shared, &mut stream, kind, &query)
             }
             ("GET", Some(kind)) => serve_list(shared, &mut stream, kind, &query),
+            ("PATCH", None) if node_name_of_path(path).is_some() => {
+                let name = node_name_of_path(path).unwrap_or_default();
+                serve_node_patch(shared, &mut stream, &mut reader, name, &headers, &query)
+            }
             _ => write_json(
                 &mut stream,
                 404,
@@ -486,7 +558,12 @@ fn percent_decode(s: &str) -> String {
 fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
+        409 => "Conflict",
+        411 => "Length Required",
+        415 => "Unsupported Media Type",
+        500 => "Internal Server Error",
         410 => "Gone",
         _ => "Error",
     }
@@ -705,5 +782,343 @@ fn serve_watch(
             .wait_timeout(state, BOOKMARK_EVERY)
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0;
+    }
+}
+
+/// The name in `/api/v1/nodes/NAME` (one path segment, not empty).
+fn node_name_of_path(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/api/v1/nodes/")?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+const MERGE_PATCH: &str = "application/merge-patch+json";
+const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
+
+/// The value of header `name` (case-insensitive), trimmed.
+fn header<'a>(headers: &'a [String], name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|h| {
+        let (key, value) = h.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then_some(value.trim())
+    })
+}
+
+/// `PATCH /api/v1/nodes/NAME` with a JSON merge patch (RFC 7386), or a strategic merge
+/// patch limited to what it shares with one (objects and scalars: no lists, no `$`
+/// directives), as kube-rs sends `Patch::Merge` / `Patch::Strategic`: Content-Type names
+/// the patch type, `fieldManager` may be in the query. 200 with the object after the patch
+/// (a new resourceVersion and a MODIFIED event only when something changed, as the real
+/// server does); 404 for an unknown Node; 415 for any other patch type; 409 when the patch
+/// carries a `metadata.resourceVersion` that is not the current one. Returns whether the
+/// connection is still usable.
+fn serve_node_patch(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    name: &str,
+    headers: &[String],
+    query: &HashMap<String, String>,
+) -> bool {
+    let content_type = header(headers, "content-type").unwrap_or("").to_string();
+    let Some(length) = header(headers, "content-length").and_then(|l| l.parse::<usize>().ok())
+    else {
+        // Without a length the body cannot be told from the next request: close.
+        let _ = write_json(
+            stream,
+            411,
+            &status(411, "LengthRequired", "PATCH needs a Content-Length"),
+        );
+        return false;
+    };
+    let mut raw = vec![0u8; length];
+    if std::io::Read::read_exact(reader, &mut raw).is_err() {
+        return false;
+    }
+    let body: Option<Value> = serde_json::from_slice(&raw).ok();
+    let mut state = shared.lock();
+    let (code, answer) = patch_node(&mut state, name, &content_type, query, body.as_ref());
+    state.counters.patches.push(PatchRecord {
+        name: name.to_string(),
+        content_type,
+        field_manager: query.get("fieldManager").cloned(),
+        body: body.unwrap_or(Value::Null),
+        code,
+    });
+    drop(state);
+    shared.changed.notify_all();
+    write_json(stream, code, &answer)
+}
+
+/// Applies one PATCH to the state: (status code, answer body).
+fn patch_node(
+    state: &mut State,
+    name: &str,
+    content_type: &str,
+    query: &HashMap<String, String>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let fail = |code: u16, reason: &str, message: String| (code, status(code, reason, &message));
+    if let Some(code) = state.patch_fault {
+        return fail(code, "InternalError", format!("injected fault {code}"));
+    }
+    // The query parameters kube-rs' PatchParams can set; the double only implements
+    // fieldManager (recorded) and refuses the rest rather than ignoring them silently.
+    if let Some(other) = query.keys().find(|k| k.as_str() != "fieldManager") {
+        return fail(
+            400,
+            "BadRequest",
+            format!("query parameter {other:?} is not supported by the double"),
+        );
+    }
+    // Parameters such as `; charset=utf-8` do not change the patch type.
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media != MERGE_PATCH && media != STRATEGIC_MERGE_PATCH {
+        return fail(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types \
+                 include: {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH} (got {content_type:?})"
+            ),
+        );
+    }
+    let Some(patch) = body.filter(|b| b.is_object()) else {
+        return fail(400, "BadRequest", "the patch is not a JSON object".into());
+    };
+    if media == STRATEGIC_MERGE_PATCH && !strategic_is_plain_merge(patch) {
+        return fail(
+            400,
+            "BadRequest",
+            "the double applies strategic merge patches without lists or $ directives only".into(),
+        );
+    }
+    let key = (String::new(), name.to_string());
+    let Some(current) = state.objects.get("Node").and_then(|m| m.get(&key)).cloned() else {
+        return fail(404, "NotFound", format!("nodes \"{name}\" not found"));
+    };
+    let current_rv = current["metadata"]["resourceVersion"].clone();
+    let wanted_rv = &patch["metadata"]["resourceVersion"];
+    if !wanted_rv.is_null() && *wanted_rv != current_rv {
+        return fail(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on nodes \"{name}\": the object has been \
+                 modified; please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    let mut patched = current.clone();
+    merge_patch(&mut patched, patch);
+    // What the server owns cannot be patched away.
+    patched["kind"] = current["kind"].clone();
+    patched["apiVersion"] = current["apiVersion"].clone();
+    patched["metadata"]["name"] = current["metadata"]["name"].clone();
+    patched["metadata"]["resourceVersion"] = current_rv;
+    if patched == current {
+        return (200, current);
+    }
+    state.rv += 1;
+    let rv = state.rv;
+    patched["metadata"]["resourceVersion"] = json!(rv.to_string());
+    state
+        .objects
+        .entry("Node".to_string())
+        .or_default()
+        .insert(key.clone(), patched.clone());
+    state.history.push(Change {
+        rv,
+        kind: "Node".to_string(),
+        event_type: "MODIFIED",
+        key,
+        object: patched.clone(),
+    });
+    (200, patched)
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a key, anything
+/// else (arrays included) replaces the target.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(target) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// A strategic merge patch means the same as a merge patch when it has no lists (those
+/// merge by key) and no `$patch`/`$retainKeys`/... directives.
+fn strategic_is_plain_merge(patch: &Value) -> bool {
+    match patch {
+        Value::Array(_) => false,
+        Value::Object(map) => map
+            .iter()
+            .all(|(k, v)| !k.starts_with('$') && strategic_is_plain_merge(v)),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+    use std::io::Read;
+
+    /// One raw HTTP/1.1 PATCH; (status code, JSON body).
+    fn patch(api: &ApiServerDouble, target: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(api.addr).unwrap();
+        let request = format!(
+            "PATCH {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let code = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(l) = line.strip_prefix("Content-Length:") {
+                length = l.trim().parse().unwrap();
+            }
+        }
+        let mut raw = vec![0; length];
+        reader.read_exact(&mut raw).unwrap();
+        answer.push_str(std::str::from_utf8(&raw).unwrap());
+        (code, serde_json::from_str(&answer).unwrap())
+    }
+
+    fn node(name: &str, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+        })
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        // The examples of RFC 7386 section 3 that matter here.
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+        let mut target = json!({"a": [1, 2]});
+        merge_patch(&mut target, &json!({"a": [3]}));
+        assert_eq!(target, json!({"a": [3]}));
+        let mut target = json!({"a": "foo"});
+        merge_patch(&mut target, &json!({"b": {"c": null}}));
+        assert_eq!(target, json!({"a": "foo", "b": {}}));
+        let mut target = json!("scalar");
+        merge_patch(&mut target, &json!({"a": {"b": "c"}}));
+        assert_eq!(target, json!({"a": {"b": "c"}}));
+    }
+
+    #[test]
+    fn patching_a_node_merges_bumps_the_version_and_counts() {
+        let api = ApiServerDouble::start();
+        let before = api.apply(&node("n1", json!({"keep": "1", "drop": "2"})));
+        let body = r#"{"metadata":{"annotations":{"drop":null,"new":"3"}}}"#;
+        let (code, answer) = patch(
+            &api,
+            "/api/v1/nodes/n1?&fieldManager=kxdp-agent",
+            MERGE_PATCH,
+            body,
+        );
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(
+            answer["metadata"]["annotations"],
+            json!({"keep": "1", "new": "3"})
+        );
+        let after = rv_of(&answer);
+        assert!(after > before);
+        assert_eq!(api.current("Node")[&(String::new(), "n1".into())], after);
+        assert_eq!(api.object("Node", "", "n1").unwrap(), answer);
+        // The watch sees a MODIFIED event for it.
+        let state = api.shared.lock();
+        let last = state.history.last().unwrap();
+        assert_eq!((last.event_type, last.rv), ("MODIFIED", after));
+        drop(state);
+
+        // The same patch again changes nothing: no new version, still counted.
+        let (code, again) = patch(&api, "/api/v1/nodes/n1", STRATEGIC_MERGE_PATCH, body);
+        assert_eq!((code, rv_of(&again)), (200, after));
+        let counters = api.counters();
+        assert_eq!((counters.patches_ok(), counters.patches_failed()), (2, 0));
+        assert_eq!(
+            counters.patches[0].field_manager.as_deref(),
+            Some("kxdp-agent")
+        );
+        assert_eq!(counters.patches[1].field_manager, None);
+        assert_eq!(
+            counters.patches[0].body,
+            serde_json::from_str::<Value>(body).unwrap()
+        );
+    }
+
+    #[test]
+    fn patch_errors_are_statuses() {
+        let api = ApiServerDouble::start();
+        let rv = api.apply(&node("n1", json!({})));
+        let body = r#"{"metadata":{"annotations":{"a":"b"}}}"#;
+        let (code, answer) = patch(
+            &api,
+            "/api/v1/nodes/n1",
+            "application/json-patch+json",
+            body,
+        );
+        assert_eq!((code, answer["kind"].as_str()), (415, Some("Status")));
+        assert_eq!(answer["code"], 415);
+        let (code, answer) = patch(&api, "/api/v1/nodes/nope", MERGE_PATCH, body);
+        assert_eq!((code, answer["reason"].as_str()), (404, Some("NotFound")));
+        let (code, _) = patch(
+            &api,
+            "/api/v1/nodes/n1",
+            STRATEGIC_MERGE_PATCH,
+            r#"{"spec":{"taints":[]}}"#,
+        );
+        assert_eq!(code, 400, "strategic list merges are not implemented");
+        let stale = r#"{"metadata":{"resourceVersion":"1","annotations":{"a":"b"}}}"#;
+        assert_eq!(patch(&api, "/api/v1/nodes/n1", MERGE_PATCH, stale).0, 409);
+        api.fail_patches(Some(500));
+        let (code, answer) = patch(&api, "/api/v1/nodes/n1", MERGE_PATCH, body);
+        assert_eq!((code, answer["code"].as_u64()), (500, Some(500)));
+        assert_eq!(
+            api.resource_version(),
+            rv,
+            "no failed patch changed anything"
+        );
+        api.fail_patches(None);
+        assert_eq!(patch(&api, "/api/v1/nodes/n1", MERGE_PATCH, body).0, 200);
+        let counters = api.counters();
+        assert_eq!((counters.patches_ok(), counters.patches_failed()), (1, 5));
+        assert_eq!(
+            counters.patches.iter().map(|p| p.code).collect::<Vec<_>>(),
+            [415, 404, 400, 409, 500, 200]
+        );
     }
 }
