@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use control::config::AgentConfig;
 use control::state::ClusterState;
+use control::state::changes::{Change, Object};
+use control::translate::incremental::Translator;
 use control::translate::translate;
 use datapath::IpKey;
 use datapath::lb::maglev::{self, MaglevTable};
@@ -78,6 +80,43 @@ impl ChangePath for FullTranslate {
         generation: u64,
     ) -> Result<Tables, String> {
         self.reset(cluster, generation)
+    }
+}
+
+/// The agent's path: `control::translate::incremental::Translator`, fed the changed
+/// EndpointSlice as the watcher would hand it over (an owned object: the clone is timed).
+#[derive(Debug)]
+pub struct Incremental(pub Translator);
+
+impl Incremental {
+    pub fn new(config: AgentConfig, node: &str) -> Incremental {
+        Incremental(Translator::new(config, node))
+    }
+}
+
+impl ChangePath for Incremental {
+    fn name(&self) -> &str {
+        "incremental"
+    }
+
+    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, String> {
+        self.0
+            .reset(cluster.clone(), generation)
+            .map(|t| t.tables)
+            .map_err(|e| e.to_string())
+    }
+
+    fn apply(
+        &mut self,
+        _cluster: &ClusterState,
+        change: &SliceChange<'_>,
+        generation: u64,
+    ) -> Result<Tables, String> {
+        let changes = vec![Change::Applied(Object::EndpointSlice(change.after.clone()))];
+        self.0
+            .apply(changes, generation)
+            .map(|(t, _work)| t.tables)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -326,7 +365,7 @@ pub fn tables_size(tables: &Tables) -> TablesSize {
             + backend_set_bytes(&port.cluster)
             + backend_set_bytes(&port.local);
     }
-    size.frontends = map_bytes(&tables.frontends);
+    size.frontends = map_bytes(tables.frontends.as_ref());
 
     let policy = &tables.policy;
     size.policy = map_bytes(&policy.identity_by_ip)
@@ -501,6 +540,25 @@ mod tests {
         // reset (generation 2) and 9 changes.
         assert_eq!(published.load().generation, 11);
         assert!(samples.iter().all(|s| s.total >= s.build));
+    }
+
+    #[test]
+    fn the_incremental_path_publishes_each_change() {
+        let mut scale = small();
+        let first = translate(&scale.cluster, &scale.config, &scale.node_under_test, 1)
+            .expect("translates")
+            .tables;
+        let published = ArcSwap::from_pointee(first);
+        let mut path = Incremental::new(scale.config.clone(), &scale.node_under_test);
+        let samples = measure_changes(&mut path, &mut scale, &published, 30, 5).expect("measures");
+        assert_eq!(samples.len(), 30);
+        // The incremental result equals a full translate of the final state.
+        let full = translate(&scale.cluster, &scale.config, &scale.node_under_test, 32)
+            .expect("translates");
+        assert_eq!(
+            control::translate::canonical_dump(&published.load()),
+            control::translate::canonical_dump(&full.tables)
+        );
     }
 
     /// A path that ignores the change publishes stale tables: the check must catch it.

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bench::scale_cluster::{ScaleSpec, generate};
 use bench::scale_harness::{
-    ChangePath, ChangeSample, Elapsed, FullTranslate, MemStatus, Stopwatch, TablesSize,
-    measure_changes, mem_status, percentile, rebuild_maglev, reset_peak_rss, tables_size,
+    ChangePath, ChangeSample, Elapsed, FullTranslate, Incremental, MemStatus, Stopwatch,
+    TablesSize, measure_changes, mem_status, percentile, rebuild_maglev, reset_peak_rss,
+    tables_size,
 };
 use clap::Parser;
 use control::translate::{policy, translate};
@@ -41,9 +42,12 @@ struct Args {
     nodes: usize,
     #[arg(long, default_value_t = 50)]
     namespaces: usize,
-    /// Endpoint changes to time, per change path.
+    /// Endpoint changes to time through the incremental translator.
     #[arg(long, default_value_t = 1000)]
     changes: usize,
+    /// Endpoint changes to time through a full translate each (seconds apiece at scale).
+    #[arg(long, default_value_t = 20)]
+    full_changes: usize,
     /// Builds per measurement (min and median are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -271,18 +275,28 @@ fn run(args: &Args) -> Result<(), String> {
         Some(breakdown(args, &scale, &published)?)
     };
 
-    let mut paths: Vec<Box<dyn ChangePath>> = vec![Box::new(FullTranslate {
-        config: config.clone(),
-        node: node.clone(),
-    })];
+    let mut paths: Vec<(Box<dyn ChangePath>, usize)> = vec![
+        (
+            Box::new(FullTranslate {
+                config: config.clone(),
+                node: node.clone(),
+            }),
+            args.full_changes,
+        ),
+        (
+            Box::new(Incremental::new(config.clone(), &node)),
+            args.changes,
+        ),
+    ];
     let mut reports = Vec::new();
-    for path in &mut paths {
+    for (path, changes) in &mut paths {
         let mut cluster = scale.clone();
+        // The same seed: both paths see the same changes (the first `changes` of them).
         let samples = measure_changes(
             path.as_mut(),
             &mut cluster,
             &published,
-            args.changes,
+            *changes,
             args.seed ^ 0xc4a9,
         )?;
         reports.push(ChangeReport {
@@ -304,7 +318,7 @@ fn run(args: &Args) -> Result<(), String> {
         breakdown: breakdown.as_ref(),
         changes: &reports,
     };
-    print_report(args, &report);
+    print_report(&report);
     if let Some(path) = &args.json {
         let mut doc = report_json(&machine, &spec, &report);
         doc["maglev_table_size"] = json!(config.maglev.table_size);
@@ -381,7 +395,7 @@ impl Report<'_> {
     }
 }
 
-fn print_report(args: &Args, r: &Report<'_>) {
+fn print_report(r: &Report<'_>) {
     println!();
     println!(
         "initial build (translate for one node: {} local pods, {} Service ports)",
@@ -463,13 +477,10 @@ fn print_report(args: &Args, r: &Report<'_>) {
         (s.service_ports + s.frontends) as f64 / ports / 1024.0,
     );
     println!();
+    println!("one endpoint change -> published (ArcSwap::store returned)");
     println!(
-        "one endpoint change -> published (ArcSwap::store returned), {} changes per path",
-        args.changes
-    );
-    println!(
-        "  {:<20} {:>12} {:>12} {:>12}   {:>12} {:>12} {:>12}",
-        "path", "p50 ms", "p99 ms", "max ms", "build p50", "publish p50", "CPU p50"
+        "  {:<20} {:>8} {:>12} {:>12} {:>12}   {:>12} {:>12} {:>12}",
+        "path", "changes", "p50 ms", "p99 ms", "max ms", "build p50", "publish p50", "CPU p50"
     );
     for c in r.changes {
         let (p50, p99, max) = c.stat(|s| s.total);
@@ -477,8 +488,9 @@ fn print_report(args: &Args, r: &Report<'_>) {
         let (s50, _, _) = c.stat(|s| s.publish);
         let (c50, _, _) = c.stat(|s| s.cpu.unwrap_or_default());
         println!(
-            "  {:<20} {:>12.2} {:>12.2} {:>12.2}   {:>12.2} {:>12.2} {:>12.2}",
+            "  {:<20} {:>8} {:>12.3} {:>12.3} {:>12.3}   {:>12.3} {:>12.3} {:>12.3}",
             c.name,
+            c.samples.len(),
             ms(p50),
             ms(p99),
             ms(max),
