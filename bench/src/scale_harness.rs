@@ -354,10 +354,15 @@ fn backend_set_bytes(s: &BackendSet) -> usize {
 /// Estimates what `tables` holds (see [`TablesSize`]).
 pub fn tables_size(tables: &Tables) -> TablesSize {
     let mut size = TablesSize::default();
+    // Maglev tables are shared (between a port's two sets when they hold the same members,
+    // with the previous generation, and one empty table for every empty set): each counts once.
+    let mut seen = std::collections::HashSet::new();
     for port in &tables.service_ports {
         for set in [&port.cluster, &port.local] {
-            size.maglev += size_of_val(set.maglev.slots());
-            size.maglev_tables += 1;
+            if seen.insert(Arc::as_ptr(&set.maglev)) {
+                size.maglev += size_of_val(set.maglev.slots());
+                size.maglev_tables += usize::from(!set.maglev.slots().is_empty());
+            }
         }
         size.service_ports += size_of::<ServicePort>()
             + port.name.capacity()
@@ -438,9 +443,13 @@ pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, S
         MaglevTable::build(&refs, None, size, maglev::DEFAULT_SEED)
             .map_err(|e| format!("{name}: Maglev rebuild: {e:?}"))
     };
+    // Empty sets share one slotless table that translate does not build.
     let mut inputs = Vec::new();
     for port in &tables.service_ports {
         for set in [&port.cluster, &port.local] {
+            if set.members.is_empty() {
+                continue;
+            }
             inputs.push((keys_of(port, set), set.maglev.size()));
         }
     }
@@ -452,6 +461,9 @@ pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, S
 
     for port in tables.service_ports.iter().step_by(verify_every.max(1)) {
         for set in [&port.cluster, &port.local] {
+            if set.members.is_empty() {
+                continue;
+            }
             let again = build(&keys_of(port, set), set.maglev.size(), &port.name)?;
             if again.slots() != set.maglev.slots() {
                 return Err(format!(
@@ -601,6 +613,8 @@ mod tests {
             .tables;
         rebuild_maglev(&tables, 1).expect("same tables");
         let size = tables_size(&tables);
+        // Every port has a local endpoint here (4 endpoints over 3 nodes), so every set
+        // has its own full-size table.
         assert_eq!(size.maglev_tables, 2 * tables.service_ports.len());
         assert_eq!(
             size.maglev,

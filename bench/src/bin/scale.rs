@@ -54,6 +54,9 @@ struct Args {
     /// Maglev table size (a prime; kxdp's default is 65537).
     #[arg(long)]
     maglev_size: Option<u32>,
+    /// `tableSize: auto`: each Maglev table sized by its endpoint count (at most the size).
+    #[arg(long)]
+    maglev_auto: bool,
     #[arg(long, default_value_t = ScaleSpec::default().seed)]
     seed: u64,
     /// Skip the services-only / policy-only / Maglev breakdown.
@@ -224,6 +227,7 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(size) = args.maglev_size {
         scale.config.maglev.table_size = size;
     }
+    scale.config.maglev.by_backends = args.maglev_auto;
     let node = scale.node_under_test.clone();
     let config = scale.config.clone();
     let input = mem_status().unwrap_or_default();
@@ -322,6 +326,7 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(path) = &args.json {
         let mut doc = report_json(&machine, &spec, &report);
         doc["maglev_table_size"] = json!(config.maglev.table_size);
+        doc["maglev_auto"] = json!(config.maglev.by_backends);
         doc["generate_ms"] = json!(ms(generate_time));
         let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
