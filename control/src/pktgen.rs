@@ -307,6 +307,11 @@ fn wait_for_sink(sink: &Sink, n: u64) -> Result<SinkCounts, String> {
 pub fn pktsink_main(a: &PktsinkArgs) -> ExitCode {
     let run = || -> Result<String, String> {
         let sink = attach_sink(a.ns.as_deref(), &a.dev, a.action, a.track_flows)?;
+        // Scripts wait for this line before they start sending.
+        eprintln!(
+            "kxdp pktsink: counting on {} ({:?}) for {:?}",
+            a.dev, a.action, a.duration
+        );
         let start = Instant::now();
         std::thread::sleep(a.duration);
         let flows = if a.track_flows {

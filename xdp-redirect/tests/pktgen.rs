@@ -313,3 +313,38 @@ fn bad_specs_are_refused_before_touching_the_kernel() {
     assert!(KernelGenerator::new(&iface, &bad).is_err());
     assert!(AfXdpGenerator::new(&iface, 0, &bad).is_err());
 }
+
+/// Not a check: the rig's numbers on this machine. Each generator at 64, 512 and 1500 B
+/// (UDP, 1024 flows, unpaced, 2 s, pinned to CPU 0) into a dropping sink. Run with
+/// `cargo test --release -p xdp-redirect --test pktgen -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "a measurement; run by hand in a release build"]
+fn measure_mpps() {
+    if !root_or_skip("pktgen measurement") {
+        return;
+    }
+    let _serial = serial();
+    for mode in [GenMode::Kernel, GenMode::AfXdp] {
+        for size in [64u16, 512, 1500] {
+            let pair = Pair::new();
+            let sink = pair.sink(SinkAction::Drop, false);
+            let report = pair.generate(
+                mode,
+                &spec(size, Protocol::Udp, 1024, 1024),
+                RunLimit {
+                    duration: Some(Duration::from_secs(2)),
+                    ..RunLimit::default()
+                },
+            );
+            let counts = sink_counts_after(&sink, report.packets);
+            let secs = report.elapsed.as_secs_f64();
+            eprintln!(
+                "measure: {mode:>6} {size:>4} B: offered {:.3} Mpps ({:.2} Gbit/s), sink {:.3} Mpps ({:.1}% of offered)",
+                report.pps() / 1e6,
+                report.bps() / 1e9,
+                counts.packets as f64 / secs / 1e6,
+                counts.packets as f64 * 100.0 / report.packets.max(1) as f64
+            );
+        }
+    }
+}
