@@ -25,6 +25,9 @@ const TX_RING: u32 = 2048;
 const BATCH: u32 = 256;
 /// How long to wait for the last completions after the run.
 const DRAIN: Duration = Duration::from_secs(1);
+/// A run in which the kernel neither takes nor completes anything for this long has
+/// stalled (a count would otherwise never be reached).
+const STALL: Duration = Duration::from_secs(2);
 
 /// A bound TX socket, ready to [`AfXdpGenerator::run`].
 pub struct AfXdpGenerator {
@@ -141,13 +144,27 @@ impl AfXdpGenerator {
         limit_is_bounded(limit)?;
         let pacer = Pacer::new(*limit, u64::from(BATCH));
         let (mut queued, mut completed, mut failures) = (0u64, 0u64, 0u64);
+        let mut progress = Instant::now();
         loop {
-            completed += self.reap();
-            match pacer.next(queued, Instant::now()) {
+            let reaped = self.reap();
+            completed += reaped;
+            let now = Instant::now();
+            if reaped > 0 {
+                progress = now;
+            } else if now.duration_since(progress) > STALL {
+                return Err(PktgenError::Stalled {
+                    queued,
+                    completed,
+                    pending: self.tx.pending(),
+                });
+            }
+            match pacer.next(queued, now) {
                 Next::Done => break,
                 Next::WaitUntil(at) => {
                     failures += self.kick()?;
                     pacer.wait_until(at);
+                    // Waiting for the pacer is not a stall.
+                    progress = Instant::now();
                 }
                 Next::Send(n) => {
                     queued += self.queue(n);

@@ -53,6 +53,14 @@ pub enum PktgenError {
     Spec(String),
     #[error(transparent)]
     Xdp(#[from] XdpError),
+    #[error(
+        "AF_XDP TX stalled: nothing completed for 2 s ({queued} queued, {completed} completed, {pending} still in the tx ring)"
+    )]
+    Stalled {
+        queued: u64,
+        completed: u64,
+        pending: u32,
+    },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
