@@ -17,7 +17,7 @@ use crate::{Interface, program};
 
 /// Runs per BPF_PROG_TEST_RUN call when not paced: ~3 ms at 5 Mpps, so a duration is kept
 /// to a few ms while the per-call setup (the kernel builds a page pool) stays negligible.
-const CHUNK: u64 = 1 << 14;
+const CHUNK: u64 = 1 << 16;
 
 /// A loaded generator for one interface and one [`PacketSpec`]; [`KernelGenerator::run`]
 /// may be called repeatedly (the flow counter carries on).
