@@ -151,9 +151,13 @@ impl Pair {
             );
             let iface = Interface::by_name(GEN_IF).expect("generator interface");
             let report = match mode {
-                GenMode::Kernel => KernelGenerator::new(&iface, spec)
-                    .expect("kernel generator")
-                    .run(&limit),
+                GenMode::Kernel => {
+                    let mut generator =
+                        KernelGenerator::new(&iface, spec).expect("kernel generator");
+                    // veth has driver-mode XDP and nothing else is attached to it.
+                    assert_eq!(generator.anchored(), Ok(()), "anchored in the dispatcher");
+                    generator.run(&limit)
+                }
                 GenMode::AfXdp => AfXdpGenerator::new(&iface, 0, spec)
                     .expect("AF_XDP generator")
                     .run(&limit),

@@ -19,18 +19,30 @@ pub fn run_live_frames(
     frame: &[u8],
     count: u32,
 ) -> Result<(), ProgramError> {
+    run_live(program, ifindex, frame, 0, count)
+}
+
+/// [`run_live_frames`] where the first `meta_len` bytes of `buf` are XDP metadata in front
+/// of the frame (a multiple of 4, at most 32).
+pub(crate) fn run_live(
+    program: &Xdp,
+    ifindex: u32,
+    buf: &[u8],
+    meta_len: u32,
+    count: u32,
+) -> Result<(), ProgramError> {
     if count == 0 {
         return Ok(());
     }
-    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex.
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    // struct xdp_md: data, data_end, data_meta (offsets into `buf`), ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
     let mut ctx = [0u8; 24];
-    for (i, v) in [0u32, len, 0, ifindex, 0, 0].into_iter().enumerate() {
+    for (i, v) in [meta_len, len, 0, ifindex, 0, 0].into_iter().enumerate() {
         ctx[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
     }
     program.test_run(TestRunOptions {
-        data_in: Some(frame),
+        data_in: Some(buf),
         ctx_in: Some(&ctx),
         repeat: count,
         attrs: TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
