@@ -379,3 +379,63 @@ fn measure_mpps() {
         }
     }
 }
+
+/// The `Udp` counter `name` of the namespace's stack (/proc/net/snmp, read from inside).
+fn udp_counter(ns: &Netns, name: &str) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("no Udp lines in /proc/net/snmp:\n{snmp}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Udp {name}"))
+}
+
+#[test]
+fn a_passing_sink_hands_every_packet_to_the_stack() {
+    if !root_or_skip("pass-mode sink") {
+        return;
+    }
+    let _serial = serial();
+    let pair = Pair::new();
+    pair.sink_ns
+        .exec("ip", &["addr", "add", "10.77.0.2/24", "dev", SINK_IF]);
+    // The spec's default destination MAC, so the stack takes the frames as its own.
+    pair.sink_ns.exec(
+        "ip",
+        &["link", "set", SINK_IF, "address", "02:6b:78:67:00:02"],
+    );
+    let sink = pair.sink(SinkAction::Pass, false);
+    let spec = PacketSpec {
+        dst_ip: Ipv4Addr::new(10, 77, 0, 2),
+        dst_port: 9, // nobody listens: each datagram counts as Udp NoPorts
+        flows: 4,
+        ..PacketSpec::default()
+    };
+    let before = udp_counter(&pair.sink_ns, "NoPorts");
+    const N: u64 = 1000;
+    let report = pair.generate(
+        GenMode::Kernel,
+        &spec,
+        RunLimit {
+            count: Some(N),
+            ..RunLimit::default()
+        },
+    );
+    assert_eq!(report.packets, N);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reached = 0;
+    while Instant::now() < deadline {
+        reached = udp_counter(&pair.sink_ns, "NoPorts") - before;
+        if reached >= N {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(reached, N, "every passed datagram reached the UDP layer");
+    assert_eq!(sink.counts().expect("counts").udp, N);
+}
