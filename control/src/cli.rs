@@ -31,6 +31,15 @@ pub enum Command {
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
     Agent(AgentArgs),
+    /// The throughput rig's generator: BPF_PROG_TEST_RUN live frames (kernel) or AF_XDP
+    /// TX, N flows, fixed size, optional pps cap; prints what it offered (and, with
+    /// --sink-dev, what a sink counted).
+    #[command(hide = true)]
+    Pktgen(crate::pktgen::PktgenArgs),
+    /// The throughput rig's sink: counts packets and bytes per CPU with an XDP program on
+    /// an interface (drop or pass) for a while, then prints them.
+    #[command(hide = true)]
+    Pktsink(crate::pktgen::PktsinkArgs),
     /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
     Stats(StatsArgs),
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod lab;
+pub mod pktgen;
 pub mod probe;
 pub mod replay;
 pub mod source;

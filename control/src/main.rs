@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Probe(args) => control::probe::main(args),
         Command::ApiServerDouble(args) => control::apiserver_double::main(args),
         Command::Stats(args) => run_stats(&args),
+        Command::Pktgen(args) => control::pktgen::pktgen_main(&args),
+        Command::Pktsink(args) => control::pktgen::pktsink_main(&args),
         Command::Agent(args) => match control::agent::run(&args.into()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

@@ -40,6 +40,7 @@
 
 pub mod attach;
 pub mod maps;
+pub mod pktgen;
 pub mod worker;
 pub mod xsk;
 

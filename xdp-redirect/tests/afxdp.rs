@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::maps::Array;
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use common::*;
 use datapath::DropReason;
 use datapath::addr::MacAddr;
@@ -358,21 +358,8 @@ fn generate(ebpf: &Ebpf, ifindex: u32, count: u32) {
         .expect("generator")
         .try_into()
         .expect("xdp");
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex.
-    let mut ctx = Vec::with_capacity(24);
-    for v in [0u32, 64, 0, ifindex, 0, 0] {
-        ctx.extend_from_slice(&v.to_ne_bytes());
-    }
-    let data = [0u8; 64];
-    prog.test_run(TestRunOptions {
-        data_in: Some(&data),
-        ctx_in: Some(&ctx),
-        repeat: count,
-        attrs: TestRunAttrs::new().xdp_live_frames(64),
-        ..TestRunOptions::default()
-    })
-    .expect("generator test run");
+    xdp_redirect::pktgen::run_live_frames(prog, ifindex, &[0u8; 64], count)
+        .expect("generator test run");
 }
 
 /// The generator topology: pod a's port `kxsk-a` (the workers receive here, xdp_pod,

@@ -1,0 +1,159 @@
+//! The throughput rig's traffic: generators and a sink (issue 7, item 1), as a library the
+//! `kxdp bench` runner and `kxdp pktgen` / `kxdp pktsink` call.
+//!
+//! - [`KernelGenerator`]: in-kernel, `kxdp_gen` (bpf/pktgen.bpf.c) under
+//!   BPF_PROG_TEST_RUN live frames, XDP_TX out of an interface (~5 Mpps on this VM). The
+//!   interface's peer needs an XDP program (the sink) for veth to take the frames.
+//! - [`AfXdpGenerator`]: a TX-only AF_XDP socket (xdpilone), for comparison: what a
+//!   userspace sender reaches through the same kernel path the workers transmit on.
+//! - [`Sink`]: `kxdp_sink` on the receiving interface, per-CPU packet/byte counts (and
+//!   per flow when asked), then XDP_DROP or XDP_PASS.
+//!
+//! Both generators send what a [`PacketSpec`] describes (frame size, UDP or TCP SYN,
+//! addresses, N flows varying the source port then the source address) under a
+//! [`RunLimit`] (count, duration, pps cap). [`generate`] picks one by [`GenMode`].
+//!
+//! Why here and not a crate of its own: the generator's C program is built by this
+//! crate's build.rs like the datapath's, and the AF_XDP generator reuses this crate's
+//! UMEM and syscall code (`xsk`), which stays crate-private.
+
+pub mod afxdp;
+pub mod kernel;
+pub mod live;
+mod maps;
+pub mod pace;
+pub mod packet;
+pub mod sink;
+
+use std::time::Duration;
+
+use aya::Ebpf;
+
+pub use afxdp::AfXdpGenerator;
+pub use kernel::KernelGenerator;
+pub use live::{LIVE_BATCH, run_live_frames};
+pub use pace::RunLimit;
+pub use packet::{FlowSource, MAX_FRAME, MIN_FRAME, PacketSpec, Protocol};
+pub use sink::{Sink, SinkAction, SinkCounts, SinkFlow};
+
+use crate::{Interface, XdpError, program_mut};
+
+/// The generator program in the pktgen object.
+pub const GEN_PROGRAM: &str = "kxdp_gen";
+/// The sink program in the pktgen object.
+pub const SINK_PROGRAM: &str = "kxdp_sink";
+
+/// bpf/pktgen.bpf.c, compiled by build.rs. Aligned for aya's in-place ELF parsing.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen.bpf.o"));
+
+/// What can go wrong generating or sinking.
+#[derive(Debug, thiserror::Error)]
+pub enum PktgenError {
+    #[error("packet spec: {0}")]
+    Spec(String),
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    #[error(
+        "AF_XDP TX stalled: nothing completed for 2 s ({queued} queued, {completed} completed, {pending} still in the tx ring)"
+    )]
+    Stalled {
+        queued: u64,
+        completed: u64,
+        pending: u32,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Loads the pktgen object with only `program` loaded into the kernel (fresh maps).
+fn load_object(program: &'static str) -> Result<Ebpf, XdpError> {
+    let mut ebpf = Ebpf::load(OBJECT)?;
+    program_mut(&mut ebpf, program)?.load()?;
+    Ok(ebpf)
+}
+
+/// Which generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenMode {
+    /// [`KernelGenerator`].
+    Kernel,
+    /// [`AfXdpGenerator`].
+    AfXdp,
+}
+
+impl std::str::FromStr for GenMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kernel" => Ok(GenMode::Kernel),
+            "afxdp" => Ok(GenMode::AfXdp),
+            _ => Err(format!("unknown generator mode {s:?} (kernel, afxdp)")),
+        }
+    }
+}
+
+impl std::fmt::Display for GenMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GenMode::Kernel => "kernel",
+            GenMode::AfXdp => "afxdp",
+        })
+    }
+}
+
+/// What a generator offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenReport {
+    pub mode: GenMode,
+    /// Packets handed to the device (kernel: runs; AF_XDP: completed descriptors).
+    pub packets: u64,
+    /// Frame bytes (Ethernet header included, no FCS).
+    pub bytes: u64,
+    /// From the first packet to the last (AF_XDP: without the final drain).
+    pub elapsed: Duration,
+    /// AF_XDP: kicks the kernel answered "busy, again" (EAGAIN/EBUSY/ENOBUFS).
+    pub tx_retries: u64,
+}
+
+impl GenReport {
+    pub fn pps(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Bits per second of frame bytes.
+    pub fn bps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Everything one [`generate`] call needs.
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    /// Interface to send out of, in the calling thread's network namespace.
+    pub interface: String,
+    pub mode: GenMode,
+    pub spec: PacketSpec,
+    pub limit: RunLimit,
+    /// AF_XDP: the device queue to bind (kernel mode: rx queue 0 of the run's context).
+    pub queue: u32,
+    /// Pin the calling thread to this CPU first (the kernel generator's flow counter is
+    /// per CPU, and the veth work it causes runs there too).
+    pub cpu: Option<usize>,
+}
+
+/// Sets up the generator `cfg.mode` names and runs it once.
+pub fn generate(cfg: &GenConfig) -> Result<GenReport, PktgenError> {
+    if let Some(cpu) = cfg.cpu
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    {
+        return Err(PktgenError::Spec(format!("cannot pin to CPU {cpu}")));
+    }
+    let interface = Interface::by_name(&cfg.interface)?;
+    match cfg.mode {
+        GenMode::Kernel => KernelGenerator::new(&interface, &cfg.spec)?.run(&cfg.limit),
+        GenMode::AfXdp => AfXdpGenerator::new(&interface, cfg.queue, &cfg.spec)?.run(&cfg.limit),
+    }
+}
