@@ -13,7 +13,11 @@ use inferno::flamegraph::{self, Options as FlameOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlameError {
-    #[error("perf is not usable: {0}")]
+    /// No `perf` binary at all (Debian: package linux-perf).
+    #[error("perf is not installed: {0}")]
+    NotInstalled(String),
+    /// perf is there but cannot sample here (kernel, perf_event_paranoid, container).
+    #[error("perf cannot sample on this kernel: {0}")]
     NoPerf(String),
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
@@ -69,9 +73,10 @@ pub struct Report {
     pub perf_data: PathBuf,
     pub collapsed: PathBuf,
     pub svg: PathBuf,
-    /// Distinct stacks and total samples in the collapsed output.
+    /// Distinct stacks in the collapsed output, and the CPU time they add up to: perf
+    /// weighs each cpu-clock sample by its period, in nanoseconds, and so does the graph.
     pub stacks: usize,
-    pub samples: u64,
+    pub cpu_ns: u64,
 }
 
 /// Checks that perf can sample on this kernel: a 0.1 s cpu-clock recording of `true`.
@@ -79,7 +84,7 @@ pub fn perf_usable(work_dir: &Path) -> Result<String, FlameError> {
     let version = Command::new("perf")
         .arg("--version")
         .output()
-        .map_err(|e| FlameError::NoPerf(format!("cannot run `perf`: {e}")))?;
+        .map_err(|e| FlameError::NotInstalled(format!("cannot run `perf`: {e}")))?;
     if !version.status.success() {
         return Err(FlameError::NoPerf(format!(
             "`perf --version` exited with {} (Debian's wrapper says this when no perf \
@@ -120,10 +125,11 @@ pub fn record(opts: &Options) -> Result<Report, FlameError> {
     match &opts.target {
         // perf stops recording when the command after `--` exits.
         Target::Pid(pid) => perf.args(["-p", &pid.to_string(), "--", "sleep", &secs]),
-        Target::Workload { exe } => perf
-            .arg("--")
-            .arg(exe)
-            .args(["workload", "--path", "all", "--duration", &secs]),
+        Target::Workload { exe } => {
+            perf.arg("--")
+                .arg(exe)
+                .args(["workload", "--path", "all", "--duration", &secs])
+        }
     };
     run(&mut perf, "perf record")?;
 
@@ -143,8 +149,8 @@ pub fn record(opts: &Options) -> Result<Report, FlameError> {
         command: "perf script".into(),
         detail: "no stdout".into(),
     })?;
-    let folded = std::fs::File::create(&collapsed)
-        .map_err(|e| FlameError::Io(collapsed.clone(), e))?;
+    let folded =
+        std::fs::File::create(&collapsed).map_err(|e| FlameError::Io(collapsed.clone(), e))?;
     let collapse_result = Folder::from(CollapseOptions::default())
         .collapse(BufReader::new(stdout), BufWriter::new(folded));
     let status = script.wait().map_err(|e| FlameError::Command {
@@ -162,26 +168,25 @@ pub fn record(opts: &Options) -> Result<Report, FlameError> {
     let text =
         std::fs::read_to_string(&collapsed).map_err(|e| FlameError::Io(collapsed.clone(), e))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let samples: u64 = lines
+    let cpu_ns: u64 = lines
         .iter()
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum();
-    if lines.is_empty() || samples == 0 {
+    if lines.is_empty() || cpu_ns == 0 {
         return Err(FlameError::NoSamples);
     }
     let svg = std::fs::File::create(&opts.out).map_err(|e| FlameError::Io(opts.out.clone(), e))?;
     let mut fg = FlameOptions::default();
     fg.title = opts.title.clone();
-    fg.count_name = "samples (cpu-clock)".into();
-    flamegraph::from_lines(&mut fg, lines.iter().copied(), BufWriter::new(svg)).map_err(|e| {
-        FlameError::Io(opts.out.clone(), e)
-    })?;
+    fg.count_name = "ns (cpu-clock)".into();
+    flamegraph::from_lines(&mut fg, lines.iter().copied(), BufWriter::new(svg))
+        .map_err(|e| FlameError::Io(opts.out.clone(), e))?;
     Ok(Report {
         perf_data,
         collapsed,
         svg: opts.out.clone(),
         stacks: lines.len(),
-        samples,
+        cpu_ns,
     })
 }
 

@@ -119,8 +119,7 @@ pub fn measure(opts: &IppOptions) -> Result<Vec<PathIpp>, IppError> {
         for (path, result) in opts.paths.iter().zip(results.iter_mut()) {
             let short = count(opts, *path, opts.small, run)?;
             let long = count(opts, *path, opts.large, run)?;
-            let per_packet =
-                (long as f64 - short as f64) / (opts.large - opts.small) as f64;
+            let per_packet = (long as f64 - short as f64) / (opts.large - opts.small) as f64;
             result.runs.push(per_packet);
         }
     }
@@ -129,9 +128,11 @@ pub fn measure(opts: &IppOptions) -> Result<Vec<PathIpp>, IppError> {
 
 /// Total instructions (Ir) of one workload run under callgrind.
 fn count(opts: &IppOptions, path: PacketPath, packets: usize, run: usize) -> Result<u64, IppError> {
-    let out_file = opts
-        .work_dir
-        .join(format!("callgrind.{}.{}.{packets}.{run}", std::process::id(), path.name()));
+    let out_file = opts.work_dir.join(format!(
+        "callgrind.{}.{}.{packets}.{run}",
+        std::process::id(),
+        path.name()
+    ));
     let output = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out_file.display()))
@@ -155,8 +156,7 @@ fn count(opts: &IppOptions, path: PacketPath, packets: usize, run: usize) -> Res
             detail: format!("{}; stderr ends:\n{}", output.status, tail.join("\n")),
         });
     }
-    let text =
-        std::fs::read_to_string(&out_file).map_err(|e| IppError::Io(out_file.clone(), e))?;
+    let text = std::fs::read_to_string(&out_file).map_err(|e| IppError::Io(out_file.clone(), e))?;
     let _ = std::fs::remove_file(&out_file);
     total_instructions(&text).ok_or(IppError::NoTotal { file: out_file })
 }

@@ -164,7 +164,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 });
                 b.set(profile, &results);
                 let text = serde_json::to_string_pretty(&b.to_json()).map_err(|e| e.to_string())?;
-                std::fs::write(&file, text + "\n").map_err(|e| format!("{}: {e}", file.display()))?;
+                std::fs::write(&file, text + "\n")
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
                 eprintln!("wrote {} ({profile})", file.display());
             }
             if let Some(file) = baseline {
@@ -213,9 +214,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let report = flame::record(&opts).map_err(|e| e.to_string())?;
             println!(
-                "{}: {} samples in {} distinct stacks (perf data {}, folded stacks {})",
+                "{}: {:.3} s of CPU sampled in {} distinct stacks (perf data {}, folded stacks {})",
                 report.svg.display(),
-                report.samples,
+                report.cpu_ns as f64 / 1e9,
                 report.stacks,
                 report.perf_data.display(),
                 report.collapsed.display()
