@@ -133,6 +133,9 @@ pub enum WorkloadError {
     },
 }
 
+/// Builds the i-th packet of a path.
+type MakePacket = Box<dyn Fn(usize) -> Vec<u8>>;
+
 /// A prepared path: tables, flow state and frames, ready to be processed.
 #[derive(Debug)]
 pub struct Workload {
@@ -182,8 +185,7 @@ impl Workload {
         // ESTABLISHED_FLOWS flows.
         let new_port = |i: usize| 10_000 + i as u16;
         let cycle_port = |i: usize| 40_000 + (i as u16 % ESTABLISHED_FLOWS);
-        let (in_port, expect, packet): (PortId, Expect, Box<dyn Fn(usize) -> Vec<u8>>) = match path
-        {
+        let (in_port, expect, packet): (PortId, Expect, MakePacket) = match path {
             PacketPath::PodToLocalPod => (
                 client,
                 Expect::Forward(web0),
