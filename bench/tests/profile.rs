@@ -41,7 +41,7 @@ fn instructions_per_packet_stay_within_the_baseline() {
         paths: PacketPath::ALL.to_vec(),
         small: ipp::DEFAULT_SMALL,
         large: ipp::DEFAULT_LARGE,
-        // Two runs: the counts must be identical (the workload is deterministic).
+        // Two runs, to check that the counts repeat.
         runs: 2,
         work_dir: dir.clone(),
     };
@@ -50,9 +50,14 @@ fn instructions_per_packet_stay_within_the_baseline() {
     let profile = ipp::build_profile();
     eprint!("{}", ipp::table(&results, profile));
     for r in &results {
+        // Everything in the workload is fixed (packets, time, the flow table's seed) but
+        // the seeds of the tables' foldhash maps, random per process: probe sequences
+        // differ by a few instructions between runs (measured: <= 2 of ~3000-8000, 0.06%).
+        // Anything larger means something else varies, which would make the baseline
+        // comparison meaningless.
         assert!(
-            r.spread() < 1.0,
-            "{}: runs differ ({:?}); the workload is meant to be deterministic",
+            r.spread() <= r.mean() * 0.005,
+            "{}: runs differ by more than 0.5% ({:?}); the workload is meant to repeat",
             r.path,
             r.runs
         );
