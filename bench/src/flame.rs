@@ -96,7 +96,7 @@ pub fn perf_usable(work_dir: &Path) -> Result<String, FlameError> {
     std::fs::create_dir_all(work_dir).map_err(|e| FlameError::Io(work_dir.to_path_buf(), e))?;
     let data = work_dir.join("perf-check.data");
     let out = Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-g", "-o"])
+        .args(["record", "-e", "cpu-clock", "-g", "-o"])
         .arg(&data)
         .args(["--", "true"])
         .output()
@@ -118,7 +118,7 @@ pub fn record(opts: &Options) -> Result<Report, FlameError> {
     let perf_data = opts.work_dir.join("perf.data");
     let secs = format!("{:.3}", opts.duration.as_secs_f64());
     let mut perf = Command::new("perf");
-    perf.args(["record", "-q", "-e", "cpu-clock", "-F"])
+    perf.args(["record", "-e", "cpu-clock", "-F"])
         .arg(opts.frequency.to_string())
         .args(["--call-graph", opts.call_graph.perf_arg(), "-o"])
         .arg(&perf_data);
