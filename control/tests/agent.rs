@@ -6,7 +6,6 @@
 //!
 //! Root only; skipped (with a message) otherwise, except under CI=true where it fails.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -307,17 +306,8 @@ fn start_agent(
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("starting kxdp agent");
-    let stdout = agent.stdout.take().unwrap();
+    let rx = agent_process::stdout_lines(&mut agent);
     lab.agent = Some(agent);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     rx
 }
 
@@ -362,28 +352,7 @@ fn agent_follows_the_kubernetes_api() {
         return;
     }
     let mut lab = Lab::tagged("kube", 1);
-    let node = lab.netns("node");
-    run(
-        "ip",
-        &[
-            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
-            "name", "up0peer",
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{NODE_IP}/24"),
-            "dev",
-            "up0",
-        ],
-    );
-    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
-    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    let node = node_with_uplink(&mut lab);
 
     // The double listens on the node namespace's loopback, where the agent runs.
     let api = in_netns(&node, ApiServerDouble::start);
@@ -866,17 +835,9 @@ fn underlay_info(address: &str) -> String {
 /// A node namespace with uplink up0 (UPLINK_MAC, NODE_IP/24), a double listening in it
 /// holding the agent test's cluster with node1 replaced by `node1`, and the agent started
 /// against it. Returns (node namespace, double, stdout lines, socket, log).
-fn agent_on_double(
-    lab: &mut Lab,
-    node1: &serde_json::Value,
-    before_start: impl FnOnce(&ApiServerDouble),
-) -> (
-    String,
-    ApiServerDouble,
-    mpsc::Receiver<String>,
-    PathBuf,
-    PathBuf,
-) {
+/// The node namespace of the API-fed tests: uplink `up0` (MAC `UPLINK_MAC`, `NODE_IP`/24)
+/// with its veth peer in the same namespace, both up. Returns the namespace's name.
+fn node_with_uplink(lab: &mut Lab) -> String {
     let node = lab.netns("node");
     run(
         "ip",
@@ -889,6 +850,21 @@ fn agent_on_double(
     run("ip", &["-n", &node, "addr", "add", &cidr, "dev", "up0"]);
     run("ip", &["-n", &node, "link", "set", "up0", "up"]);
     run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    node
+}
+
+fn agent_on_double(
+    lab: &mut Lab,
+    node1: &serde_json::Value,
+    before_start: impl FnOnce(&ApiServerDouble),
+) -> (
+    String,
+    ApiServerDouble,
+    mpsc::Receiver<String>,
+    PathBuf,
+    PathBuf,
+) {
+    let node = node_with_uplink(lab);
     let api = in_netns(&node, ApiServerDouble::start);
     for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
         let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();

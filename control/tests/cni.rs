@@ -6,6 +6,8 @@
 //! Needs root (namespaces) and containernetworking-plugins (/usr/lib/cni/host-local); skips
 //! with a message without them, unless CI=true, where it fails instead.
 
+mod agent_process;
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
@@ -1047,22 +1049,12 @@ metadata:
             .stderr(std::fs::File::create(&log).expect("agent log"))
             .spawn()
             .expect("starting kxdp agent");
-        let stdout = child.stdout.take().expect("agent stdout");
+        let rx = agent_process::stdout_lines(&mut child);
         let mut agent = RealAgent {
             child: Some(child),
             socket,
             log,
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let ready = rx.recv_timeout(std::time::Duration::from_secs(60));
         match ready {
             Ok(line) if line.starts_with("kxdp agent ready node=node1") => agent,

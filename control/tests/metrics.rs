@@ -9,10 +9,9 @@
 mod agent_process;
 use agent_process::{http, in_netns, running_as_root, skip_or_fail, stop_agent, wait_for};
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const NODE_IP: &str = "192.168.78.1";
@@ -196,17 +195,8 @@ fn agent_serves_metrics_healthz_and_readyz() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("starting kxdp agent");
-    let stdout = agent.stdout.take().unwrap();
+    let rx = agent_process::stdout_lines(&mut agent);
     lab.agent = Some(agent);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| {

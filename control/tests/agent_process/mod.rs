@@ -1,15 +1,16 @@
-//! Shared by the tests that run a real `kxdp agent` in a network namespace (agent.rs,
+//! Shared by the tests that run a real `kxdp agent` in a network namespace (agent.rs, cni.rs,
 //! metrics.rs, churn.rs): whether they may run, entering a namespace from a thread, waiting
 //! for a condition with a deadline, an HTTP request from inside a namespace, and stopping
 //! the agent the way an init system does.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ExitStatus};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Runs `f` on a thread of its own inside network namespace `ns` (setns moves only the
@@ -120,4 +121,20 @@ pub fn http(ns: &str, method: &str, addr: &str, path: &str) -> HttpReply {
             body: body.to_string(),
         }
     })
+}
+
+/// The lines `agent` writes to its (piped) stdout, read on a thread of their own: the
+/// readiness line arrives here.
+pub fn stdout_lines(agent: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = agent.stdout.take().expect("the agent's stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
