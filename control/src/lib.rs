@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod agent_api;
 pub mod apiserver_double;
+pub mod bench;
 pub mod cli;
 pub mod cni;
 pub mod config;
