@@ -40,6 +40,11 @@ pub enum Command {
     /// an interface (drop or pass) for a while, then prints them.
     #[command(hide = true)]
     Pktsink(crate::pktgen::PktsinkArgs),
+    /// The throughput rig: builds client pod -> node A -> node B in namespaces and
+    /// measures, in one run on the same CPUs, the AF_XDP ceiling, kxdp, and the kernel as
+    /// kube-proxy (iptables, nftables) + Flannel configure it; prints Mpps with the ratios
+    /// and round-trip latencies, writes JSON and an SVG chart.
+    Bench(crate::bench::BenchArgs),
     /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
     Stats(StatsArgs),
 }

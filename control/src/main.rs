@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
         Command::Lab(args) => control::lab::main(args),
+        Command::Bench(args) => control::bench::main(args),
         Command::Probe(args) => control::probe::main(args),
         Command::ApiServerDouble(args) => control::apiserver_double::main(args),
         Command::Stats(args) => run_stats(&args),

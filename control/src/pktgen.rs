@@ -125,7 +125,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 }
 
 /// Moves the calling thread into network namespace `ns`.
-fn enter_netns(ns: &str) -> Result<(), String> {
+pub fn enter_netns(ns: &str) -> Result<(), String> {
     let path = if ns.contains('/') {
         ns.to_owned()
     } else {

@@ -41,9 +41,14 @@ pub fn cpu_list(node: NodePlan, workers: u32, ncpu: usize) -> String {
 
 /// Starts the node's agent and waits for its ready line.
 pub fn start(lab: &Lab, node: NodePlan) -> Result<ProcRecord, LabError> {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    start_on_cpus(lab, node, &cpu_list(node, lab.workers, ncpu))
+}
+
+/// [`start`] with the workers pinned to `cpus` (a comma-separated list, one per worker).
+pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord, LabError> {
     let dir = lab.node_dir(node);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state_dir = lab.state_dir().display().to_string();
     let kubeconfig = super::apiserver::kubeconfig(lab).display().to_string();
     // --source api: the objects come from the API server double; DIR/state is then read
@@ -62,7 +67,7 @@ pub fn start(lab: &Lab, node: NodePlan) -> Result<ProcRecord, LabError> {
             "--workers",
             &lab.workers.to_string(),
             "--cpus",
-            &cpu_list(node, lab.workers, ncpu),
+            cpus,
             "--api-socket",
             &lab.agent_socket(node).display().to_string(),
             // Where this node's kxdp-cni keeps its records (pods.rs), as a DaemonSet would

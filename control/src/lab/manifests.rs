@@ -69,7 +69,7 @@ pub fn write_atomic(dir: &Path, name: &str, text: &str) -> Result<(), LabError> 
     fs::rename(&tmp, &path).map_err(|e| LabError::io(&path, e))
 }
 
-fn to_yaml(docs: &[Value]) -> Result<String, LabError> {
+pub(crate) fn to_yaml(docs: &[Value]) -> Result<String, LabError> {
     let mut out = String::from("# Written by `kxdp lab up`.\n");
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
@@ -80,7 +80,7 @@ fn to_yaml(docs: &[Value]) -> Result<String, LabError> {
     Ok(out)
 }
 
-fn namespace() -> Value {
+pub(crate) fn namespace() -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -90,7 +90,7 @@ fn namespace() -> Value {
 
 /// node3 is the kernel VXLAN peer: a Node like the others, so kxdp accepts its VXLAN
 /// (only known nodes, only sources in their PodCIDR) and routes its PodCIDR to it.
-fn node(n: NodePlan) -> Value {
+pub(crate) fn node(n: NodePlan) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -116,7 +116,7 @@ fn labels(p: &PodPlan) -> Value {
     )
 }
 
-fn pod(p: &PlacedPod) -> Value {
+pub(crate) fn pod(p: &PlacedPod) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",

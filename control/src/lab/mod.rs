@@ -15,18 +15,18 @@
 //! recorded by PID and start time in `DIR/procs`, so `down` from another process stops
 //! exactly what `up` started.
 
-mod agents;
+pub(crate) mod agents;
 mod api;
 mod apiserver;
 mod checks;
-mod cmd;
+pub(crate) mod cmd;
 mod error;
 pub mod layout;
 pub mod manifests;
-mod pods;
-mod procs;
+pub(crate) mod pods;
+pub(crate) mod procs;
 mod report;
-mod servers;
+pub(crate) mod servers;
 pub mod topology;
 
 use std::fs;

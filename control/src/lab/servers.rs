@@ -31,7 +31,8 @@ fn serve_args(name: &str) -> Vec<String> {
     args
 }
 
-fn start(lab: &Lab, name: &str, netns: &str) -> Result<(), LabError> {
+/// A probe server named `name` in `netns`, recorded with the lab's processes.
+pub(crate) fn start(lab: &Lab, name: &str, netns: &str) -> Result<(), LabError> {
     let logs = lab.dir.join("probes");
     std::fs::create_dir_all(&logs).map_err(|e| LabError::io(&logs, e))?;
     let rec = procs::spawn(

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 pub use flood::{FloodReport, SinkReport};
-pub use request::{Proto, RequestOptions};
+pub use request::{Proto, RequestOptions, run as request_run};
 pub use serve::{READY_PREFIX, ServeOptions};
 pub use stats::{Failures, ProbeReport, RttSummary};
 

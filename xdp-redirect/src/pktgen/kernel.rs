@@ -3,6 +3,7 @@
 //! interface's peer must have an XDP program (e.g. the [`super::sink::Sink`]) for veth to
 //! take XDP_TX frames (ARCHITECTURE.md §5).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use aya::Ebpf;
@@ -93,11 +94,21 @@ impl KernelGenerator {
     /// Generates until `limit` says stop. The kernel sends every run's packet (the count
     /// is exact); what the receiving side could not take shows in its drop counters.
     pub fn run(&mut self, limit: &RunLimit) -> Result<GenReport, PktgenError> {
+        self.run_until(limit, &AtomicBool::new(false))
+    }
+
+    /// [`KernelGenerator::run`] that also ends (between chunks) once `stop` is set: for a
+    /// background load that lasts exactly as long as what it accompanies.
+    pub fn run_until(
+        &mut self,
+        limit: &RunLimit,
+        stop: &AtomicBool,
+    ) -> Result<GenReport, PktgenError> {
         limit_is_bounded(limit)?;
         let prog = program(&self.ebpf, GEN_PROGRAM)?;
         let pacer = Pacer::new(*limit, CHUNK);
         let mut sent = 0u64;
-        loop {
+        while !stop.load(Ordering::Relaxed) {
             match pacer.next(sent, Instant::now()) {
                 Next::Done => break,
                 Next::WaitUntil(at) => pacer.wait_until(at),

@@ -1,0 +1,239 @@
+//! One measurement at a time, whatever node A is running: the kernel generator in the
+//! client pod (pinned to the generator CPU) and either the XDP sink on node B's uplink
+//! (throughput: what node A put on the wire, counted over a window after a warm-up) or
+//! request/response round trips to the Service's echo, with or without a paced
+//! background load beside them (latency).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use xdp_redirect::Interface;
+use xdp_redirect::pktgen::{
+    GenReport, KernelGenerator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
+};
+
+use super::plan::{self, NODE_A};
+use super::rig::Rig;
+use crate::lab::layout::{Mac, UNDERLAY_MTU, UPLINK};
+use crate::pktgen::enter_netns;
+use crate::probe::{Proto, RequestOptions, RttSummary};
+
+/// The largest frame a pod sends without fragmenting: its MTU (underlay MTU less the
+/// VXLAN overhead) plus the Ethernet header. A requested size above it means "full MTU".
+pub const MAX_POD_FRAME: u16 = (UNDERLAY_MTU - 50 + 14) as u16;
+/// Source ports of the generator's flows start here.
+const FIRST_SRC_PORT: u16 = 20000;
+
+/// The pod frame size a requested size is measured with.
+pub fn frame_size(requested: u16) -> u16 {
+    requested.min(MAX_POD_FRAME)
+}
+
+/// What a throughput measurement saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Frame bytes the client pod sent (Ethernet header included, no FCS).
+    pub frame_bytes: u16,
+    /// Frame bytes on node A's uplink (the VXLAN paths add 50).
+    pub wire_bytes: u32,
+    /// What the generator offered over its whole run.
+    pub offered_pps: f64,
+    /// What reached node B's uplink per second, over the measuring window.
+    pub delivered_pps: f64,
+    pub window_s: f64,
+    pub delivered_packets: u64,
+    /// Per CPU, what the sink counted in the window (where node A's transmit work ran).
+    pub sink_per_cpu: Vec<u64>,
+}
+
+/// The generator's packets for `size`: from the client pod to the Service's sink port,
+/// `flows` source ports, addressed to the gateway MAC as the pod's own stack would.
+pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32) -> PacketSpec {
+    PacketSpec {
+        size: frame_size(size),
+        protocol: Protocol::Udp,
+        src_mac: Mac::for_pod(client_ip).0,
+        dst_mac: NODE_A.gateway_mac().0,
+        src_ip: client_ip,
+        dst_ip: plan::CLUSTER_IP,
+        src_port: FIRST_SRC_PORT,
+        dst_port: plan::SINK_PORT,
+        flows,
+        src_ports: None,
+    }
+}
+
+/// Runs `f` on a new thread inside `netns` (the caller's namespace stays as it is).
+fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(netns)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(format!("a thread in {netns} panicked")))
+    })
+}
+
+fn attach_sink(rig: &Rig) -> Result<Sink, String> {
+    in_netns(&rig.node_b(), || {
+        let iface = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
+        Sink::attach(&iface, SinkAction::Drop, false).map_err(|e| format!("sink: {e}"))
+    })
+}
+
+/// A kernel generator in the client pod on the generator CPU, running `limit` (or until
+/// `stop`); `ready` gets a message once it is loaded and about to send.
+fn generator(
+    rig: &Rig,
+    spec: PacketSpec,
+    limit: RunLimit,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<()>,
+) -> Result<GenReport, String> {
+    enter_netns(&rig.client_ns())?;
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: rig.gen_cpu }) {
+        return Err(format!("cannot pin the generator to CPU {}", rig.gen_cpu));
+    }
+    let iface = Interface::by_name("eth0").map_err(|e| e.to_string())?;
+    let mut g = KernelGenerator::new(&iface, &spec).map_err(|e| format!("generator: {e}"))?;
+    let _ = ready.send(());
+    g.run_until(&limit, stop)
+        .map_err(|e| format!("generator: {e}"))
+}
+
+/// Offers as much as the generator can for `warmup + window` and counts what reaches
+/// node B during `window`. `wire_extra`: bytes the path adds on the uplink.
+pub fn throughput(
+    rig: &Rig,
+    spec: &PacketSpec,
+    warmup: Duration,
+    window: Duration,
+    wire_extra: u32,
+) -> Result<Throughput, String> {
+    let sink = attach_sink(rig)?;
+    let stop = AtomicBool::new(false);
+    let limit = RunLimit {
+        count: None,
+        duration: Some(warmup + window + Duration::from_secs(1)),
+        rate_pps: None,
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let result = std::thread::scope(|s| {
+        let gen_thread = s.spawn(|| generator(rig, spec.clone(), limit, &stop, ready_tx));
+        let counted = (|| {
+            ready_rx
+                .recv_timeout(Duration::from_secs(20))
+                .map_err(|_| "the generator did not start".to_string())?;
+            std::thread::sleep(warmup);
+            let (c0, t0) = (counts(&sink)?, Instant::now());
+            std::thread::sleep(window);
+            let (c1, t1) = (counts(&sink)?, Instant::now());
+            Ok::<_, String>((c0, c1, t1 - t0))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let report = gen_thread
+            .join()
+            .unwrap_or_else(|_| Err("the generator thread panicked".into()));
+        let (c0, c1, elapsed) = counted?;
+        let report = report?;
+        let delivered = c1.packets.saturating_sub(c0.packets);
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Ok(Throughput {
+            frame_bytes: spec.size,
+            wire_bytes: u32::from(spec.size) + wire_extra,
+            offered_pps: report.pps(),
+            delivered_pps: delivered as f64 / secs,
+            window_s: secs,
+            delivered_packets: delivered,
+            sink_per_cpu: c1
+                .per_cpu_packets
+                .iter()
+                .zip(c0.per_cpu_packets.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        })
+    });
+    let detached = sink.detach().map_err(|e| format!("sink detach: {e}"));
+    let t = result?;
+    detached?;
+    Ok(t)
+}
+
+fn counts(sink: &Sink) -> Result<SinkCounts, String> {
+    sink.counts().map_err(|e| format!("sink: {e}"))
+}
+
+/// Round trips at one load level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Background packets per second offered beside the requests (0: none).
+    pub background_pps: u64,
+    pub requests: u32,
+    pub answered: u32,
+    /// Round-trip times in microseconds.
+    pub rtt_us: Option<RttSummary>,
+}
+
+/// `requests` UDP request/response round trips from the client pod to the Service's echo
+/// port, each from a new socket (a new flow: Service pick, policy, conntrack entry), with
+/// `background_pps` of 64-byte datagrams to the sink port beside them (0: none). The
+/// background runs exactly as long as the requests.
+pub fn latency(rig: &Rig, requests: u32, background_pps: u64) -> Result<Latency, String> {
+    let opts = RequestOptions {
+        proto: Proto::Udp,
+        to: SocketAddr::from((plan::CLUSTER_IP, plan::ECHO_SERVICE_PORT)),
+        count: requests,
+        timeout: Duration::from_millis(500),
+    };
+    let round_trips = || in_netns(&rig.client_ns(), || Ok(crate::probe::request_run(&opts)));
+    let report = if background_pps == 0 {
+        round_trips()?
+    } else {
+        let stop = AtomicBool::new(false);
+        let limit = RunLimit {
+            count: None,
+            duration: Some(Duration::from_secs(600)),
+            rate_pps: Some(background_pps),
+        };
+        let spec = packet_spec(rig.client_ip, 64, 1024);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            let gen_thread = s.spawn(|| generator(rig, spec, limit, &stop, ready_tx));
+            let report = ready_rx
+                .recv_timeout(Duration::from_secs(20))
+                .map_err(|_| "the background generator did not start".to_string())
+                .and_then(|()| round_trips());
+            stop.store(true, Ordering::Relaxed);
+            let generated = gen_thread
+                .join()
+                .unwrap_or_else(|_| Err("the generator thread panicked".into()));
+            generated?;
+            report
+        })?
+    };
+    Ok(Latency {
+        background_pps,
+        requests,
+        answered: report.answered,
+        rtt_us: report.rtt_us,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_mtu_is_the_pods_largest_frame() {
+        assert_eq!(MAX_POD_FRAME, 1464);
+        assert_eq!(frame_size(1500), 1464);
+        assert_eq!(frame_size(64), 64);
+        let spec = packet_spec(Ipv4Addr::new(10, 244, 1, 2), 1500, 16);
+        spec.validate().unwrap();
+        assert_eq!(spec.dst_mac, NODE_A.gateway_mac().0);
+    }
+}

@@ -1,0 +1,358 @@
+//! What `kxdp bench` found: the raw numbers (written as JSON), the side-by-side table
+//! with the ratios, and the latency table.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::measure::{Latency, Throughput};
+
+/// The four paths, in the order they are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathId {
+    /// (a) the same AF_XDP engine, rx -> MAC swap -> tx, no processing.
+    AfXdpCeiling,
+    /// (b) kxdp: pod -> ClusterIP -> remote backend (DNAT, policy, VXLAN).
+    Kxdp,
+    /// (c) kube-proxy iptables mode + Flannel vxlan.
+    KernelIptables,
+    /// (d) kube-proxy nftables mode + Flannel vxlan.
+    KernelNftables,
+}
+
+impl PathId {
+    pub const ALL: [PathId; 4] = [
+        PathId::AfXdpCeiling,
+        PathId::Kxdp,
+        PathId::KernelIptables,
+        PathId::KernelNftables,
+    ];
+
+    pub fn letter(self) -> char {
+        match self {
+            PathId::AfXdpCeiling => 'a',
+            PathId::Kxdp => 'b',
+            PathId::KernelIptables => 'c',
+            PathId::KernelNftables => 'd',
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PathId::AfXdpCeiling => "AF_XDP ceiling: rx -> MAC swap -> tx",
+            PathId::Kxdp => "kxdp: ClusterIP DNAT + policy + VXLAN",
+            PathId::KernelIptables => "kernel: kube-proxy iptables + Flannel",
+            PathId::KernelNftables => "kernel: kube-proxy nftables + Flannel",
+        }
+    }
+
+    /// Bytes the path adds to a frame on node A's uplink.
+    pub fn wire_overhead(self) -> u32 {
+        match self {
+            PathId::AfXdpCeiling => 0,
+            _ => 50,
+        }
+    }
+}
+
+/// One path's results: throughput per requested size (in `Settings::sizes` order) and
+/// latency per load level; or why it was not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathResult {
+    pub path: PathId,
+    pub letter: char,
+    pub label: &'static str,
+    pub throughput: Vec<Throughput>,
+    pub latency: Vec<Latency>,
+    pub skipped: Option<String>,
+}
+
+impl PathResult {
+    pub fn new(path: PathId) -> PathResult {
+        PathResult {
+            path,
+            letter: path.letter(),
+            label: path.label(),
+            throughput: Vec::new(),
+            latency: Vec::new(),
+            skipped: None,
+        }
+    }
+
+    fn mpps(&self, i: usize) -> Option<f64> {
+        self.throughput.get(i).map(|t| t.delivered_pps / 1e6)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub sizes: Vec<u16>,
+    pub flows: u32,
+    pub warmup_s: f64,
+    pub window_s: f64,
+    pub requests: u32,
+    pub generator_cpu: usize,
+    pub forwarding_cpu: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpus: usize,
+    pub iptables: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub paths: Vec<PathResult>,
+}
+
+impl BenchReport {
+    pub fn path(&self, id: PathId) -> Option<&PathResult> {
+        self.paths.iter().find(|p| p.path == id && p.skipped.is_none())
+    }
+
+    /// `num`'s Mpps over `den`'s at size index `i`.
+    pub fn ratio(&self, num: PathId, den: PathId, i: usize) -> Option<f64> {
+        let n = self.path(num)?.mpps(i)?;
+        let d = self.path(den)?.mpps(i)?;
+        (d > 0.0).then_some(n / d)
+    }
+}
+
+const LABEL_WIDTH: usize = 46;
+
+fn size_header(settings: &Settings, first: &str) -> String {
+    let mut line = format!("{first:<LABEL_WIDTH$}");
+    for &s in &settings.sizes {
+        let _ = write!(line, "{:>10}", format!("{s} B"));
+    }
+    line
+}
+
+/// The throughput table with the ratios, then the latency table.
+pub fn render(r: &BenchReport) -> String {
+    let s = &r.settings;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "kxdp bench: node A's forwarding, Mpps delivered to node B ({} UDP flows from one pod \
+         to a ClusterIP with 2 backends on node B; generator on CPU {}, node A's forwarding on CPU {}; \
+         {:.0} s window after {:.0} s warm-up)",
+        s.flows, s.generator_cpu, s.forwarding_cpu, s.window_s, s.warmup_s
+    );
+    let _ = writeln!(out, "{}", size_header(s, "path"));
+    for p in &r.paths {
+        let mut line = format!("{:<LABEL_WIDTH$}", format!("({}) {}", p.letter, p.label));
+        match &p.skipped {
+            Some(why) => {
+                let _ = write!(line, "  not measured: {why}");
+            }
+            None => {
+                for i in 0..s.sizes.len() {
+                    let _ = write!(line, "{:>10}", fmt_opt(p.mpps(i), 3));
+                }
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for (num, den, what) in [
+        (PathId::Kxdp, PathId::AfXdpCeiling, "b/a (kxdp / AF_XDP ceiling)"),
+        (PathId::Kxdp, PathId::KernelIptables, "b/c (kxdp / kube-proxy iptables)"),
+        (PathId::Kxdp, PathId::KernelNftables, "b/d (kxdp / kube-proxy nftables)"),
+    ] {
+        let mut line = format!("{what:<LABEL_WIDTH$}");
+        for i in 0..s.sizes.len() {
+            let _ = write!(line, "{:>10}", fmt_opt(r.ratio(num, den, i), 2));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let mut line = format!("{:<LABEL_WIDTH$}", "pod frame / frame on node A's uplink, bytes");
+    if let Some(p) = r.path(PathId::Kxdp).or_else(|| r.paths.first()) {
+        for t in &p.throughput {
+            let _ = write!(line, "{:>10}", format!("{}/{}", t.frame_bytes, t.wire_bytes));
+        }
+    }
+    let _ = writeln!(out, "{line}");
+    let offered: Vec<f64> = r
+        .paths
+        .iter()
+        .flat_map(|p| p.throughput.iter().map(|t| t.offered_pps / 1e6))
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        offered.iter().copied().reduce(f64::min),
+        offered.iter().copied().reduce(f64::max),
+    ) {
+        let _ = writeln!(out, "offered by the generator: {lo:.2}-{hi:.2} Mpps in every cell");
+    }
+
+    let levels: Vec<u64> = r
+        .paths
+        .iter()
+        .flat_map(|p| p.latency.iter().map(|l| l.background_pps))
+        .fold(Vec::new(), |mut v, b| {
+            if !v.contains(&b) {
+                v.push(b);
+            }
+            v
+        });
+    if !levels.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nround trip, UDP request/response from the pod to the ClusterIP's echo, a new flow \
+             each ({} requests), microseconds p50 / p99",
+            s.requests
+        );
+        let mut head = format!("{:<LABEL_WIDTH$}", "path");
+        for &b in &levels {
+            let level = if b == 0 {
+                "idle".to_string()
+            } else {
+                format!("+{} kpps", b / 1000)
+            };
+            let _ = write!(head, "{level:>18}");
+        }
+        let _ = writeln!(out, "{head}");
+        for p in r.paths.iter().filter(|p| !p.latency.is_empty()) {
+            let mut line = format!("{:<LABEL_WIDTH$}", format!("({}) {}", p.letter, p.label));
+            for &b in &levels {
+                let cell = p
+                    .latency
+                    .iter()
+                    .find(|l| l.background_pps == b)
+                    .map_or("-".to_string(), latency_cell);
+                let _ = write!(line, "{cell:>18}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+fn latency_cell(l: &Latency) -> String {
+    match (&l.rtt_us, l.answered == l.requests) {
+        (Some(rtt), true) => format!("{} / {}", rtt.p50, rtt.p99),
+        (Some(rtt), false) => format!("{} / {} ({} lost)", rtt.p50, rtt.p99, l.requests - l.answered),
+        (None, _) => "no answers".to_string(),
+    }
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::probe::RttSummary;
+
+    pub(crate) fn sample_report() -> BenchReport {
+        let t = |mpps: f64, frame: u16, extra: u32| Throughput {
+            frame_bytes: frame,
+            wire_bytes: u32::from(frame) + extra,
+            offered_pps: 4.0e6,
+            delivered_pps: mpps * 1e6,
+            window_s: 3.0,
+            delivered_packets: (mpps * 3e6) as u64,
+            sink_per_cpu: vec![0, (mpps * 3e6) as u64],
+        };
+        let mut paths = Vec::new();
+        for (id, m) in [
+            (PathId::AfXdpCeiling, 0.6),
+            (PathId::Kxdp, 0.45),
+            (PathId::KernelIptables, 0.15),
+            (PathId::KernelNftables, 0.1),
+        ] {
+            let mut p = PathResult::new(id);
+            p.throughput = vec![
+                t(m, 64, id.wire_overhead()),
+                t(m * 0.9, 512, id.wire_overhead()),
+            ];
+            if id != PathId::AfXdpCeiling {
+                p.latency = vec![
+                    Latency {
+                        background_pps: 0,
+                        requests: 100,
+                        answered: 100,
+                        rtt_us: Some(RttSummary {
+                            min: 50,
+                            p50: 80,
+                            p99: 200,
+                            max: 300,
+                        }),
+                    },
+                    Latency {
+                        background_pps: 50_000,
+                        requests: 100,
+                        answered: 99,
+                        rtt_us: Some(RttSummary {
+                            min: 60,
+                            p50: 90,
+                            p99: 400,
+                            max: 900,
+                        }),
+                    },
+                ];
+            }
+            paths.push(p);
+        }
+        BenchReport {
+            started_unix: 0,
+            machine: Machine {
+                kernel: "6.18".into(),
+                cpus: 2,
+                iptables: "iptables v1.8.9 (nf_tables)".into(),
+            },
+            settings: Settings {
+                sizes: vec![64, 512],
+                flows: 1024,
+                warmup_s: 1.0,
+                window_s: 3.0,
+                requests: 100,
+                generator_cpu: 0,
+                forwarding_cpu: 1,
+            },
+            paths,
+        }
+    }
+
+    #[test]
+    fn the_table_has_every_path_and_the_ratios() {
+        let r = sample_report();
+        let text = render(&r);
+        assert!(text.contains("(a) AF_XDP ceiling"), "{text}");
+        assert!(text.contains("(d) kernel: kube-proxy nftables"), "{text}");
+        let ratio_line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} line in\n{text}"))
+                .split_whitespace()
+                .rev()
+                .take(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ratio_line("b/a"), ["0.75", "0.75"]);
+        assert_eq!(ratio_line("b/c"), ["3.00", "3.00"]);
+        assert!(text.contains("80 / 200"), "{text}");
+        assert!(text.contains("90 / 400 (1 lost)"), "{text}");
+        assert!(text.contains("+50 kpps"), "{text}");
+    }
+
+    #[test]
+    fn a_skipped_path_says_why_and_has_no_ratio() {
+        let mut r = sample_report();
+        r.paths[3].skipped = Some("nft not found".into());
+        let text = render(&r);
+        assert!(text.contains("not measured: nft not found"), "{text}");
+        assert_eq!(r.ratio(PathId::Kxdp, PathId::KernelNftables, 0), None);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["paths"][1]["path"], "kxdp");
+        assert_eq!(json["paths"][3]["skipped"], "nft not found");
+    }
+}

@@ -1,0 +1,130 @@
+//! `kxdp bench` end to end (root): a short run of all four paths in one process, as a user
+//! runs it, read back from its JSON: every path measured and delivering, the ratios
+//! printed, round trips answered over kxdp and both kernel paths, and nothing left behind.
+//!
+//! Root tests print why and skip when not root, unless CI=true (then they fail).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const KXDP: &str = env!("CARGO_BIN_EXE_kxdp");
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true: the bench test must run as root, not skip");
+    }
+    Some("not root: the bench creates namespaces and attaches XDP programs")
+}
+
+fn netns_left(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `kxdp bench --down` for the run's directory and prefix even when the test fails.
+struct Cleanup {
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(KXDP)
+            .args(["bench", "--down", "--dir"])
+            .arg(&self.dir)
+            .args(["--prefix", &self.prefix])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn bench_measures_every_path_in_one_run() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let prefix = format!("kxb{}t", std::process::id() % 1000);
+    let guard = Cleanup {
+        dir: PathBuf::from(format!("/run/kxdp-bench-{prefix}")),
+        prefix: prefix.clone(),
+    };
+    let out = Command::new(KXDP)
+        .args(["bench", "--dir"])
+        .arg(&guard.dir)
+        .args([
+            "--prefix",
+            &prefix,
+            "--sizes",
+            "64,1500",
+            "--warmup",
+            "300ms",
+            "--window",
+            "700ms",
+            "--requests",
+            "100",
+            "--background-pps",
+            "5000",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kxdp bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "== kxdp bench: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kxdp bench failed");
+    assert!(netns_left(&prefix).is_empty(), "left: {:?}", netns_left(&prefix));
+
+    for line in ["(a) AF_XDP ceiling", "(b) kxdp", "(c) kernel", "(d) kernel", "b/a", "b/c"] {
+        assert!(stdout.contains(line), "no {line:?} in the table");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(guard.dir.join("bench.json")).unwrap()).unwrap();
+    let svg = std::fs::read_to_string(guard.dir.join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+
+    let paths = report["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 4);
+    for p in paths {
+        let name = p["path"].as_str().unwrap();
+        assert!(p["skipped"].is_null(), "{name} skipped: {}", p["skipped"]);
+        let cells = p["throughput"].as_array().unwrap();
+        assert_eq!(cells.len(), 2, "{name}");
+        for t in cells {
+            let delivered = t["delivered_pps"].as_f64().unwrap();
+            let offered = t["offered_pps"].as_f64().unwrap();
+            // Nothing is delivered that was not offered; a path that forwards nothing
+            // (a broken rule, a missing neighbour) shows as 0 here.
+            assert!(delivered > 1000.0, "{name}: {t}");
+            assert!(delivered <= offered * 1.05, "{name}: {t}");
+        }
+        // The full-MTU cell really was full MTU: 1464 B from the pod, 1514 B on the uplink
+        // for the VXLAN paths.
+        assert_eq!(cells[1]["frame_bytes"], 1464, "{name}");
+        if name == "af-xdp-ceiling" {
+            assert!(p["latency"].as_array().unwrap().is_empty());
+            continue;
+        }
+        assert_eq!(cells[1]["wire_bytes"], 1514, "{name}");
+        let latency = p["latency"].as_array().unwrap();
+        assert_eq!(latency.len(), 2, "{name}");
+        for l in latency {
+            // Idle and beside a light load every request through the ClusterIP is
+            // answered by a backend on node B.
+            assert_eq!(l["answered"], 100, "{name}: {l}");
+            assert!(l["rtt_us"]["p50"].as_u64().unwrap() > 0, "{name}: {l}");
+        }
+    }
+}
