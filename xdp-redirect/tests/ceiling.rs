@@ -425,7 +425,7 @@ fn measure_mpps() {
     let _serial = serial();
     for size in [64u16, 512, 1500] {
         let rig = Rig::new();
-        let (report, stats, counts) = rig.within(|| {
+        let (report, stats, counts, egress_budget) = rig.within(|| {
             let fwd = CeilingForwarder::start(&iface(INGRESS_IF), &iface(EGRESS_IF), Some(1))
                 .expect("start the ceiling forwarder");
             let sink =
@@ -449,14 +449,16 @@ fn measure_mpps() {
                 settled
             });
             let counts = sink.counts().expect("sink counts");
+            let egress_budget = fwd.stats().port(EGRESS_PORT).and_then(|p| p.tx_budget);
             let stats = fwd.stop().expect("stop");
-            (report, stats, counts)
+            (report, stats, counts, egress_budget)
         });
         let secs = report.elapsed.as_secs_f64();
         let mpps = |n: u64| n as f64 / secs / 1e6;
         eprintln!(
             "ceiling {size:>4} B: offered {:.3} Mpps, worker read {:.3} Mpps (rx ring drops {:.3} Mpps), \
-             forwarded {:.3} Mpps, sink {:.3} Mpps ({:.2} Gbit/s), worker busy {:.0}%, tx ring full {}",
+             forwarded {:.3} Mpps, sink {:.3} Mpps ({:.2} Gbit/s); worker: busy {:.0}% of its life \
+             (setup and drain included), {:.1} frames per batch, {} sleeps, tx ring full {}, TX budget {:?}",
             report.pps() / 1e6,
             mpps(stats.rx_packets),
             mpps(ring_drops(&stats)),
@@ -464,7 +466,10 @@ fn measure_mpps() {
             mpps(counts.packets),
             counts.bytes as f64 * 8.0 / secs / 1e9,
             stats.busy_ratio() * 100.0,
+            stats.rx_packets as f64 / stats.batches.max(1) as f64,
+            stats.sleeps,
             stats.io.tx_ring_full,
+            egress_budget,
         );
     }
 }
