@@ -39,6 +39,7 @@
 //! ```
 
 pub mod attach;
+pub mod ceiling;
 pub mod maps;
 pub mod pktgen;
 pub mod worker;
@@ -56,7 +57,8 @@ pub use maps::{
     set_port_slot, set_vxlan, set_xsk, xsk_map,
 };
 pub use worker::{
-    PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle, WorkerStats, spawn,
+    Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle,
+    WorkerStats, spawn,
 };
 pub use xsk::{FrameLedger, UmemConfig};
 

@@ -6,6 +6,11 @@
 //! destination sockets' tx rings, kick the kernel to transmit, restock the fill rings,
 //! finish removals. Every ~100 ms, busy or idle: apply a new table generation if there is
 //! one, age flows, read XDP_STATISTICS and publish stats.
+//!
+//! With [`Pipeline::MacSwapTo`] a batch skips `process` and the flow table: see
+//! [`mac_swap`].
+
+mod mac_swap;
 
 use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -22,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::port::{Closing, PortSocket};
 use super::stats::{IoDrops, WorkerStats};
-use super::{Command, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError};
+use super::{Command, Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError};
 use crate::xsk::XdpSocketStats;
 use crate::xsk::ledger::Ledger;
 use crate::xsk::socket::{Kick, RxFrame, TxFrame, XskSocket};
@@ -100,6 +105,8 @@ pub(super) struct Worker {
     /// `PortId.0` -> slot of this worker's open socket for that port.
     slot_of_port: Vec<Option<u16>>,
     host_slot: Option<u16>,
+    /// `Pipeline::MacSwapTo`: the slot of the open socket of the port frames go out of.
+    swap_slot: Option<u16>,
     rx_batch: Vec<RxFrame>,
     /// Per slot: frames to queue on that socket's tx ring after the batch.
     tx_queues: Vec<Vec<TxFrame>>,
@@ -112,6 +119,18 @@ pub(super) struct Worker {
     stopping: bool,
     budget_warned: bool,
     tid: i32,
+}
+
+/// Counts a frame read from `sock`'s rx ring (every pipeline counts the same way).
+#[inline]
+fn count_rx(sock: &mut PortSocket, c: &mut Counters, rx: &RxFrame) {
+    sock.counters.rx_packets += 1;
+    sock.counters.rx_bytes += u64::from(rx.len);
+    c.rx_packets += 1;
+    c.rx_bytes += u64::from(rx.len);
+    if (rx.offset as usize) < DEFAULT_HEADROOM {
+        c.low_headroom += 1;
+    }
 }
 
 fn lock_flows(flows: &Mutex<SharedFlows>) -> MutexGuard<'_, SharedFlows> {
@@ -156,6 +175,7 @@ impl Worker {
             mapped_generation: None,
             slot_of_port: Vec::new(),
             host_slot: None,
+            swap_slot: None,
             rx_batch: Vec::with_capacity(batch),
             tx_queues: Vec::new(),
             c: Counters::default(),
@@ -224,7 +244,12 @@ impl Worker {
         let completed = self.reap_completions();
         let received = self.receive();
         if received > 0 {
-            self.process_batch(now);
+            // One branch per batch; the pipeline never changes, so it is always predicted.
+            if matches!(self.cfg.pipeline, Pipeline::Datapath) {
+                self.process_batch(now);
+            } else {
+                self.swap_batch();
+            }
             self.transmit();
         }
         let sent = self.kick_all();
@@ -322,13 +347,7 @@ impl Worker {
                 ledger.release(rx.frame);
                 continue;
             };
-            sock.counters.rx_packets += 1;
-            sock.counters.rx_bytes += u64::from(rx.len);
-            c.rx_packets += 1;
-            c.rx_bytes += u64::from(rx.len);
-            if (rx.offset as usize) < DEFAULT_HEADROOM {
-                c.low_headroom += 1;
-            }
+            count_rx(sock, c, &rx);
             // SAFETY: `receive` moved this frame to the worker in the ledger; the kernel no
             // longer touches it and nothing else borrows it until it is queued for
             // transmission or released below, after `frame` is gone.
@@ -416,6 +435,11 @@ impl Worker {
         self.slot_of_port.clear();
         self.slot_of_port.resize(tables.ports.len(), None);
         self.host_slot = None;
+        self.swap_slot = None;
+        let swap_to = match &self.cfg.pipeline {
+            Pipeline::Datapath => None,
+            Pipeline::MacSwapTo(name) => Some(name.as_str()),
+        };
         for (slot, s) in self.sockets.iter_mut().enumerate() {
             let Some(s) = s else { continue };
             s.port_id = tables.port_by_name(&s.name);
@@ -429,6 +453,9 @@ impl Worker {
             }
             if s.name == HOST_PORT {
                 self.host_slot = Some(slot as u16);
+            }
+            if swap_to == Some(s.name.as_str()) {
+                self.swap_slot = Some(slot as u16);
             }
         }
         self.mapped_generation = Some(tables.generation);

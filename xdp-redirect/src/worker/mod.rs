@@ -2,6 +2,8 @@
 //! uplink, `host`, each pod's veth) and one UMEM shared by them, running every received
 //! frame through `datapath::process` and transmitting the result on its own socket of the
 //! destination port (no cross-worker transmit).
+//! (A worker built with [`Pipeline::MacSwapTo`] skips `process` and only swaps MACs: the
+//! AF_XDP ceiling of `kxdp bench`, see [`crate::ceiling`].)
 //!
 //! Shared between workers:
 //! - the tables, an `ArcSwap` the control side publishes into; a worker loads it once per
@@ -52,10 +54,27 @@ pub struct WorkerConfig {
     pub batch: usize,
     /// Empty rounds of busy polling before sleeping on the sockets.
     pub idle_after_empty_polls: u32,
+    /// What the worker does with a received frame.
+    pub pipeline: Pipeline,
+}
+
+/// The per-frame work of a worker, fixed for its life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Pipeline {
+    /// `datapath::process` decides every frame (the node's datapath).
+    #[default]
+    Datapath,
+    /// The AF_XDP ceiling (`kxdp bench`, path a): every frame received on another port
+    /// gets its Ethernet source and destination swapped and goes out of the port with
+    /// this name. No tables, no flow table: what is left is the sockets' own I/O cost.
+    /// Frames received on that port itself are dropped (`hairpin_loop`), frames shorter
+    /// than an Ethernet header too (`malformed_ethernet`).
+    MacSwapTo(String),
 }
 
 impl WorkerConfig {
-    /// Defaults: no pinning, the default UMEM, batches of 64, sleep after 64 empty rounds.
+    /// Defaults: no pinning, the default UMEM, batches of 64, sleep after 64 empty rounds,
+    /// the datapath pipeline.
     pub fn new(id: usize, queue: u32) -> WorkerConfig {
         WorkerConfig {
             id,
@@ -64,6 +83,7 @@ impl WorkerConfig {
             umem: UmemConfig::default(),
             batch: 64,
             idle_after_empty_polls: 64,
+            pipeline: Pipeline::Datapath,
         }
     }
 }
@@ -161,6 +181,11 @@ pub fn spawn(cfg: WorkerConfig, shared: SharedState) -> Result<WorkerHandle, Wor
     cfg.umem.validate().map_err(WorkerError::Config)?;
     if cfg.batch == 0 {
         return Err(WorkerError::Config("batch must be at least 1".into()));
+    }
+    if cfg.pipeline == Pipeline::MacSwapTo(String::new()) {
+        return Err(WorkerError::Config(
+            "the MAC-swap pipeline needs an output port name".into(),
+        ));
     }
     let id = cfg.id;
     let (commands, command_rx) = mpsc::channel();
