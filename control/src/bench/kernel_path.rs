@@ -107,10 +107,9 @@ pub fn apply_kube_proxy(
     remove_kube_proxy(netns, ProxyMode::Nftables)?;
     let rules = kube_proxy_rules(mode, cluster_cidr, services);
     match mode {
-        ProxyMode::Iptables => run_with_input(
-            in_netns(netns, "iptables-restore").arg("--noflush"),
-            &rules,
-        )?,
+        ProxyMode::Iptables => {
+            run_with_input(in_netns(netns, "iptables-restore").arg("--noflush"), &rules)?
+        }
         ProxyMode::Nftables => run_with_input(in_netns(netns, "nft").args(["-f", "-"]), &rules)?,
     };
     Ok(())
@@ -123,10 +122,7 @@ pub fn remove_kube_proxy(netns: &str, mode: ProxyMode) -> Result<(), LabError> {
         ProxyMode::Iptables => {
             let saved = run(&mut in_netns(netns, "iptables-save"))?;
             if let Some(input) = iptables::removal(&saved) {
-                run_with_input(
-                    in_netns(netns, "iptables-restore").arg("--noflush"),
-                    &input,
-                )?;
+                run_with_input(in_netns(netns, "iptables-restore").arg("--noflush"), &input)?;
             }
         }
         ProxyMode::Nftables => {
@@ -315,7 +311,10 @@ pub fn remove_flannel(node: &FlannelNode) -> Result<(), LabError> {
 /// Puts a pod's host veth on cni0 with hairpin on, as the bridge CNI plugin does under
 /// Flannel (`hairpinMode: true`).
 pub fn enslave_pod_veth(netns: &str, host_veth: &str) -> Result<(), LabError> {
-    ip_in(netns, &["link", "set", host_veth, "master", CNI_BRIDGE, "up"])?;
+    ip_in(
+        netns,
+        &["link", "set", host_veth, "master", CNI_BRIDGE, "up"],
+    )?;
     run(in_netns(netns, "bridge").args(["link", "set", "dev", host_veth, "hairpin", "on"]))?;
     Ok(())
 }
@@ -443,7 +442,13 @@ mod iptables {
 
     pub fn rules(cluster_cidr: &str, services: &[ServicePlan]) -> String {
         let mut out = String::new();
-        table(&mut out, "filter", FILTER_CHAINS, &[], &filter_rules(services));
+        table(
+            &mut out,
+            "filter",
+            FILTER_CHAINS,
+            &[],
+            &filter_rules(services),
+        );
         let (chains, nat) = nat_rules(cluster_cidr, services);
         table(&mut out, "nat", NAT_CHAINS, &chains, &nat);
         out
@@ -453,7 +458,11 @@ mod iptables {
     /// flush them), the prepended jumps from built-in chains, then the rules.
     fn table(out: &mut String, name: &str, fixed: &[&str], extra: &[String], rules: &str) {
         let _ = writeln!(out, "*{name}");
-        for c in fixed.iter().copied().chain(extra.iter().map(String::as_str)) {
+        for c in fixed
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+        {
             let _ = writeln!(out, ":{c} - [0:0]");
         }
         for (t, builtin, spec, target) in JUMPS {
@@ -636,16 +645,18 @@ mod nftables {
         let t = format!("ip {NFT_TABLE}");
         let mut o = String::new();
         let _ = writeln!(o, "add table {t} {{ comment \"rules for kube-proxy\" ; }}");
-        // Base chains: filtering before DNAT (dstnat - 10), then NAT.
+        // Base chains: filtering before DNAT (dstnat - 10), then NAT. Numbers, not the
+        // names: this nft accepts "dstnat" for prerouting only, and the kernel keeps the
+        // numbers either way (dstnat = -100, srcnat = 100).
         for (name, kind, hook, prio) in [
-            ("filter-prerouting", "filter", "prerouting", "dstnat - 10"),
-            ("filter-input", "filter", "input", "dstnat - 10"),
-            ("filter-forward", "filter", "forward", "dstnat - 10"),
-            ("filter-output", "filter", "output", "dstnat - 10"),
-            ("filter-output-post-dnat", "filter", "output", "dstnat + 10"),
-            ("nat-prerouting", "nat", "prerouting", "dstnat"),
-            ("nat-output", "nat", "output", "dstnat"),
-            ("nat-postrouting", "nat", "postrouting", "srcnat"),
+            ("filter-prerouting", "filter", "prerouting", "-110"),
+            ("filter-input", "filter", "input", "-110"),
+            ("filter-forward", "filter", "forward", "-110"),
+            ("filter-output", "filter", "output", "-110"),
+            ("filter-output-post-dnat", "filter", "output", "-90"),
+            ("nat-prerouting", "nat", "prerouting", "-100"),
+            ("nat-output", "nat", "output", "-100"),
+            ("nat-postrouting", "nat", "postrouting", "100"),
         ] {
             let _ = writeln!(
                 o,
@@ -673,7 +684,11 @@ mod nftables {
             ("filter-prerouting", "ct state new ", "firewall-check"),
             ("filter-output", "ct state new ", "firewall-check"),
             ("filter-forward", "ct state new ", "cluster-ips-check"),
-            ("filter-output-post-dnat", "ct state new ", "cluster-ips-check"),
+            (
+                "filter-output-post-dnat",
+                "ct state new ",
+                "cluster-ips-check",
+            ),
             ("nat-output", "", "services"),
             ("nat-prerouting", "", "services"),
             ("nat-postrouting", "", "masquerading"),
@@ -688,10 +703,7 @@ mod nftables {
             o,
             "add rule {t} masquerading mark and {MASQ_MARK} == 0 return"
         );
-        let _ = writeln!(
-            o,
-            "add rule {t} masquerading mark set mark xor {MASQ_MARK}"
-        );
+        let _ = writeln!(o, "add rule {t} masquerading mark set mark xor {MASQ_MARK}");
         let _ = writeln!(o, "add rule {t} masquerading masquerade fully-random");
         let _ = writeln!(o, "add rule {t} reject-chain reject");
 
@@ -769,8 +781,13 @@ mod nftables {
                 );
                 continue;
             }
+            // Every chain exists before a rule or element names it (kube-proxy, too,
+            // ensures the endpoint chains first).
             let svc = service_chain(s);
             let _ = writeln!(o, "add chain {t} {svc}");
+            for &ep in &s.endpoints {
+                let _ = writeln!(o, "add chain {t} {}", endpoint_chain(s, ep));
+            }
             let _ = writeln!(
                 o,
                 "add rule {t} {svc} ip daddr {} {p} dport {} ip saddr != {cluster_cidr} jump mark-for-masquerade",
@@ -790,7 +807,6 @@ mod nftables {
             );
             for &ep in &s.endpoints {
                 let chain = endpoint_chain(s, ep);
-                let _ = writeln!(o, "add chain {t} {chain}");
                 let _ = writeln!(
                     o,
                     "add rule {t} {chain} ip saddr {} jump mark-for-masquerade",
@@ -1125,7 +1141,11 @@ mod tests {
     #[test]
     fn iptables_rules_spread_then_dnat() {
         let s = two_backends();
-        let text = kube_proxy_rules(ProxyMode::Iptables, "10.244.0.0/16", &[s.clone()]);
+        let text = kube_proxy_rules(
+            ProxyMode::Iptables,
+            "10.244.0.0/16",
+            std::slice::from_ref(&s),
+        );
         let svc = chain_names::iptables_service(&s);
         let sep: Vec<String> = s
             .endpoints
@@ -1204,8 +1224,14 @@ mod tests {
     #[test]
     fn a_service_without_endpoints_is_rejected() {
         let s = plan(L4::Tcp, 80, &[]);
-        let ipt = kube_proxy_rules(ProxyMode::Iptables, "10.244.0.0/16", &[s.clone()]);
-        assert!(ipt.contains("\"demo/web:tcp has no endpoints\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 -j REJECT"));
+        let ipt = kube_proxy_rules(
+            ProxyMode::Iptables,
+            "10.244.0.0/16",
+            std::slice::from_ref(&s),
+        );
+        assert!(ipt.contains(
+            "\"demo/web:tcp has no endpoints\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 -j REJECT"
+        ));
         assert!(!ipt.contains("KUBE-SVC-"));
         let nft = kube_proxy_rules(ProxyMode::Nftables, "10.244.0.0/16", &[s]);
         assert!(nft.contains("no-endpoint-services { 10.96.0.10 . tcp . 80 comment \"demo/web:tcp\" : goto reject-chain }"));
@@ -1215,7 +1241,11 @@ mod tests {
     #[test]
     fn nftables_rules_map_then_numgen_then_dnat() {
         let s = two_backends();
-        let text = kube_proxy_rules(ProxyMode::Nftables, "10.244.0.0/16", &[s.clone()]);
+        let text = kube_proxy_rules(
+            ProxyMode::Nftables,
+            "10.244.0.0/16",
+            std::slice::from_ref(&s),
+        );
         let svc = chain_names::nft_service(&s);
         let eps: Vec<String> = s
             .endpoints
@@ -1229,25 +1259,52 @@ mod tests {
             "add table ip kube-proxy { comment \"rules for kube-proxy\" ; }"
         );
         for needed in [
-            "add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority dstnat ; }".to_string(),
-            "add chain ip kube-proxy nat-postrouting { type nat hook postrouting priority srcnat ; }".to_string(),
+            "add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }"
+                .to_string(),
+            "add chain ip kube-proxy nat-postrouting { type nat hook postrouting priority 100 ; }"
+                .to_string(),
             "add rule ip kube-proxy nat-prerouting jump services".to_string(),
             "add rule ip kube-proxy nat-output jump services".to_string(),
             "add rule ip kube-proxy nat-postrouting jump masquerading".to_string(),
-            "add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips".to_string(),
-            format!("add element ip kube-proxy service-ips {{ 10.96.0.10 . udp . 5353 : goto {svc} }}"),
-            format!("add rule ip kube-proxy {svc} ip daddr 10.96.0.10 udp dport 5353 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"),
-            format!("add rule ip kube-proxy {svc} numgen random mod 2 vmap {{ 0 : goto {} , 1 : goto {} }}", eps[0], eps[1]),
-            format!("add rule ip kube-proxy {} meta l4proto udp dnat to 10.244.2.2:8081", eps[0]),
-            format!("add rule ip kube-proxy {} meta l4proto udp dnat to 10.244.2.3:8081", eps[1]),
-            format!("add rule ip kube-proxy {} ip saddr 10.244.2.3 jump mark-for-masquerade", eps[1]),
+            "add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips"
+                .to_string(),
+            format!(
+                "add element ip kube-proxy service-ips {{ 10.96.0.10 . udp . 5353 : goto {svc} }}"
+            ),
+            format!(
+                "add rule ip kube-proxy {svc} ip daddr 10.96.0.10 udp dport 5353 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+            ),
+            format!(
+                "add rule ip kube-proxy {svc} numgen random mod 2 vmap {{ 0 : goto {} , 1 : goto {} }}",
+                eps[0], eps[1]
+            ),
+            format!(
+                "add rule ip kube-proxy {} meta l4proto udp dnat to 10.244.2.2:8081",
+                eps[0]
+            ),
+            format!(
+                "add rule ip kube-proxy {} meta l4proto udp dnat to 10.244.2.3:8081",
+                eps[1]
+            ),
+            format!(
+                "add rule ip kube-proxy {} ip saddr 10.244.2.3 jump mark-for-masquerade",
+                eps[1]
+            ),
             "add rule ip kube-proxy masquerading masquerade fully-random".to_string(),
         ] {
-            assert!(lines.contains(&needed.as_str()), "missing: {needed}\n{text}");
+            assert!(
+                lines.contains(&needed.as_str()),
+                "missing: {needed}\n{text}"
+            );
         }
         // A chain is added before a rule or element refers to it.
         let first = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
-        assert!(first(&format!("add chain ip kube-proxy {svc}")) < first(&format!("goto {svc}")));
+        for chain in [&svc, &eps[0], &eps[1]] {
+            assert!(
+                first(&format!("add chain ip kube-proxy {chain}"))
+                    < first(&format!("goto {chain}"))
+            );
+        }
     }
 
     #[test]
@@ -1281,7 +1338,10 @@ COMMIT
 COMMIT
 "
         );
-        assert_eq!(iptables::removal("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"), None);
+        assert_eq!(
+            iptables::removal("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"),
+            None
+        );
     }
 
     #[test]
