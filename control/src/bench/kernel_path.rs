@@ -117,23 +117,72 @@ pub fn apply_kube_proxy(
 
 /// Removes every kube-proxy chain (iptables: the `KUBE-*` chains of every table and the
 /// rules jumping to them; nftables: the `ip kube-proxy` table). Safe to repeat.
+///
+/// iptables-nft keeps the `ip filter` / `ip nat` tables it created, their built-in chains
+/// still hooked into every packet's path even when empty; when removing kube-proxy leaves
+/// one of them with no rule, no other chain and accepting policies, it is deleted too, so
+/// the nftables-mode measurement that follows does not pay for them.
 pub fn remove_kube_proxy(netns: &str, mode: ProxyMode) -> Result<(), LabError> {
     match mode {
         ProxyMode::Iptables => {
             let saved = run(&mut in_netns(netns, "iptables-save"))?;
             if let Some(input) = iptables::removal(&saved) {
                 run_with_input(in_netns(netns, "iptables-restore").arg("--noflush"), &input)?;
+                for table in ["filter", "nat"] {
+                    delete_if_empty(netns, table)?;
+                }
             }
         }
         ProxyMode::Nftables => {
-            let tables = run(in_netns(netns, "nft").args(["list", "tables", "ip"]))?;
-            let ours = format!("table ip {NFT_TABLE}");
-            if tables.lines().any(|l| l.trim() == ours) {
+            if nft_table_exists(netns, NFT_TABLE)? {
                 run(in_netns(netns, "nft").args(["delete", "table", "ip", NFT_TABLE]))?;
             }
         }
     }
     Ok(())
+}
+
+/// Which backend the `iptables` binary drives: "nf_tables" or "legacy" (from `iptables
+/// --version`, e.g. "iptables v1.8.9 (nf_tables)").
+pub fn iptables_backend() -> Result<String, LabError> {
+    let version = run(Command::new("iptables").arg("--version"))?;
+    version
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(backend, _)| backend.to_string())
+        .ok_or_else(|| LabError::Setup(format!("iptables --version said {version:?}")))
+}
+
+fn nft_table_exists(netns: &str, table: &str) -> Result<bool, LabError> {
+    let tables = run(in_netns(netns, "nft").args(["list", "tables", "ip"]))?;
+    let wanted = format!("table ip {table}");
+    Ok(tables.lines().any(|l| l.trim() == wanted))
+}
+
+/// Deletes `ip <table>` when `nft list table` shows nothing but built-in chains with
+/// accepting policies.
+fn delete_if_empty(netns: &str, table: &str) -> Result<(), LabError> {
+    if !nft_table_exists(netns, table)? {
+        return Ok(());
+    }
+    let listing = run(in_netns(netns, "nft").args(["list", "table", "ip", table]))?;
+    if table_is_empty(&listing) {
+        run(in_netns(netns, "nft").args(["delete", "table", "ip", table]))?;
+    }
+    Ok(())
+}
+
+/// Whether an `nft list table` listing holds only chain headers and built-in chains'
+/// `type ... policy accept;` lines.
+fn table_is_empty(listing: &str) -> bool {
+    listing.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || l.starts_with('#')
+            || l == "}"
+            || (l.starts_with("table ") && l.ends_with('{'))
+            || (l.starts_with("chain ") && l.ends_with('{'))
+            || (l.starts_with("type ") && l.ends_with("policy accept;"))
+    })
 }
 
 /// A remote node as Flannel learns it from the Node's annotations.
@@ -1342,6 +1391,24 @@ COMMIT
             iptables::removal("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"),
             None
         );
+    }
+
+    #[test]
+    fn only_tables_without_rules_count_as_empty() {
+        let empty = "# Warning: table ip nat is managed by iptables-nft, do not touch!
+table ip nat {
+\tchain PREROUTING {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t}
+}
+";
+        assert!(table_is_empty(empty));
+        let with_rule = empty.replace(
+            "policy accept;\n",
+            "policy accept;\n\t\tip daddr 10.0.0.1 counter drop\n",
+        );
+        assert!(!table_is_empty(&with_rule));
+        assert!(!table_is_empty(&empty.replace("accept", "drop")));
     }
 
     #[test]
