@@ -24,7 +24,7 @@ use std::time::Duration;
 use agent_process::{in_netns, running_as_root, skip_or_fail};
 use control::bench::kernel_path::{
     FlannelNode, FlannelPeer, L4, ProxyMode, ServicePlan, apply_flannel, apply_kube_proxy,
-    enslave_pod_veth, iptables_backend, remove_flannel, remove_kube_proxy,
+    enslave_pod_veth, iptables_backend, release_pod_veth, remove_flannel, remove_kube_proxy,
 };
 use control::lab::layout::{CLUSTER_CIDR, Mac, NODE1, NODE2, NodePlan, UPLINK};
 use control::lab::topology::add_netns;
@@ -423,6 +423,10 @@ fn kube_proxy_and_flannel_carry_cluster_ip_traffic_in_both_modes() {
 
     exercise(ProxyMode::Iptables, 20000);
     exercise(ProxyMode::Nftables, 30000);
+
+    release_pod_veth(NODE1_NS, "vethcl").unwrap();
+    let veth = sh(NODE1_NS, "ip", &["-o", "link", "show", "vethcl"]);
+    assert!(!veth.contains("master"), "{veth}");
 
     for f in &lab.flannel {
         remove_flannel(f).unwrap();
