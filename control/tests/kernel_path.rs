@@ -410,6 +410,12 @@ fn kube_proxy_and_flannel_carry_cluster_ip_traffic_in_both_modes() {
     eprintln!("iptables backend: {backend}");
     assert!(["nf_tables", "legacy"].contains(&backend.as_str()));
     let lab = build();
+    for ns in [NODE1_NS, NODE2_NS] {
+        assert_eq!(
+            sh(ns, "cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(),
+            "1"
+        );
+    }
     // The underlay and Flannel alone: pod to pod across the nodes.
     let direct = in_netns(CLIENT_NS, || {
         let sock = UdpSocket::bind(("0.0.0.0", 0)).unwrap();

@@ -248,7 +248,9 @@ pub fn apply_flannel(node: &FlannelNode) -> Result<(), LabError> {
 
 fn flannel_steps(node: &FlannelNode, network: Ipv4Addr) -> Result<(), LabError> {
     let ns = node.netns.as_str();
-    run(in_netns(ns, "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+    // /proc/sys/net is the writer's namespace's; sh rather than sysctl(8), which is in
+    // procps, not always installed.
+    run(in_netns(ns, "sh").args(["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]))?;
 
     let vni = node.vni.to_string();
     let port = node.port.to_string();
