@@ -10,9 +10,10 @@ set -euo pipefail
 # tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks; prometheus:
 # promtool, which validates the agent's /metrics exposition in tests/metrics.rs; valgrind
 # (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`) and
-# their test, bench/tests/profile.rs.
+# their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
+# iptables-mode rules, the kernel baseline of `kxdp bench` (control/src/bench/kernel_path.rs).
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
-  containernetworking-plugins nftables iputils-ping prometheus valgrind linux-perf)
+  containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf)
 
 missing=()
 for p in "${packages[@]}"; do
