@@ -85,9 +85,20 @@ fn bench_measures_every_path_in_one_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "kxdp bench failed");
-    assert!(netns_left(&prefix).is_empty(), "left: {:?}", netns_left(&prefix));
+    assert!(
+        netns_left(&prefix).is_empty(),
+        "left: {:?}",
+        netns_left(&prefix)
+    );
 
-    for line in ["(a) AF_XDP ceiling", "(b) kxdp", "(c) kernel", "(d) kernel", "b/a", "b/c"] {
+    for line in [
+        "(a) AF_XDP ceiling",
+        "(b) kxdp",
+        "(c) kernel",
+        "(d) kernel",
+        "b/a",
+        "b/c",
+    ] {
         assert!(stdout.contains(line), "no {line:?} in the table");
     }
     let report: serde_json::Value =

@@ -19,11 +19,11 @@
 //! Chain names are computed the way kube-proxy computes them (SHA-256 of the name, RFC 4648
 //! base32, truncated), so `iptables-save` here reads like a real node's.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::lab::LabError;
+use crate::lab::cmd::{in_netns, ip_in, run, run_with_stdin as run_with_input};
 use crate::lab::layout::Mac;
 
 /// Which of kube-proxy's backends to imitate.
@@ -183,6 +183,19 @@ fn table_is_empty(listing: &str) -> bool {
             || (l.starts_with("chain ") && l.ends_with('{'))
             || (l.starts_with("type ") && l.ends_with("policy accept;"))
     })
+}
+
+/// Why `mode` cannot be measured on this machine (its tool is missing), or None.
+pub fn unavailable(mode: ProxyMode) -> Option<String> {
+    let tool = match mode {
+        ProxyMode::Iptables => "iptables-restore",
+        ProxyMode::Nftables => "nft",
+    };
+    match Command::new(tool).arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!("{tool} --version: {}", out.status)),
+        Err(e) => Some(format!("{tool}: {e}")),
+    }
 }
 
 /// A remote node as Flannel learns it from the Node's annotations.
@@ -1043,67 +1056,6 @@ fn network_address(addr: Ipv4Addr, len: u8) -> Result<Ipv4Addr, LabError> {
     }
     let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
     Ok(Ipv4Addr::from(u32::from(addr) & mask))
-}
-
-// Command helpers. `crate::lab::cmd` is private to the lab; these are the few this module
-// needs, with the failing tool's stderr in the error as there.
-
-/// `nsenter --net=/run/netns/NS PROGRAM` (leaves /sys and bpffs alone, unlike `ip netns
-/// exec`).
-fn in_netns(netns: &str, program: &str) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{netns}")).arg(program);
-    c
-}
-
-fn ip_in(netns: &str, args: &[&str]) -> Result<String, LabError> {
-    run(in_netns(netns, "ip").args(args))
-}
-
-fn describe(c: &Command) -> String {
-    let mut s = c.get_program().to_string_lossy().into_owned();
-    for a in c.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-fn run(c: &mut Command) -> Result<String, LabError> {
-    run_with_input(c, "")
-}
-
-/// Runs `c` with `input` on its stdin; Ok(stdout) on exit status 0.
-fn run_with_input(c: &mut Command, input: &str) -> Result<String, LabError> {
-    let fail = |c: &Command, detail: String| LabError::Command {
-        command: describe(c),
-        detail,
-    };
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(c, format!("cannot start: {e}")))?;
-    // Written before reading: the inputs are small and these tools read all of stdin first.
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| fail(c, format!("writing stdin: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(c, format!("waiting: {e}")))?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let text = if stderr.trim().is_empty() {
-        String::from_utf8_lossy(&out.stdout)
-    } else {
-        stderr
-    };
-    Err(fail(c, format!("{}: {}", out.status, text.trim())))
 }
 
 fn link_exists(netns: &str, dev: &str) -> Result<bool, LabError> {

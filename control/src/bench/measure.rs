@@ -24,8 +24,21 @@ use crate::probe::{Proto, RequestOptions, RttSummary};
 /// The largest frame a pod sends without fragmenting: its MTU (underlay MTU less the
 /// VXLAN overhead) plus the Ethernet header. A requested size above it means "full MTU".
 pub const MAX_POD_FRAME: u16 = (UNDERLAY_MTU - 50 + 14) as u16;
-/// Source ports of the generator's flows start here.
-const FIRST_SRC_PORT: u16 = 20000;
+/// Source ports of the generator's flows start here (above them: the kernel's ephemeral
+/// range, which the round-trip probe's sockets use).
+const FIRST_SRC_PORT: u32 = 10000;
+const LAST_SRC_PORT: u32 = 32767;
+
+/// The first source port of measurement `cell` (a running number within one bench):
+/// every cell gets flows of its own, so none starts with connection-tracking entries
+/// (kxdp's or the kernel's, whose NAT outlives a mode switch) from an earlier one.
+pub fn first_src_port(cell: usize, flows: u32) -> u16 {
+    let room = (LAST_SRC_PORT + 1 - FIRST_SRC_PORT)
+        .saturating_sub(flows)
+        .max(1);
+    let offset = (cell as u64 * u64::from(flows)) % u64::from(room);
+    (FIRST_SRC_PORT + offset as u32) as u16
+}
 
 /// The pod frame size a requested size is measured with.
 pub fn frame_size(requested: u16) -> u16 {
@@ -51,7 +64,7 @@ pub struct Throughput {
 
 /// The generator's packets for `size`: from the client pod to the Service's sink port,
 /// `flows` source ports, addressed to the gateway MAC as the pod's own stack would.
-pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32) -> PacketSpec {
+pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32, src_port: u16) -> PacketSpec {
     PacketSpec {
         size: frame_size(size),
         protocol: Protocol::Udp,
@@ -59,7 +72,7 @@ pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32) -> PacketSpec {
         dst_mac: NODE_A.gateway_mac().0,
         src_ip: client_ip,
         dst_ip: plan::CLUSTER_IP,
-        src_port: FIRST_SRC_PORT,
+        src_port,
         dst_port: plan::SINK_PORT,
         flows,
         src_ports: None,
@@ -67,7 +80,10 @@ pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32) -> PacketSpec {
 }
 
 /// Runs `f` on a new thread inside `netns` (the caller's namespace stays as it is).
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+fn in_netns<T: Send>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String> {
     std::thread::scope(|s| {
         s.spawn(|| {
             enter_netns(netns)?;
@@ -142,7 +158,7 @@ pub fn throughput(
         let report = report?;
         let delivered = c1.packets.saturating_sub(c0.packets);
         let secs = elapsed.as_secs_f64().max(1e-9);
-        Ok(Throughput {
+        Ok::<Throughput, String>(Throughput {
             frame_bytes: spec.size,
             wire_bytes: u32::from(spec.size) + wire_extra,
             offered_pps: report.pps(),
@@ -182,7 +198,12 @@ pub struct Latency {
 /// port, each from a new socket (a new flow: Service pick, policy, conntrack entry), with
 /// `background_pps` of 64-byte datagrams to the sink port beside them (0: none). The
 /// background runs exactly as long as the requests.
-pub fn latency(rig: &Rig, requests: u32, background_pps: u64) -> Result<Latency, String> {
+pub fn latency(
+    rig: &Rig,
+    requests: u32,
+    background_pps: u64,
+    cell: usize,
+) -> Result<Latency, String> {
     let opts = RequestOptions {
         proto: Proto::Udp,
         to: SocketAddr::from((plan::CLUSTER_IP, plan::ECHO_SERVICE_PORT)),
@@ -199,7 +220,7 @@ pub fn latency(rig: &Rig, requests: u32, background_pps: u64) -> Result<Latency,
             duration: Some(Duration::from_secs(600)),
             rate_pps: Some(background_pps),
         };
-        let spec = packet_spec(rig.client_ip, 64, 1024);
+        let spec = packet_spec(rig.client_ip, 64, 1024, first_src_port(cell, 1024));
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::scope(|s| {
             let gen_thread = s.spawn(|| generator(rig, spec, limit, &stop, ready_tx));
@@ -232,8 +253,23 @@ mod tests {
         assert_eq!(MAX_POD_FRAME, 1464);
         assert_eq!(frame_size(1500), 1464);
         assert_eq!(frame_size(64), 64);
-        let spec = packet_spec(Ipv4Addr::new(10, 244, 1, 2), 1500, 16);
+        let spec = packet_spec(Ipv4Addr::new(10, 244, 1, 2), 1500, 16, 10000);
         spec.validate().unwrap();
         assert_eq!(spec.dst_mac, NODE_A.gateway_mac().0);
+    }
+
+    #[test]
+    fn cells_get_their_own_source_ports_below_the_ephemeral_range() {
+        assert_eq!(first_src_port(0, 1024), 10000);
+        assert_eq!(first_src_port(1, 1024), 11024);
+        for cell in 0..100 {
+            for flows in [1, 1024, 20000] {
+                let p = u32::from(first_src_port(cell, flows));
+                assert!(
+                    p >= FIRST_SRC_PORT && p + flows <= LAST_SRC_PORT + 1,
+                    "{cell} {flows}"
+                );
+            }
+        }
     }
 }

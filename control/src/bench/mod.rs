@@ -106,10 +106,12 @@ pub fn main(args: BenchArgs) -> ExitCode {
 fn run(args: &BenchArgs) -> Result<(), String> {
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("the bench creates namespaces and attaches XDP programs: run it as root".into());
+        return Err(
+            "the bench creates namespaces and attaches XDP programs: run it as root".into(),
+        );
     }
-    let lab = Lab::new(&args.dir, &args.prefix, 1, StateSource::Dir, false)
-        .map_err(|e| e.to_string())?;
+    let lab =
+        Lab::new(&args.dir, &args.prefix, 1, StateSource::Dir, false).map_err(|e| e.to_string())?;
     if args.down {
         return rig::down(&lab).map_err(|e| e.to_string());
     }
@@ -122,11 +124,19 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         "building the topology in namespaces {}-* (node A: kxdp agent, node B: Flannel-style kernel node)",
         args.prefix
     ));
-    let mut rig = Rig::up(lab.clone(), settings.generator_cpu, settings.forwarding_cpu)
-        .map_err(|e| format!("{e} (`kxdp bench --down --dir {}` removes what was built)", args.dir.display()))?;
+    let mut rig =
+        Rig::up(lab.clone(), settings.generator_cpu, settings.forwarding_cpu).map_err(|e| {
+            format!(
+                "{e} (`kxdp bench --down --dir {}` removes what was built)",
+                args.dir.display()
+            )
+        })?;
     let measured = measure_all(&mut rig, args, &settings);
     if args.keep {
-        progress(&format!("left up (--keep): `kxdp bench --down --dir {}` removes it", args.dir.display()));
+        progress(&format!(
+            "left up (--keep): `kxdp bench --down --dir {}` removes it",
+            args.dir.display()
+        ));
     } else {
         rig::down(&lab).map_err(|e| format!("removing the topology: {e}"))?;
     }
@@ -138,8 +148,14 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         paths,
     };
     print!("{}", report::render(&report));
-    let json_path = args.json.clone().unwrap_or_else(|| args.dir.join("bench.json"));
-    let svg_path = args.svg.clone().unwrap_or_else(|| args.dir.join("bench.svg"));
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.dir.join("bench.json"));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| args.dir.join("bench.svg"));
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
     let title = format!(
@@ -148,7 +164,11 @@ fn run(args: &BenchArgs) -> Result<(), String> {
     );
     std::fs::write(&svg_path, plot::svg(&report, &title))
         .map_err(|e| format!("{}: {e}", svg_path.display()))?;
-    println!("raw numbers: {}\nchart: {}", json_path.display(), svg_path.display());
+    println!(
+        "raw numbers: {}\nchart: {}",
+        json_path.display(),
+        svg_path.display()
+    );
     Ok(())
 }
 
@@ -160,14 +180,17 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
             return Err(format!("CPU {cpu}: this machine has {ncpu}"));
         }
     }
-    if args.sizes.is_empty() || args.sizes.iter().any(|&s| s < 64) {
-        return Err(format!("--sizes {:?}: want sizes of at least 64 bytes", args.sizes));
+    if args.sizes.is_empty() || args.sizes.len() > 15 || args.sizes.iter().any(|&s| s < 64) {
+        return Err(format!(
+            "--sizes {:?}: want 1 to 15 sizes of at least 64 bytes",
+            args.sizes
+        ));
     }
     if let Some(p) = args.paths.iter().find(|p| !"abcd".contains(**p)) {
         return Err(format!("--paths: unknown path {p:?} (a, b, c, d)"));
     }
-    if args.flows == 0 || args.flows > 40_000 {
-        return Err(format!("--flows {}: want 1..=40000", args.flows));
+    if args.flows == 0 || args.flows > 20_000 {
+        return Err(format!("--flows {}: want 1..=20000", args.flows));
     }
     Ok(Settings {
         sizes: args.sizes.clone(),
@@ -228,11 +251,23 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
     Ok(results)
 }
 
-fn sweep(rig: &Rig, args: &BenchArgs, s: &Settings, path: PathId) -> Result<Vec<Throughput>, String> {
+/// The running number of a measurement: path `path`, size or latency level `i`.
+fn cell(path: PathId, i: usize) -> usize {
+    PathId::ALL.iter().position(|&p| p == path).unwrap_or(0) * 16 + i
+}
+
+fn sweep(
+    rig: &Rig,
+    args: &BenchArgs,
+    s: &Settings,
+    path: PathId,
+) -> Result<Vec<Throughput>, String> {
     s.sizes
         .iter()
-        .map(|&size| {
-            let spec = measure::packet_spec(rig.client_ip, size, s.flows);
+        .enumerate()
+        .map(|(i, &size)| {
+            let port = measure::first_src_port(cell(path, i), s.flows);
+            let spec = measure::packet_spec(rig.client_ip, size, s.flows, port);
             let t = measure::throughput(rig, &spec, args.warmup, args.window, path.wire_overhead())
                 .map_err(|e| format!("({}) {size} B: {e}", path.letter()))?;
             progress(&format!(
@@ -251,7 +286,7 @@ fn latencies(rig: &Rig, args: &BenchArgs, path: PathId) -> Result<Vec<Latency>, 
     [0, args.background_pps]
         .iter()
         .map(|&bg| {
-            let l = measure::latency(rig, args.requests, bg)
+            let l = measure::latency(rig, args.requests, bg, cell(path, 15))
                 .map_err(|e| format!("({}) latency: {e}", path.letter()))?;
             progress(&format!(
                 "({}) round trip with {bg} pps beside: {}/{} answered, {:?} us",
@@ -275,7 +310,8 @@ fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
             enter_netns(&node)?;
             let ingress = Interface::by_name(&ingress).map_err(|e| e.to_string())?;
             let egress = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
-            CeilingForwarder::start(&ingress, &egress, Some(cpu)).map_err(|e| format!("ceiling: {e}"))
+            CeilingForwarder::start(&ingress, &egress, Some(cpu))
+                .map_err(|e| format!("ceiling: {e}"))
         })
         .join()
         .unwrap_or_else(|_| Err("the ceiling thread panicked".into()))
@@ -285,8 +321,10 @@ fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
 fn machine() -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
-    let iptables = cmd::run(std::process::Command::new("iptables").arg("--version"))
-        .map_or_else(|e: LabError| format!("unavailable: {e}"), |s| s.trim().to_string());
+    let iptables = cmd::run(std::process::Command::new("iptables").arg("--version")).map_or_else(
+        |e: LabError| format!("unavailable: {e}"),
+        |s| s.trim().to_string(),
+    );
     Machine {
         kernel,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -114,7 +114,9 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn path(&self, id: PathId) -> Option<&PathResult> {
-        self.paths.iter().find(|p| p.path == id && p.skipped.is_none())
+        self.paths
+            .iter()
+            .find(|p| p.path == id && p.skipped.is_none())
     }
 
     /// `num`'s Mpps over `den`'s at size index `i`.
@@ -143,7 +145,7 @@ pub fn render(r: &BenchReport) -> String {
         out,
         "kxdp bench: node A's forwarding, Mpps delivered to node B ({} UDP flows from one pod \
          to a ClusterIP with 2 backends on node B; generator on CPU {}, node A's forwarding on CPU {}; \
-         {:.0} s window after {:.0} s warm-up)",
+         {:.1} s window after {:.1} s warm-up)",
         s.flows, s.generator_cpu, s.forwarding_cpu, s.window_s, s.warmup_s
     );
     let _ = writeln!(out, "{}", size_header(s, "path"));
@@ -162,9 +164,21 @@ pub fn render(r: &BenchReport) -> String {
         let _ = writeln!(out, "{line}");
     }
     for (num, den, what) in [
-        (PathId::Kxdp, PathId::AfXdpCeiling, "b/a (kxdp / AF_XDP ceiling)"),
-        (PathId::Kxdp, PathId::KernelIptables, "b/c (kxdp / kube-proxy iptables)"),
-        (PathId::Kxdp, PathId::KernelNftables, "b/d (kxdp / kube-proxy nftables)"),
+        (
+            PathId::Kxdp,
+            PathId::AfXdpCeiling,
+            "b/a (kxdp / AF_XDP ceiling)",
+        ),
+        (
+            PathId::Kxdp,
+            PathId::KernelIptables,
+            "b/c (kxdp / kube-proxy iptables)",
+        ),
+        (
+            PathId::Kxdp,
+            PathId::KernelNftables,
+            "b/d (kxdp / kube-proxy nftables)",
+        ),
     ] {
         let mut line = format!("{what:<LABEL_WIDTH$}");
         for i in 0..s.sizes.len() {
@@ -172,10 +186,17 @@ pub fn render(r: &BenchReport) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
-    let mut line = format!("{:<LABEL_WIDTH$}", "pod frame / frame on node A's uplink, bytes");
+    let mut line = format!(
+        "{:<LABEL_WIDTH$}",
+        "pod frame / frame on node A's uplink, bytes"
+    );
     if let Some(p) = r.path(PathId::Kxdp).or_else(|| r.paths.first()) {
         for t in &p.throughput {
-            let _ = write!(line, "{:>10}", format!("{}/{}", t.frame_bytes, t.wire_bytes));
+            let _ = write!(
+                line,
+                "{:>10}",
+                format!("{}/{}", t.frame_bytes, t.wire_bytes)
+            );
         }
     }
     let _ = writeln!(out, "{line}");
@@ -188,7 +209,10 @@ pub fn render(r: &BenchReport) -> String {
         offered.iter().copied().reduce(f64::min),
         offered.iter().copied().reduce(f64::max),
     ) {
-        let _ = writeln!(out, "offered by the generator: {lo:.2}-{hi:.2} Mpps in every cell");
+        let _ = writeln!(
+            out,
+            "offered by the generator: {lo:.2}-{hi:.2} Mpps in every cell"
+        );
     }
 
     let levels: Vec<u64> = r
@@ -237,7 +261,12 @@ pub fn render(r: &BenchReport) -> String {
 fn latency_cell(l: &Latency) -> String {
     match (&l.rtt_us, l.answered == l.requests) {
         (Some(rtt), true) => format!("{} / {}", rtt.p50, rtt.p99),
-        (Some(rtt), false) => format!("{} / {} ({} lost)", rtt.p50, rtt.p99, l.requests - l.answered),
+        (Some(rtt), false) => format!(
+            "{} / {} ({} lost)",
+            rtt.p50,
+            rtt.p99,
+            l.requests - l.answered
+        ),
         (None, _) => "no answers".to_string(),
     }
 }

@@ -46,8 +46,12 @@ impl Rig {
         let names = lab.names();
         down(&lab)?;
         fs::create_dir_all(&lab.dir).map_err(|e| LabError::io(&lab.dir, e))?;
-        for ns in namespaces(&names) {
-            topology::add_netns(&ns)?;
+        // The client pod's namespace is made by `pods::add`, as a runtime would.
+        for ns in namespaces(&names)
+            .iter()
+            .filter(|&ns| *ns != names.pod(&CLIENT))
+        {
+            topology::add_netns(ns)?;
         }
         link_nodes(&names)?;
         for (i, b) in BACKENDS.iter().enumerate() {
@@ -110,8 +114,12 @@ impl Rig {
         if link_exists(&node, "kxdp-host") {
             ip_in(&node, &["link", "del", "kxdp-host"])?;
         }
+        // The agent manages (and on exit deletes) its uplink's neighbour entries; without
+        // one the kernel would ARP for node B, whose throughput sink drops the answer.
+        pin_neighbour(&node, NODE_B)?;
         // kxdp-cni's host route to the pod: with Flannel the pod is reached through cni0.
-        ip_in(
+        // Absent when the agent never got that far; nothing to undo then.
+        let _ = ip_in(
             &node,
             &[
                 "route",
@@ -120,9 +128,8 @@ impl Rig {
                 "dev",
                 &self.client_host_veth,
             ],
-        )
-        .map(|_| ())
-        .or_else(|_| Ok(()))
+        );
+        Ok(())
     }
 
     /// Node A as kube-proxy (`mode`) + Flannel configure it: cni0 holding the gateway
@@ -135,6 +142,14 @@ impl Rig {
         if !link_exists(&node, "cni0") {
             kernel_path::apply_flannel(&flannel(&self.names, NODE_A))?;
             kernel_path::enslave_pod_veth(&node, &self.client_host_veth)?;
+            // A veth takes XDP_TX frames (the generator's) only into NAPI: an XDP program
+            // or GRO on the receiving end. GRO is what a kernel node would have anyway.
+            cmd::run(cmd::in_netns(&node, "ethtool").args([
+                "-K",
+                &self.client_host_veth,
+                "gro",
+                "on",
+            ]))?;
             set_rps(&node, &self.client_host_veth, self.forward_cpu)?;
         }
         kernel_path::apply_kube_proxy(&node, mode, plan::cluster_cidr(), &services())
@@ -200,16 +215,29 @@ fn link_nodes(names: &Names) -> Result<(), LabError> {
         ip_in(ns, &["addr", "add", &addr, "dev", UPLINK])?;
         ip_in(ns, &["link", "set", UPLINK, "up"])?;
         tx_checksum_off(ns, UPLINK)?;
-        let peer_ip = other.underlay_ip().to_string();
-        let peer_mac = other.underlay_mac().to_string();
-        ip_in(
-            ns,
-            &[
-                "neigh", "replace", &peer_ip, "lladdr", &peer_mac, "dev", UPLINK, "nud",
-                "permanent",
-            ],
-        )?;
+        pin_neighbour(ns, other)?;
     }
+    Ok(())
+}
+
+/// A permanent neighbour entry on `netns`'s uplink for node `other`.
+fn pin_neighbour(netns: &str, other: NodePlan) -> Result<(), LabError> {
+    let peer_ip = other.underlay_ip().to_string();
+    let peer_mac = other.underlay_mac().to_string();
+    ip_in(
+        netns,
+        &[
+            "neigh",
+            "replace",
+            &peer_ip,
+            "lladdr",
+            &peer_mac,
+            "dev",
+            UPLINK,
+            "nud",
+            "permanent",
+        ],
+    )?;
     Ok(())
 }
 
@@ -238,7 +266,7 @@ fn drop_sink_port(netns: &str) -> Result<(), LabError> {
         "table inet kxdp_bench {{\n  chain pre {{\n    type filter hook prerouting priority -300;\n    udp dport {} drop\n  }}\n}}\n",
         plan::SINK_PORT
     );
-    cmd::run_with_stdin(&mut cmd::in_netns(netns, "nft").args(["-f", "-"]), &rules)?;
+    cmd::run_with_stdin(cmd::in_netns(netns, "nft").args(["-f", "-"]), &rules)?;
     Ok(())
 }
 

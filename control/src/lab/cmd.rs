@@ -85,27 +85,29 @@ pub fn ip_in(netns: &str, args: &[&str]) -> Result<String, LabError> {
 /// Runs to completion with `input` on stdin; Ok(stdout) on exit status 0.
 pub fn run_with_stdin(c: &mut Command, input: &str) -> Result<String, LabError> {
     use std::io::Write;
-    let fail = |detail: String| LabError::Command {
+    use std::process::Stdio;
+    let fail = |c: &Command, detail: String| LabError::Command {
         command: describe(c),
         detail,
     };
     let mut child = c
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot start: {e}")))?;
+        .map_err(|e| fail(c, format!("cannot start: {e}")))?;
+    // Written before reading: the inputs are small and these tools read all of stdin first.
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())
-            .map_err(|e| fail(format!("writing stdin: {e}")))?;
+            .map_err(|e| fail(c, format!("writing stdin: {e}")))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| fail(format!("waiting: {e}")))?;
+        .map_err(|e| fail(c, format!("waiting: {e}")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(fail(failure_detail(&out)))
+        Err(fail(c, failure_detail(&out)))
     }
 }
