@@ -60,6 +60,21 @@ pub struct Throughput {
     pub delivered_packets: u64,
     /// Per CPU, what the sink counted in the window (where node A's transmit work ran).
     pub sink_per_cpu: Vec<u64>,
+    /// With `--repeat`: every window's delivered Mpps (this one is their median).
+    pub samples_mpps: Vec<f64>,
+}
+
+/// The sample with the median delivered rate, carrying every sample's rate (rounded to
+/// 1 kpps). `samples` must not be empty.
+pub fn median(mut samples: Vec<Throughput>) -> Throughput {
+    samples.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
+    let all: Vec<f64> = samples
+        .iter()
+        .map(|t| (t.delivered_pps / 1e3).round() / 1e3)
+        .collect();
+    let mut mid = samples.swap_remove(samples.len() / 2);
+    mid.samples_mpps = all;
+    mid
 }
 
 /// The generator's packets for `size`: from the client pod to the Service's sink port,
@@ -171,6 +186,7 @@ pub fn throughput(
                 .zip(c0.per_cpu_packets.iter().chain(std::iter::repeat(&0)))
                 .map(|(a, b)| a.saturating_sub(*b))
                 .collect(),
+            samples_mpps: vec![(delivered as f64 / secs / 1e3).round() / 1e3],
         })
     });
     let detached = sink.detach().map_err(|e| format!("sink detach: {e}"));
@@ -188,6 +204,8 @@ fn counts(sink: &Sink) -> Result<SinkCounts, String> {
 pub struct Latency {
     /// Background packets per second offered beside the requests (0: none).
     pub background_pps: u64,
+    /// All requests over one socket (one flow) rather than a new flow each.
+    pub one_flow: bool,
     pub requests: u32,
     pub answered: u32,
     /// Round-trip times in microseconds.
@@ -195,13 +213,15 @@ pub struct Latency {
 }
 
 /// `requests` UDP request/response round trips from the client pod to the Service's echo
-/// port, each from a new socket (a new flow: Service pick, policy, conntrack entry), with
-/// `background_pps` of 64-byte datagrams to the sink port beside them (0: none). The
-/// background runs exactly as long as the requests.
+/// port, each from a new socket (a new flow: Service pick, policy, conntrack entry) or all
+/// over one (`one_flow`: the established path), with `background_pps` of 64-byte datagrams
+/// to the sink port beside them (0: none). The background runs exactly as long as the
+/// requests.
 pub fn latency(
     rig: &Rig,
     requests: u32,
     background_pps: u64,
+    one_flow: bool,
     cell: usize,
 ) -> Result<Latency, String> {
     let opts = RequestOptions {
@@ -209,6 +229,7 @@ pub fn latency(
         to: SocketAddr::from((plan::CLUSTER_IP, plan::ECHO_SERVICE_PORT)),
         count: requests,
         timeout: Duration::from_millis(500),
+        one_flow,
     };
     let round_trips = || in_netns(&rig.client_ns(), || Ok(crate::probe::request_run(&opts)));
     let report = if background_pps == 0 {
@@ -238,6 +259,7 @@ pub fn latency(
     };
     Ok(Latency {
         background_pps,
+        one_flow,
         requests,
         answered: report.answered,
         rtt_us: report.rtt_us,

@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// How long the sink counts for each cell of the table.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub window: Duration,
+    /// Measure every cell this many times (warm-up and window each) and report the median
+    /// (all of them are in the JSON): on a shared machine one window can be an outlier.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     /// Request/response round trips per latency measurement.
     #[arg(long, default_value_t = 2000)]
     pub requests: u32,
@@ -117,6 +121,7 @@ fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let settings = settings(args)?;
     lab.cni_binary().map_err(|e| e.to_string())?;
+    let load_before = load_average();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -143,7 +148,7 @@ fn run(args: &BenchArgs) -> Result<(), String> {
     let paths = measured?;
     let report = BenchReport {
         started_unix,
-        machine: machine(),
+        machine: machine(load_before),
         settings,
         paths,
     };
@@ -189,6 +194,9 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
     if let Some(p) = args.paths.iter().find(|p| !"abcd".contains(**p)) {
         return Err(format!("--paths: unknown path {p:?} (a, b, c, d)"));
     }
+    if args.repeat == 0 || args.repeat > 100 {
+        return Err(format!("--repeat {}: want 1..=100", args.repeat));
+    }
     if args.flows == 0 || args.flows > 20_000 {
         return Err(format!("--flows {}: want 1..=20000", args.flows));
     }
@@ -198,6 +206,7 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
         warmup_s: args.warmup.as_secs_f64(),
         window_s: args.window.as_secs_f64(),
         requests: args.requests,
+        repeat: args.repeat,
         generator_cpu: args.generator_cpu,
         forwarding_cpu,
     })
@@ -251,7 +260,8 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
     Ok(results)
 }
 
-/// The running number of a measurement: path `path`, size or latency level `i`.
+/// The running number of a measurement: path `path`, size `i` (0..12) or latency level
+/// `12 + i`: each gets source ports of its own.
 fn cell(path: PathId, i: usize) -> usize {
     PathId::ALL.iter().position(|&p| p == path).unwrap_or(0) * 16 + i
 }
@@ -268,36 +278,57 @@ fn sweep(
         .map(|(i, &size)| {
             let port = measure::first_src_port(cell(path, i), s.flows);
             let spec = measure::packet_spec(rig.client_ip, size, s.flows, port);
-            let t = measure::throughput(rig, &spec, args.warmup, args.window, path.wire_overhead())
-                .map_err(|e| format!("({}) {size} B: {e}", path.letter()))?;
+            let samples = (0..args.repeat)
+                .map(|_| {
+                    measure::throughput(rig, &spec, args.warmup, args.window, path.wire_overhead())
+                        .map_err(|e| format!("({}) {size} B: {e}", path.letter()))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let t = measure::median(samples);
             progress(&format!(
-                "({}) {:>4} B: {:.3} Mpps delivered ({:.2} Mpps offered)",
+                "({}) {:>4} B: {:.3} Mpps delivered ({:.2} Mpps offered){}",
                 path.letter(),
                 size,
                 t.delivered_pps / 1e6,
-                t.offered_pps / 1e6
+                t.offered_pps / 1e6,
+                if t.samples_mpps.len() > 1 {
+                    format!(", median of {:?}", t.samples_mpps)
+                } else {
+                    String::new()
+                }
             ));
             Ok(t)
         })
         .collect()
 }
 
+/// Round trips idle and beside the background load, new flows and one flow each.
 fn latencies(rig: &Rig, args: &BenchArgs, path: PathId) -> Result<Vec<Latency>, String> {
-    [0, args.background_pps]
-        .iter()
-        .map(|&bg| {
-            let l = measure::latency(rig, args.requests, bg, cell(path, 15))
+    let levels = [0, args.background_pps];
+    let mut out = Vec::new();
+    for (i, &bg) in levels.iter().enumerate() {
+        for one_flow in [false, true] {
+            let l = measure::latency(rig, args.requests, bg, one_flow, cell(path, 12 + i))
                 .map_err(|e| format!("({}) latency: {e}", path.letter()))?;
             progress(&format!(
-                "({}) round trip with {bg} pps beside: {}/{} answered, {:?} us",
+                "({}) round trips, {}, {bg} pps beside: {}/{} answered, {}",
                 path.letter(),
+                if one_flow {
+                    "one flow"
+                } else {
+                    "a new flow each"
+                },
                 l.answered,
                 l.requests,
-                l.rtt_us
+                l.rtt_us.map_or("no answers".into(), |r| format!(
+                    "p50 {} us, p99 {} us",
+                    r.p50, r.p99
+                ))
             ));
-            Ok(l)
-        })
-        .collect()
+            out.push(l);
+        }
+    }
+    Ok(out)
 }
 
 /// The ceiling's forwarder in node A: the client's veth in, the uplink out, its worker on
@@ -318,7 +349,15 @@ fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
     })
 }
 
-fn machine() -> Machine {
+/// The 1-minute load average (0 when /proc/loadavg cannot be read).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn machine(load_before: f64) -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
     let iptables = cmd::run(std::process::Command::new("iptables").arg("--version")).map_or_else(
@@ -329,5 +368,7 @@ fn machine() -> Machine {
         kernel,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         iptables,
+        load_before,
+        load_after: load_average(),
     }
 }

@@ -99,9 +99,19 @@ pub fn svg(r: &BenchReport, title: &str) -> String {
                 top - 3.0
             );
         }
+        // A size above the pod's largest frame was measured with that frame: say so.
+        let frame = paths
+            .iter()
+            .find_map(|(_, p)| p.throughput.get(g))
+            .map_or(*size, |t| t.frame_bytes);
+        let label = if frame == *size {
+            format!("{size} B")
+        } else {
+            format!("{size} B (pod frame {frame} B)")
+        };
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{size} B</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
             gx + group_w * 0.4,
             TOP + plot_h + 16.0
         );

@@ -92,6 +92,7 @@ pub struct Settings {
     pub warmup_s: f64,
     pub window_s: f64,
     pub requests: u32,
+    pub repeat: u32,
     pub generator_cpu: usize,
     pub forwarding_cpu: usize,
 }
@@ -101,6 +102,10 @@ pub struct Machine {
     pub kernel: String,
     pub cpus: usize,
     pub iptables: String,
+    /// /proc/loadavg's 1-minute figure before and after the run: how busy the machine was
+    /// with other work (these numbers share it).
+    pub load_before: f64,
+    pub load_after: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +152,19 @@ pub fn render(r: &BenchReport) -> String {
          to a ClusterIP with 2 backends on node B; generator on CPU {}, node A's forwarding on CPU {}; \
          {:.1} s window after {:.1} s warm-up)",
         s.flows, s.generator_cpu, s.forwarding_cpu, s.window_s, s.warmup_s
+    );
+    let _ = writeln!(
+        out,
+        "(kernel {}, {} CPUs, load average {:.2} before / {:.2} after{})",
+        r.machine.kernel,
+        r.machine.cpus,
+        r.machine.load_before,
+        r.machine.load_after,
+        if s.repeat > 1 {
+            format!("; each cell the median of {} windows", s.repeat)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(out, "{}", size_header(s, "path"));
     for p in &r.paths {
@@ -215,42 +233,39 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
 
-    let levels: Vec<u64> = r
-        .paths
-        .iter()
-        .flat_map(|p| p.latency.iter().map(|l| l.background_pps))
-        .fold(Vec::new(), |mut v, b| {
-            if !v.contains(&b) {
-                v.push(b);
-            }
-            v
-        });
+    let mut levels: Vec<(u64, bool)> = Vec::new();
+    for l in r.paths.iter().flat_map(|p| &p.latency) {
+        if !levels.contains(&(l.background_pps, l.one_flow)) {
+            levels.push((l.background_pps, l.one_flow));
+        }
+    }
     if !levels.is_empty() {
         let _ = writeln!(
             out,
-            "\nround trip, UDP request/response from the pod to the ClusterIP's echo, a new flow \
-             each ({} requests), microseconds p50 / p99",
+            "\nround trip, UDP request/response from the pod to the ClusterIP's echo on node B \
+             ({} requests), microseconds p50 / p99",
             s.requests
         );
         let mut head = format!("{:<LABEL_WIDTH$}", "path");
-        for &b in &levels {
-            let level = if b == 0 {
+        for &(b, one_flow) in &levels {
+            let load = if b == 0 {
                 "idle".to_string()
             } else {
                 format!("+{} kpps", b / 1000)
             };
-            let _ = write!(head, "{level:>18}");
+            let flows = if one_flow { "one flow" } else { "new flows" };
+            let _ = write!(head, "{:>20}", format!("{load}, {flows}"));
         }
         let _ = writeln!(out, "{head}");
         for p in r.paths.iter().filter(|p| !p.latency.is_empty()) {
             let mut line = format!("{:<LABEL_WIDTH$}", format!("({}) {}", p.letter, p.label));
-            for &b in &levels {
+            for &(b, one_flow) in &levels {
                 let cell = p
                     .latency
                     .iter()
-                    .find(|l| l.background_pps == b)
+                    .find(|l| l.background_pps == b && l.one_flow == one_flow)
                     .map_or("-".to_string(), latency_cell);
-                let _ = write!(line, "{cell:>18}");
+                let _ = write!(line, "{cell:>20}");
             }
             let _ = writeln!(out, "{line}");
         }
@@ -289,6 +304,7 @@ pub(crate) mod tests {
             window_s: 3.0,
             delivered_packets: (mpps * 3e6) as u64,
             sink_per_cpu: vec![0, (mpps * 3e6) as u64],
+            samples_mpps: vec![mpps],
         };
         let mut paths = Vec::new();
         for (id, m) in [
@@ -306,6 +322,7 @@ pub(crate) mod tests {
                 p.latency = vec![
                     Latency {
                         background_pps: 0,
+                        one_flow: false,
                         requests: 100,
                         answered: 100,
                         rtt_us: Some(RttSummary {
@@ -317,6 +334,7 @@ pub(crate) mod tests {
                     },
                     Latency {
                         background_pps: 50_000,
+                        one_flow: true,
                         requests: 100,
                         answered: 99,
                         rtt_us: Some(RttSummary {
@@ -336,6 +354,8 @@ pub(crate) mod tests {
                 kernel: "6.18".into(),
                 cpus: 2,
                 iptables: "iptables v1.8.9 (nf_tables)".into(),
+                load_before: 1.0,
+                load_after: 1.5,
             },
             settings: Settings {
                 sizes: vec![64, 512],
@@ -343,6 +363,7 @@ pub(crate) mod tests {
                 warmup_s: 1.0,
                 window_s: 3.0,
                 requests: 100,
+                repeat: 1,
                 generator_cpu: 0,
                 forwarding_cpu: 1,
             },
@@ -370,7 +391,8 @@ pub(crate) mod tests {
         assert_eq!(ratio_line("b/c"), ["3.00", "3.00"]);
         assert!(text.contains("80 / 200"), "{text}");
         assert!(text.contains("90 / 400 (1 lost)"), "{text}");
-        assert!(text.contains("+50 kpps"), "{text}");
+        assert!(text.contains("+50 kpps, one flow"), "{text}");
+        assert!(text.contains("idle, new flows"), "{text}");
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct ClientArgs {
     /// Per request: connect, send and answer must all fit in it.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
+    /// UDP: send every request from one socket (one flow) instead of a new one each.
+    #[arg(long)]
+    pub one_flow: bool,
 }
 
 impl ClientArgs {
@@ -90,6 +93,7 @@ impl ClientArgs {
             to: self.to,
             count: self.count,
             timeout: Duration::from_millis(self.timeout_ms),
+            one_flow: self.one_flow,
         }
     }
 }

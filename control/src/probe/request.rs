@@ -1,5 +1,6 @@
 //! `kxdp probe tcp|udp`: N requests, each on a fresh socket, so each is a new flow (a new
-//! source port: a new Maglev pick behind a Service).
+//! source port: a new Maglev pick behind a Service); or, UDP with `one_flow`, all of them
+//! over one socket (one flow, its state set up once: the steady-state round trip).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
@@ -30,6 +31,8 @@ pub struct RequestOptions {
     pub count: u32,
     /// Per request, everything included.
     pub timeout: Duration,
+    /// UDP: every request from one socket instead of a new one each.
+    pub one_flow: bool,
 }
 
 /// Why one request got no good answer.
@@ -60,12 +63,23 @@ pub fn run(opts: &RequestOptions) -> ProbeReport {
     let mut first_error = None;
     // Tells this run's answers from any other's.
     let tag = std::process::id();
+    let mut shared = None;
     for seq in 0..opts.count {
         let request = format!("kxdp-probe {tag}-{seq}");
         let started = Instant::now();
-        let outcome = match opts.proto {
-            Proto::Tcp => tcp_request(opts.to, &request, opts.timeout),
-            Proto::Udp => udp_request(opts.to, &request, opts.timeout),
+        let outcome = match (opts.proto, opts.one_flow) {
+            (Proto::Tcp, _) => tcp_request(opts.to, &request, opts.timeout),
+            (Proto::Udp, false) => {
+                udp_socket(opts.to).and_then(|socket| udp_exchange(&socket, &request, opts.timeout))
+            }
+            (Proto::Udp, true) => match &shared {
+                Some(socket) => udp_exchange(socket, &request, opts.timeout),
+                None => udp_socket(opts.to).and_then(|socket| {
+                    let answer = udp_exchange(&socket, &request, opts.timeout);
+                    shared = Some(socket);
+                    answer
+                }),
+            },
         };
         match outcome {
             Ok(name) => {
@@ -140,7 +154,8 @@ fn tcp_request(to: SocketAddr, request: &str, timeout: Duration) -> Result<Strin
     parse_answer(line.strip_suffix(b"\n").unwrap_or(&line), request)
 }
 
-fn udp_request(to: SocketAddr, request: &str, timeout: Duration) -> Result<String, Failure> {
+/// A UDP socket on a new ephemeral port, connected to `to`.
+fn udp_socket(to: SocketAddr) -> Result<UdpSocket, Failure> {
     let io_err = |what| move |e: io::Error| Failure::from_io(what, &e);
     let local: SocketAddr = if to.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -151,13 +166,33 @@ fn udp_request(to: SocketAddr, request: &str, timeout: Duration) -> Result<Strin
     // Connected: the kernel delivers only datagrams from `to`, so an answer from any other
     // address (a missing reverse NAT) counts as a timeout, as an application would see it.
     socket.connect(to).map_err(io_err("connect"))?;
-    socket
-        .set_read_timeout(Some(timeout))
-        .map_err(io_err("setsockopt"))?;
+    Ok(socket)
+}
+
+/// Sends `request` and waits for its answer. On a socket used before, a late answer to an
+/// earlier request that timed out is skipped, not taken for this one.
+fn udp_exchange(socket: &UdpSocket, request: &str, timeout: Duration) -> Result<String, Failure> {
+    let io_err = |what| move |e: io::Error| Failure::from_io(what, &e);
+    let deadline = Instant::now() + timeout;
     socket.send(request.as_bytes()).map_err(io_err("send"))?;
     let mut buf = [0u8; 2048];
-    let n = socket.recv(&mut buf).map_err(io_err("receive"))?;
-    parse_answer(&buf[..n], request)
+    loop {
+        socket
+            .set_read_timeout(Some(remaining(deadline)))
+            .map_err(io_err("setsockopt"))?;
+        let n = socket.recv(&mut buf).map_err(io_err("receive"))?;
+        match parse_answer(&buf[..n], request) {
+            Err(Failure::Mismatch(_)) if Instant::now() < deadline && is_stale(&buf[..n]) => {}
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether an answer echoes some request of this prober (an earlier one's late answer).
+fn is_stale(answer: &[u8]) -> bool {
+    String::from_utf8_lossy(answer)
+        .split_once(' ')
+        .is_some_and(|(_, echo)| echo.starts_with("kxdp-probe "))
 }
 
 /// "<name> <request>" -> name.
@@ -174,6 +209,12 @@ fn parse_answer(answer: &[u8], request: &str) -> Result<String, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_answers_are_recognised() {
+        assert!(is_stale(b"web-1 kxdp-probe 1-0"));
+        assert!(!is_stale(b"garbage"));
+    }
 
     #[test]
     fn answers_must_echo_the_request() {
