@@ -130,10 +130,24 @@ fn bench_measures_every_path_in_one_run() {
         }
         assert_eq!(cells[1]["wire_bytes"], 1514, "{name}");
         let latency = p["latency"].as_array().unwrap();
-        assert_eq!(latency.len(), 2, "{name}");
+        // Idle and beside the background, a new flow per request and one flow for all.
+        assert_eq!(latency.len(), 4, "{name}");
+        let kinds: Vec<(u64, bool)> = latency
+            .iter()
+            .map(|l| {
+                (
+                    l["background_pps"].as_u64().unwrap(),
+                    l["one_flow"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [(0, false), (0, true), (5000, false), (5000, true)],
+            "{name}"
+        );
         for l in latency {
-            // Idle and beside a light load every request through the ClusterIP is
-            // answered by a backend on node B.
+            // Every request through the ClusterIP is answered by a backend on node B.
             assert_eq!(l["answered"], 100, "{name}: {l}");
             assert!(l["rtt_us"]["p50"].as_u64().unwrap() > 0, "{name}: {l}");
         }
