@@ -4,31 +4,14 @@
 //!
 //! Root tests print why and skip when not root, unless CI=true (then they fail).
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use support::{netns_left, root_skip_reason};
+
 const KXDP: &str = env!("CARGO_BIN_EXE_kxdp");
-
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return None;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: the bench test must run as root, not skip");
-    }
-    Some("not root: the bench creates namespaces and attaches XDP programs")
-}
-
-fn netns_left(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(str::to_string)
-        .collect()
-}
 
 /// Runs `kxdp bench --down` for the run's directory and prefix even when the test fails.
 struct Cleanup {
@@ -49,7 +32,7 @@ impl Drop for Cleanup {
 
 #[test]
 fn bench_measures_every_path_in_one_run() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = root_skip_reason("the bench (namespaces, XDP programs)") {
         eprintln!("skipping: {why}");
         return;
     }

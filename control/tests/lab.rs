@@ -18,7 +18,7 @@ use control::lab::manifests::{self, PlacedPod};
 use control::lab::topology;
 use datapath::{DropReason, PortId, Tables, Verdict};
 use etherparse::PacketBuilder;
-use support::{TempDir, pod_mac, step, tables_for};
+use support::{TempDir, netns_left, pod_mac, step, tables_for};
 
 const KXDP: &str = env!("CARGO_BIN_EXE_kxdp");
 
@@ -231,16 +231,8 @@ fn lab_manifests_decide_as_the_checks_expect() {
 // ---------------------------------------------------------------- root: live namespaces
 
 /// Whether a root test may run: Some(reason) to skip.
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
-        return None;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: the lab tests must run as root, not skip");
-    }
-    Some("not root: the lab creates namespaces and attaches XDP programs")
+fn skip_reason() -> Option<String> {
+    support::root_skip_reason("the lab (namespaces, XDP programs)")
 }
 
 /// A prefix of this run (`kxl<pid % 1000>` plus a letter per test), so a CI run and a
@@ -269,16 +261,6 @@ fn in_ns(ns: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run nsenter")
-}
-
-fn netns_left(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Removes the topology (and kills the child) even when the test panics.

@@ -111,8 +111,18 @@ pub fn write_base(state_dir: &Path) -> Result<(), LabError> {
 
 /// The Pods (the client with its CNI address, the backends) and the Service's slice.
 pub fn write_workloads(state_dir: &Path, client_ip: Ipv4Addr) -> Result<(), LabError> {
-    let mut docs: Vec<Value> = placed(client_ip).iter().map(manifests::pod).collect();
-    docs.push(endpoint_slice());
+    let pods = placed(client_ip);
+    let mut docs: Vec<Value> = pods.iter().map(manifests::pod).collect();
+    let ports: Vec<Value> = SERVICE_PORTS
+        .iter()
+        .map(|&(_, target, name)| json!({"name": name, "port": target, "protocol": "UDP"}))
+        .collect();
+    let backends: Vec<PlacedPod> = pods.into_iter().filter(|p| p.plan != CLIENT).collect();
+    docs.push(manifests::endpoint_slice(
+        SERVICE,
+        Value::Array(ports),
+        &backends,
+    ));
     manifests::write_atomic(
         state_dir,
         manifests::WORKLOADS_FILE,
@@ -151,37 +161,6 @@ fn service() -> Value {
             "clusterIPs": [CLUSTER_IP.to_string()],
             "ports": ports,
         },
-    })
-}
-
-fn endpoint_slice() -> Value {
-    let endpoints: Vec<Value> = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            json!({
-                "addresses": [backend_ip(i).to_string()],
-                "conditions": {"ready": true, "serving": true, "terminating": false},
-                "nodeName": p.node.name(),
-                "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": p.name},
-            })
-        })
-        .collect();
-    let ports: Vec<Value> = SERVICE_PORTS
-        .iter()
-        .map(|&(_, target, name)| json!({"name": name, "port": target, "protocol": "UDP"}))
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{SERVICE}-bench"),
-            "namespace": NAMESPACE,
-            "labels": {"kubernetes.io/service-name": SERVICE},
-        },
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": endpoints,
     })
 }
 

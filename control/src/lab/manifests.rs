@@ -205,9 +205,29 @@ fn policy() -> Value {
 }
 
 fn endpoint_slices(pods: &[PlacedPod]) -> Vec<Value> {
-    let endpoints: Vec<Value> = pods
+    let web: Vec<PlacedPod> = pods.iter().filter(|p| p.plan.is_web()).copied().collect();
+    vec![
+        endpoint_slice(
+            WEB_SERVICE,
+            json!([
+                {"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
+                {"name": "echo", "port": ECHO_PORT, "protocol": "UDP"},
+            ]),
+            &web,
+        ),
+        endpoint_slice(
+            NODEPORT_SERVICE,
+            json!([{"name": "http", "port": HTTP_PORT, "protocol": "TCP"}]),
+            &web,
+        ),
+    ]
+}
+
+/// The EndpointSlice the controller would derive for Service `service` of the lab's
+/// namespace: `ports` as given, every pod of `endpoints` ready on its node.
+pub(crate) fn endpoint_slice(service: &str, ports: Value, endpoints: &[PlacedPod]) -> Value {
+    let endpoints: Vec<Value> = endpoints
         .iter()
-        .filter(|p| p.plan.is_web())
         .map(|p| {
             json!({
                 "addresses": [p.ip.to_string()],
@@ -217,33 +237,18 @@ fn endpoint_slices(pods: &[PlacedPod]) -> Vec<Value> {
             })
         })
         .collect();
-    let slice = |service: &str, ports: Value| {
-        json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{service}-lab"),
-                "namespace": NAMESPACE,
-                "labels": {"kubernetes.io/service-name": service},
-            },
-            "addressType": "IPv4",
-            "ports": ports,
-            "endpoints": endpoints.clone(),
-        })
-    };
-    vec![
-        slice(
-            WEB_SERVICE,
-            json!([
-                {"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
-                {"name": "echo", "port": ECHO_PORT, "protocol": "UDP"},
-            ]),
-        ),
-        slice(
-            NODEPORT_SERVICE,
-            json!([{"name": "http", "port": HTTP_PORT, "protocol": "TCP"}]),
-        ),
-    ]
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-lab"),
+            "namespace": NAMESPACE,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": endpoints,
+    })
 }
 
 #[cfg(test)]

@@ -146,3 +146,31 @@ pub fn tables_for(dir: &Path, tag: &str, nodes: &[&str], generation: u64) -> Vec
         })
         .collect()
 }
+
+/// Whether a root test may run: Some(reason) to skip (`what` says what needs root). Under
+/// CI=true a non-root run fails instead: CI is root.
+pub fn root_skip_reason(what: &str) -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {what} must run as root, not skip"
+    );
+    Some(format!("not root: {what} needs root"))
+}
+
+/// The network namespaces named `<prefix>-...` that exist now.
+pub fn netns_left(prefix: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
