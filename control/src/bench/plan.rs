@@ -150,18 +150,7 @@ fn service() -> Value {
             json!({"name": name, "protocol": "UDP", "port": port, "targetPort": target})
         })
         .collect();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {"app": "backend"},
-            "clusterIP": CLUSTER_IP.to_string(),
-            "clusterIPs": [CLUSTER_IP.to_string()],
-            "ports": ports,
-        },
-    })
+    manifests::cluster_ip_service(SERVICE, "backend", CLUSTER_IP, Value::Array(ports))
 }
 
 /// The client may send only to the backends' two UDP ports: so kxdp's path evaluates a

@@ -142,26 +142,36 @@ pub(crate) fn pod(p: &PlacedPod) -> Value {
     })
 }
 
+/// A ClusterIP Service of the lab's namespace selecting `app=<app>`.
+pub(crate) fn cluster_ip_service(name: &str, app: &str, ip: Ipv4Addr, ports: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app": app},
+            "clusterIP": ip.to_string(),
+            "clusterIPs": [ip.to_string()],
+            "ports": ports,
+        },
+    })
+}
+
 /// demo/web: ClusterIP, TCP and UDP, backends on both nodes. demo/web-nodeport: the same
 /// backends on every node's InternalIP at 30080 (externalTrafficPolicy Cluster: SNAT to
 /// the node's gateway).
 fn services() -> Vec<Value> {
     vec![
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": WEB_SERVICE, "namespace": NAMESPACE},
-            "spec": {
-                "type": "ClusterIP",
-                "selector": {"app": "web"},
-                "clusterIP": WEB_CLUSTER_IP.to_string(),
-                "clusterIPs": [WEB_CLUSTER_IP.to_string()],
-                "ports": [
-                    {"name": "http", "protocol": "TCP", "port": WEB_TCP_PORT, "targetPort": "http"},
-                    {"name": "echo", "protocol": "UDP", "port": WEB_UDP_PORT, "targetPort": "echo"},
-                ],
-            },
-        }),
+        cluster_ip_service(
+            WEB_SERVICE,
+            "web",
+            WEB_CLUSTER_IP,
+            json!([
+                {"name": "http", "protocol": "TCP", "port": WEB_TCP_PORT, "targetPort": "http"},
+                {"name": "echo", "protocol": "UDP", "port": WEB_UDP_PORT, "targetPort": "echo"},
+            ]),
+        ),
         json!({
             "apiVersion": "v1",
             "kind": "Service",
