@@ -1,5 +1,5 @@
 //! The AF_XDP ceiling forwarder (`kxdp bench`, path a) on real veths in a network
-//! namespace of our own (`kc-<pid>-<n>`, deleted on drop even when a test fails, which
+//! namespace of our own (`kc-<pid>-<n>-rig`, deleted on drop even when a test fails, which
 //! takes the veths and their XDP programs with it):
 //!
 //! ```text
@@ -10,133 +10,32 @@
 //! Needs root; skipped with a message otherwise, except under `CI=true`. The tests run one
 //! at a time (the measurement wants the machine to itself).
 
-mod support;
+mod common;
 
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use support::{root_or_skip, run};
+use common::{Netns, eventually, ifindex, interface, root_or_skip, serial, veth_pair};
 use xdp_redirect::ceiling::{CeilingError, CeilingForwarder, EGRESS_PORT, INGRESS_PORT};
 use xdp_redirect::pktgen::{
     GenReport, KernelGenerator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
 };
-use xdp_redirect::{AttachMode, Interface, WorkerStats};
+use xdp_redirect::{AttachMode, WorkerStats};
 
 const GEN_IF: &str = "kc-gen";
 const INGRESS_IF: &str = "kc-in";
 const EGRESS_IF: &str = "kc-out";
 const SINK_IF: &str = "kc-sink";
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A network namespace `kc-<pid>-<n>` with the two veth pairs of the rig (one queue each:
-/// the forwarder serves queue 0), IPv6 off so the kernel sends nothing of its own on
-/// them. Deleted on drop.
-struct Rig {
-    name: String,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("kc-{}-{n}", std::process::id());
-        // A leftover from a crashed run of the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let rig = Rig { name };
-        rig.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        rig.exec("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        rig.exec("ip", &["link", "set", "lo", "up"]);
-        rig.veth_pair(GEN_IF, INGRESS_IF);
-        rig.veth_pair(EGRESS_IF, SINK_IF);
-        rig
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// Runs a command inside the namespace (nsenter keeps /sys and bpffs as they are).
-    fn exec(&self, cmd: &str, args: &[&str]) -> String {
-        let net = format!("--net={}", self.path());
-        let mut all = vec![net.as_str(), cmd];
-        all.extend_from_slice(args);
-        run("nsenter", &all)
-    }
-
-    fn veth_pair(&self, a: &str, b: &str) {
-        self.exec(
-            "ip",
-            &[
-                "link",
-                "add",
-                a,
-                "numtxqueues",
-                "1",
-                "numrxqueues",
-                "1",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b,
-                "numtxqueues",
-                "1",
-                "numrxqueues",
-                "1",
-            ],
-        );
-        self.exec("ip", &["link", "set", a, "up"]);
-        self.exec("ip", &["link", "set", b, "up"]);
-    }
-
-    /// `ip -s -d link show` of `ifname`, for the XDP attachment and the veth's counters.
-    fn link(&self, ifname: &str) -> String {
-        self.exec("ip", &["-s", "-d", "link", "show", "dev", ifname])
-    }
-
-    /// Runs `f` on a thread inside this namespace and returns its result.
-    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: a valid namespace fd; setns changes only this thread's netns.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            });
-            match t.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("warning: could not delete netns {}", self.name);
-        }
-    }
-}
-
-fn iface(name: &str) -> Interface {
-    Interface::by_name(name).unwrap_or_else(|e| panic!("{e}"))
+/// A network namespace `kc-<pid>-<n>-rig` with the two veth pairs of the rig (one queue
+/// each: the forwarder serves queue 0); IPv6 is off so the kernel sends nothing of its own
+/// on them.
+fn rig() -> Netns {
+    let rig = Netns::with_prefix("kc", "rig");
+    veth_pair(&rig, GEN_IF, INGRESS_IF, 1);
+    veth_pair(&rig, EGRESS_IF, SINK_IF, 1);
+    rig
 }
 
 fn spec(size: u16, flows: u32) -> PacketSpec {
@@ -158,9 +57,16 @@ fn generate(spec: &PacketSpec, limit: RunLimit, cpu: Option<usize>) -> GenReport
             "pin the generator to CPU {cpu}"
         );
     }
-    let mut generator = KernelGenerator::new(&iface(GEN_IF), spec).expect("kernel generator");
+    let mut generator = KernelGenerator::new(&interface(GEN_IF), spec).expect("kernel generator");
     assert_eq!(generator.anchored(), Ok(()), "anchored in the dispatcher");
     generator.run(&limit).expect("generate")
+}
+
+/// Starts the forwarder from `kc-in` to `kc-out`, its worker pinned to `worker_cpu` if
+/// given (call inside the namespace).
+fn start_forwarder(worker_cpu: Option<usize>) -> CeilingForwarder {
+    CeilingForwarder::start(&interface(INGRESS_IF), &interface(EGRESS_IF), worker_cpu)
+        .expect("start the ceiling forwarder")
 }
 
 /// What the kernel dropped before our rx ring: it was full, or the fill ring was empty.
@@ -184,20 +90,6 @@ fn assert_accounted(s: &WorkerStats) {
     assert!(s.frames.balanced(), "frame ledger: {:?}", s.frames);
 }
 
-/// Polls until `cond` holds or `timeout` passes; returns whether it held.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A raw packet socket on `ifname` (ETH_P_ALL) with a receive timeout: sees every frame
 /// the interface receives, before the stack drops it as not ours.
 fn capture(ifname: &str) -> OwnedFd {
@@ -215,7 +107,7 @@ fn capture(ifname: &str) -> OwnedFd {
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = all;
-    addr.sll_ifindex = iface(ifname).index() as i32;
+    addr.sll_ifindex = ifindex(ifname) as i32;
     // SAFETY: `addr` is a valid sockaddr_ll of the given size.
     let rc = unsafe {
         libc::bind(
@@ -255,7 +147,7 @@ fn next_frame(fd: &OwnedFd) -> Option<Vec<u8>> {
 
 #[test]
 fn the_same_interface_twice_is_refused() {
-    let lo = iface("lo");
+    let lo = interface("lo");
     match CeilingForwarder::start(&lo, &lo, None) {
         Err(CeilingError::SameInterface(_)) => {}
         other => panic!("expected SameInterface, got {other:?}"),
@@ -272,11 +164,10 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
         return;
     }
     let _serial = serial();
-    let rig = Rig::new();
+    let rig = rig();
     let (forwarder, attached_link) = rig.within(|| {
-        let fwd = CeilingForwarder::start(&iface(INGRESS_IF), &iface(EGRESS_IF), None)
-            .expect("start the ceiling forwarder");
-        (fwd, rig.link(INGRESS_IF))
+        let fwd = start_forwarder(None);
+        (fwd, rig.link_details(INGRESS_IF))
     });
     assert_eq!(forwarder.attach_mode(), Some(AttachMode::Driver));
     assert!(
@@ -284,7 +175,7 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
         "xdp_host on {INGRESS_IF}:\n{attached_link}"
     );
     assert!(
-        !rig.link(EGRESS_IF).contains("prog/xdp"),
+        !rig.link_details(EGRESS_IF).contains("prog/xdp"),
         "copy-mode TX needs no program on {EGRESS_IF}"
     );
 
@@ -337,7 +228,7 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
 
     // 2. The count: a bounded, paced run into a dropping sink.
     let sink = rig
-        .within(|| Sink::attach(&iface(SINK_IF), SinkAction::Drop, false))
+        .within(|| Sink::attach(&interface(SINK_IF), SinkAction::Drop, false))
         .expect("attach the sink");
     let before = forwarder.stats();
     const N: u64 = 20_000;
@@ -364,8 +255,8 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
     let diag = || {
         format!(
             "sent {N}, worker before {before:#?}\nafter {now:#?}\nsink {counts:?}\n{}\n{}",
-            rig.link(INGRESS_IF),
-            rig.link(SINK_IF)
+            rig.link_details(INGRESS_IF),
+            rig.link_details(SINK_IF)
         )
     };
     assert!(settled, "the run did not add up: {}", diag());
@@ -388,7 +279,7 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
     let last = rig.within(|| forwarder.stop()).expect("stop");
     assert_accounted(&last);
     assert_eq!(last.forwarded, FEW + forwarded);
-    let link = rig.link(INGRESS_IF);
+    let link = rig.link_details(INGRESS_IF);
     assert!(!link.contains("prog/xdp"), "detached on stop:\n{link}");
     drop(sink);
 }
@@ -400,16 +291,15 @@ fn dropping_the_forwarder_detaches() {
         return;
     }
     let _serial = serial();
-    let rig = Rig::new();
+    let rig = rig();
     let attached = rig.within(|| {
-        let fwd = CeilingForwarder::start(&iface(INGRESS_IF), &iface(EGRESS_IF), None)
-            .expect("start the ceiling forwarder");
-        let link = rig.link(INGRESS_IF);
+        let fwd = start_forwarder(None);
+        let link = rig.link_details(INGRESS_IF);
         drop(fwd);
         link
     });
     assert!(attached.contains("prog/xdp"), "attached:\n{attached}");
-    let link = rig.link(INGRESS_IF);
+    let link = rig.link_details(INGRESS_IF);
     assert!(!link.contains("prog/xdp"), "detached on drop:\n{link}");
 }
 
@@ -424,12 +314,11 @@ fn measure_mpps() {
     }
     let _serial = serial();
     for size in [64u16, 512, 1500] {
-        let rig = Rig::new();
+        let rig = rig();
         let (report, stats, counts, egress_budget) = rig.within(|| {
-            let fwd = CeilingForwarder::start(&iface(INGRESS_IF), &iface(EGRESS_IF), Some(1))
-                .expect("start the ceiling forwarder");
-            let sink =
-                Sink::attach(&iface(SINK_IF), SinkAction::Drop, false).expect("attach the sink");
+            let fwd = start_forwarder(Some(1));
+            let sink = Sink::attach(&interface(SINK_IF), SinkAction::Drop, false)
+                .expect("attach the sink");
             let report = generate(
                 &spec(size, 1024),
                 RunLimit {

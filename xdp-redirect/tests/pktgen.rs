@@ -6,18 +6,13 @@
 //! Needs root; skipped with a message otherwise, except under `CI=true`. The tests run one
 //! at a time (they measure rates).
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use support::{root_or_skip, run};
+use common::{Netns, eventually, root_or_skip, serial};
 use xdp_redirect::Interface;
 use xdp_redirect::pktgen::{
     AfXdpGenerator, GenMode, GenReport, KernelGenerator, PacketSpec, Protocol, RunLimit, Sink,
@@ -27,73 +22,9 @@ use xdp_redirect::pktgen::{
 const GEN_IF: &str = "kxg-gen";
 const SINK_IF: &str = "kxg-sink";
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A network namespace `kxg-<pid>-<n>-<tag>`, IPv6 off (no neighbour discovery in the
-/// sink's counts), deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("kxg-{}-{n}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    fn exec(&self, cmd: &str, args: &[&str]) -> String {
-        let net = format!("--net={}", self.path());
-        let mut all = vec![net.as_str(), cmd];
-        all.extend_from_slice(args);
-        run("nsenter", &all)
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: a valid namespace fd; setns changes only this thread's netns.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            });
-            match t.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("warning: could not delete netns {}", self.name);
-        }
-    }
-}
-
-/// The generator's namespace with `kxg-gen`, the sink's with its peer `kxg-sink`.
+/// The generator's namespace with `kxg-gen`, the sink's with its peer `kxg-sink`
+/// (`kxg-<pid>-<n>-gen` / `-sink`: IPv6 off, so no neighbour discovery in the sink's
+/// counts).
 struct Pair {
     gen_ns: Netns,
     sink_ns: Netns,
@@ -101,25 +32,22 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let gen_ns = Netns::new("gen");
-        let sink_ns = Netns::new("sink");
-        gen_ns.exec(
-            "ip",
-            &[
-                "link",
-                "add",
-                GEN_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                SINK_IF,
-                "netns",
-                &sink_ns.name,
-            ],
-        );
-        gen_ns.exec("ip", &["link", "set", GEN_IF, "up"]);
-        sink_ns.exec("ip", &["link", "set", SINK_IF, "up"]);
+        let gen_ns = Netns::with_prefix("kxg", "gen");
+        let sink_ns = Netns::with_prefix("kxg", "sink");
+        gen_ns.ip(&[
+            "link",
+            "add",
+            GEN_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SINK_IF,
+            "netns",
+            sink_ns.name(),
+        ]);
+        gen_ns.ip(&["link", "set", GEN_IF, "up"]);
+        sink_ns.ip(&["link", "set", SINK_IF, "up"]);
         Pair { gen_ns, sink_ns }
     }
 
@@ -181,14 +109,12 @@ fn thread_cpu_time() -> Duration {
 
 /// Waits until the sink has counted `n` packets (or 5 s pass), then returns its counts.
 fn sink_counts_after(sink: &Sink, n: u64) -> SinkCounts {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let c = sink.counts().expect("sink counts");
-        if c.packets >= n || Instant::now() >= deadline {
-            return c;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut counts = SinkCounts::default();
+    eventually(Duration::from_secs(5), || {
+        counts = sink.counts().expect("sink counts");
+        counts.packets >= n
+    });
+    counts
 }
 
 /// Sends exactly `per_flow * spec.flows` packets and checks that the sink counted each
@@ -403,12 +329,10 @@ fn a_passing_sink_hands_every_packet_to_the_stack() {
     let _serial = serial();
     let pair = Pair::new();
     pair.sink_ns
-        .exec("ip", &["addr", "add", "10.77.0.2/24", "dev", SINK_IF]);
+        .ip(&["addr", "add", "10.77.0.2/24", "dev", SINK_IF]);
     // The spec's default destination MAC, so the stack takes the frames as its own.
-    pair.sink_ns.exec(
-        "ip",
-        &["link", "set", SINK_IF, "address", "02:6b:78:67:00:02"],
-    );
+    pair.sink_ns
+        .ip(&["link", "set", SINK_IF, "address", "02:6b:78:67:00:02"]);
     let sink = pair.sink(SinkAction::Pass, false);
     let spec = PacketSpec {
         dst_ip: Ipv4Addr::new(10, 77, 0, 2),

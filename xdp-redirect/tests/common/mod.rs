@@ -1,6 +1,7 @@
-//! Helpers for the AF_XDP worker tests: namespaces and pods named `kxsk-<pid>-*` (removed
-//! on drop, even when a test fails), the XDP programs attached with per-port XSKMAP slots,
-//! hand-built tables, and waiting for conditions with a deadline.
+//! Helpers for the root tests (AF_XDP worker, pktgen, ceiling): namespaces named
+//! `<prefix>-<pid>-*` (`kxsk` unless a test file passes its own; removed on drop, even when
+//! a test fails), pods, the XDP programs attached with per-port XSKMAP slots, hand-built
+//! tables, and waiting for conditions with a deadline.
 
 #![allow(dead_code, reason = "each test uses a different part")]
 
@@ -83,26 +84,46 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Polls `cond` until it holds or `timeout` passes (then panics with `what`).
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(eventually(timeout, cond), "timed out waiting for {what}");
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held (for callers
+/// that report their own diagnostics, or that go on either way).
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// A network namespace `kxsk-<pid>-<n>-<tag>` with lo up and IPv6 off (no router
-/// solicitations or DAD in the counters), deleted on drop.
+/// A network namespace `<prefix>-<pid>-<n>-<tag>` with lo up and IPv6 off (no router
+/// solicitations or DAD in the counters), deleted on drop (so also when a test panics),
+/// which takes its interfaces and their XDP programs with it.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
 }
 
 impl Netns {
+    /// A namespace `kxsk-<pid>-<n>-<tag>` (the AF_XDP worker tests').
     pub fn new(tag: &str) -> Netns {
+        Netns::with_prefix("kxsk", tag)
+    }
+
+    /// A namespace `<prefix>-<pid>-<n>-<tag>`: each test file passes its own prefix, so
+    /// whose a namespace is stays visible; the pid keeps test binaries running at the same
+    /// time apart, the counter the namespaces of one binary.
+    pub fn with_prefix(prefix: &str, tag: &str) -> Netns {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("kxsk-{}-{n}-{tag}", std::process::id());
+        let name = format!("{prefix}-{}-{n}-{tag}", std::process::id());
         // A leftover from a crashed run of the same pid would make `add` fail.
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run("ip", &["netns", "add", &name]);
@@ -127,6 +148,12 @@ impl Netns {
         let mut all = vec![net.as_str(), "ip"];
         all.extend_from_slice(args);
         run("nsenter", &all)
+    }
+
+    /// `ip -s -d link show dev <ifname>` in the namespace: the interface's XDP attachment
+    /// (`prog/xdp`) and its counters.
+    pub fn link_details(&self, ifname: &str) -> String {
+        self.ip(&["-s", "-d", "link", "show", "dev", ifname])
     }
 
     /// Runs a command inside the namespace (nsenter keeps /sys and bpffs as they are).
@@ -196,11 +223,14 @@ pub fn enter(path: &str) {
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
+/// Interface `name` in the calling thread's namespace.
+pub fn interface(name: &str) -> xdp_redirect::Interface {
+    xdp_redirect::Interface::by_name(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> u32 {
-    xdp_redirect::Interface::by_name(name)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .index()
+    interface(name).index()
 }
 
 /// A veth pair inside `ns`, `queues` rx/tx queues on both ends, both up.
