@@ -13,6 +13,7 @@
 mod mac_swap;
 
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -121,9 +122,27 @@ pub(super) struct Worker {
     tid: i32,
 }
 
-/// Counts a frame read from `sock`'s rx ring (every pipeline counts the same way).
+/// A received frame's socket and bytes, counted as received (every pipeline counts the
+/// same way); None (the frame given back to
+/// the ledger) when its slot has no socket any more or the frame lies outside the UMEM.
 #[inline]
-fn count_rx(sock: &mut PortSocket, c: &mut Counters, rx: &RxFrame) {
+fn accept_rx<'a>(
+    sockets: &'a mut [Option<PortSocket>],
+    ledger: &mut Ledger,
+    area: &UmemArea,
+    c: &mut Counters,
+    rx: &RxFrame,
+) -> Option<(&'a mut PortSocket, NonNull<[u8]>)> {
+    let Some(sock) = sockets.get_mut(rx.slot as usize).and_then(Option::as_mut) else {
+        ledger.release(rx.frame);
+        return None;
+    };
+    // `receive` only passes frames inside the UMEM; the check keeps that local.
+    let Some(ptr) = area.frame_ptr(rx.frame) else {
+        sock.xsk.bad.rx += 1;
+        ledger.release(rx.frame);
+        return None;
+    };
     sock.counters.rx_packets += 1;
     sock.counters.rx_bytes += u64::from(rx.len);
     c.rx_packets += 1;
@@ -131,6 +150,7 @@ fn count_rx(sock: &mut PortSocket, c: &mut Counters, rx: &RxFrame) {
     if (rx.offset as usize) < DEFAULT_HEADROOM {
         c.low_headroom += 1;
     }
+    Some((sock, ptr))
 }
 
 fn lock_flows(flows: &Mutex<SharedFlows>) -> MutexGuard<'_, SharedFlows> {
@@ -337,17 +357,9 @@ impl Worker {
             ..
         } = self;
         for rx in rx_batch.drain(..) {
-            let Some(sock) = sockets.get_mut(rx.slot as usize).and_then(Option::as_mut) else {
-                ledger.release(rx.frame);
+            let Some((sock, mut ptr)) = accept_rx(sockets, ledger, area, c, &rx) else {
                 continue;
             };
-            // `receive` only passes frames inside the UMEM; the check keeps that local.
-            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
-                sock.xsk.bad.rx += 1;
-                ledger.release(rx.frame);
-                continue;
-            };
-            count_rx(sock, c, &rx);
             // SAFETY: `receive` moved this frame to the worker in the ledger; the kernel no
             // longer touches it and nothing else borrows it until it is queued for
             // transmission or released below, after `frame` is gone.

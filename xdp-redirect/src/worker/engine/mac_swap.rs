@@ -9,7 +9,7 @@
 
 use datapath::{DropReason, Verdict};
 
-use super::{Worker, count_rx};
+use super::{Worker, accept_rx};
 use crate::xsk::socket::TxFrame;
 
 /// Destination and source MAC: the first 12 bytes of the frame.
@@ -34,17 +34,9 @@ impl Worker {
             ..
         } = self;
         for rx in rx_batch.drain(..) {
-            let Some(sock) = sockets.get_mut(rx.slot as usize).and_then(Option::as_mut) else {
-                ledger.release(rx.frame);
+            let Some((_, mut ptr)) = accept_rx(sockets, ledger, area, c, &rx) else {
                 continue;
             };
-            // `receive` only passes frames inside the UMEM; the check keeps that local.
-            let Some(mut ptr) = area.frame_ptr(rx.frame) else {
-                sock.xsk.bad.rx += 1;
-                ledger.release(rx.frame);
-                continue;
-            };
-            count_rx(sock, c, &rx);
             let reason = if *swap_slot == Some(rx.slot) {
                 // Sent back out of the port it came in on: no ceiling measures that.
                 Some(DropReason::Hairpin)
