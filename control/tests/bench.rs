@@ -130,8 +130,15 @@ fn bench_measures_every_path_in_one_run() {
             "{name}"
         );
         for l in latency {
-            // Every request through the ClusterIP is answered by a backend on node B.
-            assert_eq!(l["answered"], 100, "{name}: {l}");
+            // Every request through kxdp's ClusterIP is answered by a backend on node B.
+            // The kernel paths are the baseline, not under test: a datagram lost there on
+            // a loaded CI machine (the kernel drops on full backlogs) must not fail us.
+            let answered = l["answered"].as_u64().unwrap();
+            if name == "kxdp" {
+                assert_eq!(answered, 100, "{name}: {l}");
+            } else {
+                assert!(answered >= 98, "{name}: {l}");
+            }
             assert!(l["rtt_us"]["p50"].as_u64().unwrap() > 0, "{name}: {l}");
         }
     }
