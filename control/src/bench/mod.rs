@@ -185,9 +185,9 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
             return Err(format!("CPU {cpu}: this machine has {ncpu}"));
         }
     }
-    if args.sizes.is_empty() || args.sizes.len() > 15 || args.sizes.iter().any(|&s| s < 64) {
+    if args.sizes.is_empty() || args.sizes.len() > 12 || args.sizes.iter().any(|&s| s < 64) {
         return Err(format!(
-            "--sizes {:?}: want 1 to 15 sizes of at least 64 bytes",
+            "--sizes {:?}: want 1 to 12 sizes of at least 64 bytes",
             args.sizes
         ));
     }
