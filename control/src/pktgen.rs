@@ -140,24 +140,33 @@ pub fn enter_netns(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `f` on a thread of its own inside `netns` (None: this one's), so that the
+/// caller's namespace stays as it is.
+pub fn in_netns<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(ns) = netns {
+                enter_netns(ns)?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(format!("a thread in namespace {netns:?} panicked")))
+    })
+}
+
 fn attach_sink(
     ns: Option<&str>,
     dev: &str,
     action: SinkAction,
     track: bool,
 ) -> Result<Sink, String> {
-    let attach = || -> Result<Sink, String> {
-        if let Some(ns) = ns {
-            enter_netns(ns)?;
-        }
+    in_netns(ns, || {
         let iface = Interface::by_name(dev).map_err(|e| e.to_string())?;
         Sink::attach(&iface, action, track).map_err(|e| e.to_string())
-    };
-    // On a thread of its own, so that the caller's namespace stays as it is.
-    std::thread::scope(|s| {
-        s.spawn(attach)
-            .join()
-            .unwrap_or_else(|_| Err("sink thread panicked".into()))
     })
 }
 

@@ -18,7 +18,7 @@ use xdp_redirect::pktgen::{
 use super::plan::{self, NODE_A};
 use super::rig::Rig;
 use crate::lab::layout::{Mac, UNDERLAY_MTU, UPLINK};
-use crate::pktgen::enter_netns;
+use crate::pktgen::{enter_netns, in_netns};
 use crate::probe::{Proto, RequestOptions, RttSummary};
 
 /// The largest frame a pod sends without fragmenting: its MTU (underlay MTU less the
@@ -94,23 +94,8 @@ pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32, src_port: u16) ->
     }
 }
 
-/// Runs `f` on a new thread inside `netns` (the caller's namespace stays as it is).
-fn in_netns<T: Send>(
-    netns: &str,
-    f: impl FnOnce() -> Result<T, String> + Send,
-) -> Result<T, String> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(netns)?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(format!("a thread in {netns} panicked")))
-    })
-}
-
 fn attach_sink(rig: &Rig) -> Result<Sink, String> {
-    in_netns(&rig.node_b(), || {
+    in_netns(Some(&rig.node_b()), || {
         let iface = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
         Sink::attach(&iface, SinkAction::Drop, false).map_err(|e| format!("sink: {e}"))
     })
@@ -231,7 +216,11 @@ pub fn latency(
         timeout: Duration::from_millis(500),
         one_flow,
     };
-    let round_trips = || in_netns(&rig.client_ns(), || Ok(crate::probe::request_run(&opts)));
+    let round_trips = || {
+        in_netns(Some(&rig.client_ns()), || {
+            Ok(crate::probe::request_run(&opts))
+        })
+    };
     let report = if background_pps == 0 {
         round_trips()?
     } else {

@@ -28,7 +28,7 @@ use xdp_redirect::ceiling::CeilingForwarder;
 
 use crate::lab::layout::UPLINK;
 use crate::lab::{Lab, LabError, StateSource, cmd};
-use crate::pktgen::{enter_netns, parse_duration};
+use crate::pktgen::{in_netns, parse_duration};
 use kernel_path::ProxyMode;
 use measure::{Latency, Throughput};
 use report::{BenchReport, Machine, PathId, PathResult, Settings};
@@ -335,17 +335,11 @@ fn latencies(rig: &Rig, args: &BenchArgs, path: PathId) -> Result<Vec<Latency>, 
 /// the forwarding CPU.
 fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
     let node = rig.node_a();
-    let (ingress, cpu) = (rig.client_host_veth.clone(), rig.forward_cpu);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(&node)?;
-            let ingress = Interface::by_name(&ingress).map_err(|e| e.to_string())?;
-            let egress = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
-            CeilingForwarder::start(&ingress, &egress, Some(cpu))
-                .map_err(|e| format!("ceiling: {e}"))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the ceiling thread panicked".into()))
+    let (ingress, cpu) = (rig.client_host_veth.as_str(), rig.forward_cpu);
+    in_netns(Some(&node), || {
+        let ingress = Interface::by_name(ingress).map_err(|e| e.to_string())?;
+        let egress = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
+        CeilingForwarder::start(&ingress, &egress, Some(cpu)).map_err(|e| format!("ceiling: {e}"))
     })
 }
 

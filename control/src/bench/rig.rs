@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 
 use super::kernel_path::{self, FlannelNode, FlannelPeer, ProxyMode, ServicePlan};
 use super::plan::{self, BACKENDS, CLIENT, NODE_A, NODE_B};
-use crate::lab::cmd::{self, ip_in};
+use crate::lab::cmd::{self, ip_in, link_exists};
 use crate::lab::layout::{NAMESPACE, Names, NodePlan, UNDERLAY_MTU, UPLINK, VNI, VXLAN_PORT};
 use crate::lab::procs::{self, ProcRecord};
+use crate::lab::topology::tx_checksum_off;
 use crate::lab::{Lab, LabError, agents, pods, servers, topology};
 
 /// The bench's namespaces, pods first (they hang off the nodes).
@@ -101,18 +102,24 @@ impl Rig {
         self.names.pod(&CLIENT)
     }
 
-    /// Stops node A's agent (its XDP programs and `kxdp-host` go with it; whatever it
-    /// leaves is removed here so the kernel path starts from a plain node).
+    /// Stops node A's agent and checks that it took its XDP programs and `kxdp-host` with
+    /// it (the kernel path must start from a plain node, not one still running XDP).
     pub fn stop_agent(&mut self) -> Result<(), LabError> {
         if let Some(rec) = self.agent.take() {
             procs::stop(&self.lab.procs_dir(), &rec, agents::STOP_GRACE)?;
         }
         let node = self.node_a();
         for dev in [self.client_host_veth.as_str(), UPLINK] {
-            ip_in(&node, &["link", "set", "dev", dev, "xdp", "off"])?;
+            if ip_in(&node, &["-d", "link", "show", "dev", dev])?.contains("prog/xdp") {
+                return Err(LabError::Setup(format!(
+                    "the stopped agent left an XDP program on {dev} in {node}"
+                )));
+            }
         }
-        if link_exists(&node, "kxdp-host") {
-            ip_in(&node, &["link", "del", "kxdp-host"])?;
+        if link_exists(&node, "kxdp-host")? {
+            return Err(LabError::Setup(format!(
+                "the stopped agent left kxdp-host in {node}"
+            )));
         }
         // The agent manages (and on exit deletes) its uplink's neighbour entries; without
         // one the kernel would ARP for node B, whose throughput sink drops the answer.
@@ -139,7 +146,7 @@ impl Rig {
     /// only swap the rules.
     pub fn enter_kernel_mode(&mut self, mode: ProxyMode) -> Result<(), LabError> {
         let node = self.node_a();
-        if !link_exists(&node, "cni0") {
+        if !link_exists(&node, "cni0")? {
             kernel_path::apply_flannel(&flannel(&self.names, NODE_A))?;
             kernel_path::enslave_pod_veth(&node, &self.client_host_veth)?;
             // A veth takes XDP_TX frames (the generator's) only into NAPI: an XDP program
@@ -289,15 +296,6 @@ fn peer_name(pod_ns: &str, node_ns: &str) -> Result<String, LabError> {
             (index == peer_index).then(|| name.split('@').next().unwrap_or(name).to_string())
         })
         .ok_or_else(|| LabError::Setup(format!("{node_ns}: no link with index {peer_index}")))
-}
-
-fn link_exists(netns: &str, dev: &str) -> bool {
-    ip_in(netns, &["link", "show", "dev", dev]).is_ok()
-}
-
-fn tx_checksum_off(netns: &str, dev: &str) -> Result<(), LabError> {
-    cmd::run(cmd::in_netns(netns, "ethtool").args(["-K", dev, "tx", "off"]))?;
-    Ok(())
 }
 
 /// Receive Packet Steering of `dev`'s queue 0 to `cpu`. sysfs shows the devices of the

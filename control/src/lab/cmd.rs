@@ -111,3 +111,15 @@ pub fn run_with_stdin(c: &mut Command, input: &str) -> Result<String, LabError> 
         Err(fail(c, failure_detail(&out)))
     }
 }
+
+/// Whether network namespace `netns` has an interface named `dev`; Err when `ip` cannot
+/// list them (no such namespace).
+pub fn link_exists(netns: &str, dev: &str) -> Result<bool, LabError> {
+    let out = ip_in(netns, &["-o", "link", "show"])?;
+    Ok(out.lines().any(|l| {
+        l.split(':')
+            .nth(1)
+            .map(|name| name.trim().split('@').next() == Some(dev))
+            .unwrap_or(false)
+    }))
+}

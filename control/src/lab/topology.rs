@@ -187,7 +187,8 @@ pub fn add_netns(netns: &str) -> Result<(), LabError> {
     Ok(())
 }
 
-fn tx_checksum_off(netns: &str, dev: &str) -> Result<(), LabError> {
+/// Transmit checksum offload off (ARCHITECTURE.md §5: CHECKSUM_PARTIAL over veth).
+pub(crate) fn tx_checksum_off(netns: &str, dev: &str) -> Result<(), LabError> {
     cmd::run(cmd::in_netns(netns, "ethtool").args(["-K", dev, "tx", "off"]))?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use super::{CNI_BRIDGE, FLANNEL_DEV, VXLAN_OVERHEAD, network_address};
 use crate::lab::LabError;
-use crate::lab::cmd::{in_netns, ip_in, run};
+use crate::lab::cmd::{in_netns, ip_in, link_exists, run};
 use crate::lab::layout::Mac;
 
 /// A remote node as Flannel learns it from the Node's annotations.
@@ -196,14 +196,4 @@ pub fn enslave_pod_veth(netns: &str, host_veth: &str) -> Result<(), LabError> {
 pub fn release_pod_veth(netns: &str, host_veth: &str) -> Result<(), LabError> {
     ip_in(netns, &["link", "set", host_veth, "nomaster"])?;
     Ok(())
-}
-
-fn link_exists(netns: &str, dev: &str) -> Result<bool, LabError> {
-    let out = run(in_netns(netns, "ip").args(["-o", "link", "show"]))?;
-    Ok(out.lines().any(|l| {
-        l.split(':')
-            .nth(1)
-            .map(|name| name.trim().split('@').next() == Some(dev))
-            .unwrap_or(false)
-    }))
 }
