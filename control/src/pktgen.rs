@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use xdp_redirect::Interface;
 use xdp_redirect::pktgen::{
-    GenConfig, GenMode, GenReport, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
+    GenConfig, GenReport, GenRequest, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
 };
 
 #[derive(Debug, Args)]
@@ -22,10 +22,12 @@ pub struct PktgenArgs {
     /// Network namespace (a name under /run/netns, or a path) to run in.
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
-    /// kernel (BPF_PROG_TEST_RUN live frames, XDP_TX; the peer needs an XDP program) or
-    /// afxdp (a TX-only AF_XDP socket).
-    #[arg(long, default_value = "kernel")]
-    pub mode: GenMode,
+    /// auto (the fastest the kernel allows: live, else fanout), live (BPF_PROG_TEST_RUN
+    /// live frames, XDP_TX), fanout (an XDP broadcast redirect copying an injected frame;
+    /// for kernels that refuse live frames) or afxdp (a TX-only AF_XDP socket). live and
+    /// fanout need an XDP program on the peer.
+    #[arg(long, default_value = "auto")]
+    pub generator: GenRequest,
     /// Frame size in bytes, Ethernet header included (64..=1514).
     #[arg(long, default_value_t = 64)]
     pub size: u16,
@@ -246,9 +248,9 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
         }
         None => None,
     };
-    let cfg = GenConfig {
+    let mut cfg = GenConfig {
         interface: a.dev.clone(),
-        mode: a.mode,
+        mode: xdp_redirect::pktgen::GenMode::FanOut,
         spec: spec_of(a),
         limit: RunLimit {
             count: a.count,
@@ -259,12 +261,15 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
         cpu: a.cpu,
     };
     let ns = a.ns.clone();
-    let report = std::thread::scope(|s| {
+    let (choice, report) = std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(ns) = &ns {
                 enter_netns(ns)?;
             }
-            xdp_redirect::pktgen::generate(&cfg).map_err(|e| e.to_string())
+            let choice = xdp_redirect::pktgen::choose(a.generator).map_err(|e| e.to_string())?;
+            cfg.mode = choice.mode;
+            let report = xdp_redirect::pktgen::generate(&cfg).map_err(|e| e.to_string())?;
+            Ok::<_, String>((choice, report))
         })
         .join()
         .unwrap_or_else(|_| Err("generator thread panicked".into()))
@@ -275,8 +280,9 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
         "unlimited".into()
     };
     let mut text = format!(
-        "pktgen {} on {}: {} B {:?}, {} flows, rate {rate}\n{}",
-        a.mode,
+        "pktgen {} ({}) on {}: {} B {:?}, {} flows, rate {rate}\n{}",
+        choice.mode,
+        choice.why,
         a.dev,
         a.size,
         a.proto,

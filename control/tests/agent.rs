@@ -14,6 +14,7 @@ use std::time::Duration;
 use control::agent_api::{self, AgentStatus, Request};
 
 mod agent_process;
+mod harness;
 use agent_process::{in_netns, stop_agent, wait_for};
 use control::apiserver_double::ApiServerDouble;
 
@@ -24,8 +25,12 @@ const STALE_NODE2_MAC: &str = "02:79:00:00:00:99";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
-fn is_root() -> bool {
-    agent_process::running_as_root() || agent_process::skip_or_fail("the agent test", "needs root")
+/// Root and the machine's root-test lock (held while the guard lives), or a skip (a
+/// failure under CI=true).
+fn root_test() -> Option<harness::RootTestLock> {
+    let root = agent_process::running_as_root()
+        || agent_process::skip_or_fail("the agent test", "needs root");
+    root.then(harness::exclusive)
 }
 
 /// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
@@ -328,7 +333,7 @@ fn xdp_attached(ns: &str, ifname: &str) -> bool {
 
 #[test]
 fn one_worker_runs_pods_reloads_and_cleans_up() {
-    if is_root() {
+    if let Some(_lock) = root_test() {
         scenario(1);
     }
 }
@@ -337,7 +342,7 @@ fn one_worker_runs_pods_reloads_and_cleans_up() {
 /// may enter on one worker and leave on the other.
 #[test]
 fn two_workers_run_pods_reloads_and_cleans_up() {
-    if is_root() {
+    if let Some(_lock) = root_test() {
         scenario(2);
     }
 }
@@ -348,9 +353,9 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
 /// deletion hidden by compaction and cut connections (a relist), and with slow answers.
 #[test]
 fn agent_follows_the_kubernetes_api() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::tagged("kube", 1);
     let node = node_with_uplink(&mut lab);
 
@@ -441,9 +446,9 @@ fn agent_follows_the_kubernetes_api() {
 /// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
 #[test]
 fn a_failed_start_leaves_nothing_behind() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::new(9);
     let node = lab.netns("node");
     let state = lab.dir.join("state");
@@ -901,9 +906,9 @@ fn annotations_of(api: &ApiServerDouble) -> serde_json::Value {
 /// address) with one merge patch before its first tables, which already use them.
 #[test]
 fn agent_writes_its_missing_node_annotations() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::tagged("annot", 1);
     let bare = node1(serde_json::json!({"someone.else/x": "y"}), ELSEWHERE_IP);
     let (node, api, lines, _socket, log) = agent_on_double(&mut lab, &bare, |_| {});
@@ -976,9 +981,9 @@ fn agent_writes_its_missing_node_annotations() {
 /// A Node that already says the right thing is never patched.
 #[test]
 fn agent_leaves_correct_node_annotations_alone() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::tagged("annok", 1);
     let right = node1(
         serde_json::json!({"kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP}),
@@ -1021,9 +1026,9 @@ fn agent_leaves_correct_node_annotations_alone() {
 /// again the agent's tick writes them and the next generation uses them.
 #[test]
 fn agent_survives_a_failing_node_patch_and_retries() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::tagged("annfail", 1);
     let stale = node1(
         serde_json::json!({"kxdp.io/underlay-mac": STALE_NODE2_MAC}),
@@ -1086,9 +1091,9 @@ fn agent_survives_a_failing_node_patch_and_retries() {
 /// the API accepts the patch its first tables carry both annotations.
 #[test]
 fn agent_waits_unready_until_its_first_patch_is_accepted() {
-    if !is_root() {
+    let Some(_lock) = root_test() else {
         return;
-    }
+    };
     let mut lab = Lab::tagged("annwait", 1);
     let bare = node1(serde_json::json!({}), ELSEWHERE_IP);
     let (node, api, lines, _socket, log) =

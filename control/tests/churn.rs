@@ -22,6 +22,7 @@ mod node;
 mod traffic;
 
 mod agent_process;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -130,6 +131,7 @@ fn service_churn_under_traffic_drops_nothing_but_the_intended() {
     if !can_run() {
         return;
     }
+    let _lock = harness::exclusive();
     let mut node = Node::new(WORKERS);
     let node_ns = node.node_ns();
     // The double listens on the node namespace's loopback, where the agent runs.

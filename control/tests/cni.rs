@@ -7,6 +7,7 @@
 //! with a message without them, unless CI=true, where it fails instead.
 
 mod agent_process;
+mod harness;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -39,7 +40,7 @@ fn can_run(test: &str) -> bool {
         return true;
     };
     assert!(!ci, "{test}: {why} (CI=true: not skipping)");
-    eprintln!("skipping {test}: {why}");
+    harness::skipped(test, why);
     false
 }
 

@@ -9,6 +9,7 @@
 //! Needs root; skips with a message otherwise, unless CI=true, where it fails instead.
 
 mod agent_process;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -406,6 +407,7 @@ fn kube_proxy_and_flannel_carry_cluster_ip_traffic_in_both_modes() {
         skip_or_fail(TEST, "needs root (network namespaces, iptables, nft)");
         return;
     }
+    let _lock = harness::exclusive();
     let backend = iptables_backend().unwrap();
     eprintln!("iptables backend: {backend}");
     assert!(["nf_tables", "legacy"].contains(&backend.as_str()));

@@ -4,6 +4,7 @@
 //!
 //! Root tests print why and skip when not root, unless CI=true (then they fail).
 
+mod harness;
 mod support;
 
 use std::net::Ipv4Addr;
@@ -296,9 +297,10 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn lab_topology_and_probe_tool_carry_traffic() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        harness::skipped("the lab test", &why);
         return;
     }
+    let _lock = harness::exclusive();
     let names = Names {
         prefix: run_prefix('t'),
     };
@@ -477,9 +479,10 @@ fn show(what: &str, out: &Output) {
 #[test]
 fn lab_up_check_down() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        harness::skipped("the lab test", &why);
         return;
     }
+    let _lock = harness::exclusive();
     up_check_down(run_prefix('l'), "dir");
 }
 
@@ -488,9 +491,10 @@ fn lab_up_check_down() {
 #[test]
 fn lab_up_check_down_with_the_api_source() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+        harness::skipped("the lab test", &why);
         return;
     }
+    let _lock = harness::exclusive();
     up_check_down(run_prefix('a'), "api");
 }
 

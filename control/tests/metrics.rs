@@ -7,6 +7,7 @@
 //! otherwise, except under CI=true where it fails.
 
 mod agent_process;
+mod harness;
 use agent_process::{http, in_netns, running_as_root, skip_or_fail, stop_agent, wait_for};
 
 use std::io::Write;
@@ -36,7 +37,10 @@ fn can_run() -> bool {
             !ci(),
             "CI=true: promtool is missing (apt-get install prometheus)"
         );
-        eprintln!("skipped: promtool is missing (apt-get install prometheus)");
+        harness::skipped(
+            "the metrics test",
+            "promtool is missing (apt-get install prometheus)",
+        );
         return false;
     }
     true
@@ -148,6 +152,7 @@ fn agent_serves_metrics_healthz_and_readyz() {
     if !can_run() {
         return;
     }
+    let _lock = harness::exclusive();
     let prefix = format!("kxmt{}", std::process::id() % 100_000);
     let dir = std::env::temp_dir().join(format!("{prefix}-metrics-test"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,6 +9,10 @@
 //!
 //! When the directory is absent the tests say so and pass, except under `CI=true`.
 
+// The skip log, shared with the other crates' tests.
+#[path = "../../control/tests/harness/mod.rs"]
+mod harness;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,7 +36,10 @@ fn shared() -> Option<PathBuf> {
         "CI=true but {} is not present",
         dir.display()
     );
-    println!("skipping: ../shared/fixtures not present");
+    harness::skipped(
+        "the shared captures",
+        "../shared/fixtures is not beside the checkout",
+    );
     None
 }
 

@@ -1,23 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The throughput rig's kernel side (xdp_redirect::pktgen): a packet generator and a sink.
-// Neither is part of the datapath.
+// The throughput rig's kernel side (xdp_redirect::pktgen): packet generators and a sink.
+// None of it is part of the datapath.
 //
-// kxdp_gen runs under BPF_PROG_TEST_RUN in live-frames mode: every run turns the test
-// frame into the next generated packet and sends it back out of the run's ingress
-// interface (XDP_TX, which live mode turns into a redirect to that device). Live mode
-// recycles its pages without re-initialising them, so whatever the receiver wrote into a
-// page is still there: the whole header is rewritten on every run. The payload is left as
-// it is (UDP goes without a checksum, TCP SYNs carry no payload: their IPv4 length ends at
-// the TCP header and the rest of the frame is Ethernet padding).
+// Two ways to generate, both writing each packet with write_next_packet() (below):
 //
-// Userspace runs it with 4 bytes of XDP metadata in front of the frame; a packet without
-// metadata is a real one received where the program is also attached (userspace attaches
-// it to the generating interface so that the kernel's XDP dispatcher keeps it, which spares
-// every BPF_PROG_TEST_RUN call two synchronize_rcu()), and passes untouched.
+// - kxdp_gen runs under BPF_PROG_TEST_RUN in live-frames mode (where the kernel allows it):
+//   every run turns the test frame into the next generated packet and sends it back out of
+//   the run's ingress interface (XDP_TX, which live mode turns into a redirect to that
+//   device). Userspace runs it with 4 bytes of XDP metadata in front of the frame; a packet
+//   without metadata is a real one received where the program is also attached (userspace
+//   attaches it to the generating interface so that the kernel's XDP dispatcher keeps it,
+//   which spares every BPF_PROG_TEST_RUN call two synchronize_rcu()), and passes untouched.
+//
+// - The fan-out, for kernels that refuse live frames: userspace injects one frame into a
+//   veth pair of its own; kxdp_fanout, on the pair's far end, redirects it with
+//   BPF_F_BROADCAST to every entry of a devmap (fan_many), each entry being the generating
+//   interface again, or to the one entry of fan_one; the kernel copies the frame once per
+//   entry and runs kxdp_gen_copy (a devmap program) on each copy before transmitting it, so
+//   each copy becomes the next generated packet. One injected frame, `copies` packets, all
+//   as XDP frames (no socket buffers), like live frames.
+//
+// Both write the whole header on every packet (live mode recycles its pages without
+// re-initialising them, so whatever the receiver wrote into a page is still there). The
+// payload is left as it is (UDP goes without a checksum, TCP SYNs carry no payload: their
+// IPv4 length ends at the TCP header and the rest of the frame is Ethernet padding).
 //
 // Flows: flow f = (per-CPU counter) mod `flows`; its source port is src_port + f mod
 // src_ports and its source address src_ip + f / src_ports.
+//
+// kxdp_probe drops everything: a one-packet live-frames test run of it asks the kernel
+// whether it allows live frames at all, without sending anything.
 //
 // kxdp_sink counts what arrives on an interface per CPU (packets, bytes, smallest and
 // largest frame, UDP / TCP SYN / other) and, when asked, per (source address, source port,
@@ -83,23 +96,20 @@ static __always_inline __u32 csum_words(const __u16 *p, int words)
 	return sum;
 }
 
-SEC("xdp")
-int kxdp_gen(struct xdp_md *ctx)
+// Writes the next generated packet over the frame at [data, data_end); false when the
+// configuration is missing or the frame is shorter than the header template.
+static __always_inline int write_next_packet(void *data, void *data_end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct gen_cfg *cfg;
 	__u32 zero = 0, flow, port;
 	__u64 *cursor;
 
-	if ((void *)(long)ctx->data_meta >= data)
-		return XDP_PASS;
 	cfg = bpf_map_lookup_elem(&gen_cfg, &zero);
 	cursor = bpf_map_lookup_elem(&gen_cursor, &zero);
 	if (!cfg || !cursor || cfg->flows == 0 || cfg->src_ports == 0)
-		return XDP_ABORTED;
+		return 0;
 	if (data + HEADER_LEN > data_end)
-		return XDP_ABORTED;
+		return 0;
 	flow = (__u32)(*cursor % cfg->flows);
 	*cursor += 1;
 	__builtin_memcpy(data, cfg->header, HEADER_LEN);
@@ -123,7 +133,85 @@ int kxdp_gen(struct xdp_md *ctx)
 		sum += csum_words((const __u16 *)tcp, 10);
 		tcp->check = csum_fold(sum);
 	}
+	return 1;
+}
+
+SEC("xdp")
+int kxdp_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+
+	if ((void *)(long)ctx->data_meta >= data)
+		return XDP_PASS;
+	if (!write_next_packet(data, (void *)(long)ctx->data_end))
+		return XDP_ABORTED;
 	return XDP_TX;
+}
+
+SEC("xdp")
+int kxdp_probe(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
+// The fan-out. An injected frame is recognised by its EtherType (IEEE 802 local
+// experimental, which nothing else on the pair sends) and says in the byte after the
+// Ethernet header which devmap copies it: FAN_MANY or FAN_ONE. Anything else arriving on
+// the pair (the kernel's own IPv6 chatter, say) is dropped rather than multiplied.
+#define FANOUT_ETHERTYPE 0x88b5
+#define FAN_MANY 0
+#define FAN_ONE 1
+
+// Up to 256 copies: a burst the size of a veth's receive ring.
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} fan_many SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} fan_one SEC(".maps");
+
+// Injected frames seen, per CPU: how userspace knows the kernel has taken them.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fan_seen SEC(".maps");
+
+SEC("xdp")
+int kxdp_fanout(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 *which = data + sizeof(struct ethhdr);
+	__u32 zero = 0;
+	__u64 *seen;
+
+	if ((void *)(which + 1) > data_end || eth->h_proto != bpf_htons(FANOUT_ETHERTYPE))
+		return XDP_DROP;
+	seen = bpf_map_lookup_elem(&fan_seen, &zero);
+	if (seen)
+		*seen += 1;
+	if (*which == FAN_ONE)
+		return bpf_redirect_map(&fan_one, 0, 0);
+	return bpf_redirect_map(&fan_many, 0, BPF_F_BROADCAST);
+}
+
+// Runs on each copy the fan-out makes, before the device transmits it.
+SEC("xdp/devmap")
+int kxdp_gen_copy(struct xdp_md *ctx)
+{
+	if (!write_next_packet((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return XDP_DROP;
+	return XDP_PASS;
 }
 
 // Rust twin: `SinkCfg`.

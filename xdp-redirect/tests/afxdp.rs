@@ -19,6 +19,7 @@ use datapath::DropReason;
 use datapath::addr::MacAddr;
 use datapath::tables::{HOST_MAC, proto};
 use etherparse::PacketBuilder;
+use xdp_redirect::pktgen::{FanOut, GenMode, fanout};
 use xdp_redirect::{POD_PROGRAM, PortSpec, WorkerConfig, WorkerStats, spawn};
 
 const POD_A: [u8; 4] = [10, 244, 1, 5];
@@ -309,8 +310,18 @@ fn generator_templates() -> Vec<[u8; 64]> {
         .collect()
 }
 
-/// Compiles and loads the test generator (tests/bpf/kxsk_gen.bpf.c).
-fn load_generator() -> Ebpf {
+/// The test generator (tests/bpf/kxsk_gen.bpf.c) on one interface: live frames where
+/// the kernel allows them, else the fan-out (see `live_frames_or_fallback`).
+struct TemplateGenerator {
+    // Field order is drop order: the fan-out holds a duplicate of the object's program fd.
+    fan: Option<FanOut>,
+    ebpf: Ebpf,
+    ifindex: u32,
+}
+
+/// Compiles and loads the test generator for `interface` (of the calling thread's
+/// namespace), running as `mode`.
+fn load_generator(mode: GenMode, interface: &str) -> TemplateGenerator {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bpf/kxsk_gen.bpf.c");
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let obj = format!(
@@ -337,8 +348,12 @@ fn load_generator() -> Ebpf {
     );
     let mut ebpf = Ebpf::load_file(&obj).expect("load generator object");
     let _ = std::fs::remove_file(&obj);
+    let program = match mode {
+        GenMode::LiveFrames => "kxsk_gen",
+        _ => "kxsk_gen_copy",
+    };
     let prog: &mut Xdp = ebpf
-        .program_mut("kxsk_gen")
+        .program_mut(program)
         .expect("generator program")
         .try_into()
         .expect("xdp");
@@ -348,18 +363,45 @@ fn load_generator() -> Ebpf {
     for (i, t) in generator_templates().into_iter().enumerate() {
         templates.set(i as u32, t, 0).expect("template");
     }
-    ebpf
+    let iface = xdp_redirect::Interface::by_name(interface).expect("generator interface");
+    let fan = (mode != GenMode::LiveFrames).then(|| {
+        let prog: &Xdp = ebpf
+            .program(program)
+            .expect("generator program")
+            .try_into()
+            .expect("xdp");
+        FanOut::new(
+            &iface,
+            prog.fd().expect("program fd"),
+            64,
+            fanout::DEFAULT_COPIES,
+        )
+        .expect("fan-out")
+    });
+    TemplateGenerator {
+        fan,
+        ebpf,
+        ifindex: iface.index(),
+    }
 }
 
-/// Runs the generator `count` times on `ifindex` (live frames, XDP_TX out of it).
-fn generate(ebpf: &Ebpf, ifindex: u32, count: u32) {
-    let prog: &Xdp = ebpf
-        .program("kxsk_gen")
-        .expect("generator")
-        .try_into()
-        .expect("xdp");
-    xdp_redirect::pktgen::run_live_frames(prog, ifindex, &[0u8; 64], count)
-        .expect("generator test run");
+impl TemplateGenerator {
+    /// Sends `count` packets, the templates in turn.
+    fn generate(&mut self, count: u32) {
+        match &mut self.fan {
+            Some(fan) => fan.send(u64::from(count)).expect("fan-out"),
+            None => {
+                let prog: &Xdp = self
+                    .ebpf
+                    .program("kxsk_gen")
+                    .expect("generator")
+                    .try_into()
+                    .expect("xdp");
+                xdp_redirect::pktgen::run_live_frames(prog, self.ifindex, &[0u8; 64], count)
+                    .expect("generator test run");
+            }
+        }
+    }
 }
 
 /// The generator topology: pod a's port `kxsk-a` (the workers receive here, xdp_pod,
@@ -433,17 +475,19 @@ fn ten_million_packets_and_every_frame_comes_back() {
         if cpus > 1 {
             pin_current_thread(0);
         }
-        let generator = load_generator();
+        let mut generator = load_generator(
+            live_frames_or_fallback("AF_XDP frame accounting"),
+            "kxsk-ag",
+        );
         let mut progs = Programs::load();
         let mut cfg = WorkerConfig::new(0, 0);
         cfg.cpu = (cpus > 1).then_some(1);
         let worker = spawn(cfg, shared.clone()).expect("spawn");
         open_generator_ports(&mut progs, &worker, 0);
-        let gen_if = ifindex("kxsk-ag");
         let start = Instant::now();
         let mut generated = 0u64;
         loop {
-            generate(&generator, gen_if, CHUNK);
+            generator.generate(CHUNK);
             generated += u64::from(CHUNK);
             let now = worker.stats();
             if now.rx_packets >= TARGET {
@@ -792,6 +836,7 @@ fn two_busy_workers_share_the_flow_table_lock() {
     let (node, shared) = generator_node(WORKERS);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!(cpus >= 2, "needs two CPUs to feed two queues");
+    let mode = live_frames_or_fallback("AF_XDP flow lock under load");
     let path = node.path();
 
     let (stats, elapsed) = node.within(|| {
@@ -812,10 +857,9 @@ fn two_busy_workers_share_the_flow_table_lock() {
                 s.spawn(move || {
                     enter(&path);
                     pin_current_thread(q);
-                    let generator = load_generator();
-                    let gen_if = ifindex("kxsk-ag");
+                    let mut generator = load_generator(mode, "kxsk-ag");
                     while w.published_stats().rx_packets < PER_WORKER {
-                        generate(&generator, gen_if, CHUNK);
+                        generator.generate(CHUNK);
                         assert!(
                             start.elapsed() < Duration::from_secs(120),
                             "worker {q} starved"

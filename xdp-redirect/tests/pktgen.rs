@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{Netns, eventually, root_or_skip, serial};
+use common::{Netns, eventually, live_frames_or_fallback, root_or_skip, serial};
 use xdp_redirect::Interface;
 use xdp_redirect::pktgen::{
-    AfXdpGenerator, GenMode, GenReport, KernelGenerator, PacketSpec, Protocol, RunLimit, Sink,
-    SinkAction, SinkCounts, SinkFlow,
+    AfXdpGenerator, FanOutGenerator, GenMode, GenReport, GenRequest, Generator,
+    LiveFramesGenerator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts, SinkFlow,
+    choose,
 };
 
 const GEN_IF: &str = "kxg-gen";
@@ -78,19 +79,13 @@ impl Pair {
                 "pin to CPU 0"
             );
             let iface = Interface::by_name(GEN_IF).expect("generator interface");
-            let report = match mode {
-                GenMode::Kernel => {
-                    let mut generator =
-                        KernelGenerator::new(&iface, spec).expect("kernel generator");
-                    // veth has driver-mode XDP and nothing else is attached to it.
-                    assert_eq!(generator.anchored(), Ok(()), "anchored in the dispatcher");
-                    generator.run(&limit)
-                }
-                GenMode::AfXdp => AfXdpGenerator::new(&iface, 0, spec)
-                    .expect("AF_XDP generator")
-                    .run(&limit),
+            let mut generator = Generator::new(mode, &iface, 0, spec).expect("generator");
+            if let Generator::LiveFrames(g) = &generator {
+                // veth has driver-mode XDP and nothing else is attached to it.
+                assert_eq!(g.anchored(), Ok(()), "anchored in the dispatcher");
             }
-            .expect("generate");
+            let report = generator.run(&limit).expect("generate");
+            assert_eq!(report.mode, mode);
             (report, thread_cpu_time().saturating_sub(cpu0))
         })
     }
@@ -177,16 +172,59 @@ fn spec(size: u16, protocol: Protocol, flows: u32, src_ports: u32) -> PacketSpec
     }
 }
 
+/// The exact-count checks every generator passes.
+fn exact_counts(mode: GenMode) {
+    // 64 flows over 4 addresses x 16 ports.
+    exact_count_over_flows(mode, &spec(64, Protocol::Udp, 64, 16), 1000);
+    exact_count_over_flows(mode, &spec(1514, Protocol::Udp, 10, 10), 2000);
+    // 15 000 packets: not a multiple of the fan-out's 64 copies (the rest go one by one).
+    exact_count_over_flows(mode, &spec(512, Protocol::TcpSyn, 300, 100), 50);
+}
+
 #[test]
-fn kernel_generator_sends_exactly_n_over_the_flows() {
-    if !root_or_skip("kernel generator") {
+fn live_frames_generator_sends_exactly_n_over_the_flows() {
+    if !root_or_skip("live-frames generator") {
         return;
     }
     let _serial = serial();
-    // 64 flows over 4 addresses x 16 ports.
-    exact_count_over_flows(GenMode::Kernel, &spec(64, Protocol::Udp, 64, 16), 1000);
-    exact_count_over_flows(GenMode::Kernel, &spec(1514, Protocol::Udp, 10, 10), 2000);
-    exact_count_over_flows(GenMode::Kernel, &spec(512, Protocol::TcpSyn, 300, 100), 50);
+    exact_counts(live_frames_or_fallback(
+        "live-frames generator, exact counts",
+    ));
+}
+
+#[test]
+fn fanout_generator_sends_exactly_n_over_the_flows() {
+    if !root_or_skip("fan-out generator") {
+        return;
+    }
+    let _serial = serial();
+    exact_counts(GenMode::FanOut);
+}
+
+/// Every generator asked for by name is what runs, and `auto` is what the probe allows.
+#[test]
+fn the_choice_follows_the_probe() {
+    if !root_or_skip("generator choice") {
+        return;
+    }
+    let live = xdp_redirect::pktgen::live_frames().expect("probe");
+    let auto = choose(GenRequest::Auto).expect("auto");
+    println!("probe: {live:?}; auto: {auto:?}");
+    match live {
+        xdp_redirect::pktgen::LiveFrames::Allowed => assert_eq!(auto.mode, GenMode::LiveFrames),
+        xdp_redirect::pktgen::LiveFrames::Refused(_) => {
+            assert_eq!(auto.mode, GenMode::FanOut);
+            assert!(auto.why.contains("refuses"), "{}", auto.why);
+        }
+    }
+    for mode in [GenMode::FanOut, GenMode::AfXdp] {
+        assert_eq!(
+            choose(GenRequest::Exactly(mode)).expect("choice").mode,
+            mode
+        );
+    }
+    // The answer is the same when asked again (asked once per process).
+    assert_eq!(xdp_redirect::pktgen::live_frames().expect("probe"), live);
 }
 
 #[test]
@@ -240,12 +278,22 @@ fn rate_cap_holds(mode: GenMode, rate: u64) {
 }
 
 #[test]
-fn kernel_generator_respects_the_rate_cap() {
-    if !root_or_skip("kernel generator rate cap") {
+fn live_frames_generator_respects_the_rate_cap() {
+    if !root_or_skip("live-frames generator rate cap") {
         return;
     }
     let _serial = serial();
-    rate_cap_holds(GenMode::Kernel, 100_000);
+    rate_cap_holds(live_frames_or_fallback("live-frames rate cap"), 100_000);
+}
+
+#[test]
+fn fanout_generator_respects_the_rate_cap() {
+    if !root_or_skip("fan-out generator rate cap") {
+        return;
+    }
+    let _serial = serial();
+    rate_cap_holds(GenMode::FanOut, 100_000);
+    rate_cap_holds(GenMode::FanOut, 1_000_000);
 }
 
 #[test]
@@ -264,7 +312,8 @@ fn bad_specs_are_refused_before_touching_the_kernel() {
         size: 40,
         ..PacketSpec::default()
     };
-    assert!(KernelGenerator::new(&iface, &bad).is_err());
+    assert!(LiveFramesGenerator::new(&iface, &bad).is_err());
+    assert!(FanOutGenerator::new(&iface, &bad).is_err());
     assert!(AfXdpGenerator::new(&iface, 0, &bad).is_err());
 }
 
@@ -278,7 +327,12 @@ fn measure_mpps() {
         return;
     }
     let _serial = serial();
-    for mode in [GenMode::Kernel, GenMode::AfXdp] {
+    let live = xdp_redirect::pktgen::live_frames().expect("probe");
+    println!("live frames: {live:?}");
+    for mode in GenMode::ALL {
+        if mode == GenMode::LiveFrames && live != xdp_redirect::pktgen::LiveFrames::Allowed {
+            continue;
+        }
         for size in [64u16, 512, 1500] {
             let pair = Pair::new();
             let sink = pair.sink(SinkAction::Drop, false);
@@ -343,7 +397,7 @@ fn a_passing_sink_hands_every_packet_to_the_stack() {
     let before = udp_counter(&pair.sink_ns, "NoPorts");
     const N: u64 = 1000;
     let report = pair.generate(
-        GenMode::Kernel,
+        choose(GenRequest::Auto).expect("generator choice").mode,
         &spec,
         RunLimit {
             count: Some(N),

@@ -1,8 +1,9 @@
-//! One measurement at a time, whatever node A is running: the kernel generator in the
+//! One measurement at a time, whatever node A is running: the chosen generator in the
 //! client pod (pinned to the generator CPU) and either the XDP sink on node B's uplink
-//! (throughput: what node A put on the wire, counted over a window after a warm-up) or
-//! request/response round trips to the Service's echo, with or without a paced
-//! background load beside them (latency).
+//! (throughput: what node A put on the wire, counted over a window after a warm-up, beside
+//! what reached node A's receiving port in the same window) or request/response round
+//! trips to the Service's echo, with or without a paced background load beside them
+//! (latency).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use xdp_redirect::Interface;
 use xdp_redirect::pktgen::{
-    GenReport, KernelGenerator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
+    GenMode, GenReport, Generator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
 };
 
 use super::plan::{self, NODE_A};
@@ -45,6 +46,10 @@ pub fn frame_size(requested: u16) -> u16 {
     requested.min(MAX_POD_FRAME)
 }
 
+/// A cell whose delivered rate is at least this share of what reached node A is bound by
+/// the generator, not by node A: its rate is a lower bound.
+pub const GENERATOR_BOUND_SHARE: f64 = 0.97;
+
 /// What a throughput measurement saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
@@ -52,10 +57,18 @@ pub struct Throughput {
     pub frame_bytes: u16,
     /// Frame bytes on node A's uplink (the VXLAN paths add 50).
     pub wire_bytes: u32,
-    /// What the generator offered over its whole run.
+    /// What reached node A's receiving port (the pod's veth, its receive counter) per
+    /// second, over the measuring window: what the device under test was offered.
     pub offered_pps: f64,
+    /// What the generator believes it sent, over its whole run (a full veth ring drops
+    /// silently, so this may be more than `offered_pps`).
+    pub generator_pps: f64,
     /// What reached node B's uplink per second, over the measuring window.
     pub delivered_pps: f64,
+    /// `delivered_pps` >= [`GENERATOR_BOUND_SHARE`] of `offered_pps`: node A forwarded
+    /// (nearly) everything it got, so the generator, not node A, set the rate, and
+    /// `delivered_pps` is only a lower bound of what node A can do.
+    pub generator_bound: bool,
     pub window_s: f64,
     pub delivered_packets: u64,
     /// Per CPU, what the sink counted in the window (where node A's transmit work ran).
@@ -101,10 +114,11 @@ fn attach_sink(rig: &Rig) -> Result<Sink, String> {
     })
 }
 
-/// A kernel generator in the client pod on the generator CPU, running `limit` (or until
+/// Generator `mode` in the client pod on the generator CPU, running `limit` (or until
 /// `stop`); `ready` gets a message once it is loaded and about to send.
 fn generator(
     rig: &Rig,
+    mode: GenMode,
     spec: PacketSpec,
     limit: RunLimit,
     stop: &AtomicBool,
@@ -115,16 +129,43 @@ fn generator(
         return Err(format!("cannot pin the generator to CPU {}", rig.gen_cpu));
     }
     let iface = Interface::by_name("eth0").map_err(|e| e.to_string())?;
-    let mut g = KernelGenerator::new(&iface, &spec).map_err(|e| format!("generator: {e}"))?;
+    let mut g =
+        Generator::new(mode, &iface, 0, &spec).map_err(|e| format!("generator ({mode}): {e}"))?;
     let _ = ready.send(());
     g.run_until(&limit, stop)
-        .map_err(|e| format!("generator: {e}"))
+        .map_err(|e| format!("generator ({mode}): {e}"))
 }
 
-/// Offers as much as the generator can for `warmup + window` and counts what reaches
-/// node B during `window`. `wire_extra`: bytes the path adds on the uplink.
+/// Packets node A's receiving port (the client pod's veth, node A's end) has received:
+/// its receive counter, which on a veth counts the XDP frames its program saw too. Read
+/// from /proc/thread-self/net/dev in a thread inside node A's namespace.
+fn port_rx_packets(rig: &Rig) -> Result<u64, String> {
+    let dev = rig.client_host_veth.clone();
+    in_netns(Some(&rig.node_a()), move || {
+        let table = std::fs::read_to_string("/proc/thread-self/net/dev")
+            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
+        rx_packets_of(&table, &dev).ok_or_else(|| format!("{dev} is not in node A's /proc/net/dev"))
+    })
+}
+
+/// `dev`'s received packets in a /proc/net/dev table.
+fn rx_packets_of(table: &str, dev: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let (name, counters) = line.split_once(':')?;
+        if name.trim() != dev {
+            return None;
+        }
+        // Receive: bytes, packets, errs, drop, ...
+        counters.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// Offers as much as generator `mode` can for `warmup + window` and counts, during
+/// `window`, what reaches node A's port and what reaches node B. `wire_extra`: bytes the
+/// path adds on the uplink.
 pub fn throughput(
     rig: &Rig,
+    mode: GenMode,
     spec: &PacketSpec,
     warmup: Duration,
     window: Duration,
@@ -139,30 +180,32 @@ pub fn throughput(
     };
     let (ready_tx, ready_rx) = mpsc::channel();
     let result = std::thread::scope(|s| {
-        let gen_thread = s.spawn(|| generator(rig, spec.clone(), limit, &stop, ready_tx));
+        let gen_thread = s.spawn(|| generator(rig, mode, spec.clone(), limit, &stop, ready_tx));
         let counted = (|| {
             ready_rx
                 .recv_timeout(Duration::from_secs(20))
                 .map_err(|_| "the generator did not start".to_string())?;
             std::thread::sleep(warmup);
-            let (c0, t0) = (counts(&sink)?, Instant::now());
+            let (p0, c0, t0) = (port_rx_packets(rig)?, counts(&sink)?, Instant::now());
             std::thread::sleep(window);
-            let (c1, t1) = (counts(&sink)?, Instant::now());
-            Ok::<_, String>((c0, c1, t1 - t0))
+            let (p1, c1, t1) = (port_rx_packets(rig)?, counts(&sink)?, Instant::now());
+            Ok::<_, String>((c0, c1, p1.saturating_sub(p0), t1 - t0))
         })();
         stop.store(true, Ordering::Relaxed);
         let report = gen_thread
             .join()
             .unwrap_or_else(|_| Err("the generator thread panicked".into()));
-        let (c0, c1, elapsed) = counted?;
+        let (c0, c1, reached_a, elapsed) = counted?;
         let report = report?;
         let delivered = c1.packets.saturating_sub(c0.packets);
         let secs = elapsed.as_secs_f64().max(1e-9);
         Ok::<Throughput, String>(Throughput {
             frame_bytes: spec.size,
             wire_bytes: u32::from(spec.size) + wire_extra,
-            offered_pps: report.pps(),
+            offered_pps: reached_a as f64 / secs,
+            generator_pps: report.pps(),
             delivered_pps: delivered as f64 / secs,
+            generator_bound: is_generator_bound(delivered, reached_a),
             window_s: secs,
             delivered_packets: delivered,
             sink_per_cpu: c1
@@ -178,6 +221,11 @@ pub fn throughput(
     let t = result?;
     detached?;
     Ok(t)
+}
+
+/// Whether node A forwarded so much of what reached it that the generator set the rate.
+pub fn is_generator_bound(delivered: u64, offered: u64) -> bool {
+    delivered as f64 >= GENERATOR_BOUND_SHARE * offered as f64
 }
 
 fn counts(sink: &Sink) -> Result<SinkCounts, String> {
@@ -204,6 +252,7 @@ pub struct Latency {
 /// requests.
 pub fn latency(
     rig: &Rig,
+    mode: GenMode,
     requests: u32,
     background_pps: u64,
     one_flow: bool,
@@ -233,7 +282,7 @@ pub fn latency(
         let spec = packet_spec(rig.client_ip, 64, 1024, first_src_port(cell, 1024));
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::scope(|s| {
-            let gen_thread = s.spawn(|| generator(rig, spec, limit, &stop, ready_tx));
+            let gen_thread = s.spawn(|| generator(rig, mode, spec, limit, &stop, ready_tx));
             let report = ready_rx
                 .recv_timeout(Duration::from_secs(20))
                 .map_err(|_| "the background generator did not start".to_string())
@@ -267,6 +316,26 @@ mod tests {
         let spec = packet_spec(Ipv4Addr::new(10, 244, 1, 2), 1500, 16, 10000);
         spec.validate().unwrap();
         assert_eq!(spec.dst_mac, NODE_A.gateway_mac().0);
+    }
+
+    #[test]
+    fn node_a_port_counters_come_from_proc_net_dev() {
+        let table = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+kxdpa1b2c3: 6400000  100000    0   17    0     0          0         0      980      10    0    0    0     0       0          0
+";
+        assert_eq!(rx_packets_of(table, "kxdpa1b2c3"), Some(100_000));
+        assert_eq!(rx_packets_of(table, "lo"), Some(0));
+        assert_eq!(rx_packets_of(table, "eth0"), None);
+        assert!(is_generator_bound(98, 100));
+        assert!(is_generator_bound(97, 100));
+        assert!(!is_generator_bound(96, 100));
+        assert!(!is_generator_bound(0, 100));
+        assert!(
+            is_generator_bound(0, 0),
+            "nothing offered: nothing to say about node A"
+        );
     }
 
     #[test]

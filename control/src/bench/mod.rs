@@ -25,13 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use xdp_redirect::Interface;
 use xdp_redirect::ceiling::CeilingForwarder;
+use xdp_redirect::pktgen::{GenMode, GenRequest};
 
 use crate::lab::layout::UPLINK;
 use crate::lab::{Lab, LabError, StateSource, cmd};
 use crate::pktgen::{in_netns, parse_duration};
 use kernel_path::ProxyMode;
 use measure::{Latency, Throughput};
-use report::{BenchReport, Machine, PathId, PathResult, Settings};
+use report::{BenchReport, GeneratorUsed, Machine, PathId, PathResult, Settings};
 use rig::Rig;
 
 pub const DEFAULT_DIR: &str = "/run/kxdp-bench";
@@ -72,6 +73,10 @@ pub struct BenchArgs {
     /// Which paths to measure (a,b,c,d).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
     pub paths: Vec<char>,
+    /// The generator: auto (the fastest the kernel allows: live frames, else the fan-out),
+    /// live, fanout or afxdp.
+    #[arg(long, default_value = "auto")]
+    pub generator: GenRequest,
     /// CPU of the generator (and of the veth work its sends cause).
     #[arg(long, default_value_t = 0)]
     pub generator_cpu: usize,
@@ -120,6 +125,10 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         return rig::down(&lab).map_err(|e| e.to_string());
     }
     let settings = settings(args)?;
+    progress(&format!(
+        "generator: {} ({})",
+        settings.generator.mode, settings.generator.why
+    ));
     lab.cni_binary().map_err(|e| e.to_string())?;
     let load_before = load_average();
     let started_unix = SystemTime::now()
@@ -146,12 +155,7 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         rig::down(&lab).map_err(|e| format!("removing the topology: {e}"))?;
     }
     let paths = measured?;
-    let report = BenchReport {
-        started_unix,
-        machine: machine(load_before),
-        settings,
-        paths,
-    };
+    let report = BenchReport::new(started_unix, machine(load_before), settings, paths);
     print!("{}", report::render(&report));
     let json_path = args
         .json
@@ -200,7 +204,13 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
     if args.flows == 0 || args.flows > 20_000 {
         return Err(format!("--flows {}: want 1..=20000", args.flows));
     }
+    let choice = xdp_redirect::pktgen::choose(args.generator).map_err(|e| e.to_string())?;
     Ok(Settings {
+        generator: GeneratorUsed {
+            kind: choice.mode,
+            mode: choice.mode.to_string(),
+            why: choice.why,
+        },
         sizes: args.sizes.clone(),
         flows: args.flows,
         warmup_s: args.warmup.as_secs_f64(),
@@ -222,7 +232,7 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
     if wanted(PathId::Kxdp) {
         let r = &mut results[slot(PathId::Kxdp)];
         r.throughput = sweep(rig, args, s, PathId::Kxdp)?;
-        r.latency = latencies(rig, args, PathId::Kxdp)?;
+        r.latency = latencies(rig, args, s, PathId::Kxdp)?;
     }
     rig.stop_agent().map_err(|e| e.to_string())?;
     if wanted(PathId::AfXdpCeiling) {
@@ -248,7 +258,7 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
             continue;
         }
         rig.enter_kernel_mode(mode).map_err(|e| e.to_string())?;
-        let measured = sweep(rig, args, s, id).and_then(|t| Ok((t, latencies(rig, args, id)?)));
+        let measured = sweep(rig, args, s, id).and_then(|t| Ok((t, latencies(rig, args, s, id)?)));
         rig.leave_kernel_mode(mode).map_err(|e| e.to_string())?;
         (r.throughput, r.latency) = measured?;
     }
@@ -280,17 +290,26 @@ fn sweep(
             let spec = measure::packet_spec(rig.client_ip, size, s.flows, port);
             let samples = (0..args.repeat)
                 .map(|_| {
-                    measure::throughput(rig, &spec, args.warmup, args.window, path.wire_overhead())
-                        .map_err(|e| format!("({}) {size} B: {e}", path.letter()))
+                    measure::throughput(
+                        rig,
+                        generator_mode(s),
+                        &spec,
+                        args.warmup,
+                        args.window,
+                        path.wire_overhead(),
+                    )
+                    .map_err(|e| format!("({}) {size} B: {e}", path.letter()))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             let t = measure::median(samples);
             progress(&format!(
-                "({}) {:>4} B: {:.3} Mpps delivered ({:.2} Mpps offered){}",
+                "({}) {:>4} B: {}{:.3} Mpps delivered ({:.3} Mpps reached node A, the generator sent {:.3}){}",
                 path.letter(),
                 size,
+                if t.generator_bound { ">=" } else { "" },
                 t.delivered_pps / 1e6,
                 t.offered_pps / 1e6,
+                t.generator_pps / 1e6,
                 if t.samples_mpps.len() > 1 {
                     format!(", median of {:?}", t.samples_mpps)
                 } else {
@@ -303,13 +322,25 @@ fn sweep(
 }
 
 /// Round trips idle and beside the background load, new flows and one flow each.
-fn latencies(rig: &Rig, args: &BenchArgs, path: PathId) -> Result<Vec<Latency>, String> {
+fn latencies(
+    rig: &Rig,
+    args: &BenchArgs,
+    s: &Settings,
+    path: PathId,
+) -> Result<Vec<Latency>, String> {
     let levels = [0, args.background_pps];
     let mut out = Vec::new();
     for (i, &bg) in levels.iter().enumerate() {
         for one_flow in [false, true] {
-            let l = measure::latency(rig, args.requests, bg, one_flow, cell(path, 12 + i))
-                .map_err(|e| format!("({}) latency: {e}", path.letter()))?;
+            let l = measure::latency(
+                rig,
+                generator_mode(s),
+                args.requests,
+                bg,
+                one_flow,
+                cell(path, 12 + i),
+            )
+            .map_err(|e| format!("({}) latency: {e}", path.letter()))?;
             progress(&format!(
                 "({}) round trips, {}, {bg} pps beside: {}/{} answered, {}",
                 path.letter(),
@@ -343,6 +374,11 @@ fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
     })
 }
 
+/// The generator the settings chose.
+fn generator_mode(s: &Settings) -> GenMode {
+    s.generator.kind
+}
+
 /// The 1-minute load average (0 when /proc/loadavg cannot be read).
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -358,8 +394,18 @@ fn machine(load_before: f64) -> Machine {
         |e: LabError| format!("unavailable: {e}"),
         |s| s.trim().to_string(),
     );
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
     Machine {
         kernel,
+        cpu_model,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         iptables,
         load_before,

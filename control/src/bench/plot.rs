@@ -90,9 +90,18 @@ pub fn svg(r: &BenchReport, title: &str) -> String {
             let mpps = t.delivered_pps / 1e6;
             let x = gx + b as f64 * bar_w;
             let top = y(mpps);
+            // A generator-bound bar is a lower bound: dashed outline, "≥" before its value.
+            let (outline, at_least) = if t.generator_bound {
+                (
+                    r##" stroke="#000" stroke-dasharray="4 2" fill-opacity="0.55""##,
+                    "≥",
+                )
+            } else {
+                ("", "")
+            };
             let _ = writeln!(
                 s,
-                r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{mpps:.2}</text>"#,
+                r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{colour}"{outline}/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{at_least}{mpps:.2}</text>"#,
                 bar_w * 0.92,
                 (TOP + plot_h - top).max(0.0),
                 x + bar_w * 0.46,
@@ -129,6 +138,13 @@ pub fn svg(r: &BenchReport, title: &str) -> String {
             escape(p.label)
         );
     }
+    if r.any_generator_bound() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{LEFT}" y="{:.1}" font-size="11">≥, dashed: generator-bound (node A forwarded what reached it; it can do at least that)</text>"#,
+            HEIGHT - 8.0
+        );
+    }
     s.push_str("</svg>\n");
     s
 }
@@ -161,5 +177,16 @@ mod tests {
         assert_eq!(out.matches("<rect").count(), 3 * 2 + 3 + 1, "{out}");
         assert!(out.contains(">0.45<"), "{out}");
         assert!(!out.contains("nftables"), "{out}");
+        assert!(!out.contains("generator-bound"), "{out}");
+    }
+
+    #[test]
+    fn generator_bound_bars_are_marked() {
+        let mut r = sample_report();
+        r.paths[0].throughput[0].generator_bound = true;
+        let out = svg(&r, "t");
+        assert!(out.contains(">≥0.60<"), "{out}");
+        assert_eq!(out.matches("stroke-dasharray").count(), 1, "{out}");
+        assert!(out.contains("generator-bound"), "{out}");
     }
 }

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use xdp_redirect::pktgen::GenMode;
 
-use super::measure::{Latency, Throughput};
+use super::measure::{GENERATOR_BOUND_SHARE, Latency, Throughput};
 
 /// The four paths, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,9 +81,100 @@ impl PathResult {
         }
     }
 
-    fn mpps(&self, i: usize) -> Option<f64> {
-        self.throughput.get(i).map(|t| t.delivered_pps / 1e6)
+    /// Cell `i`: its Mpps, and whether that is only a lower bound (generator-bound).
+    fn cell(&self, i: usize) -> Option<Measured> {
+        self.throughput.get(i).map(|t| Measured {
+            value: t.delivered_pps / 1e6,
+            bound: if t.generator_bound {
+                Bound::AtLeast
+            } else {
+                Bound::Exact
+            },
+        })
     }
+}
+
+/// How far a number can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// Measured as it is.
+    Exact,
+    /// The true value is at least this (a generator-bound rate, or a ratio over an exact
+    /// denominator with such a rate on top).
+    AtLeast,
+    /// The true value is at most this (a ratio over a generator-bound rate).
+    AtMost,
+    /// Both sides are lower bounds: the ratio says nothing.
+    Unknown,
+}
+
+/// A number with its [`Bound`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measured {
+    pub value: f64,
+    pub bound: Bound,
+}
+
+impl Measured {
+    /// `self / den`, with the bound that follows from both sides'.
+    fn over(self, den: Measured) -> Option<Measured> {
+        (den.value > 0.0).then(|| Measured {
+            value: self.value / den.value,
+            bound: match (self.bound, den.bound) {
+                (Bound::Exact, Bound::Exact) => Bound::Exact,
+                (Bound::AtLeast, Bound::Exact) => Bound::AtLeast,
+                (Bound::Exact, Bound::AtLeast) => Bound::AtMost,
+                _ => Bound::Unknown,
+            },
+        })
+    }
+
+    fn render(self, decimals: usize) -> String {
+        let v = self.value;
+        match self.bound {
+            Bound::Exact => format!("{v:.decimals$}"),
+            Bound::AtLeast => format!(">={v:.decimals$}"),
+            Bound::AtMost => format!("<={v:.decimals$}"),
+            Bound::Unknown => "?".into(),
+        }
+    }
+}
+
+/// The three ratios the table shows.
+pub const RATIOS: [(PathId, PathId, &str); 3] = [
+    (
+        PathId::Kxdp,
+        PathId::AfXdpCeiling,
+        "b/a (kxdp / AF_XDP ceiling)",
+    ),
+    (
+        PathId::Kxdp,
+        PathId::KernelIptables,
+        "b/c (kxdp / kube-proxy iptables)",
+    ),
+    (
+        PathId::Kxdp,
+        PathId::KernelNftables,
+        "b/d (kxdp / kube-proxy nftables)",
+    ),
+];
+
+/// One ratio per size (None where a side was not measured), in the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RatioRow {
+    pub name: &'static str,
+    pub per_size: Vec<Option<Measured>>,
+}
+
+/// The generator that ran and why (the probe's answer).
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorUsed {
+    #[serde(skip)]
+    pub kind: GenMode,
+    /// `kind`'s name, for the JSON.
+    pub mode: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,11 +187,14 @@ pub struct Settings {
     pub repeat: u32,
     pub generator_cpu: usize,
     pub forwarding_cpu: usize,
+    pub generator: GeneratorUsed,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub kernel: String,
+    /// /proc/cpuinfo's model name.
+    pub cpu_model: String,
     pub cpus: usize,
     pub iptables: String,
     /// /proc/loadavg's 1-minute figure before and after the run: how busy the machine was
@@ -115,20 +210,56 @@ pub struct BenchReport {
     pub machine: Machine,
     pub settings: Settings,
     pub paths: Vec<PathResult>,
+    /// b/a, b/c, b/d per size, with their bounds (see [`Bound`]).
+    pub ratios: Vec<RatioRow>,
 }
 
 impl BenchReport {
+    /// The report of a run, its ratios computed.
+    pub fn new(
+        started_unix: u64,
+        machine: Machine,
+        settings: Settings,
+        paths: Vec<PathResult>,
+    ) -> BenchReport {
+        let mut r = BenchReport {
+            started_unix,
+            machine,
+            settings,
+            paths,
+            ratios: Vec::new(),
+        };
+        r.ratios = RATIOS
+            .iter()
+            .map(|&(num, den, name)| RatioRow {
+                name,
+                per_size: (0..r.settings.sizes.len())
+                    .map(|i| r.ratio(num, den, i))
+                    .collect(),
+            })
+            .collect();
+        r
+    }
+
     pub fn path(&self, id: PathId) -> Option<&PathResult> {
         self.paths
             .iter()
             .find(|p| p.path == id && p.skipped.is_none())
     }
 
-    /// `num`'s Mpps over `den`'s at size index `i`.
-    pub fn ratio(&self, num: PathId, den: PathId, i: usize) -> Option<f64> {
-        let n = self.path(num)?.mpps(i)?;
-        let d = self.path(den)?.mpps(i)?;
-        (d > 0.0).then_some(n / d)
+    /// `num`'s Mpps over `den`'s at size index `i`, bounded as the two cells are.
+    pub fn ratio(&self, num: PathId, den: PathId, i: usize) -> Option<Measured> {
+        let n = self.path(num)?.cell(i)?;
+        let d = self.path(den)?.cell(i)?;
+        n.over(d)
+    }
+
+    /// Whether any measured cell is generator-bound.
+    pub fn any_generator_bound(&self) -> bool {
+        self.paths
+            .iter()
+            .flat_map(|p| &p.throughput)
+            .any(|t| t.generator_bound)
     }
 }
 
@@ -155,8 +286,9 @@ pub fn render(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "(kernel {}, {} CPUs, load average {:.2} before / {:.2} after{})",
+        "(kernel {}, {}, {} CPUs, load average {:.2} before / {:.2} after{})",
         r.machine.kernel,
+        r.machine.cpu_model,
         r.machine.cpus,
         r.machine.load_before,
         r.machine.load_after,
@@ -166,6 +298,7 @@ pub fn render(r: &BenchReport) -> String {
             String::new()
         }
     );
+    let _ = writeln!(out, "generator: {} ({})", s.generator.mode, s.generator.why);
     let _ = writeln!(out, "{}", size_header(s, "path"));
     for p in &r.paths {
         let mut line = format!("{:<LABEL_WIDTH$}", format!("({}) {}", p.letter, p.label));
@@ -175,32 +308,16 @@ pub fn render(r: &BenchReport) -> String {
             }
             None => {
                 for i in 0..s.sizes.len() {
-                    let _ = write!(line, "{:>10}", fmt_opt(p.mpps(i), 3));
+                    let _ = write!(line, "{:>10}", fmt_cell(p.cell(i), 3));
                 }
             }
         }
         let _ = writeln!(out, "{line}");
     }
-    for (num, den, what) in [
-        (
-            PathId::Kxdp,
-            PathId::AfXdpCeiling,
-            "b/a (kxdp / AF_XDP ceiling)",
-        ),
-        (
-            PathId::Kxdp,
-            PathId::KernelIptables,
-            "b/c (kxdp / kube-proxy iptables)",
-        ),
-        (
-            PathId::Kxdp,
-            PathId::KernelNftables,
-            "b/d (kxdp / kube-proxy nftables)",
-        ),
-    ] {
-        let mut line = format!("{what:<LABEL_WIDTH$}");
-        for i in 0..s.sizes.len() {
-            let _ = write!(line, "{:>10}", fmt_opt(r.ratio(num, den, i), 2));
+    for row in &r.ratios {
+        let mut line = format!("{:<LABEL_WIDTH$}", row.name);
+        for cell in &row.per_size {
+            let _ = write!(line, "{:>10}", fmt_cell(*cell, 2));
         }
         let _ = writeln!(out, "{line}");
     }
@@ -218,18 +335,25 @@ pub fn render(r: &BenchReport) -> String {
         }
     }
     let _ = writeln!(out, "{line}");
-    let offered: Vec<f64> = r
-        .paths
-        .iter()
-        .flat_map(|p| p.throughput.iter().map(|t| t.offered_pps / 1e6))
-        .collect();
-    if let (Some(lo), Some(hi)) = (
-        offered.iter().copied().reduce(f64::min),
-        offered.iter().copied().reduce(f64::max),
-    ) {
+    let _ = writeln!(
+        out,
+        "{}",
+        size_header(s, "offered: Mpps that reached node A's port")
+    );
+    for p in r.paths.iter().filter(|p| p.skipped.is_none()) {
+        let mut line = format!("{:<LABEL_WIDTH$}", format!("({})", p.letter));
+        for t in &p.throughput {
+            let _ = write!(line, "{:>10}", format!("{:.3}", t.offered_pps / 1e6));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if r.any_generator_bound() {
         let _ = writeln!(
             out,
-            "offered by the generator: {lo:.2}-{hi:.2} Mpps in every cell"
+            ">= : generator-bound: node A forwarded at least {:.0}% of what reached it, so the \
+             generator set that rate and node A can do at least as much; <= : a ratio over such \
+             a rate; ? : both sides are",
+            GENERATOR_BOUND_SHARE * 100.0
         );
     }
 
@@ -286,8 +410,8 @@ fn latency_cell(l: &Latency) -> String {
     }
 }
 
-fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+fn fmt_cell(v: Option<Measured>, decimals: usize) -> String {
+    v.map_or("-".to_string(), |v| v.render(decimals))
 }
 
 #[cfg(test)]
@@ -300,7 +424,9 @@ pub(crate) mod tests {
             frame_bytes: frame,
             wire_bytes: u32::from(frame) + extra,
             offered_pps: 4.0e6,
+            generator_pps: 4.5e6,
             delivered_pps: mpps * 1e6,
+            generator_bound: false,
             window_s: 3.0,
             delivered_packets: (mpps * 3e6) as u64,
             sink_per_cpu: vec![0, (mpps * 3e6) as u64],
@@ -348,16 +474,17 @@ pub(crate) mod tests {
             }
             paths.push(p);
         }
-        BenchReport {
-            started_unix: 0,
-            machine: Machine {
+        BenchReport::new(
+            0,
+            Machine {
                 kernel: "6.18".into(),
+                cpu_model: "Intel Xeon".into(),
                 cpus: 2,
                 iptables: "iptables v1.8.9 (nf_tables)".into(),
                 load_before: 1.0,
                 load_after: 1.5,
             },
-            settings: Settings {
+            Settings {
                 sizes: vec![64, 512],
                 flows: 1024,
                 warmup_s: 1.0,
@@ -366,9 +493,14 @@ pub(crate) mod tests {
                 repeat: 1,
                 generator_cpu: 0,
                 forwarding_cpu: 1,
+                generator: GeneratorUsed {
+                    kind: GenMode::FanOut,
+                    mode: "fanout".into(),
+                    why: "asked for".into(),
+                },
             },
             paths,
-        }
+        )
     }
 
     #[test]
@@ -393,6 +525,44 @@ pub(crate) mod tests {
         assert!(text.contains("90 / 400 (1 lost)"), "{text}");
         assert!(text.contains("+50 kpps, one flow"), "{text}");
         assert!(text.contains("idle, new flows"), "{text}");
+        assert!(text.contains("generator: fanout (asked for)"), "{text}");
+        assert!(!text.contains(">="), "nothing is generator-bound: {text}");
+    }
+
+    #[test]
+    fn generator_bound_cells_are_lower_bounds_and_so_are_their_ratios() {
+        let mut r = sample_report();
+        // The ceiling at 64 B forwarded everything that reached it.
+        r.paths[0].throughput[0].generator_bound = true;
+        // kxdp at 512 B too.
+        r.paths[1].throughput[1].generator_bound = true;
+        let r = BenchReport::new(r.started_unix, r.machine, r.settings, r.paths);
+        let text = render(&r);
+        let row = |prefix: &str| -> Vec<String> {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} line in\n{text}"))
+                .split_whitespace()
+                .rev()
+                .take(2)
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(row("(a) AF_XDP"), ["0.540", ">=0.600"]);
+        // b/a: 64 B over a lower bound is an upper bound; 512 B a lower bound over an exact one.
+        assert_eq!(row("b/a"), [">=0.75", "<=0.75"]);
+        assert_eq!(row("b/c"), [">=3.00", "3.00"]);
+        assert!(text.contains("generator-bound"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["paths"][0]["throughput"][0]["generator_bound"], true);
+        assert_eq!(json["ratios"][0]["name"], "b/a (kxdp / AF_XDP ceiling)");
+        assert_eq!(json["ratios"][0]["per_size"][0]["bound"], "at_most");
+        assert_eq!(json["ratios"][0]["per_size"][1]["bound"], "at_least");
+        let both = Measured {
+            value: 1.0,
+            bound: Bound::AtLeast,
+        };
+        assert_eq!(both.over(both).map(|m| m.bound), Some(Bound::Unknown));
     }
 
     #[test]

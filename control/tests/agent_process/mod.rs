@@ -79,7 +79,7 @@ pub fn skip_or_fail(test: &str, why: &str) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "CI=true: {test} {why} and must not be skipped"
     );
-    eprintln!("skipped: {test} {why}");
+    crate::harness::skipped(test, why);
     false
 }
 

@@ -4,12 +4,13 @@
 //! each batch is kicked with `sendto()` and the TX budget is raised to 256.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{CompletionQueue, FillQueue, IfInfo, RingTx, Socket, SocketConfig, User};
 
-use super::kernel::limit_is_bounded;
+use super::live_frames::limit_is_bounded;
 use super::pace::{Next, Pacer, RunLimit};
 use super::packet::{PacketSpec, set_flow};
 use super::{GenMode, GenReport, PktgenError};
@@ -141,11 +142,20 @@ impl AfXdpGenerator {
     /// mode a packet the device could not take is completed all the same (dropped), so
     /// compare with what the receiver counted.
     pub fn run(&mut self, limit: &RunLimit) -> Result<GenReport, PktgenError> {
+        self.run_until(limit, &AtomicBool::new(false))
+    }
+
+    /// [`AfXdpGenerator::run`] that also ends once `stop` is set.
+    pub fn run_until(
+        &mut self,
+        limit: &RunLimit,
+        stop: &AtomicBool,
+    ) -> Result<GenReport, PktgenError> {
         limit_is_bounded(limit)?;
         let pacer = Pacer::new(*limit, u64::from(BATCH));
         let (mut queued, mut completed, mut failures) = (0u64, 0u64, 0u64);
         let mut progress = Instant::now();
-        loop {
+        while !stop.load(Ordering::Relaxed) {
             let reaped = self.reap();
             completed += reaped;
             let now = Instant::now();

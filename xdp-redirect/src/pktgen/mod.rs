@@ -1,11 +1,18 @@
 //! The throughput rig's traffic: generators and a sink (issue 7, item 1), as a library the
 //! `kxdp bench` runner and `kxdp pktgen` / `kxdp pktsink` call.
 //!
-//! - [`KernelGenerator`]: in-kernel, `kxdp_gen` (bpf/pktgen.bpf.c) under
-//!   BPF_PROG_TEST_RUN live frames, XDP_TX out of an interface (~5 Mpps on this VM). The
-//!   interface's peer needs an XDP program (the sink) for veth to take the frames.
+//! - [`LiveFramesGenerator`]: in-kernel, `kxdp_gen` (bpf/pktgen.bpf.c) under
+//!   BPF_PROG_TEST_RUN live frames, XDP_TX out of an interface (~5 Mpps on the VMs of
+//!   2026-11), where the kernel allows live frames. The interface's peer needs an XDP
+//!   program (the sink) for veth to take the frames.
+//! - [`FanOutGenerator`]: in-kernel too, for kernels that refuse live frames: one frame
+//!   injected through a veth pair of its own becomes 64 packets by an XDP broadcast
+//!   redirect, each written by a devmap program (`fanout.rs`). Same peer requirement.
 //! - [`AfXdpGenerator`]: a TX-only AF_XDP socket (xdpilone), for comparison: what a
 //!   userspace sender reaches through the same kernel path the workers transmit on.
+//!
+//! [`probe::choose`] picks one: every user of a generator goes through it, so that the
+//! output can say which ran and why.
 //! - [`Sink`]: `kxdp_sink` on the receiving interface, per-CPU packet/byte counts (and
 //!   per flow when asked), then XDP_DROP or XDP_PASS.
 //!
@@ -18,11 +25,13 @@
 //! UMEM and syscall code (`xsk`), which stays crate-private.
 
 pub mod afxdp;
-pub mod kernel;
+pub mod fanout;
 pub mod live;
+pub mod live_frames;
 mod maps;
 pub mod pace;
 pub mod packet;
+pub mod probe;
 pub mod sink;
 
 use std::time::Duration;
@@ -30,10 +39,12 @@ use std::time::Duration;
 use aya::Ebpf;
 
 pub use afxdp::AfXdpGenerator;
-pub use kernel::KernelGenerator;
+pub use fanout::{FanOut, FanOutGenerator};
 pub use live::{LIVE_BATCH, run_live_frames};
+pub use live_frames::LiveFramesGenerator;
 pub use pace::RunLimit;
 pub use packet::{FlowSource, MAX_FRAME, MIN_FRAME, PacketSpec, Protocol};
+pub use probe::{GenChoice, GenRequest, LiveFrames, choose, live_frames};
 pub use sink::{Sink, SinkAction, SinkCounts, SinkFlow};
 
 use crate::{Interface, XdpError, program_mut};
@@ -44,7 +55,8 @@ pub const GEN_PROGRAM: &str = "kxdp_gen";
 pub const SINK_PROGRAM: &str = "kxdp_sink";
 
 /// bpf/pktgen.bpf.c, compiled by build.rs. Aligned for aya's in-place ELF parsing.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen.bpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen.bpf.o"));
 
 /// What can go wrong generating or sinking.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +73,18 @@ pub enum PktgenError {
         completed: u64,
         pending: u32,
     },
+    #[error(
+        "the fan-out stalled: the kernel took {injected} injected frames but handled {handled} within 2 s"
+    )]
+    FanOutStalled { injected: u64, handled: u64 },
+    #[error("{command}: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("probing the kernel's BPF test runs: {0}")]
+    Probe(String),
+    #[error(
+        "this kernel refuses BPF_PROG_TEST_RUN with live frames ({0}); use the fan-out generator (fanout, or auto)"
+    )]
+    LiveFramesRefused(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -78,29 +102,39 @@ fn load_object(program: &'static str) -> Result<Ebpf, XdpError> {
 /// Which generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenMode {
-    /// [`KernelGenerator`].
-    Kernel,
+    /// [`LiveFramesGenerator`].
+    LiveFrames,
+    /// [`FanOutGenerator`].
+    FanOut,
     /// [`AfXdpGenerator`].
     AfXdp,
+}
+
+impl GenMode {
+    pub const ALL: [GenMode; 3] = [GenMode::LiveFrames, GenMode::FanOut, GenMode::AfXdp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GenMode::LiveFrames => "live",
+            GenMode::FanOut => "fanout",
+            GenMode::AfXdp => "afxdp",
+        }
+    }
 }
 
 impl std::str::FromStr for GenMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "kernel" => Ok(GenMode::Kernel),
-            "afxdp" => Ok(GenMode::AfXdp),
-            _ => Err(format!("unknown generator mode {s:?} (kernel, afxdp)")),
-        }
+        GenMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown generator {s:?} (live, fanout, afxdp)"))
     }
 }
 
 impl std::fmt::Display for GenMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            GenMode::Kernel => "kernel",
-            GenMode::AfXdp => "afxdp",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -108,7 +142,8 @@ impl std::fmt::Display for GenMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenReport {
     pub mode: GenMode,
-    /// Packets handed to the device (kernel: runs; AF_XDP: completed descriptors).
+    /// Packets handed to the device (live frames: runs; fan-out: copies of the injected
+    /// frames; AF_XDP: completed descriptors).
     pub packets: u64,
     /// Frame bytes (Ethernet header included, no FCS).
     pub bytes: u64,
@@ -152,8 +187,57 @@ pub fn generate(cfg: &GenConfig) -> Result<GenReport, PktgenError> {
         return Err(PktgenError::Spec(format!("cannot pin to CPU {cpu}")));
     }
     let interface = Interface::by_name(&cfg.interface)?;
-    match cfg.mode {
-        GenMode::Kernel => KernelGenerator::new(&interface, &cfg.spec)?.run(&cfg.limit),
-        GenMode::AfXdp => AfXdpGenerator::new(&interface, cfg.queue, &cfg.spec)?.run(&cfg.limit),
+    Generator::new(cfg.mode, &interface, cfg.queue, &cfg.spec)?.run(&cfg.limit)
+}
+
+/// Any of the generators, set up and ready to run (repeatedly; flow counters carry on).
+#[derive(Debug)]
+pub enum Generator {
+    LiveFrames(LiveFramesGenerator),
+    FanOut(FanOutGenerator),
+    AfXdp(AfXdpGenerator),
+}
+
+impl Generator {
+    /// Sets up generator `mode` on `interface` (of the calling thread's namespace, which
+    /// must also run it); `queue` is the AF_XDP generator's device queue.
+    pub fn new(
+        mode: GenMode,
+        interface: &Interface,
+        queue: u32,
+        spec: &PacketSpec,
+    ) -> Result<Generator, PktgenError> {
+        Ok(match mode {
+            GenMode::LiveFrames => {
+                Generator::LiveFrames(LiveFramesGenerator::new(interface, spec)?)
+            }
+            GenMode::FanOut => Generator::FanOut(FanOutGenerator::new(interface, spec)?),
+            GenMode::AfXdp => Generator::AfXdp(AfXdpGenerator::new(interface, queue, spec)?),
+        })
+    }
+
+    pub fn mode(&self) -> GenMode {
+        match self {
+            Generator::LiveFrames(_) => GenMode::LiveFrames,
+            Generator::FanOut(_) => GenMode::FanOut,
+            Generator::AfXdp(_) => GenMode::AfXdp,
+        }
+    }
+
+    pub fn run(&mut self, limit: &RunLimit) -> Result<GenReport, PktgenError> {
+        self.run_until(limit, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// Generates until `limit` says stop or `stop` is set.
+    pub fn run_until(
+        &mut self,
+        limit: &RunLimit,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<GenReport, PktgenError> {
+        match self {
+            Generator::LiveFrames(g) => g.run_until(limit, stop),
+            Generator::FanOut(g) => g.run_until(limit, stop),
+            Generator::AfXdp(g) => g.run_until(limit, stop),
+        }
     }
 }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Test-only traffic generator for the AF_XDP worker tests, run with BPF_PROG_TEST_RUN in
-// live-frames mode: every run writes the next of 32 frame templates (filled by the test)
-// over the frame and transmits it (XDP_TX on the test run's ingress interface, a veth whose
-// peer holds the worker's socket). Live mode recycles pages that keep whatever was written
-// into them, so the whole frame is rewritten on every run.
+// Test-only traffic generator for the AF_XDP worker tests: every packet is the next of 32
+// frame templates (filled by the test), written over the frame. kxsk_gen runs with
+// BPF_PROG_TEST_RUN in live-frames mode and transmits with XDP_TX on the test run's ingress
+// interface (a veth whose peer holds the worker's socket); live mode recycles pages that
+// keep whatever was written into them, so the whole frame is rewritten on every run.
+// kxsk_gen_copy is the same as a devmap program, for the fan-out generator
+// (xdp_redirect::pktgen::FanOut) on kernels that refuse live frames.
 //
 // Compiled by the test itself (clang -target bpf), not by build.rs: it is no part of the
 // datapath.
@@ -34,8 +36,8 @@ struct {
 	__type(value, __u64);
 } cursor SEC(".maps");
 
-SEC("xdp")
-int kxsk_gen(struct xdp_md *ctx)
+// Writes the next template over the frame; false when it cannot.
+static __always_inline int write_next(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -45,16 +47,28 @@ int kxsk_gen(struct xdp_md *ctx)
 
 	next = bpf_map_lookup_elem(&cursor, &zero);
 	if (!next)
-		return XDP_ABORTED;
+		return 0;
 	slot = (__u32)(*next & (SLOTS - 1));
 	*next += 1;
 	t = bpf_map_lookup_elem(&templates, &slot);
 	if (!t)
-		return XDP_ABORTED;
+		return 0;
 	if (data + FRAME_LEN > data_end)
-		return XDP_ABORTED;
+		return 0;
 	__builtin_memcpy(data, t->bytes, FRAME_LEN);
-	return XDP_TX;
+	return 1;
+}
+
+SEC("xdp")
+int kxsk_gen(struct xdp_md *ctx)
+{
+	return write_next(ctx) ? XDP_TX : XDP_ABORTED;
+}
+
+SEC("xdp/devmap")
+int kxsk_gen_copy(struct xdp_md *ctx)
+{
+	return write_next(ctx) ? XDP_PASS : XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,15 +56,20 @@ pub fn root_or_skip(what: &str) -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true: {what} needs root and must not be skipped"
         );
-        eprintln!("skipped: {what} needs root");
+        harness::skipped(what, "needs root");
     }
     euid_is_root
 }
 
-/// These tests measure rates and CPU time: one at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+// The machine-wide root-test lock and the skip log, shared with the control crate's tests
+// (one file, so both crates do it the same way).
+#[path = "../../../control/tests/harness/mod.rs"]
+mod harness;
+
+/// These tests measure rates and CPU time: one at a time, and not beside another kxdp root
+/// test (an agent, a lab, the bench) of this or another test binary.
+pub fn serial() -> harness::RootTestLock {
+    harness::exclusive()
 }
 
 /// Runs a command, returning its stdout; panics with its stderr if it fails.
@@ -128,8 +133,14 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run("ip", &["netns", "add", &name]);
         let ns = Netns { name };
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        // Through procfs from a thread inside the namespace (/proc/sys/net is the opening
+        // thread's namespace's): no sysctl(8), which a bare Debian root lacks (procps).
+        ns.within(|| {
+            for conf in ["all", "default"] {
+                let key = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                std::fs::write(&key, "1").unwrap_or_else(|e| panic!("{key}: {e}"));
+            }
+        });
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
@@ -572,4 +583,46 @@ pub fn thread_cpu_ns(tid: i32) -> u64 {
         .next()
         .and_then(|v| v.parse().ok())
         .expect("schedstat run time")
+}
+
+/// The generator a live-frames test runs with: live frames where the kernel allows them.
+/// Where the probe proved that it refuses them (a kernel capability, the one reason a test
+/// may run something else under `CI=true`), says so on stdout, checks that asking for live
+/// frames gives the clear refusal, and returns the fan-out, whose checks run instead.
+///
+/// `KXDP_TEST_FALLBACK=1` runs the fallback where the kernel allows live frames too: how a
+/// developer on such a kernel checks what CI's kernels run (the refusal checks need a
+/// refusing kernel and do not run then).
+pub fn live_frames_or_fallback(what: &str) -> xdp_redirect::pktgen::GenMode {
+    use xdp_redirect::pktgen::{GenMode, GenRequest, LiveFrames, PktgenError, choose};
+    if std::env::var("KXDP_TEST_FALLBACK").as_deref() == Ok("1") {
+        println!("{what}: KXDP_TEST_FALLBACK=1: checking the fan-out generator");
+        return GenMode::FanOut;
+    }
+    match xdp_redirect::pktgen::live_frames().expect("probing live frames") {
+        LiveFrames::Allowed => GenMode::LiveFrames,
+        LiveFrames::Refused(answer) => {
+            harness::skipped(
+                what,
+                &format!(
+                    "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}): checked the fallback, the fan-out generator, instead"
+                ),
+            );
+            let refusal = choose(GenRequest::Exactly(GenMode::LiveFrames))
+                .expect_err("asking for live frames where the kernel refuses them");
+            assert!(
+                matches!(refusal, PktgenError::LiveFramesRefused(_)),
+                "{refusal}"
+            );
+            assert!(
+                refusal
+                    .to_string()
+                    .contains("refuses BPF_PROG_TEST_RUN with live frames"),
+                "a clear refusal: {refusal}"
+            );
+            let auto = choose(GenRequest::Auto).expect("auto choice");
+            assert_eq!(auto.mode, GenMode::FanOut, "auto falls back: {auto:?}");
+            GenMode::FanOut
+        }
+    }
 }

@@ -7,6 +7,10 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+// The skip log, shared with the other crates' tests.
+#[path = "../../../control/tests/harness/mod.rs"]
+mod harness;
+
 /// Whether to run a root test: true as root; false (with a message) otherwise, unless
 /// `CI=true`, where a skip would hide a broken datapath and so fails instead.
 pub fn root_or_skip(what: &str) -> bool {
@@ -23,7 +27,7 @@ pub fn root_or_skip(what: &str) -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true: {what} needs root and must not be skipped"
         );
-        eprintln!("skipped: {what} needs root");
+        harness::skipped(what, "needs root");
     }
     euid_is_root
 }

@@ -1,7 +1,11 @@
-//! The in-kernel generator: `kxdp_gen` run with BPF_PROG_TEST_RUN in live-frames mode
+//! The live-frames generator: `kxdp_gen` run with BPF_PROG_TEST_RUN in live-frames mode
 //! ([`super::live`]) on an interface, sending every packet out of it with XDP_TX. The
+//! fastest generator, where the kernel allows live frames ([`super::probe`]). The
 //! interface's peer must have an XDP program (e.g. the [`super::sink::Sink`]) for veth to
 //! take XDP_TX frames (ARCHITECTURE.md §5).
+//!
+//! Also the generator programs' shared set-up: the packet configuration and the per-CPU
+//! flow counter, which `kxdp_gen_copy` (the fan-out's) uses alike.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -26,10 +30,10 @@ const META_LEN: u32 = 4;
 /// also waits for two RCU grace periods, tens of ms on a loaded machine.)
 const CHUNK: u64 = 1 << 16;
 
-/// A loaded generator for one interface and one [`PacketSpec`]; [`KernelGenerator::run`]
+/// A loaded generator for one interface and one [`PacketSpec`]; [`LiveFramesGenerator::run`]
 /// may be called repeatedly (the flow counter carries on).
 #[derive(Debug)]
-pub struct KernelGenerator {
+pub struct LiveFramesGenerator {
     ebpf: Ebpf,
     interface: Interface,
     spec: PacketSpec,
@@ -38,7 +42,7 @@ pub struct KernelGenerator {
     anchor: Result<Attachment, String>,
 }
 
-impl KernelGenerator {
+impl LiveFramesGenerator {
     /// Loads the program and writes `spec` into its configuration. `interface` is of the
     /// calling thread's network namespace, and so must be the thread calling `run`.
     ///
@@ -46,26 +50,14 @@ impl KernelGenerator {
     /// packet), so that the kernel's XDP dispatcher keeps it between test runs: otherwise
     /// every BPF_PROG_TEST_RUN call adds and removes it there, two synchronize_rcu() per
     /// call. If the interface has an XDP program already, or no driver mode, generation
-    /// works without that ([`KernelGenerator::anchored`] says why), only slower.
-    pub fn new(interface: &Interface, spec: &PacketSpec) -> Result<KernelGenerator, PktgenError> {
+    /// works without that ([`LiveFramesGenerator::anchored`] says why), only slower.
+    pub fn new(
+        interface: &Interface,
+        spec: &PacketSpec,
+    ) -> Result<LiveFramesGenerator, PktgenError> {
         spec.validate()?;
         let mut ebpf = load_object(GEN_PROGRAM)?;
-        let header = spec.header_template();
-        let cfg = GenCfg {
-            header,
-            flows: spec.flows,
-            src_ports: spec.ports_per_ip(),
-            src_ip: u32::from(spec.src_ip),
-            src_port: spec.src_port,
-            proto: spec.protocol.number(),
-            pad: 0,
-        };
-        let map = ebpf
-            .map_mut("gen_cfg")
-            .ok_or(crate::XdpError::MissingMap("gen_cfg"))?;
-        let mut array: Array<_, GenCfg> = Array::try_from(map).map_err(crate::XdpError::from)?;
-        array.set(0, cfg, 0).map_err(crate::XdpError::from)?;
-        const _: () = assert!(HEADER_LEN == super::packet::MIN_FRAME as usize);
+        write_gen_cfg(&mut ebpf, spec)?;
         let mut buf = vec![0u8; META_LEN as usize];
         buf.extend_from_slice(&spec.frame());
         let anchor = match attach(&mut ebpf, GEN_PROGRAM, interface) {
@@ -76,7 +68,7 @@ impl KernelGenerator {
             }
             Err(e) => Err(e.to_string()),
         };
-        Ok(KernelGenerator {
+        Ok(LiveFramesGenerator {
             ebpf,
             interface: interface.clone(),
             spec: spec.clone(),
@@ -85,7 +77,7 @@ impl KernelGenerator {
         })
     }
 
-    /// Whether the program is anchored in the XDP dispatcher (see [`KernelGenerator::new`]),
+    /// Whether the program is anchored in the XDP dispatcher (see [`LiveFramesGenerator::new`]),
     /// or why not.
     pub fn anchored(&self) -> Result<(), &str> {
         self.anchor.as_ref().map(|_| ()).map_err(String::as_str)
@@ -97,7 +89,7 @@ impl KernelGenerator {
         self.run_until(limit, &AtomicBool::new(false))
     }
 
-    /// [`KernelGenerator::run`] that also ends (between chunks) once `stop` is set: for a
+    /// [`LiveFramesGenerator::run`] that also ends (between chunks) once `stop` is set: for a
     /// background load that lasts exactly as long as what it accompanies.
     pub fn run_until(
         &mut self,
@@ -121,7 +113,7 @@ impl KernelGenerator {
             }
         }
         Ok(GenReport {
-            mode: GenMode::Kernel,
+            mode: GenMode::LiveFrames,
             packets: sent,
             bytes: sent * u64::from(self.spec.size),
             elapsed: pacer.start().elapsed(),
@@ -131,19 +123,42 @@ impl KernelGenerator {
 
     /// Packets generated per CPU since loading (the flow counters).
     pub fn per_cpu_generated(&self) -> Result<Vec<u64>, PktgenError> {
-        let map = self
-            .ebpf
-            .map("gen_cursor")
-            .ok_or(crate::XdpError::MissingMap("gen_cursor"))?;
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(crate::XdpError::from)?;
-        Ok(array
-            .get(&0, 0)
-            .map_err(crate::XdpError::from)?
-            .iter()
-            .copied()
-            .collect())
+        per_cpu_cursor(&self.ebpf)
     }
+}
+
+/// Writes `spec` into the object's `gen_cfg`, which `kxdp_gen` and `kxdp_gen_copy` read.
+pub(crate) fn write_gen_cfg(ebpf: &mut Ebpf, spec: &PacketSpec) -> Result<(), PktgenError> {
+    let cfg = GenCfg {
+        header: spec.header_template(),
+        flows: spec.flows,
+        src_ports: spec.ports_per_ip(),
+        src_ip: u32::from(spec.src_ip),
+        src_port: spec.src_port,
+        proto: spec.protocol.number(),
+        pad: 0,
+    };
+    let map = ebpf
+        .map_mut("gen_cfg")
+        .ok_or(crate::XdpError::MissingMap("gen_cfg"))?;
+    let mut array: Array<_, GenCfg> = Array::try_from(map).map_err(crate::XdpError::from)?;
+    array.set(0, cfg, 0).map_err(crate::XdpError::from)?;
+    const _: () = assert!(HEADER_LEN == super::packet::MIN_FRAME as usize);
+    Ok(())
+}
+
+/// The object's per-CPU flow counters: packets written on each CPU since loading.
+pub(crate) fn per_cpu_cursor(ebpf: &Ebpf) -> Result<Vec<u64>, PktgenError> {
+    let map = ebpf
+        .map("gen_cursor")
+        .ok_or(crate::XdpError::MissingMap("gen_cursor"))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(crate::XdpError::from)?;
+    Ok(array
+        .get(&0, 0)
+        .map_err(crate::XdpError::from)?
+        .iter()
+        .copied()
+        .collect())
 }
 
 pub(crate) fn limit_is_bounded(limit: &RunLimit) -> Result<(), PktgenError> {
