@@ -509,6 +509,235 @@ fn preallocated_default_table_fits_128_mib() {
     assert!(flows.allocated_bytes() <= 128 << 20);
 }
 
+// ---- the model's own TCP state machine --------------------------------------------------
+//
+// Written from the semantics (tcp.rs's doc table, Linux nf_conntrack_proto_tcp), not from
+// `tcp::step`, so a wrong transition in production shows up as a disagreement here. It
+// keeps the FIN bookkeeping in the state itself (who sent the first FIN) instead of status
+// bits: a different encoding of the same facts.
+
+/// What a segment's flags mean to the state machine. The most decisive flag wins, in
+/// Linux's order (`get_conntrack_index`): RST, then SYN, then FIN, then ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seg {
+    Rst,
+    /// SYN without ACK: opens a connection.
+    Syn,
+    SynAck,
+    /// FIN, with or without ACK (we are liberal: Linux would call a bare FIN invalid).
+    Fin,
+    /// ACK without SYN or FIN: data, window updates, the ACK of a FIN.
+    Ack,
+    /// No SYN, FIN, RST or ACK (e.g. PSH alone, or no flags at all).
+    Bare,
+}
+
+fn classify(tcp_flags: u8) -> Seg {
+    let has = |f: u8| tcp_flags & f != 0;
+    if has(RST) {
+        Seg::Rst
+    } else if has(SYN) && has(ACK) {
+        Seg::SynAck
+    } else if has(SYN) {
+        Seg::Syn
+    } else if has(FIN) {
+        Seg::Fin
+    } else if has(ACK) {
+        Seg::Ack
+    } else {
+        Seg::Bare
+    }
+}
+
+/// The model's TCP state: `TcpState` plus which side's FIN it is waiting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelTcp {
+    /// No segment observed yet.
+    New,
+    SynSent,
+    SynReceived,
+    Established,
+    /// `first_fin` sent a FIN; the other side has not yet.
+    FinWait {
+        first_fin: Direction,
+    },
+    /// Both sides sent a FIN. The side that sent the first FIN sends the last ACK (it
+    /// acknowledges the second FIN), and that ACK closes the flow.
+    Closing {
+        last_ack_from: Direction,
+    },
+    Closed,
+}
+
+impl ModelTcp {
+    /// The coarse state the table exposes (and picks timeouts by).
+    fn coarse(self) -> TcpState {
+        match self {
+            ModelTcp::New => TcpState::None,
+            ModelTcp::SynSent => TcpState::SynSent,
+            ModelTcp::SynReceived => TcpState::SynReceived,
+            ModelTcp::Established => TcpState::Established,
+            ModelTcp::FinWait { .. } => TcpState::FinWait,
+            ModelTcp::Closing { .. } => TcpState::Closing,
+            ModelTcp::Closed => TcpState::Closed,
+        }
+    }
+}
+
+/// One segment's effect, as a table to read row by row against tcp.rs's doc table.
+fn model_tcp_step(state: ModelTcp, dir: Direction, tcp_flags: u8) -> ModelTcp {
+    use Direction::{Original as O, Reply as R};
+    use ModelTcp::*;
+    match (state, dir, classify(tcp_flags)) {
+        // A reset ends the flow from anywhere, whoever sends it.
+        (_, _, Seg::Rst) => Closed,
+        // First segment seen: the handshake step it belongs to, or a mid-stream pickup.
+        (New, _, Seg::Syn) => SynSent,
+        (New, _, Seg::SynAck) => SynReceived,
+        (New, d, Seg::Fin) => FinWait { first_fin: d },
+        (New, _, Seg::Ack | Seg::Bare) => Established,
+        // The handshake: the server answers, then the client acknowledges.
+        (SynSent, R, Seg::SynAck) => SynReceived,
+        (SynReceived, O, Seg::Ack) => Established,
+        // Closing: first FIN, then the other side's FIN, then the last ACK.
+        (SynSent | SynReceived | Established, d, Seg::Fin) => FinWait { first_fin: d },
+        (FinWait { first_fin: O }, R, Seg::Fin) => Closing { last_ack_from: O },
+        (FinWait { first_fin: R }, O, Seg::Fin) => Closing { last_ack_from: R },
+        (Closing { last_ack_from: O }, O, Seg::Ack) => Closed,
+        (Closing { last_ack_from: R }, R, Seg::Ack) => Closed,
+        // A new SYN on a closing or closed flow: the port is reused, start over.
+        (Closing { .. } | Closed, _, Seg::Syn) => SynSent,
+        // Retransmissions, data, window updates, segments out of place: no change.
+        (state, _, _) => state,
+    }
+}
+
+/// Runs hand-written traces through production and the model: after each segment both
+/// must be in the state written next to it.
+#[test]
+fn canonical_tcp_sequences_in_model_and_production() {
+    use Direction::{Original as O, Reply as R};
+    use TcpState::*;
+    let open = [
+        (O, SYN, SynSent),
+        (R, SYN | ACK, SynReceived),
+        (O, ACK, Established),
+    ];
+    let then = |rest: &[(Direction, u8, TcpState)]| [&open[..], rest].concat();
+    let traces = [
+        // Handshake with a retransmitted SYN and SYN-ACK, and a stray SYN once open.
+        vec![
+            (O, SYN, SynSent),
+            (O, SYN, SynSent),
+            (R, SYN | ACK, SynReceived),
+            (R, SYN | ACK, SynReceived),
+            (O, ACK, Established),
+            (O, SYN, Established),
+        ],
+        // A first segment without SYN: a mid-stream pickup (e.g. after an agent restart).
+        vec![(O, ACK | PSH, Established)],
+        // Data before the handshake completes does not complete it.
+        vec![
+            (O, SYN, SynSent),
+            (O, ACK | PSH, SynSent),
+            (R, SYN | ACK, SynReceived),
+            (R, ACK | PSH, SynReceived),
+            (O, ACK | PSH, Established),
+        ],
+        // The client closes first; the server keeps sending, then closes.
+        then(&[
+            (O, FIN | ACK, FinWait),
+            (R, ACK, FinWait),
+            (R, ACK | PSH, FinWait),
+            (O, FIN | ACK, FinWait), // retransmitted first FIN
+            (R, FIN | ACK, Closing),
+            (R, ACK, Closing), // from the second FIN's side: not the last ACK
+            (O, ACK, Closed),
+            (R, ACK, Closed),
+        ]),
+        // The server closes first.
+        then(&[
+            (R, FIN | ACK, FinWait),
+            (O, FIN | ACK, Closing),
+            (O, ACK, Closing),
+            (R, ACK, Closed),
+        ]),
+        // Resets: refused connection, abort of an open or closing flow.
+        vec![(O, SYN, SynSent), (R, RST | ACK, Closed)],
+        then(&[(O, RST, Closed), (O, ACK, Closed)]),
+        then(&[(R, FIN | ACK, FinWait), (O, RST, Closed)]),
+        // Port reuse after a close: a fresh handshake, FIN bookkeeping starts over.
+        then(&[
+            (O, FIN | ACK, FinWait),
+            (R, FIN | ACK, Closing),
+            (O, SYN, SynSent),
+            (R, SYN | ACK, SynReceived),
+            (O, ACK, Established),
+            (R, FIN | ACK, FinWait),
+            (O, FIN | ACK, Closing),
+        ]),
+    ];
+    for trace in &traces {
+        let (mut prod, mut st, mut model) = (None, 0, ModelTcp::New);
+        for (i, &(dir, fl, want)) in trace.iter().enumerate() {
+            (prod, st) = super::tcp::step(prod, st, dir, fl);
+            model = model_tcp_step(model, dir, fl);
+            assert_eq!(
+                (prod, model.coarse()),
+                (want, want),
+                "step {i} of {trace:?}"
+            );
+        }
+    }
+}
+
+/// From every state pair reachable from a fresh entry, every flag combination in both
+/// directions leads production and the model to the same coarse state. Covers what the
+/// randomized test cannot reach (observe never sees an opening SYN on a Closed or Closing
+/// entry there: `lookup_with_flags` has already dropped it) and rarer flag combinations.
+#[test]
+fn model_tcp_table_agrees_with_production_everywhere() {
+    use Direction::{Original as O, Reply as R};
+    let start = (ModelTcp::New, TcpState::None, 0u8);
+    let (mut seen, mut todo) = (vec![start], vec![start]);
+    while let Some((model, prod, st)) = todo.pop() {
+        for dir in [O, R] {
+            // FIN, SYN, RST, PSH, ACK, URG in every combination, except SYN with FIN
+            // (no RST): neither tcp.rs's table nor Linux (which drops it as invalid) says
+            // what it means. The model reads it as a SYN everywhere; production as a FIN,
+            // except on Closing and Closed flows, where it reads it as a SYN (restart).
+            for fl in (0..64u8).filter(|f| f & (SYN | FIN) != SYN | FIN) {
+                let next_model = model_tcp_step(model, dir, fl);
+                let (next_prod, next_st) = super::tcp::step(prod, st, dir, fl);
+                assert_eq!(
+                    next_prod,
+                    next_model.coarse(),
+                    "{model:?} (production {prod:?}, status {st:#x}), {dir:?} flags {fl:#x}"
+                );
+                let next = (next_model, next_prod, next_st);
+                if !seen.contains(&next) {
+                    seen.push(next);
+                    todo.push(next);
+                }
+            }
+        }
+    }
+    // Every model state was reached, so every row of the table was compared.
+    let reached: Vec<ModelTcp> = seen.iter().map(|&(m, _, _)| m).collect();
+    for m in [
+        ModelTcp::SynSent,
+        ModelTcp::SynReceived,
+        ModelTcp::Established,
+        ModelTcp::FinWait { first_fin: O },
+        ModelTcp::FinWait { first_fin: R },
+        ModelTcp::Closing { last_ack_from: O },
+        ModelTcp::Closing { last_ack_from: R },
+        ModelTcp::Closed,
+    ] {
+        assert!(reached.contains(&m), "{m:?} never reached");
+    }
+}
+
 // ---- randomized model test ------------------------------------------------------------
 
 struct Rng(u64);
@@ -532,8 +761,7 @@ struct Model {
     reply: FlowKey,
     service: u32,
     last_seen: Nanos,
-    tcp: TcpState,
-    fin_status: u8,
+    tcp: ModelTcp,
     replied: bool,
 }
 
@@ -561,10 +789,10 @@ impl Model {
 fn model_alive(m: &Model, now: Nanos) -> bool {
     let t = MODEL_TIMEOUTS;
     let timeout = match (m.original.proto, m.tcp) {
-        (6, TcpState::Established) => t.tcp_established,
-        (6, TcpState::FinWait | TcpState::Closing) => t.tcp_closing,
-        (6, TcpState::Closed) => t.tcp_closed,
-        (6, _) => t.tcp_syn,
+        (6, ModelTcp::Established) => t.tcp_established,
+        (6, ModelTcp::FinWait { .. } | ModelTcp::Closing { .. }) => t.tcp_closing,
+        (6, ModelTcp::Closed) => t.tcp_closed,
+        (6, ModelTcp::New | ModelTcp::SynSent | ModelTcp::SynReceived) => t.tcp_syn,
         (17, _) if m.replied => t.udp_replied,
         (17, _) => t.udp,
         _ => t.other,
@@ -597,6 +825,56 @@ fn random_key(rng: &mut Rng, proto: u8) -> FlowKey {
         dst_port: 80 + rng.below(3) as u16,
         proto,
     }
+}
+
+/// Looks a packet's tuple up with its TCP flags, as the pipeline does, and checks the
+/// table's answer against the model's: an opening SYN on a Closing or Closed TCP flow ends
+/// that flow (the port is reused), like an expiry.
+fn lookup_segment(
+    flows: &mut Flows,
+    model: &mut BTreeMap<FlowId, Model>,
+    key: &FlowKey,
+    fl: u8,
+    now: Nanos,
+    op: usize,
+) -> Option<(FlowId, Direction)> {
+    let mut expected = model_find(model, key, now);
+    if let Some((id, _)) = expected {
+        let m = &model[&id];
+        if m.original.proto == proto::TCP
+            && matches!(m.tcp, ModelTcp::Closed | ModelTcp::Closing { .. })
+            && classify(fl) == Seg::Syn
+        {
+            model.remove(&id);
+            expected = None;
+        }
+    }
+    let got = flows.lookup_with_flags(key, fl, now);
+    assert_eq!(got, expected, "op {op}: lookup {key:?} flags {fl:#x}");
+    got
+}
+
+/// Forwards a packet of flow `id` (`observe`) and moves the model along with it.
+fn forward_segment(
+    flows: &mut Flows,
+    model: &mut BTreeMap<FlowId, Model>,
+    id: FlowId,
+    dir: Direction,
+    fl: u8,
+    now: Nanos,
+    op: usize,
+) {
+    flows.observe(id, dir, fl, now);
+    let m = model.get_mut(&id).unwrap();
+    m.last_seen = m.last_seen.max(now);
+    m.replied |= dir == Direction::Reply;
+    if m.original.proto == proto::TCP {
+        m.tcp = model_tcp_step(m.tcp, dir, fl);
+    }
+    // Checked at once: a wrong transition may be undone by a later segment (or the flow
+    // may expire) before the next full read-back.
+    let e = flows.get(id).unwrap();
+    assert_eq!(e.tcp, m.tcp.coarse(), "op {op}: {dir:?} flags {fl:#x}");
 }
 
 fn run_model(seed: u64, ops: usize, capacity: usize) {
@@ -664,8 +942,7 @@ fn run_model(seed: u64, ops: usize, capacity: usize) {
                             reply,
                             service,
                             last_seen: now,
-                            tcp: TcpState::None,
-                            fin_status: 0,
+                            tcp: ModelTcp::New,
                             replied: false,
                         },
                     );
@@ -686,30 +963,11 @@ fn run_model(seed: u64, ops: usize, capacity: usize) {
                 } else {
                     0
                 };
-                let mut expected = model_find(&model, &key, now);
-                if let Some((id, _)) = expected {
-                    let m = &model[&id];
-                    if p == proto::TCP
-                        && matches!(m.tcp, TcpState::Closed | TcpState::Closing)
-                        && fl & (SYN | ACK | RST) == SYN
-                    {
-                        model.remove(&id);
-                        expected = None;
-                    }
-                }
-                let got = flows.lookup_with_flags(&key, fl, now);
-                assert_eq!(got, expected, "op {op}: lookup {key:?} flags {fl:#x}");
-                // Forward it, as the pipeline would.
-                if let Some((id, dir)) = got
+                // Forward it half the time, as the pipeline would.
+                if let Some((id, dir)) = lookup_segment(&mut flows, &mut model, &key, fl, now, op)
                     && rng.below(2) == 0
                 {
-                    flows.observe(id, dir, fl, now);
-                    let m = model.get_mut(&id).unwrap();
-                    m.last_seen = m.last_seen.max(now);
-                    m.replied |= dir == Direction::Reply;
-                    if p == proto::TCP {
-                        (m.tcp, m.fin_status) = super::tcp::step(m.tcp, m.fin_status, dir, fl);
-                    }
+                    forward_segment(&mut flows, &mut model, id, dir, fl, now, op);
                 }
             }
             60..=69 => {
@@ -742,6 +1000,30 @@ fn run_model(seed: u64, ops: usize, capacity: usize) {
                 assert!((live_fail..=any_fail).contains(&n), "op {op}: retain {n}");
                 model.retain(|_, m| m.service != drop_service);
             }
+            86..=88 => {
+                // A conversation: several segments in a row on one live TCP flow. Single
+                // segments on random tuples rarely take a flow past its first FIN, so the
+                // second FIN and the last ACK would go untested.
+                let live_tcp: Vec<(FlowKey, FlowKey)> = model
+                    .values()
+                    .filter(|m| m.original.proto == proto::TCP && model_alive(m, now))
+                    .map(|m| (m.original, m.reply))
+                    .collect();
+                if !live_tcp.is_empty() {
+                    let (original, reply) = live_tcp[rng.below(live_tcp.len() as u64) as usize];
+                    for _ in 0..1 + rng.below(12) {
+                        let key = if rng.below(2) == 0 { original } else { reply };
+                        let fl = tcp_flags[rng.below(7) as usize];
+                        // Gone (a port-reusing SYN ended it): the conversation is over.
+                        let Some((id, dir)) =
+                            lookup_segment(&mut flows, &mut model, &key, fl, now, op)
+                        else {
+                            break;
+                        };
+                        forward_segment(&mut flows, &mut model, id, dir, fl, now, op);
+                    }
+                }
+            }
             _ => {
                 // Every live model entry reads back the same.
                 for (id, m) in model.iter().filter(|(_, m)| model_alive(m, now)) {
@@ -754,7 +1036,7 @@ fn run_model(seed: u64, ops: usize, capacity: usize) {
                     );
                     assert_eq!(
                         (e.last_seen, e.tcp, e.replied()),
-                        (m.last_seen, m.tcp, m.replied)
+                        (m.last_seen, m.tcp.coarse(), m.replied)
                     );
                 }
             }

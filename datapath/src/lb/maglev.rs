@@ -348,6 +348,7 @@ fn claim(c: &mut Cursor, filled: &mut [u64], slots: &mut [u16], m: u32) {
 mod tests {
     use super::*;
     use crate::hash::{FiveTuple, flow_hash};
+    use crate::lb::maglev_reference;
 
     fn keys_for(n: u32) -> Vec<[u8; 18]> {
         (0..n)
@@ -502,6 +503,64 @@ mod tests {
         assert_eq!(populate(&mut three, None, 7), [1, 0, 1, 0, 2, 2, 0]);
         let mut two = [b(0, 3, 4), b(2, 3, 1)];
         assert_eq!(populate(&mut two, None, 7), [0, 0, 0, 0, 2, 2, 2]);
+    }
+
+    /// Production's fill against the reference's at sizes `build` refuses (the paper's
+    /// M = 7 and other small primes): every `(offset, skip)` for up to 2 backends, and a
+    /// spread of them for 3 to 10, equal and unequal weights.
+    #[test]
+    fn fill_matches_reference_at_small_m() {
+        for m in [7u32, 11, 13] {
+            let pairs: Vec<(u32, u32)> = (0..m)
+                .flat_map(|offset| (1..m).map(move |skip| (offset, skip)))
+                .collect();
+            let mut sets: Vec<Vec<(u32, u32)>> = vec![vec![]];
+            sets.extend(pairs.iter().map(|&p| vec![p]));
+            sets.extend(
+                pairs
+                    .iter()
+                    .flat_map(|&p| pairs.iter().map(move |&q| vec![p, q])),
+            );
+            for n in 3..=10u32 {
+                for start in (0..pairs.len()).step_by(7) {
+                    let set = (0..n)
+                        .map(|i| pairs[(start + (i * i * 5) as usize) % pairs.len()])
+                        .collect();
+                    sets.push(set);
+                }
+            }
+            for set in &sets {
+                let equal = vec![1u32; set.len()];
+                let skewed: Vec<u32> = (1..=set.len() as u32).map(|i| i % 3 + 1).collect();
+                check_fill(set, None, &equal, m);
+                check_fill(set, Some(&skewed), &skewed, m);
+            }
+        }
+    }
+
+    fn check_fill(set: &[(u32, u32)], weights: Option<&[u32]>, ref_weights: &[u32], m: u32) {
+        let mut cursors: Vec<Cursor> = set
+            .iter()
+            .enumerate()
+            .map(|(id, &(pos, skip))| Cursor {
+                pos,
+                skip,
+                id: id as u16,
+            })
+            .collect();
+        let perms: Vec<Vec<usize>> = set
+            .iter()
+            .map(|&(o, s)| maglev_reference::permutation(u64::from(o), u64::from(s), u64::from(m)))
+            .collect();
+        let expected: Vec<u16> = maglev_reference::populate(m as usize, &perms, ref_weights)
+            .into_iter()
+            .map(|e| e.map_or(EMPTY, |i| i as u16))
+            .collect();
+        assert_eq!(
+            populate(&mut cursors, weights, m),
+            expected,
+            "m {m} {set:?} weights {weights:?}"
+        );
     }
 
     /// Katran's MaglevHashTest / CHHelpersTest V2 counts, which depend only on the fill.
@@ -702,10 +761,35 @@ mod tests {
         assert_eq!(fnv1a(t.slots()), GOLDEN_FNV);
         assert_eq!(w.slots()[..32], GOLDEN_W_FIRST_32);
         assert_eq!(fnv1a(w.slots()), GOLDEN_W_FNV);
+
+        // The golden values are the reference's output too, not only production's.
+        let ref_offsets: Vec<(u32, u32)> = keys
+            .iter()
+            .map(|k| {
+                let (o, s) = maglev_reference::offset_and_skip(k, 251, DEFAULT_SEED);
+                (o as u32, s as u32)
+            })
+            .collect();
+        assert_eq!(ref_offsets, GOLDEN_OFFSETS);
+        let ref_t = reference_slots(&keys, None, 251);
+        assert_eq!(ref_t[..32], GOLDEN_FIRST_32);
+        assert_eq!(fnv1a(&ref_t), GOLDEN_FNV);
+        let ref_w = reference_slots(&keys, Some(&[1, 2, 3, 4]), 251);
+        assert_eq!(ref_w[..32], GOLDEN_W_FIRST_32);
+        assert_eq!(fnv1a(&ref_w), GOLDEN_W_FNV);
     }
 
-    // Cross-checked against an independent Python implementation written from the module
-    // docs alone (naive `(offset + j * skip) % M` walk), which gave the same values.
+    /// The in-repo reference's table in production's slot encoding.
+    fn reference_slots(keys: &[[u8; 18]], weights: Option<&[u32]>, m: u32) -> Vec<u16> {
+        maglev_reference::table(&refs(keys), weights, m, DEFAULT_SEED)
+            .into_iter()
+            .map(|e| e.map_or(EMPTY, |i| i as u16))
+            .collect()
+    }
+
+    // Cross-checked against the independent, naive implementation in
+    // `crate::lb::maglev_reference` (written from the paper's §3.4 and the definition
+    // above: full permutations, `next[i]`, -1 slots), asserted in `golden_table_m251`.
     const GOLDEN_OFFSETS: [(u32, u32); 4] = [(73, 136), (188, 231), (123, 79), (12, 189)];
     const GOLDEN_FIRST_32: [u16; 32] = [
         0, 0, 2, 1, 3, 1, 2, 3, 1, 2, 1, 0, 3, 0, 1, 3, 2, 3, 3, 1, 2, 0, 0, 0, 3, 2, 0, 3, 1, 2,

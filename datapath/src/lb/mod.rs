@@ -3,4 +3,7 @@
 //! backend change moves as few flows as possible.
 
 pub mod maglev;
+/// A naive second implementation that the tests check `maglev` against.
+#[cfg(test)]
+mod maglev_reference;
 pub mod murmur3;
