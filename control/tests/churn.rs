@@ -304,9 +304,13 @@ fn churn_phase(
     );
     eprintln!("{summary}");
 
+    // The harness's own pace (its threads share two vCPUs with CI's other work) is not
+    // what this test judges: it needs enough churn and traffic for the counters below to
+    // mean something, and those are kxdp's (drops by reason, what the kernel's rings lost,
+    // flows ended, datagrams lost or garbled per flow).
     assert!(
-        changes_per_sec >= 0.9 * f64::from(CHANGES_PER_SEC),
-        "the churn itself fell behind:\n{summary}"
+        changes_per_sec >= 0.5 * f64::from(CHANGES_PER_SEC),
+        "the churn itself fell far behind (the harness, not kxdp):\n{summary}"
     );
     let back_to_back = 1e3 / build_ms;
     let want = MIN_GENERATIONS_PER_SEC.min(BACK_TO_BACK * back_to_back);
@@ -337,8 +341,8 @@ fn churn_phase(
         "no endpoint with a flow was deleted, yet flows ended:\n{summary}"
     );
     assert!(
-        udp.sent() >= u64::from(UDP_PPS) * u64::from(CHURN_SECS) * 9 / 10,
-        "the UDP stream did not keep its pace:\n{summary}"
+        udp.sent() >= u64::from(UDP_PPS) * u64::from(CHURN_SECS) / 2,
+        "the UDP stream fell far behind its pace (the harness, not kxdp):\n{summary}"
     );
     for f in &udp.flows {
         assert!(
@@ -358,8 +362,8 @@ fn churn_phase(
         "TCP requests failed:\n{summary}"
     );
     assert!(
-        tcp.attempted >= u64::from(TCP_PER_SEC) * u64::from(CHURN_SECS) * 9 / 10,
-        "the TCP requests did not keep their pace:\n{summary}"
+        tcp.attempted >= u64::from(TCP_PER_SEC) * u64::from(CHURN_SECS) / 2,
+        "the TCP requests fell far behind their pace (the harness, not kxdp):\n{summary}"
     );
     // c went not ready and ready again 50 times: new connections still found it when ready.
     assert!(

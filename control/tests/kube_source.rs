@@ -4,6 +4,7 @@
 //! every snapshot checked to be, kind by kind, a state the double really had.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use control::source::{KubeSource, SourceUpdate, WatchedKind};
 use control::state::{ClusterState, StateDir, load_state_dir};
 use control::translate::incremental::Translator;
 use control::translate::{Translated, canonical_dump, translate};
+use datapath::Tables;
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -172,6 +174,101 @@ fn all_lists_at_least(counters: &control::apiserver_double::Counters, n: u64) ->
         .all(|(kind, _, _)| counters.lists.get(*kind).copied().unwrap_or(0) >= n)
 }
 
+/// Every field of `t`, one item a line, with the hash maps sorted (their iteration order
+/// differs between two maps of the same contents), so two translations render alike
+/// exactly when they are equal (`Tables` has no `PartialEq`). Unlike
+/// `translate::canonical_dump`, slot numbers (`ServiceId`s, identities) are kept: both
+/// sides here are translated from scratch, and translate sorts its inputs first. Two
+/// things are rendered by what they answer: `remote_routes` (a `PrefixMap` cannot be
+/// iterated) by its size and its match for every remote PodCIDR, the keys translate puts
+/// in it; `PolicyTables::any_isolated` (private) is a cache of `endpoints`.
+fn full_dump(t: &Tables) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "generation {}", t.generation);
+    let _ = writeln!(s, "node {:?}", t.node);
+    let _ = writeln!(s, "overlay {:?}", t.overlay);
+    let _ = writeln!(s, "cluster_cidrs {:?}", t.cluster_cidrs);
+    let _ = writeln!(s, "service_cidrs {:?}", t.service_cidrs);
+    for (i, p) in t.ports.iter().enumerate() {
+        let _ = writeln!(s, "port {i} {p:?}");
+    }
+    for (i, p) in t.local_pods.iter().enumerate() {
+        let _ = writeln!(s, "local_pod {i} {p:?}");
+    }
+    let _ = writeln!(s, "local_pod_by_ip {:?}", sorted(&t.local_pod_by_ip));
+    for (i, n) in t.remote_nodes.iter().enumerate() {
+        let _ = writeln!(s, "remote_node {i} {n:?}");
+    }
+    let _ = writeln!(
+        s,
+        "remote_node_by_underlay {:?}",
+        sorted(&t.remote_node_by_underlay)
+    );
+    let _ = writeln!(s, "remote_routes {} entries", t.remote_routes.len());
+    for c in t.remote_nodes.iter().flat_map(|n| &n.pod_cidrs) {
+        let to = t.remote_routes.longest_match(c.addr);
+        let _ = writeln!(s, "remote_route {c:?} -> {to:?}");
+    }
+    for (i, p) in t.service_ports.iter().enumerate() {
+        let _ = writeln!(s, "service_port {i} {p:?}");
+    }
+    for (k, v) in sorted(&t.frontends) {
+        let _ = writeln!(s, "frontend {k:?} {v:?}");
+    }
+    let p = &t.policy;
+    let _ = writeln!(s, "identity_by_ip {:?}", sorted(&p.identity_by_ip));
+    let _ = writeln!(s, "named_ports_by_ip {:?}", sorted(&p.named_ports_by_ip));
+    let _ = writeln!(s, "policy_names {:?}", p.policy_names);
+    for (i, e) in p.endpoints.iter().enumerate() {
+        for (dir, d) in [("ingress", &e.ingress), ("egress", &e.egress)] {
+            let Some(d) = d else {
+                let _ = writeln!(s, "endpoint {i} {dir} None");
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "endpoint {i} {dir} selected_by {:?} any_peer {:?} by_identity {:?} cidrs {:?}",
+                d.selected_by,
+                d.any_peer,
+                sorted(&d.by_identity),
+                d.cidrs
+            );
+        }
+    }
+    s
+}
+
+/// A hash map's entries in key order.
+fn sorted<K: Ord, V, S>(m: &std::collections::HashMap<K, V, S>) -> BTreeMap<&K, &V> {
+    m.iter().collect()
+}
+
+/// `full_dump`s equal, or a panic naming the first lines that differ (lines with a
+/// Maglev table run to hundreds of kilobytes: cut short).
+fn assert_tables_equal(api: &Tables, files: &Tables) {
+    let (a, f) = (full_dump(api), full_dump(files));
+    if a == f {
+        return;
+    }
+    let cut = |l: &str| l.chars().take(400).collect::<String>();
+    let (al, fl): (Vec<_>, Vec<_>) = (a.lines().collect(), f.lines().collect());
+    let diffs: Vec<String> = (0..al.len().max(fl.len()))
+        .filter(|&i| al.get(i) != fl.get(i))
+        .take(5)
+        .map(|i| {
+            format!(
+                "line {i}:\n  api:   {}\n  files: {}",
+                al.get(i).map_or("<none>".into(), |l| cut(l)),
+                fl.get(i).map_or("<none>".into(), |l| cut(l))
+            )
+        })
+        .collect();
+    panic!(
+        "the watched cluster programs something else than the manifests:\n{}",
+        diffs.join("\n")
+    );
+}
+
 #[test]
 fn nothing_is_offered_until_every_kind_has_synced_then_it_translates() {
     let (double, dir) = populated_double();
@@ -198,21 +295,25 @@ fn nothing_is_offered_until_every_kind_has_synced_then_it_translates() {
     assert_eq!(state.pods.len(), dir.cluster.pods.len());
 
     let tables = translate(&state, &dir.config, "node-a", 1).unwrap();
-    let from_files = translate(&dir.cluster, &dir.config, "node-a", 1).unwrap();
-    let shape = |t: &datapath::tables::Tables| {
-        (
-            t.local_pods.len(),
-            t.remote_nodes.len(),
-            t.service_ports.len(),
-            t.frontends.len(),
-        )
-    };
-    assert_eq!(
-        shape(&tables.tables),
-        shape(&from_files.tables),
-        "the watched cluster programs what the manifests do"
+    // The double holds the manifests plus one policy (populated_double): so do the files.
+    let mut files = dir.cluster.clone();
+    assert!(
+        files.network_policies.is_empty(),
+        "the fixture gained policies"
     );
-    assert!(!tables.tables.local_pods.is_empty() && !tables.tables.service_ports.is_empty());
+    files
+        .network_policies
+        .push(serde_json::from_value(policy("web-from-client")).unwrap());
+    let from_files = translate(&files, &dir.config, "node-a", 1).unwrap();
+    assert_tables_equal(&tables.tables, &from_files.tables);
+    assert_eq!(tables.warnings, from_files.warnings);
+    assert!(tables.warnings.is_empty(), "{:?}", tables.warnings);
+    let t = &tables.tables;
+    assert!(!t.local_pods.is_empty() && !t.service_ports.is_empty());
+    assert!(
+        !t.policy.policy_names.is_empty(),
+        "the policy was translated"
+    );
 
     // Nothing changed since: no new snapshot.
     assert!(source.snapshot_if_changed().is_none());

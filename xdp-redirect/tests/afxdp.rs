@@ -373,7 +373,7 @@ fn load_generator(mode: GenMode, interface: &str) -> TemplateGenerator {
         FanOut::new(
             &iface,
             prog.fd().expect("program fd"),
-            64,
+            &[0u8; 64],
             fanout::DEFAULT_COPIES,
         )
         .expect("fan-out")

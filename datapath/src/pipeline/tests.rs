@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use etherparse::checksum::Sum16BitWords;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 use super::*;
@@ -180,9 +181,19 @@ struct Run {
 }
 
 fn run(tables: &Tables, flows: &mut Flows, port: PortId, packet: &[u8]) -> Run {
+    run_observed(tables, flows, port, packet, &mut NoObserver)
+}
+
+fn run_observed<O: Observer>(
+    tables: &Tables,
+    flows: &mut Flows,
+    port: PortId,
+    packet: &[u8],
+    obs: &mut O,
+) -> Run {
     let mut buf = vec![0xa5u8; DEFAULT_HEADROOM + packet.len() + 256];
     let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, packet).unwrap();
-    let verdict = process(tables, flows, 1_000, port, &mut frame, &mut NoObserver);
+    let verdict = process(tables, flows, 1_000, port, &mut frame, obs);
     Run {
         verdict,
         out: frame.data().to_vec(),
@@ -561,18 +572,440 @@ fn spoofed_and_unknown_are_dropped_with_reasons() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Mutated frames: never a panic, and whatever leaves is well-formed.
+
+/// The IP packet an Ethernet frame carries, read with etherparse (not `datapath::wire`).
+struct IpView<'a> {
+    /// Source and destination as the pseudo-header carries them.
+    addrs: PseudoAddrs,
+    /// Transport protocol (after IPv6 extension headers).
+    proto: u8,
+    /// The transport bytes, exactly the IP payload; None for a fragment (no transport
+    /// header to judge, or only part of the segment its checksum covers).
+    l4: Option<&'a [u8]>,
+    /// Frame bytes after the IP packet: Ethernet padding.
+    pad: usize,
+}
+
+enum PseudoAddrs {
+    V4([u8; 4], [u8; 4]),
+    V6([u8; 16], [u8; 16]),
+}
+
+impl IpView<'_> {
+    /// The ones'-complement sum of the pseudo-header for `len` transport bytes.
+    fn pseudo_header(&self, len: usize) -> Sum16BitWords {
+        match self.addrs {
+            PseudoAddrs::V4(s, d) => Sum16BitWords::new()
+                .add_4bytes(s)
+                .add_4bytes(d)
+                .add_2bytes([0, self.proto])
+                .add_2bytes((len as u16).to_be_bytes()),
+            PseudoAddrs::V6(s, d) => Sum16BitWords::new()
+                .add_16bytes(s)
+                .add_16bytes(d)
+                .add_4bytes((len as u32).to_be_bytes())
+                .add_2bytes([0, self.proto]),
+        }
+    }
+
+    /// The Ethernet frame inside a VXLAN datagram (UDP to 4789), if this is one.
+    fn vxlan_inner(&self) -> Option<&[u8]> {
+        let l4 = self.l4?;
+        let vxlan_port = 4789u16.to_be_bytes();
+        (self.proto == proto::UDP && l4.len() >= 16 && l4[2..4] == vxlan_port).then(|| &l4[16..])
+    }
+}
+
+/// RFC 1071's check: the ones'-complement sum over the covered bytes, checksum field
+/// included, is all ones. Accepts either form of zero, as a receiver does.
+fn sum_verifies(sum: Sum16BitWords) -> bool {
+    sum.ones_complement() == 0
+}
+
+enum Parsed<'a> {
+    Arp { pad: usize },
+    Ip(IpView<'a>),
+}
+
+/// Reads an Ethernet frame's ARP or IP packet. Always checked (whatever the input was,
+/// the datapath verified or computed these): IP lengths within the frame and the IPv4
+/// header checksum.
+fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, String> {
+    let eth =
+        etherparse::Ethernet2Slice::from_slice_without_fcs(frame).map_err(|e| e.to_string())?;
+    let l3 = eth.payload_slice();
+    match eth.ether_type() {
+        etherparse::EtherType::ARP => {
+            let pad = l3
+                .len()
+                .checked_sub(28)
+                .ok_or("ARP shorter than 28 bytes")?;
+            Ok(Parsed::Arp { pad })
+        }
+        etherparse::EtherType::IPV4 => {
+            let ip = etherparse::Ipv4Slice::from_slice(l3).map_err(|e| format!("IPv4: {e}"))?;
+            let h = ip.header();
+            if !sum_verifies(Sum16BitWords::new().add_slice(h.slice())) {
+                return Err(format!("IPv4 header checksum {:#06x}", h.header_checksum()));
+            }
+            let total = usize::from(h.total_len());
+            let pad = l3.len().checked_sub(total).ok_or_else(|| {
+                format!("IPv4 total length {total} > {} bytes after L2", l3.len())
+            })?;
+            let payload = ip.payload();
+            Ok(Parsed::Ip(IpView {
+                addrs: PseudoAddrs::V4(h.source(), h.destination()),
+                proto: payload.ip_number.0,
+                l4: (!payload.fragmented).then_some(payload.payload),
+                pad,
+            }))
+        }
+        etherparse::EtherType::IPV6 => {
+            let ip = etherparse::Ipv6Slice::from_slice(l3).map_err(|e| format!("IPv6: {e}"))?;
+            let h = ip.header();
+            let total = 40 + usize::from(h.payload_length());
+            let pad = l3
+                .len()
+                .checked_sub(total)
+                .ok_or_else(|| format!("IPv6 40 + payload length > {} bytes after L2", l3.len()))?;
+            let payload = ip.payload();
+            Ok(Parsed::Ip(IpView {
+                addrs: PseudoAddrs::V6(h.source(), h.destination()),
+                proto: payload.ip_number.0,
+                l4: (!payload.fragmented).then_some(payload.payload),
+                pad,
+            }))
+        }
+        other => Err(format!("EtherType {other:?}")),
+    }
+}
+
+/// Which transport headers [`check_frame`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L4Check {
+    None,
+    /// The frame's own transport header, not what it quotes or tunnels.
+    Own,
+    /// Also those of a packet an ICMP error quotes whole, and of a VXLAN inner frame.
+    All,
+}
+
+/// The transport header's length fields and checksum: TCP's data offset within the
+/// segment, UDP's length equal to the IP payload, and the checksum of TCP, UDP (0 is
+/// "none" over IPv4), ICMP and ICMPv6. With `quotes`, for an ICMPv4 error quoting a whole
+/// IPv4 packet, that packet's header checksum and transport header too.
+fn check_l4(ip: &IpView<'_>, quotes: bool) -> Result<(), String> {
+    let Some(l4) = ip.l4 else {
+        return Ok(());
+    };
+    let v6 = matches!(ip.addrs, PseudoAddrs::V6(..));
+    let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    match ip.proto {
+        proto::TCP => {
+            let doff = l4.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
+            if l4.len() < 20 || doff < 20 || doff > l4.len() {
+                return Err(format!("TCP data offset {doff} in {} bytes", l4.len()));
+            }
+            if !sum_verifies(ip.pseudo_header(l4.len()).add_slice(l4)) {
+                return Err(format!("TCP checksum {:#06x}", word(16)));
+            }
+        }
+        proto::UDP => {
+            if l4.len() < 8 || usize::from(word(4)) != l4.len() {
+                return Err(format!(
+                    "UDP length field vs {} bytes of IP payload",
+                    l4.len()
+                ));
+            }
+            let none = word(6) == 0;
+            if none && v6 {
+                return Err("UDP over IPv6 without checksum".into());
+            }
+            if !none && !sum_verifies(ip.pseudo_header(l4.len()).add_slice(l4)) {
+                return Err(format!("UDP checksum {:#06x}", word(6)));
+            }
+        }
+        proto::ICMP if !v6 => {
+            if l4.len() < 8 || !sum_verifies(Sum16BitWords::new().add_slice(l4)) {
+                return Err(format!("ICMP checksum in {} bytes", l4.len()));
+            }
+            // Destination unreachable, time exceeded, parameter problem: a quote.
+            if quotes && matches!(l4[0], 3 | 11 | 12) {
+                check_quote(&l4[8..]).map_err(|e| format!("ICMP quote: {e}"))?;
+            }
+        }
+        proto::ICMPV6
+            if v6 && (l4.len() < 8 || !sum_verifies(ip.pseudo_header(l4.len()).add_slice(l4))) =>
+        {
+            return Err(format!("ICMPv6 checksum in {} bytes", l4.len()));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The packet an ICMPv4 error quotes, when the quote holds all of it (a cut quote has no
+/// checksum anyone could verify).
+fn check_quote(quote: &[u8]) -> Result<(), String> {
+    let Ok(ip) = etherparse::Ipv4Slice::from_slice(quote) else {
+        return Ok(());
+    };
+    let h = ip.header();
+    if usize::from(h.total_len()) != quote.len() {
+        return Ok(());
+    }
+    if !sum_verifies(Sum16BitWords::new().add_slice(h.slice())) {
+        return Err("IPv4 header checksum".into());
+    }
+    let payload = ip.payload();
+    if payload.ip_number == etherparse::IpNumber::TCP {
+        // Not a quoted TCP checksum: the datapath's ICMP NAT (icmp_nat::rewrite) translates
+        // a quoted TCP header's ports and addresses but leaves its checksum as it was (it
+        // updates a quoted UDP checksum only), where Linux's NAT updates it too when the
+        // whole header is quoted. Receivers do not verify quoted checksums; a known gap,
+        // left out here rather than asserted.
+        return Ok(());
+    }
+    check_l4(
+        &IpView {
+            addrs: PseudoAddrs::V4(h.source(), h.destination()),
+            proto: payload.ip_number.0,
+            l4: (!payload.fragmented).then_some(payload.payload),
+            pad: 0,
+        },
+        true,
+    )
+}
+
+/// Checks a whole frame and the frame inside it if it is VXLAN: always the IP lengths and
+/// IPv4 header checksums, and the transport headers `l4` says ([`check_l4`]).
+/// Returns the padding found, inner frames' included.
+fn check_frame(frame: &[u8], l4: L4Check) -> Result<usize, String> {
+    let ip = match parse_frame(frame)? {
+        Parsed::Arp { pad } => return Ok(pad),
+        Parsed::Ip(ip) => ip,
+    };
+    if l4 != L4Check::None {
+        check_l4(&ip, l4 == L4Check::All)?;
+    }
+    let mut pad = ip.pad;
+    if let Some(inner) = ip.vxlan_inner() {
+        let inner_l4 = if l4 == L4Check::All {
+            L4Check::All
+        } else {
+            L4Check::None
+        };
+        pad += check_frame(inner, inner_l4).map_err(|e| format!("inside VXLAN: {e}"))?;
+    }
+    Ok(pad)
+}
+
+/// A client source port whose new flow to VIP:`dport` node-a's Maglev table sends to
+/// web-0, so that its replies and ICMP errors come from a local pod.
+fn sport_to_web0(t: &Tables, udp_flow: bool, dport: u16) -> u16 {
+    (41000..u16::MAX)
+        .find(|&sport| {
+            let pkt = if udp_flow {
+                udp(CLIENT, VIP, sport, dport, 64, b"q")
+            } else {
+                tcp(CLIENT, VIP, sport, dport, 64, b"")
+            };
+            let r = run(t, &mut Flows::default(), PortId(2), &pkt);
+            r.verdict == Verdict::Forward(PortId(3))
+        })
+        .expect("some port maps to web-0")
+}
+
+/// `from` tells `to` that the IP packet `quote` found its port closed.
+fn port_unreachable(from: [u8; 4], to: [u8; 4], quote: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MacAddr::for_ipv4(from).0, GW_MAC.0)
+        .ipv4(from, to, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut out, quote)
+        .unwrap();
+    out
+}
+
+/// The steps (`Observer::step`) that answer a packet instead of forwarding it.
+const ANSWERS: &[&str] = &[
+    "arp_reply",
+    "ndp_advert",
+    "icmp_time_exceeded",
+    "icmp_frag_needed",
+    "icmp_packet_too_big",
+    "icmp_port_unreachable",
+    "reject_port_unreachable",
+    "tcp_reset",
+];
+
+/// The pipeline steps one packet took.
+#[derive(Default)]
+struct Steps(Vec<&'static str>);
+
+impl Observer for Steps {
+    fn step(&mut self, what: &'static str) {
+        self.0.push(what);
+    }
+}
+
+/// What the mutation loop saw, to show it exercised every outcome.
+#[derive(Default, Debug)]
+struct Tally {
+    /// Forwarded frames, by what happened to them.
+    forwarded: usize,
+    encapsulated: usize,
+    answered: usize,
+    /// Forwarded frames whose transport checksums were checked (their input's were right).
+    l4_checked: usize,
+    /// The steps (rewrites, answers) that made the frames checked in full.
+    l4_checked_steps: std::collections::BTreeMap<&'static str, usize>,
+    passed: usize,
+    drops: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// Random byte mutations and truncations of valid frames, on every port: `process` never
+/// panics, and every frame it emits is well-formed. Its length agrees with its headers
+/// (Ethernet + IPv4 total length or IPv6 40 + payload length, UDP length = IP payload;
+/// never more padding than the input had) and its IPv4 header checksums verify, outer and
+/// inner. Its transport checksums verify whenever the input's did: rewrites update them
+/// incrementally (RFC 1624), so a right packet stays right, and answers (ICMP errors, RSTs,
+/// ARP and NDP replies) are built whole. An input whose transport checksum was already
+/// wrong is forwarded as wrong (L4 checksums are not verified, see README "Checks on the
+/// way"): out of scope. VXLAN's outer UDP checksum is 0 by design (RFC 7348 on IPv4).
+/// `Pass` hands the frame to the kernel untouched.
 #[test]
 fn any_bytes_on_any_port_never_panic() {
-    let t = node_a_tables(web_backends());
+    let mut t = node_a_tables(web_backends());
+    // The Service also answers UDP 53, for UDP flows and ICMP errors about them.
+    Arc::make_mut(&mut t.frontends).insert(
+        ServiceKey {
+            vip: IpKey::v4(VIP),
+            port: 53,
+            proto: proto::UDP,
+        },
+        Frontend {
+            service: ServiceId(0),
+            kind: FrontendKind::ClusterIp,
+        },
+    );
     let mut flows = Flows::new(crate::conntrack::ConntrackConfig {
         capacity: 64,
         ..Default::default()
     });
+    let (tcp_sport, udp_sport) = (sport_to_web0(&t, false, 80), sport_to_web0(&t, true, 53));
+    let no_udp_checksum = {
+        // Through the Service's NAT: a checksum of 0 ("none") must stay 0.
+        let mut p = udp(CLIENT, VIP, 5001, 53, 64, b"no checksum");
+        p[14 + 20 + 6..14 + 20 + 8].fill(0);
+        p
+    };
+    let vxlan_from_node_b = {
+        let mut inner = udp(WEB1, CLIENT, 8080, 5000, 63, b"reply");
+        inner[0..6].copy_from_slice(&GW_MAC.0);
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        payload.extend_from_slice(&inner);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(NODE_B_MAC.0, NODE_A_MAC.0)
+            .ipv4([192, 168, 50, 11], [192, 168, 50, 10], 64)
+            .udp(50000, 4789)
+            .write(&mut out, &payload)
+            .unwrap();
+        // As VTEPs send it: no outer checksum, so inner mutations leave the outer valid.
+        out[14 + 20 + 6..14 + 20 + 8].fill(0);
+        out
+    };
+    let arp_request = {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, [0xff; 6])
+            .arp(
+                etherparse::ArpPacket::new(
+                    etherparse::ArpHardwareId::ETHERNET,
+                    etherparse::EtherType::IPV4,
+                    etherparse::ArpOperation::REQUEST,
+                    &MacAddr::for_ipv4(CLIENT).0,
+                    &CLIENT,
+                    &[0; 6],
+                    &[10, 244, 1, 1],
+                )
+                .unwrap(),
+            )
+            .write(&mut out)
+            .unwrap();
+        out
+    };
+    let echo = {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, GW_MAC.0)
+            .ipv4(CLIENT, WEB1, 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut out, b"ping")
+            .unwrap();
+        out
+    };
+    let neighbour_solicitation = {
+        // From the host (the datapath answers it for any address not the node's own).
+        let target = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let mut src = [0u8; 16];
+        src[..2].copy_from_slice(&[0xfe, 0x80]);
+        src[15] = 2;
+        let mut dst = [0u8; 16];
+        dst[..2].copy_from_slice(&[0xff, 0x02]);
+        dst[11..].copy_from_slice(&[1, 0xff, 0, 0, 1]);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(HOST_MAC.0, [0x33, 0x33, 0xff, 0, 0, 1])
+            .ipv6(src, dst, 255)
+            .icmpv6_raw(135, 0, [0; 4])
+            .write(&mut out, &target)
+            .unwrap();
+        out
+    };
+    let syn_ack = {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MacAddr::for_ipv4(WEB0).0, GW_MAC.0)
+            .ipv4(WEB0, CLIENT, 64)
+            .tcp(8080, tcp_sport, 5000, 64240)
+            .syn()
+            .ack(1001)
+            .write(&mut out, b"")
+            .unwrap();
+        out
+    };
     let seeds: Vec<Vec<u8>> = vec![
         udp(CLIENT, WEB1, 5000, 8080, 64, b"hello"),
         tcp(CLIENT, VIP, 40000, 80, 64, b""),
         udp(CLIENT, WEB0, 5000, 8080, 1, b"x"),
+        no_udp_checksum,
+        // A Service flow to web-0, its reply (reverse NAT) and an ICMP error about it.
+        tcp(CLIENT, VIP, tcp_sport, 80, 64, b""),
+        syn_ack,
+        port_unreachable(
+            WEB0,
+            CLIENT,
+            &tcp(CLIENT, WEB0, tcp_sport, 8080, 63, b"")[14..],
+        ),
+        udp(CLIENT, VIP, udp_sport, 53, 64, b"query"),
+        udp(WEB0, CLIENT, 8080, udp_sport, 64, b"answer"),
+        port_unreachable(
+            WEB0,
+            CLIENT,
+            &udp(CLIENT, WEB0, udp_sport, 8080, 63, b"q")[14..],
+        ),
+        vxlan_from_node_b,
+        arp_request,
+        echo,
+        neighbour_solicitation,
     ];
+    for (i, seed) in seeds.iter().enumerate() {
+        assert_eq!(
+            check_frame(seed, L4Check::All),
+            Ok(0),
+            "seed {i} is well-formed"
+        );
+    }
+
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         x ^= x << 13;
@@ -580,6 +1013,7 @@ fn any_bytes_on_any_port_never_panic() {
         x ^= x << 17;
         x
     };
+    let mut tally = Tally::default();
     for i in 0..30_000u32 {
         let mut pkt = seeds[i as usize % seeds.len()].clone();
         let flips = next() % 6;
@@ -587,10 +1021,113 @@ fn any_bytes_on_any_port_never_panic() {
             let pos = (next() as usize) % pkt.len();
             pkt[pos] = next() as u8;
         }
-        pkt.truncate((next() as usize) % (pkt.len() + 1));
-        for port in 0..5 {
-            let _ = run(&t, &mut flows, PortId(port), &pkt);
+        // Half are cut short somewhere; the rest keep their length, so that mutations
+        // which keep a frame forwardable (payload, ports, MACs) come up often.
+        if next() % 2 == 0 {
+            pkt.truncate((next() as usize) % (pkt.len() + 1));
         }
+        // What the input was: only a well-formed input must come out well-formed in full.
+        let input = check_frame(&pkt, L4Check::All);
+        let input_pad = check_frame(&pkt, L4Check::None).unwrap_or_default();
+        // Pod ports first: Service flows start where their clients are (from the uplink
+        // they would be SNATed), so replies and errors about them come next.
+        for port in [2, 3, 1, 0, 4] {
+            let mut steps = Steps::default();
+            let r = run_observed(&t, &mut flows, PortId(port), &pkt, &mut steps);
+            let out_port = match r.verdict {
+                Verdict::Forward(p) => p,
+                Verdict::Pass => {
+                    assert_eq!(r.out, pkt, "iteration {i} port {port}: Pass must not touch");
+                    tally.passed += 1;
+                    continue;
+                }
+                Verdict::Drop(reason) => {
+                    *tally.drops.entry(reason.as_str()).or_default() += 1;
+                    continue;
+                }
+            };
+            let ctx = || {
+                format!(
+                    "iteration {i}, in port {port}, out port {}, input ({:?}) {:02x?}, output {:02x?}",
+                    out_port.0, input, pkt, r.out
+                )
+            };
+            // An answer the datapath built (it goes back out where the packet came in), or
+            // the packet itself, perhaps rewritten and perhaps tunnelled.
+            let answered = steps.0.iter().any(|s| ANSWERS.contains(s));
+            let encapsulated = steps.0.contains(&"vxlan_encap");
+            if answered {
+                assert_eq!(out_port.0, port, "answers go back: {}", ctx());
+            }
+            // A well-formed input comes out well-formed in full; an answer's own transport
+            // header is built whole, whatever the input (which it may quote).
+            let l4 = if input.is_ok() {
+                L4Check::All
+            } else if answered {
+                L4Check::Own
+            } else {
+                L4Check::None
+            };
+            let pad = check_frame(&r.out, l4).unwrap_or_else(|e| panic!("{e}: {}", ctx()));
+            assert!(pad <= input_pad, "padding {pad} > {input_pad}: {}", ctx());
+            if encapsulated {
+                // Ours: node-a's underlay address to node-b's, UDP to the VXLAN port.
+                assert_eq!(out_port, PortId::UPLINK, "{}", ctx());
+                assert_eq!(&r.out[12..14], &[0x08, 0x00], "{}", ctx());
+                assert_eq!(
+                    &r.out[14 + 12..14 + 20],
+                    &[192, 168, 50, 10, 192, 168, 50, 11],
+                    "{}",
+                    ctx()
+                );
+                let udp = &r.out[14 + 20..];
+                assert_eq!(&udp[2..4], &4789u16.to_be_bytes(), "{}", ctx());
+                assert_eq!(&udp[6..8], &[0, 0], "VXLAN UDP checksum is 0: {}", ctx());
+                // Built whole: no padding outside, the UDP datagram is the rest.
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+                    udp.len(),
+                    "VXLAN UDP length: {}",
+                    ctx()
+                );
+            }
+            if l4 == L4Check::All {
+                tally.l4_checked += 1;
+                for step in steps.0 {
+                    *tally.l4_checked_steps.entry(step).or_default() += 1;
+                }
+            }
+            if encapsulated {
+                tally.encapsulated += 1;
+            } else if answered {
+                tally.answered += 1;
+            } else {
+                tally.forwarded += 1;
+            }
+        }
+    }
+    // Not vacuous: every kind of outcome came up, often, and every rewrite and answer
+    // was checked in full on right inputs.
+    println!("{tally:#?}");
+    assert!(tally.forwarded >= 3000, "{tally:#?}");
+    assert!(tally.encapsulated >= 500, "{tally:#?}");
+    assert!(tally.answered >= 1000, "{tally:#?}");
+    assert!(tally.l4_checked >= 3000, "{tally:#?}");
+    assert!(tally.passed >= 1000, "{tally:#?}");
+    assert!(tally.drops.len() >= 12, "{tally:#?}");
+    for step in [
+        "dnat",
+        "snat",
+        "reverse_nat",
+        "icmp_related",
+        "vxlan_encap",
+        "vxlan_decap",
+        "icmp_time_exceeded",
+        "arp_reply",
+        "ndp_advert",
+    ] {
+        let n = tally.l4_checked_steps.get(step).copied().unwrap_or(0);
+        assert!(n >= 50, "{step}: {n} checked in full; {tally:#?}");
     }
 }
 

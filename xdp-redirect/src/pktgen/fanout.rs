@@ -81,18 +81,20 @@ impl std::fmt::Debug for FanOut {
 
 impl FanOut {
     /// Builds a fan-out onto `out` (an interface of the calling thread's namespace, in
-    /// which the pair is made too) whose copies are `frame_len` bytes long and written by
+    /// which the pair is made too) whose copies start as `frame` and are written by
     /// `copy_program` (an XDP program loaded for devmaps, `SEC("xdp/devmap")`), `copies`
-    /// per injection (1..=[`MAX_COPIES`]).
+    /// per injection (1..=[`MAX_COPIES`]). The injection marks bytes 12..15 of `frame`
+    /// (EtherType and the byte after): the copy program must write them.
     pub fn new(
         out: &Interface,
         copy_program: &ProgramFd,
-        frame_len: u16,
+        frame: &[u8],
         copies: u32,
     ) -> Result<FanOut, PktgenError> {
-        if !(HEADER_LEN..=usize::from(super::MAX_FRAME)).contains(&usize::from(frame_len)) {
+        if !(HEADER_LEN..=usize::from(super::MAX_FRAME)).contains(&frame.len()) {
             return Err(PktgenError::Spec(format!(
-                "fan-out frame of {frame_len} B: want {HEADER_LEN}..={} B",
+                "fan-out frame of {} B: want {HEADER_LEN}..={} B",
+                frame.len(),
                 super::MAX_FRAME
             )));
         }
@@ -107,7 +109,7 @@ impl FanOut {
             .map_err(XdpError::from)?;
         let attachment = attach(&mut ebpf, FANOUT_PROGRAM, &pair.fan_interface()?)?;
         let injector = packet_socket(&pair.inject_interface()?)?;
-        let mut frame = vec![0u8; usize::from(frame_len)];
+        let mut frame = frame.to_vec();
         frame[12..14].copy_from_slice(&FANOUT_ETHERTYPE);
         let mut fan = FanOut {
             ebpf,
@@ -451,7 +453,7 @@ impl FanOutGenerator {
         let fan = {
             let prog = program_mut(&mut ebpf, COPY_PROGRAM)?;
             let fd = prog.fd().map_err(XdpError::from)?;
-            FanOut::new(interface, fd, spec.size, DEFAULT_COPIES)?
+            FanOut::new(interface, fd, &spec.frame(), DEFAULT_COPIES)?
         };
         Ok(FanOutGenerator {
             fan,
