@@ -6,12 +6,14 @@
 //! Needs root; skipped with a message otherwise, except under `CI=true`. The tests run one
 //! at a time (they measure rates).
 
+mod candidates;
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use candidates::{PacketRingGenerator, TcCloneGenerator};
 use common::{Netns, eventually, live_frames_or_fallback, root_or_skip, serial};
 use xdp_redirect::Interface;
 use xdp_redirect::pktgen::{
@@ -33,17 +35,32 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_queues(1)
+    }
+
+    /// A pair whose ends have `queues` rx and tx queues each (veth's XDP wants the
+    /// receiving end to have as many rx queues as the sending end has tx queues).
+    fn with_queues(queues: u32) -> Pair {
         let gen_ns = Netns::with_prefix("kxg", "gen");
         let sink_ns = Netns::with_prefix("kxg", "sink");
+        let q = queues.to_string();
         gen_ns.ip(&[
             "link",
             "add",
             GEN_IF,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "type",
             "veth",
             "peer",
             "name",
             SINK_IF,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "netns",
             sink_ns.name(),
         ]);
@@ -64,29 +81,48 @@ impl Pair {
         self.generate_timed(mode, spec, limit).0
     }
 
-    /// [`Pair::generate`], also returning the CPU time the generating thread used (user +
-    /// system, which includes the veth and sink work the kernel did in its context).
+    /// [`Pair::generate`], also returning the CPU time the generating thread used while
+    /// generating (see [`Pair::timed`]).
     fn generate_timed(
         &self,
         mode: GenMode,
         spec: &PacketSpec,
         limit: RunLimit,
     ) -> (GenReport, Duration) {
+        let (report, cpu) = self.timed(
+            |iface| {
+                let generator = Generator::new(mode, iface, 0, spec).expect("generator");
+                if let Generator::LiveFrames(g) = &generator {
+                    // veth has driver-mode XDP and nothing else is attached to it.
+                    assert_eq!(g.anchored(), Ok(()), "anchored in the dispatcher");
+                }
+                generator
+            },
+            |generator| generator.run(&limit).expect("generate"),
+        );
+        assert_eq!(report.mode, mode);
+        (report, cpu)
+    }
+
+    /// Sets a generator up with `setup` on `kxg-gen` and runs it with `run`, on CPU 0 of
+    /// the generator's namespace. Returns what `run` returned and the CPU time (user +
+    /// system, which includes the veth and sink work the kernel did in its context) the
+    /// thread used in `run`.
+    fn timed<G, T: Send>(
+        &self,
+        setup: impl FnOnce(&Interface) -> G + Send,
+        run: impl FnOnce(&mut G) -> T + Send,
+    ) -> (T, Duration) {
         self.gen_ns.within(|| {
-            let cpu0 = thread_cpu_time();
             assert!(
                 core_affinity::set_for_current(core_affinity::CoreId { id: 0 }),
                 "pin to CPU 0"
             );
             let iface = Interface::by_name(GEN_IF).expect("generator interface");
-            let mut generator = Generator::new(mode, &iface, 0, spec).expect("generator");
-            if let Generator::LiveFrames(g) = &generator {
-                // veth has driver-mode XDP and nothing else is attached to it.
-                assert_eq!(g.anchored(), Ok(()), "anchored in the dispatcher");
-            }
-            let report = generator.run(&limit).expect("generate");
-            assert_eq!(report.mode, mode);
-            (report, thread_cpu_time().saturating_sub(cpu0))
+            let mut generator = setup(&iface);
+            let cpu0 = thread_cpu_time();
+            let out = run(&mut generator);
+            (out, thread_cpu_time().saturating_sub(cpu0))
         })
     }
 }
@@ -318,8 +354,11 @@ fn bad_specs_are_refused_before_touching_the_kernel() {
 }
 
 /// Not a check: the rig's numbers on this machine. Each generator at 64, 512 and 1500 B
-/// (UDP, 1024 flows, unpaced, 2 s, pinned to CPU 0) into a dropping sink. Run with
-/// `cargo test --release -p xdp-redirect --test pktgen -- --ignored --nocapture measure`.
+/// (UDP, 1024 flows, unpaced, 2 s, pinned to CPU 0) into a dropping sink: the product's
+/// (live frames where allowed, fan-out, AF_XDP), AF_XDP on two queues of a two-queue veth
+/// from the same thread, and the candidates of `candidates` (TPACKET_V2 ring, tc clone).
+/// Run with `cargo test --release -p xdp-redirect --test pktgen -- --ignored --nocapture
+/// measure`.
 #[test]
 #[ignore = "a measurement; run by hand in a release build"]
 fn measure_mpps() {
@@ -333,31 +372,121 @@ fn measure_mpps() {
         if mode == GenMode::LiveFrames && live != xdp_redirect::pktgen::LiveFrames::Allowed {
             continue;
         }
-        for size in [64u16, 512, 1500] {
+        for size in MEASURE_SIZES {
             let pair = Pair::new();
             let sink = pair.sink(SinkAction::Drop, false);
             let (report, cpu) = pair.generate_timed(
                 mode,
-                &spec(size, Protocol::Udp, 1024, 1024),
+                &measure_spec(size),
                 RunLimit {
-                    duration: Some(Duration::from_secs(2)),
+                    duration: Some(MEASURE_RUN),
                     ..RunLimit::default()
                 },
             );
-            let counts = sink_counts_after(&sink, report.packets);
-            let secs = report.elapsed.as_secs_f64();
-            eprintln!(
-                "measure: {mode:>6} {size:>4} B: offered {:.3} Mpps ({:.2} Gbit/s), sink {:.3} Mpps ({:.1}% of offered); \
-                 generator thread's own CPU time (getrusage; softirq work such as the veth NAPI and the sink may be accounted apart) {:.0}% of the run, {:.3} Mpps per CPU-second of it",
-                report.pps() / 1e6,
-                report.bps() / 1e9,
-                counts.packets as f64 / secs / 1e6,
-                counts.packets as f64 * 100.0 / report.packets.max(1) as f64,
-                cpu.as_secs_f64() * 100.0 / secs,
-                report.packets as f64 / cpu.as_secs_f64().max(1e-9) / 1e6
+            print_measure(
+                mode.name(),
+                size,
+                &sink,
+                report.packets,
+                report.elapsed,
+                cpu,
             );
         }
     }
+    for size in MEASURE_SIZES {
+        let pair = Pair::with_queues(2);
+        let sink = pair.sink(SinkAction::Drop, false);
+        let ((packets, elapsed), cpu) = pair.timed(
+            |iface| {
+                let spec = measure_spec(size);
+                [0, 1].map(|q| AfXdpGenerator::new(iface, q, &spec).expect("AF_XDP generator"))
+            },
+            |generators| {
+                // Short turns, one socket after the other: the thread keeps both queues
+                // fed (copy mode transmits in the sender's context either way).
+                let turn = RunLimit {
+                    duration: Some(Duration::from_millis(5)),
+                    ..RunLimit::default()
+                };
+                let start = Instant::now();
+                let mut packets = 0;
+                while start.elapsed() < MEASURE_RUN {
+                    for g in generators.iter_mut() {
+                        packets += g.run(&turn).expect("generate").packets;
+                    }
+                }
+                (packets, start.elapsed())
+            },
+        );
+        print_measure("afxdp2q", size, &sink, packets, elapsed, cpu);
+    }
+    for size in MEASURE_SIZES {
+        let pair = Pair::new();
+        let sink = pair.sink(SinkAction::Drop, false);
+        let ((packets, elapsed), cpu) = pair.timed(
+            |iface| PacketRingGenerator::new(iface, &measure_spec(size)).expect("packet ring"),
+            |g| {
+                let sent = g.run(MEASURE_RUN).expect("packet ring run");
+                if g.wrong_format() > 0 {
+                    eprintln!(
+                        "measure: pktring {size} B: {} frames refused as malformed",
+                        g.wrong_format()
+                    );
+                }
+                sent
+            },
+        );
+        print_measure("pktring", size, &sink, packets, elapsed, cpu);
+    }
+    for size in MEASURE_SIZES {
+        let pair = Pair::new();
+        let sink = pair.sink(SinkAction::Drop, false);
+        let ((packets, elapsed), cpu) = pair.timed(
+            |iface| TcCloneGenerator::new(iface, &measure_spec(size)).expect("tc clone"),
+            |g| {
+                let sent = g.run(MEASURE_RUN).expect("tc clone run");
+                let (clones, refused) = g.clone_stats().expect("clone stats");
+                eprintln!(
+                    "measure: tcclone {size} B: {clones} clones made, {refused} refused, {} sends refused",
+                    g.send_errors()
+                );
+                sent
+            },
+        );
+        print_measure("tcclone", size, &sink, packets, elapsed, cpu);
+    }
+}
+
+const MEASURE_SIZES: [u16; 3] = [64, 512, 1500];
+const MEASURE_RUN: Duration = Duration::from_secs(2);
+
+/// What every measurement sends: UDP, 1024 flows (one address, 1024 source ports).
+fn measure_spec(size: u16) -> PacketSpec {
+    spec(size, Protocol::Udp, 1024, 1024)
+}
+
+/// Prints one measurement line: what generator `name` offered (`packets` of `size` bytes
+/// in `elapsed`, using `cpu` of its thread) and what the sink counted, the truth.
+fn print_measure(
+    name: &str,
+    size: u16,
+    sink: &Sink,
+    packets: u64,
+    elapsed: Duration,
+    cpu: Duration,
+) {
+    let counts = sink_counts_after(sink, packets);
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "measure: {name:>7} {size:>4} B: offered {:.3} Mpps ({:.2} Gbit/s), sink {:.3} Mpps ({:.1}% of offered); \
+         generator thread's own CPU time (getrusage; softirq work such as the veth NAPI and the sink may be accounted apart) {:.0}% of the run, {:.3} Mpps per CPU-second of it",
+        packets as f64 / secs / 1e6,
+        (packets * u64::from(size) * 8) as f64 / secs / 1e9,
+        counts.packets as f64 / secs / 1e6,
+        counts.packets as f64 * 100.0 / packets.max(1) as f64,
+        cpu.as_secs_f64() * 100.0 / secs,
+        packets as f64 / cpu.as_secs_f64().max(1e-9) / 1e6
+    );
 }
 
 /// The `Udp` counter `name` of the namespace's stack (/proc/net/snmp, read from inside).

@@ -200,8 +200,9 @@ impl PacketSpec {
 }
 
 /// Rewrites `frame` (one of [`PacketSpec::frame`]'s) to come from `src`, checksums
-/// included. For the AF_XDP generator, per packet.
-pub(crate) fn set_flow(frame: &mut [u8], protocol: Protocol, src: FlowSource) {
+/// included. For the AF_XDP generator, per packet (public for the candidate generators
+/// the pktgen tests measure).
+pub fn set_flow(frame: &mut [u8], protocol: Protocol, src: FlowSource) {
     if frame.len() < L4_OFF + TCP_LEN {
         return;
     }
