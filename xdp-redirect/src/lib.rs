@@ -117,7 +117,7 @@ pub enum XdpError {
 
 /// `error` and its sources, `: `-separated: aya's syscall errors keep the errno in their
 /// source, which a plain `{}` would drop.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -9,7 +9,7 @@ const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 50.0;
+const TOP: f64 = 60.0;
 const BOTTOM: f64 = 110.0;
 /// One colour per path, in `PathId::ALL` order.
 const COLOURS: [&str; 4] = ["#9e9e9e", "#1f77b4", "#d62728", "#ff7f0e"];
@@ -59,6 +59,15 @@ pub fn svg(r: &BenchReport, title: &str) -> String {
         r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
         WIDTH / 2.0,
         escape(title)
+    );
+    // Which machine and which generator: numbers from another of either are not comparable.
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="42" text-anchor="middle" font-size="11">{}, {} CPUs; generator: {}</text>"#,
+        WIDTH / 2.0,
+        escape(&r.machine.cpu_model),
+        r.machine.cpus,
+        escape(&r.settings.generator.mode)
     );
     let mut v = 0.0;
     while v <= top_value + step / 2.0 {
@@ -178,6 +187,7 @@ mod tests {
         assert!(out.contains(">0.45<"), "{out}");
         assert!(!out.contains("nftables"), "{out}");
         assert!(!out.contains("generator-bound"), "{out}");
+        assert!(out.contains("Intel Xeon, 2 CPUs; generator: fanout"), "{out}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use aya::programs::{TestRun, TestRunOptions};
 
 use super::{GenMode, PktgenError, load_object};
-use crate::{Interface, program};
+use crate::{Interface, chain, program};
 
 /// The probe program in the pktgen object.
 const PROBE_PROGRAM: &str = "kxdp_probe";
@@ -51,18 +51,6 @@ fn ask() -> Result<LiveFrames, PktgenError> {
         Ok(()) => Ok(LiveFrames::Allowed),
         Err(e) => Ok(LiveFrames::Refused(chain(&e))),
     }
-}
-
-/// `e` and its sources (aya keeps the errno in the source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Which generator a user asked for.
