@@ -187,7 +187,10 @@ mod tests {
         assert!(out.contains(">0.45<"), "{out}");
         assert!(!out.contains("nftables"), "{out}");
         assert!(!out.contains("generator-bound"), "{out}");
-        assert!(out.contains("Intel Xeon, 2 CPUs; generator: fanout"), "{out}");
+        assert!(
+            out.contains("Intel Xeon, 2 CPUs; generator: fanout"),
+            "{out}"
+        );
     }
 
     #[test]
