@@ -261,6 +261,14 @@ fn the_choice_follows_the_probe() {
     }
     // The answer is the same when asked again (asked once per process).
     assert_eq!(xdp_redirect::pktgen::live_frames().expect("probe"), live);
+    // The fan-out's self-test (what `auto` runs before choosing it where live frames are
+    // refused) passes here, and leaves nothing in this namespace.
+    xdp_redirect::pktgen::probe::fanout_works().expect("the fan-out's self-test");
+    let links = common::run("ip", &["-o", "link", "show"]);
+    assert!(
+        !links.contains("kxst"),
+        "self-test links left behind:\n{links}"
+    );
 }
 
 #[test]

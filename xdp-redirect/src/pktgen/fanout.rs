@@ -366,7 +366,7 @@ impl Drop for VethPair {
 
 /// Runs `ip ARGS` (iproute2) in the calling thread's network namespace, which a child
 /// process inherits.
-fn ip(args: &[&str]) -> Result<(), PktgenError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), PktgenError> {
     let out = Command::new("ip")
         .args(args)
         .output()

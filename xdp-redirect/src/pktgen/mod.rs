@@ -79,7 +79,7 @@ pub enum PktgenError {
     FanOutStalled { injected: u64, handled: u64 },
     #[error("{command}: {stderr}")]
     Command { command: String, stderr: String },
-    #[error("probing the kernel's BPF test runs: {0}")]
+    #[error("probing the kernel: {0}")]
     Probe(String),
     #[error(
         "this kernel refuses BPF_PROG_TEST_RUN with live frames ({0}); use the fan-out generator (fanout, or auto)"

@@ -91,10 +91,22 @@ pub struct GenChoice {
     pub why: String,
 }
 
-/// Picks the generator for `request`, asking the kernel when it matters.
+/// Picks the generator for `request`, asking the kernel when it matters: live frames
+/// where allowed; else the fan-out once it has passed its self-test ([`fanout_works`]);
+/// else AF_XDP TX.
 pub fn choose(request: GenRequest) -> Result<GenChoice, PktgenError> {
+    decide(request, live_frames, fanout_works)
+}
+
+/// [`choose`] with the kernel's answers passed in (so that every branch can be tested on
+/// any kernel).
+fn decide(
+    request: GenRequest,
+    live: impl FnOnce() -> Result<LiveFrames, PktgenError>,
+    fanout: impl FnOnce() -> Result<(), PktgenError>,
+) -> Result<GenChoice, PktgenError> {
     match request {
-        GenRequest::Exactly(GenMode::LiveFrames) => match live_frames()? {
+        GenRequest::Exactly(GenMode::LiveFrames) => match live()? {
             LiveFrames::Allowed => Ok(GenChoice {
                 mode: GenMode::LiveFrames,
                 why: "asked for; the kernel allows live frames".into(),
@@ -105,25 +117,137 @@ pub fn choose(request: GenRequest) -> Result<GenChoice, PktgenError> {
             mode,
             why: "asked for".into(),
         }),
-        GenRequest::Auto => Ok(match live_frames()? {
+        GenRequest::Auto => Ok(match live()? {
             LiveFrames::Allowed => GenChoice {
                 mode: GenMode::LiveFrames,
                 why: "the kernel allows BPF_PROG_TEST_RUN live frames, the fastest generator"
                     .into(),
             },
-            LiveFrames::Refused(answer) => GenChoice {
-                mode: GenMode::FanOut,
-                why: format!(
-                    "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}); the XDP fan-out is the fastest generator it allows"
-                ),
+            LiveFrames::Refused(answer) => match fanout() {
+                Ok(()) => GenChoice {
+                    mode: GenMode::FanOut,
+                    why: format!(
+                        "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}); the XDP fan-out is the fastest generator it allows"
+                    ),
+                },
+                Err(e) => GenChoice {
+                    mode: GenMode::AfXdp,
+                    why: format!(
+                        "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}) and the XDP fan-out failed its self-test ({e}); AF_XDP TX"
+                    ),
+                },
             },
         }),
     }
 }
 
+/// Whether the fan-out works on this kernel (once per process): a thread of its own in a
+/// network namespace of its own (gone with the thread) sends 200 packets through it onto a
+/// veth pair and a sink counts them.
+pub fn fanout_works() -> Result<(), PktgenError> {
+    static ANSWER: OnceLock<Result<(), String>> = OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            std::thread::scope(|s| {
+                s.spawn(fanout_self_test)
+                    .join()
+                    .unwrap_or_else(|_| Err(PktgenError::Probe("the self-test panicked".into())))
+            })
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(PktgenError::Probe)
+}
+
+fn fanout_self_test() -> Result<(), PktgenError> {
+    // SAFETY: unshare(2) moves only this thread into a new network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(PktgenError::Io {
+            what: "unshare(CLONE_NEWNET) for the fan-out self-test",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // No IPv6 in the namespace: the kernel's own neighbour discovery would reach the sink.
+    for conf in ["all", "default"] {
+        let key = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+        std::fs::write(&key, "1").map_err(|source| PktgenError::Io {
+            what: "disabling IPv6 for the fan-out self-test",
+            source,
+        })?;
+    }
+    super::fanout::ip(&[
+        "link", "add", "kxst0", "type", "veth", "peer", "name", "kxst1",
+    ])?;
+    for dev in ["kxst0", "kxst1"] {
+        super::fanout::ip(&["link", "set", dev, "up"])?;
+    }
+    let sink = super::Sink::attach(
+        &Interface::by_name("kxst1")?,
+        super::SinkAction::Drop,
+        false,
+    )?;
+    const N: u64 = 200;
+    let spec = super::PacketSpec::default();
+    let report = super::FanOutGenerator::new(&Interface::by_name("kxst0")?, &spec)?.run(
+        &super::RunLimit {
+            count: Some(N),
+            ..super::RunLimit::default()
+        },
+    )?;
+    let counted = sink.counts()?.udp;
+    if report.packets != N || counted != N {
+        return Err(PktgenError::Probe(format!(
+            "the fan-out sent {} of {N} packets and the sink counted {counted}",
+            report.packets
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused() -> Result<LiveFrames, PktgenError> {
+        Ok(LiveFrames::Refused(
+            "bpf_prog_test_run: Operation not permitted".into(),
+        ))
+    }
+
+    #[test]
+    fn auto_falls_back_live_then_fanout_then_afxdp() {
+        type Live = fn() -> Result<LiveFrames, PktgenError>;
+        type Check = fn() -> Result<(), PktgenError>;
+        let works: Check = || Ok(());
+        let broken: Check = || Err(PktgenError::Probe("no devmap".into()));
+        let allowed: Live = || Ok(LiveFrames::Allowed);
+        let pick =
+            |live: Live, fanout: Check| decide(GenRequest::Auto, live, fanout).map(|c| c.mode).ok();
+        assert_eq!(pick(allowed, broken), Some(GenMode::LiveFrames));
+        assert_eq!(pick(refused, works), Some(GenMode::FanOut));
+        assert_eq!(pick(refused, broken), Some(GenMode::AfXdp));
+        let why = decide(GenRequest::Auto, refused, broken).unwrap().why;
+        assert!(
+            why.contains("Operation not permitted") && why.contains("no devmap"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn asking_for_refused_live_frames_is_a_clear_error() {
+        let e = decide(GenRequest::Exactly(GenMode::LiveFrames), refused, || Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refuses BPF_PROG_TEST_RUN with live frames"),
+            "{e}"
+        );
+        assert!(e.contains("Operation not permitted"), "{e}");
+        let other = decide(GenRequest::Exactly(GenMode::FanOut), refused, || {
+            Err(PktgenError::Probe("not asked".into()))
+        });
+        assert_eq!(other.map(|c| c.mode).ok(), Some(GenMode::FanOut));
+    }
 
     #[test]
     fn requests_parse() {
