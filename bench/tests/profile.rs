@@ -51,13 +51,15 @@ fn instructions_per_packet_stay_within_the_baseline() {
     eprint!("{}", ipp::table(&results, profile));
     for r in &results {
         // Everything in the workload is fixed (packets, time, the flow table's seed) but
-        // the seeds of the tables' foldhash maps, random per process: probe sequences
-        // differ by a few instructions between runs (measured: <= 2 of ~3000-8000, 0.06%).
-        // Anything larger means something else varies, which would make the baseline
-        // comparison meaningless.
+        // the seeds of the tables' foldhash maps, random per process (the product keeps
+        // them random against hash flooding): probe sequences differ between runs. Usually
+        // by <= 2 of ~3000-8000 instructions (0.06%), but a fresh-root CI-style run on
+        // 2026-12-07 measured 160 of 5000 (3.2%) on policy_new_denied_tcp, so 0.5% failed
+        // for no fault of the code. 5% still catches a workload that does not repeat (one
+        // that depends on time or on state left by an earlier run differs far more).
         assert!(
-            r.spread() <= r.mean() * 0.005,
-            "{}: runs differ by more than 0.5% ({:?}); the workload is meant to repeat",
+            r.spread() <= r.mean() * 0.05,
+            "{}: runs differ by more than 5% ({:?}); the workload is meant to repeat",
             r.path,
             r.runs
         );
