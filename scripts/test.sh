@@ -13,13 +13,14 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Tests that do not run say so in this log (control/tests/harness); cargo's own output has
-# the #[ignore]d ones (measurements run by hand).
+# the #[ignore]d ones (measurements run by hand). --no-fail-fast: every failing binary is
+# reported, not only the first.
 export KXDP_SKIP_LOG
 KXDP_SKIP_LOG="$(mktemp /tmp/kxdp-skips.XXXXXX)"
 output="$(mktemp /tmp/kxdp-test-output.XXXXXX)"
 trap 'rm -f "$KXDP_SKIP_LOG" "$output"' EXIT
 status=0
-cargo test --workspace --locked 2>&1 | tee "$output" || status=$?
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$output" || status=$?
 
 echo
 count() { grep '^test result:' "$output" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
