@@ -345,12 +345,13 @@ fn claim(c: &mut Cursor, filled: &mut [u64], slots: &mut [u16], m: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hash::{FiveTuple, flow_hash};
     use crate::lb::maglev_reference;
 
-    fn keys_for(n: u32) -> Vec<[u8; 18]> {
+    /// Backend keys 10.0.0.0:8080, 10.0.0.1:8080, ... (also the reference's tests').
+    pub(crate) fn keys_for(n: u32) -> Vec<[u8; 18]> {
         (0..n)
             .map(|i| {
                 let [_, a, b, c] = i.to_be_bytes();
@@ -359,7 +360,7 @@ mod tests {
             .collect()
     }
 
-    fn refs(keys: &[[u8; 18]]) -> Vec<&[u8]> {
+    pub(crate) fn refs(keys: &[[u8; 18]]) -> Vec<&[u8]> {
         keys.iter().map(|k| k.as_slice()).collect()
     }
 

@@ -111,6 +111,7 @@ pub(super) fn table(
 mod tests {
     use super::*;
     use crate::addr::IpKey;
+    use crate::lb::maglev::tests::{keys_for, refs};
     use crate::lb::maglev::{
         DEFAULT_SEED, DEFAULT_TABLE_SIZE, EMPTY, MaglevTable, backend_key, offset_skip,
     };
@@ -131,19 +132,6 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
-    }
-
-    fn v4_keys(n: u32) -> Vec<[u8; 18]> {
-        (0..n)
-            .map(|i| {
-                let [_, a, b, c] = i.to_be_bytes();
-                backend_key(IpKey::v4([10, a, b, c]), 8080)
-            })
-            .collect()
-    }
-
-    fn refs(keys: &[[u8; 18]]) -> Vec<&[u8]> {
-        keys.iter().map(|k| k.as_slice()).collect()
     }
 
     /// Production's table in the reference's shape (`None` for [`EMPTY`]).
@@ -204,7 +192,7 @@ mod tests {
     #[test]
     fn offset_and_skip_agree_with_production() {
         for m in [7u32, 11, 251, 1021, 65537, 655_373] {
-            for k in v4_keys(500) {
+            for k in keys_for(500) {
                 let (o, s) = offset_and_skip(&k, u64::from(m), DEFAULT_SEED);
                 assert_eq!(
                     offset_skip(&k, m, DEFAULT_SEED),
@@ -220,7 +208,7 @@ mod tests {
     #[test]
     fn permutations_are_bijections() {
         for m in [7u64, 11, 251, 1021] {
-            for k in v4_keys(200) {
+            for k in keys_for(200) {
                 let (offset, skip) = offset_and_skip(&k, m, DEFAULT_SEED);
                 assert!(offset < m && (1..m).contains(&skip));
                 let mut seen = vec![false; m as usize];
@@ -244,7 +232,7 @@ mod tests {
         let sizes = [251u32, 1021, DEFAULT_TABLE_SIZE];
         for m in sizes {
             for n in [0u32, 1, 2, 3, 10, 100] {
-                let keys = v4_keys(n);
+                let keys = keys_for(n);
                 assert_same(&keys, None, m, &format!("m {m} n {n}"));
                 let w = some_weights(n as usize);
                 assert_same(&keys, Some(&w), m, &format!("m {m} n {n} weights {w:?}"));
@@ -253,8 +241,8 @@ mod tests {
             }
         }
         // More backends than slots / 100, and the paper's large size once.
-        assert_same(&v4_keys(1000), None, 1021, "m 1021 n 1000");
-        assert_same(&v4_keys(10), None, 655_373, "m 655373 n 10");
+        assert_same(&keys_for(1000), None, 1021, "m 1021 n 1000");
+        assert_same(&keys_for(10), None, 655_373, "m 655373 n 10");
     }
 
     /// One random backend: v4 or v6, often sharing a prefix with others (so ordering is
@@ -325,7 +313,7 @@ mod tests {
     fn reference_properties() {
         for m in [251u32, 1021] {
             for n in [1u32, 2, 3, 10, 100] {
-                let t = reference(&v4_keys(n), None, m);
+                let t = reference(&keys_for(n), None, m);
                 assert!(t.iter().all(Option::is_some), "hole at m {m} n {n}");
                 let c = counts(&t, n as usize);
                 let spread = c.iter().max().expect("n >= 1") - c.iter().min().expect("n >= 1");
@@ -334,7 +322,7 @@ mod tests {
         }
 
         // Order independence, compared by key since entries are input indices.
-        let keys = v4_keys(30);
+        let keys = keys_for(30);
         let by_key = |t: Vec<Option<usize>>, ks: &[[u8; 18]]| -> Vec<[u8; 18]> {
             t.into_iter().map(|e| ks[e.expect("full")]).collect()
         };
@@ -347,7 +335,7 @@ mod tests {
 
         // Removal at N = 3, M = 1021: the removed backend's entries all move, and under
         // 1% of M moves between the remaining two (Cilium's TestBackendRemoval bound).
-        let keys = v4_keys(3);
+        let keys = keys_for(3);
         let before = by_key(reference(&keys, None, 1021), &keys);
         for gone in 0..3 {
             let rest: Vec<[u8; 18]> = (0..3).filter(|&i| i != gone).map(|i| keys[i]).collect();

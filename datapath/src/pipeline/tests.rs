@@ -483,24 +483,32 @@ fn too_big_for_the_underlay_gets_frag_needed() {
     );
 }
 
+/// The client pod's ARP request for its gateway, 10.244.1.1.
+fn client_arp_for_gateway() -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, [0xff; 6])
+        .arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &MacAddr::for_ipv4(CLIENT).0,
+                &CLIENT,
+                &[0; 6],
+                &[10, 244, 1, 1],
+            )
+            .unwrap(),
+        )
+        .write(&mut out)
+        .unwrap();
+    out
+}
+
 #[test]
 fn arp_for_gateway_is_answered_in_place() {
     let t = node_a_tables(web_backends());
     let mut flows = Flows::default();
-    let b = PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, [0xff; 6]).arp(
-        etherparse::ArpPacket::new(
-            etherparse::ArpHardwareId::ETHERNET,
-            etherparse::EtherType::IPV4,
-            etherparse::ArpOperation::REQUEST,
-            &MacAddr::for_ipv4(CLIENT).0,
-            &CLIENT,
-            &[0; 6],
-            &[10, 244, 1, 1],
-        )
-        .unwrap(),
-    );
-    let mut req = Vec::new();
-    b.write(&mut req).unwrap();
+    let req = client_arp_for_gateway();
     let r = run(&t, &mut flows, PortId(2), &req);
     assert_eq!(r.verdict, Verdict::Forward(PortId(2)));
     let arp = etherparse::ArpPacketSlice::from_slice(&r.out[14..]).unwrap();
@@ -917,25 +925,7 @@ fn any_bytes_on_any_port_never_panic() {
         out[14 + 20 + 6..14 + 20 + 8].fill(0);
         out
     };
-    let arp_request = {
-        let mut out = Vec::new();
-        PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, [0xff; 6])
-            .arp(
-                etherparse::ArpPacket::new(
-                    etherparse::ArpHardwareId::ETHERNET,
-                    etherparse::EtherType::IPV4,
-                    etherparse::ArpOperation::REQUEST,
-                    &MacAddr::for_ipv4(CLIENT).0,
-                    &CLIENT,
-                    &[0; 6],
-                    &[10, 244, 1, 1],
-                )
-                .unwrap(),
-            )
-            .write(&mut out)
-            .unwrap();
-        out
-    };
+    let arp_request = client_arp_for_gateway();
     let echo = {
         let mut out = Vec::new();
         PacketBuilder::ethernet2(MacAddr::for_ipv4(CLIENT).0, GW_MAC.0)
