@@ -11,14 +11,15 @@
 //! - [`AfXdpGenerator`]: a TX-only AF_XDP socket (xdpilone), for comparison: what a
 //!   userspace sender reaches through the same kernel path the workers transmit on.
 //!
-//! [`probe::choose`] picks one: every user of a generator goes through it, so that the
-//! output can say which ran and why.
 //! - [`Sink`]: `kxdp_sink` on the receiving interface, per-CPU packet/byte counts (and
 //!   per flow when asked), then XDP_DROP or XDP_PASS.
 //!
-//! Both generators send what a [`PacketSpec`] describes (frame size, UDP or TCP SYN,
-//! addresses, N flows varying the source port then the source address) under a
-//! [`RunLimit`] (count, duration, pps cap). [`generate`] picks one by [`GenMode`].
+//! [`probe::choose`] picks a generator (live frames where the kernel allows them, else the
+//! fan-out after its self-test, else AF_XDP): every user of a generator goes through it, so
+//! that the output can say which ran and why. All three send what a [`PacketSpec`]
+//! describes (frame size, UDP or TCP SYN, addresses, N flows varying the source port then
+//! the source address) under a [`RunLimit`] (count, duration, pps cap); [`Generator`] holds
+//! any of them, [`generate`] runs the one a [`GenMode`] names.
 //!
 //! Why here and not a crate of its own: the generator's C program is built by this
 //! crate's build.rs like the datapath's, and the AF_XDP generator reuses this crate's
