@@ -14,7 +14,7 @@
 //! The injection normally runs the whole chain in the sender's own softirq (the veth's NAPI
 //! is scheduled on the sending CPU and runs when `send()` re-enables bottom halves). When
 //! the kernel defers softirq work to ksoftirqd instead, the injector waits (a per-CPU
-//! counter of handled injections) so that at most [`MAX_IN_FLIGHT`] injections are ever
+//! counter of handled injections) so that at most two (`MAX_IN_FLIGHT`) injections are ever
 //! unhandled: a burst stays within the receiving veth's 256-frame ring.
 //!
 //! [`FanOut`] is the mechanism, for any devmap program (the AF_XDP tests bring their own);
