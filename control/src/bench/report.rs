@@ -503,22 +503,25 @@ pub(crate) mod tests {
         )
     }
 
+    /// The last two cells of the line starting with `prefix`, last first.
+    fn last_two_cells(text: &str, prefix: &str) -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in\n{text}"))
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn the_table_has_every_path_and_the_ratios() {
         let r = sample_report();
         let text = render(&r);
         assert!(text.contains("(a) AF_XDP ceiling"), "{text}");
         assert!(text.contains("(d) kernel: kube-proxy nftables"), "{text}");
-        let ratio_line = |prefix: &str| {
-            text.lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no {prefix} line in\n{text}"))
-                .split_whitespace()
-                .rev()
-                .take(2)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        };
+        let ratio_line = |prefix: &str| last_two_cells(&text, prefix);
         assert_eq!(ratio_line("b/a"), ["0.75", "0.75"]);
         assert_eq!(ratio_line("b/c"), ["3.00", "3.00"]);
         assert!(text.contains("80 / 200"), "{text}");
@@ -538,16 +541,7 @@ pub(crate) mod tests {
         r.paths[1].throughput[1].generator_bound = true;
         let r = BenchReport::new(r.started_unix, r.machine, r.settings, r.paths);
         let text = render(&r);
-        let row = |prefix: &str| -> Vec<String> {
-            text.lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no {prefix} line in\n{text}"))
-                .split_whitespace()
-                .rev()
-                .take(2)
-                .map(str::to_string)
-                .collect()
-        };
+        let row = |prefix: &str| last_two_cells(&text, prefix);
         assert_eq!(row("(a) AF_XDP"), ["0.540", ">=0.600"]);
         // b/a: 64 B over a lower bound is an upper bound; 512 B a lower bound over an exact one.
         assert_eq!(row("b/a"), [">=0.75", "<=0.75"]);

@@ -884,10 +884,8 @@ struct Tally {
 /// wrong is forwarded as wrong (L4 checksums are not verified, see README "Checks on the
 /// way"): out of scope. VXLAN's outer UDP checksum is 0 by design (RFC 7348 on IPv4).
 /// `Pass` hands the frame to the kernel untouched.
-#[test]
-fn any_bytes_on_any_port_never_panic() {
-    let mut t = node_a_tables(web_backends());
-    // The Service also answers UDP 53, for UDP flows and ICMP errors about them.
+/// Lets the Service's VIP answer UDP 53 too, so one table carries UDP flows beside TCP.
+fn answer_udp_53(t: &mut Tables) {
     Arc::make_mut(&mut t.frontends).insert(
         ServiceKey {
             vip: IpKey::v4(VIP),
@@ -899,6 +897,13 @@ fn any_bytes_on_any_port_never_panic() {
             kind: FrontendKind::ClusterIp,
         },
     );
+}
+
+#[test]
+fn any_bytes_on_any_port_never_panic() {
+    let mut t = node_a_tables(web_backends());
+    // The Service also answers UDP 53, for UDP flows and ICMP errors about them.
+    answer_udp_53(&mut t);
     let mut flows = Flows::new(crate::conntrack::ConntrackConfig {
         capacity: 64,
         ..Default::default()
@@ -1125,17 +1130,7 @@ fn any_bytes_on_any_port_never_panic() {
 fn new_generation_ends_udp_flows_to_deleted_endpoints_at_once() {
     let mut t1 = node_a_tables(vec![(IpKey::v4(WEB0), 8080)]);
     // The same Service port also answers UDP 53, so one table carries both flows.
-    Arc::make_mut(&mut t1.frontends).insert(
-        ServiceKey {
-            vip: IpKey::v4(VIP),
-            port: 53,
-            proto: proto::UDP,
-        },
-        Frontend {
-            service: ServiceId(0),
-            kind: FrontendKind::ClusterIp,
-        },
-    );
+    answer_udp_53(&mut t1);
     let mut flows = Flows::default();
     let r = run(
         &t1,

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{CompletionQueue, FillQueue, IfInfo, RingTx, Socket, SocketConfig, User};
 
-use super::live_frames::limit_is_bounded;
 use super::pace::{Next, Pacer, RunLimit};
 use super::packet::{PacketSpec, set_flow};
 use super::{GenMode, GenReport, PktgenError};
@@ -151,7 +150,7 @@ impl AfXdpGenerator {
         limit: &RunLimit,
         stop: &AtomicBool,
     ) -> Result<GenReport, PktgenError> {
-        limit_is_bounded(limit)?;
+        limit.check_bounded()?;
         let pacer = Pacer::new(*limit, u64::from(BATCH));
         let (mut queued, mut completed, mut failures) = (0u64, 0u64, 0u64);
         let mut progress = Instant::now();

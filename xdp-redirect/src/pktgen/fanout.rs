@@ -484,7 +484,7 @@ impl FanOutGenerator {
         limit: &RunLimit,
         stop: &AtomicBool,
     ) -> Result<GenReport, PktgenError> {
-        super::live_frames::limit_is_bounded(limit)?;
+        limit.check_bounded()?;
         let copies = burst_for(limit.rate_pps);
         self.fan.set_copies(copies)?;
         let unit = u64::from(copies);

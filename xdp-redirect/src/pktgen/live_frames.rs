@@ -96,7 +96,7 @@ impl LiveFramesGenerator {
         limit: &RunLimit,
         stop: &AtomicBool,
     ) -> Result<GenReport, PktgenError> {
-        limit_is_bounded(limit)?;
+        limit.check_bounded()?;
         let prog = program(&self.ebpf, GEN_PROGRAM)?;
         let pacer = Pacer::new(*limit, CHUNK);
         let mut sent = 0u64;
@@ -159,37 +159,4 @@ pub(crate) fn per_cpu_cursor(ebpf: &Ebpf) -> Result<Vec<u64>, PktgenError> {
         .iter()
         .copied()
         .collect())
-}
-
-pub(crate) fn limit_is_bounded(limit: &RunLimit) -> Result<(), PktgenError> {
-    if limit.count.is_none() && limit.duration.is_none() {
-        return Err(PktgenError::Spec(
-            "a run needs a packet count or a duration".into(),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_run_needs_a_count_or_a_duration() {
-        assert!(limit_is_bounded(&RunLimit::default()).is_err());
-        assert!(
-            limit_is_bounded(&RunLimit {
-                rate_pps: Some(10),
-                ..RunLimit::default()
-            })
-            .is_err()
-        );
-        assert!(
-            limit_is_bounded(&RunLimit {
-                count: Some(1),
-                ..RunLimit::default()
-            })
-            .is_ok()
-        );
-    }
 }

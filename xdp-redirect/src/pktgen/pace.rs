@@ -1,4 +1,4 @@
-//! When to stop and how fast to go: [`RunLimit`] and the pacer both generators share.
+//! When to stop and how fast to go: [`RunLimit`] and the pacer every generator shares.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,18 @@ pub struct RunLimit {
     pub duration: Option<Duration>,
     /// Packets per second at most; `None`: as fast as possible.
     pub rate_pps: Option<u64>,
+}
+
+impl RunLimit {
+    /// A run needs a packet count or a duration: a pps cap alone never ends.
+    pub fn check_bounded(&self) -> Result<(), super::PktgenError> {
+        if self.count.is_none() && self.duration.is_none() {
+            return Err(super::PktgenError::Spec(
+                "a run needs a packet count or a duration".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Hands out how many packets may go now so that `sent` stays at or below `rate * t`, in
@@ -88,6 +100,21 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_needs_a_count_or_a_duration() {
+        assert!(RunLimit::default().check_bounded().is_err());
+        let capped = RunLimit {
+            rate_pps: Some(10),
+            ..RunLimit::default()
+        };
+        assert!(capped.check_bounded().is_err());
+        let counted = RunLimit {
+            count: Some(1),
+            ..RunLimit::default()
+        };
+        assert!(counted.check_bounded().is_ok());
+    }
 
     #[test]
     fn counts_and_durations_end_runs() {
