@@ -11,7 +11,7 @@ set -euo pipefail
 # promtool, which validates the agent's /metrics exposition in tests/metrics.rs; valgrind
 # (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`) and
 # their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
-# iptables-mode rules, the kernel baseline of `kxdp bench` (control/src/bench/kernel_path/).
+# iptables-mode rules, the kernel baseline of `kxdp-bench` (bench/rig/src/kernel_path/).
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
   containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf)
 

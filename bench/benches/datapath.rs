@@ -32,8 +32,8 @@ const VIP: [u8; 4] = [10, 96, 0, 10];
 
 fn example_tables() -> Tables {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node");
-    let state = control::state::load_state_dir(&dir).expect("example state dir loads");
-    control::translate::translate(&state.cluster, &state.config, "node-a", 1)
+    let state = model::state::load_state_dir(&dir).expect("example state dir loads");
+    model::translate::translate(&state.cluster, &state.config, "node-a", 1)
         .expect("example translates")
         .tables
 }

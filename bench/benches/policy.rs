@@ -15,8 +15,6 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use control::state::ClusterState;
-use control::translate::policy::{self, PolicyCompiler};
 use criterion::{Criterion, Throughput};
 use datapath::conntrack::Flows;
 use datapath::frame::Frame;
@@ -25,6 +23,8 @@ use datapath::policy::{PolicyDirection, PolicyQuery, PolicyTables};
 use datapath::process;
 use datapath::tables::{LocalPod, PortId, proto};
 use datapath::{IpKey, MacAddr};
+use model::state::ClusterState;
+use model::translate::policy::{self, PolicyCompiler};
 use serde_json::json;
 
 const NAMESPACES: usize = 50;
@@ -301,10 +301,10 @@ fn syn_batch(first_port: u16) -> Vec<Vec<u8>> {
 fn bench_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy_pipeline");
     g.throughput(Throughput::Elements(64));
-    let config = control::config::AgentConfig::default();
+    let config = model::config::AgentConfig::default();
     let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; 512]).collect();
     for n in [10usize, 1000, 10000] {
-        let t = control::translate::translate(&cluster_with_node(n), &config, "node-00", 1)
+        let t = model::translate::translate(&cluster_with_node(n), &config, "node-00", 1)
             .expect("translates")
             .tables;
         let port = t.port_by_name("pod-ns-00-pod-0").expect("pod-0 is local");

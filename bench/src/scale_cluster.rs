@@ -22,8 +22,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use control::config::AgentConfig;
-use control::state::ClusterState;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodIP,
     PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
@@ -37,6 +35,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use model::config::AgentConfig;
+use model::state::ClusterState;
 
 /// The cluster's pod address space in this plan.
 pub const CLUSTER_CIDR: &str = "10.128.0.0/9";
@@ -837,7 +837,7 @@ pub fn namespace_endpoints(cluster: &ClusterState, namespace: &str) -> Vec<Endpo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use control::translate::{canonical_dump, translate};
+    use model::translate::{canonical_dump, translate};
 
     fn small() -> ScaleSpec {
         ScaleSpec {
@@ -923,7 +923,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kxdp-scale-gen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("cluster.yaml"), docs.join("---\n")).expect("write");
-        let loaded = control::state::load_state_dir(&dir);
+        let loaded = model::state::load_state_dir(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         let loaded = loaded.expect("the loader accepts every generated object");
         assert_eq!(loaded.cluster.pods.len(), c.pods.len());

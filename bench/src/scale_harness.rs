@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use control::config::AgentConfig;
-use control::state::ClusterState;
-use control::state::changes::{Change, Object};
-use control::translate::incremental::Translator;
-use control::translate::translate;
 use datapath::IpKey;
 use datapath::lb::maglev::{self, MaglevTable};
 use datapath::policy::{DirectionPolicy, PortSet};
 use datapath::tables::{Backend, BackendSet, ServiceKey, ServicePort, Tables, proto};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::config::AgentConfig;
+use model::state::ClusterState;
+use model::state::changes::{Change, Object};
+use model::translate::incremental::Translator;
+use model::translate::translate;
 
 use crate::scale_cluster::{
     EndpointChange, ScaleCluster, XorShift, change_slice, namespace_endpoints,
@@ -83,7 +83,7 @@ impl ChangePath for FullTranslate {
     }
 }
 
-/// The agent's path: `control::translate::incremental::Translator`, fed the changed
+/// The agent's path: `model::translate::incremental::Translator`, fed the changed
 /// EndpointSlice as the watcher would hand it over (an owned object: the clone is timed).
 #[derive(Debug)]
 pub struct Incremental(pub Translator);
@@ -568,8 +568,8 @@ mod tests {
         let full = translate(&scale.cluster, &scale.config, &scale.node_under_test, 32)
             .expect("translates");
         assert_eq!(
-            control::translate::canonical_dump(&published.load()),
-            control::translate::canonical_dump(&full.tables)
+            model::translate::canonical_dump(&published.load()),
+            model::translate::canonical_dump(&full.tables)
         );
     }
 

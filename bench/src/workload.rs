@@ -11,12 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use control::state::{ClusterState, load_state_dir};
-use control::translate::translate;
 use datapath::conntrack::{ConntrackConfig, Flows};
 use datapath::frame::DEFAULT_HEADROOM;
 use datapath::{DropReason, Frame, MacAddr, NoObserver, PortId, Tables, Verdict, process};
 use etherparse::PacketBuilder;
+use model::state::{ClusterState, load_state_dir};
+use model::translate::translate;
 
 /// Room per frame: headroom for VXLAN encap plus the largest packet here, rounded up.
 const FRAME_SIZE: usize = 512;

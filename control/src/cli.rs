@@ -1,11 +1,13 @@
 //! The `kxdp` command line (clap derive). Only parsing lives here; each subcommand's
-//! work lives in its own module (`replay`, ...).
+//! work lives in its own module or crate (`agent`, the `replay` crate, ...). The lab, the
+//! throughput rig and their helpers are tools of their own (`kxdp-lab`, `kxdp-bench`), never
+//! part of the binary a node runs.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::replay::{InputSpec, ReplayOptions, StateUpdate};
+use replay::{InputSpec, ReplayOptions, StateUpdate};
 
 /// kxdp: a userspace AF_XDP datapath replacing kube-proxy and the CNI plugin.
 #[derive(Debug, Parser)]
@@ -19,32 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the datapath over pcap files (ARCHITECTURE.md §4).
     Replay(ReplayArgs),
-    /// A two-node cluster in network namespaces on this machine, checked with real traffic.
-    Lab(crate::lab::LabArgs),
-    /// The lab's traffic tool (serve, tcp, udp, flood, sink), run inside its namespaces.
-    #[command(hide = true)]
-    Probe(crate::probe::ProbeArgs),
-    /// A test double of the API server's list/watch protocol serving a manifest directory
-    /// (what `kxdp lab --source api` feeds its agents from). Not an API server.
-    #[command(name = "apiserver-double", hide = true)]
-    ApiServerDouble(crate::apiserver_double::ApiServerDoubleArgs),
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
     Agent(AgentArgs),
-    /// The throughput rig's generator: BPF_PROG_TEST_RUN live frames (kernel) or AF_XDP
-    /// TX, N flows, fixed size, optional pps cap; prints what it offered (and, with
-    /// --sink-dev, what a sink counted).
-    #[command(hide = true)]
-    Pktgen(crate::pktgen::PktgenArgs),
-    /// The throughput rig's sink: counts packets and bytes per CPU with an XDP program on
-    /// an interface (drop or pass) for a while, then prints them.
-    #[command(hide = true)]
-    Pktsink(crate::pktgen::PktsinkArgs),
-    /// The throughput rig: builds client pod -> node A -> node B in namespaces and
-    /// measures, in one run on the same CPUs, the AF_XDP ceiling, kxdp, and the kernel as
-    /// kube-proxy (iptables, nftables) + Flannel configure it; prints Mpps with the ratios
-    /// and round-trip latencies, writes JSON and an SVG chart.
-    Bench(crate::bench::BenchArgs),
     /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
     Stats(StatsArgs),
 }
@@ -52,7 +31,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// The agent's local API socket.
-    #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = agent_api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
@@ -85,11 +64,11 @@ pub struct AgentArgs {
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cpus: Vec<usize>,
     /// The local API socket the CNI plugin talks to.
-    #[arg(long, value_name = "PATH", default_value = crate::agent_api::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = agent_api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
     /// kxdp-cni's attachment records (its `stateDir`): pods attached before this agent
     /// started are re-opened from them.
-    #[arg(long, value_name = "DIR", default_value = crate::cni::spec::DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = agent_api::record::DEFAULT_STATE_DIR)]
     pub cni_state_dir: PathBuf,
     /// Where /metrics (Prometheus), /healthz and /readyz are served (kube-proxy's default).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]

@@ -1,14 +1,7 @@
+//! The `kxdp` binary's library: the command line, the live agent (XDP programs, AF_XDP
+//! workers, the local API, metrics), and where its cluster state comes from (a state
+//! directory or the Kubernetes API). The model it translates with is the `model` crate.
+
 pub mod agent;
-pub mod agent_api;
-pub mod apiserver_double;
-pub mod bench;
 pub mod cli;
-pub mod cni;
-pub mod config;
-pub mod lab;
-pub mod pktgen;
-pub mod probe;
-pub mod replay;
 pub mod source;
-pub mod state;
-pub mod translate;

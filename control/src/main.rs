@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use control::cli::{Cli, Command};
-use control::replay;
+
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,13 +17,7 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
-        Command::Lab(args) => control::lab::main(args),
-        Command::Bench(args) => control::bench::main(args),
-        Command::Probe(args) => control::probe::main(args),
-        Command::ApiServerDouble(args) => control::apiserver_double::main(args),
         Command::Stats(args) => run_stats(&args),
-        Command::Pktgen(args) => control::pktgen::pktgen_main(&args),
-        Command::Pktsink(args) => control::pktgen::pktsink_main(&args),
         Command::Agent(args) => match control::agent::run(&args.into()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -65,7 +59,7 @@ fn run_replay(opts: replay::ReplayOptions) -> ExitCode {
 }
 
 fn run_stats(args: &control::cli::StatsArgs) -> ExitCode {
-    use control::agent_api::{Request, call};
+    use agent_api::{Request, call};
     let answer = match call(
         &args.api_socket,
         &Request::Stats,
@@ -87,7 +81,7 @@ fn run_stats(args: &control::cli::StatsArgs) -> ExitCode {
     let text = if args.json {
         serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n"
     } else {
-        control::agent::render_stats(&stats)
+        agent_api::render_stats(&stats)
     };
     if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
         return fail(&format!("writing the stats: {e}"));

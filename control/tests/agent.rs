@@ -11,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use control::agent_api::{self, AgentStatus, Request};
+use agent_api::{self, AgentStatus, Request};
 
-mod agent_process;
-mod harness;
-use agent_process::{in_netns, stop_agent, wait_for};
-use control::apiserver_double::ApiServerDouble;
+use lab::apiserver_double::ApiServerDouble;
+use testkit::netns::in_netns;
+use testkit::process::stop_agent;
+use testkit::wait::wait_for;
 
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
@@ -27,10 +27,10 @@ const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
 /// Root and the machine's root-test lock (held while the guard lives), or a skip (a
 /// failure under CI=true).
-fn root_test() -> Option<harness::RootTestLock> {
-    let root = agent_process::running_as_root()
-        || agent_process::skip_or_fail("the agent test", "needs root");
-    root.then(harness::exclusive)
+fn root_test() -> Option<testkit::root::RootTestLock> {
+    let root =
+        testkit::root::is_root() || testkit::root::skip_or_fail("the agent test", "needs root");
+    root.then(testkit::root::exclusive)
 }
 
 /// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
@@ -311,7 +311,7 @@ fn start_agent(
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("starting kxdp agent");
-    let rx = agent_process::stdout_lines(&mut agent);
+    let rx = testkit::process::stdout_lines(&mut agent);
     lab.agent = Some(agent);
     rx
 }
@@ -820,7 +820,7 @@ const ELSEWHERE_IP: &str = "192.168.79.50";
 
 /// One plain HTTP GET from inside `ns`: (status code, body).
 fn http_get(ns: &str, addr: &str, path: &str) -> (u16, String) {
-    let reply = agent_process::http(ns, "GET", addr, path);
+    let reply = testkit::http::http(ns, "GET", addr, path);
     (reply.status, reply.body)
 }
 

@@ -21,21 +21,20 @@ mod node;
 #[path = "churn/traffic.rs"]
 mod traffic;
 
-mod agent_process;
-mod harness;
-
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use control::agent_api::AgentStats;
+use agent_api::AgentStats;
 
-use agent_process::{in_netns, stop_agent, wait_for};
 use cluster::{Churn, SERVICE_IP, ServiceS, TARGET_TCP, TARGET_UDP, TCP_PORT, UDP_PORT};
-use control::apiserver_double::ApiServerDouble;
+use lab::apiserver_double::ApiServerDouble;
 use node::{HOST_LOCAL, Node};
+use testkit::netns::in_netns;
+use testkit::process::stop_agent;
+use testkit::wait::wait_for;
 use traffic::{PacedTcp, PacedUdp, TcpConn, sleep_until};
 
 /// Worker threads: two, so flows enter on one worker and leave on the other and one worker
@@ -58,14 +57,14 @@ const TCP_PER_SEC: u32 = 100;
 const PODS: [&str; 4] = ["client", "a", "b", "c"];
 
 fn can_run() -> bool {
-    let why = if !agent_process::running_as_root() {
+    let why = if !testkit::root::is_root() {
         "needs root (network namespaces, XDP)"
     } else if !Path::new(HOST_LOCAL).is_file() {
         "needs /usr/lib/cni/host-local (containernetworking-plugins)"
     } else {
         return true;
     };
-    agent_process::skip_or_fail("the churn test", why)
+    testkit::root::skip_or_fail("the churn test", why)
 }
 
 /// The counters the test compares, summed over workers.
@@ -131,7 +130,7 @@ fn service_churn_under_traffic_drops_nothing_but_the_intended() {
     if !can_run() {
         return;
     }
-    let _lock = harness::exclusive();
+    let _lock = testkit::root::exclusive();
     let mut node = Node::new(WORKERS);
     let node_ns = node.node_ns();
     // The double listens on the node namespace's loopback, where the agent runs.

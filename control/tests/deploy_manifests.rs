@@ -494,7 +494,7 @@ fn agent_arguments_parse_with_the_real_cli() {
         .collect();
     assert_eq!(
         items,
-        [("kxdp.yaml", control::state::CONFIG_FILE)],
+        [("kxdp.yaml", model::state::CONFIG_FILE)],
         "only kxdp.yaml in the state directory (any other *.yaml would be read as manifests)"
     );
 
@@ -515,9 +515,9 @@ fn agent_arguments_parse_with_the_real_cli() {
 #[test]
 fn agent_config_is_the_documented_defaults_but_maglev_sizing() {
     let m = manifests();
-    let parsed = control::config::AgentConfig::from_yaml(config_data(&m, "kxdp.yaml"))
+    let parsed = model::config::AgentConfig::from_yaml(config_data(&m, "kxdp.yaml"))
         .unwrap_or_else(|e| panic!("kxdp.yaml: {e}"));
-    let mut want = control::config::AgentConfig::default();
+    let mut want = model::config::AgentConfig::default();
     // Large clusters need tables sized by endpoint count (README "Services").
     want.maglev.by_backends = true;
     assert_eq!(parsed, want);
@@ -535,24 +535,20 @@ fn conflist_parses_with_the_cni_plugin() {
         "the binary the init container installs"
     );
     let bytes = serde_json::to_vec(&plugin).expect("encode");
-    let conf = control::cni::spec::NetConf::parse(&bytes)
+    let conf = cni::spec::NetConf::parse(&bytes)
         .unwrap_or_else(|e| panic!("kxdp-cni refuses its config: {}", e.to_json("1.0.0")));
     assert_eq!(conf.ipam_type().ok(), Some("host-local"));
     // One conflist for every node: host-local's range is the node's PodCIDR, which
     // kxdp-cni asks the agent for, not one node's literal subnet (nor a fixed gateway).
     assert_eq!(
-        control::cni::pod_cidr::find(&plugin).unwrap_or_else(|e| panic!("{e}")),
-        Some(control::cni::pod_cidr::Site::RangeSet(0)),
+        cni::pod_cidr::find(&plugin).unwrap_or_else(|e| panic!("{e}")),
+        Some(cni::pod_cidr::Site::RangeSet(0)),
         "the conflist's range is usePodCidr: {}",
         plugin["ipam"]
     );
     let ten_two: datapath::addr::Cidr = "10.244.2.0/24".parse().expect("cidr");
-    let filled = control::cni::pod_cidr::fill(
-        &bytes,
-        control::cni::pod_cidr::Site::RangeSet(0),
-        &[ten_two],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let filled = cni::pod_cidr::fill(&bytes, cni::pod_cidr::Site::RangeSet(0), &[ten_two])
+        .unwrap_or_else(|e| panic!("{e}"));
     let filled: serde_json::Value = serde_json::from_slice(&filled).expect("filled JSON");
     assert_eq!(
         filled["ipam"]["ranges"],
@@ -605,7 +601,8 @@ fn init_container_installs_the_plugin_and_conflist() {
         }
         script = script.replace(&vm.mount_path, &dir.display().to_string());
     }
-    let plugin = env!("CARGO_BIN_EXE_kxdp-cni");
+    let plugin = testkit::bins::workspace_binary("cni", "kxdp-cni");
+    let plugin = plugin.to_str().expect("a UTF-8 path");
     script = script.replace("/usr/local/bin/kxdp-cni", plugin);
 
     let status = Command::new("/bin/sh")

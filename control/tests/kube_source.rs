@@ -1,5 +1,5 @@
 //! The Kubernetes source (`control::source::KubeSource`) with the unmodified kube-rs client
-//! against our API server double (control::apiserver_double): initial sync gating, incremental
+//! against our API server double (lab::apiserver_double): initial sync gating, incremental
 //! changes, and convergence after 410 Gone, dropped connections and slow answers, with
 //! every snapshot checked to be, kind by kind, a state the double really had.
 
@@ -8,14 +8,14 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use control::apiserver_double::{ApiServerDouble, KINDS, Key};
-use control::config::AgentConfig;
 use control::source::{KubeSource, SourceUpdate, WatchedKind};
-use control::state::{ClusterState, StateDir, load_state_dir};
-use control::translate::incremental::Translator;
-use control::translate::{Translated, canonical_dump, translate};
 use datapath::Tables;
 use kube::ResourceExt;
+use lab::apiserver_double::{ApiServerDouble, KINDS, Key};
+use model::config::AgentConfig;
+use model::state::{ClusterState, StateDir, load_state_dir};
+use model::translate::incremental::Translator;
+use model::translate::{Translated, canonical_dump, translate};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +168,7 @@ fn wait_all_watching(double: &ApiServerDouble) {
     double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
 }
 
-fn all_lists_at_least(counters: &control::apiserver_double::Counters, n: u64) -> bool {
+fn all_lists_at_least(counters: &lab::apiserver_double::Counters, n: u64) -> bool {
     KINDS
         .iter()
         .all(|(kind, _, _)| counters.lists.get(*kind).copied().unwrap_or(0) >= n)
@@ -530,7 +530,7 @@ fn node_annotations_are_merge_patched_and_watched_back() {
     }));
     // translate takes the annotation as node-a's underlay address from now on.
     let state = converge(&mut source, &double, "patched node");
-    let config = control::config::AgentConfig::default();
+    let config = model::config::AgentConfig::default();
     let tables = translate(&state, &config, "node-b", 2).unwrap().tables;
     let node_a = tables
         .remote_nodes

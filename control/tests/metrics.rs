@@ -6,9 +6,12 @@
 //! Root only and needs promtool (Debian package prometheus); skipped with a message
 //! otherwise, except under CI=true where it fails.
 
-mod agent_process;
-mod harness;
-use agent_process::{http, in_netns, running_as_root, skip_or_fail, stop_agent, wait_for};
+use testkit::http::http;
+use testkit::netns::in_netns;
+use testkit::process::stop_agent;
+use testkit::root::is_root as running_as_root;
+use testkit::root::skip_or_fail;
+use testkit::wait::wait_for;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,7 +40,7 @@ fn can_run() -> bool {
             !ci(),
             "CI=true: promtool is missing (apt-get install prometheus)"
         );
-        harness::skipped(
+        testkit::root::skipped(
             "the metrics test",
             "promtool is missing (apt-get install prometheus)",
         );
@@ -152,7 +155,7 @@ fn agent_serves_metrics_healthz_and_readyz() {
     if !can_run() {
         return;
     }
-    let _lock = harness::exclusive();
+    let _lock = testkit::root::exclusive();
     let prefix = format!("kxmt{}", std::process::id() % 100_000);
     let dir = std::env::temp_dir().join(format!("{prefix}-metrics-test"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -200,7 +203,7 @@ fn agent_serves_metrics_healthz_and_readyz() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("starting kxdp agent");
-    let rx = agent_process::stdout_lines(&mut agent);
+    let rx = testkit::process::stdout_lines(&mut agent);
     lab.agent = Some(agent);
     let ready = rx
         .recv_timeout(Duration::from_secs(30))

@@ -4,8 +4,6 @@
 //! formats, ordering, output files), not what the pipeline decides about a packet; the
 //! pipeline's decisions are tested where it lives.
 
-mod harness;
-
 use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -547,7 +545,7 @@ fn real_captures_replay_one_verdict_per_record() {
             "CI=true: the capture directory {} {why}; this test must not be skipped",
             fixtures.display()
         );
-        harness::skipped(
+        testkit::root::skipped(
             "real_captures_replay_one_verdict_per_record",
             &format!("{} {why}", fixtures.display()),
         );

@@ -1,4 +1,4 @@
-//! Plays one case directory through `control::replay::run`, the library behind
+//! Plays one case directory through `replay::run`, the library behind
 //! `kxdp replay`, and compares what came out with the case's expected files.
 //!
 //! Output pcaps are compared packet by packet, byte for byte (with the first differing
@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use control::replay::{InputSpec, ReplayError, ReplayOptions};
+use replay::{InputSpec, ReplayError, ReplayOptions};
 
 use crate::pcapio::{self, Packet};
 use crate::spec::{CASE_FILE, CaseFile, EXPECTED_DIR, VERDICTS_FILE};
@@ -107,13 +107,13 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
         updates: spec
             .updates
             .iter()
-            .map(|u| control::replay::StateUpdate {
+            .map(|u| replay::StateUpdate {
                 at_ns: u.at_ns,
                 state: dir.join(&u.state),
             })
             .collect(),
     };
-    let result = control::replay::run(&opts);
+    let result = replay::run(&opts);
     let report = result
         .map_err(|error| CaseError::Replay {
             dir: dir.to_path_buf(),

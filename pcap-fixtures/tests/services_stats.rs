@@ -1,4 +1,4 @@
-//! Statistics of Service load balancing, measured through `control::replay::run` (the
+//! Statistics of Service load balancing, measured through `replay::run` (the
 //! code behind `kxdp replay`) on captures generated here, in temporary directories.
 //!
 //! Scenario cases pin exact bytes and so use Services with one backend; these tests
@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use control::replay::{InputSpec, ReplayOptions, StateUpdate};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_fixtures::case::BASE_NS;
 use pcap_fixtures::cases::world::{CLIENT, CLIENT_PORT, NODE_A_IP, NODE_A_MAC, UPLINK};
@@ -19,6 +18,7 @@ use pcap_fixtures::cases::world::{from_pod, two_node_with};
 use pcap_fixtures::packet::{L2, L4, V4, eth_v4, tcp_flags};
 use pcap_fixtures::pcapio;
 use pcap_fixtures::service_spec::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
+use replay::{InputSpec, ReplayOptions, StateUpdate};
 
 const VIP: [u8; 4] = [10, 96, 0, 90];
 const NODE_PORT: u16 = 30300;
@@ -117,7 +117,7 @@ impl Scratch {
             updates,
         };
         let _ = fs::remove_dir_all(&out);
-        control::replay::run(&opts).expect("replay runs");
+        replay::run(&opts).expect("replay runs");
         let text = fs::read_to_string(out.join("verdicts.jsonl")).expect("verdicts");
         text.lines()
             .map(|l| {

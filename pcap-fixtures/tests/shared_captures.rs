@@ -9,21 +9,17 @@
 //!
 //! When the directory is absent the tests say so and pass, except under `CI=true`.
 
-// The skip log, shared with the other crates' tests.
-#[path = "../../control/tests/harness/mod.rs"]
-mod harness;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use control::replay::input::read_capture;
-use control::replay::linktype::LinkKind;
-use control::replay::{InputSpec, ReplayOptions};
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::overlay::{self, DecapError, Endpoint};
 use datapath::wire::vlan::walk_l2;
 use etherparse::{ArpOperation, Icmpv4Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use replay::input::read_capture;
+use replay::linktype::LinkKind;
+use replay::{InputSpec, ReplayOptions};
 
 /// `../shared/fixtures` beside the workspace, or `None` (after saying so) when absent.
 fn shared() -> Option<PathBuf> {
@@ -36,7 +32,7 @@ fn shared() -> Option<PathBuf> {
         "CI=true but {} is not present",
         dir.display()
     );
-    harness::skipped(
+    testkit::root::skipped(
         "the shared captures",
         "../shared/fixtures is not beside the checkout",
     );
@@ -90,7 +86,7 @@ fn every_shared_capture_replays_on_uplink_and_pod_ports() {
                 updates: Vec::new(),
             };
             let name = format!("{} as {port}", file.display());
-            match std::panic::catch_unwind(|| control::replay::run(&opts)) {
+            match std::panic::catch_unwind(|| replay::run(&opts)) {
                 Err(_) => failures.push(format!("{name}: panicked")),
                 Ok(Err(e)) => failures.push(format!("{name}: replay failed: {e}")),
                 Ok(Ok(report)) => {

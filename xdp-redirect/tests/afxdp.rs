@@ -184,7 +184,7 @@ fn forwards_ping_and_udp_between_two_pods() {
         return;
     }
     let _serial = serial();
-    let node = Netns::new("fwd");
+    let node = netns("fwd");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
     let shared = shared_state(node_tables(1, &[(&a).into(), (&b).into()], &[]));
@@ -409,7 +409,7 @@ impl TemplateGenerator {
 /// `kxsk-b` (forwards go out here) with a peer that discards them; the host port
 /// `kxsk-dp`, whose kernel side `kxsk-hk` gets the passes. All in one namespace.
 fn generator_node(queues: u32) -> (Netns, xdp_redirect::SharedState) {
-    let node = Netns::new("gen");
+    let node = netns("gen");
     veth_pair(&node, "kxsk-a", "kxsk-ag", queues);
     veth_pair(&node, "kxsk-b", "kxsk-bp", queues);
     veth_pair(&node, "kxsk-dp", "kxsk-hk", queues);
@@ -582,7 +582,7 @@ fn ports_come_and_go_while_traffic_flows() {
         return;
     }
     let _serial = serial();
-    let node = Netns::new("ports");
+    let node = netns("ports");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
     let c = Pod::new(&node, "t", "c", POD_C, 1);
@@ -669,7 +669,7 @@ fn an_idle_worker_sleeps() {
         return;
     }
     let _serial = serial();
-    let node = Netns::new("idle");
+    let node = netns("idle");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
     let shared = shared_state(node_tables(1, &[(&a).into(), (&b).into()], &[]));
@@ -725,7 +725,7 @@ fn two_worker_round_trips(
     reply_timeout: Duration,
 ) -> (Vec<WorkerStats>, u64) {
     const WORKERS: u32 = 2;
-    let node = Netns::new("flows");
+    let node = netns("flows");
     let client = Pod::new(&node, "t", "client", POD_A, WORKERS);
     let server = Pod::new(&node, "t", "server", POD_B, WORKERS);
     // Requests leave the client on queue 0 (worker 0), replies the server on queue 1.

@@ -42,7 +42,7 @@ fn pod_and_host_programs_attach_natively_to_a_veth_pair_and_detach() {
     if !root_or_skip("XDP attach") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.veth_pair("kxld-pod", "kxld-dp", 2);
     netns.within(|| {
         let mut ebpf = load().unwrap();
@@ -86,7 +86,7 @@ fn interface_without_native_xdp_gets_skb_mode() {
     if !root_or_skip("XDP attach") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.within(|| {
         let mut ebpf = load().unwrap();
         // Loopback has no native XDP (and this is the namespace's own).
@@ -106,7 +106,7 @@ fn errors_name_the_interface() {
     if !root_or_skip("XDP attach") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.veth_pair("kxld-pod", "kxld-dp", 1);
     netns.within(|| {
         let mut ebpf = load().unwrap();
@@ -140,7 +140,7 @@ fn detach_after_the_interface_is_gone_succeeds() {
     if !root_or_skip("XDP attach") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.veth_pair("kxld-pod", "kxld-dp", 1);
     netns.within(|| {
         let mut ebpf = load().unwrap();
@@ -156,7 +156,7 @@ fn dropping_the_loaded_programs_detaches_them() {
     if !root_or_skip("XDP attach") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.veth_pair("kxld-pod", "kxld-dp", 1);
     netns.within(|| {
         let mut ebpf = load().unwrap();

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions};
-use support::{Netns, root_or_skip};
+use support::root_or_skip;
 use xdp_redirect::{
     FrontendKey, HOST_PROGRAM, Interface, POD_PROGRAM, Reason, UPLINK_PROGRAM, VxlanCfg,
     XSKS_ENTRIES, XdpError, add_frontend, add_node_addr, load, port_slot, program, reason_count,
@@ -59,7 +59,7 @@ fn with_bench(test: impl FnOnce(&mut Bench) + Send) {
     if !root_or_skip("BPF_PROG_TEST_RUN") {
         return;
     }
-    let netns = Netns::new();
+    let netns = support::netns();
     netns.veth_pair("kxld-a", "kxld-b", QUEUES);
     netns.within(|| {
         let mut ebpf = load().expect("load XDP programs");

@@ -23,7 +23,7 @@ use bench::scale_harness::{
     tables_size,
 };
 use clap::Parser;
-use control::translate::{policy, translate};
+use model::translate::{policy, translate};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]

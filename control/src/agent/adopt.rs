@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::cni::record::Records;
+use agent_api::record::Records;
 
 /// A pod port to re-open: its name and host-side veth.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::thread;
 use crossbeam::channel::{Sender, bounded};
 
 use crate::agent::Event;
-use crate::agent_api::{Request, Response, serve_connection};
+use agent_api::{Request, Response, serve_connection};
 
 /// The bound socket; removes its file when dropped.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerHandle};
 use super::AgentOptions;
 use super::kernel_maps::KernelMaps;
 use super::netdev;
-use crate::translate::UPLINK_PORT;
+use model::translate::UPLINK_PORT;
 
 /// Which XDP program a port gets (ARCHITECTURE.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +240,8 @@ impl DatapathPorts {
     }
 
     /// The workers' latest published counters.
-    pub fn stats(&self) -> crate::agent_api::AgentStats {
-        crate::agent_api::AgentStats {
+    pub fn stats(&self) -> agent_api::AgentStats {
+        agent_api::AgentStats {
             workers: self.workers.iter().map(|w| summarize(&w.stats())).collect(),
         }
     }
@@ -270,8 +270,8 @@ impl DatapathPorts {
     }
 }
 
-fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerSummary {
-    crate::agent_api::WorkerSummary {
+fn summarize(w: &xdp_redirect::worker::WorkerStats) -> agent_api::WorkerSummary {
+    agent_api::WorkerSummary {
         id: w.id,
         cpu: w.cpu,
         generation: w.generation,
@@ -294,7 +294,7 @@ fn summarize(w: &xdp_redirect::worker::WorkerStats) -> crate::agent_api::WorkerS
         ports: w
             .ports
             .iter()
-            .map(|p| crate::agent_api::PortSummary {
+            .map(|p| agent_api::PortSummary {
                 name: p.name.clone(),
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,

@@ -33,10 +33,11 @@ use datapath::tables::Tables;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use xdp_redirect::worker::{SharedFlows, SharedState};
 
-use crate::agent_api::{AgentStatus, Request, Response};
-use crate::translate::{HOST_PORT, UPLINK_PORT};
+use agent_api::{AgentStatus, Request, Response};
 use datapath_ports::{DatapathPorts, PortProgram};
-use source::{DirSource, Source};
+use model::state::watch::DirWatch;
+use model::translate::{HOST_PORT, UPLINK_PORT};
+use source::Source;
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
@@ -513,7 +514,7 @@ fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<Atomic
 
 fn open_source(opts: &AgentOptions) -> Result<Source, String> {
     match (&opts.kube, &opts.state) {
-        (None, Some(dir)) => Ok(Source::Dir(DirSource::new(dir.clone()))),
+        (None, Some(dir)) => Ok(Source::Dir(DirWatch::new(dir.clone()))),
         (None, None) => {
             Err("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster".into())
         }
@@ -591,7 +592,7 @@ fn first_state(
     }
 }
 
-fn masquerade_cidrs(config: &crate::config::AgentConfig) -> Vec<(bool, String)> {
+fn masquerade_cidrs(config: &model::config::AgentConfig) -> Vec<(bool, String)> {
     config
         .cluster_cidrs
         .iter()
@@ -601,7 +602,7 @@ fn masquerade_cidrs(config: &crate::config::AgentConfig) -> Vec<(bool, String)> 
 
 fn host_plan(
     tables: &Tables,
-    config: &crate::config::AgentConfig,
+    config: &model::config::AgentConfig,
     queues: u32,
 ) -> netdev::HostPortPlan {
     let routed = config
@@ -617,7 +618,7 @@ fn host_plan(
         mtu: u32::from(
             config
                 .underlay_mtu
-                .saturating_sub(crate::config::VXLAN_OVERHEAD),
+                .saturating_sub(model::config::VXLAN_OVERHEAD),
         ),
         queues,
     }
@@ -634,46 +635,6 @@ fn check_uplink_mtu(uplink: &str, configured: u16) {
         Ok(_) => {}
         Err(e) => tracing::warn!("uplink {uplink}: {e}"),
     }
-}
-
-/// `kxdp stats` as a table: per worker its verdict totals and drops by reason, then its
-/// ports.
-pub fn render_stats(stats: &crate::agent_api::AgentStats) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for w in &stats.workers {
-        let cpu = w.cpu.map_or("-".to_string(), |c| c.to_string());
-        let _ = writeln!(
-            out,
-            "worker {} (cpu {cpu}, generation {}): rx {} = forwarded {} + passed {} + dropped {}; tx {}; io drops {}; busy {:.1}%; flow-lock wait {} ns/batch",
-            w.id,
-            w.generation,
-            w.rx_packets,
-            w.forwarded,
-            w.passed,
-            w.dropped,
-            w.tx_packets,
-            w.io_drops,
-            w.busy_ratio * 100.0,
-            w.mean_lock_wait_ns
-        );
-        for (reason, n) in &w.drops {
-            let _ = writeln!(out, "  drop {reason:<28} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "  {:<32} {:>12} {:>12} {:>14}",
-            "port", "rx", "tx", "kernel rx lost"
-        );
-        for p in &w.ports {
-            let _ = writeln!(
-                out,
-                "  {:<32} {:>12} {:>12} {:>14}",
-                p.name, p.rx_packets, p.tx_packets, p.kernel_rx_lost
-            );
-        }
-    }
-    out
 }
 
 /// Logs each translation warning when it appears (again after it went away and came

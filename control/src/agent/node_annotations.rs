@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::netdev;
 use crate::source::KubeSource;
-use crate::translate::k8s::{
+use model::k8s::{
     UNDERLAY_MAC_ANNOTATION, VTEP_ADDRESS_ANNOTATION, node_internal_ipv4, node_underlay_mac,
     node_vtep_annotation, parse_unicast_mac, parse_vtep_address,
 };

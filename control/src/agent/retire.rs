@@ -45,12 +45,12 @@ mod tests {
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.1"}]},
         }))
         .unwrap();
-        let cluster = crate::state::ClusterState {
+        let cluster = model::state::ClusterState {
             nodes: vec![node],
             ..Default::default()
         };
-        let config = crate::config::AgentConfig::default();
-        crate::translate::translate(&cluster, &config, "n", generation)
+        let config = model::config::AgentConfig::default();
+        model::translate::translate(&cluster, &config, "n", generation)
             .unwrap()
             .tables
     }

@@ -2,47 +2,18 @@
 //! change, or the Kubernetes API (`control::source::KubeSource`: watchers, published only
 //! once every kind has synced). Either way the next generation is built by the same pure
 //! `translate`.
-//!
-//! Change detection compares a fingerprint (name, size, modification time of every file
-//! the loader would read) taken at each tick. Polling a handful of files a few times a
-//! second costs nothing measurable and, unlike inotify, sees changes made through symlink
-//! swaps (a mounted ConfigMap) and on any filesystem.
+//! A directory's changes are seen by `model::state::watch::DirWatch`.
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::Path;
 
 use datapath::tables::Tables;
 
-use crate::config::AgentConfig;
 use crate::source::{KubeSource, SourceUpdate};
-use crate::state::{CONFIG_FILE, ClusterState, load_state_dir};
-use crate::translate::incremental::Translator;
-use crate::translate::translate;
-
-/// What the directory looked like: enough to tell that something changed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fingerprint(Vec<(String, u64, Option<SystemTime>)>);
-
-pub fn fingerprint(dir: &Path) -> Fingerprint {
-    let mut files = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-                continue;
-            }
-            // metadata() follows symlinks, as the loader does.
-            let meta = std::fs::metadata(entry.path()).ok();
-            files.push((
-                name,
-                meta.as_ref().map_or(0, |m| m.len()),
-                meta.and_then(|m| m.modified().ok()),
-            ));
-        }
-    }
-    files.sort();
-    Fingerprint(files)
-}
+use model::config::AgentConfig;
+use model::state::watch::DirWatch;
+use model::state::{CONFIG_FILE, ClusterState, load_state_dir};
+use model::translate::incremental::Translator;
+use model::translate::translate;
 
 /// One built generation.
 #[derive(Debug)]
@@ -93,7 +64,7 @@ pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, String> {
 /// The agent's source of cluster state.
 #[derive(Debug)]
 pub enum Source {
-    Dir(DirSource),
+    Dir(DirWatch),
     Kube {
         kube: Box<KubeSource>,
         /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
@@ -179,31 +150,5 @@ impl Source {
                 .map(|k| k.to_string())
                 .collect(),
         }
-    }
-}
-
-/// Watches one state directory.
-#[derive(Debug)]
-pub struct DirSource {
-    pub dir: PathBuf,
-    seen: Fingerprint,
-}
-
-impl DirSource {
-    pub fn new(dir: PathBuf) -> DirSource {
-        DirSource {
-            dir,
-            seen: Fingerprint::default(),
-        }
-    }
-
-    /// True (once) when the directory differs from the last time this returned true.
-    pub fn changed(&mut self) -> bool {
-        let now = fingerprint(&self.dir);
-        if now == self.seen {
-            return false;
-        }
-        self.seen = now;
-        true
     }
 }

@@ -31,8 +31,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
-use crate::state::ClusterState;
-use crate::state::changes::{Change, Kind, Object, ObjectKey};
+use model::state::ClusterState;
+use model::state::changes::{Change, Kind, Object, ObjectKey};
 
 /// The kinds the source watches: the kinds kxdp reads.
 pub type WatchedKind = Kind;

@@ -1,4 +1,4 @@
-//! Where the agent's [`ClusterState`](crate::state::ClusterState) comes from when it is not
+//! Where the agent's [`ClusterState`](model::state::ClusterState) comes from when it is not
 //! a state directory: the live Kubernetes API.
 
 pub mod kube;

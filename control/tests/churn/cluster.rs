@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Value, json};
 
 use super::node::{NAMESPACE, NODE, NODE_IP, POD_CIDR, UPLINK_MAC};
-use control::apiserver_double::ApiServerDouble;
+use lab::apiserver_double::ApiServerDouble;
 
 pub const SERVICE: &str = "s";
 pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);

@@ -1,6 +1,6 @@
 //! The node the churn test runs: a network namespace with an uplink, the real `kxdp
 //! agent` fed by the API server double, pods made by the real `kxdp-cni` ADD (host-local
-//! IPAM) and `kxdp probe serve` in the backend pods. Everything it made goes on drop:
+//! IPAM) and `kxdp-lab probe serve` in the backend pods. Everything it made goes on drop:
 //! processes by PID, namespaces (with their veths and XDP attachments), files.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use control::agent_api::{self, AgentStats, AgentStatus, Request};
+use agent_api::{self, AgentStats, AgentStatus, Request};
 use serde_json::{Value, json};
 
 pub const NODE: &str = "node1";
@@ -157,7 +157,7 @@ impl Node {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.node_ns()))
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_kxdp-cni"))
+            .arg(testkit::bins::workspace_binary("cni", "kxdp-cni"))
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", "ADD")
@@ -191,12 +191,12 @@ impl Node {
             .unwrap_or_else(|| panic!("no address in the CNI result {result}"))
     }
 
-    /// `kxdp probe serve --name NAME` on TCP `tcp` and UDP `udp` in pod `pod`'s
+    /// `kxdp-lab probe serve --name NAME` on TCP `tcp` and UDP `udp` in pod `pod`'s
     /// namespace; returns once it said it is bound.
     pub fn serve(&mut self, pod: &str, tcp: u16, udp: u16) {
         let mut server = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}-{pod}", self.prefix))
-            .arg(env!("CARGO_BIN_EXE_kxdp"))
+            .arg(testkit::bins::workspace_binary("lab", "kxdp-lab"))
             .args(["probe", "serve", "--name", pod])
             .args(["--tcp", &tcp.to_string(), "--udp", &udp.to_string()])
             .stdout(Stdio::piped())
@@ -209,7 +209,7 @@ impl Node {
         assert!(
             ready
                 .as_deref()
-                .is_some_and(|l| l.starts_with(control::probe::READY_PREFIX)),
+                .is_some_and(|l| l.starts_with(lab::probe::READY_PREFIX)),
             "probe serve in {pod}: {ready:?}"
         );
     }

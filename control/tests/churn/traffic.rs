@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::agent_process::in_netns;
+use testkit::netns::in_netns;
 
 /// Sleeps until `due` (no-op when it has passed): pacing by deadlines, so a late wake-up
 /// is caught up on rather than stretching the schedule.

@@ -3,14 +3,9 @@
 //! a test fails), pods, the XDP programs attached with per-port XSKMAP slots, hand-built
 //! tables, and waiting for conditions with a deadline.
 
-#![allow(dead_code, reason = "each test uses a different part")]
+#![allow(dead_code, unused_imports, reason = "each test uses a different part")]
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use aya::Ebpf;
@@ -36,202 +31,30 @@ pub fn mac_string(mac: MacAddr) -> String {
     )
 }
 
+pub use testkit::cmd::run;
+pub use testkit::netns::{Netns, enter};
+pub use testkit::root::root_or_skip;
+pub use testkit::wait::{eventually, wait_until};
+
+/// A namespace `kxsk-<pid>-<n>-<tag>` (the AF_XDP worker tests'; a test file with its own
+/// prefix calls [`Netns::with_prefix`]).
+pub fn netns(tag: &str) -> Netns {
+    Netns::with_prefix("kxsk", tag)
+}
+
+/// A veth pair inside `ns`, `queues` rx/tx queues on both ends, both up.
+pub fn veth_pair(ns: &Netns, a: &str, b: &str, queues: u32) {
+    ns.veth_pair(a, b, queues);
+}
+
 pub fn ip_string(ip: [u8; 4]) -> String {
     std::net::Ipv4Addr::from(ip).to_string()
 }
 
-/// Whether to run a root test: true as root; false (with a message) otherwise, unless
-/// `CI=true`, where a skip would hide a broken datapath and so fails instead.
-pub fn root_or_skip(what: &str) -> bool {
-    let euid_is_root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false);
-    if !euid_is_root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {what} needs root and must not be skipped"
-        );
-        harness::skipped(what, "needs root");
-    }
-    euid_is_root
-}
-
-// The machine-wide root-test lock and the skip log, shared with the control crate's tests
-// (one file, so both crates do it the same way).
-#[path = "../../../control/tests/harness/mod.rs"]
-mod harness;
-
 /// These tests measure rates and CPU time: one at a time, and not beside another kxdp root
 /// test (an agent, a lab, the bench) of this or another test binary.
-pub fn serial() -> harness::RootTestLock {
-    harness::exclusive()
-}
-
-/// Runs a command, returning its stdout; panics with its stderr if it fails.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `cond` until it holds or `timeout` passes (then panics with `what`).
-pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
-    assert!(eventually(timeout, cond), "timed out waiting for {what}");
-}
-
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held (for callers
-/// that report their own diagnostics, or that go on either way).
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A network namespace `<prefix>-<pid>-<n>-<tag>` with lo up and IPv6 off (no router
-/// solicitations or DAD in the counters), deleted on drop (so also when a test panics),
-/// which takes its interfaces and their XDP programs with it.
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// A namespace `kxsk-<pid>-<n>-<tag>` (the AF_XDP worker tests').
-    pub fn new(tag: &str) -> Netns {
-        Netns::with_prefix("kxsk", tag)
-    }
-
-    /// A namespace `<prefix>-<pid>-<n>-<tag>`: each test file passes its own prefix, so
-    /// whose a namespace is stays visible; the pid keeps test binaries running at the same
-    /// time apart, the counter the namespaces of one binary.
-    pub fn with_prefix(prefix: &str, tag: &str) -> Netns {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("{prefix}-{}-{n}-{tag}", std::process::id());
-        // A leftover from a crashed run of the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        // Through procfs from a thread inside the namespace (/proc/sys/net is the opening
-        // thread's namespace's): no sysctl(8), which a bare Debian root lacks (procps).
-        ns.within(|| {
-            for conf in ["all", "default"] {
-                let key = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
-                std::fs::write(&key, "1").unwrap_or_else(|e| panic!("{key}: {e}"));
-            }
-        });
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    pub fn ip(&self, args: &[&str]) -> String {
-        // nsenter, not `ip -n`: that remounts / and fails where / is no mount point.
-        let net = format!("--net=/run/netns/{}", self.name);
-        let mut all = vec![net.as_str(), "ip"];
-        all.extend_from_slice(args);
-        run("nsenter", &all)
-    }
-
-    /// `ip -s -d link show dev <ifname>` in the namespace: the interface's XDP attachment
-    /// (`prog/xdp`) and its counters.
-    pub fn link_details(&self, ifname: &str) -> String {
-        self.ip(&["-s", "-d", "link", "show", "dev", ifname])
-    }
-
-    /// Runs a command inside the namespace (nsenter keeps /sys and bpffs as they are).
-    pub fn exec(&self, cmd: &str, args: &[&str]) -> String {
-        let net = format!("--net={}", self.path());
-        let mut all = vec![net.as_str(), cmd];
-        all.extend_from_slice(args);
-        run("nsenter", &all)
-    }
-
-    /// Runs a command inside the namespace; returns whether it succeeded (for commands
-    /// expected to fail).
-    pub fn exec_ok(&self, cmd: &str, args: &[&str]) -> bool {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.path()))
-            .arg(cmd)
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    /// Runs `f` on a thread inside this namespace and returns its result.
-    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                enter(&path);
-                f()
-            });
-            match t.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    /// Starts `f` on a thread inside this namespace.
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> JoinHandle<T> {
-        let path = self.path();
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("warning: could not delete netns {}", self.name);
-        }
-    }
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-pub fn enter(path: &str) {
-    let ns = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+pub fn serial() -> testkit::root::RootTestLock {
+    testkit::root::exclusive()
 }
 
 /// Interface `name` in the calling thread's namespace.
@@ -242,31 +65,6 @@ pub fn interface(name: &str) -> xdp_redirect::Interface {
 /// The index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> u32 {
     interface(name).index()
-}
-
-/// A veth pair inside `ns`, `queues` rx/tx queues on both ends, both up.
-pub fn veth_pair(ns: &Netns, a: &str, b: &str, queues: u32) {
-    let q = queues.to_string();
-    ns.ip(&[
-        "link",
-        "add",
-        a,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-    ]);
-    ns.ip(&["link", "set", a, "up"]);
-    ns.ip(&["link", "set", b, "up"]);
 }
 
 /// A pod as the CNI plugin sets it up (agent contract): its own namespace with `eth0`
@@ -283,7 +81,7 @@ pub struct Pod {
 
 impl Pod {
     pub fn new(node: &Netns, namespace: &str, name: &str, ip: [u8; 4], queues: u32) -> Pod {
-        let ns = Netns::new(&format!("pod-{name}"));
+        let ns = netns(&format!("pod-{name}"));
         let host_if = format!("kxsk-{name}");
         let q = queues.to_string();
         node.ip(&[
@@ -602,7 +400,7 @@ pub fn live_frames_or_fallback(what: &str) -> xdp_redirect::pktgen::GenMode {
     match xdp_redirect::pktgen::live_frames().expect("probing live frames") {
         LiveFrames::Allowed => GenMode::LiveFrames,
         LiveFrames::Refused(answer) => {
-            harness::skipped(
+            testkit::root::skipped(
                 what,
                 &format!(
                     "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}): checked the fallback, the fan-out generator, instead"

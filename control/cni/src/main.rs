@@ -1,0 +1,5 @@
+//! `kxdp-cni`: the CNI plugin. Everything lives in `control::cni`; see its docs.
+
+fn main() -> std::process::ExitCode {
+    cni::main()
+}

@@ -1,0 +1,1309 @@
+//! kxdp-cni end to end: the built binary, run as a runtime would run it (inside the node's
+//! network namespace, `CNI_*` in the environment, the configuration on stdin), against real
+//! namespaces, real veths, the real host-local IPAM plugin and a fake agent serving the
+//! agent_api socket from a thread of this test.
+//!
+//! Needs root (namespaces) and containernetworking-plugins (/usr/lib/cni/host-local); skips
+//! with a message without them, unless CI=true, where it fails instead.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use agent_api::record::host_veth_name;
+use agent_api::{AgentStatus, Request, Response, serve_connection};
+use serde_json::{Value, json};
+
+const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
+const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
+
+/// Whether this machine can run the test; panics instead of skipping under CI=true.
+fn can_run(test: &str) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    let why = if uid != 0 {
+        "needs root for network namespaces"
+    } else if !Path::new(HOST_LOCAL).is_file() {
+        "needs /usr/lib/cni/host-local (scripts/install-deps.sh installs containernetworking-plugins)"
+    } else {
+        return true;
+    };
+    assert!(!ci, "{test}: {why} (CI=true: not skipping)");
+    testkit::root::skipped(test, why);
+    false
+}
+
+fn prefix() -> String {
+    format!("kcni-{}", std::process::id())
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{}-{tag}", prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A named network namespace, deleted on drop (with everything in it) even when the test
+/// fails; deleting one that the test already removed is fine.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        // A leftover of an earlier run with the same pid; normally there is none.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `tool args` inside the namespace; stdout; panics on failure.
+    fn run(&self, tool: &str, args: &[&str]) -> String {
+        let mut full = vec![format!("--net={}", self.path()), "--".into(), tool.into()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        sh("nsenter", &refs)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        self.run("ip", args)
+    }
+
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        let text = self.ip(&full);
+        if text.trim().is_empty() {
+            json!([])
+        } else {
+            serde_json::from_str(&text).expect("ip -j output")
+        }
+    }
+
+    /// Every link (`ip -d -j link show`).
+    fn links(&self) -> Vec<Value> {
+        match self.ip_json(&["-d", "link", "show"]) {
+            Value::Array(links) => links,
+            other => panic!("ip -j link show: {other}"),
+        }
+    }
+
+    /// The link called `name`, if any.
+    fn link(&self, name: &str) -> Option<Value> {
+        self.links().into_iter().find(|l| l["ifname"] == name)
+    }
+
+    /// Names of the veths in this namespace.
+    fn veths(&self) -> HashSet<String> {
+        let links = self.ip_json(&["-d", "link", "show", "type", "veth"]);
+        links
+            .as_array()
+            .expect("link list")
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The fake agent: answers status/add_port/del_port/check_port like the contract says and
+/// records every request. `add_port` also notes whether the host veth existed in the node
+/// namespace at that moment (the real agent attaches XDP to it there).
+struct FakeAgent {
+    socket: PathBuf,
+    calls: Arc<Mutex<Vec<Request>>>,
+    veth_seen_at_add: Arc<Mutex<Vec<bool>>>,
+    refuse_add: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeAgent {
+    fn start(dir: &Path, node: &str) -> FakeAgent {
+        FakeAgent::with_cidrs(dir, node, &["10.244.1.0/24"])
+    }
+
+    fn with_cidrs(dir: &Path, node: &str, pod_cidrs: &[&str]) -> FakeAgent {
+        let pod_cidrs: Vec<String> = pod_cidrs.iter().map(|c| c.to_string()).collect();
+        let socket = dir.join("agent.sock");
+        let listener = UnixListener::bind(&socket).expect("bind agent socket");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let veth_seen_at_add = Arc::new(Mutex::new(Vec::new()));
+        let refuse_add = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (calls, seen, refuse, stop) = (
+                calls.clone(),
+                veth_seen_at_add.clone(),
+                refuse_add.clone(),
+                stop.clone(),
+            );
+            let node = format!("/run/netns/{node}");
+            std::thread::spawn(move || {
+                let mut open: Vec<String> = Vec::new();
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let mut handler = |req: Request| {
+                        calls.lock().unwrap().push(req.clone());
+                        match req {
+                            Request::Status => Response::status(AgentStatus {
+                                node: "kcni-node".into(),
+                                generation: 1,
+                                workers: 2,
+                                ports: open.clone(),
+                                table_ports: vec![],
+                                gateway: "10.244.1.1".into(),
+                                pod_cidrs: pod_cidrs.clone(),
+                                pod_mtu: 1450,
+                            }),
+                            Request::AddPort { port, ifname, .. } => {
+                                let exists = Command::new("nsenter")
+                                    .args([format!("--net={node}").as_str(), "--"])
+                                    .args(["ip", "link", "show", "dev", &ifname])
+                                    .output()
+                                    .is_ok_and(|o| o.status.success());
+                                seen.lock().unwrap().push(exists);
+                                if refuse.load(Ordering::SeqCst) {
+                                    Response::error("refused by the test")
+                                } else {
+                                    open.push(port);
+                                    Response::ok()
+                                }
+                            }
+                            Request::DelPort { port, .. } => {
+                                open.retain(|p| *p != port);
+                                Response::ok()
+                            }
+                            Request::CheckPort { port, .. } => {
+                                if open.contains(&port) {
+                                    Response::ok()
+                                } else {
+                                    Response::error(format!("port {port} is not open"))
+                                }
+                            }
+                            Request::Stats => Response::error("the fake agent keeps no stats"),
+                        }
+                    };
+                    let _ = serve_connection(stream, &mut handler);
+                }
+            })
+        };
+        FakeAgent {
+            socket,
+            calls,
+            veth_seen_at_add,
+            refuse_add,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The requests since the last call.
+    fn take_calls(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees `stop`.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One plugin run: exit success, stdout, stderr.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    fn expect_ok(self) -> Run {
+        assert!(
+            self.ok,
+            "plugin failed: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The spec error object's code, after checking the object's shape.
+    fn error_code(&self) -> u64 {
+        assert!(!self.ok, "plugin succeeded: {}", self.stdout);
+        let v = self.json();
+        assert!(v["cniVersion"].is_string(), "{v}");
+        assert!(v["msg"].is_string(), "{v}");
+        assert!(v["details"].is_string(), "{v}");
+        v["code"].as_u64().expect("code")
+    }
+}
+
+/// The runtime's side: env + stdin, run inside the node namespace.
+struct Runtime<'a> {
+    node: &'a Netns,
+}
+
+impl Runtime<'_> {
+    fn run(&self, env: &[(&str, &str)], stdin: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.node.path()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_kxdp-cni"))
+            // A runtime's environment: a PATH and the CNI variables, nothing of ours.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kxdp-cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("kxdp-cni");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    fn attachment(&self, command: &str, container: &str, pod: &Pod<'_>, conf: &Value) -> Run {
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container}",
+            pod.name
+        );
+        self.run(
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", container),
+                ("CNI_NETNS", &pod.netns_path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_ARGS", &args),
+                ("CNI_PATH", "/usr/lib/cni"),
+            ],
+            &conf.to_string(),
+        )
+    }
+}
+
+struct Pod<'a> {
+    name: &'a str,
+    netns_path: String,
+}
+
+fn config(version: &str, network: &str, dir: &Path, socket: &Path, ipam: Value) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": network,
+        "type": "kxdp-cni",
+        "agentSocket": socket,
+        "stateDir": dir.join("state"),
+        "ipam": ipam,
+    })
+}
+
+fn host_local(dir: &Path, range: Value) -> Value {
+    json!({"type": "host-local", "ranges": [[range]], "dataDir": dir.join("ipam")})
+}
+
+/// Whether host-local holds a reservation for `ip` in `network`.
+fn reserved(dir: &Path, network: &str, ip: &str) -> bool {
+    dir.join("ipam").join(network).join(ip).exists()
+}
+
+/// Every property the contract asks of one attachment, checked from outside the plugin.
+fn assert_attachment(node: &Netns, pod: &Netns, veth: &str, ip: &str, pod_mac: &str) {
+    let host = node
+        .link(veth)
+        .unwrap_or_else(|| panic!("host veth {veth} missing"));
+    assert_eq!(host["linkinfo"]["info_kind"], "veth");
+    assert_eq!(host["address"], GATEWAY_MAC);
+    assert_eq!(host["mtu"], 1450);
+    assert_eq!(
+        (
+            host["num_tx_queues"].as_u64(),
+            host["num_rx_queues"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert!(
+        host["flags"].as_array().unwrap().contains(&json!("UP")),
+        "{host}"
+    );
+
+    let eth0 = pod.link("eth0").expect("eth0 in the pod");
+    assert_eq!(eth0["address"], pod_mac);
+    assert_eq!(eth0["mtu"], 1450);
+    assert_eq!(
+        (
+            eth0["num_tx_queues"].as_u64(),
+            eth0["num_rx_queues"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert!(
+        eth0["flags"].as_array().unwrap().contains(&json!("UP")),
+        "{eth0}"
+    );
+    let lo = pod.link("lo").unwrap();
+    assert!(lo["flags"].as_array().unwrap().contains(&json!("UP")));
+
+    let addrs = pod.ip_json(&["addr", "show", "dev", "eth0"]);
+    let v4: Vec<(String, u64)> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| {
+            (
+                a["local"].as_str().unwrap().to_string(),
+                a["prefixlen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(v4, vec![(ip.to_string(), 24)]);
+    let routes = pod.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(routes.as_array().unwrap().len(), 1, "{routes}");
+    assert_eq!(routes[0]["gateway"], "10.244.1.1");
+    assert_eq!(routes[0]["dev"], "eth0");
+    let features = pod.run("ethtool", &["-k", "eth0"]);
+    assert!(
+        features.lines().any(|l| l.trim() == "tx-checksumming: off"),
+        "{features}"
+    );
+
+    let host_routes = node.ip_json(&["-4", "route", "show", ip]);
+    assert_eq!(host_routes.as_array().unwrap().len(), 1, "{host_routes}");
+    assert_eq!(host_routes[0]["dst"], ip);
+    assert_eq!(host_routes[0]["dev"], veth);
+    let neigh = node.ip_json(&["neigh", "show", "dev", veth]);
+    let entry = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dst"] == ip)
+        .unwrap_or_else(|| panic!("no neighbour {ip} on {veth}: {neigh}"));
+    assert_eq!(entry["lladdr"], pod_mac);
+    assert_eq!(entry["state"], json!(["PERMANENT"]));
+}
+
+fn add_port_names(calls: &[Request]) -> Vec<(String, String, String, Vec<IpAddr>)> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Request::AddPort {
+                port,
+                ifname,
+                container_id,
+                ips,
+            } => Some((
+                port.clone(),
+                ifname.clone(),
+                container_id.clone(),
+                ips.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn del_ports(calls: &[Request]) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Request::DelPort { port, .. } => Some(port.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn add_check_gc_del() {
+    if !can_run("add_check_gc_del") {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new("life");
+    let node = Netns::new(format!("{p}-node"));
+    let pod1_ns = Netns::new(format!("{p}-pod1"));
+    let pod2_ns = Netns::new(format!("{p}-pod2"));
+    let agent = FakeAgent::start(&dir.0, &node.name);
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-net");
+    let ipam = host_local(&dir.0, json!({"subnet": "10.244.1.0/24"}));
+    let conf10 = config("1.0.0", &network, &dir.0, &agent.socket, ipam.clone());
+    let conf11 = config("1.1.0", &network, &dir.0, &agent.socket, ipam);
+    let pod1 = Pod {
+        name: "web-0",
+        netns_path: pod1_ns.path(),
+    };
+    let pod2 = Pod {
+        name: "web-1",
+        netns_path: pod2_ns.path(),
+    };
+    let (c1, c2) = ("kcni-ctr-1", "kcni-ctr-2");
+    let veth1 = host_veth_name(c1, "eth0");
+    let veth2 = host_veth_name(c2, "eth0");
+
+    // VERSION.
+    let v = rt
+        .run(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.0.0"}"#)
+        .expect_ok()
+        .json();
+    assert_eq!(
+        v,
+        json!({"cniVersion":"1.0.0","supportedVersions":["1.0.0","1.1.0"]})
+    );
+
+    // STATUS (spec 1.1.0): ready with the agent up, code 50 without it; a 1.0.0 config has
+    // no STATUS.
+    let status_env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")];
+    let run = rt.run(&status_env, &conf11.to_string()).expect_ok();
+    assert_eq!(run.stdout, "");
+    let mut no_agent11 = conf11.clone();
+    no_agent11["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    assert_eq!(
+        rt.run(&status_env, &no_agent11.to_string()).error_code(),
+        50
+    );
+    assert_eq!(rt.run(&status_env, &conf10.to_string()).error_code(), 1);
+    agent.take_calls();
+
+    // ADD pod1 (spec 1.0.0).
+    let result = rt.attachment("ADD", c1, &pod1, &conf10).expect_ok().json();
+    assert_eq!(
+        result,
+        json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": veth1, "mac": GATEWAY_MAC},
+                {"name": "eth0", "mac": "0a:58:0a:f4:01:02", "sandbox": pod1.netns_path},
+            ],
+            "ips": [{"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}],
+            "dns": {},
+        })
+    );
+    assert!(veth1.starts_with("kx") && veth1.len() == 13, "{veth1}");
+    assert_attachment(&node, &pod1_ns, &veth1, "10.244.1.2", "0a:58:0a:f4:01:02");
+    let calls = agent.take_calls();
+    assert_eq!(calls.first(), Some(&Request::Status));
+    assert_eq!(
+        add_port_names(&calls),
+        vec![(
+            "pod-demo-web-0".to_string(),
+            veth1.clone(),
+            c1.to_string(),
+            vec!["10.244.1.2".parse().unwrap()]
+        )]
+    );
+    assert_eq!(*agent.veth_seen_at_add.lock().unwrap(), vec![true]);
+    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+
+    // CHECK with the ADD result: fine, and the agent was asked about the port.
+    let mut check = conf10.clone();
+    check["prevResult"] = result.clone();
+    let run = rt.attachment("CHECK", c1, &pod1, &check).expect_ok();
+    assert_eq!(run.stdout, "");
+    assert!(agent.take_calls().contains(&Request::CheckPort {
+        port: "pod-demo-web-0".into(),
+        container_id: c1.into()
+    }));
+    // CHECK notices a changed MTU...
+    pod1_ns.ip(&["link", "set", "dev", "eth0", "mtu", "1400"]);
+    assert_eq!(rt.attachment("CHECK", c1, &pod1, &check).error_code(), 103);
+    pod1_ns.ip(&["link", "set", "dev", "eth0", "mtu", "1450"]);
+    // ... a lost neighbour entry ...
+    node.ip(&["neigh", "del", "10.244.1.2", "dev", &veth1]);
+    assert_eq!(rt.attachment("CHECK", c1, &pod1, &check).error_code(), 103);
+    node.ip(&[
+        "neigh",
+        "replace",
+        "10.244.1.2",
+        "lladdr",
+        "0a:58:0a:f4:01:02",
+        "nud",
+        "permanent",
+        "dev",
+        &veth1,
+    ]);
+    rt.attachment("CHECK", c1, &pod1, &check).expect_ok();
+    // ... and a container that is gone.
+    let gone = Pod {
+        name: "web-0",
+        netns_path: format!("/run/netns/{p}-nothere"),
+    };
+    assert_eq!(rt.attachment("CHECK", c1, &gone, &check).error_code(), 3);
+
+    // ADD again for the same attachment: refused, and the live one keeps its address.
+    assert_eq!(rt.attachment("ADD", c1, &pod1, &conf10).error_code(), 105);
+    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+    assert_attachment(&node, &pod1_ns, &veth1, "10.244.1.2", "0a:58:0a:f4:01:02");
+
+    // ADD pod2 (spec 1.1.0: interface MTUs in the result; host-local 1.1 only speaks 1.0.0,
+    // so it gets the configuration as 1.0.0).
+    let result2 = rt.attachment("ADD", c2, &pod2, &conf11).expect_ok().json();
+    assert_eq!(result2["cniVersion"], "1.1.0");
+    assert_eq!(
+        result2["interfaces"][0],
+        json!({"name": veth2, "mac": GATEWAY_MAC, "mtu": 1450})
+    );
+    assert_eq!(
+        result2["interfaces"][1],
+        json!({"name": "eth0", "mac": "0a:58:0a:f4:01:03", "mtu": 1450, "sandbox": pod2.netns_path})
+    );
+    assert_attachment(&node, &pod2_ns, &veth2, "10.244.1.3", "0a:58:0a:f4:01:03");
+    agent.take_calls();
+
+    // GC keeping only pod1. A stray veth of ours without a record goes too; a veth with a
+    // name that is not ours (the agent's kxdp-host) stays.
+    node.ip(&[
+        "link",
+        "add",
+        "kx00000000001",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kcni-stray-p",
+    ]);
+    node.ip(&[
+        "link",
+        "add",
+        "kxdp-host",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kxdp-dp",
+    ]);
+    let mut gc = conf11.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": c1, "ifname": "eth0"}]);
+    let run = rt
+        .run(
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")],
+            &gc.to_string(),
+        )
+        .expect_ok();
+    assert_eq!(run.stdout, "");
+    let veths = node.veths();
+    assert!(veths.contains(&veth1), "{veths:?}");
+    assert!(!veths.contains(&veth2), "{veths:?}");
+    assert!(!veths.contains("kx00000000001"), "{veths:?}");
+    assert!(veths.contains("kxdp-host"), "{veths:?}");
+    assert!(pod2_ns.link("eth0").is_none());
+    assert!(
+        !reserved(&dir.0, &network, "10.244.1.3"),
+        "GC released pod2's address"
+    );
+    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+    assert_eq!(
+        del_ports(&agent.take_calls()),
+        vec!["pod-demo-web-1".to_string()]
+    );
+    assert!(
+        !dir.0
+            .join("state")
+            .join(&network)
+            .join(format!("{veth2}.json"))
+            .exists()
+    );
+    assert!(
+        dir.0
+            .join("state")
+            .join(&network)
+            .join(format!("{veth1}.json"))
+            .exists()
+    );
+    assert_attachment(&node, &pod1_ns, &veth1, "10.244.1.2", "0a:58:0a:f4:01:02");
+    node.ip(&["link", "del", "kxdp-host"]);
+
+    // DEL pod1, twice.
+    for round in 0..2 {
+        let run = rt.attachment("DEL", c1, &pod1, &conf10);
+        assert!(run.ok, "DEL round {round}: {} {}", run.stdout, run.stderr);
+        assert_eq!(run.stdout, "");
+        assert!(node.link(&veth1).is_none());
+        assert!(pod1_ns.link("eth0").is_none());
+        assert!(!reserved(&dir.0, &network, "10.244.1.2"));
+    }
+    assert_eq!(
+        del_ports(&agent.take_calls()),
+        vec!["pod-demo-web-0".to_string(), "pod-demo-web-0".to_string()]
+    );
+    assert!(
+        !dir.0
+            .join("state")
+            .join(&network)
+            .join(format!("{veth1}.json"))
+            .exists()
+    );
+
+    // DEL after the runtime already removed the netns (taking the veth pair with it), with
+    // the agent unreachable: still a success, the address released, the agent's absence on
+    // stderr.
+    rt.attachment("ADD", c2, &pod2, &conf10).expect_ok();
+    assert!(reserved(&dir.0, &network, "10.244.1.4"));
+    drop(pod2_ns);
+    let mut no_agent = conf10.clone();
+    no_agent["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    let run = rt.attachment("DEL", c2, &pod2, &no_agent);
+    assert!(run.ok, "{} {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("not answering"), "{}", run.stderr);
+    assert!(!reserved(&dir.0, &network, "10.244.1.4"));
+    assert!(node.link(&veth2).is_none());
+    assert!(node.veths().is_empty(), "{:?}", node.veths());
+}
+
+#[test]
+fn failures_leave_nothing_behind() {
+    if !can_run("failures_leave_nothing_behind") {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new("fail");
+    let node = Netns::new(format!("{p}-fnode"));
+    let pod_ns = Netns::new(format!("{p}-fpod"));
+    let agent = FakeAgent::start(&dir.0, &node.name);
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-fnet");
+    // One address in the range: a second ADD succeeds only if the first one's was released.
+    let ipam = host_local(
+        &dir.0,
+        json!({"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.50", "rangeEnd": "10.244.1.50"}),
+    );
+    let conf = config("1.0.0", &network, &dir.0, &agent.socket, ipam);
+    let pod = Pod {
+        name: "client",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kcni-ctr-f";
+    let veth = host_veth_name(c, "eth0");
+    let records = dir.0.join("state").join(&network);
+    let nothing_left = |what: &str| {
+        assert!(node.veths().is_empty(), "{what}: {:?}", node.veths());
+        assert!(
+            pod_ns.link("eth0").is_none(),
+            "{what}: eth0 left in the pod"
+        );
+        assert!(
+            !reserved(&dir.0, &network, "10.244.1.50"),
+            "{what}: address kept"
+        );
+        let left = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "{what}: records left");
+    };
+
+    // The agent refuses the port: error JSON, everything undone, the port closed again.
+    agent.refuse_add.store(true, Ordering::SeqCst);
+    let run = rt.attachment("ADD", c, &pod, &conf);
+    assert_eq!(run.error_code(), 101, "{}", run.stdout);
+    assert!(
+        run.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the test")
+    );
+    nothing_left("agent refused");
+    let calls = agent.take_calls();
+    assert_eq!(add_port_names(&calls).len(), 1);
+    assert_eq!(del_ports(&calls), vec!["pod-demo-client".to_string()]);
+
+    // Now it accepts: the same (only) address.
+    agent.refuse_add.store(false, Ordering::SeqCst);
+    let result = rt.attachment("ADD", c, &pod, &conf).expect_ok().json();
+    assert_eq!(result["ips"][0]["address"], "10.244.1.50/24");
+    assert_attachment(&node, &pod_ns, &veth, "10.244.1.50", "0a:58:0a:f4:01:32");
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    nothing_left("DEL");
+
+    // The agent is not there: try again later, nothing done.
+    let mut no_agent = conf.clone();
+    no_agent["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    assert_eq!(rt.attachment("ADD", c, &pod, &no_agent).error_code(), 11);
+    nothing_left("agent unreachable");
+
+    // IPAM runs out of addresses (the only one is taken by another container): its error
+    // is passed on and the veth never made.
+    rt.attachment("ADD", c, &pod, &conf).expect_ok();
+    let other_ns = Netns::new(format!("{p}-fpod2"));
+    let other = Pod {
+        name: "other",
+        netns_path: other_ns.path(),
+    };
+    let run = rt.attachment("ADD", "kcni-ctr-g", &other, &conf);
+    let code = run.error_code();
+    assert!(code != 0 && code != 101, "{}", run.stdout);
+    assert!(other_ns.link("eth0").is_none());
+    assert!(node.link(&host_veth_name("kcni-ctr-g", "eth0")).is_none());
+    assert!(
+        reserved(&dir.0, &network, "10.244.1.50"),
+        "the live pod keeps its address"
+    );
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    nothing_left("DEL after exhaustion");
+
+    // DEL without a usable IPAM plugin: the port and the veth still go, the error is
+    // reported, the record stays for the retry, which then releases the address.
+    rt.attachment("ADD", c, &pod, &conf).expect_ok();
+    agent.take_calls();
+    let mut no_ipam = conf.clone();
+    no_ipam["ipam"]["type"] = json!("kcni-no-such-ipam");
+    assert_eq!(rt.attachment("DEL", c, &pod, &no_ipam).error_code(), 7);
+    assert!(node.veths().is_empty());
+    assert_eq!(
+        del_ports(&agent.take_calls()),
+        vec!["pod-demo-client".to_string()]
+    );
+    assert!(reserved(&dir.0, &network, "10.244.1.50"));
+    assert!(records.join(format!("{veth}.json")).exists());
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    nothing_left("DEL retried");
+
+    // Bad input.
+    let run = rt.run(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", c),
+            ("CNI_NETNS", &pod.netns_path),
+            ("CNI_IFNAME", "eth0"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=client",
+            ),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ],
+        "{not json",
+    );
+    assert_eq!(run.error_code(), 6);
+    let run = rt.run(&[("CNI_COMMAND", "FROB")], &conf.to_string());
+    assert_eq!(run.error_code(), 4);
+    assert!(
+        run.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("CNI_COMMAND")
+    );
+    let mut old = conf.clone();
+    old["cniVersion"] = json!("0.4.0");
+    assert_eq!(rt.attachment("ADD", c, &pod, &old).error_code(), 1);
+    nothing_left("bad input");
+}
+
+#[test]
+fn dual_stack() {
+    if !can_run("dual_stack") {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new("dual");
+    let node = Netns::new(format!("{p}-dnode"));
+    let pod_ns = Netns::new(format!("{p}-dpod"));
+    let agent = FakeAgent::with_cidrs(&dir.0, &node.name, &["10.244.1.0/24", "fd00:10:244:1::/64"]);
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-dnet");
+    let ipam = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
+        "dataDir": dir.0.join("ipam"),
+    });
+    let conf = config("1.0.0", &network, &dir.0, &agent.socket, ipam);
+    let pod = Pod {
+        name: "dual",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kcni-ctr-d";
+    let veth = host_veth_name(c, "eth0");
+
+    let result = rt.attachment("ADD", c, &pod, &conf).expect_ok().json();
+    assert_eq!(
+        result["ips"],
+        json!([
+            {"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 1},
+            {"address": "fd00:10:244:1::2/64", "gateway": "fd00:10:244:1::1", "interface": 1},
+        ])
+    );
+    assert_eq!(
+        result["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "::/0", "gw": "fd00:10:244:1::1"}])
+    );
+    assert_attachment(&node, &pod_ns, &veth, "10.244.1.2", "0a:58:0a:f4:01:02");
+    let addrs = pod_ns.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+    let v6: Vec<(&str, u64)> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // iproute2 6.1 prints `{}` for the addresses the scope filter left out.
+        .filter(|a| a.get("local").is_some())
+        .map(|a| {
+            (
+                a["local"].as_str().unwrap(),
+                a["prefixlen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(v6, vec![("fd00:10:244:1::2", 64)]);
+    let routes = pod_ns.ip_json(&["-6", "route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], "fd00:10:244:1::1", "{routes}");
+    let host_routes = node.ip_json(&["-6", "route", "show", "fd00:10:244:1::2"]);
+    assert_eq!(host_routes[0]["dev"], veth.as_str(), "{host_routes}");
+    let neigh = node.ip_json(&["-6", "neigh", "show", "dev", &veth]);
+    let entry = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["dst"] == "fd00:10:244:1::2")
+        .unwrap_or_else(|| panic!("{neigh}"));
+    assert_eq!(entry["lladdr"], "0a:58:0a:f4:01:02");
+    assert_eq!(entry["state"], json!(["PERMANENT"]));
+    let calls = agent.take_calls();
+    assert_eq!(
+        add_port_names(&calls)[0].3,
+        vec![
+            "10.244.1.2".parse::<IpAddr>().unwrap(),
+            "fd00:10:244:1::2".parse().unwrap()
+        ]
+    );
+
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    rt.attachment("CHECK", c, &pod, &check).expect_ok();
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    assert!(node.veths().is_empty());
+    assert!(!reserved(&dir.0, &network, "10.244.1.2"));
+    assert!(!reserved(&dir.0, &network, "fd00:10:244:1::2"));
+}
+
+/// host-local over `usePodCidr`: the range the runtime's configuration names on every node.
+fn use_pod_cidr(dir: &Path) -> Value {
+    json!({"type": "host-local", "ranges": [[{"subnet": "usePodCidr"}]], "dataDir": dir.join("ipam")})
+}
+
+/// host-local's leases of `container` in `network` (the files naming it).
+fn leases_of(dir: &Path, network: &str, container: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("ipam").join(network)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|text| text.lines().next().map(str::trim) == Some(container))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A real `kxdp agent` for node1 (one worker, uplink `up0`) in `node`, fed by a state
+/// directory whose Node has PodCIDR 10.244.7.0/24; SIGTERM (then SIGKILL) on drop.
+struct RealAgent {
+    child: Option<std::process::Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+const REAL_POD_CIDR: &str = "10.244.7.0/24";
+
+impl RealAgent {
+    fn start(dir: &Path, node: &Netns, outside: &Netns) -> RealAgent {
+        node.ip(&[
+            "link",
+            "add",
+            "up0",
+            "address",
+            "02:77:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0peer",
+            "netns",
+            &outside.name,
+        ]);
+        node.ip(&["addr", "add", "192.168.77.1/24", "dev", "up0"]);
+        node.ip(&["link", "set", "up0", "up"]);
+        outside.ip(&["link", "set", "up0peer", "up"]);
+        let state = dir.join("agent-state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::write(
+            state.join("cluster.yaml"),
+            format!(
+                r#"apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+  annotations:
+    kxdp.io/underlay-mac: "02:77:00:00:00:01"
+spec:
+  podCIDR: {REAL_POD_CIDR}
+status:
+  addresses:
+  - type: InternalIP
+    address: 192.168.77.1
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+"#
+            ),
+        )
+        .expect("write manifests");
+        let socket = dir.join("real-agent.sock");
+        let log = dir.join("real-agent.log");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", node.path()))
+            .arg("--")
+            .arg(testkit::bins::workspace_binary("control", "kxdp"))
+            .args([
+                "agent",
+                "--node",
+                "node1",
+                "--uplink",
+                "up0",
+                "--workers",
+                "1",
+            ])
+            .arg("--state")
+            .arg(&state)
+            .arg("--api-socket")
+            .arg(&socket)
+            .arg("--cni-state-dir")
+            .arg(dir.join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("starting kxdp agent");
+        let rx = testkit::process::stdout_lines(&mut child);
+        let mut agent = RealAgent {
+            child: Some(child),
+            socket,
+            log,
+        };
+        let ready = rx.recv_timeout(std::time::Duration::from_secs(60));
+        match ready {
+            Ok(line) if line.starts_with("kxdp agent ready node=node1") => agent,
+            other => {
+                agent.stop();
+                panic!(
+                    "no readiness line ({other:?}); log:\n{}",
+                    std::fs::read_to_string(&agent.log).unwrap_or_default()
+                )
+            }
+        }
+    }
+
+    fn status(&self) -> AgentStatus {
+        agent_api::call(
+            &self.socket,
+            &Request::Status,
+            std::time::Duration::from_secs(5),
+        )
+        .expect("status call")
+        .into_result()
+        .expect("status answer")
+        .expect("status body")
+    }
+
+    /// SIGTERM to the agent this test started, SIGKILL if it has not exited in 20 s.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn kxp_prefix() -> String {
+    format!("kxp{}", std::process::id())
+}
+
+#[test]
+fn use_pod_cidr_with_a_real_agent() {
+    if !can_run("use_pod_cidr_with_a_real_agent") {
+        return;
+    }
+    let p = kxp_prefix();
+    let dir = TempDir::new("kxp-real");
+    let node = Netns::new(format!("{p}-rnode"));
+    let outside = Netns::new(format!("{p}-rout"));
+    let pod1_ns = Netns::new(format!("{p}-rpod1"));
+    let pod2_ns = Netns::new(format!("{p}-rpod2"));
+    let mut agent = RealAgent::start(&dir.0, &node, &outside);
+    assert_eq!(agent.status().pod_cidrs, vec![REAL_POD_CIDR.to_string()]);
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-rnet");
+    let conf = config(
+        "1.0.0",
+        &network,
+        &dir.0,
+        &agent.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let pod1 = Pod {
+        name: "web-0",
+        netns_path: pod1_ns.path(),
+    };
+    let pod2 = Pod {
+        name: "web-1",
+        netns_path: pod2_ns.path(),
+    };
+    let (c1, c2) = ("kxp-ctr-1", "kxp-ctr-2");
+    let veth1 = host_veth_name(c1, "eth0");
+    let veth2 = host_veth_name(c2, "eth0");
+
+    // ADD: the address comes from the PodCIDR of the agent's Node, the gateway is its first
+    // address, and the agent serves the port (its XDP program is on the host veth).
+    let result = rt.attachment("ADD", c1, &pod1, &conf).expect_ok().json();
+    assert_eq!(
+        result["ips"],
+        json!([{"address": "10.244.7.2/24", "gateway": "10.244.7.1", "interface": 1}]),
+        "{result}"
+    );
+    let addrs = pod1_ns.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    assert_eq!(addrs[0]["addr_info"][0]["local"], "10.244.7.2", "{addrs}");
+    assert_eq!(
+        leases_of(&dir.0, &network, c1),
+        vec!["10.244.7.2".to_string()]
+    );
+    assert!(agent.status().ports.contains(&"pod-demo-web-0".to_string()));
+    let host = node.link(&veth1).expect("host veth");
+    assert!(
+        host.get("xdp").is_some(),
+        "the agent's XDP on {veth1}: {host}"
+    );
+
+    // CHECK with the ADD result (host-local CHECK gets the filled-in range too).
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    rt.attachment("CHECK", c1, &pod1, &check).expect_ok();
+
+    // DEL releases the address, closes the port, removes the veth.
+    rt.attachment("DEL", c1, &pod1, &conf).expect_ok();
+    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(node.link(&veth1).is_none());
+    assert!(!agent.status().ports.contains(&"pod-demo-web-0".to_string()));
+
+    // A pod again, then the agent stops.
+    let result = rt.attachment("ADD", c1, &pod1, &conf).expect_ok().json();
+    let ip1 = result["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    assert!(
+        ip1.starts_with("10.244.7.") && ip1.ends_with("/24"),
+        "{ip1}"
+    );
+    agent.stop();
+
+    // ADD without the agent: try again later, naming usePodCidr, and nothing left behind.
+    let run = rt.attachment("ADD", c2, &pod2, &conf);
+    assert_eq!(run.error_code(), 11, "{}", run.stdout);
+    let details = run.json()["details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(details.contains("usePodCidr"), "{details}");
+    assert!(node.link(&veth2).is_none());
+    assert!(pod2_ns.link("eth0").is_none());
+    assert!(leases_of(&dir.0, &network, c2).is_empty());
+    assert!(
+        !dir.0
+            .join("state")
+            .join(&network)
+            .join(format!("{veth2}.json"))
+            .exists()
+    );
+
+    // DEL without the agent still releases the live pod's address (the stand-in range).
+    let run = rt.attachment("DEL", c1, &pod1, &conf);
+    assert!(run.ok, "{} {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("stand-in"), "{}", run.stderr);
+    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(node.link(&veth1).is_none());
+    let veths = node.veths();
+    assert_eq!(
+        veths,
+        HashSet::from(["up0".to_string()]),
+        "only the uplink is left"
+    );
+}
+
+#[test]
+fn use_pod_cidr_with_a_fake_agent() {
+    if !can_run("use_pod_cidr_with_a_fake_agent") {
+        return;
+    }
+    let p = kxp_prefix();
+    let dir = TempDir::new("kxp-fake");
+    let node = Netns::new(format!("{p}-fnode"));
+    let pod_ns = Netns::new(format!("{p}-fpod"));
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-fnet");
+    let pod = Pod {
+        name: "dual",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kxp-ctr-d";
+
+    // Dual stack: one range set per family, IPv4 first, whatever order the agent says.
+    let dual_dir = dir.0.join("dual");
+    std::fs::create_dir_all(&dual_dir).expect("dir");
+    let agent = FakeAgent::with_cidrs(
+        &dual_dir,
+        &node.name,
+        &["fd00:10:244:1::/64", "10.244.1.0/24"],
+    );
+    let conf = config(
+        "1.0.0",
+        &network,
+        &dir.0,
+        &agent.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let result = rt.attachment("ADD", c, &pod, &conf).expect_ok().json();
+    assert_eq!(
+        result["ips"],
+        json!([
+            {"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 1},
+            {"address": "fd00:10:244:1::2/64", "gateway": "fd00:10:244:1::1", "interface": 1},
+        ])
+    );
+    let mut leases = leases_of(&dir.0, &network, c);
+    leases.sort();
+    assert_eq!(
+        leases,
+        vec!["10.244.1.2".to_string(), "fd00:10:244:1::2".to_string()]
+    );
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+    assert!(leases_of(&dir.0, &network, c).is_empty());
+    drop(agent);
+
+    // A node without a PodCIDR: try again later (ADD) and not available (STATUS), nothing
+    // left behind.
+    let bare_dir = dir.0.join("bare");
+    std::fs::create_dir_all(&bare_dir).expect("dir");
+    let bare = FakeAgent::with_cidrs(&bare_dir, &node.name, &[]);
+    let conf = config(
+        "1.1.0",
+        &network,
+        &dir.0,
+        &bare.socket,
+        use_pod_cidr(&dir.0),
+    );
+    let run = rt.attachment("ADD", c, &pod, &conf);
+    assert_eq!(run.error_code(), 11, "{}", run.stdout);
+    assert!(
+        run.json()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no PodCIDR"),
+        "{}",
+        run.stdout
+    );
+    assert!(node.veths().is_empty());
+    assert!(pod_ns.link("eth0").is_none());
+    assert!(leases_of(&dir.0, &network, c).is_empty());
+    let status_env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")];
+    assert_eq!(rt.run(&status_env, &conf.to_string()).error_code(), 50);
+    // DEL still succeeds (nothing to release, the stand-in range parses).
+    rt.attachment("DEL", c, &pod, &conf).expect_ok();
+
+    // usePodCidr with a fixed gateway fits one node only: a configuration error, found
+    // before the agent is asked anything.
+    bare.take_calls();
+    let mut fixed = conf.clone();
+    fixed["ipam"]["ranges"] = json!([[{"subnet": "usePodCidr", "gateway": "10.244.1.1"}]]);
+    let run = rt.attachment("ADD", c, &pod, &fixed);
+    assert_eq!(run.error_code(), 7, "{}", run.stdout);
+    assert_eq!(bare.take_calls(), vec![]);
+}

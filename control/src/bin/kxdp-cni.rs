@@ -1,5 +1,0 @@
-//! `kxdp-cni`: the CNI plugin. Everything lives in `control::cni`; see its docs.
-
-fn main() -> std::process::ExitCode {
-    control::cni::main()
-}

@@ -1,0 +1,26 @@
+//! What kxdp's tests share, across every crate of the workspace (a dev-dependency only):
+//!
+//! - [`root`]: whether a root test may run (as root; otherwise it is skipped and says so,
+//!   except under `CI=true`, where it fails), the machine-wide lock that keeps root tests
+//!   from running beside each other, and the skip log `scripts/test.sh` summarises.
+//! - [`netns`]: network namespaces removed on drop, threads inside them, leftovers.
+//! - [`offline`]: packets through the pure pipeline with tables translated from a state
+//!   directory.
+//! - [`process`]: children's stdout line by line, stopping an agent as an init system does;
+//!   [`http`]: one request from inside a namespace.
+//! - [`TempDir`], [`wait`] (polling with a deadline), [`cmd`] (commands that must succeed),
+//!   [`bins`] (the workspace's binaries beside the test), [`oracle`] (slow, obviously right
+//!   reference implementations to check the datapath's fast ones against).
+
+pub mod bins;
+pub mod cmd;
+pub mod http;
+pub mod netns;
+pub mod offline;
+pub mod oracle;
+pub mod process;
+pub mod root;
+mod tempdir;
+pub mod wait;
+
+pub use tempdir::TempDir;
