@@ -21,7 +21,7 @@ use serde_json::json;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn fixture() -> StateDir {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node");
+    let dir = testkit::paths::example("two-node");
     load_state_dir(&dir).unwrap()
 }
 

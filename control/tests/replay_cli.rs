@@ -26,7 +26,7 @@ const CLIENT_MAC: [u8; 6] = [0x0a, 0x58, 10, 244, 1, 5];
 const GATEWAY_MAC: [u8; 6] = [0x0a, 0x58, 10, 244, 1, 1];
 
 fn state_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node")
+    testkit::paths::example("two-node")
 }
 
 /// A fresh, empty directory for one test.
@@ -529,7 +529,7 @@ fn captures_under(dir: &Path, found: &mut Vec<PathBuf>) {
 /// is replayed, one verdict per record, with a summary line per record, and nothing crashes.
 #[test]
 fn real_captures_replay_one_verdict_per_record() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let fixtures = testkit::paths::shared_fixtures();
     let mut files = Vec::new();
     captures_under(&fixtures, &mut files);
     if files.is_empty() {

@@ -47,7 +47,7 @@ use etherparse::PacketBuilder;
 // The fixtures.
 
 fn cyclonus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cyclonus");
+    let dir = testkit::paths::shared_fixtures().join("cyclonus");
     if dir.join("examples/probe.json").is_file() {
         return Some(dir);
     }

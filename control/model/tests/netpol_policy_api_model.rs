@@ -61,8 +61,7 @@ const POLICY: &str =
 // The fixtures.
 
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/network-policy-api");
+    let dir = testkit::paths::shared_fixtures().join("network-policy-api");
     if dir.join("conformance/base/manifests.yaml").is_file() {
         return Some(dir);
     }

@@ -9,8 +9,9 @@
 //! - [`process`]: children's stdout line by line, stopping an agent as an init system does;
 //!   [`http`]: one request from inside a namespace.
 //! - [`TempDir`], [`wait`] (polling with a deadline), [`cmd`] (commands that must succeed),
-//!   [`bins`] (the workspace's binaries beside the test), [`oracle`] (slow, obviously right
-//!   reference implementations to check the datapath's fast ones against).
+//!   [`bins`] (the workspace's binaries beside the test), [`paths`] (the repository and
+//!   ../shared/fixtures), [`oracle`] (slow, obviously right reference implementations to
+//!   check the datapath's fast ones against).
 
 pub mod bins;
 pub mod cmd;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod netns;
 pub mod offline;
 pub mod oracle;
+pub mod paths;
 pub mod process;
 pub mod root;
 mod tempdir;

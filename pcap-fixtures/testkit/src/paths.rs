@@ -1,0 +1,21 @@
+//! Where the repository's files are, for tests in any crate (a test's own
+//! `CARGO_MANIFEST_DIR` depends on how deep its crate sits).
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    // This crate is pcap-fixtures/testkit.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `../shared/fixtures` beside the repository: other projects' captures and manifests,
+/// which tests read in place (they are never copied into the repository).
+pub fn shared_fixtures() -> PathBuf {
+    repo_root().join("../shared/fixtures")
+}
+
+/// The offline example `pcap-fixtures/examples/<name>`.
+pub fn example(name: &str) -> PathBuf {
+    repo_root().join("pcap-fixtures/examples").join(name)
+}
