@@ -11,6 +11,8 @@
 //! - [`TempDir`], [`wait`] (polling with a deadline), [`cmd`] (commands that must succeed),
 //!   [`bins`] (the workspace's binaries beside the test), [`oracle`] (slow, obviously right
 //!   reference implementations to check the datapath's fast ones against).
+//! - [`xdp`] (feature `xdp`, for xdp-redirect's and the rig's AF_XDP tests): interfaces by
+//!   name, the generator a live-frames test runs with.
 
 pub mod bins;
 pub mod cmd;
@@ -22,5 +24,7 @@ pub mod process;
 pub mod root;
 mod tempdir;
 pub mod wait;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use tempdir::TempDir;

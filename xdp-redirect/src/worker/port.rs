@@ -136,9 +136,9 @@ impl Worker {
         };
         let anchor = self.umem.is_none();
         if anchor {
-            let umem = self
-                .area
-                .register(&self.cfg.umem)
+            // SAFETY: `Worker` declares `sockets` and `umem` before `area`, so they drop
+            // first; `close_slot` drops the UMEM only after its last socket.
+            let umem = unsafe { self.area.register(&self.cfg.umem) }
                 .map_err(|e| socket_error("UMEM registration", e))?;
             self.umem = Some(umem);
         }
