@@ -3,8 +3,13 @@
 //!
 //! This crate owns the programs' object file, the Rust twins of the structs they share with
 //! userspace ([`maps`]), loading them into the kernel and attaching them to interfaces
-//! ([`attach`]). It must never contain packet logic: the programs only classify (redirect or
-//! pass), and everything else is `datapath::process`.
+//! ([`attach`]), the AF_XDP sockets ([`xsk`]) and the workers that run
+//! `datapath::process` on them ([`worker`]). It must never contain packet logic: the
+//! programs only classify (redirect or pass), and everything else is `datapath::process`.
+//!
+//! The throughput rig (bench/rig, `kxdp-bench`) builds on this public API and lives there,
+//! not here: its generators and sink (`rig::traffic`, with their own C program) and the
+//! AF_XDP ceiling forwarder (`rig::ceiling`, a worker with [`Pipeline::MacSwapTo`]).
 //!
 //! Three programs, one per kind of port (ARCHITECTURE.md §2):
 //! - [`UPLINK_PROGRAM`]: redirects VXLAN to this node and traffic to Service frontends;
@@ -39,9 +44,7 @@
 //! ```
 
 pub mod attach;
-pub mod ceiling;
 pub mod maps;
-pub mod pktgen;
 pub mod worker;
 pub mod xsk;
 
@@ -93,8 +96,8 @@ pub enum XdpError {
     /// Both modes failed; the message carries both causes in full (syscall and errno).
     #[error(
         "attaching XDP program {program} to {interface}: driver mode: {}; skb mode: {}",
-        chain(driver),
-        chain(skb)
+        error_chain(driver),
+        error_chain(skb)
     )]
     Attach {
         program: &'static str,
@@ -102,7 +105,10 @@ pub enum XdpError {
         driver: Box<ProgramError>,
         skb: Box<ProgramError>,
     },
-    #[error("detaching XDP program {program} from {interface}: {}", chain(error))]
+    #[error(
+        "detaching XDP program {program} from {interface}: {}",
+        error_chain(error)
+    )]
     Detach {
         program: &'static str,
         interface: String,
@@ -117,7 +123,7 @@ pub enum XdpError {
 
 /// `error` and its sources, `: `-separated: aya's syscall errors keep the errno in their
 /// source, which a plain `{}` would drop.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -138,16 +144,16 @@ pub fn load() -> Result<Ebpf, XdpError> {
     Ok(ebpf)
 }
 
-/// One of the [`PROGRAMS`], for test runs or querying (e.g. its kernel id).
+/// One of the XDP programs of `ebpf` by name (the [`PROGRAMS`] of [`load`]'s object), for
+/// test runs or querying (e.g. its kernel id).
 pub fn program<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, XdpError> {
     let program = ebpf.program(name).ok_or(XdpError::MissingProgram(name))?;
     Ok(program.try_into()?)
 }
 
-pub(crate) fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut Xdp, XdpError> {
+/// One of the XDP programs of `ebpf` by name, to load or attach it: of the object
+/// [`load`] returns, or of another one (the rig's generator object).
+pub fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {
     let program = ebpf
         .program_mut(name)
         .ok_or(XdpError::MissingProgram(name))?;

@@ -19,7 +19,7 @@ use datapath::DropReason;
 use datapath::addr::MacAddr;
 use datapath::tables::{HOST_MAC, proto};
 use etherparse::PacketBuilder;
-use xdp_redirect::pktgen::{FanOut, GenMode, fanout};
+use rig::traffic::{FanOut, GenMode, fanout};
 use xdp_redirect::{POD_PROGRAM, PortSpec, WorkerConfig, WorkerStats, spawn};
 
 const POD_A: [u8; 4] = [10, 244, 1, 5];
@@ -330,22 +330,7 @@ fn load_generator(mode: GenMode, interface: &str) -> TemplateGenerator {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    run(
-        "clang",
-        &[
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-Wall",
-            "-Werror",
-            "-I/usr/include/x86_64-linux-gnu",
-            "-c",
-            src,
-            "-o",
-            &obj,
-        ],
-    );
+    bpf_build::compile(src.as_ref(), obj.as_ref()).unwrap_or_else(|e| panic!("{e}"));
     let mut ebpf = Ebpf::load_file(&obj).expect("load generator object");
     let _ = std::fs::remove_file(&obj);
     let program = match mode {
@@ -397,7 +382,7 @@ impl TemplateGenerator {
                     .expect("generator")
                     .try_into()
                     .expect("xdp");
-                xdp_redirect::pktgen::run_live_frames(prog, self.ifindex, &[0u8; 64], count)
+                rig::traffic::run_live_frames(prog, self.ifindex, &[0u8; 64], count)
                     .expect("generator test run");
             }
         }

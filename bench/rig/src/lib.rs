@@ -9,15 +9,20 @@
 //!
 //! plan.rs has the topology, rig.rs builds it and switches node A between kxdp and the
 //! kernel, measure.rs measures, kernel_path.rs is the kube-proxy + Flannel configuration,
-//! report.rs and plot.rs present.
+//! report.rs and plot.rs present. The traffic is the rig's own: [`traffic`] (generators
+//! and sink, with their XDP program `bpf/pktgen.bpf.c`, built by build.rs) and
+//! [`ceiling`] (path a's forwarder, on xdp-redirect's workers); [`traffic_cli`] is the
+//! `pktgen` / `pktsink` front end to them.
 
+pub mod ceiling;
 pub mod kernel_path;
 pub mod measure;
-pub mod pktgen;
 pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod rig;
+pub mod traffic;
+pub mod traffic_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,10 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use xdp_redirect::Interface;
-use xdp_redirect::ceiling::CeilingForwarder;
-use xdp_redirect::pktgen::{GenMode, GenRequest};
 
-use crate::pktgen::{in_netns, parse_duration};
+use crate::ceiling::CeilingForwarder;
+use crate::traffic::{GenMode, GenRequest};
+use crate::traffic_cli::{in_netns, parse_duration};
 use kernel_path::ProxyMode;
 use lab::layout::UPLINK;
 use lab::{Lab, LabError, StateSource, cmd};
@@ -205,7 +210,7 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
     if args.flows == 0 || args.flows > 20_000 {
         return Err(format!("--flows {}: want 1..=20000", args.flows));
     }
-    let choice = xdp_redirect::pktgen::choose(args.generator).map_err(|e| e.to_string())?;
+    let choice = crate::traffic::choose(args.generator).map_err(|e| e.to_string())?;
     Ok(Settings {
         generator: GeneratorUsed {
             kind: choice.mode,

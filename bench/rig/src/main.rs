@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rig::BenchArgs;
-use rig::pktgen::{PktgenArgs, PktsinkArgs};
+use rig::traffic_cli::{PktgenArgs, PktsinkArgs};
 use tracing_subscriber::EnvFilter;
 
 /// kxdp-bench: measures, in one run on the same CPUs, the AF_XDP ceiling, kxdp, and the
@@ -48,8 +48,8 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         None => rig::main(cli.bench),
-        Some(Command::Pktgen(a)) => rig::pktgen::pktgen_main(&a),
-        Some(Command::Pktsink(a)) => rig::pktgen::pktsink_main(&a),
+        Some(Command::Pktgen(a)) => rig::traffic_cli::pktgen_main(&a),
+        Some(Command::Pktsink(a)) => rig::traffic_cli::pktsink_main(&a),
     }
 }
 

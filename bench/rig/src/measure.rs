@@ -10,15 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use xdp_redirect::Interface;
-use xdp_redirect::pktgen::{
+use crate::traffic::{
     GenMode, GenReport, Generator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
 };
+use serde::Serialize;
+use xdp_redirect::Interface;
 
 use super::plan::{self, NODE_A};
 use super::rig::Rig;
-use crate::pktgen::{enter_netns, in_netns};
+use crate::traffic_cli::{enter_netns, in_netns};
 use lab::layout::{Mac, UNDERLAY_MTU, UPLINK};
 use lab::probe::{Proto, RequestOptions, RttSummary};
 

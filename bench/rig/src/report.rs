@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::traffic::GenMode;
 use serde::Serialize;
-use xdp_redirect::pktgen::GenMode;
 
 use super::measure::{GENERATOR_BOUND_SHARE, Latency, Throughput};
 

@@ -12,6 +12,8 @@
 //!   [`bins`] (the workspace's binaries beside the test), [`paths`] (the repository and
 //!   ../shared/fixtures), [`oracle`] (slow, obviously right reference implementations to
 //!   check the datapath's fast ones against).
+//! - [`xdp`] (feature `xdp`, for xdp-redirect's and the rig's AF_XDP tests): interfaces by
+//!   name, the generator a live-frames test runs with.
 
 pub mod bins;
 pub mod cmd;
@@ -24,5 +26,7 @@ pub mod process;
 pub mod root;
 mod tempdir;
 pub mod wait;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use tempdir::TempDir;

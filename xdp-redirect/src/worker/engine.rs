@@ -1,5 +1,6 @@
-//! The worker thread: its sockets, its UMEM, and the loop that moves frames between the
-//! rings and `datapath::process`.
+//! The worker thread's loop: the state it owns (sockets, UMEM, ledger) and how it moves
+//! frames between the rings and `datapath::process`. Adding and removing ports is in
+//! `port`, counting and publishing stats in `stats`.
 //!
 //! One round: reap tx completions, read up to `batch` frames from the rx rings (round
 //! robin over sockets), process them under one flow-table lock, queue the results on the
@@ -12,7 +13,6 @@
 
 mod mac_swap;
 
-use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,15 +23,13 @@ use datapath::frame::DEFAULT_HEADROOM;
 use datapath::pipeline::end_flows_to_deleted_endpoints;
 use datapath::tables::HOST_MAC;
 use datapath::{DropReason, Frame, NoObserver, PortId, Tables, Verdict, process};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
-use super::port::{Closing, PortSocket};
-use super::stats::{IoDrops, WorkerStats};
-use super::{Command, Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError};
-use crate::xsk::XdpSocketStats;
+use super::port::{CLOSE_DEADLINE_NS, Closing, PortSocket};
+use super::stats::{Counters, WorkerStats};
+use super::{Command, Pipeline, SharedFlows, SharedState, WorkerConfig, WorkerError};
 use crate::xsk::ledger::Ledger;
-use crate::xsk::socket::{Kick, RxFrame, TxFrame, XskSocket};
+use crate::xsk::socket::{Kick, RxFrame, TxFrame};
 use crate::xsk::sys::{monotonic_ns, thread_id};
 use crate::xsk::umem::UmemArea;
 
@@ -44,12 +42,8 @@ const MAINTAIN_EVERY_NS: u64 = 100_000_000;
 const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Sleep while transmissions are outstanding (completions do not wake epoll).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1);
-/// A removed socket waits this long for its transmissions to complete.
-const CLOSE_DEADLINE_NS: u64 = 1_000_000_000;
 /// Stopping gives up on draining after this long.
 const STOP_DEADLINE_NS: u64 = 3_000_000_000;
-/// Sockets per worker (ledger slots are u16).
-const MAX_PORTS: usize = 4096;
 /// `sendto()` calls per socket per round (each moves up to the TX budget).
 const MAX_KICKS: u32 = 16;
 /// Flow-table slots examined for expiry per batch and per maintenance tick.
@@ -58,73 +52,48 @@ const EXPIRE_PER_MAINTAIN: usize = 16_384;
 /// Most frames an idle socket's fill ring is kept stocked with (see `retarget_fills`).
 const IDLE_FILL: u32 = 256;
 
-/// Worker-wide counters (plain integers: only this thread writes them).
-#[derive(Debug, Default)]
-struct Counters {
-    generation: u64,
-    rx_packets: u64,
-    rx_bytes: u64,
-    low_headroom: u64,
-    forwarded: u64,
-    passed: u64,
-    dropped: u64,
-    tx_packets: u64,
-    io: IoDrops,
-    polls: u64,
-    empty_polls: u64,
-    sleeps: u64,
-    batches: u64,
-    busy_ns: u64,
-    lock_acquisitions: u64,
-    lock_wait_ns: u64,
-    lock_wait_max_ns: u64,
-    generation_sweeps: u64,
-    generation_sweep_ns: u64,
-    flows_ended: u64,
-    flows_expired: u64,
-    /// XDP_STATISTICS of sockets already closed (so totals do not shrink).
-    closed_xdp: XdpSocketStats,
-}
-
+/// A worker thread's state. Its methods are spread by concern: the loop here, adding and
+/// removing ports in `port`, counting and publishing in `stats` (hence the fields'
+/// visibility in `worker`).
 pub(super) struct Worker {
-    cfg: WorkerConfig,
-    shared: SharedState,
-    commands: Receiver<Command>,
-    published: Arc<Mutex<WorkerStats>>,
+    pub(super) cfg: WorkerConfig,
+    pub(super) shared: SharedState,
+    pub(super) commands: Receiver<Command>,
+    pub(super) published: Arc<Mutex<WorkerStats>>,
     // Drop order is declaration order: the sockets, then the UMEM registration (whose fd
     // is the anchor socket), then the memory they point into.
-    sockets: Vec<Option<PortSocket>>,
-    umem: Option<xdpilone::Umem>,
+    pub(super) sockets: Vec<Option<PortSocket>>,
+    pub(super) umem: Option<xdpilone::Umem>,
     /// The slot whose socket is the UMEM's own fd.
-    anchor: Option<u16>,
-    area: UmemArea,
-    ledger: Ledger,
-    poll: Poll,
-    events: Events,
+    pub(super) anchor: Option<u16>,
+    pub(super) area: UmemArea,
+    pub(super) ledger: Ledger,
+    pub(super) poll: Poll,
+    pub(super) events: Events,
     /// The table generation `slot_of_port` was built for.
-    mapped_generation: Option<u64>,
+    pub(super) mapped_generation: Option<u64>,
     /// `PortId.0` -> slot of this worker's open socket for that port.
-    slot_of_port: Vec<Option<u16>>,
-    host_slot: Option<u16>,
+    pub(super) slot_of_port: Vec<Option<u16>>,
+    pub(super) host_slot: Option<u16>,
     /// `Pipeline::MacSwapTo`: the slot of the open socket of the port frames go out of.
-    swap_slot: Option<u16>,
-    rx_batch: Vec<RxFrame>,
+    pub(super) swap_slot: Option<u16>,
+    pub(super) rx_batch: Vec<RxFrame>,
     /// Per slot: frames to queue on that socket's tx ring after the batch.
-    tx_queues: Vec<Vec<TxFrame>>,
-    c: Counters,
-    drops: DropCounters,
-    started: u64,
-    last_maintain: u64,
+    pub(super) tx_queues: Vec<Vec<TxFrame>>,
+    pub(super) c: Counters,
+    pub(super) drops: DropCounters,
+    pub(super) started: u64,
+    pub(super) last_maintain: u64,
     /// Socket the next round reads first (fairness between ports).
-    rr: usize,
-    stopping: bool,
-    budget_warned: bool,
-    tid: i32,
+    pub(super) rr: usize,
+    pub(super) stopping: bool,
+    pub(super) budget_warned: bool,
+    pub(super) tid: i32,
 }
 
 /// A received frame's socket and bytes, counted as received (every pipeline counts the
-/// same way); None (the frame given back to
-/// the ledger) when its slot has no socket any more or the frame lies outside the UMEM.
+/// same way); None (the frame given back to the ledger) when its slot has no socket any
+/// more or the frame lies outside the UMEM.
 #[inline]
 fn accept_rx<'a>(
     sockets: &'a mut [Option<PortSocket>],
@@ -440,7 +409,7 @@ impl Worker {
 
     /// Port ids are per generation (pods renumber): map sockets to ports by name again
     /// whenever the generation or the set of sockets changes.
-    fn sync_ports(&mut self, tables: &Tables) {
+    pub(super) fn sync_ports(&mut self, tables: &Tables) {
         if self.mapped_generation == Some(tables.generation) {
             return;
         }
@@ -573,7 +542,7 @@ impl Worker {
     /// starts at the floor. One busy pod
     /// among a hundred idle ones then gets the frames, not a hundredth of them. The rest
     /// of the UMEM is for frames in flight to tx.
-    fn retarget_fills(&mut self) {
+    pub(super) fn retarget_fills(&mut self) {
         let open: Vec<usize> = (0..self.sockets.len())
             .filter(|&i| self.sockets[i].as_ref().is_some_and(PortSocket::is_open))
             .collect();
@@ -648,171 +617,6 @@ impl Worker {
         }
     }
 
-    fn add_port(&mut self, spec: PortSpec) -> Result<RawFd, WorkerError> {
-        if self.sockets.iter().flatten().any(|s| s.name == spec.name) {
-            return Err(WorkerError::PortExists(spec.name));
-        }
-        let slot = match self.sockets.iter().position(Option::is_none) {
-            Some(slot) => slot,
-            None if self.sockets.len() < MAX_PORTS => {
-                self.sockets.push(None);
-                self.tx_queues.push(Vec::new());
-                self.sockets.len() - 1
-            }
-            None => return Err(WorkerError::TooManyPorts(MAX_PORTS)),
-        };
-        let socket_error = |step, source| WorkerError::Socket {
-            port: spec.name.clone(),
-            step,
-            source,
-        };
-        let anchor = self.umem.is_none();
-        if anchor {
-            let umem = self
-                .area
-                .register(&self.cfg.umem)
-                .map_err(|e| socket_error("UMEM registration", e))?;
-            self.umem = Some(umem);
-        }
-        let opened = match &self.umem {
-            Some(umem) => {
-                XskSocket::open(umem, anchor, spec.ifindex, self.cfg.queue, &self.cfg.umem)
-                    .map_err(|e| socket_error(e.step, e.source))
-            }
-            None => Err(socket_error(
-                "UMEM registration",
-                std::io::Error::other("no UMEM"),
-            )),
-        };
-        let xsk = match opened {
-            Ok(xsk) => xsk,
-            Err(e) => {
-                if anchor {
-                    self.umem = None;
-                }
-                return Err(e);
-            }
-        };
-        if let Err(e) = xsk.tx_budget()
-            && !self.budget_warned
-        {
-            self.budget_warned = true;
-            tracing::warn!(
-                worker = self.cfg.id,
-                error = %e,
-                "the kernel refused to raise the AF_XDP TX budget (XDP_MAX_TX_SKB_BUDGET); copy-mode transmit stays at 32 frames per sendto"
-            );
-        }
-        let fd = xsk.fd();
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE)
-        {
-            drop(xsk);
-            if anchor {
-                self.umem = None;
-            }
-            return Err(WorkerError::Poll(e));
-        }
-        self.sockets[slot] = Some(PortSocket::new(spec.name, spec.ifindex, xsk));
-        if anchor {
-            self.anchor = Some(slot as u16);
-        }
-        self.retarget_fills();
-        self.remap_now();
-        if let Some(s) = &mut self.sockets[slot] {
-            let want = s.fill_target;
-            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
-        }
-        Ok(fd)
-    }
-
-    fn remap_now(&mut self) {
-        self.mapped_generation = None;
-        let tables = self.shared.tables.load_full();
-        self.sync_ports(&tables);
-    }
-
-    fn start_removal(
-        &mut self,
-        name: &str,
-        reply: std::sync::mpsc::SyncSender<Result<(), WorkerError>>,
-    ) -> Result<(), WorkerError> {
-        let slot = self
-            .sockets
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.name == name && s.is_open()))
-            .ok_or_else(|| WorkerError::NoSuchPort(name.to_string()))?;
-        let others_open = self
-            .sockets
-            .iter()
-            .enumerate()
-            .any(|(i, s)| i != slot && s.is_some());
-        if self.anchor == Some(slot as u16) && others_open {
-            return Err(WorkerError::AnchorInUse(name.to_string()));
-        }
-        if let Some(s) = &mut self.sockets[slot] {
-            s.closing = Some(Closing {
-                deadline: monotonic_ns() + CLOSE_DEADLINE_NS,
-                reply: Some(reply),
-            });
-        }
-        self.retarget_fills();
-        self.remap_now();
-        Ok(())
-    }
-
-    /// Closes removed sockets that have drained (or whose deadline passed). The anchor
-    /// closes only as the last socket.
-    fn finish_closing(&mut self, now: u64) {
-        for slot in 0..self.sockets.len() {
-            let ready = match &self.sockets[slot] {
-                Some(s) => match &s.closing {
-                    Some(c) => s.drained() || now >= c.deadline,
-                    None => false,
-                },
-                None => false,
-            };
-            if !ready {
-                continue;
-            }
-            let is_anchor = self.anchor == Some(slot as u16);
-            let others = self
-                .sockets
-                .iter()
-                .enumerate()
-                .any(|(i, s)| i != slot && s.is_some());
-            if is_anchor && others {
-                continue;
-            }
-            self.close_slot(slot);
-        }
-    }
-
-    fn close_slot(&mut self, slot: usize) {
-        let Some(s) = self.sockets.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        let PortSocket {
-            xsk, closing, xdp, ..
-        } = s;
-        self.c.closed_xdp.add(&xsk.statistics().unwrap_or(xdp));
-        let fd = xsk.fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        // Closing the socket ends the kernel's use of every frame it held.
-        drop(xsk);
-        if self.anchor == Some(slot as u16) {
-            self.umem = None;
-            self.anchor = None;
-        }
-        self.ledger.reclaim(slot as u16);
-        self.remap_now();
-        if let Some(reply) = closing.and_then(|c| c.reply) {
-            let _ = reply.send(Ok(()));
-        }
-    }
-
     /// Stops: every socket drains and closes (anchor last), then the final stats.
     fn shutdown(mut self) -> WorkerStats {
         let start = monotonic_ns();
@@ -846,76 +650,5 @@ impl Worker {
         let stats = self.snapshot();
         self.publish_stats(stats.clone());
         stats
-    }
-
-    fn refresh_xdp_stats(&mut self) {
-        for s in self.sockets.iter_mut().flatten() {
-            if let Ok(stats) = s.xsk.statistics() {
-                s.xdp = stats;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> WorkerStats {
-        let c = &self.c;
-        let ports: Vec<_> = self
-            .sockets
-            .iter()
-            .flatten()
-            .map(PortSocket::stats)
-            .collect();
-        let mut xdp = c.closed_xdp;
-        for p in &ports {
-            xdp.add(&p.xdp);
-        }
-        let in_rx = self
-            .sockets
-            .iter()
-            .flatten()
-            .map(|s| s.xsk.rx_available())
-            .sum();
-        WorkerStats {
-            id: self.cfg.id,
-            tid: self.tid,
-            cpu: self.cfg.cpu,
-            queue: self.cfg.queue,
-            generation: c.generation,
-            ports,
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            low_headroom: c.low_headroom,
-            forwarded: c.forwarded,
-            passed: c.passed,
-            dropped: c.dropped,
-            drops: self.drops.clone(),
-            tx_packets: c.tx_packets,
-            io: c.io.clone(),
-            xdp,
-            polls: c.polls,
-            empty_polls: c.empty_polls,
-            sleeps: c.sleeps,
-            batches: c.batches,
-            busy_ns: c.busy_ns,
-            uptime_ns: monotonic_ns().saturating_sub(self.started),
-            lock_acquisitions: c.lock_acquisitions,
-            lock_wait_ns: c.lock_wait_ns,
-            lock_wait_max_ns: c.lock_wait_max_ns,
-            generation_sweeps: c.generation_sweeps,
-            generation_sweep_ns: c.generation_sweep_ns,
-            flows_ended: c.flows_ended,
-            flows_expired: c.flows_expired,
-            frames: self.ledger.snapshot(in_rx),
-        }
-    }
-
-    fn publish(&self) {
-        self.publish_stats(self.snapshot());
-    }
-
-    fn publish_stats(&self, stats: WorkerStats) {
-        match self.published.lock() {
-            Ok(mut p) => *p = stats,
-            Err(poisoned) => *poisoned.into_inner() = stats,
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! frame through `datapath::process` and transmitting the result on its own socket of the
 //! destination port (no cross-worker transmit).
 //! (A worker built with [`Pipeline::MacSwapTo`] skips `process` and only swaps MACs: the
-//! AF_XDP ceiling of `kxdp bench`, see [`crate::ceiling`].)
+//! AF_XDP ceiling of the throughput rig, `rig::ceiling` in bench/rig.)
 //!
 //! Shared between workers:
 //! - the tables, an `ArcSwap` the control side publishes into; a worker loads it once per
@@ -64,9 +64,9 @@ pub enum Pipeline {
     /// `datapath::process` decides every frame (the node's datapath).
     #[default]
     Datapath,
-    /// The AF_XDP ceiling (`kxdp bench`, path a): every frame received on another port
-    /// gets its Ethernet source and destination swapped and goes out of the port with
-    /// this name. No tables, no flow table: what is left is the sockets' own I/O cost.
+    /// The AF_XDP ceiling (the rig's path a, `rig::ceiling`): every frame received on
+    /// another port gets its Ethernet source and destination swapped and goes out of the
+    /// port with this name. No tables, no flow table: what is left is the sockets' own I/O cost.
     /// Frames received on that port itself are dropped (`hairpin_loop`), frames shorter
     /// than an Ethernet header too (`malformed_ethernet`).
     MacSwapTo(String),

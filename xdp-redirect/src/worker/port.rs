@@ -1,14 +1,26 @@
-//! One port as a worker sees it: its socket on the worker's queue, its counters, and
-//! whether it is being removed.
+//! One port as a worker sees it (its socket on the worker's queue, its counters, whether
+//! it is being removed), and how the worker adds and removes ports: a new socket joins
+//! the worker's UMEM (the first one anchors it), a removed one drains before it closes and
+//! its frames go back to the ledger. The loop that moves frames is in `engine`.
 
+use std::os::fd::RawFd;
 use std::sync::mpsc::SyncSender;
 
 use datapath::PortId;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
 
-use super::WorkerError;
+use super::engine::Worker;
 use super::stats::PortStats;
+use super::{PortSpec, WorkerError};
 use crate::xsk::XdpSocketStats;
 use crate::xsk::socket::XskSocket;
+use crate::xsk::sys::monotonic_ns;
+
+/// A removed socket waits this long for its transmissions to complete.
+pub(super) const CLOSE_DEADLINE_NS: u64 = 1_000_000_000;
+/// Sockets per worker (ledger slots are u16).
+const MAX_PORTS: usize = 4096;
 
 /// A removal in progress: the socket drains before it closes.
 #[derive(Debug)]
@@ -99,6 +111,173 @@ impl PortSocket {
             in_fill: self.in_fill,
             in_tx: self.in_tx,
             xdp: self.xdp,
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn add_port(&mut self, spec: PortSpec) -> Result<RawFd, WorkerError> {
+        if self.sockets.iter().flatten().any(|s| s.name == spec.name) {
+            return Err(WorkerError::PortExists(spec.name));
+        }
+        let slot = match self.sockets.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None if self.sockets.len() < MAX_PORTS => {
+                self.sockets.push(None);
+                self.tx_queues.push(Vec::new());
+                self.sockets.len() - 1
+            }
+            None => return Err(WorkerError::TooManyPorts(MAX_PORTS)),
+        };
+        let socket_error = |step, source| WorkerError::Socket {
+            port: spec.name.clone(),
+            step,
+            source,
+        };
+        let anchor = self.umem.is_none();
+        if anchor {
+            // SAFETY: `Worker` declares `sockets` and `umem` before `area`, so they drop
+            // first; `close_slot` drops the UMEM only after its last socket.
+            let umem = unsafe { self.area.register(&self.cfg.umem) }
+                .map_err(|e| socket_error("UMEM registration", e))?;
+            self.umem = Some(umem);
+        }
+        let opened = match &self.umem {
+            Some(umem) => {
+                XskSocket::open(umem, anchor, spec.ifindex, self.cfg.queue, &self.cfg.umem)
+                    .map_err(|e| socket_error(e.step, e.source))
+            }
+            None => Err(socket_error(
+                "UMEM registration",
+                std::io::Error::other("no UMEM"),
+            )),
+        };
+        let xsk = match opened {
+            Ok(xsk) => xsk,
+            Err(e) => {
+                if anchor {
+                    self.umem = None;
+                }
+                return Err(e);
+            }
+        };
+        if let Err(e) = xsk.tx_budget()
+            && !self.budget_warned
+        {
+            self.budget_warned = true;
+            tracing::warn!(
+                worker = self.cfg.id,
+                error = %e,
+                "the kernel refused to raise the AF_XDP TX budget (XDP_MAX_TX_SKB_BUDGET); copy-mode transmit stays at 32 frames per sendto"
+            );
+        }
+        let fd = xsk.fd();
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE)
+        {
+            drop(xsk);
+            if anchor {
+                self.umem = None;
+            }
+            return Err(WorkerError::Poll(e));
+        }
+        self.sockets[slot] = Some(PortSocket::new(spec.name, spec.ifindex, xsk));
+        if anchor {
+            self.anchor = Some(slot as u16);
+        }
+        self.retarget_fills();
+        self.remap_now();
+        if let Some(s) = &mut self.sockets[slot] {
+            let want = s.fill_target;
+            s.in_fill += s.xsk.fill(&mut self.ledger, &self.area, slot as u16, want);
+        }
+        Ok(fd)
+    }
+
+    pub(super) fn remap_now(&mut self) {
+        self.mapped_generation = None;
+        let tables = self.shared.tables.load_full();
+        self.sync_ports(&tables);
+    }
+
+    pub(super) fn start_removal(
+        &mut self,
+        name: &str,
+        reply: std::sync::mpsc::SyncSender<Result<(), WorkerError>>,
+    ) -> Result<(), WorkerError> {
+        let slot = self
+            .sockets
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.name == name && s.is_open()))
+            .ok_or_else(|| WorkerError::NoSuchPort(name.to_string()))?;
+        let others_open = self
+            .sockets
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != slot && s.is_some());
+        if self.anchor == Some(slot as u16) && others_open {
+            return Err(WorkerError::AnchorInUse(name.to_string()));
+        }
+        if let Some(s) = &mut self.sockets[slot] {
+            s.closing = Some(Closing {
+                deadline: monotonic_ns() + CLOSE_DEADLINE_NS,
+                reply: Some(reply),
+            });
+        }
+        self.retarget_fills();
+        self.remap_now();
+        Ok(())
+    }
+
+    /// Closes removed sockets that have drained (or whose deadline passed). The anchor
+    /// closes only as the last socket.
+    pub(super) fn finish_closing(&mut self, now: u64) {
+        for slot in 0..self.sockets.len() {
+            let ready = match &self.sockets[slot] {
+                Some(s) => match &s.closing {
+                    Some(c) => s.drained() || now >= c.deadline,
+                    None => false,
+                },
+                None => false,
+            };
+            if !ready {
+                continue;
+            }
+            let is_anchor = self.anchor == Some(slot as u16);
+            let others = self
+                .sockets
+                .iter()
+                .enumerate()
+                .any(|(i, s)| i != slot && s.is_some());
+            if is_anchor && others {
+                continue;
+            }
+            self.close_slot(slot);
+        }
+    }
+
+    pub(super) fn close_slot(&mut self, slot: usize) {
+        let Some(s) = self.sockets.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let PortSocket {
+            xsk, closing, xdp, ..
+        } = s;
+        self.c.closed_xdp.add(&xsk.statistics().unwrap_or(xdp));
+        let fd = xsk.fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // Closing the socket ends the kernel's use of every frame it held.
+        drop(xsk);
+        if self.anchor == Some(slot as u16) {
+            self.umem = None;
+            self.anchor = None;
+        }
+        self.ledger.reclaim(slot as u16);
+        self.remap_now();
+        if let Some(reply) = closing.and_then(|c| c.reply) {
+            let _ = reply.send(Ok(()));
         }
     }
 }

@@ -1,13 +1,45 @@
 //! What a worker reports: per-port traffic and kernel socket counters, verdicts, drops by
 //! reason, idle behaviour, flow-table lock contention and where every UMEM frame is.
-//! Counted in plain worker-local integers; copied out every ~100 ms or on request, never
-//! per packet.
+//! Counted in plain worker-local integers ([`Counters`], the per-port ones in `port`);
+//! copied out into a [`WorkerStats`] snapshot every ~100 ms or on request, never per
+//! packet, and published for readers that do not wake the worker.
 
 use std::os::fd::RawFd;
 
 use datapath::counters::DropCounters;
 
+use super::engine::Worker;
+use super::port::PortSocket;
+use crate::xsk::sys::monotonic_ns;
 use crate::xsk::{FrameLedger, XdpSocketStats};
+
+/// Worker-wide counters (plain integers: only this thread writes them).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) generation: u64,
+    pub(super) rx_packets: u64,
+    pub(super) rx_bytes: u64,
+    pub(super) low_headroom: u64,
+    pub(super) forwarded: u64,
+    pub(super) passed: u64,
+    pub(super) dropped: u64,
+    pub(super) tx_packets: u64,
+    pub(super) io: IoDrops,
+    pub(super) polls: u64,
+    pub(super) empty_polls: u64,
+    pub(super) sleeps: u64,
+    pub(super) batches: u64,
+    pub(super) busy_ns: u64,
+    pub(super) lock_acquisitions: u64,
+    pub(super) lock_wait_ns: u64,
+    pub(super) lock_wait_max_ns: u64,
+    pub(super) generation_sweeps: u64,
+    pub(super) generation_sweep_ns: u64,
+    pub(super) flows_ended: u64,
+    pub(super) flows_expired: u64,
+    /// XDP_STATISTICS of sockets already closed (so totals do not shrink).
+    pub(super) closed_xdp: XdpSocketStats,
+}
 
 /// One open socket of a worker.
 #[derive(Debug, Clone, Default)]
@@ -129,5 +161,78 @@ impl WorkerStats {
 
     pub fn port(&self, name: &str) -> Option<&PortStats> {
         self.ports.iter().find(|p| p.name == name)
+    }
+}
+
+impl Worker {
+    pub(super) fn refresh_xdp_stats(&mut self) {
+        for s in self.sockets.iter_mut().flatten() {
+            if let Ok(stats) = s.xsk.statistics() {
+                s.xdp = stats;
+            }
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> WorkerStats {
+        let c = &self.c;
+        let ports: Vec<_> = self
+            .sockets
+            .iter()
+            .flatten()
+            .map(PortSocket::stats)
+            .collect();
+        let mut xdp = c.closed_xdp;
+        for p in &ports {
+            xdp.add(&p.xdp);
+        }
+        let in_rx = self
+            .sockets
+            .iter()
+            .flatten()
+            .map(|s| s.xsk.rx_available())
+            .sum();
+        WorkerStats {
+            id: self.cfg.id,
+            tid: self.tid,
+            cpu: self.cfg.cpu,
+            queue: self.cfg.queue,
+            generation: c.generation,
+            ports,
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            low_headroom: c.low_headroom,
+            forwarded: c.forwarded,
+            passed: c.passed,
+            dropped: c.dropped,
+            drops: self.drops.clone(),
+            tx_packets: c.tx_packets,
+            io: c.io.clone(),
+            xdp,
+            polls: c.polls,
+            empty_polls: c.empty_polls,
+            sleeps: c.sleeps,
+            batches: c.batches,
+            busy_ns: c.busy_ns,
+            uptime_ns: monotonic_ns().saturating_sub(self.started),
+            lock_acquisitions: c.lock_acquisitions,
+            lock_wait_ns: c.lock_wait_ns,
+            lock_wait_max_ns: c.lock_wait_max_ns,
+            generation_sweeps: c.generation_sweeps,
+            generation_sweep_ns: c.generation_sweep_ns,
+            flows_ended: c.flows_ended,
+            flows_expired: c.flows_expired,
+            frames: self.ledger.snapshot(in_rx),
+        }
+    }
+
+    pub(super) fn publish(&self) {
+        self.publish_stats(self.snapshot());
+    }
+
+    pub(super) fn publish_stats(&self, stats: WorkerStats) {
+        match self.published.lock() {
+            Ok(mut p) => *p = stats,
+            Err(poisoned) => *poisoned.into_inner() = stats,
+        }
     }
 }

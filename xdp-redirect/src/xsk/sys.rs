@@ -1,5 +1,6 @@
 //! The few raw syscalls the AF_XDP code needs beyond what xdpilone wraps: the anonymous
-//! mapping behind a UMEM, the TX kick, XDP_STATISTICS, the TX budget, the clock.
+//! mapping behind a UMEM, the TX kick, XDP_STATISTICS, the TX budget, the clock. Each
+//! takes the raw fd of a bound AF_XDP socket (xdpilone's `User::as_raw_fd`).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -55,7 +56,8 @@ impl XdpSocketStats {
     }
 }
 
-pub(crate) fn xdp_statistics(fd: RawFd) -> io::Result<XdpSocketStats> {
+/// Reads the kernel's counters of the AF_XDP socket `fd`.
+pub fn xdp_statistics(fd: RawFd) -> io::Result<XdpSocketStats> {
     let mut raw = RawXdpStatistics::default();
     let mut len = size_of::<RawXdpStatistics>() as libc::socklen_t;
     // SAFETY: `raw` is a plain repr(C) struct of `len` bytes that outlives the call; the
@@ -82,8 +84,10 @@ pub(crate) fn xdp_statistics(fd: RawFd) -> io::Result<XdpSocketStats> {
     })
 }
 
-/// Raises how many descriptors one `sendto()` transmits in copy mode.
-pub(crate) fn set_tx_budget(fd: RawFd, budget: u32) -> io::Result<()> {
+/// Raises how many descriptors one `sendto()` transmits in copy mode on socket `fd`
+/// (32..=its tx ring size). Kernels before 6.17 refuse (the budget stays 32): callers
+/// report that and carry on.
+pub fn set_tx_budget(fd: RawFd, budget: u32) -> io::Result<()> {
     // SAFETY: passes a pointer to a live u32 and its exact size.
     let rc = unsafe {
         libc::setsockopt(
@@ -101,8 +105,9 @@ pub(crate) fn set_tx_budget(fd: RawFd, budget: u32) -> io::Result<()> {
 }
 
 /// Asks the kernel to transmit what the tx ring holds (copy mode transmits only inside
-/// this call, at most the TX budget per call).
-pub(crate) fn kick_tx(fd: RawFd) -> io::Result<()> {
+/// this call, at most the TX budget per call). EAGAIN, EBUSY and ENOBUFS mean "not now,
+/// reap completions and try again"; other errors, that the device refuses.
+pub fn kick_tx(fd: RawFd) -> io::Result<()> {
     // SAFETY: a zero-length send with null buffers is the documented AF_XDP wakeup.
     let rc = unsafe {
         libc::sendto(

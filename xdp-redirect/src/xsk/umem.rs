@@ -10,7 +10,7 @@ use super::sys::Mapping;
 /// `XDP_PACKET_HEADROOM`: the kernel writes received data this far into a frame (after the
 /// UMEM headroom, which we leave at 0), so rx data already has
 /// `datapath::frame::DEFAULT_HEADROOM` (256) bytes in front of it for encapsulation.
-pub(crate) const XDP_PACKET_HEADROOM: u32 = 256;
+pub const XDP_PACKET_HEADROOM: u32 = 256;
 
 const _: () = assert!(XDP_PACKET_HEADROOM as usize >= datapath::frame::DEFAULT_HEADROOM);
 
@@ -76,16 +76,21 @@ impl UmemConfig {
     }
 }
 
-/// The mapping behind a UMEM and how it divides into frames.
+/// The mapping behind a UMEM and how it divides into frames (aligned mode: equal frames
+/// of `frame_size` bytes, frame `i` at UMEM address `i * frame_size`). It owns the
+/// memory only: who may touch which frame is the user's bookkeeping (the worker's
+/// ledger, the rig generator's free list).
 #[derive(Debug)]
-pub(crate) struct UmemArea {
+pub struct UmemArea {
     map: Mapping,
     frame_size: u32,
     frames: u32,
 }
 
 impl UmemArea {
-    pub(crate) fn new(cfg: &UmemConfig) -> io::Result<UmemArea> {
+    /// Maps `cfg.frames * cfg.frame_size` bytes (page aligned, prefaulted). The ring
+    /// sizes of `cfg` matter only to [`UmemArea::register`].
+    pub fn new(cfg: &UmemConfig) -> io::Result<UmemArea> {
         let len = cfg.frames as usize * cfg.frame_size as usize;
         Ok(UmemArea {
             map: Mapping::anonymous(len)?,
@@ -94,23 +99,24 @@ impl UmemArea {
         })
     }
 
-    pub(crate) fn frames(&self) -> u32 {
+    /// How many frames the area holds.
+    pub fn frames(&self) -> u32 {
         self.frames
     }
 
     /// The UMEM address of frame `idx`'s first byte.
-    pub(crate) fn addr(&self, idx: u32) -> u64 {
+    pub fn addr(&self, idx: u32) -> u64 {
         u64::from(idx) * u64::from(self.frame_size)
     }
 
     /// The frame index of a UMEM address (aligned mode: any address inside a frame).
-    pub(crate) fn frame_of(&self, addr: u64) -> Option<u32> {
+    pub fn frame_of(&self, addr: u64) -> Option<u32> {
         let idx = addr / u64::from(self.frame_size);
         u32::try_from(idx).ok().filter(|&i| i < self.frames)
     }
 
     /// Splits an rx descriptor into (frame, offset in frame), if it lies inside one frame.
-    pub(crate) fn locate(&self, addr: u64, len: u32) -> Option<(u32, u32)> {
+    pub fn locate(&self, addr: u64, len: u32) -> Option<(u32, u32)> {
         let idx = self.frame_of(addr)?;
         let offset = (addr - self.addr(idx)) as u32;
         (offset.checked_add(len)? <= self.frame_size).then_some((idx, offset))
@@ -118,7 +124,12 @@ impl UmemArea {
 
     /// Registers the area with the kernel: a fresh xdpilone UMEM (its fd is the first
     /// socket to bind). xdpilone sizes every socket's fill/completion pair from it.
-    pub(crate) fn register(&self, rings: &UmemConfig) -> io::Result<xdpilone::Umem> {
+    ///
+    /// # Safety
+    ///
+    /// The returned UMEM, and every socket and ring made from it, must be dropped before
+    /// `self`: the kernel and xdpilone keep using the area's memory until then.
+    pub unsafe fn register(&self, rings: &UmemConfig) -> io::Result<xdpilone::Umem> {
         let cfg = xdpilone::UmemConfig {
             fill_size: rings.fill_size,
             complete_size: rings.comp_size,
@@ -128,14 +139,14 @@ impl UmemArea {
         };
         let area = NonNull::slice_from_raw_parts(self.map.base(), self.map.len());
         // SAFETY: the area is page aligned (mmap), `len` bytes long, and outlives the
-        // returned UMEM: the worker drops every socket and the UMEM before the area.
+        // returned UMEM (the caller's contract).
         unsafe { xdpilone::Umem::new(cfg, area) }.map_err(errno)
     }
 
     /// The bytes of frame `idx`, as a raw slice pointer. Turning it into a reference is
     /// only sound while the caller owns the frame (the ledger has it with the worker, so
     /// neither the kernel nor any other borrow touches it).
-    pub(crate) fn frame_ptr(&self, idx: u32) -> Option<NonNull<[u8]>> {
+    pub fn frame_ptr(&self, idx: u32) -> Option<NonNull<[u8]>> {
         if idx >= self.frames {
             return None;
         }
@@ -150,6 +161,6 @@ impl UmemArea {
 }
 
 /// xdpilone's errno as an io::Error (it sometimes stores the negated value).
-pub(crate) fn errno(e: xdpilone::Errno) -> io::Error {
+pub fn errno(e: xdpilone::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.get_raw().abs())
 }

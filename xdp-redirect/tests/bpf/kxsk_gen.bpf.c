@@ -6,10 +6,10 @@
 // interface (a veth whose peer holds the worker's socket); live mode recycles pages that
 // keep whatever was written into them, so the whole frame is rewritten on every run.
 // kxsk_gen_copy is the same as a devmap program, for the fan-out generator
-// (xdp_redirect::pktgen::FanOut) on kernels that refuse live frames.
+// (rig::traffic::FanOut) on kernels that refuse live frames.
 //
-// Compiled by the test itself (clang -target bpf), not by build.rs: it is no part of the
-// datapath.
+// Compiled by the test itself (bpf_build::compile), not by build.rs: it is no part of
+// the datapath.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

@@ -1,7 +1,7 @@
-//! Helpers for the root tests (AF_XDP worker, pktgen, ceiling): namespaces named
-//! `<prefix>-<pid>-*` (`kxsk` unless a test file passes its own; removed on drop, even when
-//! a test fails), pods, the XDP programs attached with per-port XSKMAP slots, hand-built
-//! tables, and waiting for conditions with a deadline.
+//! Helpers for the AF_XDP worker tests: namespaces named `kxsk-<pid>-*` (removed on drop,
+//! even when a test fails), pods, the XDP programs attached with per-port XSKMAP slots,
+//! hand-built tables; and, from testkit, what they share with the rig's tests (the
+//! generator choice, interfaces by name, waiting with a deadline).
 
 #![allow(dead_code, unused_imports, reason = "each test uses a different part")]
 
@@ -35,6 +35,7 @@ pub use testkit::cmd::run;
 pub use testkit::netns::{Netns, enter};
 pub use testkit::root::root_or_skip;
 pub use testkit::wait::{eventually, wait_until};
+pub use testkit::xdp::{ifindex, interface, live_frames_or_fallback};
 
 /// A namespace `kxsk-<pid>-<n>-<tag>` (the AF_XDP worker tests'; a test file with its own
 /// prefix calls [`Netns::with_prefix`]).
@@ -55,16 +56,6 @@ pub fn ip_string(ip: [u8; 4]) -> String {
 /// test (an agent, a lab, the bench) of this or another test binary.
 pub fn serial() -> testkit::root::RootTestLock {
     testkit::root::exclusive()
-}
-
-/// Interface `name` in the calling thread's namespace.
-pub fn interface(name: &str) -> xdp_redirect::Interface {
-    xdp_redirect::Interface::by_name(name).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The index of interface `name` in the calling thread's namespace.
-pub fn ifindex(name: &str) -> u32 {
-    interface(name).index()
 }
 
 /// A pod as the CNI plugin sets it up (agent contract): its own namespace with `eth0`
@@ -381,46 +372,4 @@ pub fn thread_cpu_ns(tid: i32) -> u64 {
         .next()
         .and_then(|v| v.parse().ok())
         .expect("schedstat run time")
-}
-
-/// The generator a live-frames test runs with: live frames where the kernel allows them.
-/// Where the probe proved that it refuses them (a kernel capability, the one reason a test
-/// may run something else under `CI=true`), says so on stdout, checks that asking for live
-/// frames gives the clear refusal, and returns the fan-out, whose checks run instead.
-///
-/// `KXDP_TEST_FALLBACK=1` runs the fallback where the kernel allows live frames too: how a
-/// developer on such a kernel checks what CI's kernels run (the refusal checks need a
-/// refusing kernel and do not run then).
-pub fn live_frames_or_fallback(what: &str) -> xdp_redirect::pktgen::GenMode {
-    use xdp_redirect::pktgen::{GenMode, GenRequest, LiveFrames, PktgenError, choose};
-    if std::env::var("KXDP_TEST_FALLBACK").as_deref() == Ok("1") {
-        println!("{what}: KXDP_TEST_FALLBACK=1: checking the fan-out generator");
-        return GenMode::FanOut;
-    }
-    match xdp_redirect::pktgen::live_frames().expect("probing live frames") {
-        LiveFrames::Allowed => GenMode::LiveFrames,
-        LiveFrames::Refused(answer) => {
-            testkit::root::skipped(
-                what,
-                &format!(
-                    "the kernel refuses BPF_PROG_TEST_RUN live frames ({answer}): checked the fallback, the fan-out generator, instead"
-                ),
-            );
-            let refusal = choose(GenRequest::Exactly(GenMode::LiveFrames))
-                .expect_err("asking for live frames where the kernel refuses them");
-            assert!(
-                matches!(refusal, PktgenError::LiveFramesRefused(_)),
-                "{refusal}"
-            );
-            assert!(
-                refusal
-                    .to_string()
-                    .contains("refuses BPF_PROG_TEST_RUN with live frames"),
-                "a clear refusal: {refusal}"
-            );
-            let auto = choose(GenRequest::Auto).expect("auto choice");
-            assert_eq!(auto.mode, GenMode::FanOut, "auto falls back: {auto:?}");
-            GenMode::FanOut
-        }
-    }
 }

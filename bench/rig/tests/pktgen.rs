@@ -7,20 +7,22 @@
 //! at a time (they measure rates).
 
 mod candidates;
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use candidates::{PacketRingGenerator, TcCloneGenerator};
-use common::{Netns, eventually, live_frames_or_fallback, root_or_skip, serial};
-use xdp_redirect::Interface;
-use xdp_redirect::pktgen::{
+use rig::traffic::{
     AfXdpGenerator, FanOutGenerator, GenMode, GenReport, GenRequest, Generator,
     LiveFramesGenerator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts, SinkFlow,
     choose,
 };
+use testkit::netns::Netns;
+use testkit::root::{exclusive, root_or_skip};
+use testkit::wait::eventually;
+use testkit::xdp::live_frames_or_fallback;
+use xdp_redirect::Interface;
 
 const GEN_IF: &str = "kxg-gen";
 const SINK_IF: &str = "kxg-sink";
@@ -94,7 +96,9 @@ impl Pair {
                 let generator = Generator::new(mode, iface, 0, spec).expect("generator");
                 if let Generator::LiveFrames(g) = &generator {
                     // veth has driver-mode XDP and nothing else is attached to it.
-                    assert_eq!(g.anchored(), Ok(()), "anchored in the dispatcher");
+                    if let Err(e) = g.anchored() {
+                        panic!("not anchored in the dispatcher: {e}");
+                    }
                 }
                 generator
             },
@@ -222,7 +226,7 @@ fn live_frames_generator_sends_exactly_n_over_the_flows() {
     if !root_or_skip("live-frames generator") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     exact_counts(live_frames_or_fallback(
         "live-frames generator, exact counts",
     ));
@@ -233,7 +237,7 @@ fn fanout_generator_sends_exactly_n_over_the_flows() {
     if !root_or_skip("fan-out generator") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     exact_counts(GenMode::FanOut);
 }
 
@@ -243,12 +247,12 @@ fn the_choice_follows_the_probe() {
     if !root_or_skip("generator choice") {
         return;
     }
-    let live = xdp_redirect::pktgen::live_frames().expect("probe");
+    let live = rig::traffic::live_frames().expect("probe");
     let auto = choose(GenRequest::Auto).expect("auto");
     println!("probe: {live:?}; auto: {auto:?}");
     match live {
-        xdp_redirect::pktgen::LiveFrames::Allowed => assert_eq!(auto.mode, GenMode::LiveFrames),
-        xdp_redirect::pktgen::LiveFrames::Refused(_) => {
+        rig::traffic::LiveFrames::Allowed => assert_eq!(auto.mode, GenMode::LiveFrames),
+        rig::traffic::LiveFrames::Refused(_) => {
             assert_eq!(auto.mode, GenMode::FanOut);
             assert!(auto.why.contains("refuses"), "{}", auto.why);
         }
@@ -260,11 +264,11 @@ fn the_choice_follows_the_probe() {
         );
     }
     // The answer is the same when asked again (asked once per process).
-    assert_eq!(xdp_redirect::pktgen::live_frames().expect("probe"), live);
+    assert_eq!(rig::traffic::live_frames().expect("probe"), live);
     // The fan-out's self-test (what `auto` runs before choosing it where live frames are
     // refused) passes here, and leaves nothing in this namespace.
-    xdp_redirect::pktgen::probe::fanout_works().expect("the fan-out's self-test");
-    let links = common::run("ip", &["-o", "link", "show"]);
+    rig::traffic::probe::fanout_works().expect("the fan-out's self-test");
+    let links = testkit::cmd::run("ip", &["-o", "link", "show"]);
     assert!(
         !links.contains("kxst"),
         "self-test links left behind:\n{links}"
@@ -276,7 +280,7 @@ fn afxdp_generator_sends_exactly_n_over_the_flows() {
     if !root_or_skip("AF_XDP generator") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     exact_count_over_flows(GenMode::AfXdp, &spec(64, Protocol::Udp, 64, 16), 1000);
     exact_count_over_flows(GenMode::AfXdp, &spec(1514, Protocol::Udp, 10, 10), 2000);
     exact_count_over_flows(GenMode::AfXdp, &spec(512, Protocol::TcpSyn, 300, 100), 50);
@@ -326,7 +330,7 @@ fn live_frames_generator_respects_the_rate_cap() {
     if !root_or_skip("live-frames generator rate cap") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     rate_cap_holds(live_frames_or_fallback("live-frames rate cap"), 100_000);
 }
 
@@ -335,7 +339,7 @@ fn fanout_generator_respects_the_rate_cap() {
     if !root_or_skip("fan-out generator rate cap") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     rate_cap_holds(GenMode::FanOut, 100_000);
     rate_cap_holds(GenMode::FanOut, 1_000_000);
 }
@@ -345,7 +349,7 @@ fn afxdp_generator_respects_the_rate_cap() {
     if !root_or_skip("AF_XDP generator rate cap") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     rate_cap_holds(GenMode::AfXdp, 50_000);
 }
 
@@ -365,7 +369,7 @@ fn bad_specs_are_refused_before_touching_the_kernel() {
 /// (UDP, 1024 flows, unpaced, 2 s, pinned to CPU 0) into a dropping sink: the product's
 /// (live frames where allowed, fan-out, AF_XDP), AF_XDP on two queues of a two-queue veth
 /// from the same thread, and the candidates of `candidates` (TPACKET_V2 ring, tc clone).
-/// Run with `cargo test --release -p xdp-redirect --test pktgen -- --ignored --nocapture
+/// Run with `cargo test --release -p rig --test pktgen -- --ignored --nocapture
 /// measure`.
 #[test]
 #[ignore = "a measurement; run by hand in a release build"]
@@ -373,11 +377,11 @@ fn measure_mpps() {
     if !root_or_skip("pktgen measurement") {
         return;
     }
-    let _serial = serial();
-    let live = xdp_redirect::pktgen::live_frames().expect("probe");
+    let _serial = exclusive();
+    let live = rig::traffic::live_frames().expect("probe");
     println!("live frames: {live:?}");
     for mode in GenMode::ALL {
-        if mode == GenMode::LiveFrames && live != xdp_redirect::pktgen::LiveFrames::Allowed {
+        if mode == GenMode::LiveFrames && live != rig::traffic::LiveFrames::Allowed {
             continue;
         }
         for size in MEASURE_SIZES {
@@ -517,7 +521,7 @@ fn a_passing_sink_hands_every_packet_to_the_stack() {
     if !root_or_skip("pass-mode sink") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     let pair = Pair::new();
     pair.sink_ns
         .ip(&["addr", "add", "10.77.0.2/24", "dev", SINK_IF]);

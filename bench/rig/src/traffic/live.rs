@@ -1,8 +1,8 @@
 //! Running an XDP program with BPF_PROG_TEST_RUN in live-frames mode: the kernel builds
 //! real frames from `frame` (once per page of its page pool, then recycles the pages
 //! untouched) and handles the program's verdict as a driver would; XDP_TX and
-//! XDP_REDIRECT transmit. This is the in-kernel generator (ARCHITECTURE.md §5); the worker
-//! tests drive their own template program with it too.
+//! XDP_REDIRECT transmit. This is the in-kernel generator (ARCHITECTURE.md §5);
+//! xdp-redirect's worker tests drive their own template program with it too.
 
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 

@@ -13,9 +13,9 @@ use xdpilone::{CompletionQueue, FillQueue, IfInfo, RingTx, Socket, SocketConfig,
 use super::pace::{Next, Pacer, RunLimit};
 use super::packet::{PacketSpec, set_flow};
 use super::{GenMode, GenReport, PktgenError};
-use crate::Interface;
-use crate::xsk::sys;
-use crate::xsk::umem::{UmemArea, UmemConfig, errno};
+use xdp_redirect::Interface;
+use xdp_redirect::xsk::sys;
+use xdp_redirect::xsk::umem::{UmemArea, UmemConfig, errno};
 
 /// Frames in the generator's UMEM (each 2048 bytes): enough to keep the 2048-entry tx
 /// ring full while completions come back.
@@ -93,7 +93,9 @@ impl AfXdpGenerator {
             let bytes = unsafe { &mut *ptr.as_ptr() };
             bytes[..frame.len()].copy_from_slice(&frame);
         }
-        let umem = area.register(&cfg).map_err(|source| PktgenError::Io {
+        // SAFETY: `AfXdpGenerator` declares the rings, socket and UMEM before `area`, so
+        // they drop first.
+        let umem = unsafe { area.register(&cfg) }.map_err(|source| PktgenError::Io {
             what: "registering the UMEM",
             source,
         })?;

@@ -18,8 +18,8 @@ use super::maps::{GenCfg, HEADER_LEN};
 use super::pace::{Next, Pacer, RunLimit};
 use super::packet::PacketSpec;
 use super::{GEN_PROGRAM, GenMode, GenReport, PktgenError, load_object};
-use crate::attach::{AttachMode, Attachment};
-use crate::{Interface, attach, program};
+use xdp_redirect::{AttachMode, Attachment};
+use xdp_redirect::{Interface, attach, program};
 
 /// Bytes of XDP metadata in front of the test frame: how the program tells a test run
 /// (generate) from a real packet received where it is attached as the anchor (pass).
@@ -39,7 +39,18 @@ pub struct LiveFramesGenerator {
     spec: PacketSpec,
     /// Metadata + frame, as handed to the test run.
     buf: Vec<u8>,
-    anchor: Result<Attachment, String>,
+    anchor: Result<Attachment, NotAnchored>,
+}
+
+/// Why the generator program is not anchored in the interface's XDP dispatcher
+/// (generation works all the same, only slower).
+#[derive(Debug, thiserror::Error)]
+pub enum NotAnchored {
+    #[error("{0} has no driver-mode XDP")]
+    NoDriverMode(Interface),
+    /// The interface has a program already, or refuses one.
+    #[error(transparent)]
+    Attach(#[from] xdp_redirect::XdpError),
 }
 
 impl LiveFramesGenerator {
@@ -63,10 +74,10 @@ impl LiveFramesGenerator {
         let anchor = match attach(&mut ebpf, GEN_PROGRAM, interface) {
             Ok(a) if a.mode() == AttachMode::Driver => Ok(a),
             Ok(a) => {
-                let _ = crate::detach(&mut ebpf, a);
-                Err(format!("{interface} has no driver-mode XDP"))
+                let _ = xdp_redirect::detach(&mut ebpf, a);
+                Err(NotAnchored::NoDriverMode(interface.clone()))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(NotAnchored::Attach(e)),
         };
         Ok(LiveFramesGenerator {
             ebpf,
@@ -77,10 +88,10 @@ impl LiveFramesGenerator {
         })
     }
 
-    /// Whether the program is anchored in the XDP dispatcher (see [`LiveFramesGenerator::new`]),
-    /// or why not.
-    pub fn anchored(&self) -> Result<(), &str> {
-        self.anchor.as_ref().map(|_| ()).map_err(String::as_str)
+    /// Whether the program is anchored in the XDP dispatcher (see
+    /// [`LiveFramesGenerator::new`]), or why not.
+    pub fn anchored(&self) -> Result<(), &NotAnchored> {
+        self.anchor.as_ref().map(|_| ())
     }
 
     /// Generates until `limit` says stop. The kernel sends every run's packet (the count
@@ -107,7 +118,7 @@ impl LiveFramesGenerator {
                 Next::Send(n) => {
                     let n = u32::try_from(n).unwrap_or(u32::MAX);
                     run_live(prog, self.interface.index(), &self.buf, META_LEN, n)
-                        .map_err(crate::XdpError::from)?;
+                        .map_err(xdp_redirect::XdpError::from)?;
                     sent += u64::from(n);
                 }
             }
@@ -140,9 +151,9 @@ pub(crate) fn write_gen_cfg(ebpf: &mut Ebpf, spec: &PacketSpec) -> Result<(), Pk
     };
     let map = ebpf
         .map_mut("gen_cfg")
-        .ok_or(crate::XdpError::MissingMap("gen_cfg"))?;
-    let mut array: Array<_, GenCfg> = Array::try_from(map).map_err(crate::XdpError::from)?;
-    array.set(0, cfg, 0).map_err(crate::XdpError::from)?;
+        .ok_or(xdp_redirect::XdpError::MissingMap("gen_cfg"))?;
+    let mut array: Array<_, GenCfg> = Array::try_from(map).map_err(xdp_redirect::XdpError::from)?;
+    array.set(0, cfg, 0).map_err(xdp_redirect::XdpError::from)?;
     const _: () = assert!(HEADER_LEN == super::packet::MIN_FRAME as usize);
     Ok(())
 }
@@ -151,11 +162,12 @@ pub(crate) fn write_gen_cfg(ebpf: &mut Ebpf, spec: &PacketSpec) -> Result<(), Pk
 pub(crate) fn per_cpu_cursor(ebpf: &Ebpf) -> Result<Vec<u64>, PktgenError> {
     let map = ebpf
         .map("gen_cursor")
-        .ok_or(crate::XdpError::MissingMap("gen_cursor"))?;
-    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(crate::XdpError::from)?;
+        .ok_or(xdp_redirect::XdpError::MissingMap("gen_cursor"))?;
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map).map_err(xdp_redirect::XdpError::from)?;
     Ok(array
         .get(&0, 0)
-        .map_err(crate::XdpError::from)?
+        .map_err(xdp_redirect::XdpError::from)?
         .iter()
         .copied()
         .collect())

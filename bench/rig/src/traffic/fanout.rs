@@ -34,8 +34,8 @@ use super::maps::HEADER_LEN;
 use super::pace::{Next, Pacer, RunLimit};
 use super::packet::PacketSpec;
 use super::{GenMode, GenReport, OBJECT, PktgenError};
-use crate::attach::{Attachment, Interface};
-use crate::{XdpError, attach, program_mut};
+use xdp_redirect::{Attachment, Interface};
+use xdp_redirect::{XdpError, attach, program_mut};
 
 /// The fan-out program in the pktgen object.
 const FANOUT_PROGRAM: &str = "kxdp_fanout";

@@ -9,24 +9,81 @@
 //! Both run in the calling thread's network namespace, on the interface given to `new`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
+use aya::maps::MapError;
 use aya::maps::{Array, PerCpuArray};
+use aya::programs::ProgramError;
 use aya::programs::{SchedClassifier, TcAttachType, tc};
+use rig::traffic::packet::set_flow;
+use rig::traffic::{PacketSpec, PktgenError, Protocol};
 use xdp_redirect::Interface;
-use xdp_redirect::pktgen::packet::set_flow;
-use xdp_redirect::pktgen::{PacketSpec, Protocol};
 
-/// What goes wrong setting up or running a candidate, said in words (a measurement).
-pub type Result<T> = std::result::Result<T, String>;
+/// What goes wrong setting up or running a candidate.
+#[derive(Debug, thiserror::Error)]
+pub enum CandidateError {
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    // Boxed, as are the aya errors below: they are large, and a candidate's error path is
+    // never hot.
+    #[error(transparent)]
+    Spec(Box<PktgenError>),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Build(#[from] bpf_build::BpfBuildError),
+    #[error("opening {object}: {source}")]
+    Open {
+        object: String,
+        source: Box<aya::EbpfError>,
+    },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: Box<MapError>,
+    },
+    #[error("{what} {TC_PROGRAM}: {source}")]
+    Program {
+        what: &'static str,
+        source: Box<ProgramError>,
+    },
+}
 
-/// The last OS error, prefixed with what was being done.
-fn os_error(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+impl From<PktgenError> for CandidateError {
+    fn from(e: PktgenError) -> CandidateError {
+        CandidateError::Spec(Box::new(e))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CandidateError>;
+
+/// The last OS error, with what was being done.
+fn os_error(what: &'static str) -> CandidateError {
+    os(what, std::io::Error::last_os_error())
+}
+
+fn os(what: &'static str, source: std::io::Error) -> CandidateError {
+    CandidateError::Os { what, source }
+}
+
+fn map_error(map: &'static str) -> impl FnOnce(MapError) -> CandidateError {
+    move |source| CandidateError::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+fn program_error(what: &'static str) -> impl FnOnce(ProgramError) -> CandidateError {
+    move |source| CandidateError::Program {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Sets an int-sized (or `T`-sized) SOL_PACKET option.
@@ -34,7 +91,7 @@ fn set_packet_option<T>(
     socket: &OwnedFd,
     option: libc::c_int,
     value: &T,
-    what: &str,
+    what: &'static str,
 ) -> Result<()> {
     // SAFETY: a valid socket, and `value` is a live `T` of the size given.
     let rc = unsafe {
@@ -109,7 +166,7 @@ impl PacketRingGenerator {
     /// Opens the socket and its ring on `interface` (of the calling thread's namespace)
     /// and writes `spec`'s frame into every ring frame.
     pub fn new(interface: &Interface, spec: &PacketSpec) -> Result<PacketRingGenerator> {
-        spec.validate().map_err(|e| e.to_string())?;
+        spec.validate()?;
         let socket = packet_socket()?;
         let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
         set_packet_option(&socket, libc::PACKET_VERSION, &version, "PACKET_VERSION")?;
@@ -141,7 +198,8 @@ impl PacketRingGenerator {
         if ring == libc::MAP_FAILED {
             return Err(os_error("mapping the TX ring"));
         }
-        let ring = NonNull::new(ring.cast()).ok_or("mmap returned null")?;
+        let ring =
+            NonNull::new(ring.cast()).ok_or(CandidateError::Unsupported("mmap returned null"))?;
         let mut generator = PacketRingGenerator {
             ring,
             socket,
@@ -248,7 +306,7 @@ impl PacketRingGenerator {
                     Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => {}
                     // A malformed frame (marked so): counted by the next scan.
                     Some(libc::EINVAL) => {}
-                    _ => return Err(format!("send on the TX ring: {e}")),
+                    _ => return Err(os("send on the TX ring", e)),
                 }
             }
         }
@@ -306,9 +364,11 @@ impl TcCloneGenerator {
     /// namespace) for `spec` (UDP only: the program rewrites the UDP source port) and
     /// opens the socket.
     pub fn new(interface: &Interface, spec: &PacketSpec) -> Result<TcCloneGenerator> {
-        spec.validate().map_err(|e| e.to_string())?;
+        spec.validate()?;
         if spec.protocol != Protocol::Udp {
-            return Err("the tc clone generator sends UDP only".into());
+            return Err(CandidateError::Unsupported(
+                "the tc clone generator sends UDP only",
+            ));
         }
         let mut ebpf = compile_and_load("tc_clone")?;
         let cfg = CloneCfg {
@@ -317,23 +377,23 @@ impl TcCloneGenerator {
             port_lo: u32::from(spec.src_port),
             port_count: spec.ports_per_ip(),
         };
-        let map = ebpf.map_mut("clone_cfg").ok_or("no map clone_cfg")?;
-        let mut map: Array<_, CloneCfg> = Array::try_from(map).map_err(|e| e.to_string())?;
-        map.set(0, cfg, 0).map_err(|e| format!("clone_cfg: {e}"))?;
+        let map = ebpf
+            .map_mut("clone_cfg")
+            .ok_or(CandidateError::Unsupported("no map clone_cfg"))?;
+        let mut map: Array<_, CloneCfg> = Array::try_from(map).map_err(map_error("clone_cfg"))?;
+        map.set(0, cfg, 0).map_err(map_error("clone_cfg"))?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(TC_PROGRAM)
-            .ok_or("no program kxg_tc_clone")?
+            .ok_or(CandidateError::Unsupported("no program kxg_tc_clone"))?
             .try_into()
-            .map_err(|e| format!("{TC_PROGRAM}: {e}"))?;
-        program
-            .load()
-            .map_err(|e| format!("loading {TC_PROGRAM}: {e}"))?;
+            .map_err(program_error("the type of"))?;
+        program.load().map_err(program_error("loading"))?;
         // Kernels from 6.6 attach with TCX and need no qdisc; older ones attach a
         // cls_bpf filter to clsact, which may exist already: an error here is not final.
         let _ = tc::qdisc_add_clsact(interface.name());
         program
             .attach(interface.name(), TcAttachType::Egress)
-            .map_err(|e| format!("attaching {TC_PROGRAM} to {} egress: {e}", interface.name()))?;
+            .map_err(program_error("attaching (egress)"))?;
         let socket = packet_socket()?;
         bind_to(&socket, interface)?;
         Ok(TcCloneGenerator {
@@ -374,7 +434,7 @@ impl TcCloneGenerator {
             match e.raw_os_error() {
                 // The device dropped the original (its clones may have gone): not counted.
                 Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => self.send_errors += 1,
-                _ => return Err(format!("send: {e}")),
+                _ => return Err(os("send", e)),
             }
         }
         Ok((sends * (u64::from(self.copies) + 1), start.elapsed()))
@@ -387,16 +447,24 @@ impl TcCloneGenerator {
 
     /// Clones the program made and clones the kernel refused, since loading.
     pub fn clone_stats(&self) -> Result<(u64, u64)> {
-        let map = self.ebpf.map("clone_stats").ok_or("no map clone_stats")?;
-        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| e.to_string())?;
+        let map = self
+            .ebpf
+            .map("clone_stats")
+            .ok_or(CandidateError::Unsupported("no map clone_stats"))?;
+        let stats: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(map_error("clone_stats"))?;
         let sum = |key| -> Result<u64> {
-            Ok(stats.get(&key, 0).map_err(|e| e.to_string())?.iter().sum())
+            Ok(stats
+                .get(&key, 0)
+                .map_err(map_error("clone_stats"))?
+                .iter()
+                .sum())
         };
         Ok((sum(0)?, sum(1)?))
     }
 }
 
-/// Compiles tests/bpf/`name`.bpf.c with clang (as the AF_XDP tests compile theirs) and
+/// Compiles tests/bpf/`name`.bpf.c (bpf-build, as xdp-redirect's AF_XDP tests compile theirs) and
 /// opens the object; programs are left for the caller to load.
 fn compile_and_load(name: &str) -> Result<Ebpf> {
     let src = format!("{}/tests/bpf/{name}.bpf.c", env!("CARGO_MANIFEST_DIR"));
@@ -405,18 +473,11 @@ fn compile_and_load(name: &str) -> Result<Ebpf> {
         env!("CARGO_TARGET_TMPDIR"),
         std::process::id()
     );
-    let out = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .args(["-I/usr/include/x86_64-linux-gnu", "-c", &src, "-o", &obj])
-        .output()
-        .map_err(|e| format!("running clang: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "clang {src}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let ebpf = Ebpf::load_file(&obj).map_err(|e| format!("opening {obj}: {e}"));
+    bpf_build::compile(src.as_ref(), obj.as_ref())?;
+    let ebpf = Ebpf::load_file(&obj).map_err(|source| CandidateError::Open {
+        object: obj.clone(),
+        source: Box::new(source),
+    });
     let _ = std::fs::remove_file(&obj);
     ebpf
 }

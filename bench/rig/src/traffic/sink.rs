@@ -9,9 +9,9 @@ use aya::maps::{Array, PerCpuArray, PerCpuHashMap};
 
 use super::maps::{FlowKeyRaw, SinkCfg, SinkStatsRaw};
 use super::packet::FlowSource;
-use super::{PktgenError, SINK_PROGRAM, load_object};
-use crate::attach::{AttachMode, Attachment, Interface};
-use crate::{XdpError, attach, detach};
+use super::{PktgenError, SINK_PROGRAM, UnknownName, load_object};
+use xdp_redirect::{AttachMode, Attachment, Interface};
+use xdp_redirect::{XdpError, attach, detach};
 
 /// What the sink does with a packet after counting it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +23,12 @@ pub enum SinkAction {
 }
 
 impl std::str::FromStr for SinkAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "drop" => Ok(SinkAction::Drop),
             "pass" => Ok(SinkAction::Pass),
-            _ => Err(format!("unknown sink action {s:?} (drop, pass)")),
+            _ => Err(UnknownName::new("sink action", s, "drop, pass")),
         }
     }
 }

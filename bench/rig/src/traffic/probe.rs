@@ -8,12 +8,12 @@
 //! drops it: nothing is sent) on the loopback device, after a plain run of the same
 //! program, so that a kernel without BPF test runs at all is told apart.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use aya::programs::{TestRun, TestRunOptions};
 
-use super::{GenMode, PktgenError, load_object};
-use crate::{Interface, chain, program};
+use super::{GenMode, PktgenError, UnknownName, load_object};
+use xdp_redirect::{Interface, error_chain, program};
 
 /// The probe program in the pktgen object.
 const PROBE_PROGRAM: &str = "kxdp_probe";
@@ -29,11 +29,11 @@ pub enum LiveFrames {
 /// Asks the kernel (once per process; later calls return the first answer). An error
 /// means the question could not be asked: no BPF at all, or not even a plain test run.
 pub fn live_frames() -> Result<LiveFrames, PktgenError> {
-    static ANSWER: OnceLock<Result<LiveFrames, String>> = OnceLock::new();
+    static ANSWER: OnceLock<Result<LiveFrames, Arc<PktgenError>>> = OnceLock::new();
     ANSWER
-        .get_or_init(|| ask().map_err(|e| e.to_string()))
+        .get_or_init(|| ask().map_err(Arc::new))
         .clone()
-        .map_err(PktgenError::Probe)
+        .map_err(PktgenError::Earlier)
 }
 
 fn ask() -> Result<LiveFrames, PktgenError> {
@@ -45,11 +45,16 @@ fn ask() -> Result<LiveFrames, PktgenError> {
         repeat: 1,
         ..TestRunOptions::default()
     })
-    .map_err(|e| PktgenError::Probe(format!("a plain BPF_PROG_TEST_RUN failed: {}", chain(&e))))?;
+    .map_err(|e| {
+        PktgenError::Probe(format!(
+            "a plain BPF_PROG_TEST_RUN failed: {}",
+            error_chain(&e)
+        ))
+    })?;
     let lo = Interface::by_name("lo")?;
     match super::live::run_live(prog, lo.index(), &frame, 0, 1) {
         Ok(()) => Ok(LiveFrames::Allowed),
-        Err(e) => Ok(LiveFrames::Refused(chain(&e))),
+        Err(e) => Ok(LiveFrames::Refused(error_chain(&e))),
     }
 }
 
@@ -64,14 +69,14 @@ pub enum GenRequest {
 }
 
 impl std::str::FromStr for GenRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         if s == "auto" {
             return Ok(GenRequest::Auto);
         }
         s.parse()
             .map(GenRequest::Exactly)
-            .map_err(|e: String| format!("{e}, or auto"))
+            .map_err(|_| UnknownName::new("generator", s, "live, fanout, afxdp, or auto"))
     }
 }
 
@@ -145,7 +150,7 @@ fn decide(
 /// network namespace of its own (gone with the thread) sends 200 packets through it onto a
 /// veth pair and a sink counts them.
 pub fn fanout_works() -> Result<(), PktgenError> {
-    static ANSWER: OnceLock<Result<(), String>> = OnceLock::new();
+    static ANSWER: OnceLock<Result<(), Arc<PktgenError>>> = OnceLock::new();
     ANSWER
         .get_or_init(|| {
             std::thread::scope(|s| {
@@ -153,10 +158,10 @@ pub fn fanout_works() -> Result<(), PktgenError> {
                     .join()
                     .unwrap_or_else(|_| Err(PktgenError::Probe("the self-test panicked".into())))
             })
-            .map_err(|e| e.to_string())
+            .map_err(Arc::new)
         })
         .clone()
-        .map_err(PktgenError::Probe)
+        .map_err(PktgenError::Earlier)
 }
 
 fn fanout_self_test() -> Result<(), PktgenError> {

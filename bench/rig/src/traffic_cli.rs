@@ -1,5 +1,5 @@
 //! `kxdp pktgen` and `kxdp pktsink` (hidden): the throughput rig's generators and sink
-//! (`xdp_redirect::pktgen`) from the command line, for measuring by hand and for scripts.
+//! ([`crate::traffic`]) from the command line, for measuring by hand and for scripts.
 //! Parsing and printing only; the work is the library's.
 
 use std::fs::File;
@@ -8,11 +8,11 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-use xdp_redirect::Interface;
-use xdp_redirect::pktgen::{
+use crate::traffic::{
     GenConfig, GenReport, GenRequest, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
 };
+use clap::Args;
+use xdp_redirect::Interface;
 
 #[derive(Debug, Args)]
 pub struct PktgenArgs {
@@ -250,7 +250,7 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
     };
     let mut cfg = GenConfig {
         interface: a.dev.clone(),
-        mode: xdp_redirect::pktgen::GenMode::FanOut,
+        mode: crate::traffic::GenMode::FanOut,
         spec: spec_of(a),
         limit: RunLimit {
             count: a.count,
@@ -266,9 +266,9 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
             if let Some(ns) = &ns {
                 enter_netns(ns)?;
             }
-            let choice = xdp_redirect::pktgen::choose(a.generator).map_err(|e| e.to_string())?;
+            let choice = crate::traffic::choose(a.generator).map_err(|e| e.to_string())?;
             cfg.mode = choice.mode;
-            let report = xdp_redirect::pktgen::generate(&cfg).map_err(|e| e.to_string())?;
+            let report = crate::traffic::generate(&cfg).map_err(|e| e.to_string())?;
             Ok::<_, String>((choice, report))
         })
         .join()

@@ -11,8 +11,8 @@
 // The UDP checksum is 0 ("none" over IPv4) and the IPv4 header is untouched, so rewriting
 // the port needs no checksum update.
 //
-// Compiled by the test itself (clang -target bpf), not by build.rs: it is no part of the
-// datapath.
+// Compiled by the test itself (bpf_build::compile), not by build.rs: it is no part of
+// the rig's tools.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

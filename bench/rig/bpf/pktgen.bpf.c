@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The throughput rig's kernel side (xdp_redirect::pktgen): packet generators and a sink.
+// The throughput rig's kernel side (rig::traffic): packet generators and a sink.
 // None of it is part of the datapath.
 //
 // Two ways to generate, both writing each packet with write_next_packet() (below):
@@ -36,7 +36,7 @@
 // largest frame, UDP / TCP SYN / other) and, when asked, per (source address, source port,
 // protocol); then drops or passes the frame.
 //
-// Every struct shared with Rust has a `#[repr(C)]` twin in `src/pktgen/maps.rs` with a
+// Every struct shared with Rust has a `#[repr(C)]` twin in `src/traffic/maps.rs` with a
 // size assert; change both together.
 
 #include <linux/bpf.h>

@@ -1,6 +1,8 @@
-//! The AF_XDP forwarding ceiling (`kxdp bench`, path a): what the workers' engine forwards
+//! The AF_XDP forwarding ceiling (the rig's path a): what xdp-redirect's workers forward
 //! when the per-packet work is only a MAC swap. Dividing kxdp's rate by this one says how
-//! much of the raw AF_XDP I/O kxdp's own processing leaves.
+//! much of the raw AF_XDP I/O kxdp's own processing leaves. Built from xdp-redirect's
+//! public API only (the programs, the XSKMAP, a worker); the MAC swap itself is the
+//! worker engine's `mac_swap`, so that it runs the datapath's own rings and batching.
 //!
 //! One worker ([`Pipeline::MacSwapTo`]) with a socket on queue 0 of two interfaces:
 //! `ingress` gets [`HOST_PROGRAM`] (redirect everything to the XSKMAP slot of its queue)
@@ -19,11 +21,11 @@ use datapath::addr::MacAddr;
 use datapath::conntrack::{ConntrackConfig, Flows};
 use datapath::tables::{LocalNode, OverlayParams};
 
-use crate::worker::{
+use xdp_redirect::worker::{
     Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle,
     WorkerStats, spawn,
 };
-use crate::{
+use xdp_redirect::{
     AttachMode, Attachment, HOST_PROGRAM, Interface, XdpError, attach, detach, load,
     remove_port_slot, remove_xsk, set_port_slot, set_xsk,
 };

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use datapath::wire::checksum;
 
-use super::PktgenError;
+use super::{PktgenError, UnknownName};
 
 /// Smallest frame, Ethernet header included, no FCS (what the device is handed).
 pub const MIN_FRAME: u16 = 64;
@@ -41,12 +41,12 @@ impl Protocol {
 }
 
 impl std::str::FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "udp" => Ok(Protocol::Udp),
             "tcp-syn" | "syn" | "tcp" => Ok(Protocol::TcpSyn),
-            _ => Err(format!("unknown protocol {s:?} (udp, tcp-syn)")),
+            _ => Err(UnknownName::new("protocol", s, "udp, tcp-syn")),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The throughput rig's traffic: generators and a sink (issue 7, item 1), as a library the
-//! `kxdp bench` runner and `kxdp pktgen` / `kxdp pktsink` call.
+//! bench runner and the `pktgen` / `pktsink` front ends ([`crate::traffic_cli`]) call.
 //!
 //! - [`LiveFramesGenerator`]: in-kernel, `kxdp_gen` (bpf/pktgen.bpf.c) under
 //!   BPF_PROG_TEST_RUN live frames, XDP_TX out of an interface (~5 Mpps on the VMs of
@@ -21,9 +21,10 @@
 //! the source address) under a [`RunLimit`] (count, duration, pps cap); [`Generator`] holds
 //! any of them, [`generate`] runs the one a [`GenMode`] names.
 //!
-//! Why here and not a crate of its own: the generator's C program is built by this
-//! crate's build.rs like the datapath's, and the AF_XDP generator reuses this crate's
-//! UMEM and syscall code (`xsk`), which stays crate-private.
+//! Tooling, so in the rig and not in the datapath crate: the C program
+//! (`bench/rig/bpf/pktgen.bpf.c`) is built by the rig's build.rs (with bpf-build's clang
+//! invocation, like the datapath's), and the AF_XDP generator builds on xdp-redirect's
+//! public UMEM and syscall code (`xdp_redirect::xsk`).
 
 pub mod afxdp;
 pub mod fanout;
@@ -42,20 +43,21 @@ use aya::Ebpf;
 pub use afxdp::AfXdpGenerator;
 pub use fanout::{FanOut, FanOutGenerator};
 pub use live::{LIVE_BATCH, run_live_frames};
-pub use live_frames::LiveFramesGenerator;
+pub use live_frames::{LiveFramesGenerator, NotAnchored};
 pub use pace::RunLimit;
 pub use packet::{FlowSource, MAX_FRAME, MIN_FRAME, PacketSpec, Protocol};
 pub use probe::{GenChoice, GenRequest, LiveFrames, choose, live_frames};
 pub use sink::{Sink, SinkAction, SinkCounts, SinkFlow};
 
-use crate::{Interface, XdpError, program_mut};
+use xdp_redirect::{Interface, XdpError, program_mut};
 
 /// The generator program in the pktgen object.
 pub const GEN_PROGRAM: &str = "kxdp_gen";
 /// The sink program in the pktgen object.
 pub const SINK_PROGRAM: &str = "kxdp_sink";
 
-/// bpf/pktgen.bpf.c, compiled by build.rs. Aligned for aya's in-place ELF parsing.
+/// bench/rig/bpf/pktgen.bpf.c, compiled by build.rs. Aligned for aya's in-place ELF
+/// parsing.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen.bpf.o"));
 
@@ -82,6 +84,10 @@ pub enum PktgenError {
     Command { command: String, stderr: String },
     #[error("probing the kernel: {0}")]
     Probe(String),
+    /// The answer of a probe asked once per process ([`probe::live_frames`],
+    /// [`probe::fanout_works`]), given again.
+    #[error(transparent)]
+    Earlier(std::sync::Arc<PktgenError>),
     #[error(
         "this kernel refuses BPF_PROG_TEST_RUN with live frames ({0}); use the fan-out generator (fanout, or auto)"
     )]
@@ -124,12 +130,34 @@ impl GenMode {
 }
 
 impl std::str::FromStr for GenMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         GenMode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown generator {s:?} (live, fanout, afxdp)"))
+            .ok_or_else(|| UnknownName::new("generator", s, "live, fanout, afxdp"))
+    }
+}
+
+/// A name (on the command line) that is none of the choices: what the `FromStr` of the
+/// rig's choices ([`GenMode`], [`GenRequest`], [`Protocol`], [`SinkAction`]) returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?} ({choices})")]
+pub struct UnknownName {
+    /// What was being named ("generator", "protocol"...).
+    pub what: &'static str,
+    pub given: String,
+    /// The names that exist, for the message.
+    pub choices: &'static str,
+}
+
+impl UnknownName {
+    pub(crate) fn new(what: &'static str, given: &str, choices: &'static str) -> UnknownName {
+        UnknownName {
+            what,
+            given: given.to_string(),
+            choices,
+        }
     }
 }
 

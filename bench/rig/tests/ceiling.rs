@@ -1,4 +1,4 @@
-//! The AF_XDP ceiling forwarder (`kxdp bench`, path a) on real veths in a network
+//! The AF_XDP ceiling forwarder (`rig::ceiling`, path a of the rig) on real veths in a network
 //! namespace of our own (`kc-<pid>-<n>-rig`, deleted on drop even when a test fails, which
 //! takes the veths and their XDP programs with it):
 //!
@@ -10,18 +10,19 @@
 //! Needs root; skipped with a message otherwise, except under `CI=true`. The tests run one
 //! at a time (the measurement wants the machine to itself).
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::{Netns, eventually, ifindex, interface, root_or_skip, serial, veth_pair};
-use xdp_redirect::ceiling::{CeilingError, CeilingForwarder, EGRESS_PORT, INGRESS_PORT};
-use xdp_redirect::pktgen::{
+use rig::ceiling::{CeilingError, CeilingForwarder, EGRESS_PORT, INGRESS_PORT};
+use rig::traffic::{
     GenMode, GenReport, GenRequest, Generator, PacketSpec, Protocol, RunLimit, Sink, SinkAction,
     SinkCounts, choose,
 };
+use testkit::netns::Netns;
+use testkit::root::{exclusive, root_or_skip};
+use testkit::wait::eventually;
+use testkit::xdp::{ifindex, interface};
 use xdp_redirect::{AttachMode, WorkerStats};
 
 const GEN_IF: &str = "kc-gen";
@@ -34,8 +35,8 @@ const SINK_IF: &str = "kc-sink";
 /// on them.
 fn rig() -> Netns {
     let rig = Netns::with_prefix("kc", "rig");
-    veth_pair(&rig, GEN_IF, INGRESS_IF, 1);
-    veth_pair(&rig, EGRESS_IF, SINK_IF, 1);
+    rig.veth_pair(GEN_IF, INGRESS_IF, 1);
+    rig.veth_pair(EGRESS_IF, SINK_IF, 1);
     rig
 }
 
@@ -167,7 +168,7 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
     if !root_or_skip("AF_XDP ceiling forwarder") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     let rig = rig();
     let (forwarder, attached_link) = rig.within(|| {
         let fwd = start_forwarder(None);
@@ -294,7 +295,7 @@ fn dropping_the_forwarder_detaches() {
     if !root_or_skip("AF_XDP ceiling forwarder drop") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     let rig = rig();
     let attached = rig.within(|| {
         let fwd = start_forwarder(None);
@@ -309,14 +310,14 @@ fn dropping_the_forwarder_detaches() {
 
 /// Not a check: the ceiling on this machine. The kernel generator (unpaced, 2 s, 1024 UDP
 /// flows) on CPU 0, the worker pinned to CPU 1, at 64, 512 and 1500 B. Run with
-/// `cargo test --release -p xdp-redirect --test ceiling -- --ignored --nocapture`.
+/// `cargo test --release -p rig --test ceiling -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement; run by hand in a release build"]
 fn measure_mpps() {
     if !root_or_skip("ceiling measurement") {
         return;
     }
-    let _serial = serial();
+    let _serial = exclusive();
     for size in [64u16, 512, 1500] {
         let rig = rig();
         let (report, stats, counts, egress_budget) = rig.within(|| {
