@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use support::TempDir;
 
 use datapath::tables::{PortKind, Route, ServiceKey, ServicePort, Tables, proto};
