@@ -1,9 +1,7 @@
 //! The state-directory contract end to end: files on disk -> load_state_dir -> translate.
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use support::TempDir;
+use testkit::TempDir;
 
 use datapath::tables::{PortKind, Route, ServiceKey, ServicePort, Tables, proto};
 use datapath::{IpKey, MacAddr, PortId};
@@ -12,7 +10,7 @@ use model::state::{ClusterState, StateDir, load_state_dir};
 use model::translate::{TranslateError, canonical_dump, translate};
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pcap-fixtures/examples/two-node")
 }
 
 fn v4(s: &str) -> IpKey {
