@@ -220,3 +220,59 @@ spec:
     assert!(!c.ingress("prod/client", "prod/web", TCP, 53));
     assert!(!c.ingress("prod/client", "prod/web", TCP, 80));
 }
+
+#[test]
+fn malformed_rules_are_skipped_naming_the_field() {
+    let c = compile(cluster(&["
+metadata: {namespace: prod, name: bad}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress, Egress, Sideways]
+  ingress:
+  - ports: [{port: 80, protocol: ICMP}]
+  - ports: [{port: 90, endPort: 89}]
+  - ports: [{port: http, endPort: 90}]
+  - ports: [{endPort: 90}]
+  - ports: [{port: 0}]
+  - from: [{ipBlock: {cidr: 192.0.2.0/24}, podSelector: {}}]
+  - from: [{}]
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+  egress:
+  - to: [{ipBlock: {cidr: 192.0.2.0/33}}]
+  - to: [{ipBlock: {cidr: 192.0.2.0/24, except: [nope]}}]
+  - to: [{namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}}]
+"]));
+    let w: Vec<&str> = c.warnings.iter().map(String::as_str).collect();
+    let at = "NetworkPolicy prod/bad: spec.";
+    assert_eq!(w.len(), 11, "{w:#?}");
+    assert_eq!(
+        w[0],
+        format!("{at}policyTypes[2]: \"Sideways\" is not Ingress or Egress: ignored")
+    );
+    let rule_skipped = [
+        "ingress[0].ports[0].protocol: \"ICMP\" is not a protocol",
+        "ingress[1].ports[0].endPort: 89 is below port 90: rule skipped",
+        "ingress[2].ports[0].endPort: needs a numeric port: rule skipped",
+        "ingress[3].ports[0].endPort: needs a numeric port: rule skipped",
+        "ingress[4].ports[0].port: 0 is not a port number",
+        "ingress[5].from[0]: ipBlock cannot be combined with podSelector or namespaceSelector: \
+         rule skipped",
+        "ingress[6].from[0]: needs podSelector, namespaceSelector or ipBlock: rule skipped",
+        "egress[0].to[0]: ipBlock.cidr: ",
+        "egress[1].to[0]: ipBlock.except[0]: ",
+        "egress[2].to[0]: namespaceSelector: matchExpressions[0]: operator Exists takes no \
+         values: rule skipped",
+    ];
+    for (got, want) in w[1..].iter().zip(rule_skipped) {
+        assert!(
+            got.starts_with(&format!("{at}{want}")),
+            "{got}\n  vs {want}"
+        );
+        assert!(got.ends_with(": rule skipped"), "{got}");
+    }
+    // Only the one good rule is left: prod/client may reach web, no one else.
+    assert!(c.ingress("prod/client", "prod/web", TCP, 80));
+    assert!(!c.ingress("prod/other", "prod/web", TCP, 80));
+    // Every egress rule was skipped: egress is isolated with nothing admitted.
+    assert!(!c.egress("prod/web", "192.0.2.1", TCP, 80));
+}
