@@ -108,9 +108,6 @@
 //! - "should enforce policy based on NamespaceSelector with MatchExpressions using default
 //!   ns label" -> `default_namespace_label_match_expressions`
 //!
-// Grid cells are (client, server) index pairs into several tables at once.
-#![allow(clippy::needless_range_loop)]
-
 mod ours;
 mod upstream;
 
