@@ -8,9 +8,9 @@ set -euo pipefail
 # nftables: nft, with which kxdp agent installs the pods' masquerade rule (walk 6).
 # containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni (and its
 # tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks; prometheus:
-# promtool, which validates the agent's /metrics exposition in tests/metrics.rs; valgrind
-# (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`) and
-# their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
+# promtool, which validates the agent's /metrics exposition in control/tests/node/metrics.rs;
+# valgrind (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`)
+# and their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
 # iptables-mode rules, the kernel baseline of `kxdp-bench` (bench/rig/src/kernel_path/).
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
   containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf)

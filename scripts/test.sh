@@ -12,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Tests that do not run say so in this log (control/tests/harness); cargo's own output has
+# Tests that do not run say so in this log (testkit::root::skipped); cargo's own output has
 # the #[ignore]d ones (measurements run by hand). --no-fail-fast: every failing binary is
 # reported, not only the first.
 export KXDP_SKIP_LOG

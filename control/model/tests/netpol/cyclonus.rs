@@ -2,7 +2,7 @@
 //!
 //! cyclonus (github.com/mattfenwick/cyclonus, MIT) is a NetworkPolicy simulator; its
 //! `examples/` hold a probe model and the grids it computed for the `simple-example`
-//! policies. This file builds that model as a kxdp cluster, lets the real code decide
+//! policies. This module builds that model as a kxdp cluster, lets the real code decide
 //! (`model::state::load_state_dir` -> `model::translate::translate` per node ->
 //! `datapath::process` on a real frame), and compares every probed cell with cyclonus's
 //! `Combined` grid. Nothing here evaluates a policy itself: the expected answers are
@@ -32,16 +32,20 @@
 //!   `hairpin` (a loop), never as a policy verdict.
 //! - TCP 82 (nothing serves it: `N`) and `?` cells are not compared.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use support::{PolicyRecorder, TempDir, pod_mac, step, tables_for};
 
-use datapath::tables::{PortId, Tables};
-use datapath::{DropReason, Verdict};
+use datapath::conntrack::Flows;
+use datapath::tables::PortId;
 use etherparse::PacketBuilder;
+
+use crate::grid::{Expect, GridCheck, Table, Via, check_grid};
+use crate::probe::{
+    Cluster, Dest, Model, ModelPod, NODES, Outcome, Proto, Segment, deliver, frame, gateway_mac,
+    probe, probe_pod,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The fixtures.
@@ -68,32 +72,9 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A pod of the model: `ns/name`, labels, where it runs and its address (ours).
-#[derive(Debug, Clone)]
-struct ModelPod {
-    ns: String,
-    name: String,
-    labels: BTreeMap<String, String>,
-    /// (name, port) of every container port.
-    ports: Vec<(String, u16)>,
-    node: &'static str,
-    ip: [u8; 4],
-}
-
-impl ModelPod {
-    fn key(&self) -> String {
-        format!("{}/{}", self.ns, self.name)
-    }
-}
-
-/// probe.json: the namespaces with their labels, the pods, the probed (protocol, port)s.
-struct Model {
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pods: Vec<ModelPod>,
-    probes: Vec<(String, u16)>,
-}
-
-fn load_model(dir: &Path) -> Model {
+/// probe.json: the model (namespaces with their labels, pods) and the probed
+/// (protocol, port)s.
+fn load_model(dir: &Path) -> (Model, Vec<(String, u16)>) {
     let v: serde_json::Value =
         serde_json::from_str(&read(&dir.join("examples/probe.json"))).expect("probe.json");
     let labels = |v: &serde_json::Value| -> BTreeMap<String, String> {
@@ -118,9 +99,9 @@ fn load_model(dir: &Path) -> Model {
             let n = u8::try_from(n).expect("a few pods");
             // Our addresses (see the module docs): alternate nodes, one address each.
             let (node, ip) = if n % 2 == 0 {
-                ("node-a", [10, 244, 1, 10 + n])
+                (0, [10, 244, 1, 10 + n])
             } else {
-                ("node-b", [10, 244, 2, 10 + n])
+                (1, [10, 244, 2, 10 + n])
             };
             let ports = p["Containers"]
                 .as_array()
@@ -132,6 +113,7 @@ fn load_model(dir: &Path) -> Model {
                     (
                         c["PortName"].as_str().expect("PortName").to_string(),
                         u16::try_from(port).expect("a port"),
+                        Proto::Tcp,
                     )
                 })
                 .collect();
@@ -156,11 +138,7 @@ fn load_model(dir: &Path) -> Model {
             )
         })
         .collect();
-    Model {
-        namespaces,
-        pods,
-        probes,
-    }
+    (Model { namespaces, pods }, probes)
 }
 
 /// A `Combined` grid: (source `ns/name`, destination `ns/name`) -> allowed (`.`) or denied
@@ -208,248 +186,26 @@ fn combined_grids(text: &str) -> Vec<Grid> {
     grids
 }
 
-// ---------------------------------------------------------------------------------------------
-// The cluster as kxdp reads it.
-
-const NODES: [(&str, &str, &str, &str); 2] = [
-    (
-        "node-a",
-        "192.168.50.10",
-        "10.244.1.0/24",
-        "02:00:c0:a8:32:0a",
-    ),
-    (
-        "node-b",
-        "192.168.50.11",
-        "10.244.2.0/24",
-        "02:00:c0:a8:32:0b",
-    ),
-];
-
-fn labels_yaml(labels: &BTreeMap<String, String>) -> String {
-    let items: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{{{}}}", items.join(", "))
-}
-
-fn manifests(model: &Model) -> String {
-    let mut s = String::new();
-    for (name, ip, cidr, mac) in NODES {
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
-             kxdp.io/underlay-mac: \"{mac}\"\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n\
-             status:\n  addresses:\n    - {{type: InternalIP, address: {ip}}}\n"
-        );
-    }
-    for (ns, labels) in &model.namespaces {
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {}\n",
-            labels_yaml(labels)
-        );
-    }
-    for p in &model.pods {
-        let ip = ip_str(p.ip);
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  \
-             labels: {}\nspec:\n  nodeName: {}\n  containers:\n",
-            p.name,
-            p.ns,
-            labels_yaml(&p.labels),
-            p.node
-        );
-        for (i, (name, port)) in p.ports.iter().enumerate() {
-            let _ = write!(
-                s,
-                "    - name: cont-{}\n      image: registry.k8s.io/e2e-test-images/agnhost\n      \
-                 ports:\n        - {{name: {name}, containerPort: {port}, protocol: TCP}}\n",
-                i + 1
-            );
-        }
-        let _ = write!(
-            s,
-            "status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n"
-        );
-    }
-    s
-}
-
-fn ip_str(ip: [u8; 4]) -> String {
-    std::net::Ipv4Addr::from(ip).to_string()
+/// A cyclonus grid as expectations over the model; cells it leaves out are not compared.
+fn expectations(model: &Model, grid: &Grid) -> Table {
+    Table::from_fn(model, |from, to| {
+        grid.get(&(from.key(), to.key())).map(|&allowed| {
+            if allowed {
+                Expect::Connected
+            } else {
+                Expect::Denied
+            }
+        })
+    })
 }
 
 /// Both nodes' tables for the model plus `policies` (file name, YAML as written upstream).
-struct Cluster {
-    model: Model,
-    node_a: Tables,
-    node_b: Tables,
-}
-
-impl Cluster {
-    fn new(tag: &str, model: Model, policies: &[(String, String)]) -> Cluster {
-        let dir = TempDir::new(tag);
-        dir.write("00-model.yaml", &manifests(&model));
-        for (name, text) in policies {
-            dir.write(&format!("50-{name}"), text);
-        }
-        let [node_a, node_b]: [Tables; 2] = tables_for(dir.path(), tag, &["node-a", "node-b"], 1)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two nodes asked, two tables built"));
-        Cluster {
-            node_a,
-            node_b,
-            model,
-        }
-    }
-
-    fn pod(&self, key: &str) -> &ModelPod {
-        self.model
-            .pods
-            .iter()
-            .find(|p| p.key() == key)
-            .unwrap_or_else(|| panic!("no pod {key} in the model"))
-    }
-
-    fn tables(&self, node: &str) -> &Tables {
-        if node == "node-a" {
-            &self.node_a
-        } else {
-            &self.node_b
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Probing.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-/// What became of a probe's first packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    /// Delivered to the destination pod's port (or, outside the cluster, the host port).
-    Allowed,
-    /// `policy_denied`, with the side and the policies the verdict named.
-    Denied(&'static str, Vec<String>),
-    /// Anything else: the probe could not answer the question.
-    Other(String),
-}
-
-impl Outcome {
-    fn allowed(&self) -> Option<bool> {
-        match self {
-            Outcome::Allowed => Some(true),
-            Outcome::Denied(..) => Some(false),
-            Outcome::Other(_) => None,
-        }
-    }
-}
-
-fn gateway_mac(node: &str) -> [u8; 6] {
-    if node == "node-a" {
-        [0x0a, 0x58, 10, 244, 1, 1]
-    } else {
-        [0x0a, 0x58, 10, 244, 2, 1]
-    }
-}
-
-/// An Ethernet + IPv4 first packet: a TCP SYN or a UDP datagram.
-fn first_packet(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: Proto,
-    sport: u16,
-    dport: u16,
-) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src, dst, 64);
-    let mut out = Vec::new();
-    match proto {
-        Proto::Tcp => {
-            let b = ip.tcp(sport, dport, 1000, 64240).syn();
-            b.write(&mut out, &[]).expect("tcp");
-        }
-        Proto::Udp => {
-            let b = ip.udp(sport, dport);
-            b.write(&mut out, b"probe").expect("udp");
-        }
-    }
-    out
-}
-
-fn judged(verdict: Verdict, rec: PolicyRecorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
-    match verdict {
-        Verdict::Forward(p) if delivered(p) => Outcome::Allowed,
-        Verdict::Drop(DropReason::PolicyDenied) => {
-            Outcome::Denied(rec.direction.unwrap_or("(none)"), rec.policies)
-        }
-        other => Outcome::Other(format!("{other:?}")),
-    }
-}
-
-/// A pod of the model -> `dst`:`port`. A pod destination is reached through its node's
-/// uplink when the source's node tunnels the packet; an address outside the cluster is
-/// reached when the source's node sends it to its host port.
-fn probe(c: &Cluster, src: &str, dst: [u8; 4], proto: Proto, port: u16) -> Outcome {
-    let from = c.pod(src);
-    let tables = c.tables(from.node);
-    let in_port = tables
-        .port_by_name(&format!("pod-{}-{}", from.ns, from.name))
-        .expect("the source pod's port");
-    let packet = first_packet(
-        pod_mac(from.ip),
-        gateway_mac(from.node),
-        from.ip,
-        dst,
-        proto,
-        40_000,
-        port,
-    );
-    let to = c.model.pods.iter().find(|p| p.ip == dst);
-    let (verdict, out, rec) = step(tables, in_port, &packet);
-    let Some(to) = to else {
-        return judged(verdict, rec, |p| p == PortId::HOST);
-    };
-    let dst_port = |t: &Tables| {
-        t.port_by_name(&format!("pod-{}-{}", to.ns, to.name))
-            .expect("the destination pod's port")
-    };
-    if to.node == from.node {
-        return judged(verdict, rec, |p| p == dst_port(tables));
-    }
-    if verdict != Verdict::Forward(PortId::UPLINK) {
-        return judged(verdict, rec, |_| false);
-    }
-    let remote = c.tables(to.node);
-    let (verdict, _, rec) = step(remote, PortId::UPLINK, &out);
-    judged(verdict, rec, |p| p == dst_port(remote))
-}
-
-/// A probe from pod `src` to pod `dst` (both `ns/name`).
-fn probe_pod(c: &Cluster, src: &str, dst: &str, proto: Proto, port: u16) -> Outcome {
-    probe(c, src, c.pod(dst).ip, proto, port)
-}
-
-fn render(pods: &[String], cell: impl Fn(&str, &str) -> char) -> String {
-    let mut s = String::from("      ");
-    for d in pods {
-        let _ = write!(s, "{d:>5} ");
-    }
-    s.push('\n');
-    for src in pods {
-        let _ = write!(s, "{src:>5} ");
-        for dst in pods {
-            let _ = write!(s, "{:>5} ", cell(src, dst));
-        }
-        s.push('\n');
-    }
-    s
+fn cluster(tag: &str, model: Model, policies: &[(String, String)]) -> Cluster {
+    let files: Vec<(String, String)> = policies
+        .iter()
+        .map(|(name, text)| (format!("50-{name}"), text.clone()))
+        .collect();
+    Cluster::new(tag, model, &files, 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,12 +237,12 @@ fn simple_example_matches_cyclonus_combined_grids() {
     let grids = combined_grids(&read(
         &dir.join("examples/cyclonus-output/analyze-probe.txt"),
     ));
-    let cluster = Cluster::new("simple-example", load_model(&dir), &policies);
-    let pods: Vec<String> = cluster.model.pods.iter().map(ModelPod::key).collect();
+    let (model, probes) = load_model(&dir);
+    let cluster = cluster("simple-example", model, &policies);
 
     let mut compared = 0;
     let mut report = String::new();
-    for (i, (proto, port)) in cluster.model.probes.iter().enumerate() {
+    for (i, (proto, port)) in probes.iter().enumerate() {
         let grid = &grids[i];
         if grid.is_empty() {
             // TCP 82: every cell is N (nothing serves it).
@@ -494,70 +250,26 @@ fn simple_example_matches_cyclonus_combined_grids() {
         }
         assert_eq!(proto, "TCP", "probe.json probes TCP only");
         assert_eq!(grid.len(), 81, "TCP {port}: a full 9 x 9 grid");
-        let mut ours = BTreeMap::new();
-        let mut mismatches = Vec::new();
-        for src in &pods {
-            for dst in &pods {
-                if src == dst {
-                    // Never leaves the pod in a cluster; kxdp refuses it as a loop.
-                    let from = cluster.pod(src);
-                    let tables = cluster.tables(from.node);
-                    let port_id = tables
-                        .port_by_name(&format!("pod-{}-{}", from.ns, from.name))
-                        .expect("port");
-                    let packet = first_packet(
-                        pod_mac(from.ip),
-                        gateway_mac(from.node),
-                        from.ip,
-                        from.ip,
-                        Proto::Tcp,
-                        40_000,
-                        *port,
-                    );
-                    let (verdict, _, _) = step(tables, port_id, &packet);
-                    assert_eq!(
-                        verdict,
-                        Verdict::Drop(DropReason::Hairpin),
-                        "{src} -> itself"
-                    );
-                    continue;
-                }
-                let outcome = probe_pod(&cluster, src, dst, Proto::Tcp, *port);
-                let Some(allowed) = outcome.allowed() else {
-                    panic!("TCP {port} {src} -> {dst}: {outcome:?}");
-                };
-                ours.insert((src.clone(), dst.clone()), allowed);
-                let expected = grid[&(src.clone(), dst.clone())];
-                compared += 1;
-                if allowed != expected {
-                    mismatches.push(format!(
-                        "{src} -> {dst}: cyclonus {}, kxdp {outcome:?}",
-                        if expected { "allowed" } else { "denied" }
-                    ));
-                }
+        let expect = expectations(&cluster.model, grid);
+        // The diagonal (cyclonus fills it by policy) is not compared; addressed to itself
+        // a pod's packet must be refused as a loop (see the module docs).
+        let check = GridCheck {
+            proto: Proto::Tcp,
+            port: *port,
+            via: Via::PodAddress,
+            expect: &expect,
+            explain: None,
+        };
+        match check_grid(&cluster, &check) {
+            Ok(n) => compared += n,
+            Err(e) => {
+                let _ = write!(report, "TCP {port}, cyclonus Combined vs kxdp:\n{e}\n");
             }
         }
-        if !mismatches.is_empty() {
-            let cell = |g: &BTreeMap<(String, String), bool>, s: &str, d: &str| match g
-                .get(&(s.to_string(), d.to_string()))
-            {
-                Some(true) => '.',
-                Some(false) => 'X',
-                None => '-',
-            };
-            let _ = write!(
-                report,
-                "TCP {port}: {} cell(s) differ:\n  {}\ncyclonus Combined:\n{}kxdp:\n{}\n",
-                mismatches.len(),
-                mismatches.join("\n  "),
-                render(&pods, |s, d| cell(grid, s, d)),
-                render(&pods, |s, d| cell(&ours, s, d)),
-            );
-        }
     }
+    assert!(report.is_empty(), "{report}");
     eprintln!("cyclonus simple-example: {compared} cells compared (TCP 80 and 81, 72 each)");
     assert_eq!(compared, 144, "both grids, every cell off the diagonal");
-    assert!(report.is_empty(), "{report}");
 }
 
 #[test]
@@ -579,20 +291,20 @@ fn combined_grid_parser_reads_cyclonus_tables() {
 /// The model plus namespace `abcd` (labelled `ns=abcd`) with a (node-a) and b (node-b): the
 /// namespace allow-all.yaml and allow-all-internal.yaml are written for.
 fn model_with_abcd(dir: &Path) -> Model {
-    let mut model = load_model(dir);
+    let (mut model, _) = load_model(dir);
     model.namespaces.insert(
         "abcd".into(),
         BTreeMap::from([("ns".to_string(), "abcd".to_string())]),
     );
-    for (name, node, ip) in [
-        ("a", "node-a", [10, 244, 1, 50]),
-        ("b", "node-b", [10, 244, 2, 51]),
-    ] {
+    for (name, node, ip) in [("a", 0, [10, 244, 1, 50]), ("b", 1, [10, 244, 2, 51])] {
         model.pods.push(ModelPod {
             ns: "abcd".into(),
             name: name.into(),
             labels: BTreeMap::from([("pod".to_string(), name.to_string())]),
-            ports: vec![("serve-80-tcp".into(), 80), ("serve-81-tcp".into(), 81)],
+            ports: vec![
+                ("serve-80-tcp".into(), 80, Proto::Tcp),
+                ("serve-81-tcp".into(), 81, Proto::Tcp),
+            ],
             node,
             ip,
         });
@@ -616,50 +328,68 @@ fn policy_file(dir: &Path, rel: &str) -> (String, String) {
     (name.into(), read(&dir.join("networkpolicies").join(rel)))
 }
 
+/// Pod `src` -> pod `dst` (both `ns/name`), to the pod's own address.
+fn probe_keys(c: &Cluster, src: &str, dst: &str, proto: Proto, port: u16) -> Outcome {
+    probe_pod(c, c.model.index(src), c.model.index(dst), proto, port)
+}
+
+/// Pod `src` -> `dst`, an address outside the cluster: it should leave by its node's host
+/// port.
+fn probe_outside(c: &Cluster, src: &str, dst: [u8; 4], proto: Proto, port: u16) -> Outcome {
+    let want = (Ipv4Addr::from(dst), port);
+    probe(c, c.model.index(src), dst, proto, port, Dest::Outside, want).0
+}
+
 /// A frame node-b's kxdp tunnels to node-a from node-b's own gateway (10.244.2.1: the
 /// address a node's own traffic into the overlay uses): a peer that is no pod.
 fn from_node_b_gateway(dst: [u8; 4], port: u16) -> Vec<u8> {
-    let inner = first_packet(
-        gateway_mac("node-b"),
-        gateway_mac("node-a"),
-        [10, 244, 2, 1],
+    let inner = frame(
+        gateway_mac(1),
+        gateway_mac(0),
+        NODES[1].gateway,
         dst,
         Proto::Tcp,
         41_000,
         port,
+        Segment::First,
     );
     // RFC 7348: flags (I set), 3 reserved bytes, VNI 1 in three bytes, 1 reserved byte.
     let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
     vxlan.extend_from_slice(&inner);
     let mut out = Vec::new();
-    PacketBuilder::ethernet2(
-        [0x02, 0x00, 0xc0, 0xa8, 0x32, 0x0b],
-        [0x02, 0x00, 0xc0, 0xa8, 0x32, 0x0a],
-    )
-    .ipv4([192, 168, 50, 11], [192, 168, 50, 10], 64)
-    .udp(50_000, 4789)
-    .write(&mut out, &vxlan)
-    .expect("vxlan");
+    PacketBuilder::ethernet2(NODES[1].mac, NODES[0].mac)
+        .ipv4(NODES[1].ip, NODES[0].ip, 64)
+        .udp(50_000, 4789)
+        .write(&mut out, &vxlan)
+        .expect("vxlan");
     out
 }
 
 /// node-b's gateway -> a pod on node-a, judged by node-a's ingress.
 fn probe_from_node_b(c: &Cluster, dst: &str, port: u16) -> Outcome {
-    let to = c.pod(dst);
-    assert_eq!(to.node, "node-a");
-    let (verdict, _, rec) = step(&c.node_a, PortId::UPLINK, &from_node_b_gateway(to.ip, port));
-    let dst_port = c
-        .node_a
-        .port_by_name(&format!("pod-{}-{}", to.ns, to.name))
-        .expect("port");
-    judged(verdict, rec, |p| p == dst_port)
+    let to = c.model.index(dst);
+    let ip = c.model.pods[to].ip;
+    assert_eq!(c.model.pods[to].node, 0, "{dst} runs on node-a");
+    let mut flows = [Flows::default(), Flows::default()];
+    let packet = from_node_b_gateway(ip, port);
+    let want = (Ipv4Addr::from(ip), port);
+    deliver(
+        c,
+        &mut flows,
+        0,
+        PortId::UPLINK,
+        &packet,
+        Dest::Pod(to),
+        want,
+    )
 }
 
 fn expect(failures: &mut Vec<String>, what: &str, got: Outcome, allowed: bool) {
     if got.allowed() != Some(allowed) {
         failures.push(format!(
-            "{what}: expected {}, got {got:?}",
-            if allowed { "allowed" } else { "denied" }
+            "{what}: expected {}, got {}",
+            if allowed { "allowed" } else { "denied" },
+            got.describe()
         ));
     }
 }
@@ -673,7 +403,7 @@ fn allow_all_admits_every_source_into_its_namespace() {
     // `from: []`: an empty peer list matches all sources, pods of any namespace and
     // addresses that are no pod alike. Rules add up, so beside deny-abcd (isolation, no
     // rule) everything still reaches abcd; namespaces it does not name are untouched.
-    let c = Cluster::new(
+    let c = cluster(
         "allow-all",
         model_with_abcd(&dir),
         &[policy_file(&dir, "allow-all.yaml"), deny_abcd()],
@@ -690,7 +420,7 @@ fn allow_all_admits_every_source_into_its_namespace() {
         expect(
             &mut f,
             &what,
-            probe_pod(&c, src, dst, Proto::Tcp, port),
+            probe_keys(&c, src, dst, Proto::Tcp, port),
             true,
         );
     }
@@ -712,7 +442,7 @@ fn allow_all_internal_admits_pods_only() {
     // every pod of every namespace, and nothing that is not a pod. So pods anywhere reach
     // abcd; a peer that is no pod (node-b's own traffic, from its gateway address over the
     // overlay) does not: only a pod's own node is always allowed.
-    let c = Cluster::new(
+    let c = cluster(
         "allow-all-internal",
         model_with_abcd(&dir),
         &[policy_file(&dir, "allow-all-internal.yaml")],
@@ -728,16 +458,19 @@ fn allow_all_internal_admits_pods_only() {
         expect(
             &mut f,
             &what,
-            probe_pod(&c, src, dst, Proto::Tcp, port),
+            probe_keys(&c, src, dst, Proto::Tcp, port),
             true,
         );
     }
     let got = probe_from_node_b(&c, "abcd/a", 80);
     expect(&mut f, "node-b's gateway -> abcd/a:80", got.clone(), false);
-    if let Outcome::Denied(dir, names) = &got {
+    if let Some(denial) = got.denial() {
         assert_eq!(
-            (*dir, names.as_slice()),
-            ("ingress", &["abcd/allow-all-internal".to_string()][..])
+            denial,
+            (
+                Some("ingress"),
+                &["abcd/allow-all-internal".to_string()][..]
+            )
         );
     }
     assert!(f.is_empty(), "{}", f.join("\n"));
@@ -752,9 +485,9 @@ fn allow_to_ns_y_pod_a_limits_x_a_egress() {
     // rule 1: to pods `pod=a` in namespaces `ns=y` (one peer: both selectors ANDed), TCP 80;
     // rule 2: UDP 53 to anyone (DNS). Everything else x/a starts is denied on egress; other
     // pods are not selected.
-    let c = Cluster::new(
+    let c = cluster(
         "allow-to-ns-y-pod-a",
-        load_model(&dir),
+        load_model(&dir).0,
         &[policy_file(
             &dir,
             "upstream_test_cases/allow-to-ns-y-pod-a.yaml",
@@ -773,20 +506,25 @@ fn allow_to_ns_y_pod_a_limits_x_a_egress() {
         ("y/a", "x/a", Proto::Tcp, 80, true),
     ] {
         let what = format!("{src} -> {dst} {proto:?} {port}");
-        expect(&mut f, &what, probe_pod(&c, src, dst, proto, port), allowed);
+        expect(
+            &mut f,
+            &what,
+            probe_keys(&c, src, dst, proto, port),
+            allowed,
+        );
     }
     expect(
         &mut f,
         "x/a -> 8.8.8.8 UDP 53",
-        probe(&c, "x/a", [8, 8, 8, 8], Proto::Udp, 53),
+        probe_outside(&c, "x/a", [8, 8, 8, 8], Proto::Udp, 53),
         true,
     );
-    let got = probe(&c, "x/a", [8, 8, 8, 8], Proto::Tcp, 80);
+    let got = probe_outside(&c, "x/a", [8, 8, 8, 8], Proto::Tcp, 80);
     expect(&mut f, "x/a -> 8.8.8.8 TCP 80", got.clone(), false);
-    if let Outcome::Denied(dir, names) = &got {
+    if let Some(denial) = got.denial() {
         assert_eq!(
-            (*dir, names.as_slice()),
-            ("egress", &["x/allow-to-ns-y-pod-a".to_string()][..])
+            denial,
+            (Some("egress"), &["x/allow-to-ns-y-pod-a".to_string()][..])
         );
     }
     assert!(f.is_empty(), "{}", f.join("\n"));
@@ -800,9 +538,9 @@ fn portrange_end_port_is_inclusive() {
     // features/portrange1.yaml (pr-1): as allow-to-ns-y-pod-a, but the TCP rule is the range
     // `port: 80, endPort: 103`, both ends included: x/a reaches y/a on 80, 81, 103, not on
     // 79 or 104, and not over UDP in that range.
-    let c = Cluster::new(
+    let c = cluster(
         "portrange1",
-        load_model(&dir),
+        load_model(&dir).0,
         &[policy_file(&dir, "features/portrange1.yaml")],
     );
     let mut f = Vec::new();
@@ -822,7 +560,7 @@ fn portrange_end_port_is_inclusive() {
         expect(
             &mut f,
             &what,
-            probe_pod(&c, "x/a", dst, proto, port),
+            probe_keys(&c, "x/a", dst, proto, port),
             allowed,
         );
     }

@@ -1,9 +1,7 @@
 //! The state-directory contract end to end: files on disk -> load_state_dir -> translate.
 
-mod support;
-
 use std::path::PathBuf;
-use support::TempDir;
+use testkit::TempDir;
 
 use datapath::tables::{PortKind, Route, ServiceKey, ServicePort, Tables, proto};
 use datapath::{IpKey, MacAddr, PortId};

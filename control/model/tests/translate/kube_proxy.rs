@@ -3,7 +3,7 @@
 //! kube-proxy's iptables backend checks its rules with "packet flow" tests
 //! (`pkg/proxy/iptables/proxier_test.go`: `runPacketFlowTests` over `packetFlowTest` rows of
 //! source, protocol, destination -> the DNAT targets the packet may get, `REJECT`/`DROP`, and
-//! whether it is masqueraded). This file asks the same questions of kxdp, end to end: each
+//! whether it is masqueraded). This module asks the same questions of kxdp, end to end: each
 //! scenario is a cluster (Nodes, Pods, Services, EndpointSlices written as manifests into a
 //! state directory and read by `model::state::load_state_dir`), translated for node-a by
 //! `model::translate::translate`, and each probe is a real frame (built with etherparse) that
@@ -42,12 +42,12 @@
 //! - a packet to an address of the Service CIDR that no Service port answers is dropped
 //!   (`no_service`) where kube-proxy matches no rule and lets the kernel route it.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use support::{TempDir, crc32c, sctp_init, tables_for};
+use testkit::TempDir;
+use testkit::offline::{sctp_init, tables_for};
+use testkit::oracle::crc32c;
 
 use datapath::conntrack::Flows;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};

@@ -14,11 +14,8 @@
 //! Root only (and /usr/lib/cni/host-local for the pods' addresses); skipped with a message
 //! otherwise, except under CI=true where it fails.
 
-#[path = "churn/cluster.rs"]
 mod cluster;
-#[path = "churn/node.rs"]
 mod node;
-#[path = "churn/traffic.rs"]
 mod traffic;
 
 use std::collections::BTreeMap;

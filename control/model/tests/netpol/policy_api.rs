@@ -39,20 +39,19 @@
 //!
 //! Probes go pod -> pod address (a TCP SYN, a UDP datagram or an SCTP INIT, built with
 //! etherparse) through `datapath::process` on the source pod's port of its node and, when that
-//! node tunnels the packet, through the uplink of the destination's node. A pod never probes
-//! itself (that never leaves the pod).
-
-mod support;
+//! node tunnels the packet, through the uplink of the destination's node. A pod addressing
+//! itself (which never leaves the pod in a cluster) is not compared; kxdp must refuse it as
+//! a loop.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use support::{PolicyRecorder, TempDir, pod_mac, sctp_init, step, tables_for};
 
-use datapath::tables::{PortId, Tables};
-use datapath::{DropReason, Verdict};
-use etherparse::{IpNumber, PacketBuilder};
+use datapath::policy::PolicyDirection;
 use serde_yaml::Value;
+
+use crate::grid::{Expect, GridCheck, Table, Via, check_grid};
+use crate::probe::{Cluster, Model, ModelPod, Proto};
 
 const POLICY: &str =
     "network-policy-conformance-gryffindor/allow-gress-from-to-slytherin-to-gryffindor";
@@ -126,30 +125,17 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct ModelPod {
-    ns: String,
-    name: String,
-    labels: BTreeMap<String, String>,
-    /// (name, port, protocol) of every declared container port.
-    ports: Vec<(String, u16, String)>,
-    node: &'static str,
-    ip: [u8; 4],
-}
-
-impl ModelPod {
-    fn key(&self) -> String {
-        format!("{}/{}", self.ns, self.name)
-    }
-
-    fn house(&self) -> &str {
-        &self.labels["conformance-house"]
+fn proto_of(name: &str) -> Proto {
+    match name {
+        "TCP" => Proto::Tcp,
+        "UDP" => Proto::Udp,
+        "SCTP" => Proto::Sctp,
+        other => panic!("protocol {other}"),
     }
 }
 
-struct Model {
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pods: Vec<ModelPod>,
+fn house(p: &ModelPod) -> &str {
+    &p.labels["conformance-house"]
 }
 
 /// manifests.yaml as our model (see the module docs).
@@ -188,7 +174,7 @@ fn load_model(dir: &Path) -> Model {
                         ports.push((
                             str_of(&p["name"], "port name").to_string(),
                             u16::try_from(port).expect("a port"),
-                            p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                            proto_of(p["protocol"].as_str().unwrap_or("TCP")),
                         ));
                     }
                 }
@@ -196,9 +182,9 @@ fn load_model(dir: &Path) -> Model {
                 for i in 0..replicas {
                     let n = u8::try_from(pods.len()).expect("a few pods");
                     let (node, ip) = if i % 2 == 0 {
-                        ("node-a", [10, 244, 1, 10 + n])
+                        (0, [10, 244, 1, 10 + n])
                     } else {
-                        ("node-b", [10, 244, 2, 10 + n])
+                        (1, [10, 244, 2, 10 + n])
                     };
                     pods.push(ModelPod {
                         ns: ns.to_string(),
@@ -243,8 +229,8 @@ fn load_model(dir: &Path) -> Model {
         assert_eq!(
             p.ports,
             [
-                ("web".to_string(), 80, "TCP".to_string()),
-                ("dns".to_string(), 53, "UDP".to_string())
+                ("web".to_string(), 80, Proto::Tcp),
+                ("dns".to_string(), 53, Proto::Udp)
             ],
             "{}",
             p.key()
@@ -285,116 +271,7 @@ fn the_network_policy(dir: &Path) -> (String, String) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster as kxdp reads it.
-
-const NODES: [(&str, &str, &str, &str); 2] = [
-    (
-        "node-a",
-        "192.168.50.10",
-        "10.244.1.0/24",
-        "02:00:c0:a8:32:0a",
-    ),
-    (
-        "node-b",
-        "192.168.50.11",
-        "10.244.2.0/24",
-        "02:00:c0:a8:32:0b",
-    ),
-];
-
-fn labels_yaml(labels: &BTreeMap<String, String>) -> String {
-    let items: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{{{}}}", items.join(", "))
-}
-
-fn ip_str(ip: [u8; 4]) -> String {
-    std::net::Ipv4Addr::from(ip).to_string()
-}
-
-fn manifests(model: &Model) -> String {
-    let mut s = String::new();
-    for (name, ip, cidr, mac) in NODES {
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    \
-             kxdp.io/underlay-mac: \"{mac}\"\nspec:\n  podCIDR: {cidr}\n  podCIDRs: [{cidr}]\n\
-             status:\n  addresses:\n    - {{type: InternalIP, address: {ip}}}\n"
-        );
-    }
-    for (ns, labels) in &model.namespaces {
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {}\n",
-            labels_yaml(labels)
-        );
-    }
-    for p in &model.pods {
-        let ip = ip_str(p.ip);
-        let _ = write!(
-            s,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  \
-             labels: {}\nspec:\n  nodeName: {}\n  containers:\n    - name: agnhost\n      \
-             image: registry.k8s.io/e2e-test-images/agnhost:2.45\n      ports:\n",
-            p.name,
-            p.ns,
-            labels_yaml(&p.labels),
-            p.node
-        );
-        for (name, port, proto) in &p.ports {
-            let _ = writeln!(
-                s,
-                "        - {{name: {name}, containerPort: {port}, protocol: {proto}}}"
-            );
-        }
-        let _ = write!(
-            s,
-            "status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n    - ip: {ip}\n"
-        );
-    }
-    s
-}
-
-struct Cluster {
-    model: Model,
-    node_a: Tables,
-    node_b: Tables,
-}
-
-impl Cluster {
-    fn new(tag: &str, model: Model, policies: &[(String, String)]) -> Cluster {
-        let dir = TempDir::new(tag);
-        dir.write("00-model.yaml", &manifests(&model));
-        for (name, text) in policies {
-            dir.write(&format!("50-{name}"), text);
-        }
-        let [node_a, node_b]: [Tables; 2] = tables_for(dir.path(), tag, &["node-a", "node-b"], 1)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two nodes asked, two tables built"));
-        Cluster {
-            node_a,
-            node_b,
-            model,
-        }
-    }
-
-    fn tables(&self, node: &str) -> &Tables {
-        if node == "node-a" {
-            &self.node_a
-        } else {
-            &self.node_b
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Probing.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
 
 /// The six (protocol, port)s every pod serves.
 const PROBES: [(Proto, u16); 6] = [
@@ -406,98 +283,42 @@ const PROBES: [(Proto, u16); 6] = [
     (Proto::Sctp, 9005),
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    Allowed,
-    /// `policy_denied`, with the side and the policies the verdict named.
-    Denied(&'static str, Vec<String>),
-    Other(String),
+/// Both nodes' tables for the model plus `policies` (file name, YAML).
+fn cluster(tag: &str, model: Model, policies: &[(String, String)]) -> Cluster {
+    let files: Vec<(String, String)> = policies
+        .iter()
+        .map(|(name, text)| (format!("50-{name}"), text.clone()))
+        .collect();
+    Cluster::new(tag, model, &files, 1)
 }
 
-fn gateway_mac(node: &str) -> [u8; 6] {
-    if node == "node-a" {
-        [0x0a, 0x58, 10, 244, 1, 1]
-    } else {
-        [0x0a, 0x58, 10, 244, 2, 1]
-    }
-}
-
-/// A first packet: TCP SYN, a UDP datagram, or an SCTP INIT.
-fn first_packet(src: &ModelPod, dst: [u8; 4], proto: Proto, sport: u16, dport: u16) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(pod_mac(src.ip), gateway_mac(src.node)).ipv4(src.ip, dst, 64);
-    let mut out = Vec::new();
-    match proto {
-        Proto::Tcp => ip
-            .tcp(sport, dport, 1000, 64_240)
-            .syn()
-            .write(&mut out, &[])
-            .expect("tcp"),
-        Proto::Udp => ip.udp(sport, dport).write(&mut out, b"probe").expect("udp"),
-        Proto::Sctp => ip
-            .write(&mut out, IpNumber::SCTP, &sctp_init(sport, dport))
-            .expect("sctp"),
-    }
-    out
-}
-
-fn judged(verdict: Verdict, rec: PolicyRecorder, delivered: impl Fn(PortId) -> bool) -> Outcome {
-    match verdict {
-        Verdict::Forward(p) if delivered(p) => Outcome::Allowed,
-        Verdict::Drop(DropReason::PolicyDenied) => {
-            Outcome::Denied(rec.direction.unwrap_or("(none)"), rec.policies)
-        }
-        other => Outcome::Other(format!("{other:?}")),
-    }
-}
-
-/// Pod `from` -> pod `to` on `proto`/`port`: the source node, then (when tunnelled) the
-/// destination node's uplink.
-fn probe(c: &Cluster, from: &ModelPod, to: &ModelPod, proto: Proto, port: u16) -> Outcome {
-    let port_of = |t: &Tables, p: &ModelPod| {
-        t.port_by_name(&format!("pod-{}-{}", p.ns, p.name))
-            .unwrap_or_else(|| panic!("{}: no port on {}", p.key(), p.node))
-    };
-    let tables = c.tables(from.node);
-    let packet = first_packet(from, to.ip, proto, 40_000, port);
-    let (verdict, out, rec) = step(tables, port_of(tables, from), &packet);
-    if to.node == from.node {
-        return judged(verdict, rec, |p| p == port_of(tables, to));
-    }
-    if verdict != Verdict::Forward(PortId::UPLINK) {
-        return judged(verdict, rec, |_| false);
-    }
-    let remote = c.tables(to.node);
-    let (verdict, _, rec) = step(remote, PortId::UPLINK, &out);
-    judged(verdict, rec, |p| p == port_of(remote, to))
-}
-
-/// Probes every ordered pair of distinct pods on the six ports; returns the number of
-/// probes and a line per probe whose outcome is not `expected(src house, dst house)`.
-fn probe_all(c: &Cluster, expected: impl Fn(&str, &str) -> Outcome) -> (usize, Vec<String>) {
+/// Probes every ordered pair of distinct pods, to the pod's address, on the six ports,
+/// expecting `expected(src house, dst house)`; a denial must name what `explain` gives for
+/// the judged pod. Returns the number of probes compared, and a report per differing grid.
+fn probe_all(
+    c: &Cluster,
+    expected: impl Fn(&str, &str) -> Expect,
+    explain: Option<&dyn Fn(usize, PolicyDirection) -> Vec<String>>,
+) -> (usize, String) {
+    let expect = Table::from_fn(&c.model, |from, to| Some(expected(house(from), house(to))));
     let mut probes = 0;
-    let mut failures = Vec::new();
-    for from in &c.model.pods {
-        for to in &c.model.pods {
-            if from.key() == to.key() {
-                continue;
-            }
-            let want = expected(from.house(), to.house());
-            for (proto, port) in PROBES {
-                probes += 1;
-                let got = probe(c, from, to, proto, port);
-                if got != want {
-                    failures.push(format!(
-                        "{} ({}) -> {} ({}) {proto:?} {port}: expected {want:?}, got {got:?}",
-                        from.key(),
-                        from.node,
-                        to.key(),
-                        to.node
-                    ));
-                }
+    let mut report = String::new();
+    for (proto, port) in PROBES {
+        let check = GridCheck {
+            proto,
+            port,
+            via: Via::PodAddress,
+            expect: &expect,
+            explain,
+        };
+        match check_grid(c, &check) {
+            Ok(n) => probes += n,
+            Err(e) => {
+                let _ = write!(report, "{proto:?} {port}:\n{e}\n");
             }
         }
     }
-    (probes, failures)
+    (probes, report)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,11 +329,11 @@ fn without_the_policy_everything_is_allowed() {
     let Some(dir) = fixtures_dir() else {
         return;
     };
-    let c = Cluster::new("npapi-none", load_model(&dir), &[]);
-    let (probes, failures) = probe_all(&c, |_, _| Outcome::Allowed);
+    let c = cluster("npapi-none", load_model(&dir), &[]);
+    let (probes, report) = probe_all(&c, |_, _| Expect::Connected, None);
+    assert!(report.is_empty(), "{report}");
     eprintln!("network-policy-api model, no policy: {probes} probes");
     assert_eq!(probes, 8 * 7 * 6);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -520,24 +341,29 @@ fn networkpolicy_of_standard_anp_np_banp_alone() {
     let Some(dir) = fixtures_dir() else {
         return;
     };
-    let c = Cluster::new("npapi-np", load_model(&dir), &[the_network_policy(&dir)]);
-    // The NetworkPolicy-only reading of the module docs.
-    let denied = |direction| Outcome::Denied(direction, vec![POLICY.to_string()]);
-    let (probes, failures) = probe_all(&c, |src, dst| {
-        if src == "gryffindor" && dst != "slytherin" {
-            denied("egress")
-        } else if dst == "gryffindor" && src != "slytherin" {
-            denied("ingress")
-        } else {
-            Outcome::Allowed
-        }
-    });
+    let c = cluster("npapi-np", load_model(&dir), &[the_network_policy(&dir)]);
+    // The NetworkPolicy-only reading of the module docs: gryffindor pods are isolated both
+    // ways by the one policy, which admits slytherin alone.
+    let (probes, report) = probe_all(
+        &c,
+        |src, dst| {
+            if src == "gryffindor" && dst != "slytherin" {
+                Expect::DeniedOn(PolicyDirection::Egress)
+            } else if dst == "gryffindor" && src != "slytherin" {
+                Expect::DeniedOn(PolicyDirection::Ingress)
+            } else {
+                Expect::Connected
+            }
+        },
+        Some(&|judged, _| {
+            if house(&c.model.pods[judged]) == "gryffindor" {
+                vec![POLICY.to_string()]
+            } else {
+                Vec::new()
+            }
+        }),
+    );
+    assert!(report.is_empty(), "{report}");
     eprintln!("network-policy-api model, {POLICY}: {probes} probes");
     assert_eq!(probes, 8 * 7 * 6);
-    assert!(
-        failures.is_empty(),
-        "{} of {probes} probes differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
 }

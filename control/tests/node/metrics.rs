@@ -59,7 +59,7 @@ fn run(args: &[&str]) {
     );
 }
 
-/// `ip ...` inside `ns`, entered with nsenter (see tests/agent.rs for why not `ip -n`).
+/// `ip ...` inside `ns`, entered with nsenter (see the `agent` module for why not `ip -n`).
 fn ip_in(ns: &str, args: &[&str]) {
     let netns = format!("--net=/run/netns/{ns}");
     let mut all = vec!["nsenter", netns.as_str(), "ip"];

@@ -1,0 +1,11 @@
+//! The `kxdp agent` on a node, end to end, in network namespaces: pods, traffic, reloads
+//! and cleanup (`agent`), its HTTP endpoints (`metrics`), and Service churn under traffic
+//! (`churn`).
+//!
+//! Root only: each test takes the machine-wide root-test lock (testkit::root), so sharing
+//! one binary runs them one at a time as before; without root they skip with a message,
+//! except under CI=true where they fail.
+
+mod agent;
+mod churn;
+mod metrics;
