@@ -12,7 +12,7 @@ use model::state::{ClusterState, StateDir, load_state_dir};
 use model::translate::{TranslateError, canonical_dump, translate};
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures/examples/two-node")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pcap-fixtures/examples/two-node")
 }
 
 fn v4(s: &str) -> IpKey {
