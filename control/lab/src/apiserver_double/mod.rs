@@ -3,7 +3,7 @@
 //! authentication or authorisation, no admission, no validation beyond "has a kind and a
 //! name", writes from clients only where a test needs one (objects come from the process
 //! that runs it), six kinds, everything in memory. It exists so that tests and
-//! `kxdp-lab --source api` can feed the agent through the real client code; never point
+//! `kxdp-lab run --source api` can feed the agent through the real client code; never point
 //! anything but a test or the lab at it.
 //!
 //! It never panics on what it is handed: [`ApiServerDouble::apply`] and
@@ -47,7 +47,7 @@ pub use patch::merge_patch;
 pub use store::{Counters, KINDS, Key, PatchRecord};
 
 use std::collections::BTreeMap;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,15 +85,21 @@ impl ApiServerDouble {
                         return;
                     }
                     let Ok(stream) = stream else { continue };
-                    if let Ok(clone) = stream.try_clone() {
-                        accept_shared.connections().push(clone);
-                    }
+                    let id = accept_shared.track(&stream);
                     let conn_shared = Arc::clone(&accept_shared);
                     // A connection whose thread cannot start is dropped (closed): its client
                     // sees a reset and retries, as against a busy server.
-                    let _ = std::thread::Builder::new()
+                    let started = std::thread::Builder::new()
                         .name("apiserver-double-conn".into())
-                        .spawn(move || http::serve_connection(&conn_shared, stream));
+                        .spawn(move || {
+                            http::serve_connection(&conn_shared, stream);
+                            if let Some(id) = id {
+                                conn_shared.forget(id);
+                            }
+                        });
+                    if let (Err(_), Some(id)) = (started, id) {
+                        accept_shared.forget(id);
+                    }
                 }
             })?;
         Ok(ApiServerDouble {
@@ -248,9 +254,7 @@ impl Drop for ApiServerDouble {
         // an agent in a node namespace): when the wake-up cannot reach it, the accept
         // thread is left to end with the process rather than joined forever.
         let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
-        for conn in self.shared.connections().drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
+        self.shared.cut_all();
         if let Some(accept) = self.accept.take()
             && woke
         {

@@ -304,8 +304,15 @@ impl State {
 pub(super) struct Shared {
     state: Mutex<State>,
     pub changed: Condvar,
-    /// Every accepted connection, so dropping the double can cut them all.
-    pub connections: Mutex<Vec<TcpStream>>,
+    /// A handle on every open connection, so dropping the double can cut them all; each is
+    /// forgotten when its connection ends, so that the socket really closes then.
+    connections: Mutex<Connections>,
+}
+
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, TcpStream>,
 }
 
 impl Shared {
@@ -328,10 +335,31 @@ impl Shared {
             .0
     }
 
-    pub fn connections(&self) -> MutexGuard<'_, Vec<TcpStream>> {
+    fn connections(&self) -> MutexGuard<'_, Connections> {
         self.connections
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a handle on `stream` until [`forget`](Self::forget) with the returned id.
+    pub fn track(&self, stream: &TcpStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let mut connections = self.connections();
+        connections.next_id += 1;
+        let id = connections.next_id;
+        connections.open.insert(id, handle);
+        Some(id)
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.connections().open.remove(&id);
+    }
+
+    /// Shuts every open connection down (their threads then see them end).
+    pub fn cut_all(&self) {
+        for (_, conn) in self.connections().open.drain() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
