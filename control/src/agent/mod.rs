@@ -40,7 +40,10 @@ use model::state::watch::DirWatch;
 use model::translate::{HOST_PORT, UPLINK_PORT};
 use source::Source;
 
+pub use datapath_ports::{CloseStep, OpenStep, PortError};
 pub use error::AgentError;
+pub use node_annotations::UplinkError;
+pub use source::BuildError;
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
