@@ -97,8 +97,8 @@ pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, ValueError> {
 }
 
 /// The IP protocol number of a Kubernetes `protocol` field; unset means TCP (API default).
-// String errors until translate/policy.rs (which maps them with a `String` closure) is
-// split; then a `ValueError` variant.
+// This and `port_number` keep String errors until translate/policy.rs (which maps them
+// with closures taking a `String`) is split; then they become `ValueError` variants.
 pub fn protocol_number(protocol: Option<&str>) -> Result<u8, String> {
     match protocol.unwrap_or("TCP") {
         "TCP" => Ok(proto::TCP),
