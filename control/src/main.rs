@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => run_stats(&args),
         Command::Agent(args) => match control::agent::run(&args.into()) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
+            Err(e) => fail(&e.to_string()),
         },
     }
 }

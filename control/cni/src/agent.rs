@@ -142,29 +142,43 @@ fn protocol(details: String) -> CniError {
     )
 }
 
-fn facts(status: &AgentStatus) -> Result<NodeFacts, String> {
+/// What in an agent's status answer kxdp-cni cannot use; the Display names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum FactsError {
+    #[error("workers {0} is outside 1..={MAX_QUEUES}")]
+    Workers(u32),
+    #[error("pod_mtu {0} is outside {MIN_MTU}..={MAX_MTU}")]
+    PodMtu(u32),
+    #[error("gateway {text:?}: {source}")]
+    Gateway {
+        text: String,
+        source: std::net::AddrParseError,
+    },
+    /// `message` is the datapath's CIDR parser's, which has no error type of its own.
+    #[error("pod_cidrs: {message}")]
+    PodCidr { message: String },
+}
+
+fn facts(status: &AgentStatus) -> Result<NodeFacts, FactsError> {
     if !(1..=MAX_QUEUES).contains(&status.workers) {
-        return Err(format!(
-            "workers {} is outside 1..={MAX_QUEUES}",
-            status.workers
-        ));
+        return Err(FactsError::Workers(status.workers));
     }
     if !(MIN_MTU..=MAX_MTU).contains(&status.pod_mtu) {
-        return Err(format!(
-            "pod_mtu {} is outside {MIN_MTU}..={MAX_MTU}",
-            status.pod_mtu
-        ));
+        return Err(FactsError::PodMtu(status.pod_mtu));
     }
     let gateway: Ipv4Addr = status
         .gateway
         .parse()
-        .map_err(|e| format!("gateway {:?}: {e}", status.gateway))?;
+        .map_err(|source| FactsError::Gateway {
+            text: status.gateway.clone(),
+            source,
+        })?;
     let pod_cidrs = status
         .pod_cidrs
         .iter()
         .map(|c| c.parse::<datapath::addr::Cidr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("pod_cidrs: {e}"))?;
+        .map_err(|message| FactsError::PodCidr { message })?;
     Ok(NodeFacts {
         node: status.node.clone(),
         workers: status.workers,

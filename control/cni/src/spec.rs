@@ -207,41 +207,64 @@ fn invalid_env(details: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_ENV, "invalid environment variables", details)
 }
 
+/// Why an id or name from the runtime is refused; the Display follows the variable's name
+/// (`CNI_IFNAME "a/b" contains ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("is not set")]
+    Unset,
+    #[error("{0:?} must start with a letter or digit")]
+    BadFirst(String),
+    #[error("{0:?} may hold only letters, digits, '_', '.' and '-'")]
+    BadChars(String),
+    #[error("{0:?} is longer than 15 bytes")]
+    TooLong(String),
+    #[error("{0:?} is not a usable interface name")]
+    Unusable(String),
+    #[error("{0:?} contains '/', ':', whitespace or control characters")]
+    Forbidden(String),
+}
+
 /// The spec's container id: alphanumeric first, then alphanumerics, '_', '.', '-'.
-pub fn validate_container_id(id: &str) -> Result<(), String> {
+pub fn validate_container_id(id: &str) -> Result<(), NameError> {
     let mut chars = id.chars();
     match chars.next() {
-        None => Err("is not set".to_string()),
-        Some(c) if !c.is_ascii_alphanumeric() => {
-            Err(format!("{id:?} must start with a letter or digit"))
+        None => Err(NameError::Unset),
+        Some(c) if !c.is_ascii_alphanumeric() => Err(NameError::BadFirst(id.to_string())),
+        _ if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) => {
+            Err(NameError::BadChars(id.to_string()))
         }
-        _ if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) => Err(
-            format!("{id:?} may hold only letters, digits, '_', '.' and '-'"),
-        ),
         _ => Ok(()),
     }
 }
 
 /// A Linux interface name: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
-pub fn validate_ifname(name: &str) -> Result<(), String> {
+pub fn validate_ifname(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("is not set".to_string());
+        return Err(NameError::Unset);
     }
     if name.len() > 15 {
-        return Err(format!("{name:?} is longer than 15 bytes"));
+        return Err(NameError::TooLong(name.to_string()));
     }
     if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a usable interface name"));
+        return Err(NameError::Unusable(name.to_string()));
     }
     if name
         .chars()
         .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
-        return Err(format!(
-            "{name:?} contains '/', ':', whitespace or control characters"
-        ));
+        return Err(NameError::Forbidden(name.to_string()));
     }
     Ok(())
+}
+
+/// Why `CNI_ARGS` does not parse; the Display follows the variable's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    #[error("item {0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("item {0:?} has an empty key")]
+    EmptyKey(String),
 }
 
 /// `CNI_ARGS`: `KEY=VALUE;KEY=VALUE`.
@@ -257,14 +280,14 @@ impl CniArgs {
         self.raw.as_deref()
     }
 
-    pub fn parse(text: &str) -> Result<CniArgs, String> {
+    pub fn parse(text: &str) -> Result<CniArgs, ArgsError> {
         let mut pairs = Vec::new();
         for item in text.split(';').filter(|i| !i.is_empty()) {
             let (k, v) = item
                 .split_once('=')
-                .ok_or_else(|| format!("item {item:?} is not KEY=VALUE"))?;
+                .ok_or_else(|| ArgsError::NotKeyValue(item.to_string()))?;
             if k.is_empty() {
-                return Err(format!("item {item:?} has an empty key"));
+                return Err(ArgsError::EmptyKey(item.to_string()));
             }
             pairs.push((k.to_string(), v.to_string()));
         }
@@ -434,7 +457,7 @@ pub const MAX_QUEUES: u32 = 1024;
 
 /// The spec's network name: alphanumeric first, then alphanumerics, '_', '.', '-'. It names
 /// a directory of attachment records, so this also keeps it a plain file name.
-pub fn validate_network_name(name: &str) -> Result<(), String> {
+pub fn validate_network_name(name: &str) -> Result<(), NameError> {
     validate_container_id(name)
 }
 
@@ -501,22 +524,47 @@ impl fmt::Display for IpPrefix {
     }
 }
 
-impl FromStr for IpPrefix {
-    type Err = String;
+/// Why a text is not an [`IpPrefix`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("{0:?} is not address/prefix")]
+    NoSlash(String),
+    #[error("{text:?}: {source}")]
+    Address {
+        text: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("{text:?}: prefix: {source}")]
+    Length {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("{0:?}: prefix too long")]
+    TooLong(String),
+}
 
-    fn from_str(s: &str) -> Result<IpPrefix, String> {
+impl FromStr for IpPrefix {
+    type Err = PrefixError;
+
+    fn from_str(s: &str) -> Result<IpPrefix, PrefixError> {
         let (ip, len) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not address/prefix"))?;
-        let ip: IpAddr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let len: u8 = len.parse().map_err(|e| format!("{s:?}: prefix: {e}"))?;
-        IpPrefix::new(ip, len).ok_or_else(|| format!("{s:?}: prefix too long"))
+            .ok_or_else(|| PrefixError::NoSlash(s.to_string()))?;
+        let ip: IpAddr = ip.parse().map_err(|source| PrefixError::Address {
+            text: s.to_string(),
+            source,
+        })?;
+        let len: u8 = len.parse().map_err(|source| PrefixError::Length {
+            text: s.to_string(),
+            source,
+        })?;
+        IpPrefix::new(ip, len).ok_or_else(|| PrefixError::TooLong(s.to_string()))
     }
 }
 
 impl TryFrom<String> for IpPrefix {
-    type Error = String;
-    fn try_from(s: String) -> Result<IpPrefix, String> {
+    type Error = PrefixError;
+    fn try_from(s: String) -> Result<IpPrefix, PrefixError> {
         s.parse()
     }
 }

@@ -38,6 +38,49 @@ const PING_COUNT: u32 = 5;
 const FLOOD_MS: u64 = 1000;
 /// A flood check fails below this many delivered datagrams.
 const FLOOD_MIN_DELIVERED: u64 = 1000;
+/// How long the flood's sink may take to say it listens, and to report after the flood.
+const SINK_READY_WITHIN: Duration = Duration::from_secs(10);
+const SINK_REPORT_WITHIN: Duration = Duration::from_secs(20);
+
+/// Why a check could not measure at all (its tool did not run, or said something that is
+/// not a report); the check fails with this as what it measured.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// `kxdp-lab probe ...` printed something that is not its JSON report.
+    #[error("{tool} output {output:?}: {source}")]
+    Report {
+        tool: &'static str,
+        output: String,
+        source: serde_json::Error,
+    },
+    #[error("no Udp counters in /proc/net/snmp of {netns}")]
+    NoUdpCounters { netns: String },
+    #[error("starting the sink: {0}")]
+    SinkStart(#[source] std::io::Error),
+    #[error("the sink has no stdout")]
+    SinkStdout,
+    #[error("the sink did not {what} in {} s", .within.as_secs())]
+    SinkSilent {
+        what: &'static str,
+        within: Duration,
+    },
+    #[error("the sink said {0:?}")]
+    SinkNotReady(String),
+}
+
+/// Parses a probe tool's one-line JSON report.
+fn report_of<T: serde::de::DeserializeOwned>(
+    tool: &'static str,
+    output: &str,
+) -> Result<T, CheckError> {
+    serde_json::from_str(output.trim()).map_err(|source| CheckError::Report {
+        tool,
+        output: output.to_string(),
+        source,
+    })
+}
 
 /// Where each pod is and what address it got.
 struct Ctx<'a> {
@@ -70,14 +113,14 @@ impl Ctx<'_> {
         to: SocketAddr,
         count: u32,
         timeout_ms: u64,
-    ) -> Result<ProbeReport, String> {
-        let tools = self.lab.tools_binary().map_err(|e| e.to_string())?;
+    ) -> Result<ProbeReport, CheckError> {
+        let tools = self.lab.tools_binary()?;
         let mut c = cmd::in_netns(netns, &tools);
         c.args(["probe", proto.name(), "--to", &to.to_string()])
             .args(["--count", &count.to_string()])
             .args(["--timeout-ms", &timeout_ms.to_string()]);
-        let stdout = cmd::run(&mut c).map_err(|e| e.to_string())?;
-        serde_json::from_str(stdout.trim()).map_err(|e| format!("probe output {stdout:?}: {e}"))
+        let stdout = cmd::run(&mut c)?;
+        report_of("probe", &stdout)
     }
 }
 
@@ -323,11 +366,14 @@ fn rtt(r: &ProbeReport) -> String {
 }
 
 /// Every request answered, and only by `from`.
-fn judge_all_answered(r: Result<ProbeReport, String>, from: &[&str]) -> (bool, String) {
-    let r = match r {
-        Ok(r) => r,
-        Err(e) => return (false, e),
-    };
+fn judge_all_answered(r: Result<ProbeReport, CheckError>, from: &[&str]) -> (bool, String) {
+    match r {
+        Ok(r) => all_answered(&r, from),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn all_answered(r: &ProbeReport, from: &[&str]) -> (bool, String) {
     let strangers: Vec<&String> = r
         .answered_by
         .keys()
@@ -338,11 +384,11 @@ fn judge_all_answered(r: Result<ProbeReport, String>, from: &[&str]) -> (bool, S
         "{}/{} answered ({}), {}",
         r.answered,
         r.count,
-        answers(&r),
-        rtt(&r)
+        answers(r),
+        rtt(r)
     );
     if !passed {
-        m.push_str(&format!("; {}", failures(&r)));
+        m.push_str(&format!("; {}", failures(r)));
         if !strangers.is_empty() {
             m.push_str(&format!("; unexpected answers from {strangers:?}"));
         }
@@ -352,14 +398,15 @@ fn judge_all_answered(r: Result<ProbeReport, String>, from: &[&str]) -> (bool, S
 
 /// Every request answered, by the given backends only, each with at least `min_share`.
 fn judge_spread(
-    r: Result<ProbeReport, String>,
+    r: Result<ProbeReport, CheckError>,
     backends: &[&str],
     min_share: f64,
 ) -> (bool, String) {
-    let (all, m) = judge_all_answered(r.clone(), backends);
-    let Ok(r) = r else {
-        return (false, m);
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return (false, e.to_string()),
     };
+    let (all, m) = all_answered(&r, backends);
     let min = (f64::from(r.count) * min_share).ceil() as u32;
     let thin: Vec<&str> = backends
         .iter()
@@ -377,10 +424,10 @@ fn judge_spread(
 }
 
 /// Nothing answered and nothing refused: every request timed out (dropped on the way).
-fn judge_blocked(r: Result<ProbeReport, String>) -> (bool, String) {
+fn judge_blocked(r: Result<ProbeReport, CheckError>) -> (bool, String) {
     let r = match r {
         Ok(r) => r,
-        Err(e) => return (false, e),
+        Err(e) => return (false, e.to_string()),
     };
     let passed = r.answered == 0 && r.failures.timeout == r.count;
     if passed {
@@ -486,15 +533,15 @@ fn flood(c: &Ctx<'_>, from: &PodPlan, to: &PodPlan) -> (bool, String) {
     let workers_before: Vec<_> = nodes.iter().map(|&n| worker_totals(c.lab, n)).collect();
     let before = match udp_counters(&dst_ns) {
         Ok(u) => u,
-        Err(e) => return (false, e),
+        Err(e) => return (false, e.to_string()),
     };
     let (sent, got) = match run_flood(c, from, to) {
         Ok(x) => x,
-        Err(e) => return (false, e),
+        Err(e) => return (false, e.to_string()),
     };
     let after = match udp_counters(&dst_ns) {
         Ok(u) => u,
-        Err(e) => return (false, e),
+        Err(e) => return (false, e.to_string()),
     };
     let workers: Vec<String> = nodes
         .iter()
@@ -619,7 +666,7 @@ impl WorkerTotals {
 }
 
 /// Both agents' totals (an error per node when its stats cannot be had).
-fn all_worker_totals(lab: &Lab) -> Vec<(NodePlan, Result<WorkerTotals, String>)> {
+fn all_worker_totals(lab: &Lab) -> Vec<(NodePlan, Result<WorkerTotals, LabError>)> {
     super::layout::AGENT_NODES
         .iter()
         .map(|&n| (n, worker_totals(lab, n)))
@@ -628,8 +675,8 @@ fn all_worker_totals(lab: &Lab) -> Vec<(NodePlan, Result<WorkerTotals, String>)>
 
 /// "node1: rx 120, drops snat_exhausted=3, tx failed 0, lost before rx 0; node2: ..."
 fn counters_during(
-    before: &[(NodePlan, Result<WorkerTotals, String>)],
-    after: &[(NodePlan, Result<WorkerTotals, String>)],
+    before: &[(NodePlan, Result<WorkerTotals, LabError>)],
+    after: &[(NodePlan, Result<WorkerTotals, LabError>)],
 ) -> String {
     before
         .iter()
@@ -660,10 +707,8 @@ fn counters_during(
         .join("; ")
 }
 
-fn worker_totals(lab: &Lab, node: NodePlan) -> Result<WorkerTotals, String> {
-    super::agents::stats(lab, node)
-        .map(|s| WorkerTotals::of(&s))
-        .map_err(|e| e.to_string())
+fn worker_totals(lab: &Lab, node: NodePlan) -> Result<WorkerTotals, LabError> {
+    super::agents::stats(lab, node).map(|s| WorkerTotals::of(&s))
 }
 
 /// The `Udp:` counters of /proc/net/snmp in a namespace.
@@ -710,28 +755,27 @@ pub fn parse_udp_snmp(text: &str) -> Option<UdpCounters> {
     })
 }
 
-fn udp_counters(netns: &str) -> Result<UdpCounters, String> {
+fn udp_counters(netns: &str) -> Result<UdpCounters, CheckError> {
     // /proc/net is the reader's namespace: cat runs inside it.
-    let text =
-        cmd::run(cmd::in_netns(netns, "cat").arg("/proc/net/snmp")).map_err(|e| e.to_string())?;
-    parse_udp_snmp(&text).ok_or_else(|| format!("no Udp counters in /proc/net/snmp of {netns}"))
+    let text = cmd::run(cmd::in_netns(netns, "cat").arg("/proc/net/snmp"))?;
+    parse_udp_snmp(&text).ok_or_else(|| CheckError::NoUdpCounters {
+        netns: netns.to_string(),
+    })
 }
 
 fn run_flood(
     c: &Ctx<'_>,
     from: &PodPlan,
     to: &PodPlan,
-) -> Result<(FloodReport, SinkReport), String> {
-    let tools = c.lab.tools_binary().map_err(|e| e.to_string())?;
+) -> Result<(FloodReport, SinkReport), CheckError> {
+    let tools = c.lab.tools_binary()?;
     let mut sink = cmd::in_netns(&c.pod_ns(to), &tools);
     sink.args(["probe", "sink", "--udp", &FLOOD_PORT.to_string()])
         .args(["--idle-ms", "500", "--max-ms", "15000"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = sink
-        .spawn()
-        .map_err(|e| format!("starting the sink: {e}"))?;
+    let mut child = sink.spawn().map_err(CheckError::SinkStart)?;
     let result = flood_with_sink(c, from, to, &mut child);
     // Done or not, the sink goes (kill of an exited child is harmless).
     let _ = child.kill();
@@ -744,8 +788,8 @@ fn flood_with_sink(
     from: &PodPlan,
     to: &PodPlan,
     child: &mut Child,
-) -> Result<(FloodReport, SinkReport), String> {
-    let stdout = child.stdout.take().ok_or("the sink has no stdout")?;
+) -> Result<(FloodReport, SinkReport), CheckError> {
+    let stdout = child.stdout.take().ok_or(CheckError::SinkStdout)?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -755,25 +799,24 @@ fn flood_with_sink(
             }
         }
     });
+    let silent = |what, within| CheckError::SinkSilent { what, within };
     let ready = rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| "the sink did not get ready in 10 s".to_string())?;
+        .recv_timeout(SINK_READY_WITHIN)
+        .map_err(|_| silent("get ready", SINK_READY_WITHIN))?;
     if !ready.starts_with(READY_PREFIX) {
-        return Err(format!("the sink said {ready:?}"));
+        return Err(CheckError::SinkNotReady(ready));
     }
     let to_addr = SocketAddr::from((c.ip(to), FLOOD_PORT));
-    let tools = c.lab.tools_binary().map_err(|e| e.to_string())?;
+    let tools = c.lab.tools_binary()?;
     let mut f = cmd::in_netns(&c.pod_ns(from), &tools);
     f.args(["probe", "flood", "--to", &to_addr.to_string()])
         .args(["--duration-ms", &FLOOD_MS.to_string()]);
-    let out = cmd::run(&mut f).map_err(|e| e.to_string())?;
-    let sent: FloodReport =
-        serde_json::from_str(out.trim()).map_err(|e| format!("flood output {out:?}: {e}"))?;
+    let out = cmd::run(&mut f)?;
+    let sent: FloodReport = report_of("flood", &out)?;
     let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| "the sink did not report in 20 s".to_string())?;
-    let got: SinkReport =
-        serde_json::from_str(line.trim()).map_err(|e| format!("sink output {line:?}: {e}"))?;
+        .recv_timeout(SINK_REPORT_WITHIN)
+        .map_err(|_| silent("report", SINK_REPORT_WITHIN))?;
+    let got: SinkReport = report_of("sink", &line)?;
     Ok((sent, got))
 }
 
@@ -825,9 +868,10 @@ mod tests {
         after.rx = 25;
         after.io_drops = 2;
         after.drops.insert("snat_exhausted".into(), 1);
+        let no_agent = || Err(LabError::Setup("no agent".into()));
         let text = counters_during(
-            &[(NODE1, Ok(before)), (NODE2, Err("no agent".into()))],
-            &[(NODE1, Ok(after)), (NODE2, Err("no agent".into()))],
+            &[(NODE1, Ok(before)), (NODE2, no_agent())],
+            &[(NODE1, Ok(after)), (NODE2, no_agent())],
         );
         assert_eq!(
             text,
@@ -909,7 +953,9 @@ mod tests {
         let mut refused = report(3, &[], 0);
         refused.failures.refused = 3;
         assert!(!judge_blocked(Ok(refused)).0, "a refusal reached the pod");
-        assert!(!judge_blocked(Err("probe failed".into())).0);
+        let failed = CheckError::Lab(LabError::Setup("probe failed".into()));
+        let (ok, m) = judge_blocked(Err(failed));
+        assert!(!ok && m == "probe failed", "{m}");
     }
 
     #[test]

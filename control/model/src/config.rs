@@ -11,6 +11,8 @@ use datapath::conntrack::{self, ConntrackConfig, Timeouts};
 use datapath::lb::maglev;
 use serde::Deserialize;
 
+use crate::k8s::ValueError;
+
 /// Default pod address space (`clusterCIDR`).
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// Default Service VIP space (`serviceCIDR`).
@@ -106,6 +108,9 @@ pub enum ConfigError {
     /// A well-formed value outside what kxdp accepts.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// `clusterCIDR` / `serviceCIDR` holds something that is not a CIDR.
+    #[error("{field}: {source}")]
+    Cidr { field: String, source: ValueError },
 }
 
 impl Default for AgentConfig {
@@ -362,7 +367,10 @@ fn parse_cidr_list(field: &str, text: &str) -> Result<Vec<Cidr>, ConfigError> {
         if part.is_empty() {
             return Err(invalid(field, format!("{text:?}: empty CIDR")));
         }
-        let cidr = parse_cidr(part).map_err(|e| invalid(field, e))?;
+        let cidr = parse_cidr(part).map_err(|source| ConfigError::Cidr {
+            field: field.to_string(),
+            source,
+        })?;
         if out.iter().any(|c| c.addr.is_v4() == cidr.addr.is_v4()) {
             return Err(invalid(
                 field,
@@ -376,21 +384,23 @@ fn parse_cidr_list(field: &str, text: &str) -> Result<Vec<Cidr>, ConfigError> {
 
 /// A CIDR as Kubernetes writes it. IPv4-mapped IPv6 (`::ffff:a.b.c.d/n`) is refused: the
 /// tables store IPv4 in exactly that form, so it would silently alias an IPv4 range.
-pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
-    let (ip, _) = text
+pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, ValueError> {
+    let (ip, len) = text
         .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not a CIDR (want address/prefix)"))?;
+        .ok_or_else(|| ValueError::NotACidr(text.to_string()))?;
     let ip: IpAddr = ip
         .parse()
-        .map_err(|_| format!("{text:?} is not a CIDR (bad address)"))?;
+        .map_err(|_| ValueError::CidrAddress(text.to_string()))?;
     if let IpAddr::V6(v6) = ip
         && v6.to_ipv4_mapped().is_some()
     {
-        return Err(format!(
-            "{text:?}: IPv4-mapped IPv6 prefixes are not allowed"
-        ));
+        return Err(ValueError::MappedCidr(text.to_string()));
     }
-    text.parse()
+    let len: u8 = len.parse().map_err(|source| ValueError::PrefixNotANumber {
+        text: text.to_string(),
+        source,
+    })?;
+    Cidr::new(ip, len).ok_or_else(|| ValueError::PrefixTooLong(text.to_string()))
 }
 
 #[cfg(test)]

@@ -26,47 +26,79 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The namespace of a namespaced object that does not say, as `kubectl apply` assumes.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Why a field's text is not what kxdp reads there. The Display quotes the text; callers
+/// put the field (and object) in front.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0:?} is not an IP address")]
+    NotAnIp(String),
+    #[error("{0:?}: IPv4-mapped IPv6 addresses are not allowed")]
+    MappedIp(String),
+    #[error("{0:?} is not a CIDR (want address/prefix)")]
+    NotACidr(String),
+    #[error("{0:?} is not a CIDR (bad address)")]
+    CidrAddress(String),
+    #[error("{0:?}: IPv4-mapped IPv6 prefixes are not allowed")]
+    MappedCidr(String),
+    #[error("{text:?}: prefix: {source}")]
+    PrefixNotANumber {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("{0:?}: prefix too long")]
+    PrefixTooLong(String),
+    #[error("{0:?} is not a MAC address")]
+    NotAMac(String),
+    #[error("{0:?} is a multicast MAC, not an interface address")]
+    MulticastMac(String),
+    #[error("{0:?} is the all-zero MAC")]
+    ZeroMac(String),
+    #[error("{0:?} is IPv6: the VXLAN underlay is IPv4")]
+    Ipv6Underlay(String),
+}
+
 /// Parses an IP address as Kubernetes stores it. IPv4-mapped IPv6 is refused: the tables
 /// key IPv4 in exactly that form, so `::ffff:10.0.0.1` would alias `10.0.0.1`.
-pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+pub fn parse_ip(text: &str) -> Result<IpAddr, ValueError> {
     let ip: IpAddr = text
         .parse()
-        .map_err(|_| format!("{text:?} is not an IP address"))?;
+        .map_err(|_| ValueError::NotAnIp(text.to_string()))?;
     if let IpAddr::V6(v6) = ip
         && v6.to_ipv4_mapped().is_some()
     {
-        return Err(format!(
-            "{text:?}: IPv4-mapped IPv6 addresses are not allowed"
-        ));
+        return Err(ValueError::MappedIp(text.to_string()));
     }
     Ok(ip)
 }
 
-pub fn parse_ip_key(text: &str) -> Result<IpKey, String> {
+pub fn parse_ip_key(text: &str) -> Result<IpKey, ValueError> {
     parse_ip(text).map(IpKey::from)
 }
 
 /// Parses a CIDR (`10.244.1.0/24`); host bits are cleared, as the tables store networks.
-pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub fn parse_cidr(text: &str) -> Result<Cidr, ValueError> {
     crate::config::parse_cidr(text)
 }
 
 /// Parses a unicast MAC (`02:00:c0:a8:32:0a`); a multicast or all-zero address cannot be an
 /// interface's own address, so it is refused rather than written into frames.
-pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
-    let mac: MacAddr = text.parse()?;
+pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, ValueError> {
+    // The datapath's parser says only "not a MAC address" whatever went wrong.
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|_| ValueError::NotAMac(text.to_string()))?;
     if mac.is_multicast() {
-        return Err(format!(
-            "{text:?} is a multicast MAC, not an interface address"
-        ));
+        return Err(ValueError::MulticastMac(text.to_string()));
     }
     if mac == MacAddr::ZERO {
-        return Err(format!("{text:?} is the all-zero MAC"));
+        return Err(ValueError::ZeroMac(text.to_string()));
     }
     Ok(mac)
 }
 
 /// The IP protocol number of a Kubernetes `protocol` field; unset means TCP (API default).
+// This and `port_number` keep String errors until translate/policy.rs (which maps them
+// with closures taking a `String`) is split; then they become `ValueError` variants.
 pub fn protocol_number(protocol: Option<&str>) -> Result<u8, String> {
     match protocol.unwrap_or("TCP") {
         "TCP" => Ok(proto::TCP),
@@ -132,10 +164,10 @@ pub fn node_vtep_annotation(node: &Node) -> Option<&str> {
 }
 
 /// Parses a `kxdp.io/vtep-address` value: one IPv4 address.
-pub fn parse_vtep_address(text: &str) -> Result<[u8; 4], String> {
+pub fn parse_vtep_address(text: &str) -> Result<[u8; 4], ValueError> {
     match parse_ip(text)? {
         IpAddr::V4(v4) => Ok(v4.octets()),
-        IpAddr::V6(_) => Err(format!("{text:?} is IPv6: the VXLAN underlay is IPv4")),
+        IpAddr::V6(_) => Err(ValueError::Ipv6Underlay(text.to_string())),
     }
 }
 
@@ -232,7 +264,7 @@ mod tests {
     #[test]
     fn parsers() {
         assert_eq!(
-            parse_ip("10.244.1.x").unwrap_err(),
+            parse_ip("10.244.1.x").unwrap_err().to_string(),
             "\"10.244.1.x\" is not an IP address"
         );
         assert!(parse_ip("::ffff:10.0.0.1").is_err());

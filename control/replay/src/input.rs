@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::{PcapError, TsResolution};
 
-use super::error::ReplayError;
+use super::error::{ArgError, ReplayError};
 use super::linktype::LinkKind;
 
 /// One `--in PORT=FILE` argument.
@@ -29,16 +29,16 @@ pub struct InputSpec {
 }
 
 impl FromStr for InputSpec {
-    type Err = String;
+    type Err = ArgError;
 
-    fn from_str(s: &str) -> Result<InputSpec, String> {
+    fn from_str(s: &str) -> Result<InputSpec, ArgError> {
         // Split at the first '=': port names never contain one, file names might.
         match s.split_once('=') {
             Some((port, file)) if !port.is_empty() && !file.is_empty() => Ok(InputSpec {
                 port: port.to_string(),
                 file: PathBuf::from(file),
             }),
-            _ => Err(format!("{s:?} is not PORT=FILE.pcap")),
+            _ => Err(ArgError::Input(s.to_string())),
         }
     }
 }

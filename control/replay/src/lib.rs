@@ -30,7 +30,7 @@ use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::policy::PolicyDirection;
 use datapath::tables::{PortId, Tables};
 
-pub use error::ReplayError;
+pub use error::{ArgError, ReplayError};
 pub use input::InputSpec;
 use input::{Capture, CapturedPacket};
 use output::Outputs;
@@ -164,17 +164,17 @@ fn load_tables(
     node: &str,
     generation: u64,
 ) -> Result<(Tables, model::config::AgentConfig), ReplayError> {
-    let state = model::state::load_state_dir(dir).map_err(|e| ReplayError::State {
+    let state = model::state::load_state_dir(dir).map_err(|source| ReplayError::State {
         dir: dir.to_path_buf(),
-        message: e.to_string(),
+        source: Box::new(source),
     })?;
     for warning in &state.warnings {
         tracing::warn!(state = %dir.display(), "{warning}");
     }
     let translated = model::translate::translate(&state.cluster, &state.config, node, generation)
-        .map_err(|e| ReplayError::Translate {
+        .map_err(|source| ReplayError::Translate {
         node: node.to_string(),
-        message: e.to_string(),
+        source,
     })?;
     for warning in &translated.warnings {
         tracing::warn!(node = %node, "{warning}");

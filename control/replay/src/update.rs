@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::error::ArgError;
+
 /// One `--update AT=DIR` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateUpdate {
@@ -17,10 +19,10 @@ pub struct StateUpdate {
 }
 
 impl FromStr for StateUpdate {
-    type Err = String;
+    type Err = ArgError;
 
-    fn from_str(s: &str) -> Result<StateUpdate, String> {
-        let bad = || format!("{s:?} is not AT=DIR (AT in seconds, e.g. 1700000000.5)");
+    fn from_str(s: &str) -> Result<StateUpdate, ArgError> {
+        let bad = || ArgError::Update(s.to_string());
         let (at, dir) = s.split_once('=').ok_or_else(bad)?;
         if dir.is_empty() {
             return Err(bad());

@@ -9,7 +9,7 @@ use std::thread;
 
 use crossbeam::channel::{Sender, bounded};
 
-use crate::agent::Event;
+use crate::agent::{AgentError, Event};
 use agent_api::{Request, Response, serve_connection};
 
 /// The bound socket; removes its file when dropped.
@@ -27,22 +27,21 @@ impl Drop for ApiSocket {
 /// Binds `path` (creating its directory) and serves it on a thread that forwards every
 /// request to `events`. A socket file left by a dead agent is replaced; one a live agent
 /// answers on is an error, so two agents never fight over a node.
-pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, String> {
+pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, AgentError> {
+    let failed = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::ApiSocket { step, path, source }
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(failed("creating", dir))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "{}: another agent is answering on this socket",
-                path.display()
-            ));
+            return Err(AgentError::ApiSocketTaken(path.to_path_buf()));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("removing stale {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(failed("removing stale", path))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(failed("binding", path))?;
     thread::Builder::new()
         .name("kxdp-api".into())
         .spawn(move || {
@@ -62,7 +61,10 @@ pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, String> {
                 }
             }
         })
-        .map_err(|e| format!("starting the API thread: {e}"))?;
+        .map_err(|source| AgentError::Thread {
+            thread: "API",
+            source,
+        })?;
     Ok(ApiSocket {
         path: path.to_path_buf(),
     })

@@ -11,12 +11,74 @@ use std::collections::BTreeMap;
 
 use aya::Ebpf;
 use datapath::tables::Tables;
-use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerHandle};
+use xdp_redirect::XdpError;
+use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerError, WorkerHandle};
 
 use super::AgentOptions;
 use super::kernel_maps::KernelMaps;
-use super::netdev;
+use super::netdev::{self, NetdevError};
 use model::translate::UPLINK_PORT;
+
+/// Why the datapath could not start, or a port could not be opened or closed. Port errors
+/// go back to kxdp-cni as the API's answer, so each names the port (and interface).
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("loading the XDP programs: {0}")]
+    Load(#[source] XdpError),
+    #[error("starting worker {id}: {source}")]
+    StartWorker { id: usize, source: WorkerError },
+    #[error("programming the XDP maps: {0}")]
+    Maps(#[source] XdpError),
+    #[error("port {port}: {source}")]
+    Interface { port: String, source: NetdevError },
+    #[error("port {port}: no free XSKMAP slots")]
+    NoSlots { port: String },
+    #[error("port {port} on {ifname}: {source}")]
+    Open {
+        port: String,
+        ifname: String,
+        source: Box<OpenStep>,
+    },
+    /// Closing goes on after a failed step (so as much as possible is undone); every
+    /// failed step is listed.
+    #[error("closing port {port}: {}", join(problems))]
+    Close {
+        port: String,
+        problems: Vec<CloseStep>,
+    },
+}
+
+/// The step of opening a port that failed (the steps before it are undone).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStep {
+    #[error("{0}")]
+    Attach(#[source] XdpError),
+    #[error("worker {worker}: {source}")]
+    Socket { worker: usize, source: WorkerError },
+    #[error("XSKMAP slot {slot}: {source}")]
+    Slot { slot: u32, source: XdpError },
+    #[error("{0}")]
+    PortSlot(#[source] XdpError),
+}
+
+/// A step of closing a port that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseStep {
+    #[error("port slot: {0}")]
+    PortSlot(#[source] XdpError),
+    #[error("worker {worker}: {source}")]
+    Socket { worker: usize, source: WorkerError },
+    #[error("detaching from {ifname}: {source}")]
+    Detach { ifname: String, source: XdpError },
+}
+
+fn join(problems: &[CloseStep]) -> String {
+    problems
+        .iter()
+        .map(CloseStep::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Which XDP program a port gets (ARCHITECTURE.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +122,8 @@ pub struct DatapathPorts {
 
 impl DatapathPorts {
     /// Loads the XDP programs and starts the workers (no ports yet).
-    pub fn start(opts: &AgentOptions, shared: SharedState) -> Result<DatapathPorts, String> {
-        let ebpf = xdp_redirect::load().map_err(|e| format!("loading the XDP programs: {e}"))?;
+    pub fn start(opts: &AgentOptions, shared: SharedState) -> Result<DatapathPorts, PortError> {
+        let ebpf = xdp_redirect::load().map_err(PortError::Load)?;
         let queues = opts.workers as u32;
         let mut workers = Vec::with_capacity(opts.workers);
         for id in 0..opts.workers {
@@ -73,11 +135,11 @@ impl DatapathPorts {
             };
             match xdp_redirect::worker::spawn(cfg, handles) {
                 Ok(w) => workers.push(w),
-                Err(e) => {
+                Err(source) => {
                     for w in workers {
                         let _ = w.stop();
                     }
-                    return Err(format!("starting worker {id}: {e}"));
+                    return Err(PortError::StartWorker { id, source });
                 }
             }
         }
@@ -93,10 +155,10 @@ impl DatapathPorts {
         })
     }
 
-    pub fn sync_maps(&mut self, tables: &Tables) -> Result<(), String> {
+    pub fn sync_maps(&mut self, tables: &Tables) -> Result<(), PortError> {
         self.maps
             .sync(&mut self.ebpf, tables)
-            .map_err(|e| e.to_string())
+            .map_err(PortError::Maps)
     }
 
     pub fn is_open(&self, name: &str) -> bool {
@@ -116,18 +178,20 @@ impl DatapathPorts {
         ifname: &str,
         program: PortProgram,
         container_id: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PortError> {
         if let Some(open) = self.ports.get(name) {
             if open.ifname == ifname && netdev::ifindex(ifname).ok() == Some(open.ifindex) {
                 return Ok(());
             }
             self.close(name)?;
         }
-        let ifindex = netdev::ifindex(ifname).map_err(|e| format!("port {name}: {e}"))?;
-        let base = self
-            .free_bases
-            .pop()
-            .ok_or_else(|| format!("port {name}: no free XSKMAP slots"))?;
+        let ifindex = netdev::ifindex(ifname).map_err(|source| PortError::Interface {
+            port: name.to_string(),
+            source,
+        })?;
+        let base = self.free_bases.pop().ok_or_else(|| PortError::NoSlots {
+            port: name.to_string(),
+        })?;
         match self.open_at(name, ifindex, base, program) {
             Ok(attachment) => {
                 self.ports.insert(
@@ -143,9 +207,13 @@ impl DatapathPorts {
                 tracing::info!(port = name, ifname, ifindex, base, "port open");
                 Ok(())
             }
-            Err(e) => {
+            Err(source) => {
                 self.free_bases.push(base);
-                Err(format!("port {name} on {ifname}: {e}"))
+                Err(PortError::Open {
+                    port: name.to_string(),
+                    ifname: ifname.to_string(),
+                    source: Box::new(source),
+                })
             }
         }
     }
@@ -157,9 +225,9 @@ impl DatapathPorts {
         ifindex: u32,
         base: u32,
         program: PortProgram,
-    ) -> Result<xdp_redirect::Attachment, String> {
+    ) -> Result<xdp_redirect::Attachment, OpenStep> {
         let attachment = xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
-            .map_err(|e| e.to_string())?;
+            .map_err(OpenStep::Attach)?;
         let mut opened = 0;
         let result = (|| {
             for (i, worker) in self.workers.iter().enumerate() {
@@ -168,12 +236,13 @@ impl DatapathPorts {
                         name: name.to_string(),
                         ifindex,
                     })
-                    .map_err(|e| format!("worker {i}: {e}"))?;
+                    .map_err(|source| OpenStep::Socket { worker: i, source })?;
                 opened += 1;
-                xdp_redirect::set_xsk(&mut self.ebpf, base + i as u32, fd)
-                    .map_err(|e| format!("XSKMAP slot {}: {e}", base + i as u32))?;
+                let slot = base + i as u32;
+                xdp_redirect::set_xsk(&mut self.ebpf, slot, fd)
+                    .map_err(|source| OpenStep::Slot { slot, source })?;
             }
-            xdp_redirect::set_port_slot(&mut self.ebpf, ifindex, base).map_err(|e| e.to_string())
+            xdp_redirect::set_port_slot(&mut self.ebpf, ifindex, base).map_err(OpenStep::PortSlot)
         })();
         if let Err(e) = result {
             for (i, worker) in self.workers.iter().enumerate().take(opened) {
@@ -189,23 +258,26 @@ impl DatapathPorts {
     /// Closes a port: unpublishes its slot base (its traffic goes to the kernel again),
     /// empties its slots, closes the sockets, detaches the program. Closing a port that is
     /// not open is fine (DEL is idempotent).
-    pub fn close(&mut self, name: &str) -> Result<(), String> {
+    pub fn close(&mut self, name: &str) -> Result<(), PortError> {
         let Some(port) = self.ports.remove(name) else {
             return Ok(());
         };
         let mut problems = Vec::new();
         if let Err(e) = xdp_redirect::remove_port_slot(&mut self.ebpf, port.ifindex) {
-            problems.push(format!("port slot: {e}"));
+            problems.push(CloseStep::PortSlot(e));
         }
         for (i, worker) in self.workers.iter().enumerate() {
             let _ = xdp_redirect::remove_xsk(&mut self.ebpf, port.base + i as u32);
-            if let Err(e) = worker.remove_port(name) {
-                problems.push(format!("worker {i}: {e}"));
+            if let Err(source) = worker.remove_port(name) {
+                problems.push(CloseStep::Socket { worker: i, source });
             }
         }
         // Works when the interface is gone already (the pod's netns was deleted first).
-        if let Err(e) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
-            problems.push(format!("detaching from {}: {e}", port.ifname));
+        if let Err(source) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
+            problems.push(CloseStep::Detach {
+                ifname: port.ifname.clone(),
+                source,
+            });
         }
         self.free_bases.push(port.base);
         tracing::info!(
@@ -217,7 +289,10 @@ impl DatapathPorts {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!("closing port {name}: {}", problems.join("; ")))
+            Err(PortError::Close {
+                port: name.to_string(),
+                problems,
+            })
         }
     }
 

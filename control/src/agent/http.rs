@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam::channel::{Sender, bounded};
 
-use super::Event;
 use super::metrics::{self, Snapshot};
+use super::{AgentError, Event};
 
 /// Largest request head accepted; longer ones get 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -50,12 +50,11 @@ pub fn start(
     serve_metrics: bool,
     events: Sender<Event>,
     ready: Arc<AtomicBool>,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, AgentError> {
     let what = if serve_metrics { "metrics" } else { "healthz" };
-    let listener = TcpListener::bind(addr).map_err(|e| format!("binding {what} {addr}: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("{what} {addr}: {e}"))?;
+    let bind_err = |source| AgentError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).map_err(bind_err)?;
+    let bound = listener.local_addr().map_err(bind_err)?;
     let routes = Routes {
         metrics: serve_metrics,
         events,
@@ -75,7 +74,10 @@ pub fn start(
                 }
             }
         })
-        .map_err(|e| format!("starting the {what} thread: {e}"))?;
+        .map_err(|source| AgentError::Thread {
+            thread: what,
+            source,
+        })?;
     Ok(bound)
 }
 

@@ -10,6 +10,7 @@
 mod adopt;
 mod api;
 mod datapath_ports;
+mod error;
 mod http;
 mod kernel_maps;
 pub mod metrics;
@@ -38,6 +39,11 @@ use datapath_ports::{DatapathPorts, PortProgram};
 use model::state::watch::DirWatch;
 use model::translate::{HOST_PORT, UPLINK_PORT};
 use source::Source;
+
+pub use datapath_ports::{CloseStep, OpenStep, PortError};
+pub use error::AgentError;
+pub use node_annotations::UplinkError;
+pub use source::BuildError;
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
@@ -96,16 +102,15 @@ const WORKER_STALE: Duration = Duration::from_secs(3);
 
 /// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
 /// before it returns, also when starting fails halfway.
-pub fn run(opts: &AgentOptions) -> Result<(), String> {
+pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     if opts.workers == 0 || opts.workers > 64 {
-        return Err(format!("--workers {}: must be 1..=64", opts.workers));
+        return Err(AgentError::Workers(opts.workers));
     }
     if !opts.cpus.is_empty() && opts.cpus.len() < opts.workers {
-        return Err(format!(
-            "--cpus lists {} cpus for {} workers",
-            opts.cpus.len(),
-            opts.workers
-        ));
+        return Err(AgentError::Cpus {
+            cpus: opts.cpus.len(),
+            workers: opts.workers,
+        });
     }
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
@@ -159,10 +164,10 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
 
     let mut ports = DatapathPorts::start(opts, shared)?;
-    let started = (|| {
+    let started = (|| -> Result<api::ApiSocket, AgentError> {
         ports.sync_maps(&tables.load())?;
-        netdev::create_host_port(&host_plan).map_err(|e| e.to_string())?;
-        netdev::install_masquerade(&masquerade_cidrs(&first.config)).map_err(|e| e.to_string())?;
+        netdev::create_host_port(&host_plan)?;
+        netdev::install_masquerade(&masquerade_cidrs(&first.config))?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
@@ -213,8 +218,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), String> {
     control.ports.shutdown();
     control.underlay.cleanup();
     let masquerade = netdev::remove_masquerade();
-    netdev::remove_host_port().map_err(|e| e.to_string())?;
-    masquerade.map_err(|e| e.to_string())?;
+    netdev::remove_host_port()?;
+    masquerade?;
     tracing::info!("agent stopped; everything it attached is detached");
     Ok(())
 }
@@ -312,7 +317,7 @@ impl Control<'_> {
 
     /// Publishes the next generation; on any error the running one stays. Returns whether
     /// a generation was published.
-    fn publish(&mut self, built: Result<source::Built, String>) -> bool {
+    fn publish(&mut self, built: Result<source::Built, source::BuildError>) -> bool {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
@@ -322,7 +327,7 @@ impl Control<'_> {
                     None => built.tables,
                 };
                 if let Err(e) = self.ports.sync_maps(&tables) {
-                    tracing::error!("generation {next}: programming the XDP maps: {e}");
+                    tracing::error!("generation {next}: {e}");
                 }
                 self.retired.publish(&self.tables, tables);
                 self.tables_published_at = SystemTime::now();
@@ -432,12 +437,12 @@ impl Control<'_> {
                     .open(&port, &ifname, PortProgram::Pod, Some(container_id))
                 {
                     Ok(()) => Response::ok(),
-                    Err(e) => Response::error(e),
+                    Err(e) => Response::error(e.to_string()),
                 }
             }
             Request::DelPort { port, .. } => match self.ports.close(&port) {
                 Ok(()) => Response::ok(),
-                Err(e) => Response::error(e),
+                Err(e) => Response::error(e.to_string()),
             },
             Request::CheckPort { port, .. } => {
                 if self.ports.is_open(&port) {
@@ -512,20 +517,18 @@ fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<Atomic
     pending
 }
 
-fn open_source(opts: &AgentOptions) -> Result<Source, String> {
+fn open_source(opts: &AgentOptions) -> Result<Source, AgentError> {
     match (&opts.kube, &opts.state) {
         (None, Some(dir)) => Ok(Source::Dir(DirWatch::new(dir.clone()))),
-        (None, None) => {
-            Err("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster".into())
-        }
+        (None, None) => Err(AgentError::NoSource),
         (Some(access), dir) => {
             let config = source::config_only(dir.as_deref())?;
             let kubeconfig = match access {
                 KubeAccess::Kubeconfig(path) => Some(path.as_path()),
                 KubeAccess::Infer => None,
             };
-            let kube = crate::source::KubeSource::from_kubeconfig(kubeconfig)
-                .map_err(|e| format!("Kubernetes API: {e}"))?;
+            let kube =
+                crate::source::KubeSource::from_kubeconfig(kubeconfig).map_err(AgentError::Kube)?;
             Ok(Source::Kube {
                 kube: Box::new(kube),
                 config,
@@ -546,10 +549,11 @@ fn first_state(
     opts: &AgentOptions,
     events: &Receiver<Event>,
     mut annotations: Option<&mut node_annotations::NodeAnnotations>,
-) -> Result<Option<source::Built>, String> {
+) -> Result<Option<source::Built>, AgentError> {
     let started = std::time::Instant::now();
     let mut reported = started;
     let mut annotated = false;
+    // As said in the log: two errors that read the same are the same news.
     let mut last_error: Option<String> = None;
     loop {
         if let (Some(kube), Some(annotations)) = (
@@ -566,13 +570,15 @@ fn first_state(
         }
         match source.next(&opts.node, 1) {
             Some(Ok(built)) => return Ok(Some(built)),
-            Some(Err(e)) if source.kube().is_none() => return Err(e),
+            Some(Err(e)) if source.kube().is_none() => return Err(e.into()),
             // Said once per distinct error, not on every change.
-            Some(Err(e)) if last_error.as_ref() != Some(&e) => {
-                tracing::error!("the Kubernetes API's state: {e}; waiting for it to change");
-                last_error = Some(e);
+            Some(Err(e)) => {
+                let text = e.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    tracing::error!("the Kubernetes API's state: {text}; waiting for it to change");
+                    last_error = Some(text);
+                }
             }
-            Some(Err(_)) => {}
             None => {}
         }
         if let Ok(Event::Signal(signal)) = events.try_recv() {
@@ -656,9 +662,9 @@ impl WarningLog {
     }
 }
 
-fn spawn_signal_thread(events: Sender<Event>) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
+fn spawn_signal_thread(events: Sender<Event>) -> Result<(), AgentError> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(AgentError::Signals)?;
     std::thread::Builder::new()
         .name("kxdp-signals".into())
         .spawn(move || {
@@ -666,6 +672,9 @@ fn spawn_signal_thread(events: Sender<Event>) -> Result<(), String> {
                 let _ = events.send(Event::Signal(signal));
             }
         })
-        .map_err(|e| format!("starting the signal thread: {e}"))?;
+        .map_err(|source| AgentError::Thread {
+            thread: "signal",
+            source,
+        })?;
     Ok(())
 }

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use datapath::MacAddr;
 use k8s_openapi::api::core::v1::Node;
 
-use super::netdev;
+use super::netdev::{self, NetdevError};
 use crate::source::KubeSource;
 use model::k8s::{
-    UNDERLAY_MAC_ANNOTATION, VTEP_ADDRESS_ANNOTATION, node_internal_ipv4, node_underlay_mac,
-    node_vtep_annotation, parse_unicast_mac, parse_vtep_address,
+    UNDERLAY_MAC_ANNOTATION, VTEP_ADDRESS_ANNOTATION, ValueError, node_internal_ipv4,
+    node_underlay_mac, node_vtep_annotation, parse_unicast_mac, parse_vtep_address,
 };
 
 /// How long one PATCH may take.
@@ -36,6 +36,17 @@ const WATCH_DEADLINE: Duration = Duration::from_secs(10);
 /// After a patch the API accepted, how long to give the watch before patching again.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// Why the uplink cannot say what the annotations should be.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// Reading its MAC or addresses failed.
+    #[error("uplink {uplink}: {source}")]
+    Read { uplink: String, source: NetdevError },
+    /// Its MAC cannot be a node's underlay MAC (multicast, all-zero).
+    #[error("uplink {uplink}: {source}")]
+    Mac { uplink: String, source: ValueError },
+}
+
 /// What the Node's annotations should say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wanted {
@@ -46,11 +57,17 @@ pub struct Wanted {
 
 impl Wanted {
     /// The uplink's MAC and the IPv4 address the VXLAN leaves from (see [`choose_vtep`]).
-    pub fn of_uplink(uplink: &str, node: &Node) -> Result<Wanted, String> {
-        let mac = netdev::mac_of(uplink).map_err(|e| format!("uplink {uplink}: {e}"))?;
-        let underlay_mac = parse_unicast_mac(&mac).map_err(|e| format!("uplink {uplink}: {e}"))?;
-        let addresses =
-            netdev::ipv4_addresses(uplink).map_err(|e| format!("uplink {uplink}: {e}"))?;
+    pub fn of_uplink(uplink: &str, node: &Node) -> Result<Wanted, UplinkError> {
+        let read = |source| UplinkError::Read {
+            uplink: uplink.to_string(),
+            source,
+        };
+        let mac = netdev::mac_of(uplink).map_err(read)?;
+        let underlay_mac = parse_unicast_mac(&mac).map_err(|source| UplinkError::Mac {
+            uplink: uplink.to_string(),
+            source,
+        })?;
+        let addresses = netdev::ipv4_addresses(uplink).map_err(read)?;
         Ok(Wanted {
             underlay_mac,
             vtep_address: choose_vtep(&addresses, node),

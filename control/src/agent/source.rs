@@ -4,16 +4,34 @@
 //! `translate`.
 //! A directory's changes are seen by `model::state::watch::DirWatch`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datapath::tables::Tables;
 
 use crate::source::{KubeSource, SourceUpdate};
-use model::config::AgentConfig;
+use model::config::{AgentConfig, ConfigError};
 use model::state::watch::DirWatch;
-use model::state::{CONFIG_FILE, ClusterState, load_state_dir};
+use model::state::{CONFIG_FILE, ClusterState, StateError, load_state_dir};
 use model::translate::incremental::Translator;
-use model::translate::translate;
+use model::translate::{TranslateError, translate};
+
+/// Why no generation could be built. The Display is one line naming the file or object.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The state directory (its Display starts with the file).
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
+    /// `kxdp.yaml` next to the Kubernetes source (the mounted ConfigMap).
+    #[error("{}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Config { path: PathBuf, source: ConfigError },
+}
 
 /// One built generation.
 #[derive(Debug)]
@@ -23,9 +41,9 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// Loads `dir` and translates it for `node`. Errors are one line naming the file or object.
-pub fn build(dir: &Path, node: &str, generation: u64) -> Result<Built, String> {
-    let state = load_state_dir(dir).map_err(|e| e.to_string())?;
+/// Loads `dir` and translates it for `node`.
+pub fn build(dir: &Path, node: &str, generation: u64) -> Result<Built, BuildError> {
+    let state = load_state_dir(dir)?;
     build_from(
         &state.cluster,
         state.config,
@@ -41,8 +59,8 @@ fn build_from(
     mut warnings: Vec<String>,
     node: &str,
     generation: u64,
-) -> Result<Built, String> {
-    let translated = translate(cluster, &config, node, generation).map_err(|e| e.to_string())?;
+) -> Result<Built, BuildError> {
+    let translated = translate(cluster, &config, node, generation)?;
     warnings.extend(translated.warnings);
     Ok(Built {
         tables: translated.tables,
@@ -53,12 +71,15 @@ fn build_from(
 
 /// The agent config alone (`kxdp.yaml` of `dir`, defaults when absent): with the Kubernetes
 /// source the directory is the mounted ConfigMap and holds nothing else.
-pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, String> {
+pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, BuildError> {
     let Some(path) = dir.map(|d| d.join(CONFIG_FILE)).filter(|p| p.exists()) else {
         return Ok(AgentConfig::default());
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    AgentConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(BuildError::ReadConfig { path, source }),
+    };
+    AgentConfig::from_yaml(&text).map_err(|source| BuildError::Config { path, source })
 }
 
 /// The agent's source of cluster state.
@@ -89,7 +110,7 @@ impl Source {
     ///
     /// From the API, changes go through the incremental translator (only what they touch
     /// is rebuilt); a relist, like a re-read directory, is translated from scratch.
-    pub fn next(&mut self, node: &str, generation: u64) -> Option<Result<Built, String>> {
+    pub fn next(&mut self, node: &str, generation: u64) -> Option<Result<Built, BuildError>> {
         match self {
             Source::Dir(d) => d.changed().then(|| build(&d.dir, node, generation)),
             Source::Kube {
@@ -116,7 +137,7 @@ impl Source {
                             config: config.clone(),
                             warnings: t.warnings,
                         })
-                        .map_err(|e| e.to_string()),
+                        .map_err(BuildError::from),
                 )
             }
         }

@@ -360,11 +360,11 @@ fn agent_follows_the_kubernetes_api() {
     let node = node_with_uplink(&mut lab);
 
     // The double listens on the node namespace's loopback, where the agent runs.
-    let api = in_netns(&node, ApiServerDouble::start);
+    let api = in_netns(&node, ApiServerDouble::start).expect("the API server double listens");
     api.hold_lists("NetworkPolicy");
     for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
         let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
-        api.apply(&object);
+        api.apply(&object).unwrap();
     }
     let kubeconfig = lab.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
@@ -396,11 +396,11 @@ fn agent_follows_the_kubernetes_api() {
         })
     };
     let knows = |port: &str| status(&socket).table_ports.contains(&port.to_string());
-    api.apply(&pod("c", "10.244.1.4"));
+    api.apply(&pod("c", "10.244.1.4")).unwrap();
     wait_for("pod c in the tables", Duration::from_secs(15), || {
         knows("pod-demo-c")
     });
-    api.delete("Pod", "demo", "c");
+    api.delete("Pod", "demo", "c").unwrap();
     wait_for(
         "pod c gone from the tables",
         Duration::from_secs(15),
@@ -409,7 +409,7 @@ fn agent_follows_the_kubernetes_api() {
 
     // The API forgets the resource versions the watches hold: they relist and go on.
     api.expire();
-    api.apply(&pod("d", "10.244.1.5"));
+    api.apply(&pod("d", "10.244.1.5")).unwrap();
     wait_for(
         "pod d in the tables after 410 Gone",
         Duration::from_secs(30),
@@ -419,7 +419,7 @@ fn agent_follows_the_kubernetes_api() {
     // Deleted while no watch delivers it, history compacted, connections cut: the resumed
     // watches are refused, the relist shows the deletion, and the agent drops the pod.
     api.pause_watches(true);
-    api.delete("Pod", "demo", "d");
+    api.delete("Pod", "demo", "d").unwrap();
     api.compact();
     api.drop_watches();
     api.pause_watches(false);
@@ -429,7 +429,7 @@ fn agent_follows_the_kubernetes_api() {
 
     // Slow answers: changes still arrive, later.
     api.set_delay(Duration::from_millis(300));
-    api.apply(&pod("e", "10.244.1.6"));
+    api.apply(&pod("e", "10.244.1.6")).unwrap();
     wait_for(
         "pod e in the tables with slow answers",
         Duration::from_secs(30),
@@ -870,15 +870,15 @@ fn agent_on_double(
     PathBuf,
 ) {
     let node = node_with_uplink(lab);
-    let api = in_netns(&node, ApiServerDouble::start);
+    let api = in_netns(&node, ApiServerDouble::start).expect("the API server double listens");
     for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
         let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
         if object["kind"] == "Node" && object["metadata"]["name"] == "node1" {
             continue;
         }
-        api.apply(&object);
+        api.apply(&object).unwrap();
     }
-    api.apply(node1);
+    api.apply(node1).unwrap();
     before_start(&api);
     let kubeconfig = lab.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
@@ -974,10 +974,11 @@ fn agent_writes_its_missing_node_annotations() {
         .as_object_mut()
         .unwrap()
         .remove("kxdp.io/vtep-address");
-    api.apply(&edited);
+    api.apply(&edited).unwrap();
     api.wait_counters("the agent re-patching", Duration::from_secs(20), |c| {
         c.patches.len() == 2
-    });
+    })
+    .unwrap();
     wait_for("the annotation back", Duration::from_secs(10), || {
         annotations_of(&api)["kxdp.io/vtep-address"] == NODE_IP
     });
@@ -1011,7 +1012,8 @@ fn agent_leaves_correct_node_annotations_alone() {
         "metadata": {"name": "c", "namespace": "demo"},
         "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
         "status": {"podIP": "10.244.1.4"},
-    }));
+    }))
+    .unwrap();
     wait_for("pod c in the tables", Duration::from_secs(15), || {
         status(&socket)
             .table_ports
@@ -1074,7 +1076,8 @@ fn agent_survives_a_failing_node_patch_and_retries() {
     api.fail_patches(None);
     api.wait_counters("a patch accepted", Duration::from_secs(90), |c| {
         c.patches_ok() == 1
-    });
+    })
+    .unwrap();
     wait_for(
         "the next generation tunnelling from the annotated address",
         Duration::from_secs(15),
@@ -1112,7 +1115,8 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
         "patches retried on the tick",
         Duration::from_secs(30),
         |c| c.patches.len() >= 4,
-    );
+    )
+    .unwrap();
     assert!(
         lines.try_recv().is_err(),
         "ready without an underlay MAC; log:\n{}",

@@ -40,24 +40,24 @@ fn policy(name: &str) -> serde_json::Value {
 /// A double holding the two-node example cluster plus one policy.
 fn populated_double() -> (ApiServerDouble, StateDir) {
     let dir = fixture();
-    let double = ApiServerDouble::start();
+    let double = ApiServerDouble::start().expect("the API server double listens");
     let c = &dir.cluster;
     c.nodes.iter().for_each(|o| {
-        double.apply(o);
+        double.apply(o).unwrap();
     });
     c.namespaces.iter().for_each(|o| {
-        double.apply(o);
+        double.apply(o).unwrap();
     });
     c.pods.iter().for_each(|o| {
-        double.apply(o);
+        double.apply(o).unwrap();
     });
     c.services.iter().for_each(|o| {
-        double.apply(o);
+        double.apply(o).unwrap();
     });
     c.endpoint_slices.iter().for_each(|o| {
-        double.apply(o);
+        double.apply(o).unwrap();
     });
-    double.apply(&policy("web-from-client"));
+    double.apply(&policy("web-from-client")).unwrap();
     (double, dir)
 }
 
@@ -165,7 +165,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Faults aimed at open watches need them open: kube starts watching only after its list.
 fn wait_all_watching(double: &ApiServerDouble) {
-    double.wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6);
+    double
+        .wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6)
+        .unwrap();
 }
 
 fn all_lists_at_least(counters: &lab::apiserver_double::Counters, n: u64) -> bool {
@@ -276,9 +278,11 @@ fn nothing_is_offered_until_every_kind_has_synced_then_it_translates() {
     let (mut source, _kubeconfig) = start(&double, "sync");
 
     // Every kind has asked; five have their lists, the policies' list is held.
-    double.wait_counters("a list of every kind", TIMEOUT, |c| {
-        all_lists_at_least(c, 1)
-    });
+    double
+        .wait_counters("a list of every kind", TIMEOUT, |c| {
+            all_lists_at_least(c, 1)
+        })
+        .unwrap();
     wait_until("five kinds synced", || source.unsynced_kinds().len() == 1);
     assert_eq!(source.unsynced_kinds(), vec![WatchedKind::NetworkPolicy]);
     assert!(!source.synced());
@@ -325,11 +329,11 @@ fn added_modified_and_deleted_objects_show_up_and_disappear() {
     let (mut source, _kubeconfig) = start(&double, "changes");
     converge(&mut source, &double, "initial sync");
 
-    double.apply(&policy("second"));
+    double.apply(&policy("second")).unwrap();
     let mut web = dir.cluster.services[0].clone();
     web.labels_mut().insert("kxkb".into(), "changed".into());
-    let web_rv = double.apply(&web);
-    double.delete("Pod", "demo", "client");
+    let web_rv = double.apply(&web).unwrap();
+    double.delete("Pod", "demo", "client").unwrap();
     let state = converge(&mut source, &double, "add/modify/delete");
 
     assert_eq!(state.network_policies.len(), 2);
@@ -342,8 +346,10 @@ fn added_modified_and_deleted_objects_show_up_and_disappear() {
     assert!(state.pods.iter().all(|p| p.name_any() != "client"));
     translate(&state, &dir.config, "node-a", 2).unwrap();
 
-    double.delete("NetworkPolicy", "demo", "second");
-    double.delete("NetworkPolicy", "demo", "web-from-client");
+    double.delete("NetworkPolicy", "demo", "second").unwrap();
+    double
+        .delete("NetworkPolicy", "demo", "web-from-client")
+        .unwrap();
     let state = converge(&mut source, &double, "policies deleted");
     assert!(state.network_policies.is_empty());
 }
@@ -364,19 +370,21 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     // 1. 410 Gone on every open watch: kube relists every kind.
     wait_all_watching(&double);
     double.expire();
-    double.apply(&extra_pod(&dir, "after-expire"));
-    double.wait_counters("relists after 410", TIMEOUT, |c| {
-        all_lists_at_least(c, 2) && c.gone_sent >= base.gone_sent + 6
-    });
+    double.apply(&extra_pod(&dir, "after-expire")).unwrap();
+    double
+        .wait_counters("relists after 410", TIMEOUT, |c| {
+            all_lists_at_least(c, 2) && c.gone_sent >= base.gone_sent + 6
+        })
+        .unwrap();
     converge(&mut source, &double, "after 410 on open watches");
 
     // 2. Changes the watches never deliver, history compacted, connections cut: the
     //    resumed watch is refused with 410 and the relist brings the changes.
     wait_all_watching(&double);
     double.pause_watches(true);
-    double.apply(&extra_pod(&dir, "while-paused"));
-    double.delete("Pod", "demo", "after-expire");
-    double.delete("Namespace", "", "demo");
+    double.apply(&extra_pod(&dir, "while-paused")).unwrap();
+    double.delete("Pod", "demo", "after-expire").unwrap();
+    double.delete("Namespace", "", "demo").unwrap();
     let before = double.counters();
     double.compact();
     double.drop_watches();
@@ -396,7 +404,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     wait_all_watching(&double);
     let before = double.counters();
     double.drop_watches();
-    double.apply(&extra_pod(&dir, "after-drop"));
+    double.apply(&extra_pod(&dir, "after-drop")).unwrap();
     converge(&mut source, &double, "after dropped connections");
     let after = double.counters();
     assert!(after.watches_dropped > before.watches_dropped, "{after:?}");
@@ -410,10 +418,12 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     wait_all_watching(&double);
     double.hold_lists("Pod");
     double.expire();
-    double.wait_counters("pod relist asked", TIMEOUT, |c| {
-        c.lists.get("Pod").copied().unwrap_or(0) > before.lists.get("Pod").copied().unwrap_or(0)
-    });
-    double.apply(&policy("during-held-relist"));
+    double
+        .wait_counters("pod relist asked", TIMEOUT, |c| {
+            c.lists.get("Pod").copied().unwrap_or(0) > before.lists.get("Pod").copied().unwrap_or(0)
+        })
+        .unwrap();
+    double.apply(&policy("during-held-relist")).unwrap();
     let deadline = Instant::now() + TIMEOUT;
     loop {
         assert!(
@@ -430,7 +440,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
             }
         }
     }
-    double.apply(&extra_pod(&dir, "listed-late"));
+    double.apply(&extra_pod(&dir, "listed-late")).unwrap();
     double.release_lists("Pod");
     converge(&mut source, &double, "after the held relist");
 
@@ -438,7 +448,7 @@ fn converges_after_gone_dropped_connections_and_slow_answers() {
     wait_all_watching(&double);
     double.set_delay(Duration::from_millis(300));
     double.expire();
-    double.delete("Pod", "demo", "while-paused");
+    double.delete("Pod", "demo", "while-paused").unwrap();
     let state = converge(&mut source, &double, "with slow answers");
     assert!(state.pods.iter().all(|p| p.name_any() != "while-paused"));
     double.set_delay(Duration::ZERO);
@@ -458,7 +468,9 @@ fn paged_lists_and_an_expired_continue_token() {
     let (double, dir) = populated_double();
     // kube's watcher lists 500 at a time: 1200 more pods make three pages.
     for i in 0..1200 {
-        double.apply(&extra_pod(&dir, &format!("bulk-{i}")));
+        double
+            .apply(&extra_pod(&dir, &format!("bulk-{i}")))
+            .unwrap();
     }
     double.expire_next_continue();
     let (mut source, _kubeconfig) = start(&double, "pages");
@@ -625,9 +637,9 @@ fn updates_are_changes_and_a_whole_state_after_a_relist() {
     assert!(full >= 1, "the first update is the whole state");
     assert_equals_full(&translator, &got, &dir.config);
 
-    double.apply(&policy("second"));
-    double.apply(&extra_pod(&dir, "added"));
-    double.delete("Pod", "demo", "client");
+    double.apply(&policy("second")).unwrap();
+    double.apply(&extra_pod(&dir, "added")).unwrap();
+    double.delete("Pod", "demo", "client").unwrap();
     let (full, changes, got) = converge_updates(&mut source, &mut translator, &double, "changes");
     assert_eq!(full, 0, "plain changes come as changes");
     assert!(changes >= 1);
@@ -637,7 +649,7 @@ fn updates_are_changes_and_a_whole_state_after_a_relist() {
     // deletion, and it comes as a whole state.
     wait_all_watching(&double);
     double.pause_watches(true);
-    double.delete("Pod", "demo", "added");
+    double.delete("Pod", "demo", "added").unwrap();
     double.compact();
     double.drop_watches();
     double.pause_watches(false);

@@ -1,4 +1,4 @@
-//! `kxdp apiserver-double` (hidden, like `kxdp probe`): the test double serving a manifest
+//! `kxdp-lab apiserver-double` (hidden, like `kxdp-lab probe`): the test double serving a manifest
 //! directory over the list/watch protocol, for running an agent with `--kubeconfig`
 //! without a cluster (the lab's `--source api`). Not an API server: see the module docs.
 //!
@@ -15,14 +15,42 @@ use std::time::Duration;
 use clap::Args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use super::{ApiServerDouble, DirSync, SyncReport};
+use super::{ApiServerDouble, DirSync, DirSyncError, SyncReport};
+
+/// Why `kxdp-lab apiserver-double` could not serve; each names the flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("--manifests {}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot handle signal {signal}: {source}")]
+    Signal { signal: i32, source: std::io::Error },
+    #[error("--listen {addr}: cannot listen: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--manifests {}: {source}", .dir.display())]
+    Manifests {
+        dir: PathBuf,
+        source: Box<DirSyncError>,
+    },
+    #[error("the first look at --manifests saw nothing")]
+    NothingSeen,
+    #[error("--kubeconfig-out {}: not a file path", .0.display())]
+    KubeconfigPath(PathBuf),
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The line printed on stdout once the double serves DIR.
 pub const READY_PREFIX: &str = "kxdp apiserver-double ready";
 /// How often DIR is looked at (and a signal noticed).
 const POLL: Duration = Duration::from_millis(100);
 
-/// `kxdp apiserver-double ...`
+/// `kxdp-lab apiserver-double ...`
 #[derive(Debug, Args)]
 pub struct ApiServerDoubleArgs {
     /// Manifest directory (as `kxdp agent --state` reads it): its objects are served, and
@@ -37,7 +65,7 @@ pub struct ApiServerDoubleArgs {
     pub kubeconfig_out: Option<PathBuf>,
 }
 
-/// Entry point of `kxdp apiserver-double`.
+/// Entry point of `kxdp-lab apiserver-double`.
 pub fn main(args: ApiServerDoubleArgs) -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,26 +76,34 @@ pub fn main(args: ApiServerDoubleArgs) -> ExitCode {
     }
 }
 
-fn run(args: &ApiServerDoubleArgs) -> Result<(), String> {
+fn run(args: &ApiServerDoubleArgs) -> Result<(), CommandError> {
     if !args.manifests.is_dir() {
-        return Err(format!(
-            "--manifests {}: not a directory",
-            args.manifests.display()
-        ));
+        return Err(CommandError::NotADirectory(args.manifests.clone()));
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|source| {
+            CommandError::Signal {
+                signal: sig,
+                source,
+            }
+        })?;
     }
-    let double = ApiServerDouble::start_on(args.listen)
-        .map_err(|e| format!("--listen {}: cannot listen: {e}", args.listen))?;
+    let double = ApiServerDouble::start_on(args.listen).map_err(|source| CommandError::Listen {
+        addr: args.listen,
+        source,
+    })?;
     let mut sync = DirSync::new(&args.manifests);
     // The first read must work: a double serving nothing would only make agents wait.
     match sync.sync_if_changed(&double) {
         Some(Ok(_)) => {}
-        Some(Err(e)) => return Err(format!("--manifests {}: {e}", args.manifests.display())),
-        None => return Err("the first look at --manifests saw nothing".into()),
+        Some(Err(source)) => {
+            return Err(CommandError::Manifests {
+                dir: args.manifests.clone(),
+                source: Box::new(source),
+            });
+        }
+        None => return Err(CommandError::NothingSeen),
     }
     if let Some(path) = &args.kubeconfig_out {
         write_kubeconfig(path, &double.kubeconfig_yaml())?;
@@ -109,11 +145,15 @@ fn note_change(dir: &Path, r: SyncReport, rv: u64) {
 }
 
 /// Written through a dot-file and a rename, so a reader never sees half of it.
-fn write_kubeconfig(path: &Path, text: &str) -> Result<(), String> {
+fn write_kubeconfig(path: &Path, text: &str) -> Result<(), CommandError> {
     let name = path
         .file_name()
-        .ok_or_else(|| format!("--kubeconfig-out {}: not a file path", path.display()))?;
+        .ok_or_else(|| CommandError::KubeconfigPath(path.to_path_buf()))?;
     let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CommandError::Write { path, source }
+    };
+    std::fs::write(&tmp, text).map_err(failed(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(failed(path))
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{ApiServerDouble, KINDS, Key};
+use super::store::servable;
+use super::{ApiServerDouble, DoubleError, Key};
 use model::state::watch::DirWatch;
 use model::state::{ClusterState, StateError, load_state_dir};
 
@@ -27,14 +28,21 @@ const APPLY_ORDER: [&str; 6] = [
     "Pod",
 ];
 
-/// Why a directory could not be served. The double is left as it was.
+/// Why a directory could not be served. The double is left as it was: every object is
+/// checked before anything is applied.
 #[derive(Debug, thiserror::Error)]
 pub enum DirSyncError {
     #[error(transparent)]
     Load(#[from] StateError),
+    /// An object that loaded but does not convert to JSON.
+    #[error("a {kind} to JSON: {source}")]
+    Json {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
     /// An object that loaded but cannot be served (no name, a kind the double lacks).
-    #[error("{0}")]
-    Object(String),
+    #[error(transparent)]
+    Object(#[from] DoubleError),
 }
 
 /// What one sync did.
@@ -98,7 +106,7 @@ impl DirSync {
                 // Present: only what this sync applied is in `served`, and only the
                 // directory deletes.
                 if double.current(&kind).contains_key(&key) {
-                    double.delete(&kind, &key.0, &key.1);
+                    double.delete(&kind, &key.0, &key.1)?;
                 }
                 self.served.remove(&(kind, key));
                 report.deleted += 1;
@@ -111,7 +119,7 @@ impl DirSync {
                     report.unchanged += 1;
                     continue;
                 }
-                double.apply(object);
+                double.apply(object)?;
                 self.served.insert(id, object.clone());
                 report.applied += 1;
             }
@@ -127,50 +135,41 @@ impl ApiServerDouble {
         let state = load_state_dir(dir)?;
         let objects = objects_of(&state.cluster)?;
         for kind in APPLY_ORDER {
-            for object in objects
-                .iter()
-                .filter(|((k, _), _)| k == kind)
-                .map(|(_, o)| o)
-            {
-                self.apply(object);
+            for (_, object) in objects.iter().filter(|((k, _), _)| k == kind) {
+                self.apply(object)?;
             }
         }
         Ok(objects.len())
     }
 }
 
-/// Every object of the state as the JSON the double serves, by (kind, key). Checked here so
-/// that [`ApiServerDouble::apply`], which panics on what a test should never hand it, is
-/// only ever given servable objects.
+/// Every object of the state as the JSON the double serves, by (kind, key). Checked here,
+/// before anything is applied, so a directory with an object the double cannot serve
+/// changes nothing.
 fn objects_of(cluster: &ClusterState) -> Result<BTreeMap<(String, Key), Value>, DirSyncError> {
-    let mut values: Vec<Result<Value, serde_json::Error>> = Vec::new();
-    values.extend(cluster.namespaces.iter().map(serde_json::to_value));
-    values.extend(cluster.nodes.iter().map(serde_json::to_value));
-    values.extend(cluster.services.iter().map(serde_json::to_value));
-    values.extend(cluster.network_policies.iter().map(serde_json::to_value));
-    values.extend(cluster.endpoint_slices.iter().map(serde_json::to_value));
-    values.extend(cluster.pods.iter().map(serde_json::to_value));
+    fn json<'a, T: serde::Serialize>(
+        kind: &'static str,
+        list: &'a [T],
+    ) -> impl Iterator<Item = Result<Value, DirSyncError>> + 'a {
+        list.iter().map(move |o| {
+            serde_json::to_value(o).map_err(|source| DirSyncError::Json { kind, source })
+        })
+    }
+    let values = json("Namespace", &cluster.namespaces)
+        .chain(json("Node", &cluster.nodes))
+        .chain(json("Service", &cluster.services))
+        .chain(json("NetworkPolicy", &cluster.network_policies))
+        .chain(json("EndpointSlice", &cluster.endpoint_slices))
+        .chain(json("Pod", &cluster.pods));
     let mut out = BTreeMap::new();
     for value in values {
-        let mut object = value.map_err(|e| DirSyncError::Object(format!("to JSON: {e}")))?;
-        let kind = object["kind"].as_str().unwrap_or_default().to_string();
-        if !KINDS.iter().any(|(k, _, _)| *k == kind) {
-            return Err(DirSyncError::Object(format!(
-                "an object of kind {kind:?}: not served"
-            )));
-        }
-        let Some(name) = object["metadata"]["name"].as_str().map(str::to_string) else {
-            return Err(DirSyncError::Object(format!("a {kind} without a name")));
-        };
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let mut object = value?;
+        let (kind, key) = servable(&object)?;
         // The double stamps its own resourceVersion; one from a file would only mislead.
         if let Some(meta) = object["metadata"].as_object_mut() {
             meta.remove("resourceVersion");
         }
-        out.insert((kind, (namespace, name)), object);
+        out.insert((kind, key), object);
     }
     Ok(out)
 }
@@ -195,7 +194,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         write(&dir, "a.yaml", NODE);
         write(&dir, "b.yaml", NAMESPACE);
-        let double = ApiServerDouble::start();
+        let double = ApiServerDouble::start().unwrap();
         let mut sync = DirSync::new(&dir);
         let first = sync.sync_if_changed(&double).unwrap().unwrap();
         assert_eq!(first.applied, 2);
@@ -227,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
-        let double = ApiServerDouble::start();
+        let double = ApiServerDouble::start().unwrap();
         let e = double
             .apply_state_dir(Path::new("/nonexistent/kxdp-double"))
             .unwrap_err();

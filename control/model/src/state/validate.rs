@@ -31,11 +31,14 @@ fn fail(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// Adds the field path to a parser's message.
-fn at<T>(field: impl FnOnce() -> String, r: Result<T, String>) -> Result<T, FieldError> {
-    r.map_err(|message| FieldError {
+/// Adds the field path to a parser's error.
+fn at<T, E: std::fmt::Display>(
+    field: impl FnOnce() -> String,
+    r: Result<T, E>,
+) -> Result<T, FieldError> {
+    r.map_err(|e| FieldError {
         field: field(),
-        message,
+        message: e.to_string(),
     })
 }
 
@@ -411,9 +414,14 @@ fn policy_ports(path: &str, ports: Option<&[NetworkPolicyPort]>) -> Check {
     Ok(())
 }
 
+/// A named port the API server would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a port name (1-15 of a-z, 0-9, '-', with a letter)")]
+struct NotAPortName(String);
+
 /// A named port (IANA service name syntax, as the API validates it): 1-15 characters of
 /// `a-z`, `0-9` and `-`, at least one letter, no hyphen at either end or twice in a row.
-fn port_name(name: &str) -> Result<(), String> {
+fn port_name(name: &str) -> Result<(), NotAPortName> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && name
@@ -426,9 +434,7 @@ fn port_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a port name (1-15 of a-z, 0-9, '-', with a letter)"
-        ))
+        Err(NotAPortName(name.to_string()))
     }
 }
 

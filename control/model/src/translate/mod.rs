@@ -238,11 +238,11 @@ pub(crate) fn assemble(
     Translated { tables, warnings }
 }
 
-fn own_err(node: &str, field: &str, message: impl Into<String>) -> TranslateError {
+fn own_err(node: &str, field: &str, message: impl std::fmt::Display) -> TranslateError {
     TranslateError::OwnNode {
         node: node.to_string(),
         field: field.to_string(),
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 

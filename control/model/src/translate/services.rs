@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datapath::lb::maglev::{self, MaglevTable};
+use datapath::lb::maglev::{self, MaglevError, MaglevTable};
 use datapath::tables::{
     Backend, BackendSet, EndpointCondition, FrontendKind, ServiceKey, ServicePort,
 };
@@ -262,7 +262,7 @@ pub(super) fn build_service(
                 (Ok(c), Ok(l)) => (c, l),
                 (Err(e), _) | (_, Err(e)) => {
                     warn(format!(
-                        "port {number}: {e}: its endpoints are not programmed"
+                        "port {number}: Maglev table: {e}: its endpoints are not programmed"
                     ));
                     (empty_set(), empty_set())
                 }
@@ -422,7 +422,7 @@ pub(crate) fn select(
     local_only: bool,
     size_for: &dyn Fn(usize) -> u32,
     before: Option<(&[Backend], &BackendSet)>,
-) -> Result<BackendSet, String> {
+) -> Result<BackendSet, MaglevError> {
     let eligible = |want: EndpointCondition| -> Vec<u32> {
         backends
             .iter()
@@ -462,8 +462,7 @@ pub(crate) fn select(
         })
         .collect();
     let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-    let maglev = MaglevTable::build(&key_refs, None, size, maglev::DEFAULT_SEED)
-        .map_err(|e| format!("Maglev table: {e:?}"))?;
+    let maglev = MaglevTable::build(&key_refs, None, size, maglev::DEFAULT_SEED)?;
     Ok(BackendSet {
         members,
         maglev: Arc::new(maglev),

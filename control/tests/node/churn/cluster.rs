@@ -207,7 +207,7 @@ impl Churn {
             2 => self.s.set_ready("c", true),
             _ => self.s.ghost = false,
         }
-        api.apply(&self.s.slice());
+        api.apply(&self.s.slice()).unwrap();
         self.s_step += 1;
         kind
     }
@@ -226,16 +226,17 @@ impl Churn {
         };
         match step {
             0 => {
-                api.apply(&service(&name, ip, tcp, udp));
+                api.apply(&service(&name, ip, tcp, udp)).unwrap();
             }
             6 => {
-                api.delete("EndpointSlice", NAMESPACE, &format!("{name}-1"));
+                api.delete("EndpointSlice", NAMESPACE, &format!("{name}-1"))
+                    .unwrap();
             }
             7 => {
-                api.delete("Service", NAMESPACE, &name);
+                api.delete("Service", NAMESPACE, &name).unwrap();
             }
             _ => {
-                api.apply(&slice(&name, tcp, udp, endpoints));
+                api.apply(&slice(&name, tcp, udp, endpoints)).unwrap();
             }
         }
         self.slots[slot] = (step + 1) % OTHER_SCRIPT.len();

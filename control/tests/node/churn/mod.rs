@@ -131,9 +131,9 @@ fn service_churn_under_traffic_drops_nothing_but_the_intended() {
     let mut node = Node::new(WORKERS);
     let node_ns = node.node_ns();
     // The double listens on the node namespace's loopback, where the agent runs.
-    let api = in_netns(&node_ns, ApiServerDouble::start);
-    api.apply(&cluster::node());
-    api.apply(&cluster::namespace());
+    let api = in_netns(&node_ns, ApiServerDouble::start).expect("the API server double listens");
+    api.apply(&cluster::node()).unwrap();
+    api.apply(&cluster::namespace()).unwrap();
     let kubeconfig = node.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
     let ready = node.start_agent(&kubeconfig);
@@ -142,7 +142,7 @@ fn service_churn_under_traffic_drops_nothing_but_the_intended() {
     let mut ips = BTreeMap::new();
     for pod in PODS {
         let ip = node.add_pod(pod);
-        api.apply(&cluster::pod(pod, ip));
+        api.apply(&cluster::pod(pod, ip)).unwrap();
         ips.insert(pod, ip);
     }
     wait_for("every pod in the tables", Duration::from_secs(20), || {
@@ -165,8 +165,8 @@ fn service_churn_under_traffic_drops_nothing_but_the_intended() {
             .collect(),
         ghost: false,
     };
-    api.apply(&ServiceS::service());
-    api.apply(&s.slice());
+    api.apply(&ServiceS::service()).unwrap();
+    api.apply(&s.slice()).unwrap();
     let vip_tcp = SocketAddr::from((SERVICE_IP, TCP_PORT));
     let vip_udp = SocketAddr::from((SERVICE_IP, UDP_PORT));
     let client_ns = format!("{}-client", node.prefix);
@@ -228,7 +228,7 @@ fn churn_phase(
     // change is in the tables (its own watch stream, so only nearly a proof that every
     // EndpointSlice event before it was built too) and every worker runs that generation.
     let marker = Ipv4Addr::new(10, 244, 1, 250);
-    api.apply(&cluster::pod("marker", marker));
+    api.apply(&cluster::pod("marker", marker)).unwrap();
     wait_for(
         "the agent to publish past the churn",
         Duration::from_secs(10),
@@ -423,7 +423,7 @@ fn deletion_phase(
     let (before, chatter_before) = counters_at_rest(node);
     let generation = node.status().generation;
     s.remove("c");
-    api.apply(&s.slice());
+    api.apply(&s.slice()).unwrap();
     wait_for(
         "the generation without c, and its sweep",
         Duration::from_secs(10),

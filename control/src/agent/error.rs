@@ -1,0 +1,58 @@
+//! Why the agent could not start, or could not undo what it set up. Each variant names the
+//! flag, file, socket, address or port at fault; `kxdp agent` prints the Display as its one
+//! error line and exits 1.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::datapath_ports::PortError;
+use super::netdev::NetdevError;
+use super::source::BuildError;
+use crate::source::KubeSourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("--workers {0}: must be 1..=64")]
+    Workers(usize),
+    #[error("--cpus lists {cpus} cpus for {workers} workers")]
+    Cpus { cpus: usize, workers: usize },
+    #[error("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster")]
+    NoSource,
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] KubeSourceError),
+    /// The first state could not be loaded or translated (a state directory: fatal at start).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Loading the XDP programs, starting the workers or opening the uplink/host ports.
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    /// The host port, its routes or the masquerade rules (`ip`, `iptables`, sysctls).
+    #[error(transparent)]
+    Netdev(#[from] NetdevError),
+    /// `--metrics-bind-address` / `--healthz-bind-address` cannot be served.
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// A step of setting up the local API socket (`creating` its directory, `removing
+    /// stale` socket file, `binding`).
+    #[error("{step} {}: {source}", path.display())]
+    ApiSocket {
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Two agents must never serve one node.
+    #[error("{}: another agent is answering on this socket", .0.display())]
+    ApiSocketTaken(PathBuf),
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    #[error("starting the {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        source: io::Error,
+    },
+}
