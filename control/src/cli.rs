@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the datapath over pcap files (ARCHITECTURE.md §4).
+    /// Run the datapath over pcap files (docs/replay.md).
     Replay(ReplayArgs),
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
@@ -46,7 +46,7 @@ pub struct AgentArgs {
     /// The underlay interface (VXLAN and Service frontends arrive here).
     #[arg(long, value_name = "IFNAME")]
     pub uplink: String,
-    /// State directory (ARCHITECTURE.md §4), re-read when its files change. With
+    /// State directory (docs/replay.md), re-read when its files change. With
     /// --kubeconfig / --in-cluster only its kxdp.yaml is read (the mounted ConfigMap).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,

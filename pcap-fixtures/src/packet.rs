@@ -16,7 +16,7 @@ pub type Mac = [u8; 6];
 
 pub const BROADCAST: Mac = [0xff; 6];
 
-/// kxdp's derived MAC for an IPv4 address: `0a:58:<IPv4 bytes>` (ARCHITECTURE.md §4).
+/// kxdp's derived MAC for an IPv4 address: `0a:58:<IPv4 bytes>` (docs/replay.md).
 pub const fn mac_for(ip: [u8; 4]) -> Mac {
     [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]
 }

@@ -53,7 +53,7 @@ pub struct InputFile {
     pub file: String,
 }
 
-/// One expected line of verdicts.jsonl, keys in the order ARCHITECTURE.md §4 lists them.
+/// One expected line of verdicts.jsonl, keys in the order docs/replay.md lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerdictLine {
     pub in_port: String,

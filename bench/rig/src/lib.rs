@@ -1,4 +1,4 @@
-//! `kxdp bench`: the throughput rig. In one run, on the same two CPUs (the generator on
+//! `kxdp-bench`: the throughput rig. In one run, on the same two CPUs (the generator on
 //! one, node A's forwarding on the other), it measures what node A forwards from a client
 //! pod towards backends on node B through (a) the AF_XDP engine doing nothing but a MAC
 //! swap, (b) kxdp's full path (ClusterIP DNAT, NetworkPolicy, VXLAN), (c) the kernel as
@@ -96,7 +96,7 @@ pub struct BenchArgs {
     /// Where to write the bar chart (default DIR/bench.svg).
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// Leave the namespaces and processes up afterwards (remove with `kxdp bench --down`).
+    /// Leave the namespaces and processes up afterwards (remove with `kxdp-bench --down`).
     #[arg(long)]
     pub keep: bool,
     /// Only remove what an earlier `--keep` run left.
@@ -105,14 +105,14 @@ pub struct BenchArgs {
 }
 
 fn progress(msg: &str) {
-    eprintln!("kxdp bench: {msg}");
+    eprintln!("kxdp-bench: {msg}");
 }
 
 pub fn main(args: BenchArgs) -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kxdp bench: error: {e}");
+            eprintln!("kxdp-bench: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -147,14 +147,14 @@ fn run(args: &BenchArgs) -> Result<(), String> {
     let mut rig =
         Rig::up(lab.clone(), settings.generator_cpu, settings.forwarding_cpu).map_err(|e| {
             format!(
-                "{e} (`kxdp bench --down --dir {}` removes what was built)",
+                "{e} (`kxdp-bench --down --dir {}` removes what was built)",
                 args.dir.display()
             )
         })?;
     let measured = measure_all(&mut rig, args, &settings);
     if args.keep {
         progress(&format!(
-            "left up (--keep): `kxdp bench --down --dir {}` removes it",
+            "left up (--keep): `kxdp-bench --down --dir {}` removes it",
             args.dir.display()
         ));
     } else {

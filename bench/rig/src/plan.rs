@@ -57,7 +57,7 @@ pub fn backend_host_veth(i: usize) -> String {
 /// Service bench/bench: a ClusterIP with the two backends on node B.
 pub const SERVICE: &str = "bench";
 pub const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
-/// Request/response: the backends' `kxdp probe serve` echo.
+/// Request/response: the backends' `kxdp-lab probe serve` echo.
 pub const ECHO_SERVICE_PORT: u16 = 5353;
 /// Throughput and background load: nothing listens; the backends' own nft rule drops it
 /// before their UDP stack (when it gets that far: the throughput sink counts and drops on

@@ -1,4 +1,4 @@
-//! What `kxdp bench` found: the raw numbers (written as JSON), the side-by-side table
+//! What `kxdp-bench` found: the raw numbers (written as JSON), the side-by-side table
 //! with the ratios, and the latency table.
 
 use std::fmt::Write as _;
@@ -279,7 +279,7 @@ pub fn render(r: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "kxdp bench: node A's forwarding, Mpps delivered to node B ({} UDP flows from one pod \
+        "kxdp-bench: node A's forwarding, Mpps delivered to node B ({} UDP flows from one pod \
          to a ClusterIP with 2 backends on node B; generator on CPU {}, node A's forwarding on CPU {}; \
          {:.1} s window after {:.1} s warm-up)",
         s.flows, s.generator_cpu, s.forwarding_cpu, s.window_s, s.warmup_s

@@ -1,4 +1,4 @@
-//! `kxdp pktgen` and `kxdp pktsink` (hidden): the throughput rig's generators and sink
+//! `kxdp-bench pktgen` and `kxdp-bench pktsink`: the throughput rig's generators and sink
 //! ([`crate::traffic`]) from the command line, for measuring by hand and for scripts.
 //! Parsing and printing only; the work is the library's.
 
@@ -226,7 +226,7 @@ fn spec_of(a: &PktgenArgs) -> PacketSpec {
     }
 }
 
-/// `kxdp pktgen`.
+/// `kxdp-bench pktgen`.
 pub fn pktgen_main(a: &PktgenArgs) -> ExitCode {
     match pktgen(a) {
         Ok(text) => {
@@ -234,7 +234,7 @@ pub fn pktgen_main(a: &PktgenArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kxdp pktgen: error: {e}");
+            eprintln!("kxdp-bench pktgen: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -318,13 +318,13 @@ fn wait_for_sink(sink: &Sink, n: u64) -> Result<SinkCounts, String> {
     Ok(last)
 }
 
-/// `kxdp pktsink`.
+/// `kxdp-bench pktsink`.
 pub fn pktsink_main(a: &PktsinkArgs) -> ExitCode {
     let run = || -> Result<String, String> {
         let sink = attach_sink(a.ns.as_deref(), &a.dev, a.action, a.track_flows)?;
         // Scripts wait for this line before they start sending.
         eprintln!(
-            "kxdp pktsink: counting on {} ({:?}) for {:?}",
+            "kxdp-bench pktsink: counting on {} ({:?}) for {:?}",
             a.dev, a.action, a.duration
         );
         let start = Instant::now();
@@ -347,7 +347,7 @@ pub fn pktsink_main(a: &PktsinkArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kxdp pktsink: error: {e}");
+            eprintln!("kxdp-bench pktsink: error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! `kxdp bench` end to end (root): a short run of all four paths in one process, as a user
+//! `kxdp-bench` end to end (root): a short run of all four paths in one process, as a user
 //! runs it, read back from its JSON: every path measured and delivering against the same
 //! run's ceiling, the generator named, what reached node A counted, the ratios printed,
 //! round trips answered over kxdp and both kernel paths, and nothing left behind.
@@ -16,7 +16,7 @@ use testkit::root::root_or_skip;
 
 const KXDP_BENCH: &str = env!("CARGO_BIN_EXE_kxdp-bench");
 
-/// Runs `kxdp bench --down` for the run's directory and prefix even when the test fails.
+/// Runs `kxdp-bench --down` for the run's directory and prefix even when the test fails.
 struct Cleanup {
     dir: PathBuf,
     prefix: String,
@@ -65,14 +65,14 @@ fn bench_measures_every_path_in_one_run() {
         ])
         .stdin(Stdio::null())
         .output()
-        .expect("run kxdp bench");
+        .expect("run kxdp-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!(
-        "== kxdp bench: {}\n{stdout}{}",
+        "== kxdp-bench: {}\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "kxdp bench failed");
+    assert!(out.status.success(), "kxdp-bench failed");
     assert!(
         netns_left(&prefix).is_empty(),
         "left: {:?}",

@@ -1,4 +1,4 @@
-//! The kernel baseline of `kxdp bench` on real namespaces: two nodes joined by a veth, Flannel
+//! The kernel baseline of `kxdp-bench` on real namespaces: two nodes joined by a veth, Flannel
 //! (vxlan backend, cni0) on both, a client pod on node 1, two backend pods on node 2, and
 //! kube-proxy's rules on node 1 in iptables mode and then in nftables mode. Traffic from the
 //! client pod to a ClusterIP must be DNATed by the rules on node 1, carried by flannel.1 to

@@ -1,4 +1,4 @@
-//! `kxdp-cni`: the CNI plugin. Everything lives in `control::cni`; see its docs.
+//! `kxdp-cni`: the CNI plugin. Everything lives in `cni`; see its docs.
 
 fn main() -> std::process::ExitCode {
     cni::main()

@@ -1,4 +1,4 @@
-//! The agents' local API (`control::agent_api`), as the lab uses it: status to know when an
+//! The agents' local API (`agent_api`), as the lab uses it: status to know when an
 //! agent's tables hold its pods, stats for the flood checks and for diagnostics.
 
 use std::path::Path;

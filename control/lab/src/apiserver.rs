@@ -1,4 +1,4 @@
-//! `--source api`: the agents take the cluster state from `kxdp apiserver-double` (a test
+//! `--source api`: the agents take the cluster state from `kxdp-lab apiserver-double` (a test
 //! double of the API server's list/watch protocol, not an API server) instead of reading
 //! DIR/state themselves.
 //!

@@ -1,5 +1,5 @@
-//! `kxdp lab check`: real traffic between the lab's namespaces, each check judged on what
-//! came back. Probes run as `kxdp probe` (TCP/UDP) and `ping` (ICMP) inside the
+//! `kxdp-lab check`: real traffic between the lab's namespaces, each check judged on what
+//! came back. Probes run as `kxdp-lab probe` (TCP/UDP) and `ping` (ICMP) inside the
 //! namespaces through nsenter.
 
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ impl Ctx<'_> {
         self.lab.names().node(node)
     }
 
-    /// `kxdp probe tcp|udp` in `netns`.
+    /// `kxdp-lab probe tcp|udp` in `netns`.
     fn probe(
         &self,
         netns: &str,
@@ -135,7 +135,7 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     for p in super::layout::PODS {
         if !ips.contains_key(p.name) {
             return Err(LabError::Setup(format!(
-                "pod {} has no address in {}: is the lab up (`kxdp lab up --dir {}`)?",
+                "pod {} has no address in {}: is the lab up (`kxdp-lab up --dir {}`)?",
                 p.name,
                 lab.pods_dir().display(),
                 lab.dir.display()
@@ -520,7 +520,7 @@ fn ping_all(netns: &str, to: Ipv4Addr) -> (bool, String) {
     (passed, m)
 }
 
-/// A `kxdp probe sink` in the destination pod, a `kxdp probe flood` from the source pod:
+/// A `kxdp-lab probe sink` in the destination pod, a `kxdp-lab probe flood` from the source pod:
 /// packets per second of one unpaced flow. The destination's UDP counters tell what the
 /// datapath delivered into the pod (its socket may overflow after that) and whether any
 /// datagram arrived with a bad checksum (which fails the check).

@@ -1,4 +1,4 @@
-//! `kxdp lab`: a two-node cluster in network namespaces on this machine, with kxdp as the
+//! `kxdp-lab`: a two-node cluster in network namespaces on this machine, with kxdp as the
 //! datapath, checked with real traffic.
 //!
 //! `up` builds it (layout.rs has the picture): a fabric bridge; node1 and node2 with
@@ -8,7 +8,7 @@
 //! `check` sends traffic and prints a table. `down` removes everything and is safe to
 //! repeat; `run` is up + check + down, whatever happens.
 //!
-//! With `--source api` the agents watch `kxdp apiserver-double` (apiserver.rs), which
+//! With `--source api` the agents watch `kxdp-lab apiserver-double` (apiserver.rs), which
 //! serves and follows DIR/state, instead of reading the directory themselves.
 //!
 //! Everything lives in namespaces named `<prefix>-...` and under `--dir`; processes are
@@ -245,9 +245,9 @@ pub fn main(action: LabAction, args: &LabOptions) -> ExitCode {
     };
     let ok = match action {
         LabAction::Up => up(&lab).map_err(|e| {
-            eprintln!("kxdp lab: error: {e}");
+            eprintln!("kxdp-lab: error: {e}");
             eprintln!(
-                "kxdp lab: left as it is for a look; `kxdp lab down --dir {}` removes it",
+                "kxdp-lab: left as it is for a look; `kxdp-lab down --dir {}` removes it",
                 lab.dir.display()
             );
         }),
@@ -255,11 +255,11 @@ pub fn main(action: LabAction, args: &LabOptions) -> ExitCode {
             Ok(true) => Ok(()),
             Ok(false) => Err(()),
             Err(e) => {
-                eprintln!("kxdp lab: error: {e}");
+                eprintln!("kxdp-lab: error: {e}");
                 Err(())
             }
         },
-        LabAction::Down => down(&lab).map_err(|e| eprintln!("kxdp lab: error: {e}")),
+        LabAction::Down => down(&lab).map_err(|e| eprintln!("kxdp-lab: error: {e}")),
         LabAction::Run => run(&lab),
     };
     if ok.is_ok() {
@@ -270,12 +270,12 @@ pub fn main(action: LabAction, args: &LabOptions) -> ExitCode {
 }
 
 fn fail(e: &LabError) -> ExitCode {
-    eprintln!("kxdp lab: error: {e}");
+    eprintln!("kxdp-lab: error: {e}");
     ExitCode::FAILURE
 }
 
 fn progress(msg: &str) {
-    eprintln!("kxdp lab: {msg}");
+    eprintln!("kxdp-lab: {msg}");
 }
 
 fn require_root() -> Result<(), LabError> {
@@ -394,7 +394,7 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
     let mut first_error: Option<LabError> = None;
     let mut note = |r: Result<(), LabError>| {
         if let Err(e) = r {
-            eprintln!("kxdp lab: down: {e}");
+            eprintln!("kxdp-lab: down: {e}");
             first_error.get_or_insert(e);
         }
     };
@@ -458,19 +458,19 @@ fn run(lab: &Lab) -> Result<(), ()> {
         Ok(()) => match check(lab) {
             Ok(passed) => ok &= passed,
             Err(e) => {
-                eprintln!("kxdp lab: error: {e}");
+                eprintln!("kxdp-lab: error: {e}");
                 ok = false;
             }
         },
         Err(e) => {
-            eprintln!("kxdp lab: up failed: {e}");
+            eprintln!("kxdp-lab: up failed: {e}");
             eprintln!("{}", checks::diagnostics(lab));
             ok = false;
         }
     }
     progress("removing the lab");
     if let Err(e) = down(lab) {
-        eprintln!("kxdp lab: down failed: {e}");
+        eprintln!("kxdp-lab: down failed: {e}");
         ok = false;
     }
     if ok { Ok(()) } else { Err(()) }

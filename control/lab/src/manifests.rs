@@ -1,4 +1,4 @@
-//! The lab's state directory (ARCHITECTURE.md §4): what a cluster's API server would hold
+//! The lab's state directory (docs/replay.md): what a cluster's API server would hold
 //! for it. `write_base` before the agents start (nodes, namespace, Services, policy);
 //! `write_workloads` once the CNI plugin has given every pod its address (Pods with
 //! status.podIP, and the EndpointSlices the controller would derive from them), in one
@@ -33,7 +33,7 @@ pub const WORKLOADS_FILE: &str = "workloads.yaml";
 /// kxdp.yaml, every key at the value the lab's topology is built for.
 pub fn config_yaml() -> String {
     format!(
-        "# The agent config of the kxdp lab (every key at its default, written out).\n\
+        "# The agent config of the kxdp-lab (every key at its default, written out).\n\
          clusterCIDR: {CLUSTER_CIDR}\n\
          serviceCIDR: {SERVICE_CIDR}\n\
          vxlan: {{vni: {VNI}, port: {VXLAN_PORT}}}\n\
@@ -70,7 +70,7 @@ pub fn write_atomic(dir: &Path, name: &str, text: &str) -> Result<(), LabError> 
 }
 
 pub fn to_yaml(docs: &[Value]) -> Result<String, LabError> {
-    let mut out = String::from("# Written by `kxdp lab up`.\n");
+    let mut out = String::from("# Written by `kxdp-lab up`.\n");
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");

@@ -1,6 +1,6 @@
 //! Background processes the lab starts in its namespaces (agents, probe servers): started
 //! through nsenter with stdout and stderr in files, recorded in `DIR/procs/<label>.json`
-//! (PID and start time), so `kxdp lab down`, from any process, stops exactly them.
+//! (PID and start time), so `kxdp-lab down`, from any process, stops exactly them.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -53,7 +53,7 @@ pub fn spawn(
     let pid = i32::try_from(child.id())
         .map_err(|_| LabError::Setup(format!("{label}: pid {} out of range", child.id())))?;
     // The Child is dropped without waiting: the process outlives this one when
-    // `kxdp lab up` returns; `stop` reaps it if it is still our child.
+    // `kxdp-lab up` returns; `stop` reaps it if it is still our child.
     drop(child);
     let start_time = start_time(pid).unwrap_or(0);
     let rec = ProcRecord {

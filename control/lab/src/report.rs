@@ -1,4 +1,4 @@
-//! The check table `kxdp lab check` prints.
+//! The check table `kxdp-lab check` prints.
 
 use std::fmt::Write;
 use std::time::Duration;

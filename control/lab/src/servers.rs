@@ -1,4 +1,4 @@
-//! `kxdp probe serve` in every pod (and on the kernel VTEP): what the checks talk to.
+//! `kxdp-lab probe serve` in every pod (and on the kernel VTEP): what the checks talk to.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The agent config: `kxdp.yaml` in the state directory (in a cluster, the kxdp ConfigMap).
 //!
-//! This module owns the file's schema, its defaults (ARCHITECTURE.md §4) and its range checks.
+//! This module owns the file's schema, its defaults (docs/replay.md) and its range checks.
 //! Every key is optional; an unknown key is an error rather than silently ignored, because a
 //! misspelt `underlayMtu` would otherwise run the node with the default and nobody would notice.
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// Node annotation: the MAC the node's uplink answers on (ARCHITECTURE.md §4).
+/// Node annotation: the MAC the node's uplink answers on (docs/replay.md).
 pub const UNDERLAY_MAC_ANNOTATION: &str = "kxdp.io/underlay-mac";
 /// Node annotation: the node's VXLAN tunnel (VTEP) IPv4 address, when it is not the
 /// node's first IPv4 `InternalIP` (the agent writes its uplink's address here).

@@ -1,4 +1,4 @@
-//! `kxdp replay`: the datapath over pcap files (ARCHITECTURE.md §4).
+//! `kxdp replay`: the datapath over pcap files (docs/replay.md).
 //!
 //! This module owns the run: load the state directory and translate it for one node,
 //! read every input, merge them by time, feed each packet through `datapath::process`

@@ -1,5 +1,5 @@
 //! The agent writes its own Node's `kxdp.io/underlay-mac` and `kxdp.io/vtep-address`
-//! (ARCHITECTURE.md §4): other nodes read them to tunnel to this one, and nobody else
+//! (docs/replay.md): other nodes read them to tunnel to this one, and nobody else
 //! knows the uplink's MAC or which of its addresses the VXLAN leaves from.
 //!
 //! Only with the Kubernetes source, and only those two keys, with a JSON merge patch that

@@ -1,6 +1,6 @@
 //! `kxdp replay` end to end: the built binary on temporary directories.
 //!
-//! These tests check the driver's contract (ARCHITECTURE.md §4: arguments, errors, input
+//! These tests check the driver's contract (docs/replay.md: arguments, errors, input
 //! formats, ordering, output files), not what the pipeline decides about a packet; the
 //! pipeline's decisions are tested where it lives.
 

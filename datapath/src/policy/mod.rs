@@ -1,6 +1,6 @@
 //! Compiled NetworkPolicy: what the pipeline asks of a new flow, in constant time.
 //!
-//! Owns the compiled form only; `control::translate::policy` builds it from
+//! Owns the compiled form only; `model::translate::policy` builds it from
 //! networking.k8s.io/v1 NetworkPolicies. Pods are grouped into identities (Cilium's idea:
 //! every pod with the same namespace, namespace labels and pod labels is the same peer to
 //! every selector), so a selector compiles to a set of identities once, and each local

@@ -1,7 +1,7 @@
 //! The kernel baseline kxdp is compared against: kube-proxy's rules and Flannel's VXLAN,
 //! configured into a node's network namespace.
 //!
-//! Paths (c) and (d) of `kxdp bench` switch node A from kxdp to the kernel within one run,
+//! Paths (c) and (d) of `kxdp-bench` switch node A from kxdp to the kernel within one run,
 //! so everything here can be applied and removed again, leaving the namespace as it was.
 //!
 //! * kube-proxy, iptables mode: the chains a current kube-proxy writes for ClusterIP

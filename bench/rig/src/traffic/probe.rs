@@ -1,5 +1,5 @@
 //! Which generator this kernel allows, asked once per process, and the choice every user of
-//! a generator goes through ([`choose`]): the tests, `kxdp pktgen`, `kxdp bench` and its
+//! a generator goes through ([`choose`]): the tests, `kxdp-bench pktgen`, `kxdp-bench` and its
 //! background load.
 //!
 //! Live frames (BPF_PROG_TEST_RUN with `BPF_F_TEST_XDP_LIVE_FRAMES`) are the fastest

@@ -46,7 +46,7 @@ pub enum CommandError {
 }
 
 /// The line printed on stdout once the double serves DIR.
-pub const READY_PREFIX: &str = "kxdp apiserver-double ready";
+pub const READY_PREFIX: &str = "kxdp-lab apiserver-double ready";
 /// How often DIR is looked at (and a signal noticed).
 const POLL: Duration = Duration::from_millis(100);
 
@@ -70,7 +70,7 @@ pub fn main(args: ApiServerDoubleArgs) -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kxdp apiserver-double: error: {e}");
+            eprintln!("kxdp-lab apiserver-double: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -123,19 +123,19 @@ fn run(args: &ApiServerDoubleArgs) -> Result<(), CommandError> {
             Some(Ok(report)) => note_change(sync.dir(), report, double.resource_version()),
             // Keep serving the last good state; the next change of DIR is read again.
             Some(Err(e)) => eprintln!(
-                "kxdp apiserver-double: {} not applied, still serving the previous state: {e}",
+                "kxdp-lab apiserver-double: {} not applied, still serving the previous state: {e}",
                 sync.dir().display()
             ),
         }
     }
-    eprintln!("kxdp apiserver-double: stopping on a signal");
+    eprintln!("kxdp-lab apiserver-double: stopping on a signal");
     drop(double);
     Ok(())
 }
 
 fn note_change(dir: &Path, r: SyncReport, rv: u64) {
     eprintln!(
-        "kxdp apiserver-double: {} changed: {} applied, {} deleted, {} unchanged \
+        "kxdp-lab apiserver-double: {} changed: {} applied, {} deleted, {} unchanged \
          (resourceVersion {rv})",
         dir.display(),
         r.applied,

@@ -1,4 +1,4 @@
-//! Serving a manifest directory (ARCHITECTURE.md §4) from the double: every object the
+//! Serving a manifest directory (docs/replay.md) from the double: every object the
 //! state loader reads is applied; when the directory's files change, it is read again and
 //! only the difference goes to the double (changed objects applied, vanished ones deleted),
 //! so watchers see the same ADDED / MODIFIED / DELETED events a real API server would send

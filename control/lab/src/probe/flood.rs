@@ -1,4 +1,4 @@
-//! `kxdp probe flood` and `kxdp probe sink`: a short unpaced UDP stream and its counter.
+//! `kxdp-lab probe flood` and `kxdp-lab probe sink`: a short unpaced UDP stream and its counter.
 //! What the sink counts between its first and its last datagram, over that time, is the
 //! rate the path between them delivered.
 

@@ -1,4 +1,4 @@
-//! `kxdp probe`: the small traffic tool the lab runs inside its namespaces (hidden from
+//! `kxdp-lab probe`: the small traffic tool the lab runs inside its namespaces (hidden from
 //! `--help`; std::net only, so it runs anywhere `kxdp` does).
 //!
 //! - `serve` answers every TCP connection and UDP datagram with its name and the request,
@@ -25,7 +25,7 @@ pub use request::{Proto, RequestOptions, run as request_run};
 pub use serve::{READY_PREFIX, ServeOptions};
 pub use stats::{Failures, ProbeReport, RttSummary};
 
-/// `kxdp probe ...`
+/// `kxdp-lab probe ...`
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     #[command(subcommand)]
@@ -98,7 +98,7 @@ impl ClientArgs {
     }
 }
 
-/// Runs `kxdp probe`; the exit code says whether the tool could do its job (a request that
+/// Runs `kxdp-lab probe`; the exit code says whether the tool could do its job (a request that
 /// timed out is a result, reported in the JSON, not an error).
 pub fn main(args: ProbeArgs) -> ExitCode {
     let result = match args.action {
@@ -125,7 +125,7 @@ pub fn main(args: ProbeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kxdp probe: error: {e}");
+            eprintln!("kxdp-lab probe: error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! `kxdp probe tcp|udp`: N requests, each on a fresh socket, so each is a new flow (a new
+//! `kxdp-lab probe tcp|udp`: N requests, each on a fresh socket, so each is a new flow (a new
 //! source port: a new Maglev pick behind a Service); or, UDP with `one_flow`, all of them
 //! over one socket (one flow, its state set up once: the steady-state round trip).
 

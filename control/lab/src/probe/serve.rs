@@ -1,4 +1,4 @@
-//! `kxdp probe serve`: answers each request with "<name> <request>".
+//! `kxdp-lab probe serve`: answers each request with "<name> <request>".
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 /// The line `serve` (and `sink`) print once every socket is bound: the lab waits for it.
-pub const READY_PREFIX: &str = "kxdp probe ready";
+pub const READY_PREFIX: &str = "kxdp-lab probe ready";
 
 /// Longest request line a TCP client may send.
 const MAX_REQUEST: usize = 512;
@@ -83,7 +83,7 @@ fn serve_tcp(listener: &TcpListener, name: &str) -> io::Result<()> {
 }
 
 /// Answers every line of the connection until the client closes it (or goes quiet for
-/// `CLIENT_TIMEOUT`): one request per connection (`kxdp probe tcp`) and long-lived
+/// `CLIENT_TIMEOUT`): one request per connection (`kxdp-lab probe tcp`) and long-lived
 /// connections carrying many (a test watching one connection across table changes) alike.
 fn answer_tcp(stream: TcpStream, name: &str) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;

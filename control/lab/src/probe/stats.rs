@@ -1,4 +1,4 @@
-//! What a probe client prints: one JSON object per run, read back by `kxdp lab check`.
+//! What a probe client prints: one JSON object per run, read back by `kxdp-lab check`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,7 +59,7 @@ fn nearest_rank(sorted: &[u64], pct: usize) -> u64 {
     sorted[rank.min(n) - 1]
 }
 
-/// The result of `kxdp probe tcp|udp`.
+/// The result of `kxdp-lab probe tcp|udp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub proto: String,
@@ -67,7 +67,7 @@ pub struct ProbeReport {
     pub count: u32,
     pub answered: u32,
     pub failures: Failures,
-    /// Answers per server name (the `--name` of `kxdp probe serve`).
+    /// Answers per server name (the `--name` of `kxdp-lab probe serve`).
     pub answered_by: BTreeMap<String, u32>,
     pub rtt_us: Option<RttSummary>,
     /// The first failure's message, to say what went wrong.

@@ -1,4 +1,4 @@
-//! `kxdp lab`: its manifests decide as its checks expect (offline, through the pure
+//! `kxdp-lab`: its manifests decide as its checks expect (offline, through the pure
 //! pipeline), its topology and probe tool carry real traffic (root), and the whole lab
 //! passes every check and cleans up after itself (root; needs `kxdp agent` and kxdp-cni).
 //!
@@ -444,7 +444,7 @@ fn lab_topology_and_probe_tool_carry_traffic() {
     );
 }
 
-/// Runs `kxdp lab down` for the test's lab even when the test panics.
+/// Runs `kxdp-lab down` for the test's lab even when the test panics.
 struct LabGuard {
     dir: PathBuf,
     prefix: String,
@@ -476,7 +476,7 @@ impl Drop for LabGuard {
 
 fn show(what: &str, out: &Output) {
     eprintln!(
-        "== kxdp lab {what}: {}\n{}{}",
+        "== kxdp-lab {what}: {}\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

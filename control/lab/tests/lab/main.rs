@@ -1,4 +1,4 @@
-//! `kxdp lab` (`kxdp_lab`: its manifests, topology and probe tool, the whole lab up, checked
+//! `kxdp-lab` (`kxdp_lab`: its manifests, topology and probe tool, the whole lab up, checked
 //! and down) and what its checks once caught (`tuple_clash`), in one binary.
 
 mod kxdp_lab;

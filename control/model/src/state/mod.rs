@@ -1,4 +1,4 @@
-//! The state directory (ARCHITECTURE.md §4): loading `kxdp.yaml` and the Kubernetes
+//! The state directory (docs/replay.md): loading `kxdp.yaml` and the Kubernetes
 //! manifests beside it into a [`ClusterState`], shared by `kxdp replay` and `kxdp agent --state`.
 //!
 //! This module owns the directory contract (which files are read, in which order, how

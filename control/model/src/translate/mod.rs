@@ -36,7 +36,7 @@ use crate::k8s::{
 use crate::state::ClusterState;
 use service_set::ServiceSet;
 
-/// Port names fixed by the contract (ARCHITECTURE.md §4).
+/// Port names fixed by the contract (docs/replay.md).
 pub const UPLINK_PORT: &str = "uplink";
 pub const HOST_PORT: &str = "host";
 

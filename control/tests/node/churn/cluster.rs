@@ -21,7 +21,7 @@ pub const SERVICE: &str = "s";
 pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const TCP_PORT: u16 = 80;
 pub const UDP_PORT: u16 = 53;
-/// What the backends listen on (`kxdp probe serve`).
+/// What the backends listen on (`kxdp-lab probe serve`).
 pub const TARGET_TCP: u16 = 8080;
 pub const TARGET_UDP: u16 = 8081;
 /// S's endpoint for an address no pod has: listed not ready, so never chosen.

@@ -202,7 +202,7 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting kxdp probe serve");
+            .expect("starting kxdp-lab probe serve");
         let stdout = server.stdout.take().expect("server stdout");
         self.servers.push(server);
         let ready = first_line(stdout, Duration::from_secs(10));

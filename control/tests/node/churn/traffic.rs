@@ -1,5 +1,5 @@
 //! The traffic the churn test keeps flowing through a Service: paced, sequence-numbered UDP
-//! datagrams on a few fixed flows (each echoed by `kxdp probe serve`, so a loss in either
+//! datagrams on a few fixed flows (each echoed by `kxdp-lab probe serve`, so a loss in either
 //! direction shows), and TCP requests each on a new connection, paced too. Every number
 //! the assertions need is counted here: sent, echoed, duplicated, answered by whom, failed
 //! and why.
@@ -354,7 +354,7 @@ fn requests(to: SocketAddr, per_sec: u32, stop: &AtomicBool) -> TcpReport {
     report
 }
 
-/// One TCP connection carrying request lines (kxdp probe serve answers each with its name
+/// One TCP connection carrying request lines (kxdp-lab probe serve answers each with its name
 /// and the line).
 #[derive(Debug)]
 pub struct TcpConn {
