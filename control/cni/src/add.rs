@@ -276,7 +276,7 @@ impl Steps<'_> {
                         .node
                         .pod_cidrs
                         .iter()
-                        .any(|c| c.contains(ip.address.ip.into()))
+                        .any(|c| c.contains(&ip.address.ip))
                 {
                     return Err(invalid(format!(
                         "IPAM address {} is outside the node's PodCIDRs",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_api::{self, AgentStatus, ApiError, Request};
+use ipnet::IpNet;
 
 use super::spec::{CniError, MAX_MTU, MAX_QUEUES, MIN_MTU, NetConf, code};
 
@@ -27,7 +28,7 @@ pub struct NodeFacts {
     pub workers: u32,
     pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
-    pub pod_cidrs: Vec<datapath::addr::Cidr>,
+    pub pod_cidrs: Vec<IpNet>,
 }
 
 impl Agent {
@@ -154,9 +155,11 @@ enum FactsError {
         text: String,
         source: std::net::AddrParseError,
     },
-    /// `message` is the datapath's CIDR parser's, which has no error type of its own.
-    #[error("pod_cidrs: {message}")]
-    PodCidr { message: String },
+    #[error("pod_cidrs: {text:?}: {source}")]
+    PodCidr {
+        text: String,
+        source: ipnet::AddrParseError,
+    },
 }
 
 fn facts(status: &AgentStatus) -> Result<NodeFacts, FactsError> {
@@ -176,9 +179,17 @@ fn facts(status: &AgentStatus) -> Result<NodeFacts, FactsError> {
     let pod_cidrs = status
         .pod_cidrs
         .iter()
-        .map(|c| c.parse::<datapath::addr::Cidr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| FactsError::PodCidr { message })?;
+        .map(|text| {
+            // The agent sends networks with their host bits clear; trunc() keeps a CIDR
+            // written otherwise from reaching host-local as a range it would refuse.
+            text.parse::<IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|source| FactsError::PodCidr {
+                    text: text.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(NodeFacts {
         node: status.node.clone(),
         workers: status.workers,

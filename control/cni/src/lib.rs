@@ -251,7 +251,7 @@ impl Invocation {
     /// The node's PodCIDRs for `usePodCidr`. None (a Node the control plane has not given
     /// a PodCIDR yet) is "try again later" (11): the runtime retries the ADD, and the
     /// PodCIDR is usually assigned moments after the Node registers.
-    fn pod_cidrs_of(&self, node: &NodeFacts) -> Result<Vec<datapath::addr::Cidr>, CniError> {
+    fn pod_cidrs_of(&self, node: &NodeFacts) -> Result<Vec<ipnet::IpNet>, CniError> {
         if node.pod_cidrs.is_empty() {
             return Err(CniError::new(
                 code::TRY_AGAIN_LATER,
@@ -272,7 +272,7 @@ impl Invocation {
     /// agent crash-looping): host-local's DEL needs a parsable range but releases by
     /// (container id, ifname) across its whole data directory, so when the agent cannot
     /// say the PodCIDRs a stand-in range releases the same leases.
-    fn pod_cidrs_for_release(&self) -> Vec<datapath::addr::Cidr> {
+    fn pod_cidrs_for_release(&self) -> Vec<ipnet::IpNet> {
         let agent = self.agent();
         let why = match agent.status() {
             Ok(node) if !node.pod_cidrs.is_empty() => return node.pod_cidrs,

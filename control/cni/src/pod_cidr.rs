@@ -9,7 +9,7 @@
 //! one range set per family, IPv4 first, host-local's default gateway (the first address,
 //! which is the node's pod gateway). Everything else in `ipam` is passed on untouched.
 
-use datapath::addr::Cidr;
+use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use super::spec::{CniError, code};
@@ -107,7 +107,7 @@ fn is_use_pod_cidr(v: Option<&Value>) -> bool {
 
 /// `config` (the network configuration as received) with the `usePodCidr` at `site`
 /// replaced by range sets over `cidrs`, which must not be empty.
-pub fn fill(config: &[u8], site: Site, cidrs: &[Cidr]) -> Result<Vec<u8>, CniError> {
+pub fn fill(config: &[u8], site: Site, cidrs: &[IpNet]) -> Result<Vec<u8>, CniError> {
     let decode = |e: serde_json::Error| {
         CniError::new(
             code::DECODE,
@@ -144,11 +144,11 @@ pub fn fill(config: &[u8], site: Site, cidrs: &[Cidr]) -> Result<Vec<u8>, CniErr
 }
 
 /// One range set per family, IPv4 first, each CIDR a range of its family's set.
-pub fn range_sets(cidrs: &[Cidr]) -> Vec<Value> {
+pub fn range_sets(cidrs: &[IpNet]) -> Vec<Value> {
     let family = |v4: bool| -> Vec<Value> {
         cidrs
             .iter()
-            .filter(|c| c.addr.is_v4() == v4)
+            .filter(|c| matches!(c, IpNet::V4(_)) == v4)
             .map(|c| {
                 let mut range = Map::new();
                 range.insert("subnet".to_string(), Value::String(c.to_string()));
@@ -176,7 +176,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cidrs(texts: &[&str]) -> Vec<Cidr> {
+    fn cidrs(texts: &[&str]) -> Vec<IpNet> {
         texts.iter().map(|t| t.parse().unwrap()).collect()
     }
 
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_release_stand_in_is_a_cidr() {
-        let c: Cidr = RELEASE_STAND_IN.parse().unwrap();
+        let c: IpNet = RELEASE_STAND_IN.parse().unwrap();
         assert_eq!(
             range_sets(&[c]),
             vec![json!([{"subnet": RELEASE_STAND_IN}])]

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::api;
+use super::agent_client;
 use super::error::LabError;
 use super::layout::{NAMESPACE, NodePlan, UPLINK};
 use super::manifests::PlacedPod;
@@ -93,12 +93,12 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
 
 /// The agent's status.
 pub fn status(lab: &Lab, node: NodePlan) -> Result<AgentStatus, LabError> {
-    api::status(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
+    agent_client::status(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
 }
 
 /// The agent's workers' counters.
 pub fn stats(lab: &Lab, node: NodePlan) -> Result<AgentStats, LabError> {
-    api::stats(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
+    agent_client::stats(&node.name(), &lab.agent_socket(node), API_TIMEOUT)
 }
 
 /// Waits until every agent's tables know its local pods (`table_ports`): the agent has

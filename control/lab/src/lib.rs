@@ -15,8 +15,8 @@
 //! recorded by PID and start time in `DIR/procs`, so `down` from another process stops
 //! exactly what `up` started.
 
+mod agent_client;
 pub mod agents;
-mod api;
 mod apiserver;
 pub mod apiserver_double;
 mod checks;

@@ -8,7 +8,7 @@
 //! pinned) only ever read the published tables and their own sockets.
 
 mod adopt;
-mod api;
+mod api_server;
 mod datapath_ports;
 mod error;
 mod http;
@@ -164,14 +164,14 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
 
     let mut ports = DatapathPorts::start(opts, shared)?;
-    let started = (|| -> Result<api::ApiSocket, AgentError> {
+    let started = (|| -> Result<api_server::ApiSocket, AgentError> {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan)?;
         netdev::install_masquerade(&masquerade_cidrs(&first.config))?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
-        api::start(&opts.api_socket, events_tx.clone())
+        api_server::start(&opts.api_socket, events_tx.clone())
     })();
     let api_socket = match started {
         Ok(socket) => socket,

@@ -1,5 +1,5 @@
-//! The agents' local API (`agent_api`), as the lab uses it: status to know when an
-//! agent's tables hold its pods, stats for the flood checks and for diagnostics.
+//! The lab as a client of its agents' local API (the `agent-api` crate): status to know
+//! when an agent's tables hold its pods, stats for the flood checks and for diagnostics.
 
 use std::path::Path;
 use std::time::Duration;
