@@ -11,8 +11,8 @@
 //! client's bad request is answered with a Status (400, 404, 411, 413, ...), as the real
 //! server answers it.
 //!
-//! Used in-process by the integration tests (`control/tests/kube_source.rs`, `agent.rs`,
-//! `churn.rs`) and by the hidden `kxdp-lab apiserver-double` command (`command.rs`), which
+//! Used in-process by the integration tests (`control/tests/offline/kube_source.rs`,
+//! `control/tests/node/agent.rs`, `control/tests/node/churn/`) and by the hidden `kxdp-lab apiserver-double` command (`command.rs`), which
 //! serves a manifest directory (`manifests.rs`) and follows its changes.
 //!
 //! What it speaks (as kube-rs 5's watcher uses it, read from kube-core's `params.rs` and
