@@ -11,7 +11,7 @@ use replay::{InputSpec, ReplayOptions, StateUpdate};
 
 /// kxdp: a userspace AF_XDP datapath replacing kube-proxy and the CNI plugin.
 #[derive(Debug, Parser)]
-#[command(name = "kxdp", version, about)]
+#[command(name = "kxdp", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 /// kxdp-lab: a two-node kxdp cluster in network namespaces on this machine, checked with
 /// real traffic.
 #[derive(Debug, Parser)]
-#[command(name = "kxdp-lab", version, about)]
+#[command(name = "kxdp-lab", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
