@@ -14,12 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// kernel as kube-proxy (iptables, nftables) + Flannel configure it; prints Mpps with the
 /// ratios and round-trip latencies, writes JSON and an SVG chart.
 #[derive(Debug, Parser)]
-#[command(
-    name = "kxdp-bench",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "kxdp-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
