@@ -154,9 +154,8 @@ enum FactsError {
         text: String,
         source: std::net::AddrParseError,
     },
-    /// `message` is the datapath's CIDR parser's, which has no error type of its own.
-    #[error("pod_cidrs: {message}")]
-    PodCidr { message: String },
+    #[error("pod_cidrs: {0}")]
+    PodCidr(#[source] datapath::addr::CidrParseError),
 }
 
 fn facts(status: &AgentStatus) -> Result<NodeFacts, FactsError> {
@@ -178,7 +177,7 @@ fn facts(status: &AgentStatus) -> Result<NodeFacts, FactsError> {
         .iter()
         .map(|c| c.parse::<datapath::addr::Cidr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| FactsError::PodCidr { message })?;
+        .map_err(FactsError::PodCidr)?;
     Ok(NodeFacts {
         node: status.node.clone(),
         workers: status.workers,
