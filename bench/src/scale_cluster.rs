@@ -97,17 +97,29 @@ pub struct ScaleCluster {
     pub service_ports: usize,
 }
 
-/// Why a spec cannot be generated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError(pub String);
-
-impl std::fmt::Display for SpecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a spec cannot be generated; the message starts with the [`ScaleSpec`] field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("nodes: {0} is not in 1..=32768")]
+    Nodes(usize),
+    #[error("namespaces: at least one is needed")]
+    NoNamespaces,
+    #[error(
+        "pods: {pods} cannot fill {namespaces} namespaces (Services and policies pick pods of theirs)"
+    )]
+    TooFewPods { pods: usize, namespaces: usize },
+    #[error(
+        "pods: {pods} over {nodes} nodes is more than {MAX_PODS_PER_NODE} per node (a /24 podCIDR)"
+    )]
+    TooDense { pods: usize, nodes: usize },
+    #[error("services: {0} do not fit the serviceCIDR")]
+    TooManyServices(usize),
+    #[error("endpoints: at least one per Service")]
+    NoEndpoints,
+    /// [`CLUSTER_CIDR`] itself does not parse (the message quotes it).
+    #[error("cluster CIDR: {0}")]
+    ClusterCidr(#[source] datapath::addr::CidrParseError),
 }
-
-impl std::error::Error for SpecError {}
 
 /// xorshift64*: small, fast, good enough to pick labels and shapes; seeded, so reproducible.
 #[derive(Debug, Clone)]
@@ -339,11 +351,7 @@ pub fn generate(spec: &ScaleSpec) -> Result<ScaleCluster, SpecError> {
     }
 
     let config = AgentConfig {
-        cluster_cidrs: vec![
-            CLUSTER_CIDR
-                .parse()
-                .map_err(|e| SpecError(format!("{CLUSTER_CIDR}: {e:?}")))?,
-        ],
+        cluster_cidrs: vec![CLUSTER_CIDR.parse().map_err(SpecError::ClusterCidr)?],
         ..AgentConfig::default()
     };
     Ok(ScaleCluster {
@@ -355,34 +363,30 @@ pub fn generate(spec: &ScaleSpec) -> Result<ScaleCluster, SpecError> {
 }
 
 fn check(spec: &ScaleSpec) -> Result<(), SpecError> {
-    let fail = |m: String| Err(SpecError(m));
     if spec.nodes == 0 || spec.nodes > 32768 {
-        return fail(format!("nodes: {} is not in 1..=32768", spec.nodes));
+        return Err(SpecError::Nodes(spec.nodes));
     }
     if spec.namespaces == 0 {
-        return fail("namespaces: at least one is needed".into());
+        return Err(SpecError::NoNamespaces);
     }
     if spec.pods < spec.namespaces {
-        return fail(format!(
-            "pods: {} cannot fill {} namespaces (Services and policies pick pods of theirs)",
-            spec.pods, spec.namespaces
-        ));
+        return Err(SpecError::TooFewPods {
+            pods: spec.pods,
+            namespaces: spec.namespaces,
+        });
     }
     if spec.pods.div_ceil(spec.nodes) > MAX_PODS_PER_NODE {
-        return fail(format!(
-            "pods: {} over {} nodes is more than {MAX_PODS_PER_NODE} per node (a /24 podCIDR)",
-            spec.pods, spec.nodes
-        ));
+        return Err(SpecError::TooDense {
+            pods: spec.pods,
+            nodes: spec.nodes,
+        });
     }
     // 10.96.0.10 + services must stay inside 10.96.0.0/12.
     if spec.services > (1 << 20) - 11 {
-        return fail(format!(
-            "services: {} do not fit the serviceCIDR",
-            spec.services
-        ));
+        return Err(SpecError::TooManyServices(spec.services));
     }
     if spec.endpoints == 0 {
-        return fail("endpoints: at least one per Service".into());
+        return Err(SpecError::NoEndpoints);
     }
     Ok(())
 }
@@ -988,7 +992,9 @@ mod tests {
             namespaces: 1,
             ..small()
         };
-        assert!(generate(&too_dense).unwrap_err().0.contains("per node"));
+        let err = generate(&too_dense).unwrap_err();
+        assert!(matches!(err, SpecError::TooDense { .. }), "{err}");
+        assert!(err.to_string().contains("per node"), "{err}");
         assert!(
             generate(&ScaleSpec {
                 nodes: 0,

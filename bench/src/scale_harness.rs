@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use datapath::IpKey;
-use datapath::lb::maglev::{self, MaglevTable};
+use datapath::lb::maglev::{self, MaglevError, MaglevTable};
 use datapath::policy::{DirectionPolicy, PortSet};
 use datapath::tables::{Backend, BackendSet, ServiceKey, ServicePort, Tables, proto};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,7 +25,7 @@ use model::config::AgentConfig;
 use model::state::ClusterState;
 use model::state::changes::{Change, Object};
 use model::translate::incremental::Translator;
-use model::translate::translate;
+use model::translate::{TranslateError, translate};
 
 use crate::scale_cluster::{
     EndpointChange, ScaleCluster, XorShift, change_slice, namespace_endpoints,
@@ -40,19 +40,60 @@ pub struct SliceChange<'a> {
     pub after: &'a EndpointSlice,
 }
 
+/// What went wrong measuring a [`ChangePath`] or checking what it published.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// `path` is the [`ChangePath::name`].
+    #[error("{path}: {source}")]
+    Path {
+        path: String,
+        source: TranslateError,
+    },
+    /// `service` is the slice's `kubernetes.io/service-name` label.
+    #[error("slice {index}: its Service {service:?} is missing")]
+    MissingService {
+        index: usize,
+        service: Option<String>,
+    },
+    #[error("Service {0:?}: no clusterIP")]
+    NoClusterIp(Option<String>),
+    #[error("generation {generation}: {vip}:80 is not programmed")]
+    NotProgrammed { generation: u64, vip: IpKey },
+    /// The published tables do not match the slices: the path lost (or never made) the
+    /// change. `port` is the Service port's name.
+    #[error(
+        "generation {generation} (published {published}): {port}: {backends} backends, \
+         {ready} ready; the slices say {listed}, {listed_ready}"
+    )]
+    Stale {
+        generation: u64,
+        published: u64,
+        port: String,
+        backends: usize,
+        ready: usize,
+        listed: usize,
+        listed_ready: usize,
+    },
+    /// `port` is the Service port's name (empty in the timed pass, which does not keep it).
+    #[error("{port}: Maglev rebuild: {source}")]
+    MaglevBuild { port: String, source: MaglevError },
+    #[error("{0}: the rebuilt Maglev table differs from translate's")]
+    MaglevDiffers(String),
+}
+
 /// A way of turning cluster changes into the next generation of tables.
 pub trait ChangePath {
     /// For the report: `full translate`, `incremental`, ...
     fn name(&self) -> &str;
     /// The first generation, from the whole cluster.
-    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, String>;
+    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, TranslateError>;
     /// The next generation after `change`; `cluster` already holds it.
     fn apply(
         &mut self,
         cluster: &ClusterState,
         change: &SliceChange<'_>,
         generation: u64,
-    ) -> Result<Tables, String>;
+    ) -> Result<Tables, TranslateError>;
 }
 
 /// Today's path: every change translates the whole cluster again.
@@ -67,10 +108,8 @@ impl ChangePath for FullTranslate {
         "full translate"
     }
 
-    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, String> {
-        translate(cluster, &self.config, &self.node, generation)
-            .map(|t| t.tables)
-            .map_err(|e| e.to_string())
+    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, TranslateError> {
+        translate(cluster, &self.config, &self.node, generation).map(|t| t.tables)
     }
 
     fn apply(
@@ -78,7 +117,7 @@ impl ChangePath for FullTranslate {
         cluster: &ClusterState,
         _change: &SliceChange<'_>,
         generation: u64,
-    ) -> Result<Tables, String> {
+    ) -> Result<Tables, TranslateError> {
         self.reset(cluster, generation)
     }
 }
@@ -99,11 +138,8 @@ impl ChangePath for Incremental {
         "incremental"
     }
 
-    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, String> {
-        self.0
-            .reset(cluster.clone(), generation)
-            .map(|t| t.tables)
-            .map_err(|e| e.to_string())
+    fn reset(&mut self, cluster: &ClusterState, generation: u64) -> Result<Tables, TranslateError> {
+        self.0.reset(cluster.clone(), generation).map(|t| t.tables)
     }
 
     fn apply(
@@ -111,12 +147,9 @@ impl ChangePath for Incremental {
         _cluster: &ClusterState,
         change: &SliceChange<'_>,
         generation: u64,
-    ) -> Result<Tables, String> {
+    ) -> Result<Tables, TranslateError> {
         let changes = vec![Change::Applied(Object::EndpointSlice(change.after.clone()))];
-        self.0
-            .apply(changes, generation)
-            .map(|(t, _work)| t.tables)
-            .map_err(|e| e.to_string())
+        self.0.apply(changes, generation).map(|(t, _work)| t.tables)
     }
 }
 
@@ -145,10 +178,16 @@ pub fn measure_changes(
     published: &ArcSwap<Tables>,
     changes: usize,
     seed: u64,
-) -> Result<Vec<ChangeSample>, String> {
+) -> Result<Vec<ChangeSample>, HarnessError> {
+    let name = path.name().to_string();
+    let failed = |source| HarnessError::Path {
+        path: name.clone(),
+        source,
+    };
     let mut generation = published.load().generation;
     generation += 1;
-    published.store(Arc::new(path.reset(&scale.cluster, generation)?));
+    let first = path.reset(&scale.cluster, generation).map_err(failed)?;
+    published.store(Arc::new(first));
 
     let mut rng = XorShift::new(seed);
     let mut pools: HashMap<String, Vec<k8s_openapi::api::discovery::v1::Endpoint>> = HashMap::new();
@@ -171,7 +210,9 @@ pub fn measure_changes(
             before: &before,
             after: &scale.cluster.endpoint_slices[index],
         };
-        let tables = path.apply(&scale.cluster, &change_ref, generation)?;
+        let tables = path
+            .apply(&scale.cluster, &change_ref, generation)
+            .map_err(failed)?;
         let built = Instant::now();
         published.store(Arc::new(tables));
         let done = Instant::now();
@@ -198,7 +239,7 @@ fn check_published(
     scale: &ScaleCluster,
     index: usize,
     generation: u64,
-) -> Result<(), String> {
+) -> Result<(), HarnessError> {
     let slice = &scale.cluster.endpoint_slices[index];
     let service_label = |s: &EndpointSlice| {
         s.metadata
@@ -228,14 +269,17 @@ fn check_published(
         .services
         .iter()
         .find(|s| s.metadata.namespace == namespace && s.metadata.name == service)
-        .ok_or_else(|| format!("slice {index}: its Service {service:?} is missing"))?;
+        .ok_or_else(|| HarnessError::MissingService {
+            index,
+            service: service.clone(),
+        })?;
     let vip: IpKey = svc
         .spec
         .as_ref()
         .and_then(|s| s.cluster_ip.as_deref())
         .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
         .map(IpKey::from)
-        .ok_or_else(|| format!("Service {service:?}: no clusterIP"))?;
+        .ok_or_else(|| HarnessError::NoClusterIp(service.clone()))?;
     let key = ServiceKey {
         vip,
         port: 80,
@@ -243,19 +287,20 @@ fn check_published(
     };
     let (_, port) = tables
         .frontend(&key)
-        .ok_or_else(|| format!("generation {generation}: {vip}:80 is not programmed"))?;
+        .ok_or(HarnessError::NotProgrammed { generation, vip })?;
     if tables.generation != generation
         || port.backends.len() != listed
         || port.cluster.members.len() != ready
     {
-        return Err(format!(
-            "generation {generation} (published {}): {}: {} backends, {} ready; the slices say \
-             {listed}, {ready}",
-            tables.generation,
-            port.name,
-            port.backends.len(),
-            port.cluster.members.len()
-        ));
+        return Err(HarnessError::Stale {
+            generation,
+            published: tables.generation,
+            port: port.name.clone(),
+            backends: port.backends.len(),
+            ready: port.cluster.members.len(),
+            listed,
+            listed_ready: ready,
+        });
     }
     Ok(())
 }
@@ -428,7 +473,7 @@ pub fn tables_size(tables: &Tables) -> TablesSize {
 /// took (the keys are prepared outside the timing). Then rebuilds every `verify_every`th
 /// port's tables again, untimed, and errors if one differs from the published table (then
 /// this would not be the work `translate` did).
-pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, String> {
+pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, HarnessError> {
     let keys_of = |port: &ServicePort, set: &BackendSet| -> Vec<[u8; 18]> {
         set.members
             .iter()
@@ -440,8 +485,12 @@ pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, S
     };
     let build = |keys: &[[u8; 18]], size: u32, name: &str| {
         let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-        MaglevTable::build(&refs, None, size, maglev::DEFAULT_SEED)
-            .map_err(|e| format!("{name}: Maglev rebuild: {e:?}"))
+        MaglevTable::build(&refs, None, size, maglev::DEFAULT_SEED).map_err(|source| {
+            HarnessError::MaglevBuild {
+                port: name.to_string(),
+                source,
+            }
+        })
     };
     // Empty sets share one slotless table that translate does not build.
     let mut inputs = Vec::new();
@@ -466,10 +515,7 @@ pub fn rebuild_maglev(tables: &Tables, verify_every: usize) -> Result<Elapsed, S
             }
             let again = build(&keys_of(port, set), set.maglev.size(), &port.name)?;
             if again.slots() != set.maglev.slots() {
-                return Err(format!(
-                    "{}: the rebuilt Maglev table differs from translate's",
-                    port.name
-                ));
+                return Err(HarnessError::MaglevDiffers(port.name.clone()));
             }
         }
     }
@@ -581,7 +627,11 @@ mod tests {
             fn name(&self) -> &str {
                 "stale"
             }
-            fn reset(&mut self, _: &ClusterState, generation: u64) -> Result<Tables, String> {
+            fn reset(
+                &mut self,
+                _: &ClusterState,
+                generation: u64,
+            ) -> Result<Tables, TranslateError> {
                 let mut t = self.0.clone();
                 t.generation = generation;
                 Ok(t)
@@ -591,7 +641,7 @@ mod tests {
                 c: &ClusterState,
                 _: &SliceChange<'_>,
                 generation: u64,
-            ) -> Result<Tables, String> {
+            ) -> Result<Tables, TranslateError> {
                 self.reset(c, generation)
             }
         }
@@ -602,7 +652,8 @@ mod tests {
         let published = ArcSwap::from_pointee(tables.clone());
         let err = measure_changes(&mut Stale(tables), &mut scale, &published, 3, 11)
             .expect_err("stale tables are noticed");
-        assert!(err.contains("the slices say"), "{err}");
+        assert!(matches!(err, HarnessError::Stale { .. }), "{err}");
+        assert!(err.to_string().contains("the slices say"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn run_replay(opts: replay::ReplayOptions) -> ExitCode {
 }
 
 fn run_stats(args: &control::cli::StatsArgs) -> ExitCode {
-    use agent_api::{Request, call};
+    use agent_api::{Request, Response, call};
     let answer = match call(
         &args.api_socket,
         &Request::Stats,
@@ -68,15 +68,12 @@ fn run_stats(args: &control::cli::StatsArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(e) => return fail(&format!("{}: {e}", args.api_socket.display())),
     };
-    let stats = match (answer.ok, answer.stats) {
-        (true, Some(stats)) => stats,
-        _ => {
-            return fail(
-                &answer
-                    .error
-                    .unwrap_or_else(|| "the agent sent no stats".into()),
-            );
-        }
+    let stats = match answer.accepted() {
+        Ok(Response {
+            stats: Some(stats), ..
+        }) => stats,
+        Ok(_) => return fail("the agent sent no stats"),
+        Err(refused) => return fail(&refused.to_string()),
     };
     let text = if args.json {
         serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n"

@@ -130,15 +130,60 @@ impl fmt::Display for Cidr {
 }
 
 impl std::str::FromStr for Cidr {
-    type Err = String;
+    type Err = CidrParseError;
 
-    fn from_str(s: &str) -> Result<Cidr, String> {
+    fn from_str(s: &str) -> Result<Cidr, CidrParseError> {
         let (ip, len) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (want address/prefix)"))?;
-        let ip: IpAddr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let len: u8 = len.parse().map_err(|e| format!("{s:?}: prefix: {e}"))?;
-        Cidr::new(ip, len).ok_or_else(|| format!("{s:?}: prefix too long"))
+            .ok_or_else(|| CidrParseError::NoPrefix(s.to_string()))?;
+        let ip: IpAddr = ip.parse().map_err(|source| CidrParseError::Address {
+            text: s.to_string(),
+            source,
+        })?;
+        let len: u8 = len.parse().map_err(|source| CidrParseError::Prefix {
+            text: s.to_string(),
+            source,
+        })?;
+        Cidr::new(ip, len).ok_or_else(|| CidrParseError::PrefixTooLong(s.to_string()))
+    }
+}
+
+/// Why text is not a [`Cidr`]. The message quotes the text. (Display and Error by hand:
+/// this crate keeps its dependencies to what the per-packet code needs.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CidrParseError {
+    NoPrefix(String),
+    Address {
+        text: String,
+        source: std::net::AddrParseError,
+    },
+    Prefix {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    PrefixTooLong(String),
+}
+
+impl fmt::Display for CidrParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrParseError::NoPrefix(text) => {
+                write!(f, "{text:?} is not a CIDR (want address/prefix)")
+            }
+            CidrParseError::Address { text, source } => write!(f, "{text:?}: {source}"),
+            CidrParseError::Prefix { text, source } => write!(f, "{text:?}: prefix: {source}"),
+            CidrParseError::PrefixTooLong(text) => write!(f, "{text:?}: prefix too long"),
+        }
+    }
+}
+
+impl std::error::Error for CidrParseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CidrParseError::Address { source, .. } => Some(source),
+            CidrParseError::Prefix { source, .. } => Some(source),
+            CidrParseError::NoPrefix(_) | CidrParseError::PrefixTooLong(_) => None,
+        }
     }
 }
 
@@ -195,27 +240,37 @@ impl fmt::Display for MacAddr {
 }
 
 impl std::str::FromStr for MacAddr {
-    type Err = String;
+    type Err = MacParseError;
 
-    fn from_str(s: &str) -> Result<MacAddr, String> {
+    fn from_str(s: &str) -> Result<MacAddr, MacParseError> {
+        let bad = || MacParseError(s.to_string());
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
         for byte in out.iter_mut() {
-            let part = parts
-                .next()
-                .ok_or_else(|| format!("{s:?} is not a MAC address"))?;
+            let part = parts.next().ok_or_else(bad)?;
             if part.len() != 2 {
-                return Err(format!("{s:?} is not a MAC address"));
+                return Err(bad());
             }
-            *byte =
-                u8::from_str_radix(part, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
         }
         if parts.next().is_some() {
-            return Err(format!("{s:?} is not a MAC address"));
+            return Err(bad());
         }
         Ok(MacAddr(out))
     }
 }
+
+/// The text (quoted in the message) is not six hex byte pairs separated by `:` or `-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacParseError(pub String);
+
+impl fmt::Display for MacParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a MAC address", self.0)
+    }
+}
+
+impl std::error::Error for MacParseError {}
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ pub mod tables;
 pub mod verdict;
 pub mod wire;
 
-pub use addr::{Cidr, IpKey, MacAddr};
+pub use addr::{Cidr, CidrParseError, IpKey, MacAddr, MacParseError};
 
 /// The hash map type the tables use, re-exported so table builders need not name the crate.
 pub mod foldhash_map {

@@ -3,13 +3,51 @@
 //! regeneration is byte-identical and `tests/scenarios.rs` can insist on it.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::case::{Case, Expect, StateSource};
+use crate::pcapio::{self, PcapError};
 use crate::spec::{
     CASE_FILE, CaseFile, EXPECTED_DIR, InputFile, UpdateFile, VERDICTS_FILE, VerdictLine,
 };
-use crate::{cases, demo, pcapio};
+use crate::{cases, demo};
+
+/// Why the cases could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("two cases are named {0}")]
+    DuplicateName(&'static str),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
+    #[error("case {case}: encoding {what}: {source}")]
+    Json {
+        case: &'static str,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("case {case}: step on an unlisted port {port}")]
+    UnlistedPort { case: &'static str, port: String },
+    #[error("case {case}: {problem}")]
+    Order {
+        case: &'static str,
+        problem: OrderError,
+    },
+}
+
+/// How a case's steps and updates are out of the order replay processes them in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("steps are not in processing order")]
+    Steps,
+    /// `update` counts from 1, as the case's `updates` are numbered in messages.
+    #[error("update {update} at {at_ns} ns does not fall between its steps")]
+    Update { update: usize, at_ns: u64 },
+}
 
 /// A frame and its timestamp, as a pcap holds it.
 type TimedFrame<'a> = (u64, &'a [u8]);
@@ -20,17 +58,17 @@ pub const EXAMPLE_STATE: &str = "../../examples/two-node";
 /// Writes `root/cases/<name>/` for every case (replacing what was there) and the demo
 /// pcaps into `root/examples/two-node/`. `root` is the pcap-fixtures crate directory.
 /// Returns the case names.
-pub fn write_all(root: &Path) -> Result<Vec<String>, String> {
+pub fn write_all(root: &Path) -> Result<Vec<String>, GenerateError> {
     let mut names = Vec::new();
     for case in cases::all() {
         if names.iter().any(|n| n == case.name) {
-            return Err(format!("two cases are named {}", case.name));
+            return Err(GenerateError::DuplicateName(case.name));
         }
         write_case(&root.join("cases").join(case.name), &case)?;
         names.push(case.name.to_string());
     }
     let examples = root.join("examples").join("two-node");
-    fs::create_dir_all(&examples).map_err(|e| format!("{}: {e}", examples.display()))?;
+    fs::create_dir_all(&examples).map_err(io(&examples))?;
     for (file, packets) in demo::files() {
         let refs: Vec<(u64, &[u8])> = packets.iter().map(|(t, d)| (*t, d.as_slice())).collect();
         pcapio::write(&examples.join(file), &refs)?;
@@ -38,13 +76,26 @@ pub fn write_all(root: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
+fn io(path: &Path) -> impl Fn(std::io::Error) -> GenerateError + '_ {
+    move |source| GenerateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes one case directory from scratch.
-pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
-    check_order(case)?;
+pub fn write_case(dir: &Path, case: &Case) -> Result<(), GenerateError> {
+    check_order(case).map_err(|problem| GenerateError::Order {
+        case: case.name,
+        problem,
+    })?;
+    let json = |what| {
+        move |source| GenerateError::Json {
+            case: case.name,
+            what,
+            source,
+        }
+    };
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(io(dir))?;
     }
@@ -86,7 +137,10 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
             .inputs
             .iter()
             .position(|p| p == &step.port)
-            .ok_or("step on an unlisted port")?;
+            .ok_or_else(|| GenerateError::UnlistedPort {
+                case: case.name,
+                port: step.port.clone(),
+            })?;
         let mut line = VerdictLine {
             in_port: step.port.clone(),
             index: index_in_file[input],
@@ -111,7 +165,7 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
             Expect::Pass => line.verdict = "pass",
             Expect::Drop(reason) => line.reason = Some((*reason).to_string()),
         }
-        verdicts.push_str(&serde_json::to_string(&line).map_err(|e| e.to_string())?);
+        verdicts.push_str(&serde_json::to_string(&line).map_err(json(VERDICTS_FILE))?);
         verdicts.push('\n');
     }
     for (port, packets) in &outputs {
@@ -127,15 +181,15 @@ pub fn write_case(dir: &Path, case: &Case) -> Result<(), String> {
         inputs,
         updates,
     };
-    let mut json = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
-    json.push('\n');
+    let mut text = serde_json::to_string_pretty(&spec).map_err(json(CASE_FILE))?;
+    text.push('\n');
     let path = dir.join(CASE_FILE);
-    fs::write(&path, json).map_err(io(&path))
+    fs::write(&path, text).map_err(io(&path))
 }
 
 /// Writes a state directory named `name` into the case directory (or, for the example,
 /// writes nothing) and returns its path relative to the case directory.
-fn write_state(dir: &Path, name: &str, source: &StateSource) -> Result<String, String> {
+fn write_state(dir: &Path, name: &str, source: &StateSource) -> Result<String, GenerateError> {
     match source {
         StateSource::TwoNodeExample => Ok(EXAMPLE_STATE.to_string()),
         StateSource::Own(def) => {
@@ -153,16 +207,13 @@ fn write_state(dir: &Path, name: &str, source: &StateSource) -> Result<String, S
 /// The steps must be listed in the order replay processes them (§4: by timestamp across
 /// files, ties to the file named first, each file in its own order), or the expected
 /// verdicts would be in the wrong order.
-fn check_order(case: &Case) -> Result<(), String> {
+fn check_order(case: &Case) -> Result<(), OrderError> {
     for pair in case.steps.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         let rank = |p: &str| case.inputs.iter().position(|i| i == p);
         let ordered = a.ts_ns < b.ts_ns || (a.ts_ns == b.ts_ns && rank(&a.port) <= rank(&b.port));
         if !ordered {
-            return Err(format!(
-                "case {}: steps are not in processing order",
-                case.name
-            ));
+            return Err(OrderError::Steps);
         }
     }
     // Replay applies an update before the first packet at or after its time: every step
@@ -177,12 +228,10 @@ fn check_order(case: &Case) -> Result<(), String> {
             .get(u.after_steps..)
             .is_some_and(|rest| rest.iter().all(|s| s.ts_ns >= u.at_ns));
         if !before_ok || !after_ok || u.at_ns < last_at {
-            return Err(format!(
-                "case {}: update {} at {} ns does not fall between its steps",
-                case.name,
-                i + 1,
-                u.at_ns
-            ));
+            return Err(OrderError::Update {
+                update: i + 1,
+                at_ns: u.at_ns,
+            });
         }
         last_at = u.at_ns;
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use replay::{InputSpec, ReplayError, ReplayOptions};
 
-use crate::pcapio::{self, Packet};
+use crate::pcapio::{self, Packet, PcapError};
 use crate::spec::{CASE_FILE, CaseFile, EXPECTED_DIR, VERDICTS_FILE};
 
 /// What running a case found. An empty `mismatches` is a pass.
@@ -51,37 +51,72 @@ impl fmt::Display for CaseReport {
     }
 }
 
-/// Why a case could not be run at all (as opposed to running and differing).
-#[derive(Debug)]
+/// Why a case could not be run at all (as opposed to running and differing). `dir` is
+/// the case directory.
+#[derive(Debug, thiserror::Error)]
 pub enum CaseError {
-    /// The case directory is incomplete or unreadable.
-    Case { dir: PathBuf, message: String },
+    #[error("{}: {CASE_FILE}: {source}", dir.display())]
+    ReadCaseFile {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {CASE_FILE}: {source}", dir.display())]
+    ParseCaseFile {
+        dir: PathBuf,
+        source: serde_json::Error,
+    },
+    /// The expected or the produced outputs could not be read.
+    #[error("{}: {source}", dir.display())]
+    Compare { dir: PathBuf, source: CompareError },
     /// `kxdp replay` refused the case (bad state, unknown port, unreadable input).
-    Replay { dir: PathBuf, error: ReplayError },
+    #[error("{}: replay failed: {error}", dir.display())]
+    Replay {
+        dir: PathBuf,
+        #[source]
+        error: ReplayError,
+    },
 }
 
-impl fmt::Display for CaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CaseError::Case { dir, message } => write!(f, "{}: {message}", dir.display()),
-            CaseError::Replay { dir, error } => {
-                write!(f, "{}: replay failed: {error}", dir.display())
-            }
-        }
-    }
+/// A directory could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", dir.display())]
+pub struct DirError {
+    pub dir: PathBuf,
+    pub source: std::io::Error,
 }
 
-impl std::error::Error for CaseError {}
+/// Why two output directories could not be compared (differences are not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Line `line` (from 1) of an expected verdicts file.
+    #[error("{} line {line}: {source}", path.display())]
+    Verdict {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+}
 
 /// Reads a case's `case.json`.
 pub fn read_case_file(dir: &Path) -> Result<CaseFile, CaseError> {
     let path = dir.join(CASE_FILE);
-    let err = |message: String| CaseError::Case {
+    let text = fs::read_to_string(&path).map_err(|source| CaseError::ReadCaseFile {
         dir: dir.to_path_buf(),
-        message,
-    };
-    let text = fs::read_to_string(&path).map_err(|e| err(format!("{CASE_FILE}: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| err(format!("{CASE_FILE}: {e}")))
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| CaseError::ParseCaseFile {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Replays the case in `dir` and compares its outputs with `dir/expected/`.
@@ -127,9 +162,9 @@ pub fn run_case(dir: &Path) -> Result<CaseReport, CaseError> {
                 mismatches: Vec::new(),
             };
             compare_dirs(&dir.join(EXPECTED_DIR), &out, &mut report.mismatches).map_err(
-                |message| CaseError::Case {
+                |source| CaseError::Compare {
                     dir: dir.to_path_buf(),
-                    message,
+                    source,
                 },
             )?;
             Ok(report)
@@ -146,10 +181,10 @@ fn scratch_dir(case: &str) -> PathBuf {
 }
 
 /// The `*.pcap` file names in a directory, sorted.
-fn pcaps_in(dir: &Path) -> Result<Vec<String>, String> {
+fn pcaps_in(dir: &Path) -> Result<Vec<String>, DirError> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in fs::read_dir(dir).map_err(dir_error(dir))? {
+        let entry = entry.map_err(dir_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".pcap") {
             names.push(name);
@@ -159,8 +194,19 @@ fn pcaps_in(dir: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+fn dir_error(dir: &Path) -> impl Fn(std::io::Error) -> DirError + '_ {
+    move |source| DirError {
+        dir: dir.to_path_buf(),
+        source,
+    }
+}
+
 /// Compares every expected pcap and verdicts.jsonl with the run's; adds what differs.
-pub fn compare_dirs(expected: &Path, got: &Path, out: &mut Vec<String>) -> Result<(), String> {
+pub fn compare_dirs(
+    expected: &Path,
+    got: &Path,
+    out: &mut Vec<String>,
+) -> Result<(), CompareError> {
     let want = pcaps_in(expected)?;
     let have = pcaps_in(got)?;
     for name in have.iter().filter(|n| !want.contains(n)) {
@@ -220,8 +266,13 @@ pub fn compare_packets(name: &str, want: &[Packet], got: &[Packet], out: &mut Ve
     }
 }
 
-fn compare_verdicts(want: &Path, got: &Path, out: &mut Vec<String>) -> Result<(), String> {
-    let read = |p: &Path| fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+fn compare_verdicts(want: &Path, got: &Path, out: &mut Vec<String>) -> Result<(), CompareError> {
+    let read = |p: &Path| {
+        fs::read_to_string(p).map_err(|source| CompareError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     let (want_text, got_text) = (read(want)?, read(got)?);
     let want_lines: Vec<&str> = want_text.lines().collect();
     let got_lines: Vec<&str> = got_text.lines().collect();
@@ -233,8 +284,12 @@ fn compare_verdicts(want: &Path, got: &Path, out: &mut Vec<String>) -> Result<()
         ));
     }
     for (i, (w, g)) in want_lines.iter().zip(&got_lines).enumerate() {
-        let wv: serde_json::Value = serde_json::from_str(w)
-            .map_err(|e| format!("{} line {}: {e}", want.display(), i + 1))?;
+        let wv: serde_json::Value =
+            serde_json::from_str(w).map_err(|source| CompareError::Verdict {
+                path: want.to_path_buf(),
+                line: i + 1,
+                source,
+            })?;
         match serde_json::from_str::<serde_json::Value>(g) {
             Ok(gv) if gv == wv => {}
             Ok(_) => out.push(format!(
@@ -263,10 +318,10 @@ pub fn hex(data: &[u8]) -> String {
 }
 
 /// Every case directory under `cases_root`, sorted by name.
-pub fn case_dirs(cases_root: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn case_dirs(cases_root: &Path) -> Result<Vec<PathBuf>, DirError> {
     let mut dirs = Vec::new();
-    for entry in fs::read_dir(cases_root).map_err(|e| format!("{}: {e}", cases_root.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
+    for entry in fs::read_dir(cases_root).map_err(dir_error(cases_root))? {
+        let path = entry.map_err(dir_error(cases_root))?.path();
         if path.join(CASE_FILE).is_file() {
             dirs.push(path);
         }

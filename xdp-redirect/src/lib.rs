@@ -60,10 +60,10 @@ pub use maps::{
     set_port_slot, set_vxlan, set_xsk, xsk_map,
 };
 pub use worker::{
-    Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError, WorkerHandle,
-    WorkerStats, spawn,
+    ConfigError, Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError,
+    WorkerHandle, WorkerStats, spawn,
 };
-pub use xsk::{FrameLedger, UmemConfig};
+pub use xsk::{FrameLedger, UmemConfig, UmemConfigError};
 
 /// Name of the uplink XDP program in the object.
 pub const UPLINK_PROGRAM: &str = "xdp_uplink";

@@ -15,6 +15,7 @@
 //! `pktgen` / `pktsink` front end to them.
 
 pub mod ceiling;
+pub mod error;
 pub mod kernel_path;
 pub mod measure;
 pub mod plan;
@@ -32,6 +33,7 @@ use clap::Args;
 use xdp_redirect::Interface;
 
 use crate::ceiling::CeilingForwarder;
+pub use crate::error::{BenchError, SettingsError};
 use crate::traffic::{GenMode, GenRequest};
 use crate::traffic_cli::{in_netns, parse_duration};
 use kernel_path::ProxyMode;
@@ -118,24 +120,21 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run(args: &BenchArgs) -> Result<(), String> {
+fn run(args: &BenchArgs) -> Result<(), BenchError> {
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "the bench creates namespaces and attaches XDP programs: run it as root".into(),
-        );
+        return Err(BenchError::NotRoot);
     }
-    let lab =
-        Lab::new(&args.dir, &args.prefix, 1, StateSource::Dir, false).map_err(|e| e.to_string())?;
+    let lab = Lab::new(&args.dir, &args.prefix, 1, StateSource::Dir, false)?;
     if args.down {
-        return rig::down(&lab).map_err(|e| e.to_string());
+        return Ok(rig::down(&lab)?);
     }
     let settings = settings(args)?;
     progress(&format!(
         "generator: {} ({})",
         settings.generator.mode, settings.generator.why
     ));
-    lab.cni_binary().map_err(|e| e.to_string())?;
+    lab.cni_binary()?;
     let load_before = load_average();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -144,13 +143,12 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         "building the topology in namespaces {}-* (node A: kxdp agent, node B: Flannel-style kernel node)",
         args.prefix
     ));
-    let mut rig =
-        Rig::up(lab.clone(), settings.generator_cpu, settings.forwarding_cpu).map_err(|e| {
-            format!(
-                "{e} (`kxdp-bench --down --dir {}` removes what was built)",
-                args.dir.display()
-            )
-        })?;
+    let mut rig = Rig::up(lab.clone(), settings.generator_cpu, settings.forwarding_cpu).map_err(
+        |source| BenchError::Up {
+            dir: args.dir.clone(),
+            source,
+        },
+    )?;
     let measured = measure_all(&mut rig, args, &settings);
     if args.keep {
         progress(&format!(
@@ -158,7 +156,7 @@ fn run(args: &BenchArgs) -> Result<(), String> {
             args.dir.display()
         ));
     } else {
-        rig::down(&lab).map_err(|e| format!("removing the topology: {e}"))?;
+        rig::down(&lab).map_err(BenchError::Down)?;
     }
     let paths = measured?;
     let report = BenchReport::new(started_unix, machine(load_before), settings, paths);
@@ -171,14 +169,13 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         .svg
         .clone()
         .unwrap_or_else(|| args.dir.join("bench.svg"));
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let json = serde_json::to_string_pretty(&report).map_err(BenchError::Json)?;
+    write(&json_path, json)?;
     let title = format!(
         "node A forwarding, Mpps ({} flows, 1 forwarding CPU, kernel {})",
         report.settings.flows, report.machine.kernel
     );
-    std::fs::write(&svg_path, plot::svg(&report, &title))
-        .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    write(&svg_path, plot::svg(&report, &title))?;
     println!(
         "raw numbers: {}\nchart: {}",
         json_path.display(),
@@ -187,30 +184,34 @@ fn run(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn settings(args: &BenchArgs) -> Result<Settings, String> {
+fn write(path: &std::path::Path, contents: String) -> Result<(), BenchError> {
+    std::fs::write(path, contents).map_err(|source| BenchError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let forwarding_cpu = args.forwarding_cpu.unwrap_or(ncpu - 1);
     for cpu in [args.generator_cpu, forwarding_cpu] {
         if cpu >= ncpu {
-            return Err(format!("CPU {cpu}: this machine has {ncpu}"));
+            return Err(SettingsError::Cpu { cpu, ncpu }.into());
         }
     }
     if args.sizes.is_empty() || args.sizes.len() > 12 || args.sizes.iter().any(|&s| s < 64) {
-        return Err(format!(
-            "--sizes {:?}: want 1 to 12 sizes of at least 64 bytes",
-            args.sizes
-        ));
+        return Err(SettingsError::Sizes(args.sizes.clone()).into());
     }
     if let Some(p) = args.paths.iter().find(|p| !"abcd".contains(**p)) {
-        return Err(format!("--paths: unknown path {p:?} (a, b, c, d)"));
+        return Err(SettingsError::Path(*p).into());
     }
     if args.repeat == 0 || args.repeat > 100 {
-        return Err(format!("--repeat {}: want 1..=100", args.repeat));
+        return Err(SettingsError::Repeat(args.repeat).into());
     }
     if args.flows == 0 || args.flows > 20_000 {
-        return Err(format!("--flows {}: want 1..=20000", args.flows));
+        return Err(SettingsError::Flows(args.flows).into());
     }
-    let choice = crate::traffic::choose(args.generator).map_err(|e| e.to_string())?;
+    let choice = crate::traffic::choose(args.generator).map_err(BenchError::Generator)?;
     Ok(Settings {
         generator: GeneratorUsed {
             kind: choice.mode,
@@ -230,7 +231,11 @@ fn settings(args: &BenchArgs) -> Result<Settings, String> {
 
 /// Every path in the only order the rig allows (kxdp while its agent runs, then the
 /// ceiling on the same ports, then the kernel), reported in a, b, c, d order.
-fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<PathResult>, String> {
+fn measure_all(
+    rig: &mut Rig,
+    args: &BenchArgs,
+    s: &Settings,
+) -> Result<Vec<PathResult>, BenchError> {
     let wanted = |p: PathId| args.paths.contains(&p.letter());
     let mut results: Vec<PathResult> = PathId::ALL.iter().map(|&p| PathResult::new(p)).collect();
     let slot = |id: PathId| PathId::ALL.iter().position(|&p| p == id).unwrap_or(0);
@@ -240,11 +245,11 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
         r.throughput = sweep(rig, args, s, PathId::Kxdp)?;
         r.latency = latencies(rig, args, s, PathId::Kxdp)?;
     }
-    rig.stop_agent().map_err(|e| e.to_string())?;
+    rig.stop_agent()?;
     if wanted(PathId::AfXdpCeiling) {
         let forwarder = start_ceiling(rig)?;
         let t = sweep(rig, args, s, PathId::AfXdpCeiling);
-        let stats = forwarder.stop().map_err(|e| format!("ceiling: {e}"))?;
+        let stats = forwarder.stop().map_err(BenchError::Ceiling)?;
         progress(&format!(
             "ceiling worker: {} received, {} forwarded",
             stats.rx_packets, stats.forwarded
@@ -263,9 +268,9 @@ fn measure_all(rig: &mut Rig, args: &BenchArgs, s: &Settings) -> Result<Vec<Path
             r.skipped = Some(why);
             continue;
         }
-        rig.enter_kernel_mode(mode).map_err(|e| e.to_string())?;
+        rig.enter_kernel_mode(mode)?;
         let measured = sweep(rig, args, s, id).and_then(|t| Ok((t, latencies(rig, args, s, id)?)));
-        rig.leave_kernel_mode(mode).map_err(|e| e.to_string())?;
+        rig.leave_kernel_mode(mode)?;
         (r.throughput, r.latency) = measured?;
     }
     for r in &mut results {
@@ -287,7 +292,7 @@ fn sweep(
     args: &BenchArgs,
     s: &Settings,
     path: PathId,
-) -> Result<Vec<Throughput>, String> {
+) -> Result<Vec<Throughput>, BenchError> {
     s.sizes
         .iter()
         .enumerate()
@@ -304,9 +309,13 @@ fn sweep(
                         args.window,
                         path.wire_overhead(),
                     )
-                    .map_err(|e| format!("({}) {size} B: {e}", path.letter()))
+                    .map_err(|source| BenchError::Throughput {
+                        path: path.letter(),
+                        size,
+                        source,
+                    })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, BenchError>>()?;
             let t = measure::median(samples);
             progress(&format!(
                 "({}) {:>4} B: {}{:.3} Mpps delivered ({:.3} Mpps reached node A, the generator sent {:.3}){}",
@@ -333,7 +342,7 @@ fn latencies(
     args: &BenchArgs,
     s: &Settings,
     path: PathId,
-) -> Result<Vec<Latency>, String> {
+) -> Result<Vec<Latency>, BenchError> {
     let levels = [0, args.background_pps];
     let mut out = Vec::new();
     for (i, &bg) in levels.iter().enumerate() {
@@ -346,7 +355,10 @@ fn latencies(
                 one_flow,
                 cell(path, 12 + i),
             )
-            .map_err(|e| format!("({}) latency: {e}", path.letter()))?;
+            .map_err(|source| BenchError::Latency {
+                path: path.letter(),
+                source,
+            })?;
             progress(&format!(
                 "({}) round trips, {}, {bg} pps beside: {}/{} answered, {}",
                 path.letter(),
@@ -370,13 +382,13 @@ fn latencies(
 
 /// The ceiling's forwarder in node A: the client's veth in, the uplink out, its worker on
 /// the forwarding CPU.
-fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, String> {
+fn start_ceiling(rig: &Rig) -> Result<CeilingForwarder, BenchError> {
     let node = rig.node_a();
     let (ingress, cpu) = (rig.client_host_veth.as_str(), rig.forward_cpu);
     in_netns(Some(&node), || {
-        let ingress = Interface::by_name(ingress).map_err(|e| e.to_string())?;
-        let egress = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
-        CeilingForwarder::start(&ingress, &egress, Some(cpu)).map_err(|e| format!("ceiling: {e}"))
+        let ingress = Interface::by_name(ingress).map_err(BenchError::Interface)?;
+        let egress = Interface::by_name(UPLINK).map_err(BenchError::Interface)?;
+        CeilingForwarder::start(&ingress, &egress, Some(cpu)).map_err(BenchError::Ceiling)
     })
 }
 

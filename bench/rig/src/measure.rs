@@ -11,14 +11,47 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::traffic::{
-    GenMode, GenReport, Generator, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
+    GenMode, GenReport, Generator, PacketSpec, PktgenError, Protocol, RunLimit, Sink, SinkAction,
+    SinkCounts,
 };
 use serde::Serialize;
-use xdp_redirect::Interface;
+use xdp_redirect::{Interface, XdpError};
 
 use super::plan::{self, NODE_A};
 use super::rig::Rig;
-use crate::traffic_cli::{enter_netns, in_netns};
+use crate::traffic_cli::{NetnsError, enter_netns, in_netns};
+
+/// Why one measurement failed. The bench puts the path and size in front.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// An interface the rig built is not there (the error names it).
+    #[error(transparent)]
+    Interface(XdpError),
+    #[error("sink: {0}")]
+    Sink(#[source] PktgenError),
+    #[error("sink detach: {0}")]
+    SinkDetach(#[source] PktgenError),
+    #[error("cannot pin the generator to CPU {0}")]
+    Pin(usize),
+    #[error("generator ({mode}): {source}")]
+    Generator { mode: GenMode, source: PktgenError },
+    #[error("the generator did not start")]
+    GeneratorDidNotStart,
+    #[error("the background generator did not start")]
+    BackgroundDidNotStart,
+    #[error("the generator thread panicked")]
+    GeneratorPanicked,
+    #[error("/proc/thread-self/net/dev: {0}")]
+    ProcNetDev(#[source] std::io::Error),
+    #[error("{0} is not in node A's /proc/net/dev")]
+    NotInProcNetDev(String),
+}
+
+fn interface(name: &str) -> Result<Interface, MeasureError> {
+    Interface::by_name(name).map_err(MeasureError::Interface)
+}
 use lab::layout::{Mac, UNDERLAY_MTU, UPLINK};
 use lab::probe::{Proto, RequestOptions, RttSummary};
 
@@ -107,10 +140,9 @@ pub fn packet_spec(client_ip: Ipv4Addr, size: u16, flows: u32, src_port: u16) ->
     }
 }
 
-fn attach_sink(rig: &Rig) -> Result<Sink, String> {
+fn attach_sink(rig: &Rig) -> Result<Sink, MeasureError> {
     in_netns(Some(&rig.node_b()), || {
-        let iface = Interface::by_name(UPLINK).map_err(|e| e.to_string())?;
-        Sink::attach(&iface, SinkAction::Drop, false).map_err(|e| format!("sink: {e}"))
+        Sink::attach(&interface(UPLINK)?, SinkAction::Drop, false).map_err(MeasureError::Sink)
     })
 }
 
@@ -123,28 +155,26 @@ fn generator(
     limit: RunLimit,
     stop: &AtomicBool,
     ready: mpsc::Sender<()>,
-) -> Result<GenReport, String> {
+) -> Result<GenReport, MeasureError> {
     enter_netns(&rig.client_ns())?;
     if !core_affinity::set_for_current(core_affinity::CoreId { id: rig.gen_cpu }) {
-        return Err(format!("cannot pin the generator to CPU {}", rig.gen_cpu));
+        return Err(MeasureError::Pin(rig.gen_cpu));
     }
-    let iface = Interface::by_name("eth0").map_err(|e| e.to_string())?;
-    let mut g =
-        Generator::new(mode, &iface, 0, &spec).map_err(|e| format!("generator ({mode}): {e}"))?;
+    let failed = |source| MeasureError::Generator { mode, source };
+    let mut g = Generator::new(mode, &interface("eth0")?, 0, &spec).map_err(failed)?;
     let _ = ready.send(());
-    g.run_until(&limit, stop)
-        .map_err(|e| format!("generator ({mode}): {e}"))
+    g.run_until(&limit, stop).map_err(failed)
 }
 
 /// Packets node A's receiving port (the client pod's veth, node A's end) has received:
 /// its receive counter, which on a veth counts the XDP frames its program saw too. Read
 /// from /proc/thread-self/net/dev in a thread inside node A's namespace.
-fn port_rx_packets(rig: &Rig) -> Result<u64, String> {
+fn port_rx_packets(rig: &Rig) -> Result<u64, MeasureError> {
     let dev = rig.client_host_veth.clone();
     in_netns(Some(&rig.node_a()), move || {
         let table = std::fs::read_to_string("/proc/thread-self/net/dev")
-            .map_err(|e| format!("/proc/thread-self/net/dev: {e}"))?;
-        rx_packets_of(&table, &dev).ok_or_else(|| format!("{dev} is not in node A's /proc/net/dev"))
+            .map_err(MeasureError::ProcNetDev)?;
+        rx_packets_of(&table, &dev).ok_or(MeasureError::NotInProcNetDev(dev))
     })
 }
 
@@ -170,7 +200,7 @@ pub fn throughput(
     warmup: Duration,
     window: Duration,
     wire_extra: u32,
-) -> Result<Throughput, String> {
+) -> Result<Throughput, MeasureError> {
     let sink = attach_sink(rig)?;
     let stop = AtomicBool::new(false);
     let limit = RunLimit {
@@ -184,22 +214,22 @@ pub fn throughput(
         let counted = (|| {
             ready_rx
                 .recv_timeout(Duration::from_secs(20))
-                .map_err(|_| "the generator did not start".to_string())?;
+                .map_err(|_| MeasureError::GeneratorDidNotStart)?;
             std::thread::sleep(warmup);
             let (p0, c0, t0) = (port_rx_packets(rig)?, counts(&sink)?, Instant::now());
             std::thread::sleep(window);
             let (p1, c1, t1) = (port_rx_packets(rig)?, counts(&sink)?, Instant::now());
-            Ok::<_, String>((c0, c1, p1.saturating_sub(p0), t1 - t0))
+            Ok::<_, MeasureError>((c0, c1, p1.saturating_sub(p0), t1 - t0))
         })();
         stop.store(true, Ordering::Relaxed);
         let report = gen_thread
             .join()
-            .unwrap_or_else(|_| Err("the generator thread panicked".into()));
+            .unwrap_or(Err(MeasureError::GeneratorPanicked));
         let (c0, c1, reached_a, elapsed) = counted?;
         let report = report?;
         let delivered = c1.packets.saturating_sub(c0.packets);
         let secs = elapsed.as_secs_f64().max(1e-9);
-        Ok::<Throughput, String>(Throughput {
+        Ok::<Throughput, MeasureError>(Throughput {
             frame_bytes: spec.size,
             wire_bytes: u32::from(spec.size) + wire_extra,
             offered_pps: reached_a as f64 / secs,
@@ -217,7 +247,7 @@ pub fn throughput(
             samples_mpps: vec![(delivered as f64 / secs / 1e3).round() / 1e3],
         })
     });
-    let detached = sink.detach().map_err(|e| format!("sink detach: {e}"));
+    let detached = sink.detach().map_err(MeasureError::SinkDetach);
     let t = result?;
     detached?;
     Ok(t)
@@ -228,8 +258,8 @@ pub fn is_generator_bound(delivered: u64, offered: u64) -> bool {
     delivered as f64 >= GENERATOR_BOUND_SHARE * offered as f64
 }
 
-fn counts(sink: &Sink) -> Result<SinkCounts, String> {
-    sink.counts().map_err(|e| format!("sink: {e}"))
+fn counts(sink: &Sink) -> Result<SinkCounts, MeasureError> {
+    sink.counts().map_err(MeasureError::Sink)
 }
 
 /// Round trips at one load level.
@@ -257,7 +287,7 @@ pub fn latency(
     background_pps: u64,
     one_flow: bool,
     cell: usize,
-) -> Result<Latency, String> {
+) -> Result<Latency, MeasureError> {
     let opts = RequestOptions {
         proto: Proto::Udp,
         to: SocketAddr::from((plan::CLUSTER_IP, plan::ECHO_SERVICE_PORT)),
@@ -267,7 +297,7 @@ pub fn latency(
     };
     let round_trips = || {
         in_netns(Some(&rig.client_ns()), || {
-            Ok(lab::probe::request_run(&opts))
+            Ok::<_, MeasureError>(lab::probe::request_run(&opts))
         })
     };
     let report = if background_pps == 0 {
@@ -285,12 +315,12 @@ pub fn latency(
             let gen_thread = s.spawn(|| generator(rig, mode, spec, limit, &stop, ready_tx));
             let report = ready_rx
                 .recv_timeout(Duration::from_secs(20))
-                .map_err(|_| "the background generator did not start".to_string())
+                .map_err(|_| MeasureError::BackgroundDidNotStart)
                 .and_then(|()| round_trips());
             stop.store(true, Ordering::Relaxed);
             let generated = gen_thread
                 .join()
-                .unwrap_or_else(|_| Err("the generator thread panicked".into()));
+                .unwrap_or(Err(MeasureError::GeneratorPanicked));
             generated?;
             report
         })?

@@ -9,10 +9,58 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::traffic::{
-    GenConfig, GenReport, GenRequest, PacketSpec, Protocol, RunLimit, Sink, SinkAction, SinkCounts,
+    GenConfig, GenReport, GenRequest, PacketSpec, PktgenError, Protocol, RunLimit, Sink,
+    SinkAction, SinkCounts,
 };
 use clap::Args;
-use xdp_redirect::Interface;
+use xdp_redirect::{Interface, XdpError};
+
+/// A command-line value that does not parse; clap prints it after the option's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("bad duration {0:?} (e.g. 2s, 500ms)")]
+    Duration(String),
+    #[error("bad duration {0:?}: not a finite, non-negative number")]
+    DurationRange(String),
+    #[error("bad MAC address {0:?} (aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+}
+
+/// Why a thread could not run in a network namespace. `path` is the namespace file.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("setns {path}: {source}")]
+    Setns {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `netns` is None for the caller's own namespace.
+    #[error("a thread in namespace {netns:?} panicked")]
+    Panicked { netns: Option<String> },
+}
+
+/// What can stop `kxdp-bench pktgen` or `pktsink`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Interface(XdpError),
+    /// Boxed: the interface name beside a [`PktgenError`] makes every `Result` of this
+    /// module too large to move around cheaply.
+    #[error("sink on {dev}: {source}")]
+    Sink {
+        dev: String,
+        source: Box<PktgenError>,
+    },
+    #[error("generator: {0}")]
+    Generator(#[source] PktgenError),
+}
 
 #[derive(Debug, Args)]
 pub struct PktgenArgs {
@@ -95,7 +143,7 @@ pub struct PktsinkArgs {
 }
 
 /// `2s`, `500ms`, `1.5s`, `3` (seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
     } else if let Some(n) = s.strip_suffix('s') {
@@ -105,17 +153,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let v: f64 = number
         .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 2s, 500ms)"))?;
+        .map_err(|_| ValueError::Duration(s.to_string()))?;
     if !v.is_finite() || v < 0.0 {
-        return Err(format!("bad duration {s:?}"));
+        return Err(ValueError::DurationRange(s.to_string()));
     }
     Ok(Duration::from_secs_f64(v * scale))
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+pub fn parse_mac(s: &str) -> Result<[u8; 6], ValueError> {
     let parts: Vec<&str> = s.split(':').collect();
-    let bad = || format!("bad MAC address {s:?} (aa:bb:cc:dd:ee:ff)");
+    let bad = || ValueError::Mac(s.to_string());
     if parts.len() != 6 {
         return Err(bad());
     }
@@ -127,27 +175,31 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 }
 
 /// Moves the calling thread into network namespace `ns`.
-pub fn enter_netns(ns: &str) -> Result<(), String> {
+pub fn enter_netns(ns: &str) -> Result<(), NetnsError> {
     let path = if ns.contains('/') {
         ns.to_owned()
     } else {
         format!("/run/netns/{ns}")
     };
-    let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(source) => return Err(NetnsError::Open { path, source }),
+    };
     // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        let source = std::io::Error::last_os_error();
+        return Err(NetnsError::Setns { path, source });
     }
     Ok(())
 }
 
 /// Runs `f` on a thread of its own inside `netns` (None: this one's), so that the
-/// caller's namespace stays as it is.
-pub fn in_netns<T: Send>(
+/// caller's namespace stays as it is. `f`'s error type takes the namespace's failures too.
+pub fn in_netns<T: Send, E: From<NetnsError> + Send>(
     netns: Option<&str>,
-    f: impl FnOnce() -> Result<T, String> + Send,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<T, E> {
     std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(ns) = netns {
@@ -156,7 +208,11 @@ pub fn in_netns<T: Send>(
             f()
         })
         .join()
-        .unwrap_or_else(|_| Err(format!("a thread in namespace {netns:?} panicked")))
+        .unwrap_or_else(|_| {
+            Err(E::from(NetnsError::Panicked {
+                netns: netns.map(str::to_string),
+            }))
+        })
     })
 }
 
@@ -165,11 +221,18 @@ fn attach_sink(
     dev: &str,
     action: SinkAction,
     track: bool,
-) -> Result<Sink, String> {
+) -> Result<Sink, CliError> {
     in_netns(ns, || {
-        let iface = Interface::by_name(dev).map_err(|e| e.to_string())?;
-        Sink::attach(&iface, action, track).map_err(|e| e.to_string())
+        let iface = Interface::by_name(dev).map_err(CliError::Interface)?;
+        Sink::attach(&iface, action, track).map_err(|source| sink_error(dev, source))
     })
+}
+
+fn sink_error(dev: &str, source: PktgenError) -> CliError {
+    CliError::Sink {
+        dev: dev.to_string(),
+        source: Box::new(source),
+    }
 }
 
 fn render_sink(dev: &str, counts: &SinkCounts, elapsed: Duration, offered: Option<u64>) -> String {
@@ -240,7 +303,7 @@ pub fn pktgen_main(a: &PktgenArgs) -> ExitCode {
     }
 }
 
-fn pktgen(a: &PktgenArgs) -> Result<String, String> {
+fn pktgen(a: &PktgenArgs) -> Result<String, CliError> {
     let sink = match &a.sink_dev {
         Some(dev) => {
             let ns = a.sink_ns.as_deref().or(a.ns.as_deref());
@@ -266,13 +329,13 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
             if let Some(ns) = &ns {
                 enter_netns(ns)?;
             }
-            let choice = crate::traffic::choose(a.generator).map_err(|e| e.to_string())?;
+            let choice = crate::traffic::choose(a.generator).map_err(CliError::Generator)?;
             cfg.mode = choice.mode;
-            let report = crate::traffic::generate(&cfg).map_err(|e| e.to_string())?;
-            Ok::<_, String>((choice, report))
+            let report = crate::traffic::generate(&cfg).map_err(CliError::Generator)?;
+            Ok::<_, CliError>((choice, report))
         })
         .join()
-        .unwrap_or_else(|_| Err("generator thread panicked".into()))
+        .unwrap_or_else(|_| Err(CliError::Netns(NetnsError::Panicked { netns: ns.clone() })))
     })?;
     let rate = if a.rate > 0 {
         format!("{} pps", a.rate)
@@ -290,7 +353,7 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
         render_gen(&report)
     );
     if let Some((dev, sink)) = sink {
-        let counts = wait_for_sink(&sink, report.packets)?;
+        let counts = wait_for_sink(&sink, report.packets).map_err(|e| sink_error(dev, e))?;
         text.push('\n');
         text.push_str(&render_sink(
             dev,
@@ -298,18 +361,18 @@ fn pktgen(a: &PktgenArgs) -> Result<String, String> {
             report.elapsed,
             Some(report.packets),
         ));
-        sink.detach().map_err(|e| e.to_string())?;
+        sink.detach().map_err(|e| sink_error(dev, e))?;
     }
     Ok(text)
 }
 
 /// The sink's counts once it has seen `n` packets or stopped changing for 50 ms.
-fn wait_for_sink(sink: &Sink, n: u64) -> Result<SinkCounts, String> {
+fn wait_for_sink(sink: &Sink, n: u64) -> Result<SinkCounts, PktgenError> {
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut last = sink.counts().map_err(|e| e.to_string())?;
+    let mut last = sink.counts()?;
     while last.packets < n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        let now = sink.counts().map_err(|e| e.to_string())?;
+        let now = sink.counts()?;
         if now.packets == last.packets {
             break;
         }
@@ -320,7 +383,7 @@ fn wait_for_sink(sink: &Sink, n: u64) -> Result<SinkCounts, String> {
 
 /// `kxdp-bench pktsink`.
 pub fn pktsink_main(a: &PktsinkArgs) -> ExitCode {
-    let run = || -> Result<String, String> {
+    let run = || -> Result<String, CliError> {
         let sink = attach_sink(a.ns.as_deref(), &a.dev, a.action, a.track_flows)?;
         // Scripts wait for this line before they start sending.
         eprintln!(
@@ -330,11 +393,11 @@ pub fn pktsink_main(a: &PktsinkArgs) -> ExitCode {
         let start = Instant::now();
         std::thread::sleep(a.duration);
         let flows = if a.track_flows {
-            Some(sink.flows().map_err(|e| e.to_string())?.len())
+            Some(sink.flows().map_err(|e| sink_error(&a.dev, e))?.len())
         } else {
             None
         };
-        let counts = sink.detach().map_err(|e| e.to_string())?;
+        let counts = sink.detach().map_err(|e| sink_error(&a.dev, e))?;
         let mut text = render_sink(&a.dev, &counts, start.elapsed(), None);
         if let Some(n) = flows {
             text.push_str(&format!("\nflows seen: {n}"));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bench::workload::{MAX_PACKETS, PacketPath, Workload};
+use bench::workload::{MAX_PACKETS, PacketPath, Workload, WorkloadError};
 use bench::{flame, ipp};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -83,15 +83,45 @@ enum CallGraphArg {
     Fp,
 }
 
-fn parse_path(s: &str) -> Result<PacketPath, String> {
-    PacketPath::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = PacketPath::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown path {s:?}; paths: {}", names.join(", "))
+/// What stops `profile`. Clap reports the value parsers' errors itself.
+#[derive(Debug, thiserror::Error)]
+enum ProfileError {
+    #[error("unknown path {name:?}; paths: {}", path_names())]
+    UnknownPath { name: String },
+    #[error("bad duration {0:?} (e.g. 5s, 500ms)")]
+    Duration(String),
+    #[error("duration {0:?} must be positive")]
+    DurationNotPositive(String),
+    #[error("own executable: {0}")]
+    OwnExecutable(#[source] std::io::Error),
+    #[error(transparent)]
+    Ipp(#[from] ipp::IppError),
+    #[error(transparent)]
+    Flame(#[from] flame::FlameError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error("encoding the baseline: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn parse_path(s: &str) -> Result<PacketPath, ProfileError> {
+    PacketPath::from_name(s).ok_or_else(|| ProfileError::UnknownPath {
+        name: s.to_string(),
     })
 }
 
+fn path_names() -> String {
+    let names: Vec<&str> = PacketPath::ALL.iter().map(|p| p.name()).collect();
+    names.join(", ")
+}
+
 /// `5s`, `500ms`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, ProfileError> {
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = s.strip_suffix('s') {
@@ -101,9 +131,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let v: f64 = num
         .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 5s, 500ms)"))?;
+        .map_err(|_| ProfileError::Duration(s.to_string()))?;
     if !(v.is_finite() && v > 0.0) {
-        return Err(format!("duration {s:?} must be positive"));
+        return Err(ProfileError::DurationNotPositive(s.to_string()));
     }
     Ok(Duration::from_secs_f64(v * scale))
 }
@@ -118,7 +148,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> Result<ExitCode, ProfileError> {
     match cli.command {
         Cmd::Workload {
             path,
@@ -136,7 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             write_baseline,
             work_dir,
         } => {
-            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            let exe = std::env::current_exe().map_err(ProfileError::OwnExecutable)?;
             let opts = ipp::IppOptions {
                 exe,
                 paths: if paths.is_empty() {
@@ -149,7 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 runs: runs.max(1),
                 work_dir,
             };
-            let results = ipp::measure(&opts).map_err(|e| e.to_string())?;
+            let results = ipp::measure(&opts)?;
             let profile = ipp::build_profile();
             if json {
                 println!("{}", ipp::to_json(&results, &opts, profile));
@@ -163,13 +193,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     profiles: Default::default(),
                 });
                 b.set(profile, &results);
-                let text = serde_json::to_string_pretty(&b.to_json()).map_err(|e| e.to_string())?;
-                std::fs::write(&file, text + "\n")
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let text = serde_json::to_string_pretty(&b.to_json())?;
+                std::fs::write(&file, text + "\n").map_err(|source| ProfileError::Write {
+                    path: file.clone(),
+                    source,
+                })?;
                 eprintln!("wrote {} ({profile})", file.display());
             }
             if let Some(file) = baseline {
-                let b = ipp::Baseline::load(&file).map_err(|e| e.to_string())?;
+                let b = ipp::Baseline::load(&file)?;
                 let cmp = b.compare(profile, &results);
                 for c in &cmp {
                     eprintln!("{c}");
@@ -191,7 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let target = match pid {
                 Some(pid) => flame::Target::Pid(pid),
                 None => flame::Target::Workload {
-                    exe: std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
+                    exe: std::env::current_exe().map_err(ProfileError::OwnExecutable)?,
                 },
             };
             let title = match &target {
@@ -212,7 +244,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 work_dir,
                 title,
             };
-            let report = flame::record(&opts).map_err(|e| e.to_string())?;
+            let report = flame::record(&opts)?;
             println!(
                 "{}: {:.3} s of CPU sampled in {} distinct stacks (perf data {}, folded stacks {})",
                 report.svg.display(),
@@ -231,7 +263,7 @@ fn workload(
     packets: usize,
     capacity: Option<usize>,
     duration: Option<Duration>,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, ProfileError> {
     let paths = if path == "all" && duration.is_some() {
         PacketPath::ALL.to_vec()
     } else {
@@ -241,21 +273,19 @@ fn workload(
         None => {
             // One pass, nothing printed on success: the output must not depend on
             // `packets`, or it would show up in the instruction difference.
-            let mut w = Workload::prepare(paths[0], capacity.unwrap_or(packets))
-                .map_err(|e| e.to_string())?;
-            w.run(packets).map_err(|e| e.to_string())?;
+            let mut w = Workload::prepare(paths[0], capacity.unwrap_or(packets))?;
+            w.run(packets)?;
         }
         Some(d) => {
             let mut ws = paths
                 .iter()
                 .map(|p| Workload::prepare(*p, capacity.unwrap_or(packets)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
+                .collect::<Result<Vec<_>, _>>()?;
             let start = Instant::now();
             let mut passes = 0u64;
             while start.elapsed() < d {
                 for w in &mut ws {
-                    w.rerun().map_err(|e| e.to_string())?;
+                    w.rerun()?;
                 }
                 passes += 1;
             }

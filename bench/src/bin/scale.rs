@@ -16,15 +16,39 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bench::scale_cluster::{ScaleSpec, generate};
+use bench::scale_cluster::{ScaleSpec, SpecError, generate};
 use bench::scale_harness::{
-    ChangePath, ChangeSample, Elapsed, FullTranslate, Incremental, MemStatus, Stopwatch,
-    TablesSize, measure_changes, mem_status, percentile, rebuild_maglev, reset_peak_rss,
+    ChangePath, ChangeSample, Elapsed, FullTranslate, HarnessError, Incremental, MemStatus,
+    Stopwatch, TablesSize, measure_changes, mem_status, percentile, rebuild_maglev, reset_peak_rss,
     tables_size,
 };
 use clap::Parser;
-use model::translate::{policy, translate};
+use model::translate::{TranslateError, policy, translate};
 use serde_json::{Value, json};
+
+/// What stops the scale run.
+#[derive(Debug, thiserror::Error)]
+enum ScaleError {
+    #[error("generating the cluster: {0}")]
+    Spec(#[from] SpecError),
+    #[error("translate: {0}")]
+    Translate(#[from] TranslateError),
+    /// The synthetic cluster is meant to translate cleanly; a warning means the generator
+    /// made something translate skips, and the timings would not be of the whole cluster.
+    #[error("translate warned ({count}), the generator is off: {first}")]
+    TranslateWarned { count: usize, first: String },
+    #[error("policy compile warned: {0}")]
+    PolicyWarned(String),
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    #[error("encoding the report: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 #[derive(Debug, Parser)]
 #[command(about = "Time and weigh translate on a synthetic cluster")]
@@ -139,7 +163,10 @@ impl Timing {
     }
 }
 
-fn times<T>(runs: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<Timing, String> {
+fn times<T>(
+    runs: usize,
+    mut f: impl FnMut() -> Result<T, ScaleError>,
+) -> Result<Timing, ScaleError> {
     let mut v = Vec::new();
     for _ in 0..runs.max(1) {
         let watch = Stopwatch::start();
@@ -206,7 +233,7 @@ impl ChangeReport {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args) -> Result<(), ScaleError> {
     let spec = ScaleSpec {
         nodes: args.nodes,
         namespaces: args.namespaces,
@@ -222,7 +249,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let before_gen = mem_status().unwrap_or_default();
     let start = Instant::now();
-    let mut scale = generate(&spec).map_err(|e| e.to_string())?;
+    let mut scale = generate(&spec)?;
     let generate_time = start.elapsed();
     if let Some(size) = args.maglev_size {
         scale.config.maglev.table_size = size;
@@ -248,15 +275,14 @@ fn run(args: &Args) -> Result<(), String> {
     // The first build: timed, weighed, and kept as the published generation.
     let peak_reset = reset_peak_rss();
     let watch = Stopwatch::start();
-    let first = translate(&scale.cluster, &config, &node, 1).map_err(|e| e.to_string())?;
+    let first = translate(&scale.cluster, &config, &node, 1)?;
     let first_build = watch.stop();
     let built = mem_status().unwrap_or_default();
     if !first.warnings.is_empty() {
-        return Err(format!(
-            "translate warned ({}), the generator is off: {}",
-            first.warnings.len(),
-            first.warnings[0]
-        ));
+        return Err(ScaleError::TranslateWarned {
+            count: first.warnings.len(),
+            first: first.warnings[0].to_string(),
+        });
     }
     let size = tables_size(&first.tables);
     let ports = first.tables.service_ports.len();
@@ -267,7 +293,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut builds = vec![first_build];
     for _ in 1..args.runs.max(1) {
         let watch = Stopwatch::start();
-        let t = translate(&scale.cluster, &config, &node, 1).map_err(|e| e.to_string())?;
+        let t = translate(&scale.cluster, &config, &node, 1)?;
         builds.push(watch.stop());
         drop(t);
     }
@@ -328,8 +354,11 @@ fn run(args: &Args) -> Result<(), String> {
         doc["maglev_table_size"] = json!(config.maglev.table_size);
         doc["maglev_auto"] = json!(config.maglev.by_backends);
         doc["generate_ms"] = json!(ms(generate_time));
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&doc)?;
+        std::fs::write(path, text).map_err(|source| ScaleError::Write {
+            path: path.clone(),
+            source,
+        })?;
         println!("JSON written to {}", path.display());
     }
     Ok(())
@@ -348,12 +377,12 @@ fn breakdown(
     args: &Args,
     scale: &bench::scale_cluster::ScaleCluster,
     published: &ArcSwap<datapath::tables::Tables>,
-) -> Result<Breakdown, String> {
+) -> Result<Breakdown, ScaleError> {
     let node = &scale.node_under_test;
     let mut no_policies = scale.cluster.clone();
     no_policies.network_policies.clear();
     let services_only = times(args.runs, || {
-        translate(&no_policies, &scale.config, node, 1).map_err(|e| e.to_string())
+        Ok(translate(&no_policies, &scale.config, node, 1)?)
     })?;
     drop(no_policies);
 
@@ -364,7 +393,7 @@ fn breakdown(
         if warnings.is_empty() {
             Ok(p)
         } else {
-            Err(format!("policy compile warned: {}", warnings[0]))
+            Err(ScaleError::PolicyWarned(warnings[0].to_string()))
         }
     })?;
     let mut maglev = Vec::new();

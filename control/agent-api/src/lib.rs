@@ -114,17 +114,31 @@ impl Response {
         }
     }
 
-    /// `Ok(status)` for a success (the status present only when the request asked for it),
-    /// `Err(message)` for a refusal.
-    pub fn into_result(self) -> Result<Option<AgentStatus>, String> {
+    /// The answer itself for a success, [`Refused`] for a refusal; for callers that want
+    /// the stats or status out of it.
+    pub fn accepted(self) -> Result<Response, Refused> {
         if self.ok {
-            Ok(self.status)
+            Ok(self)
         } else {
-            Err(self
-                .error
-                .unwrap_or_else(|| "the agent refused without saying why".to_string()))
+            Err(Refused { reason: self.error })
         }
     }
+
+    /// `Ok(status)` for a success (the status present only when the request asked for it),
+    /// [`Refused`] for a refusal.
+    pub fn into_result(self) -> Result<Option<AgentStatus>, Refused> {
+        self.accepted().map(|r| r.status)
+    }
+}
+
+/// The agent understood a request and answered `{"ok":false}`. The response does not say
+/// which request it answers, so callers put the op in front (kxdp-cni: "the kxdp agent
+/// refused add_port").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .reason.as_deref().unwrap_or("the agent refused without saying why"))]
+pub struct Refused {
+    /// The agent's `error` text, when it sent one.
+    pub reason: Option<String>,
 }
 
 /// What `{"op":"status"}` reports.
@@ -500,7 +514,14 @@ mod tests {
                    "gateway":"10.244.1.1","pod_cidrs":["10.244.1.0/24"],"pod_mtu":1450}})
         );
         let parsed: Response = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
-        assert_eq!(parsed.into_result(), Err("x".to_string()));
+        let refused = parsed.into_result().unwrap_err();
+        assert_eq!(refused.reason.as_deref(), Some("x"));
+        assert_eq!(refused.to_string(), "x");
+        let parsed: Response = serde_json::from_str(r#"{"ok":false}"#).unwrap();
+        assert_eq!(
+            parsed.into_result().unwrap_err().to_string(),
+            "the agent refused without saying why"
+        );
         let parsed: Response = serde_json::from_str(r#"{"ok":true}"#).unwrap();
         assert_eq!(parsed.into_result(), Ok(None));
     }
@@ -546,7 +567,12 @@ mod tests {
             timeout,
         )
         .unwrap();
-        assert_eq!(refused.into_result(), Err("refused".to_string()));
+        assert_eq!(
+            refused.into_result(),
+            Err(Refused {
+                reason: Some("refused".to_string())
+            })
+        );
         server.join().unwrap().unwrap();
     }
 

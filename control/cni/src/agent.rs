@@ -103,11 +103,11 @@ impl Agent {
         let op = op_name(req);
         let response =
             agent_api::call(&self.socket, req, timeout).map_err(|e| self.api_error(op, e))?;
-        response.into_result().map_err(|why| {
+        response.into_result().map_err(|refused| {
             CniError::new(
                 code::AGENT_REFUSED,
                 format!("the kxdp agent refused {op}"),
-                why,
+                refused.to_string(),
             )
         })
     }

@@ -13,14 +13,10 @@ fn ask(node: &str, socket: &Path, req: &Request, timeout: Duration) -> Result<Re
         node: node.to_string(),
         detail,
     };
-    let answer = call(socket, req, timeout).map_err(|e| err(e.to_string()))?;
-    if !answer.ok {
-        return Err(err(format!(
-            "{req:?} answered: {}",
-            answer.error.as_deref().unwrap_or("not ok, no reason")
-        )));
-    }
-    Ok(answer)
+    call(socket, req, timeout)
+        .map_err(|e| err(e.to_string()))?
+        .accepted()
+        .map_err(|refused| err(format!("{req:?} answered: {refused}")))
 }
 
 /// `{"op":"status"}`

@@ -55,6 +55,11 @@ pub enum ValueError {
     ZeroMac(String),
     #[error("{0:?} is IPv6: the VXLAN underlay is IPv4")]
     Ipv6Underlay(String),
+    #[error("{0:?} is not a protocol (TCP, UDP or SCTP)")]
+    NotAProtocol(String),
+    /// Kept as the API's `int32` so the message shows the number as written.
+    #[error("{0} is not a port number (1..=65535)")]
+    NotAPort(i32),
 }
 
 /// Parses an IP address as Kubernetes stores it. IPv4-mapped IPv6 is refused: the tables
@@ -97,22 +102,20 @@ pub fn parse_unicast_mac(text: &str) -> Result<MacAddr, ValueError> {
 }
 
 /// The IP protocol number of a Kubernetes `protocol` field; unset means TCP (API default).
-// This and `port_number` keep String errors until translate/policy.rs (which maps them
-// with closures taking a `String`) is split; then they become `ValueError` variants.
-pub fn protocol_number(protocol: Option<&str>) -> Result<u8, String> {
+pub fn protocol_number(protocol: Option<&str>) -> Result<u8, ValueError> {
     match protocol.unwrap_or("TCP") {
         "TCP" => Ok(proto::TCP),
         "UDP" => Ok(proto::UDP),
         "SCTP" => Ok(proto::SCTP),
-        other => Err(format!("{other:?} is not a protocol (TCP, UDP or SCTP)")),
+        other => Err(ValueError::NotAProtocol(other.to_string())),
     }
 }
 
 /// A port number from an API `int32`: 1..=65535.
-pub fn port_number(port: i32) -> Result<u16, String> {
+pub fn port_number(port: i32) -> Result<u16, ValueError> {
     match u16::try_from(port) {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(format!("{port} is not a port number (1..=65535)")),
+        _ => Err(ValueError::NotAPort(port)),
     }
 }
 

@@ -37,7 +37,7 @@ use arc_swap::ArcSwap;
 use datapath::Tables;
 use datapath::conntrack::Flows;
 
-pub use crate::xsk::{FrameLedger, UmemConfig, XdpSocketStats};
+pub use crate::xsk::{FrameLedger, UmemConfig, UmemConfigError, XdpSocketStats};
 pub use stats::{IoDrops, PortStats, WorkerStats};
 
 /// How one worker runs.
@@ -120,10 +120,21 @@ pub struct PortSpec {
     pub ifindex: u32,
 }
 
+/// What is wrong with a [`WorkerConfig`], found before any thread or socket exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("umem: {0}")]
+    Umem(#[source] UmemConfigError),
+    #[error("batch must be at least 1")]
+    ZeroBatch,
+    #[error("the MAC-swap pipeline needs an output port name")]
+    MacSwapWithoutPort,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("worker configuration: {0}")]
-    Config(String),
+    Config(#[source] ConfigError),
     #[error("cannot pin the worker to cpu {0}")]
     Pin(usize),
     #[error("allocating the UMEM: {0}")]
@@ -178,14 +189,14 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Starts a worker thread (pinned if `cfg.cpu` is set) with an empty set of ports.
 pub fn spawn(cfg: WorkerConfig, shared: SharedState) -> Result<WorkerHandle, WorkerError> {
-    cfg.umem.validate().map_err(WorkerError::Config)?;
+    cfg.umem
+        .validate()
+        .map_err(|e| WorkerError::Config(ConfigError::Umem(e)))?;
     if cfg.batch == 0 {
-        return Err(WorkerError::Config("batch must be at least 1".into()));
+        return Err(WorkerError::Config(ConfigError::ZeroBatch));
     }
     if cfg.pipeline == Pipeline::MacSwapTo(String::new()) {
-        return Err(WorkerError::Config(
-            "the MAC-swap pipeline needs an output port name".into(),
-        ));
+        return Err(WorkerError::Config(ConfigError::MacSwapWithoutPort));
     }
     let id = cfg.id;
     let (commands, command_rx) = mpsc::channel();

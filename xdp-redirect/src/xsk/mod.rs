@@ -22,4 +22,4 @@ pub mod umem;
 
 pub use ledger::FrameLedger;
 pub use sys::{XdpSocketStats, monotonic_ns, thread_id};
-pub use umem::UmemConfig;
+pub use umem::{UmemConfig, UmemConfigError};

@@ -47,33 +47,50 @@ impl Default for UmemConfig {
 
 impl UmemConfig {
     /// Explains what is wrong with these sizes, if anything.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), UmemConfigError> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
         if !self.frame_size.is_power_of_two() || self.frame_size < 2048 || self.frame_size > page {
-            return Err(format!(
-                "frame_size {} must be a power of two in 2048..={page}",
-                self.frame_size
-            ));
+            return Err(UmemConfigError::FrameSize {
+                frame_size: self.frame_size,
+                page,
+            });
         }
-        for (name, n) in [
+        for (ring, size) in [
             ("fill_size", self.fill_size),
             ("comp_size", self.comp_size),
             ("rx_size", self.rx_size),
             ("tx_size", self.tx_size),
         ] {
-            if !n.is_power_of_two() {
-                return Err(format!("{name} {n} must be a power of two"));
+            if !size.is_power_of_two() {
+                return Err(UmemConfigError::RingSize { ring, size });
             }
         }
         if self.frames < 64 {
-            return Err(format!("frames {} is fewer than 64", self.frames));
+            return Err(UmemConfigError::TooFewFrames(self.frames));
         }
         if u64::from(self.frames) * u64::from(self.frame_size) > 1 << 34 {
-            return Err("frames * frame_size exceeds 16 GiB".into());
+            return Err(UmemConfigError::TooLarge {
+                frames: self.frames,
+                frame_size: self.frame_size,
+            });
         }
         Ok(())
     }
+}
+
+/// What is wrong with a [`UmemConfig`]; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UmemConfigError {
+    #[error("frame_size {frame_size} must be a power of two in 2048..={page}")]
+    FrameSize { frame_size: u32, page: u32 },
+    /// `ring` is the field: `fill_size`, `comp_size`, `rx_size` or `tx_size`.
+    #[error("{ring} {size} must be a power of two")]
+    RingSize { ring: &'static str, size: u32 },
+    #[error("frames {0} is fewer than 64")]
+    TooFewFrames(u32),
+    #[error("frames * frame_size ({frames} * {frame_size}) exceeds 16 GiB")]
+    TooLarge { frames: u32, frame_size: u32 },
 }
 
 /// The mapping behind a UMEM and how it divides into frames (aligned mode: equal frames

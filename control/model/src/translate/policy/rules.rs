@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::PolicyCompiler;
 use super::selector::{NsScope, PeerKey, Selector, SelectorError};
-use crate::k8s::{namespace_of, parse_cidr, port_number, protocol_number};
+use crate::k8s::{ValueError, namespace_of, parse_cidr, port_number, protocol_number};
 
 /// Why a rule is skipped. The message names the field, relative to the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,11 +30,11 @@ pub(super) enum RuleError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum PortError {
     #[error("protocol: {0}")]
-    Protocol(String),
+    Protocol(#[source] ValueError),
     #[error("port: {0}")]
-    Port(String),
+    Port(#[source] ValueError),
     #[error("endPort: {0}")]
-    EndPort(String),
+    EndPort(#[source] ValueError),
     #[error("endPort: needs a numeric port")]
     EndPortWithoutNumber,
     #[error("endPort: {last} is below port {first}")]
@@ -308,8 +308,8 @@ fn compile_ports(
     let mut out = RulePorts::default();
     for (index, p) in ports.iter().enumerate() {
         let at = |source| RuleError::Port { index, source };
-        let proto = protocol_number(p.protocol.as_deref())
-            .map_err(|e| at(PortError::Protocol(e.to_string())))?;
+        let proto =
+            protocol_number(p.protocol.as_deref()).map_err(|e| at(PortError::Protocol(e)))?;
         match &p.port {
             None => {
                 if p.end_port.is_some() {
@@ -318,9 +318,9 @@ fn compile_ports(
                 out.fixed.ranges.push((proto, 1, u16::MAX));
             }
             Some(IntOrString::Int(n)) => {
-                let first = port_number(*n).map_err(|e| at(PortError::Port(e.to_string())))?;
+                let first = port_number(*n).map_err(|e| at(PortError::Port(e)))?;
                 let last = match p.end_port {
-                    Some(e) => port_number(e).map_err(|e| at(PortError::EndPort(e.to_string())))?,
+                    Some(e) => port_number(e).map_err(|e| at(PortError::EndPort(e)))?,
                     None => first,
                 };
                 if last < first {
