@@ -18,8 +18,8 @@ use common::*;
 use datapath::DropReason;
 use datapath::addr::MacAddr;
 use datapath::tables::{HOST_MAC, proto};
-use etherparse::PacketBuilder;
 use rig::traffic::{FanOut, GenMode, fanout};
+use testkit::frames::Headers;
 use xdp_redirect::{POD_PROGRAM, PortSpec, WorkerConfig, WorkerStats, spawn};
 
 const POD_A: [u8; 4] = [10, 244, 1, 5];
@@ -284,13 +284,10 @@ fn forwards_ping_and_udp_between_two_pods() {
 fn generator_templates() -> Vec<[u8; 64]> {
     let gw_mac = MacAddr::for_ipv4(GATEWAY).0;
     let udp = |src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]| -> [u8; 64] {
-        let mut out = Vec::new();
-        PacketBuilder::ethernet2(src_mac, gw_mac)
-            .ipv4(src, dst, 64)
-            .udp(40000, 9)
-            .write(&mut out, &[0x5a; 22])
-            .expect("template");
-        out.try_into().expect("64 bytes")
+        Headers::new(src_mac, gw_mac, src, dst)
+            .udp(40000, 9, &[0x5a; 22])
+            .try_into()
+            .expect("64 bytes")
     };
     let a_mac = MacAddr::for_ipv4(POD_A).0;
     let forward = udp(a_mac, POD_A, POD_B);

@@ -45,29 +45,7 @@ impl Pair {
     fn with_queues(queues: u32) -> Pair {
         let gen_ns = Netns::with_prefix("kxg", "gen");
         let sink_ns = Netns::with_prefix("kxg", "sink");
-        let q = queues.to_string();
-        gen_ns.ip(&[
-            "link",
-            "add",
-            GEN_IF,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            SINK_IF,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            sink_ns.name(),
-        ]);
-        gen_ns.ip(&["link", "set", GEN_IF, "up"]);
-        sink_ns.ip(&["link", "set", SINK_IF, "up"]);
+        gen_ns.veth_pair_to(GEN_IF, &sink_ns, SINK_IF, queues);
         Pair { gen_ns, sink_ns }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use agent_api::{self, AgentStatus, Request};
 
 use lab::apiserver_double::ApiServerDouble;
-use testkit::netns::in_netns;
+use testkit::netns::{Uplink, in_netns};
 use testkit::process::stop_agent;
 use testkit::wait::wait_for;
 
@@ -482,42 +482,14 @@ fn scenario(workers: u32) {
     let node = lab.netns("node");
     // Outside the cluster: a host on the uplink's segment with no route to any pod.
     let outside = lab.netns("out");
-    run(
-        "ip",
-        &[
-            "-n",
-            &node,
-            "link",
-            "add",
-            "up0",
-            "address",
-            UPLINK_MAC,
-            "numtxqueues",
-            &lab.queues,
-            "numrxqueues",
-            &lab.queues,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0peer",
-            "netns",
-            &outside,
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{NODE_IP}/24"),
-            "dev",
-            "up0",
-        ],
-    );
-    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
+    let cidr = format!("{NODE_IP}/24");
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: workers,
+        outside: Some(&outside),
+    }
+    .add(&node);
     run(
         "ip",
         &[
@@ -530,7 +502,6 @@ fn scenario(workers: u32) {
             "up0peer",
         ],
     );
-    run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
     kernel_vtep(&outside);
     make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
     make_pod(&mut lab, "b", "10.244.1.3", "kx0000000000b");
@@ -844,17 +815,14 @@ fn underlay_info(address: &str) -> String {
 /// with its veth peer in the same namespace, both up. Returns the namespace's name.
 fn node_with_uplink(lab: &mut Lab) -> String {
     let node = lab.netns("node");
-    run(
-        "ip",
-        &[
-            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
-            "name", "up0peer",
-        ],
-    );
     let cidr = format!("{NODE_IP}/24");
-    run("ip", &["-n", &node, "addr", "add", &cidr, "dev", "up0"]);
-    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
-    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: 1,
+        outside: None,
+    }
+    .add(&node);
     node
 }
 

@@ -4,6 +4,8 @@
 //!   except under `CI=true`, where it fails), the machine-wide lock that keeps root tests
 //!   from running beside each other, and the skip log `scripts/test.sh` summarises.
 //! - [`netns`]: network namespaces removed on drop, threads inside them, leftovers.
+//! - [`frames`]: Ethernet + IPv4 test frames (TCP, UDP, SCTP INIT, VXLAN) built with
+//!   etherparse.
 //! - [`offline`]: packets through the pure pipeline with tables translated from a state
 //!   directory.
 //! - [`process`]: children's stdout line by line, stopping an agent as an init system does;
@@ -17,6 +19,7 @@
 
 pub mod bins;
 pub mod cmd;
+pub mod frames;
 pub mod http;
 pub mod netns;
 pub mod offline;
