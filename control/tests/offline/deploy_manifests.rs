@@ -546,7 +546,7 @@ fn conflist_parses_with_the_cni_plugin() {
         "the conflist's range is usePodCidr: {}",
         plugin["ipam"]
     );
-    let ten_two: datapath::addr::Cidr = "10.244.2.0/24".parse().expect("cidr");
+    let ten_two: ipnet::IpNet = "10.244.2.0/24".parse().expect("cidr");
     let filled = cni::pod_cidr::fill(&bytes, cni::pod_cidr::Site::RangeSet(0), &[ten_two])
         .unwrap_or_else(|e| panic!("{e}"));
     let filled: serde_json::Value = serde_json::from_slice(&filled).expect("filled JSON");
