@@ -23,16 +23,11 @@ use replay::{InputSpec, ReplayOptions};
 
 /// `../shared/fixtures` beside the workspace, or `None` (after saying so) when absent.
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let dir = testkit::paths::shared_fixtures();
     if dir.is_dir() {
         return Some(dir);
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but {} is not present",
-        dir.display()
-    );
-    testkit::root::skipped(
+    testkit::root::skip_or_fail(
         "the shared captures",
         "../shared/fixtures is not beside the checkout",
     );

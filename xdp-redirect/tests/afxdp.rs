@@ -180,10 +180,9 @@ fn plug(
 
 #[test]
 fn forwards_ping_and_udp_between_two_pods() {
-    if !root_or_skip("AF_XDP forwarding") {
+    let Some(_serial) = root_test("AF_XDP forwarding") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("fwd");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -443,10 +442,9 @@ fn pin_current_thread(cpu: usize) {
 
 #[test]
 fn ten_million_packets_and_every_frame_comes_back() {
-    if !root_or_skip("AF_XDP frame accounting") {
+    let Some(_serial) = root_test("AF_XDP frame accounting") else {
         return;
-    }
-    let _serial = serial();
+    };
     const TARGET: u64 = 10_000_000;
     const CHUNK: u32 = 1 << 18;
     let (node, shared) = generator_node(1);
@@ -560,10 +558,9 @@ fn ten_million_packets_and_every_frame_comes_back() {
 
 #[test]
 fn ports_come_and_go_while_traffic_flows() {
-    if !root_or_skip("AF_XDP port add/remove") {
+    let Some(_serial) = root_test("AF_XDP port add/remove") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("ports");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -647,10 +644,9 @@ fn ports_come_and_go_while_traffic_flows() {
 
 #[test]
 fn an_idle_worker_sleeps() {
-    if !root_or_skip("AF_XDP idle") {
+    let Some(_serial) = root_test("AF_XDP idle") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("idle");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -760,10 +756,9 @@ const VIP: [u8; 4] = [10, 96, 0, 10];
 
 #[test]
 fn a_reply_on_another_workers_queue_finds_the_flow() {
-    if !root_or_skip("AF_XDP shared flows") {
+    let Some(_serial) = root_test("AF_XDP shared flows") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (stats, answered) = two_worker_round_trips(true, 100, Duration::from_secs(1));
     for s in &stats {
         eprintln!(
@@ -790,10 +785,9 @@ fn a_reply_on_another_workers_queue_finds_the_flow() {
 
 #[test]
 fn without_a_shared_flow_table_the_reply_is_not_translated() {
-    if !root_or_skip("AF_XDP shared flows (control)") {
+    let Some(_serial) = root_test("AF_XDP shared flows (control)") else {
         return;
-    }
-    let _serial = serial();
+    };
     // The same steering with one flow table per worker: worker 1 does not know the
     // flow, so the reply reaches the client from the backend's address and the socket
     // connected to the VIP never sees it. This is what the shared table prevents.
@@ -808,10 +802,9 @@ fn without_a_shared_flow_table_the_reply_is_not_translated() {
 
 #[test]
 fn two_busy_workers_share_the_flow_table_lock() {
-    if !root_or_skip("AF_XDP flow lock under load") {
+    let Some(_serial) = root_test("AF_XDP flow lock under load") else {
         return;
-    }
-    let _serial = serial();
+    };
     const WORKERS: u32 = 2;
     const PER_WORKER: u64 = 1_000_000;
     const CHUNK: u32 = 1 << 16;

@@ -43,6 +43,15 @@ fn can_run(test: &str) -> bool {
     false
 }
 
+/// What the names of these tests' networks start with.
+fn prefix() -> String {
+    format!("kcni-{}", std::process::id())
+}
+
+fn kxp_prefix() -> String {
+    format!("kxp{}", std::process::id())
+}
+
 /// The namespaces of these tests are `kcni-...`, with IPv6 on: kxdp-cni gives a pod the
 /// addresses of every family its PodCIDRs have, and the dual-stack test checks them.
 fn netns(tag: &str) -> Netns {
@@ -430,6 +439,7 @@ fn add_check_gc_del() {
     if !can_run("add_check_gc_del") {
         return;
     }
+    let p = prefix();
     let dir = TempDir::new("life");
     let node = netns("node");
     let pod1_ns = netns("pod1");
@@ -667,6 +677,7 @@ fn failures_leave_nothing_behind() {
     if !can_run("failures_leave_nothing_behind") {
         return;
     }
+    let p = prefix();
     let dir = TempDir::new("fail");
     let node = netns("fnode");
     let pod_ns = netns("fpod");
@@ -801,6 +812,7 @@ fn dual_stack() {
     if !can_run("dual_stack") {
         return;
     }
+    let p = prefix();
     let dir = TempDir::new("dual");
     let node = netns("dnode");
     let pod_ns = netns("dpod");
@@ -1034,6 +1046,7 @@ fn use_pod_cidr_with_a_real_agent() {
     if !can_run("use_pod_cidr_with_a_real_agent") {
         return;
     }
+    let p = kxp_prefix();
     let dir = TempDir::new("kxp-real");
     let node = netns("rnode");
     let outside = netns("rout");
@@ -1144,6 +1157,7 @@ fn use_pod_cidr_with_a_fake_agent() {
     if !can_run("use_pod_cidr_with_a_fake_agent") {
         return;
     }
+    let p = kxp_prefix();
     let dir = TempDir::new("kxp-fake");
     let node = netns("fnode");
     let pod_ns = netns("fpod");

@@ -25,12 +25,9 @@ const STALE_NODE2_MAC: &str = "02:79:00:00:00:99";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
-/// Root and the machine's root-test lock (held while the guard lives), or a skip (a
-/// failure under CI=true).
+/// Root and the machine's root-test lock, or a skip (a failure under CI=true).
 fn root_test() -> Option<testkit::root::RootTestLock> {
-    let root =
-        testkit::root::is_root() || testkit::root::skip_or_fail("the agent test", "needs root");
-    root.then(testkit::root::exclusive)
+    testkit::root::root_test("the agent test")
 }
 
 /// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
@@ -52,16 +49,7 @@ fn command(cmd: &str, args: &[&str]) -> Command {
 }
 
 fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    let out = command(cmd, args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    testkit::cmd::output(&mut command(cmd, args))
 }
 
 /// Namespaces of one test run, deleted on drop (with their interfaces and so every XDP

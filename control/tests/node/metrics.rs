@@ -50,13 +50,7 @@ fn can_run() -> bool {
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::cmd::output(Command::new(args[0]).args(&args[1..]));
 }
 
 /// `ip ...` inside `ns`, entered with nsenter (see the `agent` module for why not `ip -n`).

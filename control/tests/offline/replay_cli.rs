@@ -516,12 +516,7 @@ fn real_captures_replay_one_verdict_per_record() {
         } else {
             "is missing (the shared fixtures are not beside this checkout)"
         };
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the capture directory {} {why}; this test must not be skipped",
-            fixtures.display()
-        );
-        testkit::root::skipped(
+        testkit::root::skip_or_fail(
             "real_captures_replay_one_verdict_per_record",
             &format!("{} {why}", fixtures.display()),
         );

@@ -1,19 +1,24 @@
 //! Commands a test needs to succeed.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Runs a command, returning its stdout; panics with its stderr if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
+    let out = output(Command::new(cmd).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `command` to its end and returns what it printed; panics, showing the command and
+/// its output, if it cannot start or fails.
+pub fn output(command: &mut Command) -> Output {
+    let out = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         out.status.success(),
-        "{cmd} {}: {}{}",
-        args.join(" "),
+        "{command:?}: {}{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
 }

@@ -9,7 +9,7 @@
 //! - [`offline`]: packets through the pure pipeline with tables translated from a state
 //!   directory.
 //! - [`process`]: children's stdout line by line, stopping an agent as an init system does;
-//!   [`http`]: one request from inside a namespace.
+//!   [`http`]: one request from inside a namespace; [`sock`]: socket options.
 //! - [`TempDir`], [`wait`] (polling with a deadline), [`cmd`] (commands that must succeed),
 //!   [`bins`] (the workspace's binaries beside the test), [`paths`] (the repository and
 //!   ../shared/fixtures), [`oracle`] (slow, obviously right reference implementations to
@@ -27,6 +27,7 @@ pub mod oracle;
 pub mod paths;
 pub mod process;
 pub mod root;
+pub mod sock;
 mod tempdir;
 pub mod wait;
 #[cfg(feature = "xdp")]

@@ -19,7 +19,7 @@ use testkit::TempDir;
 use testkit::frames::Headers;
 use testkit::netns::netns_left;
 use testkit::offline::{pod_mac, step, tables_for};
-use testkit::root::root_or_skip;
+use testkit::root::root_test;
 
 const KXDP_LAB: &str = env!("CARGO_BIN_EXE_kxdp-lab");
 
@@ -272,10 +272,9 @@ fn json(out: &Output) -> serde_json::Value {
 /// Then everything is gone.
 #[test]
 fn lab_topology_and_probe_tool_carry_traffic() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     let names = Names {
         prefix: run_prefix('t'),
     };
@@ -468,10 +467,9 @@ fn show(what: &str, out: &Output) {
 /// leaves nothing behind, and a second down is fine.
 #[test]
 fn lab_up_check_down() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     up_check_down(run_prefix('l'), "dir");
 }
 
@@ -479,10 +477,9 @@ fn lab_up_check_down() {
 /// the manifest directory: every check passes on state that came over list/watch.
 #[test]
 fn lab_up_check_down_with_the_api_source() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     up_check_down(run_prefix('a'), "api");
 }
 

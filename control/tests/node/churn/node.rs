@@ -371,12 +371,7 @@ pub fn read(path: &Path) -> String {
 }
 
 fn run(c: &mut Command) {
-    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::cmd::output(c);
 }
 
 /// `ip ARGS` inside `ns` (through nsenter: `ip -n` remounts /, which fails in a chroot).
