@@ -939,24 +939,18 @@ impl RealAgent {
         std::fs::write(
             state.join("cluster.yaml"),
             format!(
-                r#"apiVersion: v1
-kind: Node
-metadata:
-  name: node1
-  annotations:
-    kxdp.io/underlay-mac: "02:77:00:00:00:01"
-spec:
-  podCIDR: {REAL_POD_CIDR}
-status:
-  addresses:
-  - type: InternalIP
-    address: 192.168.77.1
----
+                r#"{}---
 apiVersion: v1
 kind: Namespace
 metadata:
   name: demo
-"#
+"#,
+                testkit::manifests::node(
+                    "node1",
+                    "02:77:00:00:00:01",
+                    REAL_POD_CIDR,
+                    "192.168.77.1"
+                )
             ),
         )
         .expect("write manifests");

@@ -217,34 +217,13 @@ fn write_state(dir: &Path, extra: &str) {
 
 /// The one-node cluster (plus a kernel-VXLAN node2) the scenarios run, and `extra`.
 fn manifests(extra: &str) -> String {
+    let node1 = testkit::manifests::node("node1", UPLINK_MAC, "10.244.1.0/24", NODE_IP);
+    // node2's MAC is deliberately wrong: the agent must use the kernel's neighbour entry
+    // instead.
+    let node2 = testkit::manifests::node("node2", STALE_NODE2_MAC, "10.244.2.0/24", OUTSIDE_IP);
     format!(
-        r#"apiVersion: v1
-kind: Node
-metadata:
-  name: node1
-  annotations:
-    kxdp.io/underlay-mac: "{UPLINK_MAC}"
-spec:
-  podCIDR: 10.244.1.0/24
-status:
-  addresses:
-  - type: InternalIP
-    address: {NODE_IP}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: node2
-  annotations:
-    # Deliberately wrong: the agent must use the kernel's neighbour entry instead.
-    kxdp.io/underlay-mac: "{STALE_NODE2_MAC}"
-spec:
-  podCIDR: 10.244.2.0/24
-status:
-  addresses:
-  - type: InternalIP
-    address: {OUTSIDE_IP}
----
+        r#"{node1}---
+{node2}---
 apiVersion: v1
 kind: Namespace
 metadata:

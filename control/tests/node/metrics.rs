@@ -137,10 +137,8 @@ fn promtool_check(exposition: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "promtool check metrics: {}\n{}{}\nexposition:\n{exposition}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "promtool check metrics: {}\nexposition:\n{exposition}",
+        testkit::cmd::describe(&out)
     );
 }
 

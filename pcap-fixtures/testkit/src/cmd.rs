@@ -8,6 +8,17 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How a finished process ended and what it printed (stdout, then stderr), for a failure
+/// message or a log.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs `command` to its end and returns what it printed; panics, showing the command and
 /// its output, if it cannot start or fails.
 pub fn output(command: &mut Command) -> Output {

@@ -455,12 +455,7 @@ impl Drop for LabGuard {
 }
 
 fn show(what: &str, out: &Output) {
-    eprintln!(
-        "== kxdp-lab {what}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprintln!("== kxdp-lab {what}: {}", testkit::cmd::describe(out));
 }
 
 /// The README's demo, with a per-run prefix and directory: up, every check passes, down
