@@ -12,7 +12,8 @@ pub fn setsockopt<T>(
     name: libc::c_int,
     value: &T,
 ) -> std::io::Result<()> {
-    let len = libc::socklen_t::try_from(size_of::<T>()).expect("an option value is small");
+    let len = libc::socklen_t::try_from(size_of::<T>())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: an open fd, and `value` points to a live `T` of `len` bytes, which the kernel
     // only reads.
     let rc = unsafe {
