@@ -14,7 +14,6 @@
 pub mod case;
 pub mod cases;
 pub mod demo;
-pub mod flowhash;
 pub mod generate;
 pub mod packet;
 pub mod pcapio;

@@ -1,25 +1,14 @@
-//! SCTP packets for the cases, with a CRC32c of our own.
+//! SCTP packets for the cases, with a CRC32c of the tests' own.
 //!
 //! etherparse has no SCTP, and the datapath's checksum code is what a case checks, so the
-//! checksum is computed here from its definition: CRC32c (Castagnoli, reflected polynomial
-//! 0x82F63B78, initial value and final XOR all ones; RFC 4960 Appendix B) over the whole
-//! SCTP packet with the checksum field zeroed. The value goes on the wire least
-//! significant byte first, as Linux (`cpu_to_le32` in `sctp_compute_cksum`) and Wireshark
-//! have it: RFC 4960's bit-reflected CRC is defined that way.
+//! checksum comes from the tests' reference implementation ([`testkit::oracle::crc32c`]:
+//! Castagnoli, reflected polynomial 0x82F63B78, initial value and final XOR all ones;
+//! RFC 4960 Appendix B) over the whole SCTP packet with the checksum field zeroed. The
+//! value goes on the wire least significant byte first, as Linux (`cpu_to_le32` in
+//! `sctp_compute_cksum`) and Wireshark have it: RFC 4960's bit-reflected CRC is defined
+//! that way.
 
-/// The CRC32c of `data`.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = u32::MAX;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            // Shift one bit out; XOR the reflected polynomial when it was a one.
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0x82F6_3B78 & mask);
-        }
-    }
-    !crc
-}
+use testkit::oracle::crc32c;
 
 /// Chunk types (RFC 4960 §3.2).
 const CHUNK_INIT: u8 = 1;
@@ -77,15 +66,6 @@ pub fn init_ack_packet(sport: u16, dport: u16, peer_tag: u32, initiate_tag: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32c_check_values() {
-        // The catalogue check value of CRC-32C, and RFC 3720 §B.4's all-zeros and
-        // all-ones 32-byte vectors.
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
-        assert_eq!(crc32c(&[0xffu8; 32]), 0x62A8_AB43);
-    }
 
     #[test]
     fn init_packet_checksum_verifies() {

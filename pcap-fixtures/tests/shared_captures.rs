@@ -23,37 +23,15 @@ use replay::{InputSpec, ReplayOptions};
 
 /// `../shared/fixtures` beside the workspace, or `None` (after saying so) when absent.
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let dir = testkit::paths::shared_fixtures();
     if dir.is_dir() {
         return Some(dir);
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but {} is not present",
-        dir.display()
-    );
-    testkit::root::skipped(
+    testkit::root::skip_or_fail(
         "the shared captures",
         "../shared/fixtures is not beside the checkout",
     );
     None
-}
-
-fn captures_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            captures_under(&path, out);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "pcap" || e == "pcapng")
-        {
-            out.push(path);
-        }
-    }
 }
 
 fn example_state() -> PathBuf {
@@ -63,9 +41,10 @@ fn example_state() -> PathBuf {
 #[test]
 fn every_shared_capture_replays_on_uplink_and_pod_ports() {
     let Some(root) = shared() else { return };
-    let mut files = Vec::new();
-    captures_under(&root.join("tcpdump"), &mut files);
-    captures_under(&root.join("suricata-verify"), &mut files);
+    let mut files = testkit::paths::captures_under(&root.join("tcpdump"));
+    files.extend(testkit::paths::captures_under(
+        &root.join("suricata-verify"),
+    ));
     files.sort();
     assert!(!files.is_empty(), "no captures under {}", root.display());
     let mut failures = Vec::new();

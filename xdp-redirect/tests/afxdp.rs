@@ -18,8 +18,8 @@ use common::*;
 use datapath::DropReason;
 use datapath::addr::MacAddr;
 use datapath::tables::{HOST_MAC, proto};
-use etherparse::PacketBuilder;
 use rig::traffic::{FanOut, GenMode, fanout};
+use testkit::frames::Headers;
 use xdp_redirect::{POD_PROGRAM, PortSpec, WorkerConfig, WorkerStats, spawn};
 
 const POD_A: [u8; 4] = [10, 244, 1, 5];
@@ -180,10 +180,9 @@ fn plug(
 
 #[test]
 fn forwards_ping_and_udp_between_two_pods() {
-    if !root_or_skip("AF_XDP forwarding") {
+    let Some(_serial) = root_test("AF_XDP forwarding") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("fwd");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -284,13 +283,10 @@ fn forwards_ping_and_udp_between_two_pods() {
 fn generator_templates() -> Vec<[u8; 64]> {
     let gw_mac = MacAddr::for_ipv4(GATEWAY).0;
     let udp = |src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]| -> [u8; 64] {
-        let mut out = Vec::new();
-        PacketBuilder::ethernet2(src_mac, gw_mac)
-            .ipv4(src, dst, 64)
-            .udp(40000, 9)
-            .write(&mut out, &[0x5a; 22])
-            .expect("template");
-        out.try_into().expect("64 bytes")
+        Headers::new(src_mac, gw_mac, src, dst)
+            .udp(40000, 9, &[0x5a; 22])
+            .try_into()
+            .expect("64 bytes")
     };
     let a_mac = MacAddr::for_ipv4(POD_A).0;
     let forward = udp(a_mac, POD_A, POD_B);
@@ -446,10 +442,9 @@ fn pin_current_thread(cpu: usize) {
 
 #[test]
 fn ten_million_packets_and_every_frame_comes_back() {
-    if !root_or_skip("AF_XDP frame accounting") {
+    let Some(_serial) = root_test("AF_XDP frame accounting") else {
         return;
-    }
-    let _serial = serial();
+    };
     const TARGET: u64 = 10_000_000;
     const CHUNK: u32 = 1 << 18;
     let (node, shared) = generator_node(1);
@@ -563,10 +558,9 @@ fn ten_million_packets_and_every_frame_comes_back() {
 
 #[test]
 fn ports_come_and_go_while_traffic_flows() {
-    if !root_or_skip("AF_XDP port add/remove") {
+    let Some(_serial) = root_test("AF_XDP port add/remove") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("ports");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -650,10 +644,9 @@ fn ports_come_and_go_while_traffic_flows() {
 
 #[test]
 fn an_idle_worker_sleeps() {
-    if !root_or_skip("AF_XDP idle") {
+    let Some(_serial) = root_test("AF_XDP idle") else {
         return;
-    }
-    let _serial = serial();
+    };
     let node = netns("idle");
     let a = Pod::new(&node, "t", "a", POD_A, 1);
     let b = Pod::new(&node, "t", "b", POD_B, 1);
@@ -763,10 +756,9 @@ const VIP: [u8; 4] = [10, 96, 0, 10];
 
 #[test]
 fn a_reply_on_another_workers_queue_finds_the_flow() {
-    if !root_or_skip("AF_XDP shared flows") {
+    let Some(_serial) = root_test("AF_XDP shared flows") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (stats, answered) = two_worker_round_trips(true, 100, Duration::from_secs(1));
     for s in &stats {
         eprintln!(
@@ -793,10 +785,9 @@ fn a_reply_on_another_workers_queue_finds_the_flow() {
 
 #[test]
 fn without_a_shared_flow_table_the_reply_is_not_translated() {
-    if !root_or_skip("AF_XDP shared flows (control)") {
+    let Some(_serial) = root_test("AF_XDP shared flows (control)") else {
         return;
-    }
-    let _serial = serial();
+    };
     // The same steering with one flow table per worker: worker 1 does not know the
     // flow, so the reply reaches the client from the backend's address and the socket
     // connected to the VIP never sees it. This is what the shared table prevents.
@@ -811,10 +802,9 @@ fn without_a_shared_flow_table_the_reply_is_not_translated() {
 
 #[test]
 fn two_busy_workers_share_the_flow_table_lock() {
-    if !root_or_skip("AF_XDP flow lock under load") {
+    let Some(_serial) = root_test("AF_XDP flow lock under load") else {
         return;
-    }
-    let _serial = serial();
+    };
     const WORKERS: u32 = 2;
     const PER_WORKER: u64 = 1_000_000;
     const CHUNK: u32 = 1 << 16;

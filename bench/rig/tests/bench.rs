@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use testkit::netns::netns_left;
-use testkit::root::root_or_skip;
+use testkit::root::root_test;
 
 const KXDP_BENCH: &str = env!("CARGO_BIN_EXE_kxdp-bench");
 
@@ -35,10 +35,9 @@ impl Drop for Cleanup {
 
 #[test]
 fn bench_measures_every_path_in_one_run() {
-    if !root_or_skip("the bench test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the bench test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     let prefix = format!("kxb{}t", std::process::id() % 1000);
     let guard = Cleanup {
         dir: PathBuf::from(format!("/run/kxdp-bench-{prefix}")),

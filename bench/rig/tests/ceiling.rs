@@ -20,7 +20,7 @@ use rig::traffic::{
     SinkCounts, choose,
 };
 use testkit::netns::Netns;
-use testkit::root::{exclusive, root_or_skip};
+use testkit::root::root_test;
 use testkit::wait::eventually;
 use testkit::xdp::{ifindex, interface};
 use xdp_redirect::{AttachMode, WorkerStats};
@@ -126,17 +126,8 @@ fn capture(ifname: &str) -> OwnedFd {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: a valid timeval of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    testkit::sock::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)
+        .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
     fd
 }
 
@@ -165,10 +156,9 @@ fn the_same_interface_twice_is_refused() {
 /// worker forwarded); stopping detaches the program.
 #[test]
 fn forwards_every_frame_mac_swapped_and_detaches() {
-    if !root_or_skip("AF_XDP ceiling forwarder") {
+    let Some(_serial) = root_test("AF_XDP ceiling forwarder") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rig = rig();
     let (forwarder, attached_link) = rig.within(|| {
         let fwd = start_forwarder(None);
@@ -292,10 +282,9 @@ fn forwards_every_frame_mac_swapped_and_detaches() {
 /// Dropping the forwarder (as a failing test would) detaches its program too.
 #[test]
 fn dropping_the_forwarder_detaches() {
-    if !root_or_skip("AF_XDP ceiling forwarder drop") {
+    let Some(_serial) = root_test("AF_XDP ceiling forwarder drop") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rig = rig();
     let attached = rig.within(|| {
         let fwd = start_forwarder(None);
@@ -314,10 +303,9 @@ fn dropping_the_forwarder_detaches() {
 #[test]
 #[ignore = "a measurement; run by hand in a release build"]
 fn measure_mpps() {
-    if !root_or_skip("ceiling measurement") {
+    let Some(_serial) = root_test("ceiling measurement") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     for size in [64u16, 512, 1500] {
         let rig = rig();
         let (report, stats, counts, egress_budget) = rig.within(|| {

@@ -19,7 +19,7 @@ use rig::traffic::{
     choose,
 };
 use testkit::netns::Netns;
-use testkit::root::{exclusive, root_or_skip};
+use testkit::root::{root_or_skip, root_test};
 use testkit::wait::eventually;
 use testkit::xdp::live_frames_or_fallback;
 use xdp_redirect::Interface;
@@ -45,29 +45,7 @@ impl Pair {
     fn with_queues(queues: u32) -> Pair {
         let gen_ns = Netns::with_prefix("kxg", "gen");
         let sink_ns = Netns::with_prefix("kxg", "sink");
-        let q = queues.to_string();
-        gen_ns.ip(&[
-            "link",
-            "add",
-            GEN_IF,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            SINK_IF,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            sink_ns.name(),
-        ]);
-        gen_ns.ip(&["link", "set", GEN_IF, "up"]);
-        sink_ns.ip(&["link", "set", SINK_IF, "up"]);
+        gen_ns.veth_pair_to(GEN_IF, &sink_ns, SINK_IF, queues);
         Pair { gen_ns, sink_ns }
     }
 
@@ -223,10 +201,9 @@ fn exact_counts(mode: GenMode) {
 
 #[test]
 fn live_frames_generator_sends_exactly_n_over_the_flows() {
-    if !root_or_skip("live-frames generator") {
+    let Some(_serial) = root_test("live-frames generator") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     exact_counts(live_frames_or_fallback(
         "live-frames generator, exact counts",
     ));
@@ -234,10 +211,9 @@ fn live_frames_generator_sends_exactly_n_over_the_flows() {
 
 #[test]
 fn fanout_generator_sends_exactly_n_over_the_flows() {
-    if !root_or_skip("fan-out generator") {
+    let Some(_serial) = root_test("fan-out generator") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     exact_counts(GenMode::FanOut);
 }
 
@@ -277,10 +253,9 @@ fn the_choice_follows_the_probe() {
 
 #[test]
 fn afxdp_generator_sends_exactly_n_over_the_flows() {
-    if !root_or_skip("AF_XDP generator") {
+    let Some(_serial) = root_test("AF_XDP generator") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     exact_count_over_flows(GenMode::AfXdp, &spec(64, Protocol::Udp, 64, 16), 1000);
     exact_count_over_flows(GenMode::AfXdp, &spec(1514, Protocol::Udp, 10, 10), 2000);
     exact_count_over_flows(GenMode::AfXdp, &spec(512, Protocol::TcpSyn, 300, 100), 50);
@@ -327,29 +302,26 @@ fn rate_cap_holds(mode: GenMode, rate: u64) {
 
 #[test]
 fn live_frames_generator_respects_the_rate_cap() {
-    if !root_or_skip("live-frames generator rate cap") {
+    let Some(_serial) = root_test("live-frames generator rate cap") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     rate_cap_holds(live_frames_or_fallback("live-frames rate cap"), 100_000);
 }
 
 #[test]
 fn fanout_generator_respects_the_rate_cap() {
-    if !root_or_skip("fan-out generator rate cap") {
+    let Some(_serial) = root_test("fan-out generator rate cap") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     rate_cap_holds(GenMode::FanOut, 100_000);
     rate_cap_holds(GenMode::FanOut, 1_000_000);
 }
 
 #[test]
 fn afxdp_generator_respects_the_rate_cap() {
-    if !root_or_skip("AF_XDP generator rate cap") {
+    let Some(_serial) = root_test("AF_XDP generator rate cap") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     rate_cap_holds(GenMode::AfXdp, 50_000);
 }
 
@@ -374,10 +346,9 @@ fn bad_specs_are_refused_before_touching_the_kernel() {
 #[test]
 #[ignore = "a measurement; run by hand in a release build"]
 fn measure_mpps() {
-    if !root_or_skip("pktgen measurement") {
+    let Some(_serial) = root_test("pktgen measurement") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let live = rig::traffic::live_frames().expect("probe");
     println!("live frames: {live:?}");
     for mode in GenMode::ALL {
@@ -518,10 +489,9 @@ fn udp_counter(ns: &Netns, name: &str) -> u64 {
 
 #[test]
 fn a_passing_sink_hands_every_packet_to_the_stack() {
-    if !root_or_skip("pass-mode sink") {
+    let Some(_serial) = root_test("pass-mode sink") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let pair = Pair::new();
     pair.sink_ns
         .ip(&["addr", "add", "10.77.0.2/24", "dev", SINK_IF]);

@@ -19,6 +19,8 @@ use std::thread::JoinHandle;
 use agent_api::record::host_veth_name;
 use agent_api::{AgentStatus, Request, Response, serve_connection};
 use serde_json::{Value, json};
+use testkit::TempDir;
+use testkit::netns::{Netns, Uplink};
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
@@ -41,73 +43,24 @@ fn can_run(test: &str) -> bool {
     false
 }
 
+/// What the names of these tests' networks start with.
 fn prefix() -> String {
     format!("kcni-{}", std::process::id())
 }
 
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("{}-{tag}", prefix()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
+fn kxp_prefix() -> String {
+    format!("kxp{}", std::process::id())
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The namespaces of these tests are `kcni-...`, with IPv6 on: kxdp-cni gives a pod the
+/// addresses of every family its PodCIDRs have, and the dual-stack test checks them.
+fn netns(tag: &str) -> Netns {
+    Netns::with_ipv6("kcni", tag)
 }
 
-/// A named network namespace, deleted on drop (with everything in it) even when the test
-/// fails; deleting one that the test already removed is fine.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        // A leftover of an earlier run with the same pid; normally there is none.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        sh("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// Runs `tool args` inside the namespace; stdout; panics on failure.
-    fn run(&self, tool: &str, args: &[&str]) -> String {
-        let mut full = vec![format!("--net={}", self.path()), "--".into(), tool.into()];
-        full.extend(args.iter().map(|a| a.to_string()));
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        sh("nsenter", &refs)
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        self.run("ip", args)
-    }
-
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j"];
-        full.extend_from_slice(args);
-        let text = self.ip(&full);
-        if text.trim().is_empty() {
-            json!([])
-        } else {
-            serde_json::from_str(&text).expect("ip -j output")
-        }
-    }
+/// What these tests read of a namespace's links: `ip -j` output, parsed.
+trait Links {
+    fn ip_json(&self, args: &[&str]) -> Value;
 
     /// Every link (`ip -d -j link show`).
     fn links(&self) -> Vec<Value> {
@@ -134,26 +87,17 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(std::process::Stdio::null())
-            .status();
+impl Links for Netns {
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        let text = self.ip(&full);
+        if text.trim().is_empty() {
+            json!([])
+        } else {
+            serde_json::from_str(&text).expect("ip -j output")
+        }
     }
-}
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// The fake agent: answers status/add_port/del_port/check_port like the contract says and
@@ -439,7 +383,7 @@ fn assert_attachment(node: &Netns, pod: &Netns, veth: &str, ip: &str, pod_mac: &
     assert_eq!(routes.as_array().unwrap().len(), 1, "{routes}");
     assert_eq!(routes[0]["gateway"], "10.244.1.1");
     assert_eq!(routes[0]["dev"], "eth0");
-    let features = pod.run("ethtool", &["-k", "eth0"]);
+    let features = pod.exec("ethtool", &["-k", "eth0"]);
     assert!(
         features.lines().any(|l| l.trim() == "tx-checksumming: off"),
         "{features}"
@@ -497,15 +441,15 @@ fn add_check_gc_del() {
     }
     let p = prefix();
     let dir = TempDir::new("life");
-    let node = Netns::new(format!("{p}-node"));
-    let pod1_ns = Netns::new(format!("{p}-pod1"));
-    let pod2_ns = Netns::new(format!("{p}-pod2"));
-    let agent = FakeAgent::start(&dir.0, &node.name);
+    let node = netns("node");
+    let pod1_ns = netns("pod1");
+    let pod2_ns = netns("pod2");
+    let agent = FakeAgent::start(dir.path(), node.name());
     let rt = Runtime { node: &node };
     let network = format!("{p}-net");
-    let ipam = host_local(&dir.0, json!({"subnet": "10.244.1.0/24"}));
-    let conf10 = config("1.0.0", &network, &dir.0, &agent.socket, ipam.clone());
-    let conf11 = config("1.1.0", &network, &dir.0, &agent.socket, ipam);
+    let ipam = host_local(dir.path(), json!({"subnet": "10.244.1.0/24"}));
+    let conf10 = config("1.0.0", &network, dir.path(), &agent.socket, ipam.clone());
+    let conf11 = config("1.1.0", &network, dir.path(), &agent.socket, ipam);
     let pod1 = Pod {
         name: "web-0",
         netns_path: pod1_ns.path(),
@@ -534,7 +478,7 @@ fn add_check_gc_del() {
     let run = rt.run(&status_env, &conf11.to_string()).expect_ok();
     assert_eq!(run.stdout, "");
     let mut no_agent11 = conf11.clone();
-    no_agent11["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    no_agent11["agentSocket"] = json!(dir.path().join("no-agent.sock"));
     assert_eq!(
         rt.run(&status_env, &no_agent11.to_string()).error_code(),
         50
@@ -571,7 +515,7 @@ fn add_check_gc_del() {
         )]
     );
     assert_eq!(*agent.veth_seen_at_add.lock().unwrap(), vec![true]);
-    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+    assert!(reserved(dir.path(), &network, "10.244.1.2"));
 
     // CHECK with the ADD result: fine, and the agent was asked about the port.
     let mut check = conf10.clone();
@@ -610,7 +554,7 @@ fn add_check_gc_del() {
 
     // ADD again for the same attachment: refused, and the live one keeps its address.
     assert_eq!(rt.attachment("ADD", c1, &pod1, &conf10).error_code(), 105);
-    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+    assert!(reserved(dir.path(), &network, "10.244.1.2"));
     assert_attachment(&node, &pod1_ns, &veth1, "10.244.1.2", "0a:58:0a:f4:01:02");
 
     // ADD pod2 (spec 1.1.0: interface MTUs in the result; host-local 1.1 only speaks 1.0.0,
@@ -666,23 +610,23 @@ fn add_check_gc_del() {
     assert!(veths.contains("kxdp-host"), "{veths:?}");
     assert!(pod2_ns.link("eth0").is_none());
     assert!(
-        !reserved(&dir.0, &network, "10.244.1.3"),
+        !reserved(dir.path(), &network, "10.244.1.3"),
         "GC released pod2's address"
     );
-    assert!(reserved(&dir.0, &network, "10.244.1.2"));
+    assert!(reserved(dir.path(), &network, "10.244.1.2"));
     assert_eq!(
         del_ports(&agent.take_calls()),
         vec!["pod-demo-web-1".to_string()]
     );
     assert!(
-        !dir.0
+        !dir.path()
             .join("state")
             .join(&network)
             .join(format!("{veth2}.json"))
             .exists()
     );
     assert!(
-        dir.0
+        dir.path()
             .join("state")
             .join(&network)
             .join(format!("{veth1}.json"))
@@ -698,14 +642,14 @@ fn add_check_gc_del() {
         assert_eq!(run.stdout, "");
         assert!(node.link(&veth1).is_none());
         assert!(pod1_ns.link("eth0").is_none());
-        assert!(!reserved(&dir.0, &network, "10.244.1.2"));
+        assert!(!reserved(dir.path(), &network, "10.244.1.2"));
     }
     assert_eq!(
         del_ports(&agent.take_calls()),
         vec!["pod-demo-web-0".to_string(), "pod-demo-web-0".to_string()]
     );
     assert!(
-        !dir.0
+        !dir.path()
             .join("state")
             .join(&network)
             .join(format!("{veth1}.json"))
@@ -716,14 +660,14 @@ fn add_check_gc_del() {
     // the agent unreachable: still a success, the address released, the agent's absence on
     // stderr.
     rt.attachment("ADD", c2, &pod2, &conf10).expect_ok();
-    assert!(reserved(&dir.0, &network, "10.244.1.4"));
+    assert!(reserved(dir.path(), &network, "10.244.1.4"));
     drop(pod2_ns);
     let mut no_agent = conf10.clone();
-    no_agent["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    no_agent["agentSocket"] = json!(dir.path().join("no-agent.sock"));
     let run = rt.attachment("DEL", c2, &pod2, &no_agent);
     assert!(run.ok, "{} {}", run.stdout, run.stderr);
     assert!(run.stderr.contains("not answering"), "{}", run.stderr);
-    assert!(!reserved(&dir.0, &network, "10.244.1.4"));
+    assert!(!reserved(dir.path(), &network, "10.244.1.4"));
     assert!(node.link(&veth2).is_none());
     assert!(node.veths().is_empty(), "{:?}", node.veths());
 }
@@ -735,24 +679,24 @@ fn failures_leave_nothing_behind() {
     }
     let p = prefix();
     let dir = TempDir::new("fail");
-    let node = Netns::new(format!("{p}-fnode"));
-    let pod_ns = Netns::new(format!("{p}-fpod"));
-    let agent = FakeAgent::start(&dir.0, &node.name);
+    let node = netns("fnode");
+    let pod_ns = netns("fpod");
+    let agent = FakeAgent::start(dir.path(), node.name());
     let rt = Runtime { node: &node };
     let network = format!("{p}-fnet");
     // One address in the range: a second ADD succeeds only if the first one's was released.
     let ipam = host_local(
-        &dir.0,
+        dir.path(),
         json!({"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.50", "rangeEnd": "10.244.1.50"}),
     );
-    let conf = config("1.0.0", &network, &dir.0, &agent.socket, ipam);
+    let conf = config("1.0.0", &network, dir.path(), &agent.socket, ipam);
     let pod = Pod {
         name: "client",
         netns_path: pod_ns.path(),
     };
     let c = "kcni-ctr-f";
     let veth = host_veth_name(c, "eth0");
-    let records = dir.0.join("state").join(&network);
+    let records = dir.path().join("state").join(&network);
     let nothing_left = |what: &str| {
         assert!(node.veths().is_empty(), "{what}: {:?}", node.veths());
         assert!(
@@ -760,7 +704,7 @@ fn failures_leave_nothing_behind() {
             "{what}: eth0 left in the pod"
         );
         assert!(
-            !reserved(&dir.0, &network, "10.244.1.50"),
+            !reserved(dir.path(), &network, "10.244.1.50"),
             "{what}: address kept"
         );
         let left = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
@@ -792,14 +736,14 @@ fn failures_leave_nothing_behind() {
 
     // The agent is not there: try again later, nothing done.
     let mut no_agent = conf.clone();
-    no_agent["agentSocket"] = json!(dir.0.join("no-agent.sock"));
+    no_agent["agentSocket"] = json!(dir.path().join("no-agent.sock"));
     assert_eq!(rt.attachment("ADD", c, &pod, &no_agent).error_code(), 11);
     nothing_left("agent unreachable");
 
     // IPAM runs out of addresses (the only one is taken by another container): its error
     // is passed on and the veth never made.
     rt.attachment("ADD", c, &pod, &conf).expect_ok();
-    let other_ns = Netns::new(format!("{p}-fpod2"));
+    let other_ns = netns("fpod2");
     let other = Pod {
         name: "other",
         netns_path: other_ns.path(),
@@ -810,7 +754,7 @@ fn failures_leave_nothing_behind() {
     assert!(other_ns.link("eth0").is_none());
     assert!(node.link(&host_veth_name("kcni-ctr-g", "eth0")).is_none());
     assert!(
-        reserved(&dir.0, &network, "10.244.1.50"),
+        reserved(dir.path(), &network, "10.244.1.50"),
         "the live pod keeps its address"
     );
     rt.attachment("DEL", c, &pod, &conf).expect_ok();
@@ -828,7 +772,7 @@ fn failures_leave_nothing_behind() {
         del_ports(&agent.take_calls()),
         vec!["pod-demo-client".to_string()]
     );
-    assert!(reserved(&dir.0, &network, "10.244.1.50"));
+    assert!(reserved(dir.path(), &network, "10.244.1.50"));
     assert!(records.join(format!("{veth}.json")).exists());
     rt.attachment("DEL", c, &pod, &conf).expect_ok();
     nothing_left("DEL retried");
@@ -870,17 +814,21 @@ fn dual_stack() {
     }
     let p = prefix();
     let dir = TempDir::new("dual");
-    let node = Netns::new(format!("{p}-dnode"));
-    let pod_ns = Netns::new(format!("{p}-dpod"));
-    let agent = FakeAgent::with_cidrs(&dir.0, &node.name, &["10.244.1.0/24", "fd00:10:244:1::/64"]);
+    let node = netns("dnode");
+    let pod_ns = netns("dpod");
+    let agent = FakeAgent::with_cidrs(
+        dir.path(),
+        node.name(),
+        &["10.244.1.0/24", "fd00:10:244:1::/64"],
+    );
     let rt = Runtime { node: &node };
     let network = format!("{p}-dnet");
     let ipam = json!({
         "type": "host-local",
         "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
-        "dataDir": dir.0.join("ipam"),
+        "dataDir": dir.path().join("ipam"),
     });
-    let conf = config("1.0.0", &network, &dir.0, &agent.socket, ipam);
+    let conf = config("1.0.0", &network, dir.path(), &agent.socket, ipam);
     let pod = Pod {
         name: "dual",
         netns_path: pod_ns.path(),
@@ -943,8 +891,8 @@ fn dual_stack() {
     rt.attachment("CHECK", c, &pod, &check).expect_ok();
     rt.attachment("DEL", c, &pod, &conf).expect_ok();
     assert!(node.veths().is_empty());
-    assert!(!reserved(&dir.0, &network, "10.244.1.2"));
-    assert!(!reserved(&dir.0, &network, "fd00:10:244:1::2"));
+    assert!(!reserved(dir.path(), &network, "10.244.1.2"));
+    assert!(!reserved(dir.path(), &network, "fd00:10:244:1::2"));
 }
 
 /// host-local over `usePodCidr`: the range the runtime's configuration names on every node.
@@ -979,46 +927,30 @@ const REAL_POD_CIDR: &str = "10.244.7.0/24";
 
 impl RealAgent {
     fn start(dir: &Path, node: &Netns, outside: &Netns) -> RealAgent {
-        node.ip(&[
-            "link",
-            "add",
-            "up0",
-            "address",
-            "02:77:00:00:00:01",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0peer",
-            "netns",
-            &outside.name,
-        ]);
-        node.ip(&["addr", "add", "192.168.77.1/24", "dev", "up0"]);
-        node.ip(&["link", "set", "up0", "up"]);
-        outside.ip(&["link", "set", "up0peer", "up"]);
+        Uplink {
+            mac: "02:77:00:00:00:01",
+            addr: "192.168.77.1/24",
+            queues: 1,
+            outside: Some(outside.name()),
+        }
+        .add(node.name());
         let state = dir.join("agent-state");
         std::fs::create_dir_all(&state).expect("state dir");
         std::fs::write(
             state.join("cluster.yaml"),
             format!(
-                r#"apiVersion: v1
-kind: Node
-metadata:
-  name: node1
-  annotations:
-    kxdp.io/underlay-mac: "02:77:00:00:00:01"
-spec:
-  podCIDR: {REAL_POD_CIDR}
-status:
-  addresses:
-  - type: InternalIP
-    address: 192.168.77.1
----
+                r#"{}---
 apiVersion: v1
 kind: Namespace
 metadata:
   name: demo
-"#
+"#,
+                testkit::manifests::node(
+                    "node1",
+                    "02:77:00:00:00:01",
+                    REAL_POD_CIDR,
+                    "192.168.77.1"
+                )
             ),
         )
         .expect("write manifests");
@@ -1103,10 +1035,6 @@ impl Drop for RealAgent {
     }
 }
 
-fn kxp_prefix() -> String {
-    format!("kxp{}", std::process::id())
-}
-
 #[test]
 fn use_pod_cidr_with_a_real_agent() {
     if !can_run("use_pod_cidr_with_a_real_agent") {
@@ -1114,20 +1042,20 @@ fn use_pod_cidr_with_a_real_agent() {
     }
     let p = kxp_prefix();
     let dir = TempDir::new("kxp-real");
-    let node = Netns::new(format!("{p}-rnode"));
-    let outside = Netns::new(format!("{p}-rout"));
-    let pod1_ns = Netns::new(format!("{p}-rpod1"));
-    let pod2_ns = Netns::new(format!("{p}-rpod2"));
-    let mut agent = RealAgent::start(&dir.0, &node, &outside);
+    let node = netns("rnode");
+    let outside = netns("rout");
+    let pod1_ns = netns("rpod1");
+    let pod2_ns = netns("rpod2");
+    let mut agent = RealAgent::start(dir.path(), &node, &outside);
     assert_eq!(agent.status().pod_cidrs, vec![REAL_POD_CIDR.to_string()]);
     let rt = Runtime { node: &node };
     let network = format!("{p}-rnet");
     let conf = config(
         "1.0.0",
         &network,
-        &dir.0,
+        dir.path(),
         &agent.socket,
-        use_pod_cidr(&dir.0),
+        use_pod_cidr(dir.path()),
     );
     let pod1 = Pod {
         name: "web-0",
@@ -1152,7 +1080,7 @@ fn use_pod_cidr_with_a_real_agent() {
     let addrs = pod1_ns.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
     assert_eq!(addrs[0]["addr_info"][0]["local"], "10.244.7.2", "{addrs}");
     assert_eq!(
-        leases_of(&dir.0, &network, c1),
+        leases_of(dir.path(), &network, c1),
         vec!["10.244.7.2".to_string()]
     );
     assert!(agent.status().ports.contains(&"pod-demo-web-0".to_string()));
@@ -1169,7 +1097,7 @@ fn use_pod_cidr_with_a_real_agent() {
 
     // DEL releases the address, closes the port, removes the veth.
     rt.attachment("DEL", c1, &pod1, &conf).expect_ok();
-    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(leases_of(dir.path(), &network, c1).is_empty());
     assert!(node.link(&veth1).is_none());
     assert!(!agent.status().ports.contains(&"pod-demo-web-0".to_string()));
 
@@ -1195,9 +1123,9 @@ fn use_pod_cidr_with_a_real_agent() {
     assert!(details.contains("usePodCidr"), "{details}");
     assert!(node.link(&veth2).is_none());
     assert!(pod2_ns.link("eth0").is_none());
-    assert!(leases_of(&dir.0, &network, c2).is_empty());
+    assert!(leases_of(dir.path(), &network, c2).is_empty());
     assert!(
-        !dir.0
+        !dir.path()
             .join("state")
             .join(&network)
             .join(format!("{veth2}.json"))
@@ -1208,7 +1136,7 @@ fn use_pod_cidr_with_a_real_agent() {
     let run = rt.attachment("DEL", c1, &pod1, &conf);
     assert!(run.ok, "{} {}", run.stdout, run.stderr);
     assert!(run.stderr.contains("stand-in"), "{}", run.stderr);
-    assert!(leases_of(&dir.0, &network, c1).is_empty());
+    assert!(leases_of(dir.path(), &network, c1).is_empty());
     assert!(node.link(&veth1).is_none());
     let veths = node.veths();
     assert_eq!(
@@ -1225,8 +1153,8 @@ fn use_pod_cidr_with_a_fake_agent() {
     }
     let p = kxp_prefix();
     let dir = TempDir::new("kxp-fake");
-    let node = Netns::new(format!("{p}-fnode"));
-    let pod_ns = Netns::new(format!("{p}-fpod"));
+    let node = netns("fnode");
+    let pod_ns = netns("fpod");
     let rt = Runtime { node: &node };
     let network = format!("{p}-fnet");
     let pod = Pod {
@@ -1236,19 +1164,19 @@ fn use_pod_cidr_with_a_fake_agent() {
     let c = "kxp-ctr-d";
 
     // Dual stack: one range set per family, IPv4 first, whatever order the agent says.
-    let dual_dir = dir.0.join("dual");
+    let dual_dir = dir.path().join("dual");
     std::fs::create_dir_all(&dual_dir).expect("dir");
     let agent = FakeAgent::with_cidrs(
         &dual_dir,
-        &node.name,
+        node.name(),
         &["fd00:10:244:1::/64", "10.244.1.0/24"],
     );
     let conf = config(
         "1.0.0",
         &network,
-        &dir.0,
+        dir.path(),
         &agent.socket,
-        use_pod_cidr(&dir.0),
+        use_pod_cidr(dir.path()),
     );
     let result = rt.attachment("ADD", c, &pod, &conf).expect_ok().json();
     assert_eq!(
@@ -1258,27 +1186,27 @@ fn use_pod_cidr_with_a_fake_agent() {
             {"address": "fd00:10:244:1::2/64", "gateway": "fd00:10:244:1::1", "interface": 1},
         ])
     );
-    let mut leases = leases_of(&dir.0, &network, c);
+    let mut leases = leases_of(dir.path(), &network, c);
     leases.sort();
     assert_eq!(
         leases,
         vec!["10.244.1.2".to_string(), "fd00:10:244:1::2".to_string()]
     );
     rt.attachment("DEL", c, &pod, &conf).expect_ok();
-    assert!(leases_of(&dir.0, &network, c).is_empty());
+    assert!(leases_of(dir.path(), &network, c).is_empty());
     drop(agent);
 
     // A node without a PodCIDR: try again later (ADD) and not available (STATUS), nothing
     // left behind.
-    let bare_dir = dir.0.join("bare");
+    let bare_dir = dir.path().join("bare");
     std::fs::create_dir_all(&bare_dir).expect("dir");
-    let bare = FakeAgent::with_cidrs(&bare_dir, &node.name, &[]);
+    let bare = FakeAgent::with_cidrs(&bare_dir, node.name(), &[]);
     let conf = config(
         "1.1.0",
         &network,
-        &dir.0,
+        dir.path(),
         &bare.socket,
-        use_pod_cidr(&dir.0),
+        use_pod_cidr(dir.path()),
     );
     let run = rt.attachment("ADD", c, &pod, &conf);
     assert_eq!(run.error_code(), 11, "{}", run.stdout);
@@ -1292,7 +1220,7 @@ fn use_pod_cidr_with_a_fake_agent() {
     );
     assert!(node.veths().is_empty());
     assert!(pod_ns.link("eth0").is_none());
-    assert!(leases_of(&dir.0, &network, c).is_empty());
+    assert!(leases_of(dir.path(), &network, c).is_empty());
     let status_env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")];
     assert_eq!(rt.run(&status_env, &conf.to_string()).error_code(), 50);
     // DEL still succeeds (nothing to release, the stand-in range parses).

@@ -14,7 +14,7 @@ use std::time::Duration;
 use agent_api::{self, AgentStatus, Request};
 
 use lab::apiserver_double::ApiServerDouble;
-use testkit::netns::in_netns;
+use testkit::netns::{Uplink, in_netns};
 use testkit::process::stop_agent;
 use testkit::wait::wait_for;
 
@@ -25,12 +25,9 @@ const STALE_NODE2_MAC: &str = "02:79:00:00:00:99";
 const GATEWAY: &str = "10.244.1.1";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
 
-/// Root and the machine's root-test lock (held while the guard lives), or a skip (a
-/// failure under CI=true).
+/// Root and the machine's root-test lock, or a skip (a failure under CI=true).
 fn root_test() -> Option<testkit::root::RootTestLock> {
-    let root =
-        testkit::root::is_root() || testkit::root::skip_or_fail("the agent test", "needs root");
-    root.then(testkit::root::exclusive)
+    testkit::root::root_test("the agent test")
 }
 
 /// `cmd args`, except that `ip -n NS ...` / `bridge -n NS ...` run through nsenter: `-n`
@@ -52,16 +49,7 @@ fn command(cmd: &str, args: &[&str]) -> Command {
 }
 
 fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    let out = command(cmd, args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    testkit::cmd::output(&mut command(cmd, args))
 }
 
 /// Namespaces of one test run, deleted on drop (with their interfaces and so every XDP
@@ -229,34 +217,13 @@ fn write_state(dir: &Path, extra: &str) {
 
 /// The one-node cluster (plus a kernel-VXLAN node2) the scenarios run, and `extra`.
 fn manifests(extra: &str) -> String {
+    let node1 = testkit::manifests::node("node1", UPLINK_MAC, "10.244.1.0/24", NODE_IP);
+    // node2's MAC is deliberately wrong: the agent must use the kernel's neighbour entry
+    // instead.
+    let node2 = testkit::manifests::node("node2", STALE_NODE2_MAC, "10.244.2.0/24", OUTSIDE_IP);
     format!(
-        r#"apiVersion: v1
-kind: Node
-metadata:
-  name: node1
-  annotations:
-    kxdp.io/underlay-mac: "{UPLINK_MAC}"
-spec:
-  podCIDR: 10.244.1.0/24
-status:
-  addresses:
-  - type: InternalIP
-    address: {NODE_IP}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: node2
-  annotations:
-    # Deliberately wrong: the agent must use the kernel's neighbour entry instead.
-    kxdp.io/underlay-mac: "{STALE_NODE2_MAC}"
-spec:
-  podCIDR: 10.244.2.0/24
-status:
-  addresses:
-  - type: InternalIP
-    address: {OUTSIDE_IP}
----
+        r#"{node1}---
+{node2}---
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -482,42 +449,14 @@ fn scenario(workers: u32) {
     let node = lab.netns("node");
     // Outside the cluster: a host on the uplink's segment with no route to any pod.
     let outside = lab.netns("out");
-    run(
-        "ip",
-        &[
-            "-n",
-            &node,
-            "link",
-            "add",
-            "up0",
-            "address",
-            UPLINK_MAC,
-            "numtxqueues",
-            &lab.queues,
-            "numrxqueues",
-            &lab.queues,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0peer",
-            "netns",
-            &outside,
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{NODE_IP}/24"),
-            "dev",
-            "up0",
-        ],
-    );
-    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
+    let cidr = format!("{NODE_IP}/24");
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: workers,
+        outside: Some(&outside),
+    }
+    .add(&node);
     run(
         "ip",
         &[
@@ -530,7 +469,6 @@ fn scenario(workers: u32) {
             "up0peer",
         ],
     );
-    run("ip", &["-n", &outside, "link", "set", "up0peer", "up"]);
     kernel_vtep(&outside);
     make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
     make_pod(&mut lab, "b", "10.244.1.3", "kx0000000000b");
@@ -844,17 +782,14 @@ fn underlay_info(address: &str) -> String {
 /// with its veth peer in the same namespace, both up. Returns the namespace's name.
 fn node_with_uplink(lab: &mut Lab) -> String {
     let node = lab.netns("node");
-    run(
-        "ip",
-        &[
-            "-n", &node, "link", "add", "up0", "address", UPLINK_MAC, "type", "veth", "peer",
-            "name", "up0peer",
-        ],
-    );
     let cidr = format!("{NODE_IP}/24");
-    run("ip", &["-n", &node, "addr", "add", &cidr, "dev", "up0"]);
-    run("ip", &["-n", &node, "link", "set", "up0", "up"]);
-    run("ip", &["-n", &node, "link", "set", "up0peer", "up"]);
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: 1,
+        outside: None,
+    }
+    .add(&node);
     node
 }
 

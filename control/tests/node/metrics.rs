@@ -50,13 +50,7 @@ fn can_run() -> bool {
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::cmd::output(Command::new(args[0]).args(&args[1..]));
 }
 
 /// `ip ...` inside `ns`, entered with nsenter (see the `agent` module for why not `ip -n`).
@@ -143,10 +137,8 @@ fn promtool_check(exposition: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "promtool check metrics: {}\n{}{}\nexposition:\n{exposition}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "promtool check metrics: {}\nexposition:\n{exposition}",
+        testkit::cmd::describe(&out)
     );
 }
 

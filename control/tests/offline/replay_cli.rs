@@ -19,6 +19,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use serde_json::Value;
+use testkit::frames::Headers;
 
 const CLIENT: &str = "pod-demo-client";
 const WEB0: &str = "pod-demo-web-0";
@@ -41,25 +42,18 @@ fn scratch(name: &str) -> PathBuf {
 
 /// client (10.244.1.5) -> web Service VIP, TCP SYN, as an Ethernet frame.
 fn client_syn(src_port: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
-        .ipv4([10, 244, 1, 5], [10, 96, 0, 10], 64)
-        .tcp(src_port, 80, 1, 64240)
-        .syn()
-        .write(&mut out, &[])
-        .expect("build packet");
-    out
+    Headers::new(CLIENT_MAC, GATEWAY_MAC, [10, 244, 1, 5], [10, 96, 0, 10]).tcp_syn(src_port, 80, 1)
 }
 
 /// web-0 (10.244.1.6) -> client, UDP, as an Ethernet frame.
 fn web0_udp(src_port: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2([0x0a, 0x58, 10, 244, 1, 6], GATEWAY_MAC)
-        .ipv4([10, 244, 1, 6], [10, 244, 1, 5], 64)
-        .udp(src_port, 53)
-        .write(&mut out, b"hello")
-        .expect("build packet");
-    out
+    Headers::new(
+        [0x0a, 0x58, 10, 244, 1, 6],
+        GATEWAY_MAC,
+        [10, 244, 1, 6],
+        [10, 244, 1, 5],
+    )
+    .udp(src_port, 53, b"hello")
 }
 
 /// client -> web-0 as a bare IPv4 packet (no link header).
@@ -507,31 +501,13 @@ fn count_records(path: &Path) -> usize {
     }
 }
 
-fn captures_under(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            captures_under(&path, found);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "pcap" || e == "pcapng")
-        {
-            found.push(path);
-        }
-    }
-}
-
 /// Real captures (tcpdump's and suricata-verify's test pcaps: raw-IP link types, VLAN and
 /// Q-in-Q, VXLAN, fuzz-derived malformed headers, snaplen-cut records, pcapng): every one
 /// is replayed, one verdict per record, with a summary line per record, and nothing crashes.
 #[test]
 fn real_captures_replay_one_verdict_per_record() {
     let fixtures = testkit::paths::shared_fixtures();
-    let mut files = Vec::new();
-    captures_under(&fixtures, &mut files);
+    let files = testkit::paths::captures_under(&fixtures);
     if files.is_empty() {
         // Say why and skip, except under CI=true, which has the fixtures and must not pass
         // without replaying them.
@@ -540,18 +516,12 @@ fn real_captures_replay_one_verdict_per_record() {
         } else {
             "is missing (the shared fixtures are not beside this checkout)"
         };
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the capture directory {} {why}; this test must not be skipped",
-            fixtures.display()
-        );
-        testkit::root::skipped(
+        testkit::root::skip_or_fail(
             "real_captures_replay_one_verdict_per_record",
             &format!("{} {why}", fixtures.display()),
         );
         return;
     }
-    files.sort();
     let dir = scratch("real_captures");
     for (i, file) in files.iter().enumerate() {
         let out = dir.join(i.to_string());

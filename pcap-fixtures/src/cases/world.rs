@@ -4,10 +4,10 @@
 //! Written from the documented contract (ARCHITECTURE.md §2 and §4), never read back from
 //! the datapath's tables, so a translate or pipeline mistake shows up as a case failure.
 
-use crate::flowhash::{flow_hash, vxlan_source_port};
 use crate::packet::{L2, L4, Mac, V4, Vxlan, mac_for, mapped};
 use crate::service_spec::ServiceSpec;
 use crate::state::{NodeDef, PodDef, ServiceDef, StateDef};
+use testkit::oracle::{flow_hash, vxlan_source_port};
 
 pub const NODE_A_IP: [u8; 4] = [192, 168, 50, 10];
 pub const NODE_B_IP: [u8; 4] = [192, 168, 50, 11];

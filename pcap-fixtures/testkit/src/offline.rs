@@ -11,24 +11,6 @@ use datapath::{PortId, Tables, Verdict, process};
 use model::state::load_state_dir;
 use model::translate::translate;
 
-/// An SCTP packet holding one INIT chunk, with its CRC32c (from [`crate::oracle::crc32c`]).
-pub fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = Vec::with_capacity(32);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes()); // verification tag: 0 on INIT
-    p.extend_from_slice(&0u32.to_be_bytes()); // checksum, filled below
-    p.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // initiate tag
-    p.extend_from_slice(&65_535u32.to_be_bytes()); // a_rwnd
-    p.extend_from_slice(&10u16.to_be_bytes()); // outbound streams
-    p.extend_from_slice(&10u16.to_be_bytes()); // inbound streams
-    p.extend_from_slice(&1u32.to_be_bytes()); // initial TSN
-    let crc = crate::oracle::crc32c(&p);
-    p[8..12].copy_from_slice(&crc.to_le_bytes());
-    p
-}
-
 /// `0a:58:<IPv4>`: the MAC kxdp gives a pod or gateway, written out independently.
 pub fn pod_mac(ip: [u8; 4]) -> [u8; 6] {
     [0x0a, 0x58, ip[0], ip[1], ip[2], ip[3]]

@@ -19,3 +19,28 @@ pub fn shared_fixtures() -> PathBuf {
 pub fn example(name: &str) -> PathBuf {
     repo_root().join("pcap-fixtures/examples").join(name)
 }
+
+/// The captures (`.pcap`, `.pcapng`) below `dir`, at any depth, sorted; none when `dir` is
+/// missing or unreadable (the caller says whether that is a skip or a failure).
+pub fn captures_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "pcap" || e == "pcapng")
+            {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(dir, &mut found);
+    found.sort();
+    found
+}

@@ -3,6 +3,7 @@
 //! - [`root_or_skip`] / [`skip_or_fail`]: a test that cannot run here says why and is
 //!   skipped; under `CI=true` it fails instead (CI runs as root on a kernel that has what
 //!   the tests need, so a skip there would hide a broken datapath).
+//! - [`root_test`]: both of the above, for the tests that need the machine to themselves.
 //! - [`exclusive`]: one root test at a time on the machine. The tests that start agents,
 //!   labs, benches or generators share two vCPUs with everything else, and their rate and
 //!   timing checks mean something only when they do not run beside each other (threads of
@@ -33,6 +34,12 @@ pub fn under_ci() -> bool {
 /// `CI=true`, where it fails instead.
 pub fn root_or_skip(what: &str) -> bool {
     is_root() || skip_or_fail(what, "needs root")
+}
+
+/// The prologue of a root test that measures or shares the machine: root (or a skip, a
+/// failure under `CI=true`), then the root-test lock, held while the guard lives.
+pub fn root_test(what: &str) -> Option<RootTestLock> {
+    root_or_skip(what).then(exclusive)
 }
 
 /// A test that cannot run here says why and is skipped (returns false); under `CI=true`

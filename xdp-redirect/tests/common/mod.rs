@@ -33,7 +33,9 @@ pub fn mac_string(mac: MacAddr) -> String {
 
 pub use testkit::cmd::run;
 pub use testkit::netns::{Netns, enter};
-pub use testkit::root::root_or_skip;
+// The AF_XDP tests measure rates and CPU time: one at a time ([`root_test`]), and not
+// beside another kxdp root test (an agent, a lab, the bench) of this or another binary.
+pub use testkit::root::{root_or_skip, root_test};
 pub use testkit::wait::{eventually, wait_until};
 pub use testkit::xdp::{ifindex, interface, live_frames_or_fallback};
 
@@ -50,12 +52,6 @@ pub fn veth_pair(ns: &Netns, a: &str, b: &str, queues: u32) {
 
 pub fn ip_string(ip: [u8; 4]) -> String {
     std::net::Ipv4Addr::from(ip).to_string()
-}
-
-/// These tests measure rates and CPU time: one at a time, and not beside another kxdp root
-/// test (an agent, a lab, the bench) of this or another test binary.
-pub fn serial() -> testkit::root::RootTestLock {
-    testkit::root::exclusive()
 }
 
 /// A pod as the CNI plugin sets it up (agent contract): its own namespace with `eth0`

@@ -93,17 +93,7 @@ fn set_packet_option<T>(
     value: &T,
     what: &'static str,
 ) -> Result<()> {
-    // SAFETY: a valid socket, and `value` is a live `T` of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_PACKET,
-            option,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(os_error(what)) }
+    testkit::sock::setsockopt(socket, libc::SOL_PACKET, option, value).map_err(|e| os(what, e))
 }
 
 /// An AF_PACKET raw socket that receives nothing (protocol 0). Unbound: the caller sets

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use datapath::{DropReason, PortId, Tables, Verdict};
-use etherparse::PacketBuilder;
 use lab::layout::{
     self, ADMIN_PORT, CLIENT_IP, ECHO_PORT, HTTP_PORT, NODE_PORT, NODE1, NODE2, NODE3, Names,
     POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PODS, PodPlan, WEB_CLUSTER_IP, WEB_TCP_PORT,
@@ -17,9 +16,10 @@ use lab::layout::{
 use lab::manifests::{self, PlacedPod};
 use lab::topology;
 use testkit::TempDir;
+use testkit::frames::Headers;
 use testkit::netns::netns_left;
 use testkit::offline::{pod_mac, step, tables_for};
-use testkit::root::root_or_skip;
+use testkit::root::root_test;
 
 const KXDP_LAB: &str = env!("CARGO_BIN_EXE_kxdp-lab");
 
@@ -58,44 +58,25 @@ fn mac(ip: Ipv4Addr) -> [u8; 6] {
 /// A frame a pod sends: to its gateway's MAC.
 fn from_pod(pod: &PodPlan, dst: Ipv4Addr, proto: u8, dport: u16, sport: u16) -> Vec<u8> {
     let src = ip_of(pod);
-    let b = PacketBuilder::ethernet2(mac(src), mac(pod.node.gateway())).ipv4(
-        src.octets(),
-        dst.octets(),
-        64,
-    );
-    let mut out = Vec::new();
+    let h = Headers::new(mac(src), mac(pod.node.gateway()), src, dst);
     if proto == 6 {
-        b.tcp(sport, dport, 1, 64240)
-            .syn()
-            .write(&mut out, &[])
-            .unwrap();
+        h.tcp_syn(sport, dport, 1)
     } else {
-        b.udp(sport, dport).write(&mut out, b"kxdp").unwrap();
+        h.udp(sport, dport, b"kxdp")
     }
-    out
 }
 
 /// What the kernel vxlan device of node3 sends to a pod on node1.
 fn from_vtep(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut inner = Vec::new();
-    PacketBuilder::ethernet2(NODE3.gateway_mac().0, mac(dst))
-        .ipv4(NODE3.gateway().octets(), dst.octets(), 64)
-        .udp(40000, dport)
-        .write(&mut inner, b"kxdp")
-        .unwrap();
-    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0]; // flags I, VNI 1
-    payload.extend_from_slice(&inner);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(NODE3.underlay_mac().0, NODE1.underlay_mac().0)
-        .ipv4(
-            NODE3.underlay_ip().octets(),
-            NODE1.underlay_ip().octets(),
-            64,
-        )
-        .udp(51234, layout::VXLAN_PORT)
-        .write(&mut out, &payload)
-        .unwrap();
-    out
+    let inner = Headers::new(NODE3.gateway_mac().0, mac(dst), NODE3.gateway(), dst)
+        .udp(40000, dport, b"kxdp");
+    Headers::new(
+        NODE3.underlay_mac().0,
+        NODE1.underlay_mac().0,
+        NODE3.underlay_ip(),
+        NODE1.underlay_ip(),
+    )
+    .vxlan(51234, layout::VXLAN_PORT, 1, &inner)
 }
 
 /// The lab's manifests loaded and translated for node1 and node2 (index 0 and 1).
@@ -178,13 +159,13 @@ fn lab_manifests_decide_as_the_checks_expect() {
     let mut seen_local = false;
     let mut seen_remote = false;
     for sport in 42000..42064 {
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2([0x02, 0, 192, 168, 77, 100], NODE2.underlay_mac().0)
-            .ipv4(CLIENT_IP.octets(), NODE2.underlay_ip().octets(), 64)
-            .tcp(sport, NODE_PORT, 1, 64240)
-            .syn()
-            .write(&mut frame, &[])
-            .unwrap();
+        let frame = Headers::new(
+            [0x02, 0, 192, 168, 77, 100],
+            NODE2.underlay_mac().0,
+            CLIENT_IP,
+            NODE2.underlay_ip(),
+        )
+        .tcp_syn(sport, NODE_PORT, 1);
         match step(n2, PortId::UPLINK, &frame) {
             (Verdict::Forward(p), _, _) if p == port(n2, &POD_WEB2) => seen_local = true,
             (Verdict::Forward(PortId::UPLINK), out, _) => {
@@ -291,10 +272,9 @@ fn json(out: &Output) -> serde_json::Value {
 /// Then everything is gone.
 #[test]
 fn lab_topology_and_probe_tool_carry_traffic() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     let names = Names {
         prefix: run_prefix('t'),
     };
@@ -475,22 +455,16 @@ impl Drop for LabGuard {
 }
 
 fn show(what: &str, out: &Output) {
-    eprintln!(
-        "== kxdp-lab {what}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprintln!("== kxdp-lab {what}: {}", testkit::cmd::describe(out));
 }
 
 /// The README's demo, with a per-run prefix and directory: up, every check passes, down
 /// leaves nothing behind, and a second down is fine.
 #[test]
 fn lab_up_check_down() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     up_check_down(run_prefix('l'), "dir");
 }
 
@@ -498,10 +472,9 @@ fn lab_up_check_down() {
 /// the manifest directory: every check passes on state that came over list/watch.
 #[test]
 fn lab_up_check_down_with_the_api_source() {
-    if !root_or_skip("the lab test (namespaces, XDP programs)") {
+    let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
-    }
-    let _lock = testkit::root::exclusive();
+    };
     up_check_down(run_prefix('a'), "api");
 }
 

@@ -7,11 +7,11 @@ use datapath::conntrack::Flows;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::observer::NoObserver;
 use datapath::{PortId, Tables, Verdict, process};
-use etherparse::PacketBuilder;
 use lab::layout::{NODE1, PODS, WEB_CLUSTER_IP};
 use lab::manifests::{self, PlacedPod};
 use std::net::Ipv4Addr;
 use testkit::TempDir;
+use testkit::frames::Headers;
 use testkit::offline::{pod_mac, tables_for};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
@@ -43,13 +43,7 @@ fn run(t: &Tables, f: &mut Flows, now: u64, port: PortId, pkt: &[u8]) -> Verdict
 }
 
 fn udp(s: Ipv4Addr, d: Ipv4Addr, sp: u16, dp: u16) -> Vec<u8> {
-    let mut o = Vec::new();
-    PacketBuilder::ethernet2(pod_mac(s.octets()), pod_mac(NODE1.gateway().octets()))
-        .ipv4(s.octets(), d.octets(), 64)
-        .udp(sp, dp)
-        .write(&mut o, b"x")
-        .unwrap();
-    o
+    Headers::new(pod_mac(s.octets()), pod_mac(NODE1.gateway().octets()), s, d).udp(sp, dp, b"x")
 }
 
 /// client:P -> 10.96.0.10:5353 (DNAT to web-1:8081, answered), then client:P -> web-1:8081.

@@ -39,12 +39,11 @@ use std::path::{Path, PathBuf};
 
 use datapath::conntrack::Flows;
 use datapath::tables::PortId;
-use etherparse::PacketBuilder;
+use testkit::frames::Headers;
 
 use crate::grid::{Expect, GridCheck, Table, Via, check_grid};
 use crate::probe::{
-    Cluster, Dest, Model, ModelPod, NODES, Outcome, Proto, Segment, deliver, frame, gateway_mac,
-    probe, probe_pod,
+    Cluster, Dest, Model, ModelPod, NODES, Outcome, Proto, deliver, gateway_mac, probe, probe_pod,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -343,26 +342,13 @@ fn probe_outside(c: &Cluster, src: &str, dst: [u8; 4], proto: Proto, port: u16) 
 /// A frame node-b's kxdp tunnels to node-a from node-b's own gateway (10.244.2.1: the
 /// address a node's own traffic into the overlay uses): a peer that is no pod.
 fn from_node_b_gateway(dst: [u8; 4], port: u16) -> Vec<u8> {
-    let inner = frame(
-        gateway_mac(1),
-        gateway_mac(0),
-        NODES[1].gateway,
-        dst,
+    let inner = Headers::new(gateway_mac(1), gateway_mac(0), NODES[1].gateway, dst).first(
         Proto::Tcp,
         41_000,
         port,
-        Segment::First,
     );
-    // RFC 7348: flags (I set), 3 reserved bytes, VNI 1 in three bytes, 1 reserved byte.
-    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    vxlan.extend_from_slice(&inner);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(NODES[1].mac, NODES[0].mac)
-        .ipv4(NODES[1].ip, NODES[0].ip, 64)
-        .udp(50_000, 4789)
-        .write(&mut out, &vxlan)
-        .expect("vxlan");
-    out
+    Headers::new(NODES[1].mac, NODES[0].mac, NODES[1].ip, NODES[0].ip)
+        .vxlan(50_000, 4789, 1, &inner)
 }
 
 /// node-b's gateway -> a pod on node-a, judged by node-a's ingress.

@@ -19,9 +19,12 @@ use datapath::observer::Observer;
 use datapath::policy::PolicyDirection;
 use datapath::tables::{PortId, Tables};
 use datapath::{DropReason, Verdict, process};
-use etherparse::{IpNumber, LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{IpNumber, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 use testkit::TempDir;
-use testkit::offline::{pod_mac, sctp_init, tables_for};
+use testkit::frames::{FIRST_SEQ, Headers, Tcp};
+use testkit::offline::{pod_mac, tables_for};
+
+pub use testkit::frames::Proto;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -63,32 +66,6 @@ pub fn node_index(name: &str) -> usize {
 /// The MAC of node `node`'s overlay gateway: where a pod sends everything.
 pub fn gateway_mac(node: usize) -> [u8; 6] {
     pod_mac(NODES[node].gateway)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    /// As Kubernetes spells it.
-    pub fn k8s(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        }
-    }
-
-    pub fn lower(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
 }
 
 /// A pod of a model.
@@ -232,39 +209,19 @@ pub enum Segment {
     Ack,
 }
 
-/// An Ethernet + IPv4 frame.
-#[allow(clippy::too_many_arguments)]
-pub fn frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: Proto,
-    sport: u16,
-    dport: u16,
-    segment: Segment,
-) -> Vec<u8> {
-    let ipv4 = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src, dst, 64);
-    let mut out = Vec::new();
+/// The `segment` of a `proto` connection from `sport` to `dport` behind `headers`: the
+/// SYN-ACK and ACK answer and complete the SYN of [`Headers::first`].
+pub fn frame(headers: Headers, proto: Proto, sport: u16, dport: u16, segment: Segment) -> Vec<u8> {
+    const SERVER_SEQ: u32 = 0x2000_0000;
     match (proto, segment) {
-        (Proto::Tcp, Segment::First) => ipv4
-            .tcp(sport, dport, 0x1000_0000, 64_240)
-            .syn()
-            .write(&mut out, &[]),
-        (Proto::Tcp, Segment::SynAck) => ipv4
-            .tcp(sport, dport, 0x2000_0000, 64_240)
-            .syn()
-            .ack(0x1000_0001)
-            .write(&mut out, &[]),
-        (Proto::Tcp, Segment::Ack) => ipv4
-            .tcp(sport, dport, 0x1000_0001, 64_240)
-            .ack(0x2000_0001)
-            .write(&mut out, &[]),
-        (Proto::Udp, _) => ipv4.udp(sport, dport).write(&mut out, b"probe"),
-        (Proto::Sctp, _) => ipv4.write(&mut out, IpNumber::SCTP, &sctp_init(sport, dport)),
+        (Proto::Tcp, Segment::SynAck) => {
+            headers.tcp(sport, dport, Tcp::syn_ack(SERVER_SEQ, FIRST_SEQ + 1), &[])
+        }
+        (Proto::Tcp, Segment::Ack) => {
+            headers.tcp(sport, dport, Tcp::ack(FIRST_SEQ + 1, SERVER_SEQ + 1), &[])
+        }
+        _ => headers.first(proto, sport, dport),
     }
-    .expect("the frame builds");
-    out
 }
 
 /// A frame pod `from` sends to `dst`:`dport` (through its node's gateway).
@@ -278,10 +235,7 @@ pub fn from_pod(
 ) -> Vec<u8> {
     let p = &c.model.pods[from];
     frame(
-        pod_mac(p.ip),
-        gateway_mac(p.node),
-        p.ip,
-        dst,
+        Headers::new(pod_mac(p.ip), gateway_mac(p.node), p.ip, dst),
         proto,
         CLIENT_PORT,
         dport,
@@ -498,10 +452,12 @@ pub fn probe(
     }
     let server = &c.model.pods[to];
     let reply = frame(
-        pod_mac(server.ip),
-        gateway_mac(server.node),
-        server.ip,
-        client.ip,
+        Headers::new(
+            pod_mac(server.ip),
+            gateway_mac(server.node),
+            server.ip,
+            client.ip,
+        ),
         Proto::Tcp,
         port,
         CLIENT_PORT,

@@ -46,7 +46,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use testkit::TempDir;
-use testkit::offline::{sctp_init, tables_for};
+use testkit::frames::{Headers, Proto};
+use testkit::offline::tables_for;
 use testkit::oracle::crc32c;
 
 use datapath::conntrack::Flows;
@@ -55,9 +56,7 @@ use datapath::observer::Observer;
 use datapath::tables::{HOST_MAC, PortId, ServicePort, Tables};
 use datapath::{IpKey, Verdict, process};
 use etherparse::icmpv4::DestUnreachableHeader;
-use etherparse::{
-    Icmpv4Type, IpNumber, LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
-};
+use etherparse::{Icmpv4Type, IpNumber, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
 // ---------------------------------------------------------------------------------------------
 // The cluster.
@@ -338,23 +337,6 @@ fn slice(service: &Svc, endpoints: &[(&str, Cond)]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Probes and what is expected of them.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    fn k8s(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        }
-    }
-}
 
 /// Where a probe comes from.
 #[derive(Debug, Clone, Copy)]
@@ -1580,7 +1562,7 @@ fn send(tables: &Tables, flows: &mut Flows, p: &Probe, sport: u16) -> Run {
         Outside => NODE_A_MAC,
         Pod(_) | Host => GATEWAY_MAC,
     };
-    let packet = build(src_mac, dst_mac, src, ip(p.dst), p.proto, sport, p.port);
+    let packet = Headers::new(src_mac, dst_mac, src, ip(p.dst)).first(p.proto, sport, p.port);
     let mut buf = vec![0u8; DEFAULT_HEADROOM + packet.len() + 256];
     let mut frame = Frame::load(&mut buf, DEFAULT_HEADROOM, &packet).expect("buffer fits");
     let mut rec = Recorder::default();
@@ -1595,35 +1577,6 @@ fn send(tables: &Tables, flows: &mut Flows, p: &Probe, sport: u16) -> Run {
         service: rec.service,
         steps: rec.steps,
     }
-}
-
-/// A first packet: TCP SYN, a UDP datagram, or an SCTP INIT.
-fn build(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: Proto,
-    sport: u16,
-    dport: u16,
-) -> Vec<u8> {
-    let ipv4 = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), 64);
-    let mut out = Vec::new();
-    match proto {
-        Proto::Tcp => ipv4
-            .tcp(sport, dport, 0x1000_0000, 64_240)
-            .syn()
-            .write(&mut out, &[])
-            .expect("TCP builds"),
-        Proto::Udp => ipv4
-            .udp(sport, dport)
-            .write(&mut out, b"probe")
-            .expect("UDP builds"),
-        Proto::Sctp => ipv4
-            .write(&mut out, IpNumber::SCTP, &sctp_init(sport, dport))
-            .expect("SCTP builds"),
-    }
-    out
 }
 
 /// What happened to a probe, read from the verdict and the emitted frame.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agent_api::{self, AgentStats, AgentStatus, Request};
 use serde_json::{Value, json};
+use testkit::netns::Uplink;
 
 pub const NODE: &str = "node1";
 pub const NODE_IP: &str = "192.168.81.1";
@@ -56,32 +57,14 @@ impl Node {
             chatter: Vec::new(),
         };
         let ns = node.netns("node");
-        let queues = workers.to_string();
-        ip(
-            &ns,
-            &[
-                "link",
-                "add",
-                "up0",
-                "address",
-                UPLINK_MAC,
-                "numtxqueues",
-                &queues,
-                "numrxqueues",
-                &queues,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "up0peer",
-            ],
-        );
-        ip(
-            &ns,
-            &["addr", "add", &format!("{NODE_IP}/24"), "dev", "up0"],
-        );
-        ip(&ns, &["link", "set", "up0", "up"]);
-        ip(&ns, &["link", "set", "up0peer", "up"]);
+        let cidr = format!("{NODE_IP}/24");
+        Uplink {
+            mac: UPLINK_MAC,
+            addr: &cidr,
+            queues: workers,
+            outside: None,
+        }
+        .add(&ns);
         node
     }
 
@@ -388,12 +371,7 @@ pub fn read(path: &Path) -> String {
 }
 
 fn run(c: &mut Command) {
-    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::cmd::output(c);
 }
 
 /// `ip ARGS` inside `ns` (through nsenter: `ip -n` remounts /, which fails in a chroot).

@@ -226,19 +226,9 @@ impl Drop for PacedUdp {
 /// Seconds of slack for the echoes (the default buffer holds ~200 ms of one flow): a
 /// receiving thread of this test descheduled on a busy machine must not look like a loss.
 fn force_receive_buffer(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
     let size: libc::c_int = 8 << 20;
-    // SAFETY: setsockopt(2) on an open socket with a pointer to an int and its length.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    testkit::sock::setsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size)
+        .unwrap_or_else(|e| panic!("SO_RCVBUFFORCE: {e}"));
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

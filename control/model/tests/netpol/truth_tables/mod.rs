@@ -119,6 +119,7 @@ use std::sync::LazyLock;
 use datapath::conntrack::Flows;
 use datapath::policy::PolicyDirection;
 use datapath::tables::{HOST_MAC, PortId};
+use testkit::frames::Headers;
 
 use crate::grid::{ANY, GridCheck, Table, Via, check_grid, ns, pod};
 use crate::probe::Proto::{self, Sctp, Tcp, Udp};
@@ -511,10 +512,7 @@ fn host_probe(c: &Cluster, to: usize) -> Result<(), String> {
     let (_, _, node, to_ip) = PODS[to];
     let ni = node_index(node);
     let packet = frame(
-        HOST_MAC.0,
-        gateway_mac(ni),
-        NODES[ni].ip,
-        service_ip(to),
+        Headers::new(HOST_MAC.0, gateway_mac(ni), NODES[ni].ip, service_ip(to)),
         Tcp,
         CLIENT_PORT,
         80,

@@ -275,10 +275,12 @@ fn open_then_ack(
         return None;
     }
     let syn_ack = frame(
-        pod_mac(server.ip),
-        gateway_mac(server.node),
-        server.ip,
-        client.ip,
+        Headers::new(
+            pod_mac(server.ip),
+            gateway_mac(server.node),
+            server.ip,
+            client.ip,
+        ),
         Tcp,
         81,
         CLIENT_PORT,
