@@ -15,6 +15,20 @@ pub fn shared_fixtures() -> PathBuf {
     repo_root().join("../shared/fixtures")
 }
 
+/// `../shared/fixtures/<project>` when it holds `marker` (a file the test reads); otherwise
+/// the test is skipped and says so, or under `CI=true` fails: CI has the fixtures.
+pub fn shared_fixture(project: &str, marker: &str) -> Option<PathBuf> {
+    let dir = shared_fixtures().join(project);
+    if dir.join(marker).is_file() {
+        return Some(dir);
+    }
+    crate::root::skip_or_fail(
+        &format!("the tests over the {project} fixtures"),
+        &format!("{} is missing", dir.join(marker).display()),
+    );
+    None
+}
+
 /// The offline example `pcap-fixtures/examples/<name>`.
 pub fn example(name: &str) -> PathBuf {
     repo_root().join("pcap-fixtures/examples").join(name)

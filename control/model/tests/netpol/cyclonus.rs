@@ -50,21 +50,7 @@ use crate::probe::{
 // The fixtures.
 
 fn cyclonus_dir() -> Option<PathBuf> {
-    let dir = testkit::paths::shared_fixtures().join("cyclonus");
-    if dir.join("examples/probe.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{} is missing: CI must have the cyclonus fixtures",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (the cyclonus oracle lives beside the checkout)",
-        dir.display()
-    );
-    None
+    testkit::paths::shared_fixture("cyclonus", "examples/probe.json")
 }
 
 fn read(path: &Path) -> String {

@@ -60,21 +60,7 @@ const POLICY: &str =
 // The fixtures.
 
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = testkit::paths::shared_fixtures().join("network-policy-api");
-    if dir.join("conformance/base/manifests.yaml").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{} is missing: CI must have the network-policy-api fixtures",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (the network-policy-api fixtures live beside the checkout)",
-        dir.display()
-    );
-    None
+    testkit::paths::shared_fixture("network-policy-api", "conformance/base/manifests.yaml")
 }
 
 fn read(path: &Path) -> String {
