@@ -2,13 +2,11 @@
 //! own (`pktgen`, `pktsink`). A tool for this machine: the binary a node runs (`kxdp`)
 //! contains none of it.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rig::BenchArgs;
 use rig::traffic_cli::{PktgenArgs, PktsinkArgs};
-use tracing_subscriber::EnvFilter;
 
 /// kxdp-bench: measures, in one run on the same CPUs, the AF_XDP ceiling, kxdp, and the
 /// kernel as kube-proxy (iptables, nftables) + Flannel configure it; prints Mpps with the
@@ -35,12 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    lab::init_logging();
     match cli.command {
         None => rig::main(cli.bench),
         Some(Command::Pktgen(a)) => rig::traffic_cli::pktgen_main(&a),

@@ -230,6 +230,20 @@ impl Lab {
     }
 }
 
+/// Logging of the tools (`kxdp-lab`, `kxdp-bench`): to stderr, filtered by `RUST_LOG`
+/// (default: warnings), colour only for a terminal, so stdout carries only what a command
+/// prints on purpose.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 /// Entry point of `kxdp-lab up|check|down|run`.
 pub fn main(action: LabAction, args: &LabOptions) -> ExitCode {
     let prefer_record = matches!(action, LabAction::Check | LabAction::Down);

@@ -2,12 +2,10 @@
 //! and the helpers it runs inside them (`probe`, `apiserver-double`). A tool for this
 //! machine: the binary a node runs (`kxdp`) contains none of it.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lab::{LabAction, LabOptions, apiserver_double, probe};
-use tracing_subscriber::EnvFilter;
 
 /// kxdp-lab: a two-node kxdp cluster in network namespaces on this machine, checked with
 /// real traffic.
@@ -39,12 +37,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    lab::init_logging();
     match cli.command {
         Command::Run(o) => lab::main(LabAction::Run, &o),
         Command::Up(o) => lab::main(LabAction::Up, &o),
