@@ -97,6 +97,40 @@ pub struct PortInfo {
     pub kind: PortKind,
 }
 
+/// Port names are part of the replay contract (docs/replay.md): traces and `--summary` name
+/// ports, so the names are decided here, once, next to the type that carries them.
+impl PortInfo {
+    pub const UPLINK_NAME: &'static str = "uplink";
+    pub const HOST_NAME: &'static str = "host";
+
+    pub fn uplink() -> PortInfo {
+        PortInfo {
+            name: Self::UPLINK_NAME.to_string(),
+            kind: PortKind::Uplink,
+        }
+    }
+
+    pub fn host() -> PortInfo {
+        PortInfo {
+            name: Self::HOST_NAME.to_string(),
+            kind: PortKind::Host,
+        }
+    }
+
+    /// The port of the local pod at `index` in `Tables::local_pods`.
+    pub fn pod(namespace: &str, name: &str, index: usize) -> PortInfo {
+        PortInfo {
+            name: Self::pod_name(namespace, name),
+            kind: PortKind::Pod(index),
+        }
+    }
+
+    /// `pod-<namespace>-<name>`.
+    pub fn pod_name(namespace: &str, name: &str) -> String {
+        format!("pod-{namespace}-{name}")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
     Uplink,

@@ -78,22 +78,10 @@ pub(crate) fn node_a_tables(backends: Vec<(IpKey, u16)>) -> Tables {
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
         ports: vec![
-            PortInfo {
-                name: "uplink".into(),
-                kind: PortKind::Uplink,
-            },
-            PortInfo {
-                name: "host".into(),
-                kind: PortKind::Host,
-            },
-            PortInfo {
-                name: "pod-demo-client".into(),
-                kind: PortKind::Pod(0),
-            },
-            PortInfo {
-                name: "pod-demo-web-0".into(),
-                kind: PortKind::Pod(1),
-            },
+            PortInfo::uplink(),
+            PortInfo::host(),
+            PortInfo::pod("demo", "client", 0),
+            PortInfo::pod("demo", "web-0", 1),
         ],
         local_pods,
         local_pod_by_ip,

@@ -117,7 +117,7 @@ impl Pod {
 
     /// The datapath port name, `pod-<namespace>-<name>`.
     pub fn port(&self) -> String {
-        format!("pod-{}-{}", self.namespace, self.name)
+        PortInfo::pod_name(&self.namespace, &self.name)
     }
 
     /// Steers everything the pod sends to tx queue `queue` of its eth0 (XPS: every CPU
@@ -236,24 +236,12 @@ impl From<&Pod> for TestPod {
 /// Node tables with PodCIDR 10.244.1.0/24 (gateway .1), ports uplink, host, then `pods`
 /// in order, and `services` (ClusterIP, all endpoints ready and local).
 pub fn node_tables(generation: u64, pods: &[TestPod], services: &[TestService]) -> Tables {
-    let mut ports = vec![
-        PortInfo {
-            name: "uplink".into(),
-            kind: PortKind::Uplink,
-        },
-        PortInfo {
-            name: "host".into(),
-            kind: PortKind::Host,
-        },
-    ];
+    let mut ports = vec![PortInfo::uplink(), PortInfo::host()];
     let mut local_pods = Vec::new();
     let mut local_pod_by_ip = datapath::foldhash_map::HashMap::default();
     for (i, p) in pods.iter().enumerate() {
         let port = PortId(ports.len() as u32);
-        ports.push(PortInfo {
-            name: format!("pod-{}-{}", p.namespace, p.name),
-            kind: PortKind::Pod(i),
-        });
+        ports.push(PortInfo::pod(&p.namespace, &p.name, i));
         local_pod_by_ip.insert(IpKey::v4(p.ip), i);
         local_pods.push(LocalPod {
             namespace: p.namespace.clone(),

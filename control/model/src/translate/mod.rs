@@ -21,8 +21,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datapath::tables::{
-    LocalNode, LocalPod, OverlayParams, PortId, PortInfo, PortKind, PrefixMap, RemoteNode,
-    ServicePort, Tables,
+    LocalNode, LocalPod, OverlayParams, PortId, PortInfo, PrefixMap, RemoteNode, ServicePort,
+    Tables,
 };
 use datapath::{Cidr, IpKey, MacAddr};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -36,13 +36,13 @@ use crate::k8s::{
 use crate::state::ClusterState;
 use service_set::ServiceSet;
 
-/// Port names fixed by the contract (docs/replay.md).
-pub const UPLINK_PORT: &str = "uplink";
-pub const HOST_PORT: &str = "host";
+/// Port names fixed by the contract (docs/replay.md); the datapath's [`PortInfo`] decides them.
+pub const UPLINK_PORT: &str = PortInfo::UPLINK_NAME;
+pub const HOST_PORT: &str = PortInfo::HOST_NAME;
 
 /// The datapath port name of a local pod: `pod-<namespace>-<name>`.
 pub fn pod_port_name(namespace: &str, name: &str) -> String {
-    format!("pod-{namespace}-{name}")
+    PortInfo::pod_name(namespace, name)
 }
 
 /// What [`translate`] produced.
@@ -320,16 +320,7 @@ type LocalPods = (Vec<PortInfo>, Vec<LocalPod>, BTreeMap<IpKey, usize>);
 
 /// Ports (uplink, host, then one per local pod by (namespace, name)) and the local pods.
 fn local_pods(pods: &[Pod], node: &LocalNode, warnings: &mut Vec<String>) -> LocalPods {
-    let mut ports = vec![
-        PortInfo {
-            name: UPLINK_PORT.to_string(),
-            kind: PortKind::Uplink,
-        },
-        PortInfo {
-            name: HOST_PORT.to_string(),
-            kind: PortKind::Host,
-        },
-    ];
+    let mut ports = vec![PortInfo::uplink(), PortInfo::host()];
     let mut local: Vec<&Pod> = pods.iter().filter(|p| is_local(p, &node.name)).collect();
     local.sort_by_key(|p| (namespace_of(&p.metadata), name_of(&p.metadata)));
 
@@ -383,10 +374,7 @@ fn local_pods(pods: &[Pod], node: &LocalNode, warnings: &mut Vec<String>) -> Loc
             .unwrap_or_else(|| MacAddr::for_ip(ips[0]));
         let index = out.len();
         let port = PortId(ports.len() as u32);
-        ports.push(PortInfo {
-            name: pod_port_name(ns, name),
-            kind: PortKind::Pod(index),
-        });
+        ports.push(PortInfo::pod(ns, name, index));
         for ip in &ips {
             by_ip.insert(*ip, index);
         }

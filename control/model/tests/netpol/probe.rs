@@ -17,7 +17,7 @@ use datapath::conntrack::Flows;
 use datapath::frame::{DEFAULT_HEADROOM, Frame};
 use datapath::observer::Observer;
 use datapath::policy::PolicyDirection;
-use datapath::tables::{PortId, Tables};
+use datapath::tables::{PortId, PortInfo, Tables};
 use datapath::{DropReason, Verdict, process};
 use etherparse::{IpNumber, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 use testkit::TempDir;
@@ -187,7 +187,7 @@ impl Cluster {
     pub fn pod_port(&self, pod: usize) -> PortId {
         let p = &self.model.pods[pod];
         self.tables[p.node]
-            .port_by_name(&format!("pod-{}-{}", p.ns, p.name))
+            .port_by_name(&PortInfo::pod_name(&p.ns, &p.name))
             .unwrap_or_else(|| panic!("{}: no port on {}", p.key(), NODES[p.node].name))
     }
 }
@@ -387,7 +387,7 @@ pub fn deliver(
             let (want_port, what) = match dest {
                 Dest::Pod(to) => {
                     let pod = &c.model.pods[to];
-                    let name = format!("pod-{}-{}", pod.ns, pod.name);
+                    let name = PortInfo::pod_name(&pod.ns, &pod.name);
                     let Some(port) = c.tables[at].port_by_name(&name) else {
                         return Outcome::Other(format!(
                             "{} has no port on {}",
