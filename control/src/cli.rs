@@ -26,6 +26,19 @@ pub enum Command {
     Agent(AgentArgs),
     /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
     Stats(StatsArgs),
+    /// Copy CNI plugin binaries into the node's CNI bin directory, each replaced whole (the
+    /// DaemonSet's init container: the image has no shell).
+    InstallCniPlugins(InstallCniPluginsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCniPluginsArgs {
+    /// The directory the container runtime looks for plugins in (its /opt/cni/bin).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// The plugin binaries, installed under their own file names.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +83,23 @@ pub struct AgentArgs {
     /// started are re-opened from them.
     #[arg(long, value_name = "DIR", default_value = agent_api::record::DEFAULT_STATE_DIR)]
     pub cni_state_dir: PathBuf,
+    /// Once ready, write the CNI configuration list here (the runtime's /etc/cni/net.d) as
+    /// 05-kxdp.conflist, naming --api-socket and --cni-state-dir (as paths on the host, so
+    /// mount them at the same paths), and remove older kxdp configurations.
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// host-local's lease directory, written into that configuration.
+    #[arg(long, value_name = "DIR", default_value = agent_api::conflist::DEFAULT_IPAM_DATA_DIR)]
+    pub cni_ipam_data_dir: PathBuf,
+    /// The runtime's CNI plugin directories (its CNI_PATH, `:`-separated): the list declares
+    /// only the CNI versions that the kxdp-cni and portmap found there both speak.
+    #[arg(
+        long,
+        value_name = "DIRS",
+        value_delimiter = ':',
+        default_value = "/opt/cni/bin"
+    )]
+    pub cni_path: Vec<PathBuf>,
     /// Where /metrics (Prometheus), /healthz and /readyz are served (kube-proxy's default).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
     pub metrics_bind_address: std::net::SocketAddr,
@@ -93,6 +123,9 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
             cpus: a.cpus,
             api_socket: a.api_socket,
             cni_state_dir: a.cni_state_dir,
+            cni_conf_dir: a.cni_conf_dir,
+            cni_ipam_data_dir: a.cni_ipam_data_dir,
+            cni_path: a.cni_path,
             metrics_bind_address: a.metrics_bind_address,
             healthz_bind_address: a.healthz_bind_address,
         }

@@ -4,4 +4,5 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cni_install;
 pub mod source;

@@ -22,6 +22,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
         },
+        Command::InstallCniPlugins(args) => {
+            match control::cni_install::install_plugins(&args.to, &args.files) {
+                Ok(installed) => {
+                    for path in installed {
+                        println!("installed {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
     }
 }
 

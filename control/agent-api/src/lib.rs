@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod conflist;
 pub mod record;
 
 /// Where the agent listens unless told otherwise (`kxdp agent --api-socket`, CNI `agentSocket`).

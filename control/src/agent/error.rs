@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use super::datapath_ports::PortError;
 use super::netdev::NetdevError;
 use super::source::BuildError;
+use crate::cni_install::CniInstallError;
 use crate::source::KubeSourceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,10 @@ pub enum AgentError {
         path: PathBuf,
         source: io::Error,
     },
+    /// `--cni-conf-dir`: the CNI configuration could not be installed, so no runtime would
+    /// ever give a pod a network on this node.
+    #[error("--cni-conf-dir: {0}")]
+    CniConfig(#[from] CniInstallError),
     /// Two agents must never serve one node.
     #[error("{}: another agent is answering on this socket", .0.display())]
     ApiSocketTaken(PathBuf),

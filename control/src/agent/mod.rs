@@ -66,6 +66,13 @@ pub struct AgentOptions {
     /// Where kxdp-cni records its attachments: pods attached before this agent started are
     /// re-opened from there.
     pub cni_state_dir: PathBuf,
+    /// Where to install the CNI configuration list once ready (`--cni-conf-dir`).
+    pub cni_conf_dir: Option<PathBuf>,
+    /// host-local's lease directory, as that list names it.
+    pub cni_ipam_data_dir: PathBuf,
+    /// Where the runtime finds CNI plugins (its CNI_PATH): the chain's versions are asked of
+    /// the binaries there.
+    pub cni_path: Vec<PathBuf>,
     /// Where `/metrics` (and `/healthz`, `/readyz`) are served.
     pub metrics_bind_address: SocketAddr,
     /// Where `/healthz` and `/readyz` are served.
@@ -171,7 +178,10 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
-        api_server::start(&opts.api_socket, events_tx.clone())
+        let socket = api_server::start(&opts.api_socket, events_tx.clone())?;
+        // Only now can kxdp-cni be answered: a runtime may use the list the moment it appears.
+        install_cni_config(opts)?;
+        Ok(socket)
     })();
     let api_socket = match started {
         Ok(socket) => socket,
@@ -479,6 +489,47 @@ impl Control<'_> {
 /// Re-opens the ports of pods attached before this agent started (see `adopt`). A pod
 /// whose veth is gone (deleted while no agent ran) is skipped; one that cannot be opened is
 /// logged and left to the next CNI ADD or CHECK.
+/// `--cni-conf-dir`: the list naming this agent's socket and record directory.
+fn install_cni_config(opts: &AgentOptions) -> Result<(), AgentError> {
+    let Some(dir) = &opts.cni_conf_dir else {
+        return Ok(());
+    };
+    // kxdp-cni runs on the host, from the runtime's working directory: only absolute
+    // paths mean the same thing there.
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (socket, state, ipam) = (
+        absolute(&opts.api_socket),
+        absolute(&opts.cni_state_dir),
+        absolute(&opts.cni_ipam_data_dir),
+    );
+    let versions = crate::cni_install::chain_versions(&opts.cni_path)?;
+    let list = agent_api::conflist::conflist(agent_api::conflist::ConflistParams {
+        agent_socket: &socket,
+        state_dir: &state,
+        ipam_data_dir: &ipam,
+        versions: &versions,
+    });
+    let report = crate::cni_install::install_conflist(dir, &list)?;
+    tracing::info!(
+        dir = %dir.display(),
+        written = report.written,
+        removed = ?report.removed,
+        versions = ?versions,
+        "CNI configuration {}",
+        agent_api::conflist::CONFLIST_NAME
+    );
+    if !report.foreign.is_empty() {
+        tracing::warn!(
+            "other CNI configurations in {}: {} ({} sorts first, so runtimes that take the \
+             first file use kxdp; remove them once nothing needs them)",
+            dir.display(),
+            report.foreign.join(", "),
+            agent_api::conflist::CONFLIST_NAME
+        );
+    }
+    Ok(())
+}
+
 fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Path) {
     for pod in adopt::recorded(cni_state_dir) {
         if !netdev::exists(&pod.host_veth) {
