@@ -1,13 +1,14 @@
-//! Services and their EndpointSlices as a case's state directory needs them: several
-//! ports and protocols, NodePorts, external and load-balancer IPs, traffic policies,
-//! session affinity and endpoint conditions (KEP-1669).
+//! Services and their EndpointSlices as a state directory needs them: several ports and
+//! protocols, NodePorts, external and load-balancer IPs, traffic policies, session
+//! affinity and endpoint conditions (KEP-1669).
 //!
-//! [`crate::state::ServiceDef`] stays the short form for the common one-port ClusterIP
-//! Service; it converts into a [`ServiceSpec`], and both are written by the one writer
-//! here, which produces for a short-form Service exactly the YAML the earlier writer did
-//! (so cases that predate this module regenerate byte for byte). Only what a case sets is
-//! written: the loader must apply the API defaults (unset `serving` read as `ready`,
-//! unset traffic policies as `Cluster`) itself.
+//! pcap-fixtures' cases write their state directories with it (its `state::ServiceDef`,
+//! the short form for the common one-port ClusterIP Service, converts into a
+//! [`ServiceSpec`]), and so do model's translation tests. The committed cases are
+//! regenerated and compared byte for byte, so what this writes for a given spec must not
+//! change: a new option has to leave the output of specs that do not set it as it was.
+//! Only what a spec sets is written: the loader must apply the API defaults (unset
+//! `serving` read as `ready`, unset traffic policies as `Cluster`) itself.
 
 use std::fmt::Write as _;
 
