@@ -2,8 +2,9 @@
 //! (Katran's "fixtures as data"), their generator and their runner.
 //!
 //! * [`cases`]: the case definitions, by theme; [`packet`] builds every frame with
-//!   etherparse, independently of the datapath; [`state`] (with [`service_spec`]) writes a
-//!   case's own manifests; [`sctp`] builds SCTP packets with a CRC32c of its own.
+//!   etherparse, independently of the datapath; [`state`] (with
+//!   [`testkit::manifests::service`]) writes a case's own manifests; [`sctp`] builds SCTP
+//!   packets with a CRC32c of its own.
 //! * [`generate`]: writes `cases/<name>/` (and the README demo's pcaps) from those.
 //! * [`runner`]: [`run_case`] replays a case directory through the library behind
 //!   `kxdp replay` and compares the outputs with the expected files.
@@ -19,7 +20,6 @@ pub mod packet;
 pub mod pcapio;
 pub mod runner;
 pub mod sctp;
-pub mod service_spec;
 pub mod spec;
 pub mod state;
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::service_spec::{EndpointSpec, PortSpec, ServiceSpec};
+use testkit::manifests::service::{EndpointSpec, PortSpec, ServiceSpec};
 
 /// A node: name, InternalIP, `kxdp.io/underlay-mac`, PodCIDRs (IPv4 first).
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use pcap_fixtures::cases::world::{CLIENT, CLIENT_PORT, NODE_A_IP, NODE_A_MAC, UP
 use pcap_fixtures::cases::world::{from_pod, two_node_with};
 use pcap_fixtures::packet::{L2, L4, V4, eth_v4, tcp_flags};
 use pcap_fixtures::pcapio;
-use pcap_fixtures::service_spec::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
 use replay::{InputSpec, ReplayOptions, StateUpdate};
+use testkit::manifests::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
 
 const VIP: [u8; 4] = [10, 96, 0, 90];
 const NODE_PORT: u16 = 30300;

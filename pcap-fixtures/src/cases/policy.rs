@@ -14,8 +14,8 @@
 use super::world::*;
 use crate::case::{Case, StateSource, drop, forward};
 use crate::packet::{L2, L4, V4, eth_v4, mac_for, tcp_flags};
-use crate::service_spec::ServiceSpec;
 use crate::state::StateDef;
+use testkit::manifests::service::ServiceSpec;
 
 pub fn cases() -> Vec<Case> {
     vec![default_deny_ingress(), allow_from_label(), egress_deny()]

@@ -7,7 +7,7 @@ use super::services_kit::{WEB0_8080, web0};
 use super::world::*;
 use crate::case::{Case, Expect, drop, forward};
 use crate::packet::{L4, V4, eth_v4};
-use crate::service_spec::{Conditions, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, PortSpec, ServiceSpec};
 
 pub fn cases() -> Vec<Case> {
     vec![after_dnat(), change_rejudges(), node_always_allowed()]

@@ -7,7 +7,7 @@ use super::world::*;
 use crate::case::{Case, drop, forward};
 use crate::packet::{L2, L4, V4, eth_v4, ethernet, ipv4_raw, mac_for, tcp_flags};
 use crate::sctp;
-use crate::service_spec::{Conditions, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, PortSpec, ServiceSpec};
 
 const MULTI_VIP: [u8; 4] = [10, 96, 0, 50];
 const HAIRPIN_VIP: [u8; 4] = [10, 96, 0, 51];

@@ -10,7 +10,7 @@ use super::world::*;
 use crate::case::{Case, forward};
 use crate::packet::{IcmpError, L4, V4, eth_v4, eth_v4_window, icmpv4_error, ipv4_packet};
 use crate::packet::{mapped, tcp_flags};
-use crate::service_spec::{Conditions, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
 
 const WEB_VIP: [u8; 4] = [10, 96, 0, 40];
 const DNS_VIP: [u8; 4] = [10, 96, 0, 41];
@@ -22,7 +22,7 @@ pub fn cases() -> Vec<Case> {
     vec![deleted_mid_flow(), terminating_keeps_flows()]
 }
 
-fn dns(endpoints: Vec<crate::service_spec::EndpointSpec>) -> ServiceSpec {
+fn dns(endpoints: Vec<EndpointSpec>) -> ServiceSpec {
     ServiceSpec::cluster_ip(
         "dns",
         "10.96.0.41",

@@ -10,7 +10,7 @@ use super::world::*;
 use crate::case::{Case, Expect, drop, forward};
 use crate::packet::tcp_flags;
 use crate::packet::{IcmpError, L2, L4, V4, eth_v4, icmpv4_error, ipv4_packet, mac_for, mapped};
-use crate::service_spec::{Conditions, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, PortSpec, ServiceSpec};
 
 const EXT_IP: [u8; 4] = [192, 168, 50, 100];
 const LB_IP: [u8; 4] = [192, 168, 50, 101];

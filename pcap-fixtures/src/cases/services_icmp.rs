@@ -6,7 +6,7 @@ use super::services_kit::*;
 use super::world::*;
 use crate::case::{Case, forward};
 use crate::packet::{IcmpError, L4, V4, eth_v4, icmpv4_error_with, ipv4_packet, mapped};
-use crate::service_spec::{Conditions, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, PortSpec, ServiceSpec};
 
 const DNS_VIP: [u8; 4] = [10, 96, 0, 53];
 

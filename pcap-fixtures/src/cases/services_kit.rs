@@ -8,7 +8,7 @@
 use super::world::*;
 use crate::case::StateSource;
 use crate::packet::{L2, Mac, mac_for};
-use crate::service_spec::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
+use testkit::manifests::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
 
 /// A client outside the cluster, on the underlay's L2 (so its frames reach node-a's
 /// uplink directly and replies go back to its own MAC).

@@ -5,8 +5,8 @@
 //! the datapath's tables, so a translate or pipeline mistake shows up as a case failure.
 
 use crate::packet::{L2, L4, Mac, V4, Vxlan, mac_for, mapped};
-use crate::service_spec::ServiceSpec;
 use crate::state::{NodeDef, PodDef, ServiceDef, StateDef};
+use testkit::manifests::service::ServiceSpec;
 use testkit::oracle::{flow_hash, vxlan_source_port};
 
 pub const NODE_A_IP: [u8; 4] = [192, 168, 50, 10];

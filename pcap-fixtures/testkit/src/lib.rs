@@ -11,7 +11,8 @@
 //! - [`process`]: children's stdout line by line, stopping an agent as an init system does;
 //!   [`http`]: one request from inside a namespace; [`sock`]: socket options.
 //! - [`TempDir`], [`wait`] (polling with a deadline), [`cmd`] (commands that must succeed),
-//!   [`bins`] (the workspace's binaries beside the test), [`manifests`] (a Node's YAML), [`paths`] (the repository and
+//!   [`bins`] (the workspace's binaries beside the test), [`manifests`] (a Node's, a
+//!   Service's and its EndpointSlice's YAML), [`paths`] (the repository and
 //!   ../shared/fixtures), [`oracle`] (slow, obviously right reference implementations to
 //!   check the datapath's fast ones against).
 //! - [`xdp`] (feature `xdp`, for xdp-redirect's and the rig's AF_XDP tests): interfaces by

@@ -5,7 +5,8 @@
 //! source, protocol, destination -> the DNAT targets the packet may get, `REJECT`/`DROP`, and
 //! whether it is masqueraded). This module asks the same questions of kxdp, end to end: each
 //! scenario is a cluster (Nodes, Pods, Services, EndpointSlices written as manifests into a
-//! state directory and read by `model::state::load_state_dir`), translated for node-a by
+//! state directory, the Services and EndpointSlices by `testkit::manifests::service`, and
+//! read by `model::state::load_state_dir`), translated for node-a by
 //! `model::translate::translate`, and each probe is a real frame (built with etherparse) that
 //! `datapath::process` handles on the port its source sits behind: a local pod's port, the
 //! `host` port, or the uplink for a client outside the cluster. The outcome is read from the
@@ -47,6 +48,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use testkit::TempDir;
 use testkit::frames::{Headers, Proto};
+use testkit::manifests::service::{Conditions, EndpointSpec, PortSpec, ServiceSpec};
 use testkit::offline::tables_for;
 use testkit::oracle::crc32c;
 
@@ -132,207 +134,48 @@ fn base_manifests() -> String {
     s
 }
 
-/// A Service of namespace `demo`.
-struct Svc {
-    name: &'static str,
-    /// `"None"` for a headless Service.
-    cluster_ip: &'static str,
-    /// ClusterIP, NodePort or LoadBalancer.
-    kind: &'static str,
-    ports: Vec<SvcPort>,
-    external_ips: Vec<&'static str>,
-    lb_ips: Vec<&'static str>,
-    /// `ipMode: Proxy` on every ingress entry.
-    lb_proxy_mode: bool,
-    etp_local: bool,
-    itp_local: bool,
-    affinity: bool,
-}
-
-struct SvcPort {
-    name: &'static str,
-    port: u16,
-    proto: Proto,
-    target: u16,
-    node_port: Option<u16>,
-}
-
-fn svc(name: &'static str, cluster_ip: &'static str, ports: Vec<SvcPort>) -> Svc {
-    let kind = if ports.iter().any(|p| p.node_port.is_some()) {
-        "NodePort"
+/// A Service of namespace `demo` with these ports, of type NodePort when one of them has a
+/// nodePort; `externalTrafficPolicy` is then written out as `Cluster`, as the API server
+/// defaults it (`.external_traffic_policy("Local")` overrides that).
+///
+/// No `selector` is written: translation takes a Service's endpoints from its
+/// EndpointSlices alone (`model::translate::services` never reads `spec.selector`), and
+/// the slices here are written directly, so a selector would change no table.
+fn svc(name: &str, cluster_ip: &str, ports: Vec<PortSpec>) -> ServiceSpec {
+    let node_ports = ports.iter().any(|p| p.node_port.is_some());
+    let s = ServiceSpec::cluster_ip(name, cluster_ip, ports);
+    if node_ports {
+        s.kind("NodePort").external_traffic_policy("Cluster")
     } else {
-        "ClusterIP"
-    };
-    Svc {
-        name,
-        cluster_ip,
-        kind,
-        ports,
-        external_ips: Vec::new(),
-        lb_ips: Vec::new(),
-        lb_proxy_mode: false,
-        etp_local: false,
-        itp_local: false,
-        affinity: false,
-    }
-}
-
-/// One TCP port `http` 80 -> 8080.
-fn http() -> Vec<SvcPort> {
-    vec![port("http", 80, Proto::Tcp, 8080, None)]
-}
-
-/// One TCP port `http` 80 -> 8080 at `node_port`.
-fn http_np(node_port: u16) -> Vec<SvcPort> {
-    vec![port("http", 80, Proto::Tcp, 8080, Some(node_port))]
-}
-
-fn port(name: &'static str, port: u16, proto: Proto, target: u16, np: Option<u16>) -> SvcPort {
-    SvcPort {
-        name,
-        port,
-        proto,
-        target,
-        node_port: np,
-    }
-}
-
-impl Svc {
-    fn load_balancer(mut self, lb_ips: &[&'static str]) -> Svc {
-        self.kind = "LoadBalancer";
-        self.lb_ips = lb_ips.to_vec();
-        self
-    }
-
-    fn external_ips(mut self, ips: &[&'static str]) -> Svc {
-        self.external_ips = ips.to_vec();
-        self
-    }
-
-    fn etp_local(mut self) -> Svc {
-        self.etp_local = true;
-        self
-    }
-
-    fn itp_local(mut self) -> Svc {
-        self.itp_local = true;
-        self
-    }
-
-    fn lb_proxy_mode(mut self) -> Svc {
-        self.lb_proxy_mode = true;
-        self
-    }
-
-    fn affinity(mut self) -> Svc {
-        self.affinity = true;
-        self
-    }
-
-    fn yaml(&self) -> String {
-        let mut s = format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: demo\n\
-             spec:\n  type: {}\n  clusterIP: {}\n  clusterIPs: [{}]\n  selector: {{app: web}}\n",
-            self.name, self.kind, self.cluster_ip, self.cluster_ip
-        );
-        if self.kind != "ClusterIP" {
-            let etp = if self.etp_local { "Local" } else { "Cluster" };
-            let _ = writeln!(s, "  externalTrafficPolicy: {etp}");
-        }
-        if self.itp_local {
-            s.push_str("  internalTrafficPolicy: Local\n");
-        }
-        if self.affinity {
-            s.push_str(
-                "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      \
-                 timeoutSeconds: 10800\n",
-            );
-        }
-        if !self.external_ips.is_empty() {
-            let _ = writeln!(s, "  externalIPs: [{}]", self.external_ips.join(", "));
-        }
-        s.push_str("  ports:\n");
-        for p in &self.ports {
-            let _ = write!(
-                s,
-                "    - name: {}\n      port: {}\n      protocol: {}\n      targetPort: {}\n",
-                p.name,
-                p.port,
-                p.proto.k8s(),
-                p.target
-            );
-            if let Some(np) = p.node_port {
-                let _ = writeln!(s, "      nodePort: {np}");
-            }
-        }
-        if !self.lb_ips.is_empty() {
-            s.push_str("status:\n  loadBalancer:\n    ingress:\n");
-            for ip in &self.lb_ips {
-                let _ = writeln!(s, "      - ip: {ip}");
-                if self.lb_proxy_mode {
-                    s.push_str("        ipMode: Proxy\n");
-                }
-            }
-        }
         s
     }
 }
 
-/// An endpoint's conditions as the EndpointSlice controller writes them.
-#[derive(Clone, Copy)]
-enum Cond {
-    Ready,
-    /// Terminating, still serving (KEP-1669: used when nothing is ready).
-    ServingTerminating,
-    /// Terminating and no longer serving: never used for new connections.
-    TerminatingNotServing,
-    /// Neither ready nor terminating (failing its readiness probe).
-    NotReady,
+/// One TCP port `http` 80 -> 8080.
+fn http() -> Vec<PortSpec> {
+    vec![PortSpec::new("http", 80, "TCP", 8080)]
 }
 
-impl Cond {
-    fn yaml(self) -> &'static str {
-        match self {
-            Cond::Ready => "{ready: true, serving: true, terminating: false}",
-            Cond::ServingTerminating => "{ready: false, serving: true, terminating: true}",
-            Cond::TerminatingNotServing => "{ready: false, serving: false, terminating: true}",
-            Cond::NotReady => "{ready: false, serving: false, terminating: false}",
-        }
-    }
+/// One TCP port `http` 80 -> 8080 at `node_port`.
+fn http_np(node_port: u16) -> Vec<PortSpec> {
+    vec![PortSpec::new("http", 80, "TCP", 8080).node_port(node_port)]
 }
 
-/// The EndpointSlice of Service `service`: every endpoint (address, conditions) serves every
-/// port of the Service at its target port; an endpoint's node is its pod's.
-fn slice(service: &Svc, endpoints: &[(&str, Cond)]) -> String {
-    let mut s = format!(
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {0}-x1\n  \
-         namespace: demo\n  labels:\n    kubernetes.io/service-name: {0}\naddressType: IPv4\n\
-         ports:\n",
-        service.name
-    );
-    for p in &service.ports {
-        let _ = write!(
-            s,
-            "  - name: {}\n    port: {}\n    protocol: {}\n",
-            p.name,
-            p.target,
-            p.proto.k8s()
-        );
-    }
-    if endpoints.is_empty() {
-        s.push_str("endpoints: []\n");
-    } else {
-        s.push_str("endpoints:\n");
-    }
-    for (ip, cond) in endpoints {
-        let _ = write!(
-            s,
-            "  - addresses: [{ip}]\n    conditions: {}\n    nodeName: {}\n",
-            cond.yaml(),
-            node_of(ip)
-        );
-    }
-    s
+/// The endpoints at these pod addresses, with their conditions; an endpoint's node is its
+/// pod's. Every endpoint serves every port of its Service at the port's target port.
+fn at_pods(endpoints: &[(&str, Conditions)]) -> Vec<EndpointSpec> {
+    endpoints
+        .iter()
+        .map(|&(ip, conditions)| EndpointSpec::new(ip, node_of(ip), conditions))
+        .collect()
+}
+
+/// Each Service's manifest followed by its EndpointSlice's (if it has one).
+fn service_manifests(services: &[ServiceSpec]) -> Vec<String> {
+    services
+        .iter()
+        .flat_map(|s| std::iter::once(s.service_yaml()).chain(s.slice_yaml()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,25 +253,25 @@ const CLIENT_POD: Src = Pod("client");
 /// `TestClusterIPGeneral` (+ the REJECT/no-match rows of `TestTracePacket`).
 #[test]
 fn cluster_ip_general() {
-    let single = svc("single", "10.96.0.41", http());
+    let single = svc("single", "10.96.0.41", http())
+        .endpoints(at_pods(&[(WEB0, Conditions::READY_SERVING)]));
     let multi = svc(
         "multi",
         "10.96.0.42",
         vec![
-            port("http", 80, Tcp, 8080, None),
-            port("https", 443, Tcp, 8443, None),
-            port("dns-udp", 53, Udp, 53, None),
+            PortSpec::new("http", 80, "TCP", 8080),
+            PortSpec::new("https", 443, "TCP", 8443),
+            PortSpec::new("dns-udp", 53, "UDP", 53),
             // A target port on TCP only, to tell the three port-53 protocols apart.
-            port("dns-tcp", 53, Tcp, 5353, None),
-            port("dns-sctp", 53, Sctp, 53, None),
+            PortSpec::new("dns-tcp", 53, "TCP", 5353),
+            PortSpec::new("dns-sctp", 53, "SCTP", 53),
         ],
-    );
-    let manifests = [
-        single.yaml(),
-        slice(&single, &[(WEB0, Cond::Ready)]),
-        multi.yaml(),
-        slice(&multi, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-    ];
+    )
+    .endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB1, Conditions::READY_SERVING),
+    ]));
+    let manifests = service_manifests(&[single, multi]);
     run_scenario(
         "cluster_ip_general",
         &manifests,
@@ -537,15 +380,16 @@ fn no_endpoints_reject() {
         "empty",
         "10.96.0.50",
         vec![
-            port("http", 80, Tcp, 8080, Some(30050)),
-            port("dns", 53, Udp, 53, Some(30053)),
+            PortSpec::new("http", 80, "TCP", 8080).node_port(30050),
+            PortSpec::new("dns", 53, "UDP", 53).node_port(30053),
         ],
     )
     .external_ips(&["198.51.100.50"])
-    .load_balancer(&["198.51.100.51"]);
+    .kind("LoadBalancer")
+    .ingress(&[("198.51.100.51", None)]);
     // A Service whose slice lists nothing, and one with no slice at all.
-    let listed_empty = svc("listed-empty", "10.96.0.52", http());
-    let manifests = [empty.yaml(), listed_empty.yaml(), slice(&listed_empty, &[])];
+    let listed_empty = svc("listed-empty", "10.96.0.52", http()).empty_slice();
+    let manifests = service_manifests(&[empty, listed_empty]);
     run_scenario(
         "no_endpoints_reject",
         &manifests,
@@ -623,24 +467,23 @@ fn no_endpoints_reject() {
 /// `ipMode: Proxy` load balancer (KEP-1860: kube-proxy programs no rule for its IP).
 #[test]
 fn load_balancer_and_node_ports() {
-    let lb =
-        svc("lb", "10.96.0.60", http_np(30060)).load_balancer(&["198.51.100.60", "198.51.100.61"]);
-    let np = svc("np", "10.96.0.62", http_np(30062));
-    let ext = svc("ext", "10.96.0.63", http()).external_ips(&["198.51.100.63"]);
-    let proxied = svc("proxied", "10.96.0.64", http_np(30064))
-        .load_balancer(&["198.51.100.64"])
-        .lb_proxy_mode();
-    let both = [(WEB0, Cond::Ready), (WEB1, Cond::Ready)];
-    let manifests = [
-        lb.yaml(),
-        slice(&lb, &[(WEB1, Cond::Ready)]),
-        np.yaml(),
-        slice(&np, &both),
-        ext.yaml(),
-        slice(&ext, &both),
-        proxied.yaml(),
-        slice(&proxied, &both),
+    let both = [
+        (WEB0, Conditions::READY_SERVING),
+        (WEB1, Conditions::READY_SERVING),
     ];
+    let lb = svc("lb", "10.96.0.60", http_np(30060))
+        .kind("LoadBalancer")
+        .ingress(&[("198.51.100.60", None), ("198.51.100.61", None)])
+        .endpoints(at_pods(&[(WEB1, Conditions::READY_SERVING)]));
+    let np = svc("np", "10.96.0.62", http_np(30062)).endpoints(at_pods(&both));
+    let ext = svc("ext", "10.96.0.63", http())
+        .external_ips(&["198.51.100.63"])
+        .endpoints(at_pods(&both));
+    let proxied = svc("proxied", "10.96.0.64", http_np(30064))
+        .kind("LoadBalancer")
+        .ingress(&[("198.51.100.64", Some("Proxy"))])
+        .endpoints(at_pods(&both));
+    let manifests = service_manifests(&[lb, np, ext, proxied]);
     run_scenario(
         "load_balancer_and_node_ports",
         &manifests,
@@ -740,21 +583,26 @@ fn load_balancer_and_node_ports() {
 fn external_traffic_policy_local() {
     let local = svc("local", "10.96.0.70", http_np(30070))
         .external_ips(&["198.51.100.70"])
-        .load_balancer(&["198.51.100.71"])
-        .etp_local();
+        .kind("LoadBalancer")
+        .ingress(&[("198.51.100.71", None)])
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::READY_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
     let remote_only = svc("remote-only", "10.96.0.72", http_np(30072))
         .external_ips(&["198.51.100.72"])
-        .load_balancer(&["198.51.100.73"])
-        .etp_local();
-    let empty = svc("local-empty", "10.96.0.74", http_np(30074)).etp_local();
-    let manifests = [
-        local.yaml(),
-        slice(&local, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-        remote_only.yaml(),
-        slice(&remote_only, &[(WEB1, Cond::Ready), (WEB3, Cond::Ready)]),
-        empty.yaml(),
-        slice(&empty, &[]),
-    ];
+        .kind("LoadBalancer")
+        .ingress(&[("198.51.100.73", None)])
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB1, Conditions::READY_SERVING),
+            (WEB3, Conditions::READY_SERVING),
+        ]));
+    let empty = svc("local-empty", "10.96.0.74", http_np(30074))
+        .external_traffic_policy("Local")
+        .empty_slice();
+    let manifests = service_manifests(&[local, remote_only, empty]);
     const BOTH: &[&str] = &["10.244.1.6:8080", "10.244.2.7:8080"];
     const LOCAL: &[&str] = &["10.244.1.6:8080"];
     run_scenario(
@@ -870,11 +718,13 @@ fn external_traffic_policy_local() {
 fn external_traffic_policy_cluster() {
     let cluster = svc("cluster", "10.96.0.80", http_np(30080))
         .external_ips(&["198.51.100.80"])
-        .load_balancer(&["198.51.100.81"]);
-    let manifests = [
-        cluster.yaml(),
-        slice(&cluster, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-    ];
+        .kind("LoadBalancer")
+        .ingress(&[("198.51.100.81", None)])
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::READY_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let manifests = service_manifests(&[cluster]);
     const BOTH: &[&str] = &["10.244.1.6:8080", "10.244.2.7:8080"];
     run_scenario(
         "external_traffic_policy_cluster",
@@ -950,11 +800,11 @@ fn external_traffic_policy_cluster() {
 /// endpoint although svc2 is `Local`).
 #[test]
 fn off_cluster_client_to_cluster_ip() {
-    let plain = svc("plain", "10.96.0.140", http());
-    let manifests = [
-        plain.yaml(),
-        slice(&plain, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-    ];
+    let plain = svc("plain", "10.96.0.140", http()).endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB1, Conditions::READY_SERVING),
+    ]));
+    let manifests = service_manifests(&[plain]);
     run_scenario(
         "off_cluster_client_to_cluster_ip",
         &manifests,
@@ -972,11 +822,13 @@ fn off_cluster_client_to_cluster_ip() {
 /// As [`off_cluster_client_to_cluster_ip`], for a Service with `externalTrafficPolicy: Local`.
 #[test]
 fn off_cluster_client_to_cluster_ip_of_etp_local_service() {
-    let local = svc("etp-local", "10.96.0.141", http_np(30141)).etp_local();
-    let manifests = [
-        local.yaml(),
-        slice(&local, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-    ];
+    let local = svc("etp-local", "10.96.0.141", http_np(30141))
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::READY_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let manifests = service_manifests(&[local]);
     run_scenario(
         "off_cluster_client_to_cluster_ip_of_etp_local_service",
         &manifests,
@@ -994,21 +846,20 @@ fn off_cluster_client_to_cluster_ip_of_etp_local_service() {
 /// `TestInternalTrafficPolicy`.
 #[test]
 fn internal_traffic_policy() {
-    let local = svc("itp-local", "10.96.0.90", http_np(30090)).itp_local();
-    let none = svc("itp-none", "10.96.0.91", http_np(30091)).itp_local();
-    let manifests = [
-        local.yaml(),
-        slice(
-            &local,
-            &[
-                (WEB0, Cond::Ready),
-                (WEB2, Cond::Ready),
-                (WEB1, Cond::Ready),
-            ],
-        ),
-        none.yaml(),
-        slice(&none, &[(WEB1, Cond::Ready), (WEB3, Cond::Ready)]),
-    ];
+    let local = svc("itp-local", "10.96.0.90", http_np(30090))
+        .internal_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::READY_SERVING),
+            (WEB2, Conditions::READY_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let none = svc("itp-none", "10.96.0.91", http_np(30091))
+        .internal_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB1, Conditions::READY_SERVING),
+            (WEB3, Conditions::READY_SERVING),
+        ]));
+    let manifests = service_manifests(&[local, none]);
     run_scenario(
         "internal_traffic_policy",
         &manifests,
@@ -1055,62 +906,43 @@ fn internal_traffic_policy() {
 /// not-serving ones never.
 #[test]
 fn terminating_endpoints() {
-    let mixed = svc("term-mixed", "10.96.0.100", http());
-    let fallback = svc("term-fallback", "10.96.0.101", http());
-    let dead = svc("term-dead", "10.96.0.102", http_np(30102));
-    let local = svc("term-local", "10.96.0.103", http_np(30103)).etp_local();
-    let local_dead = svc("term-local-dead", "10.96.0.104", http_np(30104)).etp_local();
-    let itp = svc("term-itp", "10.96.0.105", http()).itp_local();
-    let manifests = [
-        mixed.yaml(),
-        slice(
-            &mixed,
-            &[
-                (WEB0, Cond::Ready),
-                (WEB1, Cond::ServingTerminating),
-                (WEB2, Cond::NotReady),
-                (WEB3, Cond::TerminatingNotServing),
-            ],
-        ),
-        fallback.yaml(),
-        slice(
-            &fallback,
-            &[
-                (WEB0, Cond::ServingTerminating),
-                (WEB1, Cond::ServingTerminating),
-                (WEB2, Cond::NotReady),
-                (WEB3, Cond::TerminatingNotServing),
-            ],
-        ),
-        dead.yaml(),
-        slice(
-            &dead,
-            &[(WEB0, Cond::TerminatingNotServing), (WEB1, Cond::NotReady)],
-        ),
-        local.yaml(),
-        slice(
-            &local,
-            &[
-                (WEB0, Cond::ServingTerminating),
-                (WEB2, Cond::TerminatingNotServing),
-                (WEB1, Cond::Ready),
-            ],
-        ),
-        local_dead.yaml(),
-        slice(
-            &local_dead,
-            &[(WEB0, Cond::TerminatingNotServing), (WEB1, Cond::Ready)],
-        ),
-        itp.yaml(),
-        slice(
-            &itp,
-            &[
-                (WEB0, Cond::ServingTerminating),
-                (WEB2, Cond::ServingTerminating),
-                (WEB1, Cond::Ready),
-            ],
-        ),
-    ];
+    let mixed = svc("term-mixed", "10.96.0.100", http()).endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB1, Conditions::SERVING_TERMINATING),
+        (WEB2, Conditions::NOT_READY),
+        (WEB3, Conditions::TERMINATING_NOT_SERVING),
+    ]));
+    let fallback = svc("term-fallback", "10.96.0.101", http()).endpoints(at_pods(&[
+        (WEB0, Conditions::SERVING_TERMINATING),
+        (WEB1, Conditions::SERVING_TERMINATING),
+        (WEB2, Conditions::NOT_READY),
+        (WEB3, Conditions::TERMINATING_NOT_SERVING),
+    ]));
+    let dead = svc("term-dead", "10.96.0.102", http_np(30102)).endpoints(at_pods(&[
+        (WEB0, Conditions::TERMINATING_NOT_SERVING),
+        (WEB1, Conditions::NOT_READY),
+    ]));
+    let local = svc("term-local", "10.96.0.103", http_np(30103))
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::SERVING_TERMINATING),
+            (WEB2, Conditions::TERMINATING_NOT_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let local_dead = svc("term-local-dead", "10.96.0.104", http_np(30104))
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::TERMINATING_NOT_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let itp = svc("term-itp", "10.96.0.105", http())
+        .internal_traffic_policy("Local")
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::SERVING_TERMINATING),
+            (WEB2, Conditions::SERVING_TERMINATING),
+            (WEB1, Conditions::READY_SERVING),
+        ]));
+    let manifests = service_manifests(&[mixed, fallback, dead, local, local_dead, itp]);
     run_scenario(
         "terminating_endpoints",
         &manifests,
@@ -1188,25 +1020,18 @@ fn terminating_endpoints() {
 /// its Service is masqueraded, reaching another endpoint it is not.
 #[test]
 fn hairpin() {
-    let web = svc("web", "10.96.0.110", http());
+    let web = svc("web", "10.96.0.110", http()).endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB2, Conditions::READY_SERVING),
+        (WEB1, Conditions::READY_SERVING),
+    ]));
     let udp = svc(
         "web-udp",
         "10.96.0.111",
-        vec![port("dns", 53, Udp, 5353, None)],
-    );
-    let manifests = [
-        web.yaml(),
-        slice(
-            &web,
-            &[
-                (WEB0, Cond::Ready),
-                (WEB2, Cond::Ready),
-                (WEB1, Cond::Ready),
-            ],
-        ),
-        udp.yaml(),
-        slice(&udp, &[(WEB0, Cond::Ready)]),
-    ];
+        vec![PortSpec::new("dns", 53, "UDP", 5353)],
+    )
+    .endpoints(at_pods(&[(WEB0, Conditions::READY_SERVING)]));
+    let manifests = service_manifests(&[web, udp]);
     run_scenario(
         "hairpin",
         &manifests,
@@ -1238,15 +1063,17 @@ fn hairpin() {
 /// `TestBuildServiceMapServiceHeadless`); ExternalName Services neither.
 #[test]
 fn headless_and_external_name() {
-    let headless = svc("headless", "None", http());
-    let manifests = [
-        headless.yaml(),
-        slice(&headless, &[(WEB0, Cond::Ready), (WEB1, Cond::Ready)]),
-        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: external-name\n  namespace: demo\n\
+    let headless = svc("headless", "None", http()).endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB1, Conditions::READY_SERVING),
+    ]));
+    let mut manifests = service_manifests(&[headless]);
+    manifests.push(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: external-name\n  namespace: demo\n\
          spec:\n  type: ExternalName\n  externalName: example.com\n  ports:\n    \
          - name: http\n      port: 80\n"
             .to_string(),
-    ];
+    );
     run_scenario(
         "headless_and_external_name",
         &manifests,
@@ -1280,19 +1107,15 @@ fn headless_and_external_name() {
 /// one flow table for all the connections.
 #[test]
 fn session_affinity_client_ip() {
-    let sticky = svc("sticky", "10.96.0.130", http_np(30130)).affinity();
-    let manifests = [
-        sticky.yaml(),
-        slice(
-            &sticky,
-            &[
-                (WEB0, Cond::Ready),
-                (WEB2, Cond::Ready),
-                (WEB1, Cond::Ready),
-                (WEB3, Cond::Ready),
-            ],
-        ),
-    ];
+    let sticky = svc("sticky", "10.96.0.130", http_np(30130))
+        .affinity(10800)
+        .endpoints(at_pods(&[
+            (WEB0, Conditions::READY_SERVING),
+            (WEB2, Conditions::READY_SERVING),
+            (WEB1, Conditions::READY_SERVING),
+            (WEB3, Conditions::READY_SERVING),
+        ]));
+    let manifests = service_manifests(&[sticky]);
     let tables = scenario_tables("session_affinity_client_ip", &manifests);
     for from in [CLIENT_POD, Outside] {
         let (dst, dport) = match from {
@@ -1333,7 +1156,7 @@ fn scenario_tables(name: &str, manifests: &[String]) -> Tables {
     let dir = TempDir::new(name);
     dir.write("kxdp.yaml", KXDP_YAML);
     dir.write("00-base.yaml", &base_manifests());
-    dir.write("10-services.yaml", &manifests.concat());
+    dir.write("10-services.yaml", &manifests.join("---\n"));
     tables_for(dir.path(), name, &["node-a"], 1)
         .pop()
         .unwrap_or_else(|| unreachable!("one node asked, one table built"))

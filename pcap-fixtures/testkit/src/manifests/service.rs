@@ -1,13 +1,14 @@
-//! Services and their EndpointSlices as a case's state directory needs them: several
-//! ports and protocols, NodePorts, external and load-balancer IPs, traffic policies,
-//! session affinity and endpoint conditions (KEP-1669).
+//! Services and their EndpointSlices as a state directory needs them: several ports and
+//! protocols, NodePorts, external and load-balancer IPs, traffic policies, session
+//! affinity and endpoint conditions (KEP-1669).
 //!
-//! [`crate::state::ServiceDef`] stays the short form for the common one-port ClusterIP
-//! Service; it converts into a [`ServiceSpec`], and both are written by the one writer
-//! here, which produces for a short-form Service exactly the YAML the earlier writer did
-//! (so cases that predate this module regenerate byte for byte). Only what a case sets is
-//! written: the loader must apply the API defaults (unset `serving` read as `ready`,
-//! unset traffic policies as `Cluster`) itself.
+//! pcap-fixtures' cases write their state directories with it (its `state::ServiceDef`,
+//! the short form for the common one-port ClusterIP Service, converts into a
+//! [`ServiceSpec`]), and so do model's translation tests. The committed cases are
+//! regenerated and compared byte for byte, so what this writes for a given spec must not
+//! change: a new option has to leave the output of specs that do not set it as it was.
+//! Only what a spec sets is written: the loader must apply the API defaults (unset
+//! `serving` read as `ready`, unset traffic policies as `Cluster`) itself.
 
 use std::fmt::Write as _;
 
@@ -60,6 +61,19 @@ impl Conditions {
         serving: None,
         terminating: None,
     };
+    /// A ready pod with every key written, as the EndpointSlice controller does:
+    /// `ready: true, serving: true, terminating: false`.
+    pub const READY_SERVING: Conditions = Conditions {
+        ready: true,
+        serving: Some(true),
+        terminating: Some(false),
+    };
+    /// A pod failing its readiness probe, not being deleted: never a backend.
+    pub const NOT_READY: Conditions = Conditions {
+        ready: false,
+        serving: Some(false),
+        terminating: Some(false),
+    };
     /// A pod being deleted that still passes its readiness probe: KEP-1669's fallback.
     pub const SERVING_TERMINATING: Conditions = Conditions {
         ready: false,
@@ -104,7 +118,8 @@ pub struct IngressSpec {
     pub ip_mode: Option<&'static str>,
 }
 
-/// A Service in namespace `demo` and its one EndpointSlice (none without endpoints).
+/// A Service in namespace `demo` and its one EndpointSlice (none without endpoints, unless
+/// [`ServiceSpec::empty_slice`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub name: String,
@@ -121,6 +136,8 @@ pub struct ServiceSpec {
     /// `sessionAffinity: ClientIP` with this `timeoutSeconds`.
     pub affinity_timeout_s: Option<u32>,
     pub endpoints: Vec<EndpointSpec>,
+    /// Write the EndpointSlice even when `endpoints` is empty (`endpoints: []`).
+    pub empty_slice: bool,
 }
 
 impl ServiceSpec {
@@ -137,6 +154,7 @@ impl ServiceSpec {
             internal_traffic_policy: None,
             affinity_timeout_s: None,
             endpoints: Vec::new(),
+            empty_slice: false,
         }
     }
 
@@ -146,6 +164,15 @@ impl ServiceSpec {
 
     pub fn endpoints(self, endpoints: Vec<EndpointSpec>) -> ServiceSpec {
         ServiceSpec { endpoints, ..self }
+    }
+
+    /// Without endpoints, an EndpointSlice that lists none (`endpoints: []`, what the
+    /// controller leaves when the last pod goes) rather than no EndpointSlice at all.
+    pub fn empty_slice(self) -> ServiceSpec {
+        ServiceSpec {
+            empty_slice: true,
+            ..self
+        }
     }
 
     pub fn external_ips(self, ips: &[&str]) -> ServiceSpec {
@@ -237,9 +264,10 @@ impl ServiceSpec {
         s
     }
 
-    /// The EndpointSlice manifest, `None` for a Service no endpoint backs.
+    /// The EndpointSlice manifest, `None` for a Service no endpoint backs (unless
+    /// [`ServiceSpec::empty_slice`]).
     pub fn slice_yaml(&self) -> Option<String> {
-        if self.endpoints.is_empty() {
+        if self.endpoints.is_empty() && !self.empty_slice {
             return None;
         }
         let family = if self.cluster_ip.contains(':') {
@@ -258,7 +286,11 @@ impl ServiceSpec {
                 p.name, p.target_port, p.protocol
             );
         }
-        s.push_str("endpoints:\n");
+        s.push_str(if self.endpoints.is_empty() {
+            "endpoints: []\n"
+        } else {
+            "endpoints:\n"
+        });
         for e in &self.endpoints {
             let _ = write!(
                 s,
@@ -274,5 +306,54 @@ impl ServiceSpec {
             let _ = writeln!(s, "    nodeName: {}", e.node);
         }
         Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> ServiceSpec {
+        ServiceSpec::cluster_ip(
+            "web",
+            "10.96.0.10",
+            vec![PortSpec::new("http", 80, "TCP", 8080)],
+        )
+    }
+
+    #[test]
+    fn without_endpoints_a_slice_only_when_asked() {
+        assert_eq!(web().slice_yaml(), None);
+        let slice = web().empty_slice().slice_yaml().expect("asked for");
+        assert!(
+            slice.ends_with("    protocol: TCP\nendpoints: []\n"),
+            "{slice}"
+        );
+        // With endpoints, asking changes nothing.
+        let backed = web().endpoints(vec![EndpointSpec::ready("10.244.1.6", "node-a")]);
+        assert_eq!(
+            backed.clone().empty_slice().slice_yaml(),
+            backed.slice_yaml()
+        );
+    }
+
+    #[test]
+    fn conditions_written_as_set() {
+        let slice = web()
+            .endpoints(vec![
+                EndpointSpec::ready("10.244.1.6", "node-a"),
+                EndpointSpec::new("10.244.2.7", "node-b", Conditions::NOT_READY),
+            ])
+            .slice_yaml()
+            .expect("endpoints");
+        assert!(
+            slice.ends_with(
+                "endpoints:\n  - addresses:\n      - 10.244.1.6\n    conditions:\n      \
+                 ready: true\n    nodeName: node-a\n  - addresses:\n      - 10.244.2.7\n    \
+                 conditions:\n      ready: false\n      serving: false\n      \
+                 terminating: false\n    nodeName: node-b\n"
+            ),
+            "{slice}"
+        );
     }
 }

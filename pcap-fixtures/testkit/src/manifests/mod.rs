@@ -1,5 +1,8 @@
 //! Kubernetes objects as the YAML of a state directory, for the tests that start an agent
-//! on one.
+//! on one, pcap-fixtures' cases and model's translation tests: a Node here, Services and
+//! their EndpointSlices in [`service`].
+
+pub mod service;
 
 /// A Node as kxdp reads it: `name`, the MAC its uplink answers on (the
 /// `kxdp.io/underlay-mac` annotation), its PodCIDR and InternalIP. One YAML document,
