@@ -30,17 +30,20 @@ pub const CLIENT: PodPlan = PodPlan {
     name: "client",
     node: NODE_A,
     labels: &[("app", "bench-client"), ("role", "client")],
+    http_host_port: None,
 };
 pub const BACKENDS: [PodPlan; 2] = [
     PodPlan {
         name: "backend-1",
         node: NODE_B,
         labels: &[("app", "backend")],
+        http_host_port: None,
     },
     PodPlan {
         name: "backend-2",
         node: NODE_B,
         labels: &[("app", "backend")],
+        http_host_port: None,
     },
 ];
 

@@ -64,7 +64,6 @@ impl Rig {
         }
 
         plan::write_base(&lab.state_dir())?;
-        pods::write_conflist(&lab, NODE_A)?;
         let agent = agents::start_on_cpus(&lab, NODE_A, &forward_cpu.to_string())?;
         let client_ip = pods::add(&lab, &CLIENT)?;
         plan::write_workloads(&lab.state_dir(), client_ip)?;

@@ -57,6 +57,10 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
         StateSource::Dir => &["--state", &state_dir],
         StateSource::Api => &["--kubeconfig", &kubeconfig, "--state", &state_dir],
     };
+    let cni_path = std::env::join_paths(lab.cni_path())
+        .map_err(|e| LabError::Setup(format!("CNI_PATH: {e}")))?
+        .to_string_lossy()
+        .into_owned();
     let mut args: Vec<String> = ["agent", "--node", &node.name(), "--uplink", UPLINK]
         .iter()
         .map(|s| s.to_string())
@@ -74,6 +78,15 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
             // mount /var/lib/kxdp-cni: a restarted agent re-opens the pods from there.
             "--cni-state-dir",
             &dir.join("cni").display().to_string(),
+            // The agent installs the node's CNI configuration there once ready, naming
+            // host-local's lease directory (the lab's nodes share one filesystem) and the
+            // versions the plugins on the lab runtime's CNI_PATH speak.
+            "--cni-conf-dir",
+            &lab.cni_conf_dir(node).display().to_string(),
+            "--cni-ipam-data-dir",
+            &dir.join("ipam").display().to_string(),
+            "--cni-path",
+            &cni_path,
         ]
         .iter()
         .map(|s| s.to_string()),

@@ -13,8 +13,9 @@ use super::Lab;
 use super::cmd;
 use super::error::LabError;
 use super::layout::{
-    ADMIN_PORT, ECHO_PORT, FLOOD_PORT, HTTP_PORT, NODE_PORT, NODE1, NODE2, NODE3, NodePlan,
-    POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan, WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
+    ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, FLOOD_PORT, HTTP_PORT, NODE_PORT, NODE1, NODE2, NODE3,
+    NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan, WEB_CLUSTER_IP, WEB_TCP_PORT,
+    WEB_UDP_PORT,
 };
 use super::pods;
 use super::report::{self, CheckResult};
@@ -167,6 +168,14 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         results.push(r);
     };
 
+    // The CNI configuration each agent installed once ready, over what the node had.
+    for node in [NODE1, NODE2] {
+        check(
+            format!("CNI config on {}: kxdp's list first", node.name()),
+            &move |c| cni_config(c.lab, node),
+        );
+    }
+
     // Walk 1: pod <-> pod on one node (node1), both directions.
     check("pod->pod same node, ICMP (client->web-1)".into(), &|c| {
         ping_all(&c.pod_ns(&POD_CLIENT), c.ip(&POD_WEB1))
@@ -231,6 +240,20 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
             },
         );
     }
+
+    // hostPort: the runtime passed the client pod's port mapping to the chain the agent
+    // installed, and portmap (iptables DNAT in node1's kernel) forwards node1's port to it.
+    check(
+        format!(
+            "external->hostPort {}:{CLIENT_HOST_PORT} (portmap -> client:{HTTP_PORT})",
+            NODE1.underlay_ip()
+        ),
+        &|c| {
+            let to = SocketAddr::from((NODE1.underlay_ip(), CLIENT_HOST_PORT));
+            let r = c.probe(&c.lab.names().client(), Proto::Tcp, to, COUNT, TIMEOUT_MS);
+            judge_all_answered(r, &[POD_CLIENT.name])
+        },
+    );
 
     // NetworkPolicy demo/web-ingress: web accepts role=client pods and the nodes' gateways.
     check(
@@ -318,6 +341,36 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     });
 
     Ok(results)
+}
+
+/// The node's conf dir: kxdp's list sorts first (so a runtime uses it), the older kxdp list
+/// seeded before the agent started is gone, the other plugin's is left alone, and the list
+/// chains portmap.
+fn cni_config(lab: &Lab, node: NodePlan) -> (bool, String) {
+    let files = match pods::config_files(&lab.cni_conf_dir(node)) {
+        Ok(files) => files,
+        Err(e) => return (false, e.to_string()),
+    };
+    let list = pods::runtime_conflist(lab, node).map(|(_, list)| list);
+    let chain: Vec<String> = list
+        .as_ref()
+        .ok()
+        .and_then(|l| l["plugins"].as_array())
+        .map(|ps| ps.iter().map(|p| p["type"].to_string()).collect())
+        .unwrap_or_default();
+    let version = list.as_ref().ok().and_then(pods::chain_version);
+    let passed = files.first().map(String::as_str) == Some(agent_api::conflist::CONFLIST_NAME)
+        && !files.iter().any(|f| f == pods::LEFTOVER_KXDP_CONFIG)
+        && files.iter().any(|f| f == pods::LEFTOVER_FOREIGN_CONFIG)
+        && chain == ["\"kxdp-cni\"", "\"portmap\""];
+    (
+        passed,
+        format!(
+            "files {files:?}, chain {}, runtime runs it at CNI {}",
+            chain.join(" -> "),
+            version.as_deref().unwrap_or("?")
+        ),
+    )
 }
 
 fn upper(p: Proto) -> &'static str {

@@ -44,6 +44,9 @@ pub const HTTP_PORT: u16 = 8080;
 pub const ECHO_PORT: u16 = 8081;
 /// A TCP port only the policy's label rule opens (not the node rule).
 pub const ADMIN_PORT: u16 = 9090;
+/// The client pod's `hostPort` for its HTTP_PORT: the runtime hands it to the CNI chain as a
+/// port mapping, and `portmap` forwards the node's port to the pod.
+pub const CLIENT_HOST_PORT: u16 = 18080;
 /// Where the flood sink counts.
 pub const FLOOD_PORT: u16 = 7000;
 
@@ -123,6 +126,8 @@ pub struct PodPlan {
     pub name: &'static str,
     pub node: NodePlan,
     pub labels: &'static [(&'static str, &'static str)],
+    /// The `hostPort` of the pod's HTTP_PORT container port, if it has one.
+    pub http_host_port: Option<u16>,
 }
 
 impl PodPlan {
@@ -140,23 +145,27 @@ pub const POD_CLIENT: PodPlan = PodPlan {
     name: "client",
     node: NODE1,
     labels: &[("app", "client"), ("role", "client")],
+    http_host_port: Some(CLIENT_HOST_PORT),
 };
 /// Backends of both Services, one per node; the policy isolates them for ingress.
 pub const POD_WEB1: PodPlan = PodPlan {
     name: "web-1",
     node: NODE1,
     labels: &[("app", "web")],
+    http_host_port: None,
 };
 pub const POD_WEB2: PodPlan = PodPlan {
     name: "web-2",
     node: NODE2,
     labels: &[("app", "web")],
+    http_host_port: None,
 };
 /// A pod without `role=client`: the policy denies it.
 pub const POD_OTHER: PodPlan = PodPlan {
     name: "other",
     node: NODE2,
     labels: &[("app", "other")],
+    http_host_port: None,
 };
 pub const PODS: [PodPlan; 4] = [POD_CLIENT, POD_WEB1, POD_WEB2, POD_OTHER];
 

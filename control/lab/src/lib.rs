@@ -181,6 +181,18 @@ impl Lab {
         self.node_dir(node).join("agent.sock")
     }
 
+    /// The node's CNI conf dir (a node's /etc/cni/net.d): its agent installs the
+    /// configuration list there once ready, and the lab, as the node's runtime, reads it.
+    pub fn cni_conf_dir(&self, node: NodePlan) -> PathBuf {
+        self.node_dir(node).join("net.d")
+    }
+
+    /// The runtime's CNI_PATH: Debian's plugins (host-local, portmap), then kxdp-cni next to
+    /// `kxdp`.
+    pub fn cni_path(&self) -> Vec<PathBuf> {
+        vec![PathBuf::from(pods::SYSTEM_CNI_DIR), self.bin_dir.clone()]
+    }
+
     pub fn agent_log(&self, node: NodePlan) -> PathBuf {
         self.node_dir(node).join("agent.log")
     }
@@ -353,7 +365,7 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
         ));
     }
     for node in AGENT_NODES {
-        pods::write_conflist(lab, node)?;
+        pods::seed_leftover_configs(lab, node)?;
         progress(&format!(
             "starting kxdp agent on {} ({} worker(s))",
             node.name(),

@@ -117,6 +117,10 @@ fn labels(p: &PodPlan) -> Value {
 }
 
 pub fn pod(p: &PlacedPod) -> Value {
+    let mut http = json!({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"});
+    if let Some(host_port) = p.plan.http_host_port {
+        http["hostPort"] = json!(host_port);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -127,7 +131,7 @@ pub fn pod(p: &PlacedPod) -> Value {
                 "name": "probe",
                 "image": "kxdp-probe",
                 "ports": [
-                    {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                    http,
                     {"name": "echo", "containerPort": ECHO_PORT, "protocol": "UDP"},
                     {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
                 ],

@@ -1,6 +1,14 @@
-//! Pods as a container runtime makes them: an empty network namespace, then the CNI
-//! plugin's ADD (run in the node's namespace, as a kubelet on that node would), whose
-//! result says the pod's address; DEL on the way down.
+//! Pods as a container runtime makes them: an empty network namespace, then the CNI chain's
+//! ADD (run in the node's namespace, as a kubelet's runtime on that node would) with the
+//! configuration list the node's agent installed, whose result says the pod's address; DEL
+//! on the way down.
+//!
+//! The lab is the runtime here, so it does what containerd's CNI library does: it takes the
+//! first configuration file of the node's conf dir in lexical order, settles the version
+//! (the highest of the list's `cniVersions` it speaks, CNI 1.1), runs the plugins in order
+//! for ADD (each gets the previous one's result as `prevResult`, and `runtimeConfig` for the
+//! capabilities it declares: the pod's `hostPort`s as `portMappings`) and in reverse for DEL,
+//! and caches the list and the result with the pod for DEL.
 
 use std::fs;
 use std::io::Write;
@@ -14,17 +22,19 @@ use serde_json::{Value, json};
 use super::Lab;
 use super::cmd;
 use super::error::LabError;
-use super::layout::{NAMESPACE, NodePlan, PODS, PodPlan};
+use super::layout::{HTTP_PORT, NAMESPACE, NodePlan, PODS, PodPlan};
 use super::topology;
-use cni::pod_cidr::USE_POD_CIDR;
+use agent_api::conflist::{negotiated_version, plugin_config};
 
 /// The CNI plugin binary, looked for next to `kxdp`.
 pub const CNI_BINARY: &str = "kxdp-cni";
-/// Where Debian's containernetworking-plugins (host-local) live.
+/// Where Debian's containernetworking-plugins (host-local, portmap) live.
 pub const SYSTEM_CNI_DIR: &str = "/usr/lib/cni";
-pub const CNI_VERSION: &str = "1.0.0";
-pub const NETWORK_NAME: &str = "kxdp";
+/// The CNI versions the lab, as a runtime, speaks: a CNI 1.1 runtime.
+pub const RUNTIME_CNI_VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 pub const POD_IFNAME: &str = "eth0";
+/// The file names runtimes read in a CNI conf dir.
+const CONFIG_EXTENSIONS: [&str; 3] = [".conf", ".conflist", ".json"];
 
 /// A pod the lab created (or began to): enough to DEL it later from another process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,52 +45,73 @@ pub struct PodRecord {
     pub container_id: String,
     /// None until ADD succeeded.
     pub ip: Option<Ipv4Addr>,
+    /// The configuration list ADD ran with: DEL runs the same chain, as runtimes cache it.
+    #[serde(default)]
+    pub conflist: Option<Value>,
+    /// The chain's ADD result, DEL's `prevResult`.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// `runtimeConfig.portMappings`: the pod's `hostPort`s.
+    #[serde(default)]
+    pub port_mappings: Vec<Value>,
 }
 
-/// The node's conflist, as a runtime would find it in /etc/cni/net.d (the lab keeps it in
-/// DIR/<node>/): kxdp-cni with the node's agent socket and its attachment records under
-/// DIR/<node>/cni, host-local IPAM with its leases under DIR/<node>/ipam over `usePodCidr`,
-/// which kxdp-cni fills in with the PodCIDR the node's agent reports (so the range is the
-/// same on every node, as in deploy/kxdp.yaml; only the lab's per-node paths differ, since
-/// the lab's nodes share one filesystem).
-pub fn conflist(lab: &Lab, node: NodePlan) -> Value {
-    json!({
-        "cniVersion": CNI_VERSION,
-        "name": NETWORK_NAME,
-        "plugins": [{
-            "type": CNI_BINARY,
-            "agentSocket": lab.agent_socket(node).display().to_string(),
-            "stateDir": lab.node_dir(node).join("cni").display().to_string(),
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": USE_POD_CIDR}]],
-                "dataDir": lab.node_dir(node).join("ipam").display().to_string(),
-            },
-        }],
-    })
-}
+/// What a node's conf dir holds before its agent starts: what a node moving to kxdp from
+/// another CNI may carry. An older kxdp's list (the agent removes it) and Flannel's (it stays;
+/// kxdp's sorts first). `check` looks at what the agent made of them.
+pub const LEFTOVER_KXDP_CONFIG: &str = "10-kxdp.conflist";
+pub const LEFTOVER_FOREIGN_CONFIG: &str = "10-flannel.conflist";
 
-/// Writes DIR/<node>/10-kxdp.conflist (for people reading the lab; ADD and DEL use the
-/// same value).
-pub fn write_conflist(lab: &Lab, node: NodePlan) -> Result<PathBuf, LabError> {
-    let dir = lab.node_dir(node);
+pub fn seed_leftover_configs(lab: &Lab, node: NodePlan) -> Result<(), LabError> {
+    let dir = lab.cni_conf_dir(node);
     fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
-    let path = dir.join("10-kxdp.conflist");
-    let text = serde_json::to_string_pretty(&conflist(lab, node))
-        .map_err(|e| LabError::Setup(e.to_string()))?;
-    fs::write(&path, text).map_err(|e| LabError::io(&path, e))?;
-    Ok(path)
+    let old_kxdp = json!({"cniVersion": "1.0.0", "name": "kxdp", "plugins": [{
+        "type": CNI_BINARY, "agentSocket": "/run/kxdp/agent.sock"}]});
+    let flannel = json!({"cniVersion": "0.3.1", "name": "cbr0", "plugins": [
+        {"type": "flannel", "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
+        {"type": "portmap", "capabilities": {"portMappings": true}}]});
+    for (name, list) in [
+        (LEFTOVER_KXDP_CONFIG, old_kxdp),
+        (LEFTOVER_FOREIGN_CONFIG, flannel),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, list.to_string()).map_err(|e| LabError::io(&path, e))?;
+    }
+    Ok(())
 }
 
-/// What a runtime hands a plugin of a conflist: the plugin's object plus the list's name
-/// and version.
-fn plugin_config(list: &Value) -> Value {
-    let mut plugin = list["plugins"][0].clone();
-    if let Some(obj) = plugin.as_object_mut() {
-        obj.insert("cniVersion".into(), list["cniVersion"].clone());
-        obj.insert("name".into(), list["name"].clone());
-    }
-    plugin
+/// The configuration files of `dir` in the order runtimes consider them.
+pub fn config_files(dir: &Path) -> Result<Vec<String>, LabError> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| LabError::io(dir, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && CONFIG_EXTENSIONS.iter().any(|x| n.ends_with(x)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The list a runtime on `node` would use: its conf dir's first file (a single-plugin
+/// `.conf` read as a list of one).
+pub fn runtime_conflist(lab: &Lab, node: NodePlan) -> Result<(String, Value), LabError> {
+    let dir = lab.cni_conf_dir(node);
+    let first = config_files(&dir)?.into_iter().next().ok_or_else(|| {
+        LabError::Setup(format!(
+            "no CNI configuration in {} (the agent writes it once ready)",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(&first);
+    let text = fs::read_to_string(&path).map_err(|e| LabError::io(&path, e))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| LabError::Setup(format!("{}: {e}", path.display())))?;
+    let list = if value.get("plugins").is_some() {
+        value
+    } else {
+        json!({"cniVersion": value["cniVersion"], "name": value["name"], "plugins": [value]})
+    };
+    Ok((first, list))
 }
 
 fn record_path(lab: &Lab, name: &str) -> PathBuf {
@@ -103,44 +134,57 @@ pub fn records(lab: &Lab) -> Vec<PodRecord> {
         .collect()
 }
 
-/// Creates the pod's namespace and runs CNI ADD for it; returns its address.
+/// The pod's `hostPort`s as the kubelet hands them to the runtime.
+fn port_mappings(pod: &PodPlan) -> Vec<Value> {
+    pod.http_host_port
+        .map(|h| json!({"hostPort": h, "containerPort": HTTP_PORT, "protocol": "tcp"}))
+        .into_iter()
+        .collect()
+}
+
+/// Creates the pod's namespace and runs the CNI chain's ADD for it; returns its address.
 pub fn add(lab: &Lab, pod: &PodPlan) -> Result<Ipv4Addr, LabError> {
-    let cni = lab.cni_binary()?;
+    let (_, list) = runtime_conflist(lab, pod.node)?;
     let mut rec = PodRecord {
         name: pod.name.to_string(),
         node: pod.node.index,
         netns: lab.names().pod(pod),
         container_id: format!("{}-{}", lab.prefix, pod.name),
         ip: None,
+        conflist: Some(list),
+        result: None,
+        port_mappings: port_mappings(pod),
     };
     // Recorded before ADD: a runtime DELs after a failed ADD, and so does `down`.
     save(lab, &rec)?;
     topology::add_netns(&rec.netns)?;
-    let result = invoke(lab, &cni, "ADD", &rec, pod.node)?;
+    let result = run_chain(lab, "ADD", &rec, pod.node)?;
     let ip = first_ipv4(&result).ok_or_else(|| LabError::Cni {
         command: "ADD".into(),
         pod: pod.name.into(),
         detail: format!("the result has no IPv4 address: {result}"),
     })?;
     rec.ip = Some(ip);
+    rec.result = Some(result);
     save(lab, &rec)?;
     Ok(ip)
 }
 
-/// CNI DEL (the plugin and the agent must take it twice), then the record goes.
+/// CNI DEL (the plugins and the agent must take it twice), then the record goes.
 pub fn del(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
     let node = super::layout::NODES
         .iter()
         .copied()
         .find(|n| n.index == rec.node)
         .ok_or_else(|| LabError::Setup(format!("pod {}: no node {}", rec.name, rec.node)))?;
-    let result = match lab.cni_binary() {
-        Ok(cni) if cmd::netns_exists(&lab.names().node(node)) => {
-            invoke(lab, &cni, "DEL", rec, node).map(|_| ())
-        }
+    let result = if rec.conflist.is_none() {
+        // ADD never ran: no configuration was there to run it with.
+        Ok(())
+    } else if cmd::netns_exists(&lab.names().node(node)) {
+        run_chain(lab, "DEL", rec, node).map(|_| ())
+    } else {
         // Nothing to run DEL in (the node is gone): its veths went with it.
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
+        Ok(())
     };
     if result.is_ok() {
         let path = record_path(lab, &rec.name);
@@ -149,39 +193,93 @@ pub fn del(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
     result
 }
 
-/// Runs the plugin in the node's namespace with the CNI environment; Ok(stdout JSON).
-fn invoke(
-    lab: &Lab,
-    cni: &Path,
-    command: &str,
-    rec: &PodRecord,
-    node: NodePlan,
-) -> Result<Value, LabError> {
+/// Runs `command` over the record's chain: ADD in order, each plugin given the previous
+/// result; DEL in reverse, each given the cached ADD result. Ok(the last result).
+fn run_chain(lab: &Lab, command: &str, rec: &PodRecord, node: NodePlan) -> Result<Value, LabError> {
     let cni_err = |detail: String| LabError::Cni {
         command: command.into(),
         pod: rec.name.clone(),
         detail,
     };
-    let config = plugin_config(&conflist(lab, node));
-    let stdin = serde_json::to_vec(&config).map_err(|e| cni_err(e.to_string()))?;
-    let cni_path = format!("{SYSTEM_CNI_DIR}:{}", lab.bin_dir.display());
+    let list = rec
+        .conflist
+        .as_ref()
+        .ok_or_else(|| cni_err("no configuration list recorded".into()))?;
+    let count = list["plugins"].as_array().map_or(0, Vec::len);
+    let order: Vec<usize> = if command == "DEL" {
+        (0..count).rev().collect()
+    } else {
+        (0..count).collect()
+    };
+    let mut prev = if command == "DEL" {
+        rec.result.clone()
+    } else {
+        None
+    };
+    let mut last = Value::Null;
+    for i in order {
+        let mut config = plugin_config(list, i, &RUNTIME_CNI_VERSIONS)
+            .ok_or_else(|| cni_err(format!("plugin {i} of {list}")))?;
+        if let Some(p) = &prev {
+            config["prevResult"] = p.clone();
+        }
+        if config["capabilities"]["portMappings"] == true && !rec.port_mappings.is_empty() {
+            config["runtimeConfig"] = json!({"portMappings": rec.port_mappings});
+        }
+        let plugin = config["type"].as_str().unwrap_or_default().to_string();
+        let out = invoke(lab, &plugin, command, rec, node, &config)?;
+        if command == "ADD" {
+            prev = Some(out.clone());
+        }
+        last = out;
+    }
+    Ok(last)
+}
+
+/// The version the lab settles on for `list`.
+pub fn chain_version(list: &Value) -> Option<String> {
+    negotiated_version(list, &RUNTIME_CNI_VERSIONS)
+}
+
+/// Runs one plugin in the node's namespace with the CNI environment; Ok(stdout JSON).
+fn invoke(
+    lab: &Lab,
+    plugin: &str,
+    command: &str,
+    rec: &PodRecord,
+    node: NodePlan,
+    config: &Value,
+) -> Result<Value, LabError> {
+    let cni_err = |detail: String| LabError::Cni {
+        command: format!("{command} ({plugin})"),
+        pod: rec.name.clone(),
+        detail,
+    };
+    let cni_path = lab.cni_path();
+    let binary = cni_path
+        .iter()
+        .map(|d| d.join(plugin))
+        .find(|p| p.is_file())
+        .ok_or_else(|| cni_err(format!("no {plugin} in {cni_path:?}")))?;
+    let stdin = serde_json::to_vec(config).map_err(|e| cni_err(e.to_string()))?;
     let args = format!(
         "IgnoreUnknown=true;K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
         rec.name, rec.container_id
     );
-    let mut c: Command = cmd::in_netns(&lab.names().node(node), cni);
+    let path_var = std::env::join_paths(&cni_path).map_err(|e| cni_err(e.to_string()))?;
+    let mut c: Command = cmd::in_netns(&lab.names().node(node), &binary);
     c.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rec.container_id)
         .env("CNI_NETNS", cmd::netns_path(&rec.netns))
         .env("CNI_IFNAME", POD_IFNAME)
-        .env("CNI_PATH", cni_path)
+        .env("CNI_PATH", path_var)
         .env("CNI_ARGS", args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c
         .spawn()
-        .map_err(|e| cni_err(format!("cannot start {}: {e}", cni.display())))?;
+        .map_err(|e| cni_err(format!("cannot start {}: {e}", binary.display())))?;
     if let Some(mut input) = child.stdin.take() {
         input
             .write_all(&stdin)
@@ -225,15 +323,5 @@ mod tests {
         ]});
         assert_eq!(first_ipv4(&r), Some(Ipv4Addr::new(10, 244, 1, 2)));
         assert_eq!(first_ipv4(&json!({})), None);
-    }
-
-    #[test]
-    fn plugin_config_carries_name_and_version() {
-        let list =
-            json!({"cniVersion": "1.0.0", "name": "kxdp", "plugins": [{"type": "kxdp-cni"}]});
-        let p = plugin_config(&list);
-        assert_eq!(p["type"], "kxdp-cni");
-        assert_eq!(p["name"], "kxdp");
-        assert_eq!(p["cniVersion"], "1.0.0");
     }
 }
