@@ -494,21 +494,8 @@ fn install_cni_config(opts: &AgentOptions) -> Result<(), AgentError> {
     let Some(dir) = &opts.cni_conf_dir else {
         return Ok(());
     };
-    // kxdp-cni runs on the host, from the runtime's working directory: only absolute
-    // paths mean the same thing there.
-    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (socket, state, ipam) = (
-        absolute(&opts.api_socket),
-        absolute(&opts.cni_state_dir),
-        absolute(&opts.cni_ipam_data_dir),
-    );
     let versions = crate::cni_install::chain_versions(&opts.cni_path)?;
-    let list = agent_api::conflist::conflist(agent_api::conflist::ConflistParams {
-        agent_socket: &socket,
-        state_dir: &state,
-        ipam_data_dir: &ipam,
-        versions: &versions,
-    });
+    let list = cni_conflist(opts, &versions);
     let report = crate::cni_install::install_conflist(dir, &list)?;
     tracing::info!(
         dir = %dir.display(),
@@ -528,6 +515,20 @@ fn install_cni_config(opts: &AgentOptions) -> Result<(), AgentError> {
         );
     }
     Ok(())
+}
+
+/// The CNI configuration list this agent installs, declaring `versions`: kxdp-cni pointed
+/// at `--api-socket` and `--cni-state-dir`, host-local's leases in `--cni-ipam-data-dir`.
+pub fn cni_conflist(opts: &AgentOptions, versions: &[&str]) -> serde_json::Value {
+    // kxdp-cni runs on the host, from the runtime's working directory: only absolute
+    // paths mean the same thing there.
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    agent_api::conflist::conflist(agent_api::conflist::ConflistParams {
+        agent_socket: &absolute(&opts.api_socket),
+        state_dir: &absolute(&opts.cni_state_dir),
+        ipam_data_dir: &absolute(&opts.cni_ipam_data_dir),
+        versions,
+    })
 }
 
 fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Path) {

@@ -5,8 +5,10 @@
 //! `hostNetwrk` would otherwise pass silently and the pod would run without host networking).
 //! Then the parts kxdp depends on are checked against kxdp's own parsers: the agent's
 //! arguments with the real command line, `kxdp.yaml` with the agent's config parser, the
-//! conflist with kxdp-cni's, and the init container's install script is run against
-//! directories standing in for the node's.
+//! CNI configuration list the agent would install with those arguments with kxdp-cni's,
+//! and the init container's command is run (the real `kxdp install-cni-plugins`) against
+//! directories standing in for the node's. `deploy/kustomization.yaml` must set the image
+//! of every container.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kxdp.yaml");
+const KUSTOMIZATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kustomization.yaml");
+/// The image name the DaemonSet's containers use and the kustomization sets.
+const IMAGE_NAME: &str = "kxdp";
+/// What the image holds for the init container to install (deploy/image/Containerfile).
+const IMAGE_KXDP_CNI: &str = "/usr/local/bin/kxdp-cni";
+const IMAGE_PLUGIN_DIR: &str = "/usr/local/lib/kxdp/cni";
 const NAMESPACE: &str = "kube-system";
 const HEALTHZ_PORT: i32 = 10256;
 
@@ -282,16 +290,10 @@ fn agent_args(m: &Manifests, node_name: &str) -> control::cli::AgentArgs {
     }
 }
 
-/// The conflist's plugin entry as the runtime hands it to kxdp-cni: the list's `cniVersion`
-/// and `name` merged into the plugin's own object.
-fn plugin_config(conflist: &serde_json::Value) -> serde_json::Value {
-    let plugins = conflist["plugins"].as_array().expect("plugins is a list");
-    assert_eq!(plugins.len(), 1, "kxdp-cni is the only plugin");
-    let mut plugin = plugins[0].clone();
-    let obj = plugin.as_object_mut().expect("the plugin is an object");
-    obj.insert("cniVersion".into(), conflist["cniVersion"].clone());
-    obj.insert("name".into(), conflist["name"].clone());
-    plugin
+/// The list the agent installs with the DaemonSet's arguments, declaring both versions.
+fn agent_conflist(m: &Manifests) -> serde_json::Value {
+    let opts: control::agent::AgentOptions = agent_args(m, "worker-7").into();
+    control::agent::cni_conflist(&opts, &agent_api::conflist::CNI_VERSIONS)
 }
 
 #[test]
@@ -498,17 +500,41 @@ fn agent_arguments_parse_with_the_real_cli() {
         "only kxdp.yaml in the state directory (any other *.yaml would be read as manifests)"
     );
 
-    // The API socket is on the host path kxdp-cni (run by the runtime on the host) reaches.
+    // kxdp-cni runs on the host: the paths the list gives it are the agent's, mounted
+    // at the same paths from the host.
+    let list = agent_conflist(&m);
+    let plugin = &list["plugins"][0];
     let socket_dir = args.api_socket.parent().expect("socket in a directory");
     let (host_dir, _) = host_mount(&m, agent, &socket_dir.display().to_string());
     let on_host = PathBuf::from(host_dir).join(args.api_socket.file_name().expect("file"));
-    let conflist: serde_json::Value =
-        serde_json::from_str(config_data(&m, "10-kxdp.conflist")).expect("conflist is JSON");
-    let plugin = plugin_config(&conflist);
     assert_eq!(
         plugin["agentSocket"].as_str().map(PathBuf::from),
         Some(on_host),
         "kxdp-cni connects where the agent listens"
+    );
+    let state = args.cni_state_dir.display().to_string();
+    assert_eq!(
+        host_mount(&m, agent, &state).0,
+        state,
+        "the agent re-adopts pods from the records kxdp-cni writes on the host"
+    );
+    assert_eq!(plugin["stateDir"], state.as_str());
+
+    // The list goes where the runtime reads, the versions are asked of the plugins it runs,
+    // which the init container installed.
+    let conf_dir = args.cni_conf_dir.as_ref().expect("--cni-conf-dir");
+    assert_eq!(
+        host_mount(&m, agent, &conf_dir.display().to_string()).0,
+        "/etc/cni/net.d"
+    );
+    assert_eq!(args.cni_path.len(), 1, "--cni-path {:?}", args.cni_path);
+    let cni_path = args.cni_path[0].display().to_string();
+    assert_eq!(host_mount(&m, agent, &cni_path).0, "/opt/cni/bin");
+    let init = install_args(&m);
+    assert_eq!(
+        host_mount(&m, init_container(&m), &init.to.display().to_string()).0,
+        "/opt/cni/bin",
+        "the init container installs where the runtime (and the agent's probe) looks"
     );
 }
 
@@ -526,121 +552,182 @@ fn agent_config_is_the_documented_defaults_but_maglev_sizing() {
 #[test]
 fn conflist_parses_with_the_cni_plugin() {
     let m = manifests();
-    let conflist: serde_json::Value =
-        serde_json::from_str(config_data(&m, "10-kxdp.conflist")).expect("conflist is JSON");
-    assert_eq!(conflist["name"], "kxdp");
-    let plugin = plugin_config(&conflist);
+    let list = agent_conflist(&m);
+    assert_eq!(list["name"], "kxdp");
+    let chain: Vec<&str> = list["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
     assert_eq!(
-        plugin["type"], "kxdp-cni",
-        "the binary the init container installs"
+        chain,
+        ["kxdp-cni", "portmap"],
+        "the plugins the init container installs; portmap so hostPort works"
     );
-    let bytes = serde_json::to_vec(&plugin).expect("encode");
-    let conf = cni::spec::NetConf::parse(&bytes)
-        .unwrap_or_else(|e| panic!("kxdp-cni refuses its config: {}", e.to_json("1.0.0")));
-    assert_eq!(conf.ipam_type().ok(), Some("host-local"));
-    // One conflist for every node: host-local's range is the node's PodCIDR, which
-    // kxdp-cni asks the agent for, not one node's literal subnet (nor a fixed gateway).
-    assert_eq!(
-        cni::pod_cidr::find(&plugin).unwrap_or_else(|e| panic!("{e}")),
-        Some(cni::pod_cidr::Site::RangeSet(0)),
-        "the conflist's range is usePodCidr: {}",
-        plugin["ipam"]
-    );
-    let ten_two: ipnet::IpNet = "10.244.2.0/24".parse().expect("cidr");
-    let filled = cni::pod_cidr::fill(&bytes, cni::pod_cidr::Site::RangeSet(0), &[ten_two])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let filled: serde_json::Value = serde_json::from_slice(&filled).expect("filled JSON");
-    assert_eq!(
-        filled["ipam"]["ranges"],
-        serde_json::json!([[{"subnet": "10.244.2.0/24"}]]),
-        "what host-local gets on a node with PodCIDR 10.244.2.0/24"
-    );
+    // What a runtime before CNI 1.1 reads, and what a 1.1 runtime settles on.
+    for runtime in [&["0.4.0", "1.0.0"][..], &["1.0.0", "1.1.0"][..]] {
+        let plugin = agent_api::conflist::plugin_config(&list, 0, runtime).expect("kxdp-cni");
+        let bytes = serde_json::to_vec(&plugin).expect("encode");
+        let conf = cni::spec::NetConf::parse(&bytes)
+            .unwrap_or_else(|e| panic!("kxdp-cni refuses its config: {}", e.to_json("1.0.0")));
+        assert_eq!(conf.ipam_type().ok(), Some("host-local"));
+        // One list for every node: host-local's range is the node's PodCIDR, which
+        // kxdp-cni asks the agent for, not one node's literal subnet (nor a fixed gateway).
+        assert_eq!(
+            cni::pod_cidr::find(&plugin).unwrap_or_else(|e| panic!("{e}")),
+            Some(cni::pod_cidr::Site::RangeSet(0)),
+            "the list's range is usePodCidr: {}",
+            plugin["ipam"]
+        );
+        let ten_two: ipnet::IpNet = "10.244.2.0/24".parse().expect("cidr");
+        let filled = cni::pod_cidr::fill(&bytes, cni::pod_cidr::Site::RangeSet(0), &[ten_two])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let filled: serde_json::Value = serde_json::from_slice(&filled).expect("filled JSON");
+        assert_eq!(
+            filled["ipam"]["ranges"],
+            serde_json::json!([[{"subnet": "10.244.2.0/24"}]]),
+            "what host-local gets on a node with PodCIDR 10.244.2.0/24"
+        );
+    }
 }
 
-/// Runs the init container's script with its mounts (and the image's /usr/local/bin/kxdp-cni)
-/// replaced by scratch directories, then checks what landed where the runtime looks.
-#[test]
-fn init_container_installs_the_plugin_and_conflist() {
-    let m = manifests();
-    let init = init_container(&m);
+/// The init container's `kxdp install-cni-plugins`, parsed with the real CLI.
+fn install_args(m: &Manifests) -> control::cli::InstallCniPluginsArgs {
+    let init = init_container(m);
     let argv: Vec<&String> = init
         .command
         .iter()
         .flatten()
         .chain(init.args.iter().flatten())
         .collect();
-    assert!(
-        argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-ec",
-        "{argv:?}"
+    assert_eq!(
+        argv.first().map(|a| a.as_str()),
+        Some("/usr/local/bin/kxdp"),
+        "the image has no shell: the init container runs kxdp"
     );
-    let mut script = argv[2].clone();
+    match control::cli::Cli::try_parse_from(&argv) {
+        Ok(control::cli::Cli {
+            command: control::cli::Command::InstallCniPlugins(a),
+        }) => a,
+        other => panic!("{argv:?} is not `kxdp install-cni-plugins`: {other:?}"),
+    }
+}
 
+/// Runs the init container's command with the real `kxdp`, its mount replaced by a scratch
+/// directory and the image's plugins by the built kxdp-cni and Debian's host-local and
+/// portmap, then checks what landed where the runtime looks.
+#[test]
+fn init_container_installs_the_plugins() {
+    let m = manifests();
+    let init = init_container(&m);
+    let args = install_args(&m);
     let root = std::env::temp_dir().join(format!("kxdp-deploy-test-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(root.clone());
-    let mut host_dirs = BTreeMap::new();
-    // Longest mount path first, so a mount nested in another is replaced whole.
-    let mut mounts: Vec<_> = init.volume_mounts.iter().flatten().collect();
-    mounts.sort_by_key(|vm| std::cmp::Reverse(vm.mount_path.len()));
-    for vm in mounts {
-        let dir = root.join(&vm.name);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let v = volume(&m, &vm.name);
-        if let Some(cm) = &v.config_map {
-            for item in cm.items.iter().flatten() {
-                let data = config_data(&m, &item.key);
-                std::fs::write(dir.join(&item.path), data).expect("write ConfigMap item");
-            }
-        } else {
-            let host = v
-                .host_path
-                .as_ref()
-                .expect("hostPath or ConfigMap")
-                .path
-                .clone();
-            host_dirs.insert(host, dir.clone());
-        }
-        script = script.replace(&vm.mount_path, &dir.display().to_string());
-    }
-    let plugin = testkit::bins::workspace_binary("cni", "kxdp-cni");
-    let plugin = plugin.to_str().expect("a UTF-8 path");
-    script = script.replace("/usr/local/bin/kxdp-cni", plugin);
-
-    let status = Command::new("/bin/sh")
-        .args(["-ec", &script])
-        .status()
-        .expect("run sh");
-    assert!(
-        status.success(),
-        "the install script failed: {status}\n{script}"
+    let bin_dir = root.join("opt-cni-bin");
+    std::fs::create_dir_all(&bin_dir).expect("scratch dir");
+    assert_eq!(
+        host_mount(&m, init, &args.to.display().to_string()).0,
+        "/opt/cni/bin"
     );
 
-    let bin_dir = host_dirs
-        .get("/opt/cni/bin")
-        .expect("/opt/cni/bin is mounted");
-    let installed = std::fs::read(bin_dir.join("kxdp-cni")).expect("kxdp-cni installed");
-    assert!(installed == std::fs::read(plugin).expect("read built kxdp-cni"));
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(bin_dir.join("kxdp-cni"))
-        .expect("stat")
-        .permissions()
-        .mode();
-    assert!(mode & 0o111 != 0, "kxdp-cni is executable");
+    let built = testkit::bins::workspace_binary("cni", "kxdp-cni");
+    let local = |image_path: &Path| -> PathBuf {
+        if image_path == Path::new(IMAGE_KXDP_CNI) {
+            return built.clone();
+        }
+        let name = image_path
+            .strip_prefix(IMAGE_PLUGIN_DIR)
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} is not where the image keeps plugins",
+                    image_path.display()
+                )
+            });
+        Path::new(lab::pods::SYSTEM_CNI_DIR).join(name)
+    };
+    let names: BTreeSet<String> = args
+        .files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let want: BTreeSet<String> = ["kxdp-cni", "host-local", "portmap"]
+        .map(String::from)
+        .into();
+    assert_eq!(names, want, "the plugin, its IPAM and the chained portmap");
 
-    let net_dir = host_dirs
-        .get("/etc/cni/net.d")
-        .expect("/etc/cni/net.d is mounted");
-    let conflist = std::fs::read_to_string(net_dir.join("10-kxdp.conflist")).expect("conflist");
-    assert_eq!(conflist, config_data(&m, "10-kxdp.conflist"));
-    for dir in [bin_dir, net_dir] {
-        let names: Vec<_> = std::fs::read_dir(dir)
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+    let kxdp = testkit::bins::workspace_binary("control", "kxdp");
+    let out = Command::new(&kxdp)
+        .arg("install-cni-plugins")
+        .arg("--to")
+        .arg(&bin_dir)
+        .args(args.files.iter().map(|f| local(f)))
+        .output()
+        .expect("run kxdp install-cni-plugins");
+    assert!(
+        out.status.success(),
+        "kxdp install-cni-plugins: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in &args.files {
+        let name = file.file_name().expect("a file");
+        let installed = std::fs::read(bin_dir.join(name)).expect("installed");
+        assert!(installed == std::fs::read(local(file)).expect("read the source"));
+        let mode = std::fs::metadata(bin_dir.join(name))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{} is executable", file.display());
+    }
+    let left: BTreeSet<String> = std::fs::read_dir(&bin_dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, want, "no temporary files left");
+}
+
+/// `kubectl apply -k deploy/`: the kustomization applies kxdp.yaml and is the one place
+/// that names the image, so it must rename every container's image, at this version.
+#[test]
+fn kustomization_sets_every_image() {
+    let text = std::fs::read_to_string(KUSTOMIZATION).expect("read deploy/kustomization.yaml");
+    let k: serde_yaml::Value = serde_yaml::from_str(&text).expect("kustomization is YAML");
+    assert_eq!(k["kind"].as_str(), Some("Kustomization"));
+    let resources: Vec<&str> = k["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(resources, ["kxdp.yaml"]);
+    let images = k["images"].as_sequence().expect("images");
+    assert_eq!(images.len(), 1, "one image: {images:?}");
+    assert_eq!(images[0]["name"].as_str(), Some(IMAGE_NAME));
+    assert_eq!(
+        images[0]["newTag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "the tag deploy/image/build.sh gives this version"
+    );
+
+    let m = manifests();
+    let pod = pod_spec(&m);
+    let containers = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
+    for c in containers {
         assert_eq!(
-            names.len(),
-            1,
-            "no temporary files left in {}: {names:?}",
-            dir.display()
+            c.image.as_deref(),
+            Some(IMAGE_NAME),
+            "{}: the kustomization's image transformer matches the bare name only",
+            c.name
         );
     }
 }
