@@ -819,9 +819,40 @@ fn agent_on_double(
     std::fs::write(&kubeconfig, api.kubeconfig_yaml()).unwrap();
     let socket = lab.dir.join("agent.sock");
     let log = lab.dir.join("agent.log");
-    let source = ["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+    // The agent installs the CNI configuration once ready, asking the plugins on this
+    // CNI_PATH (Debian's portmap, the built kxdp-cni) which versions they speak.
+    let kxdp_cni = testkit::bins::workspace_binary("cni", "kxdp-cni");
+    let cni_path = format!(
+        "/usr/lib/cni:{}",
+        kxdp_cni.parent().expect("a directory").display()
+    );
+    let source = [
+        "--kubeconfig".to_string(),
+        kubeconfig.display().to_string(),
+        "--cni-conf-dir".to_string(),
+        cni_conf_dir(lab).display().to_string(),
+        "--cni-path".to_string(),
+        cni_path,
+    ];
     let lines = start_agent(lab, &node, &source, &socket, &log);
     (node, api, lines, socket, log)
+}
+
+fn cni_conf_dir(lab: &Lab) -> PathBuf {
+    lab.dir.join("net.d")
+}
+
+/// The files of the lab's CNI conf dir.
+fn cni_configs(lab: &Lab) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cni_conf_dir(lab))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn node1(annotations: serde_json::Value, internal_ip: &str) -> serde_json::Value {
@@ -1063,12 +1094,25 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
         "the agent exited; log:\n{}",
         read(&log)
     );
+    // A runtime reading the conf dir now must not find a network nobody answers for.
+    assert_eq!(
+        cni_configs(&lab),
+        Vec::<String>::new(),
+        "CNI config before ready"
+    );
 
     api.fail_patches(None);
     let ready = lines
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
     assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    // Written before the ready line, so a runtime may use it the moment it sees it.
+    assert_eq!(cni_configs(&lab), ["05-kxdp.conflist"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&read(&cni_conf_dir(&lab).join("05-kxdp.conflist"))).unwrap();
+    // Debian's portmap speaks up to 1.0.0: the list must not offer 1.1.0 to runtimes.
+    assert_eq!(list["cniVersions"], serde_json::json!(["1.0.0"]), "{list}");
+    assert_eq!(list["plugins"][1]["type"], "portmap");
     assert_eq!(api.counters().patches_ok(), 1);
     assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
     assert_eq!(
@@ -1077,5 +1121,8 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
     );
 
     stop_agent(lab.agent.take().unwrap(), &log);
+    // It stays: while an agent restarts, kxdp-cni answers "try again" instead of the node
+    // losing its network configuration.
+    assert_eq!(cni_configs(&lab), ["05-kxdp.conflist"]);
     in_netns(&node, move || drop(api));
 }
