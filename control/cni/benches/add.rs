@@ -82,6 +82,7 @@ fn main() {
     println!("cpu:    {}", cpu_model());
     println!("kernel: {}", kernel());
     println!("binary: {} ({size} bytes)", binary.display());
+    println!("load:   {} (/proc/loadavg after the runs)", loadavg());
     println!("rounds: {rounds} (after {WARM_UP} untimed)");
     println!("ADD     {}", Summary::of(&mut adds));
     println!("DEL     {}", Summary::of(&mut dels));
@@ -143,5 +144,11 @@ fn cpu_model() -> String {
 
 fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+}
+
+/// Other work on the machine shows in the numbers; this says how much there was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
 }
