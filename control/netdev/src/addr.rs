@@ -33,7 +33,7 @@ impl Netlink {
     /// Adds `net` to the link `index`; IPv6 without duplicate address detection (the
     /// address is ours by IPAM, and a tentative address would not be usable for a second
     /// or so).
-    pub fn add_address(&mut self, index: u32, net: IpNet) -> Result<()> {
+    pub fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
         let ip = net.addr();
         let mut msg = AddressMessage::default();
         msg.header.family = family(ip);
@@ -54,7 +54,7 @@ impl Netlink {
     }
 
     /// The addresses of link `index`, in the kernel's order (primary first).
-    pub fn addresses(&mut self, index: u32) -> Result<Vec<Address>> {
+    pub fn addresses(&self, index: u32) -> Result<Vec<Address>> {
         let answers = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             &|| format!("listing the addresses of link #{index}"),

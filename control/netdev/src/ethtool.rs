@@ -31,18 +31,18 @@ struct EthtoolValue {
 
 impl Netlink {
     /// Whether tx checksum offload is on for `dev`.
-    pub fn tx_checksum(&mut self, dev: &str) -> Result<bool> {
+    pub fn tx_checksum(&self, dev: &str) -> Result<bool> {
         self.ethtool_value(dev, ETHTOOL_GTXCSUM, 0, "GTXCSUM")
             .map(|data| data != 0)
     }
 
     /// Turns tx checksum offload on or off for `dev`.
-    pub fn set_tx_checksum(&mut self, dev: &str, on: bool) -> Result<()> {
+    pub fn set_tx_checksum(&self, dev: &str, on: bool) -> Result<()> {
         self.ethtool_value(dev, ETHTOOL_STXCSUM, u32::from(on), "STXCSUM")
             .map(drop)
     }
 
-    fn ethtool_value(&mut self, dev: &str, cmd: u32, data: u32, what: &'static str) -> Result<u32> {
+    fn ethtool_value(&self, dev: &str, cmd: u32, data: u32, what: &'static str) -> Result<u32> {
         let name = valid_name(dev)?;
         let mut value = EthtoolValue { cmd, data };
         // SAFETY: ifreq is plain old data; all zeroes is a valid value.

@@ -115,7 +115,7 @@ const ENODEV: i32 = libc::ENODEV;
 
 impl Netlink {
     /// Every link in the namespace.
-    pub fn links(&mut self) -> Result<Vec<Link>> {
+    pub fn links(&self) -> Result<Vec<Link>> {
         let answers = self.dump(
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             &|| "listing links".to_string(),
@@ -130,7 +130,7 @@ impl Netlink {
     }
 
     /// The link called `name`, if there is one.
-    pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
+    pub fn link(&self, name: &str) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::IfName(valid_name(name)?.to_string()));
@@ -138,13 +138,13 @@ impl Netlink {
     }
 
     /// The link with index `index`, if there is one.
-    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+    pub fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         self.get_link(msg, &|| format!("reading link #{index}"))
     }
 
-    fn get_link(&mut self, msg: LinkMessage, request: &dyn Fn() -> String) -> Result<Option<Link>> {
+    fn get_link(&self, msg: LinkMessage, request: &dyn Fn() -> String) -> Result<Option<Link>> {
         match self.get(RouteNetlinkMessage::GetLink(msg), request) {
             Ok(RouteNetlinkMessage::NewLink(m)) => Ok(Link::from_message(&m)),
             Ok(other) => Err(NetdevError::Decode {
@@ -157,7 +157,7 @@ impl Netlink {
     }
 
     /// The index of `name`; [`NetdevError::NoSuchInterface`] when it is not there.
-    pub fn ifindex(&mut self, name: &str) -> Result<u32> {
+    pub fn ifindex(&self, name: &str) -> Result<u32> {
         self.link(name)?
             .map(|l| l.index)
             .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))
@@ -167,7 +167,7 @@ impl Netlink {
     /// born in that namespace under its final name, so there is never a half-made pair or
     /// a temporary name here.
     pub fn create_veth(
-        &mut self,
+        &self,
         end: &VethEnd<'_>,
         peer: &VethEnd<'_>,
         peer_netns: Option<&Path>,
@@ -203,7 +203,7 @@ impl Netlink {
     /// Deletes `name` (a veth takes its peer with it); false when it was not there. A link
     /// that vanishes on its own meanwhile counts as not there: the kernel tears a deleted
     /// namespace's veths down asynchronously.
-    pub fn delete_link(&mut self, name: &str) -> Result<bool> {
+    pub fn delete_link(&self, name: &str) -> Result<bool> {
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::IfName(valid_name(name)?.to_string()));
@@ -217,7 +217,7 @@ impl Netlink {
     }
 
     /// Sets `name` administratively up.
-    pub fn set_up(&mut self, name: &str) -> Result<()> {
+    pub fn set_up(&self, name: &str) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;

@@ -89,7 +89,7 @@ fn message(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
 impl Netlink {
     /// A permanent entry `ip` -> `mac` on link `ifindex` (`ip neigh replace ... nud
     /// permanent`): the node reaches the address without ever resolving it.
-    pub fn set_permanent_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Mac) -> Result<()> {
+    pub fn set_permanent_neighbour(&self, ifindex: u32, ip: IpAddr, mac: Mac) -> Result<()> {
         let mut msg = message(ifindex, ip);
         msg.header.state = NeighbourState::Permanent;
         msg.attributes
@@ -105,7 +105,7 @@ impl Netlink {
     /// kernel resolves it and keeps it fresh by itself, without traffic of ours. It is
     /// created without a state (a managed entry cannot be permanent) and resolved from
     /// there.
-    pub fn set_managed_neighbour(&mut self, ifindex: u32, ip: IpAddr) -> Result<()> {
+    pub fn set_managed_neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<()> {
         let mut msg = message(ifindex, ip);
         msg.header.state = NeighbourState::None;
         msg.attributes
@@ -118,7 +118,7 @@ impl Netlink {
     }
 
     /// Removes the entry for `ip` on link `ifindex`; false when there was none.
-    pub fn delete_neighbour(&mut self, ifindex: u32, ip: IpAddr) -> Result<bool> {
+    pub fn delete_neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<bool> {
         let msg = message(ifindex, ip);
         match self.ack(RouteNetlinkMessage::DelNeighbour(msg), 0, &|| {
             format!("deleting neighbour {ip} on link #{ifindex}")
@@ -130,7 +130,7 @@ impl Netlink {
     }
 
     /// The entry for `ip` on link `ifindex`, if there is one (`ip neigh get`).
-    pub fn neighbour(&mut self, ifindex: u32, ip: IpAddr) -> Result<Option<Neighbour>> {
+    pub fn neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<Option<Neighbour>> {
         let msg = message(ifindex, ip);
         let request = || format!("reading neighbour {ip} on link #{ifindex}");
         match self.get(RouteNetlinkMessage::GetNeighbour(msg), &request) {
@@ -145,7 +145,7 @@ impl Netlink {
     }
 
     /// Every IPv4 and IPv6 neighbour entry on link `ifindex`.
-    pub fn neighbours(&mut self, ifindex: u32) -> Result<Vec<Neighbour>> {
+    pub fn neighbours(&self, ifindex: u32) -> Result<Vec<Neighbour>> {
         let answers = self.dump(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             &|| format!("listing the neighbours of link #{ifindex}"),

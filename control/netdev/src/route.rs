@@ -61,7 +61,7 @@ fn route_address(a: &RouteAddress) -> Option<IpAddr> {
 
 impl Netlink {
     /// Adds `spec`, replacing a route to the same prefix.
-    pub fn replace_route(&mut self, spec: &RouteSpec) -> Result<()> {
+    pub fn replace_route(&self, spec: &RouteSpec) -> Result<()> {
         let v6 = spec.dst.addr().is_ipv6();
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(v6);
@@ -102,7 +102,7 @@ impl Netlink {
     }
 
     /// The main table's routes of one family.
-    pub fn routes(&mut self, v6: bool) -> Result<Vec<Route>> {
+    pub fn routes(&self, v6: bool) -> Result<Vec<Route>> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(v6);
         let answers = self.dump(RouteNetlinkMessage::GetRoute(msg), &|| {
@@ -119,7 +119,7 @@ impl Netlink {
 
     /// The kernel's route towards `addr` (RTM_GETROUTE for one address): which link and
     /// which next hop.
-    pub fn route_to(&mut self, addr: IpAddr) -> Result<NextHop> {
+    pub fn route_to(&self, addr: IpAddr) -> Result<NextHop> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(addr.is_ipv6());
         msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };

@@ -4,6 +4,7 @@
 //! Blocking, one request at a time, with a receive timeout so that no caller (kxdp-cni above
 //! all, which a runtime expects to answer) can hang on the kernel.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -39,8 +40,8 @@ const NLMSG_HEADER_LEN: usize = 16;
 #[derive(Debug)]
 pub struct Netlink {
     socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    /// The last request's sequence number: its answers carry it.
+    seq: Cell<u32>,
 }
 
 /// What a request waits for.
@@ -64,8 +65,7 @@ impl Netlink {
         set_recv_timeout(socket.as_raw_fd(), REQUEST_TIMEOUT)?;
         Ok(Netlink {
             socket,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUFFER),
+            seq: Cell::new(0),
         })
     }
 
@@ -84,7 +84,7 @@ impl Netlink {
 
     /// Sends a change and waits for the kernel's ACK.
     pub(crate) fn ack(
-        &mut self,
+        &self,
         message: RouteNetlinkMessage,
         flags: u16,
         request: &dyn Fn() -> String,
@@ -95,7 +95,7 @@ impl Netlink {
 
     /// Sends a get and returns its one answer.
     pub(crate) fn get(
-        &mut self,
+        &self,
         message: RouteNetlinkMessage,
         request: &dyn Fn() -> String,
     ) -> Result<RouteNetlinkMessage> {
@@ -108,7 +108,7 @@ impl Netlink {
 
     /// Dumps a table, started again when the kernel says it changed meanwhile.
     pub(crate) fn dump(
-        &mut self,
+        &self,
         message: RouteNetlinkMessage,
         request: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
@@ -125,14 +125,14 @@ impl Netlink {
     }
 
     fn exchange(
-        &mut self,
+        &self,
         message: RouteNetlinkMessage,
         flags: u16,
         kind: Exchange,
         request: &dyn Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags | if kind == Exchange::Ack { NLM_F_ACK } else { 0 };
         header.sequence_number = seq;
@@ -149,11 +149,12 @@ impl Netlink {
 
         let mut answers = Vec::new();
         let mut interrupted = false;
+        let mut buf = Vec::with_capacity(RECV_BUFFER);
         loop {
-            let n = self.receive(request)?;
+            let n = self.receive(&mut buf, request)?;
             let mut offset = 0;
             while offset < n {
-                let rest = &self.buf[offset..n];
+                let rest = &buf[offset..n];
                 let msg =
                     NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(|e| {
                         NetdevError::Decode {
@@ -201,11 +202,11 @@ impl Netlink {
         }
     }
 
-    /// One datagram into `self.buf`; its length.
-    fn receive(&mut self, request: &dyn Fn() -> String) -> Result<usize> {
+    /// One datagram into `buf`; its length.
+    fn receive(&self, buf: &mut Vec<u8>, request: &dyn Fn() -> String) -> Result<usize> {
         loop {
-            self.buf.clear();
-            match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+            buf.clear();
+            match self.socket.recv(buf, libc::MSG_TRUNC) {
                 Ok(n) if n > RECV_BUFFER => {
                     return Err(NetdevError::Decode {
                         request: request(),

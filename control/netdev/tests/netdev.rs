@@ -46,8 +46,8 @@ fn veth_pair_addresses_routes_neighbours_and_offload() {
     }
     let node = ns("node");
     let pod = ns("pod");
-    let mut nl = open(&node);
-    let mut pod_nl = open(&pod);
+    let nl = open(&node);
+    let pod_nl = open(&pod);
     let gw_mac: Mac = "0a:58:0a:f4:01:01".parse().unwrap();
     let pod_mac: Mac = "0a:58:0a:f4:01:02".parse().unwrap();
 
@@ -250,7 +250,7 @@ fn next_hops_managed_neighbours_and_notifications() {
     b.ip(&["addr", "add", "192.168.90.2/24", "dev", "kxb"]);
     b.ip(&["addr", "add", "192.168.91.1/24", "dev", "lo"]);
     a.ip(&["route", "add", "192.168.91.0/24", "via", "192.168.90.2"]);
-    let mut nl = open(&a);
+    let nl = open(&a);
     let kxa = nl.ifindex("kxa").unwrap();
     let b_mac: Mac = ip_json(&b, &["link", "show", "dev", "kxb"])[0]["address"]
         .as_str()
