@@ -1004,3 +1004,76 @@ fn use_pod_cidr_with_a_fake_agent() {
     assert_eq!(run.error_code(), 7, "{}", run.stdout);
     assert_eq!(bare.take_calls(), vec![]);
 }
+
+/// An agent that cannot answer, whatever the way, is "try again later" (11), in bounded
+/// time and with nothing done: stopping (it says so), gone with its socket file left
+/// behind (connection refused), hung with callers queued behind it (a full backlog), or
+/// accepting and then silent. The runtime retries; kxdp-cni never hangs it.
+#[test]
+fn an_agent_that_cannot_answer_is_try_again_later() {
+    if !can_run("an_agent_that_cannot_answer_is_try_again_later") {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new("unavail");
+    let node = netns("unode");
+    let pod_ns = netns("upod");
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-unet");
+    let ipam = host_local(dir.path(), json!({"subnet": "10.244.1.0/24"}));
+    let pod = Pod {
+        name: "waiting",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kcni-ctr-u";
+    let add = |socket: &Path| {
+        let conf = config("1.0.0", &network, dir.path(), socket, ipam.clone());
+        let started = std::time::Instant::now();
+        let run = rt.attachment("ADD", c, &pod, &conf);
+        let took = started.elapsed();
+        assert_eq!(run.error_code(), 11, "{}", run.stdout);
+        assert!(node.veths().is_empty(), "{:?}", node.veths());
+        assert!(pod_ns.link("eth0").is_none());
+        assert!(!reserved(dir.path(), &network, "10.244.1.2"));
+        took
+    };
+    let at_once = std::time::Duration::from_secs(2);
+
+    // Stopping: the agent answers, "unavailable".
+    let agent_dir = dir.path().join("stopping");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = FakeAgent::start(&agent_dir, &node);
+    agent.unavailable.store(true, Ordering::SeqCst);
+    let took = add(&agent.socket);
+    assert!(took < at_once, "stopping agent: {took:?}");
+    drop(agent);
+
+    // Gone, its socket file left: connection refused.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let took = add(&stale);
+    assert!(took < at_once, "stale socket: {took:?}");
+
+    // Hung, with a full backlog (the kernel queues backlog + 1 connections).
+    let full = dir.path().join("full.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&full).unwrap();
+    // SAFETY: listen(2) on the listener's own descriptor, which it keeps open.
+    let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) };
+    assert_eq!(rc, 0);
+    // Exactly one: a second blocking connect would wait for ever (which is the point).
+    let queued = std::os::unix::net::UnixStream::connect(&full).unwrap();
+    let took = add(&full);
+    assert!(took < at_once, "full backlog: {took:?}");
+    drop((queued, listener));
+
+    // Accepting (the kernel's backlog does that) and never answering: the status call's
+    // timeout (5 s), then 11.
+    let silent = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    let took = add(&silent);
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(15),
+        "silent agent: {took:?}"
+    );
+}

@@ -30,6 +30,8 @@ pub struct FakeAgent {
     calls: Arc<Mutex<Vec<Request>>>,
     pub veth_seen_at_add: Arc<Mutex<Vec<bool>>>,
     pub refuse_add: Arc<AtomicBool>,
+    /// Answers everything "unavailable" (an agent that is stopping).
+    pub unavailable: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -48,12 +50,14 @@ impl FakeAgent {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let veth_seen_at_add = Arc::new(Mutex::new(Vec::new()));
         let refuse_add = Arc::new(AtomicBool::new(false));
+        let unavailable = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (calls, seen, refuse, stop) = (
+            let (calls, seen, refuse, not_now, stop) = (
                 calls.clone(),
                 veth_seen_at_add.clone(),
                 refuse_add.clone(),
+                unavailable.clone(),
                 stop.clone(),
             );
             node.spawn(move || {
@@ -65,6 +69,9 @@ impl FakeAgent {
                     let Ok(stream) = stream else { continue };
                     let mut handler = |req: Request| {
                         calls.lock().unwrap().push(req.clone());
+                        if not_now.load(Ordering::SeqCst) {
+                            return Response::unavailable("the agent is shutting down");
+                        }
                         match req {
                             Request::Status => Response::status(AgentStatus {
                                 node: "kcni-node".into(),
@@ -108,6 +115,7 @@ impl FakeAgent {
             calls,
             veth_seen_at_add,
             refuse_add,
+            unavailable,
             stop,
             thread: Some(thread),
         }
