@@ -150,6 +150,26 @@ impl Netlink {
     }
 }
 
+/// A route message's destination prefix and output link, as far as it names them.
+pub(crate) fn destination_and_oif(m: &RouteMessage) -> (Option<IpNet>, Option<u32>) {
+    let mut dst = None;
+    let mut oif = None;
+    for attr in &m.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_address(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let any = if m.header.address_family == AddressFamily::Inet6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let dst = IpNet::new(dst.unwrap_or(any), m.header.destination_prefix_length).ok();
+    (dst, oif)
+}
+
 fn main_table_route(m: &RouteMessage, v6: bool) -> Option<Route> {
     let mut table = u32::from(m.header.table);
     let mut dst = None;

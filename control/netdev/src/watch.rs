@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
@@ -38,8 +40,13 @@ impl Group {
 pub enum Change {
     /// Link `index` was added or changed (`removed`: deleted).
     Link { index: u32, removed: bool },
-    /// An IPv4 route was added or removed: next hops may have moved.
-    Route,
+    /// A route was added or removed: next hops may have moved. `dst` is its destination
+    /// prefix and `oif` its output link (None for a multipath route, or when the kernel
+    /// did not say).
+    Route {
+        dst: Option<IpNet>,
+        oif: Option<u32>,
+    },
     /// A neighbour entry as it is now (`removed`: deleted; the entry as it was).
     Neighbour { entry: Neighbour, removed: bool },
     /// The kernel dropped notifications (our receive queue overflowed) or sent one that
@@ -148,7 +155,10 @@ fn parse(mut rest: &[u8]) -> Vec<Change> {
                 index: m.header.index,
                 removed: true,
             },
-            RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => Change::Route,
+            RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) => {
+                let (dst, oif) = crate::route::destination_and_oif(&m);
+                Change::Route { dst, oif }
+            }
             RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
                 let removed = matches!(inner_kind, Kind::Removed);
                 match Neighbour::from_message(&m) {

@@ -311,7 +311,10 @@ fn next_hops_managed_neighbours_and_notifications() {
 
     // Routes and links are told too.
     a.ip(&["route", "add", "192.168.92.0/24", "via", "192.168.90.2"]);
-    wait_for_change(&mut watch, |c| *c == Change::Route);
+    wait_for_change(&mut watch, |c| {
+        matches!(c, Change::Route { dst: Some(dst), oif: Some(oif) }
+            if *dst == net("192.168.92.0/24") && *oif == kxa)
+    });
     a.ip(&["link", "set", "kxa", "mtu", "1400"]);
     wait_for_change(
         &mut watch,

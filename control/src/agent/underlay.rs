@@ -140,12 +140,23 @@ impl Underlay {
         self.nodes == remote_addresses(tables)
     }
 
-    /// Applies what the kernel notified. A neighbour change is taken as it came; a route,
-    /// an uplink change or lost notifications mean looking everything up again.
+    /// Applies what the kernel notified. A neighbour change is taken as it came; a route
+    /// that may carry a node's traffic (out of the uplink, or towards a node address), an
+    /// uplink change or lost notifications mean looking everything up again. (kxdp-cni's
+    /// /32 routes to pods, one per pod, are none of those.)
     pub fn apply(&mut self, changes: &[Change], tables: &Tables) -> KernelView {
         let uplink = self.uplink_index;
         let everything = changes.iter().any(|c| match c {
-            Change::Route | Change::Lost => true,
+            Change::Lost => true,
+            Change::Route { dst, oif } => {
+                oif.is_none()
+                    || *oif == uplink
+                    || dst.is_none_or(|dst| {
+                        self.nodes
+                            .iter()
+                            .any(|n| dst.contains(&IpAddr::V4(Ipv4Addr::from(*n))))
+                    })
+            }
             Change::Link { index, .. } => Some(*index) == uplink,
             Change::Neighbour { .. } => false,
         });
@@ -263,7 +274,7 @@ pub fn watch(mut watch: Watch, uplink: &str, events: Sender<Event>) -> Result<Fe
                 let relevant: Vec<Change> = changes
                     .into_iter()
                     .filter(|c| match c {
-                        Change::Route | Change::Lost => true,
+                        Change::Route { .. } | Change::Lost => true,
                         Change::Link { index, .. } => Some(*index) == uplink_index,
                         Change::Neighbour { entry, .. } => {
                             Some(entry.ifindex) == uplink_index && entry.ip.is_ipv4()
