@@ -72,6 +72,10 @@ pub struct Response {
     pub status: Option<AgentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<AgentStats>,
+    /// With `ok: false`: the agent is not able to serve any request now (stopping,
+    /// restarting), not refusing this one; asking again later is the remedy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unavailable: bool,
 }
 
 impl Response {
@@ -82,6 +86,7 @@ impl Response {
             error: None,
             status: None,
             stats: None,
+            unavailable: false,
         }
     }
 
@@ -92,6 +97,7 @@ impl Response {
             error: Some(msg.into()),
             status: None,
             stats: None,
+            unavailable: false,
         }
     }
 
@@ -102,6 +108,7 @@ impl Response {
             error: None,
             status: Some(status),
             stats: None,
+            unavailable: false,
         }
     }
 
@@ -112,6 +119,15 @@ impl Response {
             error: None,
             status: None,
             stats: Some(stats),
+            unavailable: false,
+        }
+    }
+
+    /// `{"ok":false,"error":msg,"unavailable":true}`: not now, ask again later.
+    pub fn unavailable(msg: impl Into<String>) -> Response {
+        Response {
+            unavailable: true,
+            ..Response::error(msg)
         }
     }
 
@@ -121,7 +137,10 @@ impl Response {
         if self.ok {
             Ok(self)
         } else {
-            Err(Refused { reason: self.error })
+            Err(Refused {
+                reason: self.error,
+                unavailable: self.unavailable,
+            })
         }
     }
 
@@ -140,6 +159,8 @@ impl Response {
 pub struct Refused {
     /// The agent's `error` text, when it sent one.
     pub reason: Option<String>,
+    /// The agent cannot serve anything now ([`Response::unavailable`]).
+    pub unavailable: bool,
 }
 
 /// What `{"op":"status"}` reports.
@@ -241,7 +262,7 @@ impl ApiError {
 /// for its answer.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ApiError> {
     let deadline = Instant::now() + timeout;
-    let mut stream = UnixStream::connect(socket).map_err(|source| ApiError::Connect {
+    let mut stream = connect(socket).map_err(|source| ApiError::Connect {
         path: socket.to_path_buf(),
         source,
     })?;
@@ -260,6 +281,60 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
         Err(LineError::Io(e)) => return Err(io_or_timeout(e, timeout)),
     };
     serde_json::from_slice(&answer).map_err(ApiError::Decode)
+}
+
+/// Connects without ever blocking in connect(2). A blocking connect to a listener whose
+/// backlog is full (an agent that stopped accepting, with callers that gave up queued
+/// behind it) waits with no limit at all; non-blocking, it fails at once with EAGAIN, and
+/// the caller hears "not answering" instead of hanging. (For Unix sockets connect never
+/// answers EINPROGRESS: it connects, or it fails.)
+fn connect(path: &Path) -> io::Result<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // Room for the terminating NUL the zeroes provide.
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long (or contains NUL)",
+        ));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just created and own from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un and `len` within it.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let stream = UnixStream::from(fd);
+    // Reads and writes are bounded by timeouts from here on, which need blocking mode.
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Serves one client connection: reads requests line by line until the client closes,
@@ -525,6 +600,14 @@ mod tests {
         );
         let parsed: Response = serde_json::from_str(r#"{"ok":true}"#).unwrap();
         assert_eq!(parsed.into_result(), Ok(None));
+        // Not now: the flag travels, and only when set.
+        assert_eq!(
+            serde_json::to_value(Response::unavailable("stopping")).unwrap(),
+            json!({"ok":false,"error":"stopping","unavailable":true})
+        );
+        let parsed: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"stopping","unavailable":true}"#).unwrap();
+        assert!(parsed.into_result().unwrap_err().unavailable);
     }
 
     /// A server thread on a fresh socket in a scratch directory; returns the socket path.
@@ -571,7 +654,8 @@ mod tests {
         assert_eq!(
             refused.into_result(),
             Err(Refused {
-                reason: Some("refused".to_string())
+                reason: Some("refused".to_string()),
+                unavailable: false,
             })
         );
         server.join().unwrap().unwrap();
@@ -653,6 +737,35 @@ mod tests {
         let err = call(&path, &Request::Status, Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, ApiError::Timeout(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An agent that stopped accepting, with earlier callers queued behind it: the backlog
+    /// is full, and a blocking connect(2) would wait for ever. The call fails at once.
+    #[test]
+    fn call_does_not_block_on_a_full_backlog() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("kcni-api-{}-full", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // A backlog of one pending connection (the kernel allows backlog + 1), then fill it.
+        // SAFETY: listen(2) on the listener's own descriptor, which it keeps open.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let mut queued = Vec::new();
+        while let Ok(stream) = connect(&path) {
+            queued.push(stream);
+            assert!(queued.len() < 64, "the backlog never filled");
+        }
+        let started = Instant::now();
+        let err = call(&path, &Request::Status, Duration::from_secs(30)).unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

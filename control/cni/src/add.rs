@@ -5,10 +5,11 @@ use std::path::Path;
 
 use super::agent::{Agent, NodeFacts};
 use super::ipam::Ipam;
-use super::link::{Ns, Tools, VethPlan, mac_for};
+use super::link::{Ns, Stacks, VethPlan, to_net};
 use super::record::{Record, Records, host_veth_name};
 use super::spec::{CniError, CniResult, Interface, IpConfig, IpPrefix, Route, code};
 use super::{Invocation, NodeRanges, require_netns, warn};
+use netdev::Mac;
 
 pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
     let att = inv.attachment()?;
@@ -22,18 +23,18 @@ pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
     }
     let port = inv.env.args.pod_port()?;
     let netns = require_netns(att)?;
-    let tools = inv.tools()?;
+    let stacks = inv.stacks()?;
     let host_veth = host_veth_name(&att.container_id, &att.ifname);
 
     // A live attachment must not be touched: refuse before allocating anything, so the
     // undo below can never release somebody else's address.
-    if tools.link(Ns::Node, &host_veth)?.is_some() {
+    if stacks.of(Ns::Node)?.link(&host_veth)?.is_some() {
         return Err(exists(format!(
             "host veth {host_veth} of ({}, {}) already exists; DEL first",
             att.container_id, att.ifname
         )));
     }
-    if tools.link(Ns::Pod(netns), &att.ifname)?.is_some() {
+    if stacks.of(Ns::Pod(netns))?.link(&att.ifname)?.is_some() {
         return Err(exists(format!(
             "{} already exists in {}",
             att.ifname,
@@ -49,7 +50,7 @@ pub(super) fn add(inv: &Invocation) -> Result<CniResult, CniError> {
     let mut undo = Undo::default();
     let steps = Steps {
         inv,
-        tools: &tools,
+        stacks: &stacks,
         ipam: &ipam,
         agent: &agent,
         node: &node,
@@ -98,11 +99,7 @@ impl Undo {
         for done in self.0.into_iter().rev() {
             let outcome = match done {
                 Done::Port => s.agent.del_port(s.port, &att.container_id),
-                Done::Veth => s
-                    .tools
-                    .delete_link(Ns::Node, s.host_veth)
-                    .map(drop)
-                    .map_err(CniError::from),
+                Done::Veth => s.stacks.delete_link(Ns::Node, s.host_veth).map(drop),
                 Done::Ipam => s.ipam.del(&s.inv.ipam_vars(att)),
                 Done::Record => s.records.remove(s.host_veth).map_err(|e| {
                     CniError::new(
@@ -122,7 +119,7 @@ impl Undo {
 /// Everything the ADD steps share.
 struct Steps<'a> {
     inv: &'a Invocation,
-    tools: &'a Tools,
+    stacks: &'a Stacks,
     ipam: &'a Ipam,
     agent: &'a Agent,
     node: &'a NodeFacts,
@@ -174,16 +171,16 @@ impl Steps<'_> {
                     self.ipam.name()
                 ))
             })?;
-        let pod_mac = mac_for(pod_v4);
-        let gateway_mac = mac_for(self.node.gateway);
+        let pod_mac = Mac::for_ipv4(pod_v4);
+        let gateway_mac = Mac::for_ipv4(self.node.gateway);
         let mtu = self.inv.conf.mtu.unwrap_or(self.node.pod_mtu);
         let queues = self.inv.conf.queues.unwrap_or(self.node.workers);
 
-        self.tools.create_veth(&VethPlan {
+        self.stacks.create_veth(&VethPlan {
             host: self.host_veth,
-            host_mac: &gateway_mac,
+            host_mac: gateway_mac,
             pod_ifname: &att.ifname,
-            pod_mac: &pod_mac,
+            pod_mac,
             netns: self.netns,
             mtu,
             queues,
@@ -192,7 +189,7 @@ impl Steps<'_> {
 
         let extra_routes = self.extra_routes(&ipam_result, &addrs);
         self.configure_pod(&att.ifname, &addrs, &extra_routes)?;
-        self.configure_host(&addrs, &pod_mac)?;
+        self.configure_host(&addrs, pod_mac)?;
 
         undo.0.push(Done::Port);
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr.ip).collect();
@@ -213,13 +210,13 @@ impl Steps<'_> {
             interfaces: vec![
                 Interface {
                     name: self.host_veth.to_string(),
-                    mac: gateway_mac,
+                    mac: gateway_mac.to_string(),
                     mtu: speaks_1_1.then_some(mtu),
                     sandbox: String::new(),
                 },
                 Interface {
                     name: att.ifname.clone(),
-                    mac: pod_mac,
+                    mac: pod_mac.to_string(),
                     mtu: speaks_1_1.then_some(mtu),
                     sandbox: self.netns.display().to_string(),
                 },
@@ -319,37 +316,39 @@ impl Steps<'_> {
         extra_routes: &[Route],
     ) -> Result<(), CniError> {
         let pod = Ns::Pod(self.netns);
-        self.tools.set_up(pod, "lo")?;
+        let netlink = self.stacks.of(pod)?;
+        netlink.set_up("lo")?;
+        let index = netlink.ifindex(ifname)?;
         for a in addrs {
-            self.tools.add_addr(pod, ifname, a.addr)?;
+            netlink.add_address(index, to_net(a.addr)?)?;
         }
-        self.tools.set_up(pod, ifname)?;
+        netlink.set_up(ifname)?;
         for a in addrs {
-            self.tools.replace_route(
-                pod,
-                IpPrefix::default_for(a.addr.ip),
-                Some(a.gateway),
-                ifname,
-            )?;
+            let default = IpPrefix::default_for(a.addr.ip);
+            self.stacks
+                .replace_route(pod, default, Some(a.gateway), index)?;
         }
         for r in extra_routes {
-            self.tools.replace_route(pod, r.dst, r.gw, ifname)?;
+            self.stacks.replace_route(pod, r.dst, r.gw, index)?;
         }
-        self.tools.tx_checksum_off(pod, ifname)?;
+        // The kernel's veth traffic would otherwise carry CHECKSUM_PARTIAL (only the
+        // pseudo-header sum in the L4 checksum), which the datapath receives as a wrong
+        // checksum (ARCHITECTURE.md §5).
+        netlink.set_tx_checksum(ifname, false)?;
         Ok(())
     }
 
     /// Host side: up, a host route per pod address, and a permanent neighbour entry so the
     /// node reaches the pod without ARP (kubelet probes never depend on the datapath).
-    fn configure_host(&self, addrs: &[PodAddr], pod_mac: &str) -> Result<(), CniError> {
-        self.tools.set_up(Ns::Node, self.host_veth)?;
+    fn configure_host(&self, addrs: &[PodAddr], pod_mac: Mac) -> Result<(), CniError> {
+        let node = self.stacks.of(Ns::Node)?;
+        node.set_up(self.host_veth)?;
+        let index = node.ifindex(self.host_veth)?;
         for a in addrs {
             let host_len = if a.addr.ip.is_ipv4() { 32 } else { 128 };
             let dst = IpPrefix::new(a.addr.ip, host_len).unwrap_or(a.addr);
-            self.tools
-                .replace_route(Ns::Node, dst, None, self.host_veth)?;
-            self.tools
-                .set_neigh(Ns::Node, a.addr.ip, pod_mac, self.host_veth)?;
+            self.stacks.replace_route(Ns::Node, dst, None, index)?;
+            node.set_permanent_neighbour(index, a.addr.ip, pod_mac)?;
         }
         Ok(())
     }

@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use super::spec::{CniError, MAX_MTU, MAX_QUEUES, MIN_MTU, NetConf, code};
 
 /// Status and check answers are immediate; opening a port attaches XDP and binds one socket
-/// per worker, which takes longer on a busy node.
+/// per worker, which takes longer on a busy node. Every call is bounded by these (connect
+/// included: agent_api never blocks in connect), so kxdp-cni never hangs on an agent:
+/// absent, refusing connections, stopping or silent, the runtime hears 11 (try again later).
 const QUICK: Duration = Duration::from_secs(5);
 const ADD_PORT: Duration = Duration::from_secs(20);
 
@@ -104,11 +106,21 @@ impl Agent {
         let response =
             agent_api::call(&self.socket, req, timeout).map_err(|e| self.api_error(op, e))?;
         response.into_result().map_err(|refused| {
-            CniError::new(
-                code::AGENT_REFUSED,
-                format!("the kxdp agent refused {op}"),
-                refused.to_string(),
-            )
+            if refused.unavailable {
+                // Stopping or restarting: the runtime retries on 11, and the next agent
+                // will serve the request.
+                CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    "the kxdp agent cannot serve requests now",
+                    format!("{op} via {}: {refused}", self.socket.display()),
+                )
+            } else {
+                CniError::new(
+                    code::AGENT_REFUSED,
+                    format!("the kxdp agent refused {op}"),
+                    refused.to_string(),
+                )
+            }
         })
     }
 

@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-use super::link::{LinkInfo, Ns, Tools};
+use netdev::Link;
+
+use super::link::{Ns, Stacks};
 use super::record::host_veth_name;
 use super::spec::{CniError, CniResult, Interface, IpPrefix, code};
 use super::{Invocation, NodeRanges, require_netns};
@@ -22,7 +24,7 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
             ));
         }
     };
-    let tools = inv.tools()?;
+    let stacks = inv.stacks()?;
     let host_veth = host_veth_name(&att.container_id, &att.ifname);
     let netns_text = netns.display().to_string();
     let (pod_index, pod_if) = prev
@@ -55,8 +57,9 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
         .collect();
 
     let pod = Ns::Pod(netns);
-    let live_pod = tools
-        .link(pod, &att.ifname)?
+    let live_pod = stacks
+        .of(pod)?
+        .link(&att.ifname)?
         .ok_or_else(|| mismatch(format!("{} is missing from {netns_text}", att.ifname)))?;
     compare_link(
         &live_pod,
@@ -64,24 +67,25 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
         expected_mtu,
         &format!("{} in {netns_text}", att.ifname),
     )?;
-    let live_addrs = tools.addrs(pod, &att.ifname)?;
+    let live_addrs = stacks.addrs(pod, live_pod.index)?;
     for (addr, gateway) in &pod_addrs {
         if !live_addrs.contains(addr) {
             return Err(mismatch(format!("{} lacks address {addr}", att.ifname)));
         }
         if let Some(gw) = gateway {
-            check_default_route(&tools, pod, &att.ifname, *gw)?;
+            check_default_route(&stacks, pod, &live_pod, *gw)?;
         }
     }
-    if tools.tx_checksum_on(pod, &att.ifname)? {
+    if stacks.of(pod)?.tx_checksum(&att.ifname)? {
         return Err(mismatch(format!(
             "{} in {netns_text} has tx checksum offload on",
             att.ifname
         )));
     }
 
-    let live_host = tools
-        .link(Ns::Node, &host_veth)?
+    let live_host = stacks
+        .of(Ns::Node)?
+        .link(&host_veth)?
         .ok_or_else(|| mismatch(format!("host veth {host_veth} is missing")))?;
     compare_link(
         &live_host,
@@ -89,7 +93,7 @@ pub(super) fn check(inv: &Invocation) -> Result<(), CniError> {
         expected_mtu,
         &format!("host veth {host_veth}"),
     )?;
-    check_host_side(&tools, &host_veth, &pod_if.mac, &pod_addrs)?;
+    check_host_side(&stacks, &live_host, &pod_if.mac, &pod_addrs)?;
 
     let port = match inv.env.args.pod_port() {
         Ok(port) => port,
@@ -110,11 +114,12 @@ fn mismatch(details: String) -> CniError {
     )
 }
 
-fn compare_link(live: &LinkInfo, prev: &Interface, mtu: u32, what: &str) -> Result<(), CniError> {
-    if !prev.mac.is_empty() && !live.address.eq_ignore_ascii_case(&prev.mac) {
+fn compare_link(live: &Link, prev: &Interface, mtu: u32, what: &str) -> Result<(), CniError> {
+    let live_mac = live.mac.map(|m| m.to_string()).unwrap_or_default();
+    if !prev.mac.is_empty() && !live_mac.eq_ignore_ascii_case(&prev.mac) {
         return Err(mismatch(format!(
-            "{what} has MAC {}, ADD gave {}",
-            live.address, prev.mac
+            "{what} has MAC {live_mac}, ADD gave {}",
+            prev.mac
         )));
     }
     if live.mtu != mtu {
@@ -123,50 +128,61 @@ fn compare_link(live: &LinkInfo, prev: &Interface, mtu: u32, what: &str) -> Resu
             live.mtu
         )));
     }
-    if !live.is_up() {
+    if !live.up {
         return Err(mismatch(format!("{what} is down")));
     }
     Ok(())
 }
 
-fn check_default_route(tools: &Tools, ns: Ns<'_>, dev: &str, gw: IpAddr) -> Result<(), CniError> {
-    let routes = tools.routes(ns, gw.is_ipv6())?;
+fn check_default_route(
+    stacks: &Stacks,
+    ns: Ns<'_>,
+    dev: &Link,
+    gw: IpAddr,
+) -> Result<(), CniError> {
+    let routes = stacks.of(ns)?.routes(gw.is_ipv6())?;
     let found = routes
         .iter()
-        .any(|r| r.dst.is_default() && r.gateway == Some(gw) && r.dev.as_deref() == Some(dev));
+        .any(|r| r.dst.prefix_len() == 0 && r.gateway == Some(gw) && r.oif == Some(dev.index));
     if found {
         Ok(())
     } else {
-        Err(mismatch(format!("no default route via {gw} dev {dev}")))
+        Err(mismatch(format!(
+            "no default route via {gw} dev {}",
+            dev.name
+        )))
     }
 }
 
 /// The host route and the permanent neighbour entry of every pod address.
 fn check_host_side(
-    tools: &Tools,
-    host_veth: &str,
+    stacks: &Stacks,
+    host_veth: &Link,
     pod_mac: &str,
     pod_addrs: &[(IpPrefix, Option<IpAddr>)],
 ) -> Result<(), CniError> {
-    let neighs = tools.neighs(Ns::Node, host_veth)?;
+    let node = stacks.of(Ns::Node)?;
+    let neighs = node.neighbours(host_veth.index)?;
+    let name = &host_veth.name;
     for (addr, _) in pod_addrs {
         let ip = addr.ip;
         let host_len = if ip.is_ipv4() { 32 } else { 128 };
-        let routes = tools.routes(Ns::Node, ip.is_ipv6())?;
+        let routes = node.routes(ip.is_ipv6())?;
         let routed = routes.iter().any(|r| {
-            r.dst.ip == ip && r.dst.len == host_len && r.dev.as_deref() == Some(host_veth)
+            r.dst.addr() == ip && r.dst.prefix_len() == host_len && r.oif == Some(host_veth.index)
         });
         if !routed {
-            return Err(mismatch(format!(
-                "no route {ip}/{host_len} dev {host_veth}"
-            )));
+            return Err(mismatch(format!("no route {ip}/{host_len} dev {name}")));
         }
-        let neighbour = neighs
-            .iter()
-            .any(|n| n.dst == ip && n.is_permanent() && n.lladdr.eq_ignore_ascii_case(pod_mac));
+        let neighbour = neighs.iter().any(|n| {
+            n.ip == ip
+                && n.is_permanent()
+                && n.mac
+                    .is_some_and(|m| m.to_string().eq_ignore_ascii_case(pod_mac))
+        });
         if !neighbour {
             return Err(mismatch(format!(
-                "no permanent neighbour {ip} lladdr {pod_mac} dev {host_veth}"
+                "no permanent neighbour {ip} lladdr {pod_mac} dev {name}"
             )));
         }
     }

@@ -2,7 +2,7 @@
 //! failure to release the address (IPAM DEL) or to delete a veth that is there fails it.
 
 use super::ipam::{Ipam, IpamVars};
-use super::link::{Ns, Tools};
+use super::link::{Ns, Stacks};
 use super::record::{Records, host_veth_name};
 use super::spec::{CniError, code};
 use super::{Invocation, NodeRanges, warn};
@@ -25,7 +25,7 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
         .ok()
         .or_else(|| record.map(|r| r.port));
     let cleanup = Cleanup {
-        tools: inv.tools()?,
+        stacks: inv.stacks()?,
         // An IPAM plugin that cannot be run still fails DEL, but only after the port and
         // the veth are gone. A usePodCidr range needs no agent here (see ForRelease).
         ipam: inv.ipam(NodeRanges::ForRelease),
@@ -43,7 +43,7 @@ pub(super) fn del(inv: &Invocation) -> Result<(), CniError> {
 
 /// Tears one attachment down; shared by DEL and GC.
 pub(super) struct Cleanup {
-    pub tools: Tools,
+    pub stacks: Stacks,
     pub ipam: Result<Ipam, CniError>,
     pub agent: Agent,
     pub records: Records,
@@ -79,17 +79,17 @@ impl Cleanup {
             warn("cleaning up", &e);
             first_error.get_or_insert(e);
         };
-        match self.tools.delete_link(Ns::Node, host_veth) {
+        match self.stacks.delete_link(Ns::Node, host_veth) {
             Ok(true) => {}
             Ok(false) => {
                 // The host side is gone; make sure the pod side is too.
                 if let Some((netns, ifname)) = pod_if
-                    && let Err(e) = self.tools.delete_link(Ns::Pod(netns), ifname)
+                    && let Err(e) = self.stacks.delete_link(Ns::Pod(netns), ifname)
                 {
                     warn(&format!("deleting {ifname} in {}", netns.display()), &e);
                 }
             }
-            Err(e) => keep(e.into()),
+            Err(e) => keep(e),
         }
         match &self.ipam {
             Ok(ipam) => {

@@ -31,7 +31,7 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
         .map(|a| host_veth_name(&a.container_id, &a.ifname))
         .collect();
     let cleanup = Cleanup {
-        tools: inv.tools()?,
+        stacks: inv.stacks()?,
         ipam: inv.ipam(NodeRanges::ForRelease),
         agent: inv.agent(),
         records: inv.records(),
@@ -81,17 +81,17 @@ pub(super) fn gc(inv: &Invocation) -> Result<(), CniError> {
         .into_iter()
         .collect();
     let recorded: HashSet<&str> = records.iter().map(|r| r.host_veth.as_str()).collect();
-    let links = cleanup.tools.links(Ns::Node)?;
+    let links = cleanup.stacks.of(Ns::Node)?.links()?;
     for link in links.iter().filter(|l| {
         l.is_veth()
-            && is_host_veth_name(&l.ifname)
-            && !valid_veths.contains(&l.ifname)
-            && !handled.contains(&l.ifname)
-            && !recorded.contains(l.ifname.as_str())
-            && !others.contains(&l.ifname)
+            && is_host_veth_name(&l.name)
+            && !valid_veths.contains(&l.name)
+            && !handled.contains(&l.name)
+            && !recorded.contains(l.name.as_str())
+            && !others.contains(&l.name)
     }) {
-        if let Err(e) = cleanup.tools.delete_link(Ns::Node, &link.ifname) {
-            errors.push(e.into());
+        if let Err(e) = cleanup.stacks.delete_link(Ns::Node, &link.name) {
+            errors.push(e);
         }
     }
 

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use self::agent::{Agent, NodeFacts};
 use self::ipam::{Ipam, IpamVars};
-use self::link::Tools;
+use self::link::Stacks;
 use self::pod_cidr::Site;
 use self::record::Records;
 use self::spec::{
@@ -316,8 +316,8 @@ impl Invocation {
         Records::new(&dir, &self.conf.name)
     }
 
-    fn tools(&self) -> Result<Tools, CniError> {
-        Tools::locate().map_err(CniError::from)
+    fn stacks(&self) -> Result<Stacks, CniError> {
+        Stacks::open()
     }
 
     /// Whether the result carries spec 1.1.0's fields (interface MTU).

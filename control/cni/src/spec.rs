@@ -27,7 +27,7 @@ pub mod code {
     pub const TRY_AGAIN_LATER: u32 = 11;
     /// STATUS: the plugin cannot serve ADD (the agent is not answering).
     pub const NOT_AVAILABLE: u32 = 50;
-    /// An `ip`/`ethtool`/`nsenter` command failed.
+    /// A change to the node's or the pod's network stack (rtnetlink, ethtool ioctl) failed.
     pub const LINK_FAILED: u32 = 100;
     /// The agent answered `{"ok":false}`.
     pub const AGENT_REFUSED: u32 = 101;

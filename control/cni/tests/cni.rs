@@ -9,18 +9,18 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 
 use agent_api::record::host_veth_name;
-use agent_api::{AgentStatus, Request, Response, serve_connection};
+use agent_api::{AgentStatus, Request};
 use serde_json::{Value, json};
 use testkit::TempDir;
 use testkit::netns::{Netns, Uplink};
+
+mod support;
+use support::{FakeAgent, Pod, Runtime, config, host_local};
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 const GATEWAY_MAC: &str = "0a:58:0a:f4:01:01";
@@ -98,229 +98,6 @@ impl Links for Netns {
             serde_json::from_str(&text).expect("ip -j output")
         }
     }
-}
-
-/// The fake agent: answers status/add_port/del_port/check_port like the contract says and
-/// records every request. `add_port` also notes whether the host veth existed in the node
-/// namespace at that moment (the real agent attaches XDP to it there).
-struct FakeAgent {
-    socket: PathBuf,
-    calls: Arc<Mutex<Vec<Request>>>,
-    veth_seen_at_add: Arc<Mutex<Vec<bool>>>,
-    refuse_add: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeAgent {
-    fn start(dir: &Path, node: &str) -> FakeAgent {
-        FakeAgent::with_cidrs(dir, node, &["10.244.1.0/24"])
-    }
-
-    fn with_cidrs(dir: &Path, node: &str, pod_cidrs: &[&str]) -> FakeAgent {
-        let pod_cidrs: Vec<String> = pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let socket = dir.join("agent.sock");
-        let listener = UnixListener::bind(&socket).expect("bind agent socket");
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let veth_seen_at_add = Arc::new(Mutex::new(Vec::new()));
-        let refuse_add = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (calls, seen, refuse, stop) = (
-                calls.clone(),
-                veth_seen_at_add.clone(),
-                refuse_add.clone(),
-                stop.clone(),
-            );
-            let node = format!("/run/netns/{node}");
-            std::thread::spawn(move || {
-                let mut open: Vec<String> = Vec::new();
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let mut handler = |req: Request| {
-                        calls.lock().unwrap().push(req.clone());
-                        match req {
-                            Request::Status => Response::status(AgentStatus {
-                                node: "kcni-node".into(),
-                                generation: 1,
-                                workers: 2,
-                                ports: open.clone(),
-                                table_ports: vec![],
-                                gateway: "10.244.1.1".into(),
-                                pod_cidrs: pod_cidrs.clone(),
-                                pod_mtu: 1450,
-                            }),
-                            Request::AddPort { port, ifname, .. } => {
-                                let exists = Command::new("nsenter")
-                                    .args([format!("--net={node}").as_str(), "--"])
-                                    .args(["ip", "link", "show", "dev", &ifname])
-                                    .output()
-                                    .is_ok_and(|o| o.status.success());
-                                seen.lock().unwrap().push(exists);
-                                if refuse.load(Ordering::SeqCst) {
-                                    Response::error("refused by the test")
-                                } else {
-                                    open.push(port);
-                                    Response::ok()
-                                }
-                            }
-                            Request::DelPort { port, .. } => {
-                                open.retain(|p| *p != port);
-                                Response::ok()
-                            }
-                            Request::CheckPort { port, .. } => {
-                                if open.contains(&port) {
-                                    Response::ok()
-                                } else {
-                                    Response::error(format!("port {port} is not open"))
-                                }
-                            }
-                            Request::Stats => Response::error("the fake agent keeps no stats"),
-                        }
-                    };
-                    let _ = serve_connection(stream, &mut handler);
-                }
-            })
-        };
-        FakeAgent {
-            socket,
-            calls,
-            veth_seen_at_add,
-            refuse_add,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The requests since the last call.
-    fn take_calls(&self) -> Vec<Request> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees `stop`.
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One plugin run: exit success, stdout, stderr.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?} / {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    fn expect_ok(self) -> Run {
-        assert!(
-            self.ok,
-            "plugin failed: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// The spec error object's code, after checking the object's shape.
-    fn error_code(&self) -> u64 {
-        assert!(!self.ok, "plugin succeeded: {}", self.stdout);
-        let v = self.json();
-        assert!(v["cniVersion"].is_string(), "{v}");
-        assert!(v["msg"].is_string(), "{v}");
-        assert!(v["details"].is_string(), "{v}");
-        v["code"].as_u64().expect("code")
-    }
-}
-
-/// The runtime's side: env + stdin, run inside the node namespace.
-struct Runtime<'a> {
-    node: &'a Netns,
-}
-
-impl Runtime<'_> {
-    fn run(&self, env: &[(&str, &str)], stdin: &str) -> Run {
-        use std::io::Write;
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", self.node.path()))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_kxdp-cni"))
-            // A runtime's environment: a PATH and the CNI variables, nothing of ours.
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn kxdp-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("kxdp-cni");
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        }
-    }
-
-    fn attachment(&self, command: &str, container: &str, pod: &Pod<'_>, conf: &Value) -> Run {
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container}",
-            pod.name
-        );
-        self.run(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", container),
-                ("CNI_NETNS", &pod.netns_path),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_ARGS", &args),
-                ("CNI_PATH", "/usr/lib/cni"),
-            ],
-            &conf.to_string(),
-        )
-    }
-}
-
-struct Pod<'a> {
-    name: &'a str,
-    netns_path: String,
-}
-
-fn config(version: &str, network: &str, dir: &Path, socket: &Path, ipam: Value) -> Value {
-    json!({
-        "cniVersion": version,
-        "name": network,
-        "type": "kxdp-cni",
-        "agentSocket": socket,
-        "stateDir": dir.join("state"),
-        "ipam": ipam,
-    })
-}
-
-fn host_local(dir: &Path, range: Value) -> Value {
-    json!({"type": "host-local", "ranges": [[range]], "dataDir": dir.join("ipam")})
 }
 
 /// Whether host-local holds a reservation for `ip` in `network`.
@@ -444,7 +221,7 @@ fn add_check_gc_del() {
     let node = netns("node");
     let pod1_ns = netns("pod1");
     let pod2_ns = netns("pod2");
-    let agent = FakeAgent::start(dir.path(), node.name());
+    let agent = FakeAgent::start(dir.path(), &node);
     let rt = Runtime { node: &node };
     let network = format!("{p}-net");
     let ipam = host_local(dir.path(), json!({"subnet": "10.244.1.0/24"}));
@@ -681,7 +458,7 @@ fn failures_leave_nothing_behind() {
     let dir = TempDir::new("fail");
     let node = netns("fnode");
     let pod_ns = netns("fpod");
-    let agent = FakeAgent::start(dir.path(), node.name());
+    let agent = FakeAgent::start(dir.path(), &node);
     let rt = Runtime { node: &node };
     let network = format!("{p}-fnet");
     // One address in the range: a second ADD succeeds only if the first one's was released.
@@ -816,11 +593,7 @@ fn dual_stack() {
     let dir = TempDir::new("dual");
     let node = netns("dnode");
     let pod_ns = netns("dpod");
-    let agent = FakeAgent::with_cidrs(
-        dir.path(),
-        node.name(),
-        &["10.244.1.0/24", "fd00:10:244:1::/64"],
-    );
+    let agent = FakeAgent::with_cidrs(dir.path(), &node, &["10.244.1.0/24", "fd00:10:244:1::/64"]);
     let rt = Runtime { node: &node };
     let network = format!("{p}-dnet");
     let ipam = json!({
@@ -1166,11 +939,7 @@ fn use_pod_cidr_with_a_fake_agent() {
     // Dual stack: one range set per family, IPv4 first, whatever order the agent says.
     let dual_dir = dir.path().join("dual");
     std::fs::create_dir_all(&dual_dir).expect("dir");
-    let agent = FakeAgent::with_cidrs(
-        &dual_dir,
-        node.name(),
-        &["fd00:10:244:1::/64", "10.244.1.0/24"],
-    );
+    let agent = FakeAgent::with_cidrs(&dual_dir, &node, &["fd00:10:244:1::/64", "10.244.1.0/24"]);
     let conf = config(
         "1.0.0",
         &network,
@@ -1200,7 +969,7 @@ fn use_pod_cidr_with_a_fake_agent() {
     // left behind.
     let bare_dir = dir.path().join("bare");
     std::fs::create_dir_all(&bare_dir).expect("dir");
-    let bare = FakeAgent::with_cidrs(&bare_dir, node.name(), &[]);
+    let bare = FakeAgent::with_cidrs(&bare_dir, &node, &[]);
     let conf = config(
         "1.1.0",
         &network,
@@ -1234,4 +1003,77 @@ fn use_pod_cidr_with_a_fake_agent() {
     let run = rt.attachment("ADD", c, &pod, &fixed);
     assert_eq!(run.error_code(), 7, "{}", run.stdout);
     assert_eq!(bare.take_calls(), vec![]);
+}
+
+/// An agent that cannot answer, whatever the way, is "try again later" (11), in bounded
+/// time and with nothing done: stopping (it says so), gone with its socket file left
+/// behind (connection refused), hung with callers queued behind it (a full backlog), or
+/// accepting and then silent. The runtime retries; kxdp-cni never hangs it.
+#[test]
+fn an_agent_that_cannot_answer_is_try_again_later() {
+    if !can_run("an_agent_that_cannot_answer_is_try_again_later") {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new("unavail");
+    let node = netns("unode");
+    let pod_ns = netns("upod");
+    let rt = Runtime { node: &node };
+    let network = format!("{p}-unet");
+    let ipam = host_local(dir.path(), json!({"subnet": "10.244.1.0/24"}));
+    let pod = Pod {
+        name: "waiting",
+        netns_path: pod_ns.path(),
+    };
+    let c = "kcni-ctr-u";
+    let add = |socket: &Path| {
+        let conf = config("1.0.0", &network, dir.path(), socket, ipam.clone());
+        let started = std::time::Instant::now();
+        let run = rt.attachment("ADD", c, &pod, &conf);
+        let took = started.elapsed();
+        assert_eq!(run.error_code(), 11, "{}", run.stdout);
+        assert!(node.veths().is_empty(), "{:?}", node.veths());
+        assert!(pod_ns.link("eth0").is_none());
+        assert!(!reserved(dir.path(), &network, "10.244.1.2"));
+        took
+    };
+    let at_once = std::time::Duration::from_secs(2);
+
+    // Stopping: the agent answers, "unavailable".
+    let agent_dir = dir.path().join("stopping");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = FakeAgent::start(&agent_dir, &node);
+    agent.unavailable.store(true, Ordering::SeqCst);
+    let took = add(&agent.socket);
+    assert!(took < at_once, "stopping agent: {took:?}");
+    drop(agent);
+
+    // Gone, its socket file left: connection refused.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let took = add(&stale);
+    assert!(took < at_once, "stale socket: {took:?}");
+
+    // Hung, with a full backlog (the kernel queues backlog + 1 connections).
+    let full = dir.path().join("full.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&full).unwrap();
+    // SAFETY: listen(2) on the listener's own descriptor, which it keeps open.
+    let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) };
+    assert_eq!(rc, 0);
+    // Exactly one: a second blocking connect would wait for ever (which is the point).
+    let queued = std::os::unix::net::UnixStream::connect(&full).unwrap();
+    let took = add(&full);
+    assert!(took < at_once, "full backlog: {took:?}");
+    drop((queued, listener));
+
+    // Accepting (the kernel's backlog does that) and never answering: the status call's
+    // timeout (5 s), then 11.
+    let silent = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    let took = add(&silent);
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(15),
+        "silent agent: {took:?}"
+    );
 }

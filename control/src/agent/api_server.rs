@@ -50,11 +50,12 @@ pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiSocket, AgentError
                 let events = events.clone();
                 let mut handler = move |req: Request| -> Response {
                     let (tx, rx) = bounded(1);
+                    // Unavailable, not refused: kxdp-cni tells the runtime to try again later.
                     if events.send(Event::Api(req, tx)).is_err() {
-                        return Response::error("the agent is shutting down");
+                        return Response::unavailable("the agent is shutting down");
                     }
                     rx.recv()
-                        .unwrap_or_else(|_| Response::error("the agent is shutting down"))
+                        .unwrap_or_else(|_| Response::unavailable("the agent is shutting down"))
                 };
                 if let Err(e) = serve_connection(stream, &mut handler) {
                     tracing::debug!("api connection: {e}");

@@ -2,9 +2,10 @@
 //!
 //! One control thread owns everything that changes: the loaded XDP programs and their
 //! maps, the ports and their AF_XDP sockets, and the published table generation. It reacts
-//! to three kinds of event: a request on the local API socket (the CNI plugin adding or
-//! removing a pod port), a change of the state directory (a new generation), and
-//! SIGTERM/SIGINT (detach and remove everything, then exit). The workers (one per queue,
+//! to four kinds of event: a request on the local API socket (the CNI plugin adding or
+//! removing a pod port), a change of the state (a new generation), a kernel notification
+//! about the underlay (a next hop's MAC changed: a new generation), and SIGTERM/SIGINT
+//! (detach and remove everything, then exit). The workers (one per queue,
 //! pinned) only ever read the published tables and their own sockets.
 
 mod adopt;
@@ -47,8 +48,9 @@ pub use source::BuildError;
 
 /// How often the state directory is looked at.
 const STATE_POLL: Duration = Duration::from_millis(200);
-/// How often the kernel's next hops towards other nodes are read.
-const UNDERLAY_POLL: Duration = Duration::from_secs(1);
+/// How often the own Node's annotations are checked and pod ports whose interface
+/// vanished are closed. (The underlay is not polled: the kernel notifies its changes.)
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// `kxdp agent` options (see `cli::AgentArgs`).
 #[derive(Debug, Clone)]
@@ -101,6 +103,8 @@ pub enum Event {
     Health(Sender<http::Health>),
     /// The Kubernetes source applied a change: build and publish now, not at the next tick.
     SourceChanged,
+    /// The kernel notified route, neighbour or uplink changes (`underlay::Feed` has them).
+    Underlay,
 }
 
 /// A worker whose published stats have not moved for this long is taken as dead (they
@@ -151,6 +155,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     warnings.log_new(first.warnings.clone());
     check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
 
+    // Subscribed before the first look-up, so no change falls between the two.
+    let underlay_feed = underlay::watch(underlay::subscribe()?, &opts.uplink, events_tx.clone())?;
     let mut underlay = underlay::Underlay::new(&opts.uplink);
     let kernel_macs = underlay.resolve(&first.tables);
     let first_tables = match underlay::with_kernel_macs(&first.tables, &kernel_macs) {
@@ -204,7 +210,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         pod_mtu: host_plan.mtu,
         underlay,
         kernel_macs,
-        underlay_checked: Instant::now(),
+        underlay_feed,
+        housekept: Instant::now(),
         flows: shared_flows,
         tables_published_at: SystemTime::now(),
         state_load_errors: 0,
@@ -244,9 +251,11 @@ struct Control<'a> {
     generation: u64,
     pod_mtu: u32,
     underlay: underlay::Underlay,
-    /// The kernel's next-hop MACs towards other nodes, last read.
+    /// The kernel's next-hop MACs towards other nodes, as last known.
     kernel_macs: underlay::KernelView,
-    underlay_checked: Instant,
+    /// The kernel's notifications about the underlay, collected by the watch thread.
+    underlay_feed: underlay::Feed,
+    housekept: Instant,
     flows: Arc<Mutex<SharedFlows>>,
     tables_published_at: SystemTime,
     state_load_errors: u64,
@@ -279,6 +288,7 @@ impl Control<'_> {
                     let _ = reply.send(self.health());
                 }
                 Ok(Event::SourceChanged) => {}
+                Ok(Event::Underlay) => self.underlay_changed(),
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
             }
@@ -294,9 +304,8 @@ impl Control<'_> {
                 self.programming.observe(seen.elapsed());
             }
             self.retired.collect();
-            if self.underlay_checked.elapsed() >= UNDERLAY_POLL {
-                self.underlay_checked = std::time::Instant::now();
-                self.refresh_underlay();
+            if self.housekept.elapsed() >= HOUSEKEEPING {
+                self.housekept = std::time::Instant::now();
                 if let (Some(annotations), Some(kube)) =
                     (self.annotations.as_mut(), self.source.kube())
                 {
@@ -309,10 +318,15 @@ impl Control<'_> {
         }
     }
 
-    /// Re-reads the kernel's next hops; a MAC that changed is published as a new generation.
-    fn refresh_underlay(&mut self) {
+    /// Applies the kernel's notifications; a next-hop MAC that changed is published as a
+    /// new generation at once.
+    fn underlay_changed(&mut self) {
+        let changes = self.underlay_feed.take();
+        if changes.is_empty() {
+            return;
+        }
         let current = self.tables.load();
-        self.kernel_macs = self.underlay.resolve(&current);
+        self.kernel_macs = self.underlay.apply(&changes, &current);
         if let Some(mut next) = underlay::with_kernel_macs(&current, &self.kernel_macs) {
             self.generation += 1;
             next.generation = self.generation;
@@ -332,6 +346,10 @@ impl Control<'_> {
         match built {
             Ok(built) => {
                 self.warnings.log_new(built.warnings);
+                // Nodes came or went: their next hops, before the tables that need them.
+                if !self.underlay.knows_nodes_of(&built.tables) {
+                    self.kernel_macs = self.underlay.resolve(&built.tables);
+                }
                 let tables = match underlay::with_kernel_macs(&built.tables, &self.kernel_macs) {
                     Some(patched) => patched,
                     None => built.tables,
@@ -667,11 +685,13 @@ fn host_plan(
         .service_cidrs
         .iter()
         .chain(&config.cluster_cidrs)
-        .filter(|c| c.addr.is_v4())
-        .map(|c| c.to_string())
+        .filter_map(|c| {
+            let addr = std::net::Ipv4Addr::from(c.addr.as_v4()?);
+            ipnet::Ipv4Net::new(addr, c.prefix_len()).ok()
+        })
         .collect();
     netdev::HostPortPlan {
-        gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
+        gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip),
         routed,
         mtu: u32::from(
             config

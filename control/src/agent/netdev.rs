@@ -1,15 +1,17 @@
-//! The agent's changes to the node's network stack, done with iproute2 (`ip`) and procfs,
-//! as the CNI plugin does: the host veth pair, its address and routes, and the sysctls the
-//! walks depend on (ARCHITECTURE.md §2, walks 6 and 8).
-//!
-//! Shelling out to `ip` rather than speaking rtnetlink keeps this code small and the
-//! commands visible in error messages; none of it is on a hot path.
+//! The agent's changes to the node's network stack through the `netdev` crate
+//! (rtnetlink, the ethtool ioctl, procfs), shared with kxdp-cni: the host veth pair, its
+//! address and routes, and the sysctls the walks depend on (ARCHITECTURE.md §2, walks 6
+//! and 8). The masquerade rule is the one thing still run as a program (`nft`): nftables'
+//! netlink protocol is a far bigger thing than one rule is worth.
 
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 use std::process::Command;
 
+use ::netdev::{Netlink, RouteSpec, VethEnd, sysctl};
+use datapath::MacAddr;
 use datapath::tables::HOST_MAC;
+use ipnet::{IpNet, Ipv4Net};
 
 /// The kernel side of the host port: the node stack routes the Service and cluster CIDRs
 /// into it, and receives what the datapath forwards to `host`.
@@ -19,59 +21,20 @@ pub const DATAPATH_VETH: &str = "kxdp-dp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {
+    /// A request to the kernel (rtnetlink, ethtool, a sysctl) failed; it names itself.
+    #[error(transparent)]
+    Kernel(#[from] ::netdev::NetdevError),
     #[error("`{command}` failed: {message}")]
     Command { command: String, message: String },
     #[error("interface {0:?} does not exist in this network namespace")]
     NoSuchInterface(String),
-    #[error("writing {path}: {source}")]
-    Sysctl {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Runs `ip ARGS...`; the error carries the command line and what `ip` said.
-pub fn ip(args: &[&str]) -> Result<(), NetdevError> {
-    let command = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| NetdevError::Command {
-            command: command.clone(),
-            message: format!("cannot run ip (is iproute2 installed?): {e}"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetdevError::Command {
-            command,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-/// Runs `ethtool ARGS...`.
-fn ethtool(args: &[&str]) -> Result<(), NetdevError> {
-    let command = format!("ethtool {}", args.join(" "));
-    let out = Command::new("ethtool")
-        .args(args)
-        .output()
-        .map_err(|e| NetdevError::Command {
-            command: command.clone(),
-            message: format!("cannot run ethtool: {e}"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetdevError::Command {
-            command,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    #[error("interface {name:?} has no Ethernet address")]
+    NoMac { name: String },
 }
 
 /// The interface's index in the current network namespace. `if_nametoindex` asks the
 /// kernel of this namespace; /sys/class/net would show the namespace sysfs was mounted in.
+/// One ioctl, cheap enough for the once-a-second check of every pod port.
 pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
     let c = CString::new(name).map_err(|_| NetdevError::NoSuchInterface(name.to_string()))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
@@ -87,22 +50,15 @@ pub fn exists(name: &str) -> bool {
     ifindex(name).is_ok()
 }
 
-/// Writes a sysctl of the current network namespace (procfs /proc/sys/net follows the
-/// reader's namespace).
-pub fn sysctl(key: &str, value: &str) -> Result<(), NetdevError> {
-    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value).map_err(|source| NetdevError::Sysctl { path, source })
-}
-
 /// What the host port needs from the tables.
 #[derive(Debug, Clone)]
 pub struct HostPortPlan {
     /// The node's pod gateway (first address of its PodCIDR): the node's own source
     /// address towards pods and the overlay, since other nodes accept overlay traffic
     /// only from inside our PodCIDR.
-    pub gateway: String,
-    /// Service and cluster CIDRs (IPv4 ones; `a.b.c.d/n`).
-    pub routed: Vec<String>,
+    pub gateway: Ipv4Addr,
+    /// Service and cluster CIDRs (the IPv4 ones).
+    pub routed: Vec<Ipv4Net>,
     /// Pod MTU: underlay MTU minus VXLAN overhead (host clients' traffic may be encapsulated).
     pub mtu: u32,
     /// One queue per worker: worker i binds queue i of every port.
@@ -112,73 +68,60 @@ pub struct HostPortPlan {
 /// Creates the host veth pair and routes the Service and cluster CIDRs into it. A pair left
 /// behind by an agent that died is replaced: nothing else creates these names.
 pub fn create_host_port(plan: &HostPortPlan) -> Result<(), NetdevError> {
-    if exists(HOST_VETH) {
-        tracing::warn!("{HOST_VETH} exists (left by an earlier agent?): replacing it");
-        ip(&["link", "del", HOST_VETH])?;
+    let nl = Netlink::open()?;
+    if nl.delete_link(HOST_VETH)? {
+        tracing::warn!("{HOST_VETH} existed (left by an earlier agent?): replaced it");
     }
-    let queues = plan.queues.to_string();
-    let mtu = plan.mtu.to_string();
-    ip(&[
-        "link",
-        "add",
-        HOST_VETH,
-        "numtxqueues",
-        &queues,
-        "numrxqueues",
-        &queues,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        DATAPATH_VETH,
-        "numtxqueues",
-        &queues,
-        "numrxqueues",
-        &queues,
-    ])?;
-    let host_mac = HOST_MAC.to_string();
-    let result = (|| {
-        ip(&["link", "set", HOST_VETH, "address", &host_mac, "mtu", &mtu])?;
-        ip(&["link", "set", DATAPATH_VETH, "mtu", &mtu])?;
-        // The kernel leaves L4 checksums of what it sends over a veth partial; the
-        // datapath rewrites headers and must be handed whole checksums (ARCHITECTURE §5).
-        ethtool(&["-K", HOST_VETH, "tx", "off"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/32", plan.gateway),
-            "dev",
-            HOST_VETH,
-        ])?;
-        ip(&["link", "set", DATAPATH_VETH, "up"])?;
-        ip(&["link", "set", HOST_VETH, "up"])?;
-        for cidr in &plan.routed {
-            ip(&[
-                "route",
-                "replace",
-                cidr,
-                "dev",
-                HOST_VETH,
-                "src",
-                &plan.gateway,
-            ])?;
-        }
-        // Replies to what the node sent through kxdp-host may come back on other
-        // interfaces (and the reverse): strict reverse-path filtering would drop them.
-        sysctl(&format!("net.ipv4.conf.{HOST_VETH}.rp_filter"), "2")?;
-        sysctl("net.ipv4.ip_forward", "1")
-    })();
+    nl.create_veth(
+        &VethEnd {
+            name: HOST_VETH,
+            mac: Some(::netdev::Mac(HOST_MAC.0)),
+            mtu: Some(plan.mtu),
+            queues: Some(plan.queues),
+        },
+        &VethEnd {
+            name: DATAPATH_VETH,
+            mac: None,
+            mtu: Some(plan.mtu),
+            queues: Some(plan.queues),
+        },
+        None,
+    )?;
+    let result = configure_host_port(&nl, plan);
     if result.is_err() {
-        let _ = ip(&["link", "del", HOST_VETH]);
+        let _ = nl.delete_link(HOST_VETH);
     }
     result
 }
 
+fn configure_host_port(nl: &Netlink, plan: &HostPortPlan) -> Result<(), NetdevError> {
+    // The kernel leaves L4 checksums of what it sends over a veth partial; the datapath
+    // rewrites headers and must be handed whole checksums (ARCHITECTURE §5).
+    nl.set_tx_checksum(HOST_VETH, false)?;
+    let host = nl.ifindex(HOST_VETH)?;
+    let gateway = IpNet::V4(Ipv4Net::from(plan.gateway));
+    nl.add_address(host, gateway)?;
+    nl.set_up(DATAPATH_VETH)?;
+    nl.set_up(HOST_VETH)?;
+    for cidr in &plan.routed {
+        nl.replace_route(&RouteSpec {
+            dst: IpNet::V4(cidr.trunc()),
+            via: None,
+            onlink: false,
+            oif: host,
+            src: Some(plan.gateway.into()),
+        })?;
+    }
+    // Replies to what the node sent through kxdp-host may come back on other
+    // interfaces (and the reverse): strict reverse-path filtering would drop them.
+    sysctl::write_path(&["net", "ipv4", "conf", HOST_VETH, "rp_filter"], "2")?;
+    sysctl::write("net.ipv4.ip_forward", "1")?;
+    Ok(())
+}
+
 /// Removes the host veth pair (its address and routes go with it).
 pub fn remove_host_port() -> Result<(), NetdevError> {
-    if exists(HOST_VETH) {
-        ip(&["link", "del", HOST_VETH])?;
-    }
+    Netlink::open()?.delete_link(HOST_VETH)?;
     Ok(())
 }
 
@@ -241,57 +184,34 @@ fn nft_script(script: &str) -> Result<(), NetdevError> {
     }
 }
 
-/// The word after `key` in `ip -o link show dev NAME`.
-fn link_field(name: &str, key: &str) -> Result<String, NetdevError> {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show", "dev", name])
-        .output()
-        .map_err(|e| NetdevError::Command {
-            command: format!("ip -o link show dev {name}"),
-            message: e.to_string(),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != key)
-        .nth(1)
-        .map(str::to_string)
-        .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))
-}
-
 /// The interface's MAC (the source of the VXLAN the datapath sends from the uplink).
-pub fn mac_of(name: &str) -> Result<String, NetdevError> {
-    link_field(name, "link/ether")
+pub fn mac_of(name: &str) -> Result<MacAddr, NetdevError> {
+    let link = Netlink::open()?
+        .link(name)?
+        .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))?;
+    link.mac.map(|m| MacAddr(m.0)).ok_or(NetdevError::NoMac {
+        name: name.to_string(),
+    })
 }
 
 pub fn mtu_of(name: &str) -> Result<u32, NetdevError> {
-    link_field(name, "mtu")?
-        .parse()
-        .map_err(|_| NetdevError::NoSuchInterface(name.to_string()))
+    Netlink::open()?
+        .link(name)?
+        .map(|l| l.mtu)
+        .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))
 }
 
 /// The interface's global-scope IPv4 addresses, in the kernel's order (primary first).
-pub fn ipv4_addresses(name: &str) -> Result<Vec<std::net::Ipv4Addr>, NetdevError> {
-    let command = format!("ip -o -4 addr show dev {name} scope global");
-    let out = Command::new("ip")
-        .args(["-o", "-4", "addr", "show", "dev", name, "scope", "global"])
-        .output()
-        .map_err(|e| NetdevError::Command {
-            command: command.clone(),
-            message: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(NetdevError::Command {
-            command,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    // `2: up0    inet 192.168.79.1/24 brd 192.168.79.255 scope global up0\ ...`
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse().ok()
+pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>, NetdevError> {
+    let nl = Netlink::open()?;
+    let index = nl.ifindex(name)?;
+    Ok(nl
+        .addresses(index)?
+        .into_iter()
+        .filter(|a| a.global)
+        .filter_map(|a| match a.net {
+            IpNet::V4(v4) => Some(v4.addr()),
+            IpNet::V6(_) => None,
         })
         .collect())
 }

@@ -62,7 +62,7 @@ impl Wanted {
             uplink: uplink.to_string(),
             source,
         };
-        let mac = netdev::mac_of(uplink).map_err(read)?;
+        let mac = netdev::mac_of(uplink).map_err(read)?.to_string();
         let underlay_mac = parse_unicast_mac(&mac).map_err(|source| UplinkError::Mac {
             uplink: uplink.to_string(),
             source,

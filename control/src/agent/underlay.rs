@@ -6,15 +6,25 @@
 //! For each next hop the agent keeps a *managed* neighbour entry on the uplink: the kernel
 //! resolves it and keeps it fresh by itself (no traffic of ours needed), and the agent only
 //! reads it. Entries the agent created are removed when it stops.
+//!
+//! Nothing is polled. A thread ([`watch`]) listens to the kernel's route, neighbour and
+//! link notifications and wakes the control loop; the control thread then applies a
+//! neighbour change as it came (its MAC is in the notification), and looks next hops up
+//! again (RTM_GETROUTE, RTM_GETNEIGH) only when routes or the uplink changed, when
+//! notifications were lost, or when the set of remote nodes changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use ::netdev::{Change, Group, Netlink, Watch};
+use crossbeam::channel::Sender;
 use datapath::MacAddr;
 use datapath::tables::Tables;
 
-use super::netdev;
+use super::netdev::{self, NetdevError};
+use super::{AgentError, Event};
 
 /// What the kernel says about the underlay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,99 +39,258 @@ pub struct KernelView {
 #[derive(Debug)]
 pub struct Underlay {
     uplink: String,
+    /// None when no rtnetlink socket could be opened (logged): the annotations stay.
+    nl: Option<Netlink>,
+    uplink_index: Option<u32>,
+    uplink_mac: Option<MacAddr>,
+    /// The remote node addresses last resolved.
+    nodes: BTreeSet<[u8; 4]>,
+    /// Each remote node's next hop, by node address (only those routed out of the uplink).
+    next_hop_of: BTreeMap<[u8; 4], Ipv4Addr>,
+    /// Each next hop's resolved MAC, as the neighbour table last said.
+    macs: BTreeMap<Ipv4Addr, MacAddr>,
     /// Next hops we put a managed entry on.
     managed: BTreeSet<Ipv4Addr>,
 }
 
 impl Underlay {
     pub fn new(uplink: &str) -> Underlay {
+        let nl = Netlink::open()
+            .inspect_err(|e| tracing::warn!("underlay next hops from the kernel: {e}"))
+            .ok();
         Underlay {
             uplink: uplink.to_string(),
+            nl,
+            uplink_index: None,
+            uplink_mac: None,
+            nodes: BTreeSet::new(),
+            next_hop_of: BTreeMap::new(),
+            macs: BTreeMap::new(),
             managed: BTreeSet::new(),
         }
     }
 
-    /// The uplink's own MAC and the kernel's next-hop MAC for every remote node it has
-    /// resolved, by node address.
+    /// Reads everything again: the uplink's MAC, every remote node's next hop, and each
+    /// next hop's neighbour entry (creating the managed ones it lacks).
     pub fn resolve(&mut self, tables: &Tables) -> KernelView {
-        let mut macs = BTreeMap::new();
+        self.nodes = remote_addresses(tables);
+        self.next_hop_of.clear();
+        self.macs.clear();
+        let Some(nl) = &self.nl else {
+            return self.view();
+        };
+        match nl.link(&self.uplink) {
+            Ok(Some(link)) => {
+                self.uplink_index = Some(link.index);
+                self.uplink_mac = link.mac.map(|m| MacAddr(m.0));
+            }
+            Ok(None) => {
+                tracing::warn!("uplink {} is gone", self.uplink);
+                self.uplink_index = None;
+                self.uplink_mac = None;
+            }
+            Err(e) => tracing::warn!("reading uplink {}: {e}", self.uplink),
+        }
+        let Some(uplink) = self.uplink_index else {
+            return self.view();
+        };
         for node in &tables.remote_nodes {
             let addr = Ipv4Addr::from(node.underlay_ip);
-            let Some(next_hop) = self.next_hop(addr) else {
-                continue;
+            let next_hop = match nl.route_to(IpAddr::V4(addr)) {
+                Ok(hop) if hop.oif == uplink => match hop.gateway {
+                    Some(IpAddr::V4(gw)) => gw,
+                    Some(IpAddr::V6(_)) | None => addr,
+                },
+                Ok(_) => {
+                    tracing::debug!("node address {addr} is not routed out of {}", self.uplink);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("node {}: {e}", node.name);
+                    continue;
+                }
             };
-            if self.managed.insert(next_hop)
-                && let Err(e) = netdev::ip(&[
-                    "neigh",
-                    "replace",
-                    &next_hop.to_string(),
-                    "dev",
-                    &self.uplink,
-                    "managed",
-                ])
-            {
-                tracing::warn!("node {}: next hop {next_hop}: {e}", node.name);
+            self.next_hop_of.insert(node.underlay_ip, next_hop);
+            if !self.managed.contains(&next_hop) {
+                match nl.set_managed_neighbour(uplink, IpAddr::V4(next_hop)) {
+                    Ok(()) => {
+                        self.managed.insert(next_hop);
+                    }
+                    Err(e) => tracing::warn!("node {}: next hop {next_hop}: {e}", node.name),
+                }
             }
-            if let Some(mac) = neighbour_mac(next_hop, &self.uplink) {
-                macs.insert(node.underlay_ip, mac);
+            if self.macs.contains_key(&next_hop) {
+                continue;
+            }
+            match nl.neighbour(uplink, IpAddr::V4(next_hop)) {
+                Ok(Some(entry)) => {
+                    if let Some(mac) = entry.resolved_mac() {
+                        self.macs.insert(next_hop, MacAddr(mac.0));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("next hop {next_hop}: {e}"),
             }
         }
-        KernelView {
-            uplink_mac: netdev::mac_of(&self.uplink)
-                .ok()
-                .and_then(|m| m.parse().ok()),
-            next_hops: macs,
-        }
+        self.view()
     }
 
-    /// The next hop towards `addr` if the kernel routes it out of the uplink (itself when
-    /// on-link, the gateway otherwise); `None` (with a warning) for any other interface:
-    /// the datapath only transmits VXLAN on the uplink.
-    fn next_hop(&self, addr: Ipv4Addr) -> Option<Ipv4Addr> {
-        let out = Command::new("ip")
-            .args(["-o", "route", "get", &addr.to_string()])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let after = |key: &str| {
-            words
-                .iter()
-                .position(|w| *w == key)
-                .and_then(|i| words.get(i + 1))
-        };
-        if after("dev").copied() != Some(self.uplink.as_str()) {
-            tracing::debug!("node address {addr} is not routed out of {}", self.uplink);
-            return None;
+    /// Whether `tables` name the remote nodes last resolved (else [`Underlay::resolve`]).
+    pub fn knows_nodes_of(&self, tables: &Tables) -> bool {
+        self.nodes == remote_addresses(tables)
+    }
+
+    /// Applies what the kernel notified. A neighbour change is taken as it came; a route
+    /// that may carry a node's traffic (out of the uplink, or towards a node address), an
+    /// uplink change or lost notifications mean looking everything up again. (kxdp-cni's
+    /// /32 routes to pods, one per pod, are none of those.)
+    pub fn apply(&mut self, changes: &[Change], tables: &Tables) -> KernelView {
+        let uplink = self.uplink_index;
+        let everything = changes.iter().any(|c| match c {
+            Change::Lost => true,
+            Change::Route { dst, oif } => {
+                oif.is_none()
+                    || *oif == uplink
+                    || dst.is_none_or(|dst| {
+                        self.nodes
+                            .iter()
+                            .any(|n| dst.contains(&IpAddr::V4(Ipv4Addr::from(*n))))
+                    })
+            }
+            Change::Link { index, .. } => Some(*index) == uplink,
+            Change::Neighbour { .. } => false,
+        });
+        if everything || !self.knows_nodes_of(tables) {
+            return self.resolve(tables);
         }
-        match after("via") {
-            Some(gateway) => gateway.parse().ok(),
-            None => Some(addr),
+        for change in changes {
+            let Change::Neighbour { entry, removed } = change else {
+                continue;
+            };
+            let IpAddr::V4(ip) = entry.ip else { continue };
+            if Some(entry.ifindex) != uplink || !self.managed.contains(&ip) {
+                continue;
+            }
+            match entry.resolved_mac() {
+                Some(mac) if !removed => {
+                    self.macs.insert(ip, MacAddr(mac.0));
+                }
+                _ => {
+                    self.macs.remove(&ip);
+                }
+            }
+            // Somebody flushed our entry: put it back, so the kernel resolves it again.
+            if *removed
+                && let (Some(nl), Some(index)) = (&self.nl, uplink)
+                && let Err(e) = nl.set_managed_neighbour(index, IpAddr::V4(ip))
+            {
+                tracing::warn!("next hop {ip}: {e}");
+            }
+        }
+        self.view()
+    }
+
+    fn view(&self) -> KernelView {
+        KernelView {
+            uplink_mac: self.uplink_mac,
+            next_hops: self
+                .next_hop_of
+                .iter()
+                .filter_map(|(node, hop)| Some((*node, *self.macs.get(hop)?)))
+                .collect(),
         }
     }
 
     /// Removes the managed neighbour entries this agent created.
     pub fn cleanup(&mut self) {
-        for next_hop in std::mem::take(&mut self.managed) {
-            let _ = netdev::ip(&["neigh", "del", &next_hop.to_string(), "dev", &self.uplink]);
+        let managed = std::mem::take(&mut self.managed);
+        if let (Some(nl), Some(index)) = (&self.nl, self.uplink_index) {
+            for next_hop in managed {
+                let _ = nl.delete_neighbour(index, IpAddr::V4(next_hop));
+            }
         }
     }
 }
 
-/// The resolved MAC of `addr` on `dev`, if the kernel has one (any state but
-/// incomplete/failed).
-fn neighbour_mac(addr: Ipv4Addr, dev: &str) -> Option<MacAddr> {
-    let out = Command::new("ip")
-        .args(["neigh", "get", &addr.to_string(), "dev", dev])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("FAILED") || text.contains("INCOMPLETE") {
-        return None;
+fn remote_addresses(tables: &Tables) -> BTreeSet<[u8; 4]> {
+    tables.remote_nodes.iter().map(|n| n.underlay_ip).collect()
+}
+
+/// Notifications the watch thread collected for the control thread, and whether a
+/// wake-up ([`Event::Underlay`]) is queued for them: one for however many arrive before
+/// the control thread takes them, so a burst (a link going down takes its routes and
+/// neighbours with it) is one look-up.
+#[derive(Debug, Clone, Default)]
+pub struct Feed {
+    pending: Arc<Mutex<Vec<Change>>>,
+    queued: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// Adds `changes`; false when the control thread is gone.
+    fn push(&self, changes: Vec<Change>, events: &Sender<Event>) -> bool {
+        match self.pending.lock() {
+            Ok(mut queue) => queue.extend(changes),
+            Err(poisoned) => poisoned.into_inner().extend(changes),
+        }
+        self.queued.swap(true, Ordering::AcqRel) || events.send(Event::Underlay).is_ok()
     }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let i = words.iter().position(|w| *w == "lladdr")?;
-    words.get(i + 1)?.parse().ok()
+
+    /// Takes what was collected (clearing the wake-up flag first, so a change arriving
+    /// meanwhile queues a new wake-up).
+    pub fn take(&self) -> Vec<Change> {
+        self.queued.store(false, Ordering::Release);
+        match self.pending.lock() {
+            Ok(mut queue) => std::mem::take(&mut *queue),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// Subscribes (before the first [`Underlay::resolve`], so no change falls between the
+/// two) to route, neighbour and link notifications.
+pub fn subscribe() -> Result<Watch, AgentError> {
+    Watch::open(&[Group::Ipv4Route, Group::Neighbour, Group::Link])
+        .map_err(|e| AgentError::Netdev(NetdevError::Kernel(e)))
+}
+
+/// Starts the thread that passes notifications about `uplink` (its neighbours, itself)
+/// and IPv4 routes on to the control thread through the returned [`Feed`].
+pub fn watch(mut watch: Watch, uplink: &str, events: Sender<Event>) -> Result<Feed, AgentError> {
+    let feed = Feed::default();
+    let uplink_index = netdev::ifindex(uplink).ok();
+    let shared = feed.clone();
+    std::thread::Builder::new()
+        .name("kxdp-underlay".into())
+        .spawn(move || {
+            loop {
+                let changes = match watch.changes() {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        tracing::error!("underlay notifications stopped: {e}");
+                        return;
+                    }
+                };
+                let relevant: Vec<Change> = changes
+                    .into_iter()
+                    .filter(|c| match c {
+                        Change::Route { .. } | Change::Lost => true,
+                        Change::Link { index, .. } => Some(*index) == uplink_index,
+                        Change::Neighbour { entry, .. } => {
+                            Some(entry.ifindex) == uplink_index && entry.ip.is_ipv4()
+                        }
+                    })
+                    .collect();
+                if !relevant.is_empty() && !shared.push(relevant, &events) {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| AgentError::Thread {
+            thread: "underlay",
+            source,
+        })?;
+    Ok(feed)
 }
 
 /// `tables` with the uplink's MAC and each remote node's next-hop MAC replaced by the

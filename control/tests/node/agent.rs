@@ -669,6 +669,120 @@ fn scenario(workers: u32) {
     );
 }
 
+/// The agent follows a next hop's MAC the moment the kernel's neighbour table changes
+/// (a notification, not a poll): node2's host (on the uplink's segment) changes its MAC and
+/// announces it with a gratuitous ARP (arp_notify), the node's kernel takes the new MAC,
+/// and the agent publishes it at once; pods reach node2 over VXLAN again.
+#[test]
+fn the_agent_follows_a_next_hop_mac_change() {
+    let Some(_lock) = root_test() else {
+        return;
+    };
+    let mut lab = Lab::tagged("mac", 1);
+    let node = lab.netns("node");
+    let outside = lab.netns("out");
+    let cidr = format!("{NODE_IP}/24");
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: 1,
+        outside: Some(&outside),
+    }
+    .add(&node);
+    let outside_cidr = format!("{OUTSIDE_IP}/24");
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &outside_cidr,
+            "dev",
+            "up0peer",
+        ],
+    );
+    kernel_vtep(&outside);
+    make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
+    let state = lab.dir.join("state");
+    write_state(&state, "");
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    let source = ["--state".to_string(), state.display().to_string()];
+    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
+    lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    let answer = agent_api::call(
+        &socket,
+        &Request::AddPort {
+            port: "pod-demo-a".into(),
+            ifname: "kx0000000000a".into(),
+            container_id: "c-a".into(),
+            ips: vec![],
+        },
+        Duration::from_secs(10),
+    )
+    .expect("add_port call");
+    assert!(answer.into_result().is_ok(), "add_port a");
+    let pod_a = format!("{}-a", lab.prefix);
+    let vxlan_ping = || {
+        nsexec(&pod_a, "ping", &["-c", "1", "-W", "1", "10.244.2.1"])
+            .status
+            .success()
+    };
+    wait_for(
+        "pod a -> node2 over VXLAN",
+        Duration::from_secs(15),
+        vxlan_ping,
+    );
+
+    // node2's host gets a new MAC and says so; the old one now reaches nobody.
+    let new_mac = "02:79:00:00:00:42";
+    in_netns(&outside, || {
+        std::fs::write("/proc/sys/net/ipv4/conf/up0peer/arp_notify", "1").expect("arp_notify");
+    });
+    let before = status(&socket).generation;
+    let changed = std::time::Instant::now();
+    run(
+        "ip",
+        &["-n", &outside, "link", "set", "up0peer", "address", new_mac],
+    );
+    wait_for(
+        "a generation with node2's new MAC",
+        Duration::from_secs(10),
+        || status(&socket).generation > before,
+    );
+    let took = changed.elapsed();
+    println!("the agent followed the next hop's new MAC after {took:?}");
+    let neigh = String::from_utf8_lossy(
+        &run(
+            "ip",
+            &["-n", &node, "neigh", "show", OUTSIDE_IP, "dev", "up0"],
+        )
+        .stdout,
+    )
+    .to_string();
+    assert!(neigh.contains(new_mac), "the node's kernel: {neigh}");
+    assert!(
+        read(&log).contains(new_mac),
+        "the agent says which MAC it took; log:\n{}",
+        read(&log)
+    );
+    // The poll this replaced ran once a second; a notification takes milliseconds.
+    assert!(
+        took < Duration::from_millis(500),
+        "took {took:?}; log:\n{}",
+        read(&log)
+    );
+    wait_for(
+        "pod a -> node2 over VXLAN with the new MAC",
+        Duration::from_secs(10),
+        vxlan_ping,
+    );
+    stop_agent(lab.agent.take().unwrap(), &log);
+}
+
 /// Node2 is a kernel VXLAN device on the outside host (as Flannel's would be): VNI 1 on
 /// port 4789, the gateway address of node2's PodCIDR, static entries for pod a.
 fn kernel_vtep(ns: &str) {
