@@ -161,7 +161,7 @@ trap cleanup EXIT
 # --network host: the build's RUN steps reach crates.io (and, with another base, Debian's
 # mirror) through the host's network, without buildah making a bridge and NAT rules for it.
 # --pull=never: every base is local; a missing one is an error, not a registry request.
-bah bud --network host --pull=never --force-rm \
+bah bud --network host --pull=never \
   --build-arg BUILD_BASE="$base" --build-arg RUNTIME_BASE=scratch \
   --build-arg VERSION="$version" --build-arg REVISION="$commit" \
   -f deploy/image/Containerfile -t "localhost/kxdp:$tag" .
