@@ -164,10 +164,13 @@ trap cleanup EXIT
 bah bud --network host --pull=never \
   --build-arg BUILD_BASE="$base" --build-arg RUNTIME_BASE=scratch \
   --build-arg VERSION="$version" --build-arg REVISION="$commit" \
-  -f deploy/image/Containerfile -t "localhost/kxdp:$tag" .
+  --iidfile "$store/tmp/iid" -f deploy/image/Containerfile -t "localhost/kxdp:$tag" .
 
+# Pushed by ID, so the archive carries the one name given here (pushed by name, buildah adds
+# localhost/kxdp too); kxdp:TAG is what a runtime reads as docker.io/library/kxdp:TAG.
 rm -f "$archive"
-bah push --quiet "localhost/kxdp:$tag" "docker-archive:$archive:kxdp:$tag"
+bah push --quiet "$(cat "$store/tmp/iid")" "docker-archive:$archive:kxdp:$tag"
+rm -f "$store/tmp/iid"
 
 # Keep the store to the current image and the current base: older kxdp images and bases go,
 # and with them every layer nothing uses.
@@ -177,10 +180,10 @@ done < <(bah images --format '{{.Name}}:{{.Tag}}' |
   grep -E '^localhost/kxdp(-build-base)?:' | grep -vxF -e "localhost/kxdp:$tag" -e "$base" || true)
 bah rmi --prune >/dev/null 2>&1 || true
 
-size=$(bah inspect --type image --format '{{.Size}}' "localhost/kxdp:$tag" 2>/dev/null || true)
+size=$(bah images --format '{{.Size}}' "localhost/kxdp:$tag")
 elapsed=$((SECONDS - started))
 echo
 echo "image:   kxdp:$tag (built on $base, $driver storage in $store)"
 echo "archive: $archive ($(du -h "$archive" | cut -f1), gzip-compressed $(gzip -c "$archive" | wc -c | numfmt --to=iec))"
-[ -z "$size" ] || echo "size:    $(numfmt --to=iec "$size") unpacked"
+echo "size:    $size unpacked"
 echo "time:    $((elapsed / 60))m$((elapsed % 60))s"
