@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use testkit::tempdir::TempDir;
+use testkit::TempDir;
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -25,7 +25,11 @@ fn repo_file(path: &str) -> String {
 /// workspace, and these files keep such keys on one line).
 fn toml_string(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
+        let rest = line
+            .trim()
+            .strip_prefix(key)?
+            .trim_start()
+            .strip_prefix('=')?;
         Some(rest.trim().trim_matches('"').to_string())
     })
 }
@@ -135,11 +139,7 @@ fn assemble_rootfs_holds_exactly_the_image_files() {
 
     let dir = staged_root(&stub);
     let out = assemble(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        testkit::cmd::describe(&out)
-    );
+    assert!(out.status.success(), "{}", testkit::cmd::describe(&out));
 
     let files = files(&dir.path().join("root"));
     let programs: BTreeSet<&str> = [
@@ -198,5 +198,8 @@ fn assemble_rootfs_refuses_a_dynamic_kxdp_cni() {
     let out = assemble(&dir);
     assert!(!out.status.success(), "{}", testkit::cmd::describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("kxdp-cni is dynamically linked"), "{stderr}");
+    assert!(
+        stderr.contains("kxdp-cni is dynamically linked"),
+        "{stderr}"
+    );
 }
