@@ -713,7 +713,7 @@ fn kustomization_sets_every_image() {
     assert_eq!(
         images[0]["newTag"].as_str(),
         Some(env!("CARGO_PKG_VERSION")),
-        "the tag deploy/image/build.sh gives this version"
+        "the release tag is the workspace version"
     );
 
     let m = manifests();
