@@ -446,30 +446,7 @@ fn a_failed_start_leaves_nothing_behind() {
 
 fn scenario(workers: u32) {
     let mut lab = Lab::new(workers);
-    let node = lab.netns("node");
-    // Outside the cluster: a host on the uplink's segment with no route to any pod.
-    let outside = lab.netns("out");
-    let cidr = format!("{NODE_IP}/24");
-    Uplink {
-        mac: UPLINK_MAC,
-        addr: &cidr,
-        queues: workers,
-        outside: Some(&outside),
-    }
-    .add(&node);
-    run(
-        "ip",
-        &[
-            "-n",
-            &outside,
-            "addr",
-            "add",
-            &format!("{OUTSIDE_IP}/24"),
-            "dev",
-            "up0peer",
-        ],
-    );
-    kernel_vtep(&outside);
+    let (node, _outside) = node_beside_node2(&mut lab, workers);
     make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
     make_pod(&mut lab, "b", "10.244.1.3", "kx0000000000b");
     let state = lab.dir.join("state");
@@ -679,30 +656,7 @@ fn the_agent_follows_a_next_hop_mac_change() {
         return;
     };
     let mut lab = Lab::tagged("mac", 1);
-    let node = lab.netns("node");
-    let outside = lab.netns("out");
-    let cidr = format!("{NODE_IP}/24");
-    Uplink {
-        mac: UPLINK_MAC,
-        addr: &cidr,
-        queues: 1,
-        outside: Some(&outside),
-    }
-    .add(&node);
-    let outside_cidr = format!("{OUTSIDE_IP}/24");
-    run(
-        "ip",
-        &[
-            "-n",
-            &outside,
-            "addr",
-            "add",
-            &outside_cidr,
-            "dev",
-            "up0peer",
-        ],
-    );
-    kernel_vtep(&outside);
+    let (node, outside) = node_beside_node2(&mut lab, 1);
     make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
     let state = lab.dir.join("state");
     write_state(&state, "");
@@ -781,6 +735,37 @@ fn the_agent_follows_a_next_hop_mac_change() {
         vxlan_ping,
     );
     stop_agent(lab.agent.take().unwrap(), &log);
+}
+
+/// The node (uplink up0 with `workers` queues) and, outside it on the uplink's segment,
+/// the host that is node2: its address and its kernel VTEP ([`kernel_vtep`]).
+fn node_beside_node2(lab: &mut Lab, workers: u32) -> (String, String) {
+    let node = lab.netns("node");
+    // Outside the cluster: a host on the uplink's segment with no route to any pod.
+    let outside = lab.netns("out");
+    let cidr = format!("{NODE_IP}/24");
+    Uplink {
+        mac: UPLINK_MAC,
+        addr: &cidr,
+        queues: workers,
+        outside: Some(&outside),
+    }
+    .add(&node);
+    let outside_cidr = format!("{OUTSIDE_IP}/24");
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &outside_cidr,
+            "dev",
+            "up0peer",
+        ],
+    );
+    kernel_vtep(&outside);
+    (node, outside)
 }
 
 /// Node2 is a kernel VXLAN device on the outside host (as Flannel's would be): VNI 1 on
