@@ -4,10 +4,12 @@
 set -euo pipefail
 
 # clang + libbpf-dev: the XDP programs (C, clang -target bpf); iproute2: the netns lab and
-# tests; ethtool: checksum offload settings on veths; pkg-config + gcc: -sys crates (ring);
+# tests (kxdp-cni and the agent use rtnetlink); ethtool: the lab's, the rig's and the tests'
+# veths; pkg-config + gcc: -sys crates (ring);
 # nftables: nft, with which kxdp agent installs the pods' masquerade rule (walk 6).
 # containernetworking-plugins: /usr/lib/cni/host-local, the IPAM plugin kxdp-cni (and its
-# tests, and the lab's pods) delegate to; iputils-ping: the lab's ICMP checks; prometheus:
+# tests, and the lab's pods) delegate to, and portmap, chained after it for hostPorts;
+# iputils-ping: the lab's ICMP checks; prometheus:
 # promtool, which validates the agent's /metrics exposition in control/tests/node/metrics.rs;
 # valgrind (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`)
 # and their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
