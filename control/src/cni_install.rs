@@ -148,7 +148,8 @@ fn plugin_versions(path: &Path) -> Result<Vec<String>, CniInstallError> {
         .env("CNI_COMMAND", "VERSION")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Not read while waiting: a chatty plugin must not block on a full pipe.
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
