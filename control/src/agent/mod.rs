@@ -504,9 +504,6 @@ impl Control<'_> {
     }
 }
 
-/// Re-opens the ports of pods attached before this agent started (see `adopt`). A pod
-/// whose veth is gone (deleted while no agent ran) is skipped; one that cannot be opened is
-/// logged and left to the next CNI ADD or CHECK.
 /// `--cni-conf-dir`: the list naming this agent's socket and record directory.
 fn install_cni_config(opts: &AgentOptions) -> Result<(), AgentError> {
     let Some(dir) = &opts.cni_conf_dir else {
@@ -549,6 +546,9 @@ pub fn cni_conflist(opts: &AgentOptions, versions: &[&str]) -> serde_json::Value
     })
 }
 
+/// Re-opens the ports of pods attached before this agent started (see `adopt`). A pod
+/// whose veth is gone (deleted while no agent ran) is skipped; one that cannot be opened is
+/// logged and left to the next CNI ADD or CHECK.
 fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Path) {
     for pod in adopt::recorded(cni_state_dir) {
         if !netdev::exists(&pod.host_veth) {
