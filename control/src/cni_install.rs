@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_api::conflist::{CHAIN, CNI_VERSIONS, CONFLIST_NAME, common_versions, is_kxdp_config};
+use agent_api::conflist::{
+    CHAIN, CNI_VERSIONS, CONFLIST_NAME, common_versions, is_config_file_name, is_kxdp_config,
+};
 
 /// How long a plugin may take to say which versions it speaks.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,12 +92,7 @@ pub fn install_conflist(
         .collect();
     names.sort();
     for name in names {
-        // Runtimes read these extensions only; hidden files are our own (or others')
-        // half-written temporaries.
-        let is_config = [".conf", ".conflist", ".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext));
-        if name == CONFLIST_NAME || name.starts_with('.') || !is_config {
+        if name == CONFLIST_NAME || !is_config_file_name(&name) {
             continue;
         }
         let path = dir.join(&name);

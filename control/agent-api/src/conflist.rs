@@ -88,6 +88,15 @@ pub fn conflist(params: ConflistParams<'_>) -> Value {
     })
 }
 
+/// Whether a runtime reads the file `name` of its conf dir as a network configuration:
+/// `.conf`, `.conflist` and `.json` files; hidden ones are half-written temporaries.
+pub fn is_config_file_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && [".conf", ".conflist", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
 /// Whether a CNI configuration file's text is kxdp's (a single plugin or a list with
 /// kxdp-cni in it): such files are the agent's to replace.
 pub fn is_kxdp_config(text: &str) -> bool {
@@ -195,6 +204,16 @@ mod tests {
             "10-kxdp.conflist",
         ] {
             assert!(CONFLIST_NAME < other, "{other}");
+        }
+    }
+
+    #[test]
+    fn config_file_names_are_those_runtimes_read() {
+        for yes in ["05-kxdp.conflist", "10-flannel.conf", "99-x.json"] {
+            assert!(is_config_file_name(yes), "{yes}");
+        }
+        for no in [".05-kxdp.conflist.kxdp-tmp-1", "README", "x.conflist.bak"] {
+            assert!(!is_config_file_name(no), "{no}");
         }
     }
 

@@ -24,7 +24,7 @@ use super::cmd;
 use super::error::LabError;
 use super::layout::{HTTP_PORT, NAMESPACE, NodePlan, PODS, PodPlan};
 use super::topology;
-use agent_api::conflist::{negotiated_version, plugin_config};
+use agent_api::conflist::{is_config_file_name, negotiated_version, plugin_config};
 
 /// The CNI plugin binary, looked for next to `kxdp`.
 pub const CNI_BINARY: &str = "kxdp-cni";
@@ -33,8 +33,6 @@ pub const SYSTEM_CNI_DIR: &str = "/usr/lib/cni";
 /// The CNI versions the lab, as a runtime, speaks: a CNI 1.1 runtime.
 pub const RUNTIME_CNI_VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 pub const POD_IFNAME: &str = "eth0";
-/// The file names runtimes read in a CNI conf dir.
-const CONFIG_EXTENSIONS: [&str; 3] = [".conf", ".conflist", ".json"];
 
 /// A pod the lab created (or began to): enough to DEL it later from another process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +84,7 @@ pub fn config_files(dir: &Path) -> Result<Vec<String>, LabError> {
         .map_err(|e| LabError::io(dir, e))?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.') && CONFIG_EXTENSIONS.iter().any(|x| n.ends_with(x)))
+        .filter(|n| is_config_file_name(n))
         .collect();
     names.sort();
     Ok(names)
