@@ -3,9 +3,11 @@
 # deploy/image/Containerfile (Debian 12, after kxdp and kxdp-cni were installed into
 # ROOT/usr/local/bin). It adds exactly:
 #   /usr/sbin/nft                            the agent runs `nft -f -` for its masquerade table
-#   /usr/local/lib/kxdp/cni/{host-local,portmap}
+#   /usr/local/lib/kxdp/cni/{host-local,portmap,loopback}
 #                                            Debian's CNI plugins, for the init container to
-#                                            install on the node beside kxdp-cni
+#                                            install on the node beside kxdp-cni (loopback:
+#                                            containerd's CRI runs it for every pod and fails
+#                                            the pod when /opt/cni/bin lacks it)
 #   the shared libraries kxdp and nft load   (glibc, libgcc_s, nft's libraries)
 # strips the debug info off kxdp and kxdp-cni (symbols stay, for backtraces and perf), and
 # then starts each program in a chroot of ROOT, so a missing library fails the build rather
@@ -30,7 +32,7 @@ for prog in kxdp kxdp-cni; do
 done
 
 install -D -m 0755 /usr/sbin/nft "$root/usr/sbin/nft"
-for plugin in host-local portmap; do
+for plugin in host-local portmap loopback; do
   install -D -m 0755 "/usr/lib/cni/$plugin" "$root/usr/local/lib/kxdp/cni/$plugin"
 done
 
@@ -62,7 +64,7 @@ copy_libs "$root/usr/sbin/nft"
 # Each program starts in the finished filesystem (CAP_SYS_CHROOT is a build's default).
 chroot "$root" /usr/local/bin/kxdp --help >/dev/null || fail "kxdp does not start in the image"
 chroot "$root" /usr/sbin/nft --version >/dev/null || fail "nft does not start in the image"
-for prog in /usr/local/bin/kxdp-cni /usr/local/lib/kxdp/cni/host-local /usr/local/lib/kxdp/cni/portmap; do
+for prog in /usr/local/bin/kxdp-cni /usr/local/lib/kxdp/cni/host-local /usr/local/lib/kxdp/cni/portmap /usr/local/lib/kxdp/cni/loopback; do
   CNI_COMMAND=VERSION chroot "$root" "$prog" </dev/null >/dev/null || fail "$prog does not start in the image"
 done
 

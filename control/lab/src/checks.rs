@@ -87,6 +87,8 @@ fn report_of<T: serde::de::DeserializeOwned>(
 struct Ctx<'a> {
     lab: &'a Lab,
     ips: BTreeMap<String, Ipv4Addr>,
+    /// Each pod's network namespace: a name in /run/netns, or containerd's path.
+    netns: BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -99,7 +101,10 @@ impl Ctx<'_> {
     }
 
     fn pod_ns(&self, pod: &PodPlan) -> String {
-        self.lab.names().pod(pod)
+        self.netns
+            .get(pod.name)
+            .cloned()
+            .unwrap_or_else(|| self.lab.names().pod(pod))
     }
 
     fn node_ns(&self, node: NodePlan) -> String {
@@ -128,10 +133,12 @@ impl Ctx<'_> {
 /// Runs every check; Err only when the lab is not there to check.
 pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     let mut ips = BTreeMap::new();
+    let mut netns = BTreeMap::new();
     for rec in pods::records(lab) {
         if let Some(ip) = rec.ip {
             ips.insert(rec.name.clone(), ip);
         }
+        netns.insert(rec.name.clone(), rec.netns.clone());
     }
     for p in super::layout::PODS {
         if !ips.contains_key(p.name) {
@@ -143,7 +150,7 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
             )));
         }
     }
-    let ctx = Ctx { lab, ips };
+    let ctx = Ctx { lab, ips, netns };
     let mut results = Vec::new();
     let mut check = |name: String, f: &dyn Fn(&Ctx<'_>) -> (bool, String)| {
         let counters_before = all_worker_totals(lab);

@@ -6,9 +6,14 @@ use std::process::{Command, Output};
 
 use super::error::LabError;
 
-/// The bind mount `ip netns add` makes for a namespace.
+/// The bind mount `ip netns add` makes for a namespace named `netns`; an absolute path
+/// (a namespace containerd made under its state directory) is taken as it is.
 pub fn netns_path(netns: &str) -> String {
-    format!("/run/netns/{netns}")
+    if netns.starts_with('/') {
+        netns.to_string()
+    } else {
+        format!("/run/netns/{netns}")
+    }
 }
 
 pub fn netns_exists(netns: &str) -> bool {
@@ -77,7 +82,7 @@ pub fn ip(args: &[&str]) -> Result<String, LabError> {
 /// netns exec`) remounts / as a slave and so fails where / is not a mount point (a chroot).
 pub fn ip_in(netns: &str, args: &[&str]) -> Result<String, LabError> {
     run(Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
+        .arg(format!("--net={}", netns_path(netns)))
         .arg("ip")
         .args(args))
 }

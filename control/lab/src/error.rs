@@ -23,6 +23,16 @@ pub enum LabError {
     /// The agent's local API failed or answered an error.
     #[error("agent {node}: {detail}")]
     Agent { node: String, detail: String },
+    /// A node's container runtime refused a CRI call or did not answer.
+    #[error("containerd on {node}: {source}")]
+    Cri {
+        node: String,
+        #[source]
+        source: cri::CriError,
+    },
+    /// An image for the lab's containerd mode could not be written.
+    #[error(transparent)]
+    Image(#[from] crate::oci_image::OciError),
     /// Anything else the lab cannot proceed without (a missing binary, a bad argument).
     #[error("{0}")]
     Setup(String),

@@ -21,9 +21,12 @@ mod apiserver;
 pub mod apiserver_double;
 mod checks;
 pub mod cmd;
+pub mod containerd;
 mod error;
 pub mod layout;
 pub mod manifests;
+pub mod oci_image;
+pub mod pause;
 pub mod pods;
 pub mod probe;
 pub mod procs;
@@ -75,6 +78,28 @@ pub struct LabOptions {
     /// check and down take it from DIR when a lab is there.
     #[arg(long, value_enum, default_value_t = StateSource::Dir)]
     pub source: StateSource,
+    /// What makes the pods and runs the agents: `namespaces` is the lab itself (pods are
+    /// namespaces it runs the CNI chain for, agents and servers processes it starts);
+    /// `containerd` is one containerd per node, driven through CRI as a kubelet drives it,
+    /// running the agents from the kxdp image (--image) as deploy/kxdp.yaml's DaemonSet.
+    /// check and down take it from DIR when a lab is there.
+    #[arg(long, value_enum, default_value_t = Runtime::Namespaces)]
+    pub runtime: Runtime,
+    /// With `--runtime containerd`: the kxdp image archive (docker-archive) to run the
+    /// agents from, as deploy/image/build.sh writes it (target/image/kxdp-*.tar).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+}
+
+/// What makes the lab's pods and runs its agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// The lab: network namespaces, the CNI chain run by the lab, processes via nsenter.
+    #[default]
+    Namespaces,
+    /// containerd per node through CRI; the agents from the kxdp image.
+    Containerd,
 }
 
 /// Where the lab's agents get the cluster state.
@@ -108,6 +133,10 @@ struct LabRecord {
     /// Absent in a record of a lab from before `--source`: those read DIR/state.
     #[serde(default)]
     source: StateSource,
+    #[serde(default)]
+    runtime: Runtime,
+    #[serde(default)]
+    image: Option<PathBuf>,
 }
 
 /// One lab: its directory, prefix, worker count and the `kxdp` binary that runs it all.
@@ -117,6 +146,9 @@ pub struct Lab {
     pub prefix: String,
     pub workers: u32,
     pub source: StateSource,
+    pub runtime: Runtime,
+    /// The kxdp image archive (`--runtime containerd`).
+    pub image: Option<PathBuf>,
     /// Where `kxdp` (the agents), `kxdp-cni` (the pods) and `kxdp-lab` (probes, the
     /// API-server double) are: beside the running tool, as `cargo build` leaves them.
     pub bin_dir: PathBuf,
@@ -130,6 +162,8 @@ impl Lab {
         prefix: &str,
         workers: u32,
         source: StateSource,
+        runtime: Runtime,
+        image: Option<&Path>,
         prefer_record: bool,
     ) -> Result<Lab, LabError> {
         let exe = std::env::current_exe()
@@ -139,6 +173,8 @@ impl Lab {
             prefix: prefix.to_string(),
             workers,
             source,
+            runtime,
+            image: image.map(Path::to_path_buf),
             bin_dir: exe
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
@@ -147,6 +183,8 @@ impl Lab {
             lab.prefix = rec.prefix;
             lab.workers = rec.workers;
             lab.source = rec.source;
+            lab.runtime = rec.runtime;
+            lab.image = rec.image;
         }
         if !layout::valid_prefix(&lab.prefix) {
             return Err(LabError::Setup(format!(
@@ -178,7 +216,11 @@ impl Lab {
     }
 
     pub fn agent_socket(&self, node: NodePlan) -> PathBuf {
-        self.node_dir(node).join("agent.sock")
+        match self.runtime {
+            Runtime::Namespaces => self.node_dir(node).join("agent.sock"),
+            // The DaemonSet's /run/kxdp/agent.sock on the node.
+            Runtime::Containerd => containerd::agents::agent_socket(self, node),
+        }
     }
 
     /// The node's CNI conf dir (a node's /etc/cni/net.d): its agent installs the
@@ -264,6 +306,8 @@ pub fn main(action: LabAction, args: &LabOptions) -> ExitCode {
         &args.prefix,
         args.workers,
         args.source,
+        args.runtime,
+        args.image.as_deref(),
         prefer_record,
     ) {
         Ok(l) => l,
@@ -328,6 +372,8 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
             prefix: rec.prefix,
             workers: rec.workers,
             source: rec.source,
+            runtime: rec.runtime,
+            image: rec.image,
             ..lab.clone()
         };
         down(&old)?;
@@ -338,6 +384,8 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
         prefix: lab.prefix.clone(),
         workers: lab.workers,
         source: lab.source,
+        runtime: lab.runtime,
+        image: lab.image.clone(),
     };
     let text = serde_json::to_vec_pretty(&rec).map_err(|e| LabError::Setup(e.to_string()))?;
     fs::write(lab.record_path(), text).map_err(|e| LabError::io(lab.record_path(), e))?;
@@ -364,20 +412,44 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
             apiserver::kubeconfig(lab).display()
         ));
     }
+    let kxdp_image = match lab.runtime {
+        Runtime::Namespaces => None,
+        Runtime::Containerd => {
+            progress("starting containerd on node1 and node2, importing the images");
+            Some(containerd::up(lab)?)
+        }
+    };
     for node in AGENT_NODES {
         pods::seed_leftover_configs(lab, node)?;
         progress(&format!(
-            "starting kxdp agent on {} ({} worker(s))",
+            "starting kxdp agent on {} ({} worker(s){})",
             node.name(),
-            lab.workers
+            lab.workers,
+            kxdp_image
+                .as_deref()
+                .map_or(String::new(), |i| format!("; the DaemonSet's pod from {i}"))
         ));
-        agents::start(lab, node)?;
+        match &kxdp_image {
+            None => drop(agents::start(lab, node)?),
+            Some(image) => drop(containerd::agents::start(lab, node, image)?),
+        }
     }
     let mut placed = Vec::new();
     for pod in PODS {
-        let ip = pods::add(lab, &pod)?;
+        let ip = match lab.runtime {
+            Runtime::Namespaces => pods::add(lab, &pod)?,
+            Runtime::Containerd => {
+                let (rec, _) = containerd::pods::add(lab, &pod)?;
+                rec.ip
+                    .ok_or_else(|| LabError::Setup(format!("pod {}: no address", pod.name)))?
+            }
+        };
+        let how = match lab.runtime {
+            Runtime::Namespaces => "kxdp-cni ADD",
+            Runtime::Containerd => "CRI RunPodSandbox, probe container started",
+        };
         progress(&format!(
-            "pod {}/{} on {}: {ip} (kxdp-cni ADD)",
+            "pod {}/{} on {}: {ip} ({how})",
             layout::NAMESPACE,
             pod.name,
             pod.node.name()
@@ -388,8 +460,10 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
     for p in &placed {
         topology::add_vtep_peer(&names, p.ip, p.plan.node)?;
     }
-    for pod in PODS {
-        servers::start_in_pod(lab, &pod)?;
+    if lab.runtime == Runtime::Namespaces {
+        for pod in PODS {
+            servers::start_in_pod(lab, &pod)?;
+        }
     }
     servers::start_on_vtep(lab)?;
     agents::wait_for_pods(lab, &AGENT_NODES, &placed, PODS_KNOWN_TIMEOUT)?;
@@ -424,6 +498,9 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
             first_error.get_or_insert(e);
         }
     };
+    if containerd::present(lab) {
+        note(containerd::down(lab));
+    }
     for rec in pods::records(lab) {
         note(pods::del(lab, &rec));
     }
@@ -457,6 +534,7 @@ fn remove_lab_files(lab: &Lab) -> Result<(), LabError> {
         lab.pods_dir(),
         lab.procs_dir(),
         lab.dir.join("probes"),
+        lab.dir.join("images"),
         apiserver::dir(lab),
     ];
     dirs.extend(AGENT_NODES.iter().map(|&n| lab.node_dir(n)));

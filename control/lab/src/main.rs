@@ -1,11 +1,12 @@
 //! `kxdp-lab`: the two-node lab in network namespaces (`run`, or `up` / `check` / `down`),
-//! and the helpers it runs inside them (`probe`, `apiserver-double`). A tool for this
-//! machine: the binary a node runs (`kxdp`) contains none of it.
+//! and the helpers it runs inside them (`probe`, `apiserver-double`, and `pause` for the
+//! containerd mode's pod sandboxes). A tool for this machine: the binary a node runs
+//! (`kxdp`) contains none of it.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lab::{LabAction, LabOptions, apiserver_double, probe};
+use lab::{LabAction, LabOptions, apiserver_double, pause, probe};
 
 /// kxdp-lab: a two-node kxdp cluster in network namespaces on this machine, checked with
 /// real traffic.
@@ -33,6 +34,10 @@ enum Command {
     /// (what `kxdp-lab run --source api` feeds its agents from). Not an API server.
     #[command(name = "apiserver-double", hide = true)]
     ApiServerDouble(apiserver_double::ApiServerDoubleArgs),
+    /// A pod sandbox's infra container: waits for SIGTERM or SIGINT (exit 0), reaping
+    /// orphans meanwhile, as PID 1 of the pod's PID namespace.
+    #[command(hide = true)]
+    Pause,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Command::Down(o) => lab::main(LabAction::Down, &o),
         Command::Probe(args) => probe::main(args),
         Command::ApiServerDouble(args) => apiserver_double::main(args),
+        Command::Pause => pause::main(),
     }
 }
 

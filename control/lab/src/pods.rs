@@ -52,6 +52,17 @@ pub struct PodRecord {
     /// `runtimeConfig.portMappings`: the pod's `hostPort`s.
     #[serde(default)]
     pub port_mappings: Vec<Value>,
+    /// Made through containerd (`--runtime containerd`): then `container_id` is the CRI
+    /// sandbox's ID, `netns` the path of its network namespace, and the chain ran there.
+    #[serde(default)]
+    pub sandbox: Option<SandboxRecord>,
+}
+
+/// The CRI side of a pod containerd made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Its containers' IDs (the probe server).
+    pub containers: Vec<String>,
 }
 
 /// What a node's conf dir holds before its agent starts: what a node moving to kxdp from
@@ -116,7 +127,7 @@ fn record_path(lab: &Lab, name: &str) -> PathBuf {
     lab.pods_dir().join(format!("{name}.json"))
 }
 
-fn save(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
+pub fn save(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
     let dir = lab.pods_dir();
     fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
     let path = record_path(lab, &rec.name);
@@ -152,6 +163,7 @@ pub fn add(lab: &Lab, pod: &PodPlan) -> Result<Ipv4Addr, LabError> {
         conflist: Some(list),
         result: None,
         port_mappings: port_mappings(pod),
+        sandbox: None,
     };
     // Recorded before ADD: a runtime DELs after a failed ADD, and so does `down`.
     save(lab, &rec)?;
@@ -170,11 +182,7 @@ pub fn add(lab: &Lab, pod: &PodPlan) -> Result<Ipv4Addr, LabError> {
 
 /// CNI DEL (the plugins and the agent must take it twice), then the record goes.
 pub fn del(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
-    let node = super::layout::NODES
-        .iter()
-        .copied()
-        .find(|n| n.index == rec.node)
-        .ok_or_else(|| LabError::Setup(format!("pod {}: no node {}", rec.name, rec.node)))?;
+    let node = node_of(rec)?;
     let result = if rec.conflist.is_none() {
         // ADD never ran: no configuration was there to run it with.
         Ok(())
@@ -185,10 +193,23 @@ pub fn del(lab: &Lab, rec: &PodRecord) -> Result<(), LabError> {
         Ok(())
     };
     if result.is_ok() {
-        let path = record_path(lab, &rec.name);
-        let _ = fs::remove_file(path);
+        forget(lab, rec);
     }
     result
+}
+
+/// The node a record's pod is on.
+pub fn node_of(rec: &PodRecord) -> Result<NodePlan, LabError> {
+    super::layout::NODES
+        .iter()
+        .copied()
+        .find(|n| n.index == rec.node)
+        .ok_or_else(|| LabError::Setup(format!("pod {}: no node {}", rec.name, rec.node)))
+}
+
+/// Drops the pod's record (it is gone).
+pub fn forget(lab: &Lab, rec: &PodRecord) {
+    let _ = fs::remove_file(record_path(lab, &rec.name));
 }
 
 /// Runs `command` over the record's chain: ADD in order, each plugin given the previous

@@ -17,7 +17,8 @@ pub fn label(name: &str) -> String {
     format!("probe-{name}")
 }
 
-fn serve_args(name: &str) -> Vec<String> {
+/// `kxdp-lab probe serve` as every pod runs it, answering as `name`.
+pub fn serve_args(name: &str) -> Vec<String> {
     let mut args = vec![
         "probe".to_string(),
         "serve".into(),

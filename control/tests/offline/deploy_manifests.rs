@@ -615,8 +615,8 @@ fn install_args(m: &Manifests) -> control::cli::InstallCniPluginsArgs {
 }
 
 /// Runs the init container's command with the real `kxdp`, its mount replaced by a scratch
-/// directory and the image's plugins by the built kxdp-cni and Debian's host-local and
-/// portmap, then checks what landed where the runtime looks.
+/// directory and the image's plugins by the built kxdp-cni and Debian's host-local, portmap
+/// and loopback, then checks what landed where the runtime looks.
 #[test]
 fn init_container_installs_the_plugins() {
     let m = manifests();
@@ -656,10 +656,13 @@ fn init_container_installs_the_plugins() {
                 .into_owned()
         })
         .collect();
-    let want: BTreeSet<String> = ["kxdp-cni", "host-local", "portmap"]
+    let want: BTreeSet<String> = ["kxdp-cni", "host-local", "portmap", "loopback"]
         .map(String::from)
         .into();
-    assert_eq!(names, want, "the plugin, its IPAM and the chained portmap");
+    assert_eq!(
+        names, want,
+        "the plugin, its IPAM, the chained portmap and the loopback containerd runs per pod"
+    );
 
     let kxdp = testkit::bins::workspace_binary("control", "kxdp");
     let out = Command::new(&kxdp)

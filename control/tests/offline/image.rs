@@ -147,6 +147,7 @@ fn assemble_rootfs_holds_exactly_the_image_files() {
         "/usr/local/bin/kxdp-cni",
         "/usr/local/lib/kxdp/cni/host-local",
         "/usr/local/lib/kxdp/cni/portmap",
+        "/usr/local/lib/kxdp/cni/loopback",
         "/usr/sbin/nft",
         "/lib64/ld-linux-x86-64.so.2",
     ]
