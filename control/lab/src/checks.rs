@@ -9,7 +9,6 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::Lab;
 use super::cmd;
 use super::error::LabError;
 use super::layout::{
@@ -17,9 +16,11 @@ use super::layout::{
     NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan, WEB_CLUSTER_IP, WEB_TCP_PORT,
     WEB_UDP_PORT,
 };
+use super::manifests::PlacedPod;
 use super::pods;
 use super::report::{self, CheckResult};
 use super::servers::VTEP_SERVER;
+use super::{Lab, Runtime};
 use crate::probe::{FloodReport, ProbeReport, Proto, READY_PREFIX, SinkReport};
 use agent_api::AgentStats;
 
@@ -347,7 +348,56 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         pod_to_pod(c, &POD_CLIENT, &POD_WEB2, Proto::Tcp, HTTP_PORT)
     });
 
+    if lab.runtime == Runtime::Containerd {
+        containerd_checks(lab, &mut check)?;
+    }
+
     Ok(results)
+}
+
+/// What containerd does with kxdp-cni and the agent (containerd::runtime_checks), each
+/// followed by traffic between the lab's pods.
+fn containerd_checks(
+    lab: &Lab,
+    check: &mut dyn FnMut(String, &dyn Fn(&Ctx<'_>) -> (bool, String)),
+) -> Result<(), LabError> {
+    use super::containerd::{images, runtime_checks as rc};
+    let archive = lab.image.as_deref().ok_or_else(|| {
+        LabError::Setup("a containerd lab without its --image in DIR/lab.json".into())
+    })?;
+    let image = images::archive_image_name(archive)?;
+    let tcp =
+        |c: &Ctx<'_>, from: &PodPlan, to: &PodPlan| pod_to_pod(c, from, to, Proto::Tcp, HTTP_PORT);
+    let placed = |c: &Ctx<'_>| -> Vec<PlacedPod> {
+        super::layout::PODS
+            .iter()
+            .map(|&plan| PlacedPod {
+                plan,
+                ip: c.ip(&plan),
+            })
+            .collect()
+    };
+    check(
+        "containerd: StopPodSandbox + RemovePodSandbox (CNI DEL twice) leave nothing".into(),
+        &|c| rc::del_twice(c.lab, &|f, t| tcp(c, f, t)),
+    );
+    check(
+        "containerd: sandbox removed after its netns vanished (DEL without netns)".into(),
+        &|c| rc::netns_gone(c.lab, &|f, t| tcp(c, f, t)),
+    );
+    check(
+        "containerd restart on node1 with pods running".into(),
+        &|c| rc::containerd_restart(c.lab, &|f, t| tcp(c, f, t)),
+    );
+    check(
+        "agent container restarted on node2: pods served again".into(),
+        &|c| rc::agent_restart(c.lab, &image, &|f, t| tcp(c, f, t), &placed(c)),
+    );
+    check(
+        "sandbox while node1's agent restarts: CNI 11, retried, made".into(),
+        &|c| rc::sandbox_during_agent_restart(c.lab, &image, &|f, t| tcp(c, f, t), &placed(c)),
+    );
+    Ok(())
 }
 
 /// The node's conf dir: kxdp's list sorts first (so a runtime uses it), the older kxdp list

@@ -16,6 +16,7 @@ pub mod images;
 pub mod logs;
 pub mod mounts;
 pub mod pods;
+pub mod runtime_checks;
 
 use std::path::PathBuf;
 use std::time::Duration;

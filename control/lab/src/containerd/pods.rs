@@ -140,6 +140,17 @@ pub fn run_sandbox(
     config: &api::PodSandboxConfig,
     timeout: Duration,
 ) -> Result<SandboxRun, LabError> {
+    run_sandbox_observed(client, node, config, timeout, &mut |_| {})
+}
+
+/// [`run_sandbox`], telling `on_failure` each failure before it retries.
+pub fn run_sandbox_observed(
+    client: &cri::Client,
+    node: NodePlan,
+    config: &api::PodSandboxConfig,
+    timeout: Duration,
+    on_failure: &mut dyn FnMut(&str),
+) -> Result<SandboxRun, LabError> {
     let deadline = Instant::now() + timeout;
     let mut failures = Vec::new();
     let mut config = config.clone();
@@ -149,6 +160,7 @@ pub fn run_sandbox(
             Err(e) if Instant::now() < deadline => {
                 tracing::info!(node = %node.name(), "RunPodSandbox failed, retrying: {e}");
                 failures.push(e.message().to_string());
+                on_failure(e.message());
                 // The kubelet's next sandbox for the pod is its next attempt: a failed one
                 // whose cleanup failed too keeps its name reserved (containerd marks it
                 // unknown), and `down` removes it with the rest.

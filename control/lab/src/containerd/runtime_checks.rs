@@ -1,0 +1,276 @@
+//! Checks only the containerd runtime has: what containerd does with kxdp-cni and the agent
+//! that the lab's own runtime never did. Each makes a throwaway pod where it needs one and
+//! removes it again; each ends by sending traffic to the lab's pods.
+//!
+//! containerd (1.6, and 2.x alike) never runs CNI CHECK: the CRI plugin's sandbox code calls
+//! only ADD (RunPodSandbox) and DEL (StopPodSandbox, RemovePodSandbox, and the cleanup of a
+//! failed RunPodSandbox), so these checks cover ADD and DEL; CHECK stays with kxdp-cni's own
+//! tests.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::super::Lab;
+use super::super::agents as lab_agents;
+use super::super::error::LabError;
+use super::super::layout::{
+    NAMESPACE, NODE1, NODE2, NodePlan, POD_CLIENT, POD_WEB1, POD_WEB2, PodPlan,
+};
+use super::super::manifests::PlacedPod;
+use super::pods::{self, run_sandbox, run_sandbox_observed, sandbox_network};
+use super::{NodeRuntime, agents, cri_error, daemon};
+use model::translate::pod_port_name;
+
+/// Sends the lab's usual request from one lab pod to another; (passed, what it measured).
+pub type Traffic<'a> = &'a dyn Fn(&PodPlan, &PodPlan) -> (bool, String);
+
+/// A pod only these checks make.
+const fn scratch(name: &'static str, node: NodePlan) -> PodPlan {
+    PodPlan {
+        name,
+        node,
+        labels: &[("app", "scratch")],
+        http_host_port: None,
+    }
+}
+
+const KNOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a throwaway sandbox got.
+struct Scratch {
+    id: String,
+    ip: Ipv4Addr,
+    netns: String,
+    port: String,
+}
+
+fn make_scratch(lab: &Lab, pod: &PodPlan) -> Result<(cri::Client, Scratch), LabError> {
+    let client = super::client(&NodeRuntime::of(lab, pod.node))?;
+    let config = pods::pod_sandbox_config(lab, pod);
+    let run = run_sandbox(&client, pod.node, &config, pods::RUN_RETRY_TIMEOUT)?;
+    let (ip, netns) = sandbox_network(&client, pod.node, &run.id)?;
+    Ok((
+        client,
+        Scratch {
+            id: run.id,
+            ip,
+            netns,
+            port: pod_port_name(NAMESPACE, pod.name),
+        },
+    ))
+}
+
+/// Whether host-local still holds a lease for `ip` on the node (a file named by the
+/// address in its data directory, one subdirectory per network).
+fn leased(lab: &Lab, node: NodePlan, ip: Ipv4Addr) -> bool {
+    let dir = lab.node_dir(node).join("ipam");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|net| net.path().join(ip.to_string()).exists())
+}
+
+/// Whether the agent has the pod's port open.
+fn port_open(lab: &Lab, node: NodePlan, port: &str) -> Result<bool, LabError> {
+    Ok(lab_agents::status(lab, node)?
+        .ports
+        .iter()
+        .any(|p| p == port))
+}
+
+/// What is left of a removed scratch pod: its namespace, lease and port must all be gone.
+fn leftovers(lab: &Lab, node: NodePlan, s: &Scratch) -> Result<Vec<String>, LabError> {
+    let mut left = Vec::new();
+    if Path::new(&s.netns).exists() {
+        left.push(format!("netns {}", s.netns));
+    }
+    if leased(lab, node, s.ip) {
+        left.push(format!("host-local lease of {}", s.ip));
+    }
+    if port_open(lab, node, &s.port)? {
+        left.push(format!("agent port {}", s.port));
+    }
+    Ok(left)
+}
+
+fn verdict(r: Result<(bool, String), LabError>) -> (bool, String) {
+    r.unwrap_or_else(|e| (false, e.to_string()))
+}
+
+/// The kubelet's removal: StopPodSandbox (containerd runs DEL with the netns), then
+/// RemovePodSandbox (DEL again, with no netns path). Both must succeed and leave nothing.
+pub fn del_twice(lab: &Lab, traffic: Traffic<'_>) -> (bool, String) {
+    verdict((|| {
+        let pod = scratch("scratch-del", NODE1);
+        let (client, s) = make_scratch(lab, &pod)?;
+        let opened = port_open(lab, pod.node, &s.port)?;
+        let lease = leased(lab, pod.node, s.ip);
+        client
+            .stop_pod_sandbox(&s.id)
+            .map_err(cri_error(pod.node))?;
+        let after_stop = leftovers(lab, pod.node, &s)?;
+        client
+            .remove_pod_sandbox(&s.id)
+            .map_err(cri_error(pod.node))?;
+        let after_remove = leftovers(lab, pod.node, &s)?;
+        let (ok, measured) = traffic(&POD_CLIENT, &POD_WEB1);
+        Ok((
+            opened && lease && after_stop.is_empty() && after_remove.is_empty() && ok,
+            format!(
+                "ADD gave {} (port open {opened}, leased {lease}); after StopPodSandbox left \
+                 {after_stop:?}, after RemovePodSandbox {after_remove:?}; client->web-1: {measured}",
+                s.ip
+            ),
+        ))
+    })())
+}
+
+/// A sandbox whose network namespace vanished (unmounted and removed behind containerd's
+/// back): containerd runs DEL with an empty CNI_NETNS, which must succeed and release all.
+pub fn netns_gone(lab: &Lab, traffic: Traffic<'_>) -> (bool, String) {
+    verdict((|| {
+        let pod = scratch("scratch-gone", NODE2);
+        let (client, s) = make_scratch(lab, &pod)?;
+        super::mounts::unmount_under(Path::new(&s.netns))?;
+        std::fs::remove_file(&s.netns).map_err(|e| LabError::io(&s.netns, e))?;
+        pods::remove_sandbox(&client, pod.node, &s.id)?;
+        let left = leftovers(lab, pod.node, &s)?;
+        let (ok, measured) = traffic(&POD_WEB2, &POD_CLIENT);
+        Ok((
+            left.is_empty() && ok,
+            format!(
+                "sandbox {} ({}) removed after its netns went; left {left:?}; web-2->client: {measured}",
+                &s.id[..12.min(s.id.len())],
+                s.ip
+            ),
+        ))
+    })())
+}
+
+/// containerd stopped (SIGTERM) and started again with the pods running: the shims keep the
+/// containers, the restarted containerd finds its sandboxes ready, and traffic flows.
+pub fn containerd_restart(lab: &Lab, traffic: Traffic<'_>) -> (bool, String) {
+    verdict((|| {
+        let node = NODE1;
+        let rt = NodeRuntime::of(lab, node);
+        let started = Instant::now();
+        daemon::stop(lab, &rt)?;
+        let during = traffic(&POD_CLIENT, &POD_WEB1);
+        daemon::launch(lab, &rt)?;
+        let took = started.elapsed();
+        let client = super::client(&rt)?;
+        let sandboxes = client.list_pod_sandboxes().map_err(cri_error(node))?;
+        let ready = sandboxes
+            .iter()
+            .filter(|s| s.state == cri::api::PodSandboxState::SandboxReady as i32)
+            .count();
+        let after = traffic(&POD_CLIENT, &POD_WEB1);
+        // Three ready sandboxes on node1: the agent's, client's and web-1's.
+        Ok((
+            during.0 && after.0 && ready == 3 && sandboxes.len() == 3,
+            format!(
+                "restarted in {:.1} s; {ready}/{} sandboxes ready after; client->web-1 while \
+                 stopped: {}; after: {}",
+                took.as_secs_f64(),
+                sandboxes.len(),
+                during.1,
+                after.1
+            ),
+        ))
+    })())
+}
+
+/// The agent container stopped, removed, and its next attempt started, as the kubelet
+/// restarts a container: the pods it serves answer again.
+pub fn agent_restart(
+    lab: &Lab,
+    image: &str,
+    traffic: Traffic<'_>,
+    placed: &[PlacedPod],
+) -> (bool, String) {
+    verdict((|| {
+        let node = NODE2;
+        let started = Instant::now();
+        agents::stop_agent(lab, node)?;
+        let pod = agents::start_next_attempt(lab, node, image)?;
+        lab_agents::wait_for_pods(lab, &[node], placed, KNOWN_TIMEOUT)?;
+        let took = started.elapsed();
+        let (ok, measured) = traffic(&POD_CLIENT, &POD_WEB2);
+        Ok((
+            ok,
+            format!(
+                "attempt {} ready and serving in {:.1} s; client->web-2: {measured}",
+                pod.attempt,
+                took.as_secs_f64()
+            ),
+        ))
+    })())
+}
+
+/// A pod created while its node's agent is restarting: kxdp-cni answers ADD with 11 (try
+/// again later), containerd fails RunPodSandbox (and DELs), the kubelet (the lab) retries,
+/// and once the agent is back the sandbox is made.
+pub fn sandbox_during_agent_restart(
+    lab: &Lab,
+    image: &str,
+    traffic: Traffic<'_>,
+    placed: &[PlacedPod],
+) -> (bool, String) {
+    verdict((|| {
+        let node = NODE1;
+        let pod = scratch("scratch-retry", node);
+        agents::stop_agent(lab, node)?;
+        let (first_failure_tx, first_failure) = mpsc::channel::<String>();
+        let lab_for_thread = lab.clone();
+        let kubelet =
+            std::thread::spawn(move || -> Result<(pods::SandboxRun, Ipv4Addr), LabError> {
+                let client = super::client(&NodeRuntime::of(&lab_for_thread, node))?;
+                let config = pods::pod_sandbox_config(&lab_for_thread, &pod);
+                let run = run_sandbox_observed(
+                    &client,
+                    node,
+                    &config,
+                    pods::RUN_RETRY_TIMEOUT,
+                    &mut |msg| {
+                        let _ = first_failure_tx.send(msg.to_string());
+                    },
+                )?;
+                let (ip, _) = sandbox_network(&client, node, &run.id)?;
+                Ok((run, ip))
+            });
+        // The agent comes back only after a RunPodSandbox has failed for want of it.
+        let first = first_failure
+            .recv_timeout(pods::RUN_RETRY_TIMEOUT)
+            .map_err(|_| {
+                LabError::Setup("RunPodSandbox never failed while the agent was stopped".into())
+            });
+        let restarted = agents::start_next_attempt(lab, node, image);
+        let joined = kubelet
+            .join()
+            .map_err(|_| LabError::Setup("the kubelet thread panicked".into()))?;
+        let first = first?;
+        restarted?;
+        let (run, ip) = joined?;
+        lab_agents::wait_for_pods(lab, &[node], placed, KNOWN_TIMEOUT)?;
+        let (ok, measured) = traffic(&POD_CLIENT, &POD_WEB1);
+        let client = super::client(&NodeRuntime::of(lab, node))?;
+        pods::remove_sandbox(&client, node, &run.id)?;
+        // kxdp-cni's two "try again later" (11) messages: no agent answering, or one that
+        // answers it cannot serve yet.
+        let try_again = run.failures.iter().all(|f| {
+            f.contains("the kxdp agent is not answering")
+                || f.contains("the kxdp agent cannot serve requests now")
+        });
+        Ok((
+            !run.failures.is_empty() && try_again && ok,
+            format!(
+                "{} RunPodSandbox failure(s) retried, then {ip}; first: {first:?}; \
+                 client->web-1 after: {measured}",
+                run.failures.len()
+            ),
+        ))
+    })())
+}
