@@ -67,6 +67,7 @@ pub enum OciError {
     Json(#[from] serde_json::Error),
 }
 
+/// An error reading `path`: one that is not there is Missing.
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OciError + '_ {
     move |source| match source.kind() {
         io::ErrorKind::NotFound => OciError::Missing {
@@ -76,6 +77,14 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OciError + '_ {
             path: path.to_path_buf(),
             source,
         },
+    }
+}
+
+/// An error writing `path`.
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> OciError + '_ {
+    move |source| OciError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -268,12 +277,9 @@ pub fn write_archive(spec: &ImageSpec, out: &Path) -> Result<Digest, OciError> {
 
     let partial = partial_path(out);
     let written = (|| {
-        let file = File::create(&partial).map_err(io_error(&partial))?;
+        let err = |e| write_error(&partial)(e);
+        let file = File::create(&partial).map_err(err)?;
         let mut ar = tar::Builder::new(BufWriter::new(file));
-        let err = |e| OciError::Io {
-            path: partial.clone(),
-            source: e,
-        };
         // In name order: blobs/, blobs/sha256/, the blobs by digest, index.json, oci-layout.
         append_dir(&mut ar, "blobs/").map_err(err)?;
         append_dir(&mut ar, "blobs/sha256/").map_err(err)?;
@@ -301,7 +307,7 @@ pub fn write_archive(spec: &ImageSpec, out: &Path) -> Result<Digest, OciError> {
         Ok(())
     })();
     match written {
-        Ok(()) => fs::rename(&partial, out).map_err(io_error(out))?,
+        Ok(()) => fs::rename(&partial, out).map_err(write_error(out))?,
         Err(e) => {
             let _ = fs::remove_file(&partial);
             return Err(e);
@@ -416,20 +422,12 @@ fn write_layer<W: Write>(
     dest: &Path,
 ) -> Result<Hashing<W>, OciError> {
     let mut layer = tar::Builder::new(w);
-    let blame = |layer: &tar::Builder<Hashing<W>>, read: &Path, source: io::Error| {
-        let path = if layer.get_ref().write_failed {
-            dest
-        } else {
-            read
-        };
-        io_error(path)(source)
-    };
     for (path, entry) in entries {
         match entry {
             Entry::Dir => {
                 let mut name = path.as_os_str().to_owned();
                 name.push("/");
-                append_dir(&mut layer, name).map_err(|e| blame(&layer, dest, e))?;
+                append_dir(&mut layer, name).map_err(write_error(dest))?;
             }
             Entry::File { source, mode } => {
                 let file = File::open(source).map_err(io_error(source))?;
@@ -438,11 +436,17 @@ fn write_layer<W: Write>(
                 // Never more than the header promised; a file that shrank shows up as a
                 // different digest the second time round.
                 let appended = layer.append_data(&mut h, path, file.take(len));
-                appended.map_err(|e| blame(&layer, source, e))?;
+                appended.map_err(|e| {
+                    if layer.get_ref().write_failed {
+                        write_error(dest)(e)
+                    } else {
+                        io_error(source)(e)
+                    }
+                })?;
             }
         }
     }
-    layer.into_inner().map_err(io_error(dest))
+    layer.into_inner().map_err(write_error(dest))
 }
 
 /// A header as every entry of these archives has it: owner 0:0, mtime 0, no user names.
@@ -536,16 +540,16 @@ pub fn program_files(binary: &Path, at: &Path) -> Result<Vec<ImageFile>, OciErro
         .map_err(|e| ldd_error(format!("cannot run it: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let loaded = parse_ldd(&stdout).map_err(|missing| OciError::LibraryNotFound {
+        binary: binary.to_path_buf(),
+        libraries: missing.join(", "),
+    })?;
     if !out.status.success() {
         if format!("{stdout}{stderr}").contains("not a dynamic executable") {
             return Ok(files);
         }
         return Err(ldd_error(format!("{}: {}", out.status, stderr.trim())));
     }
-    let loaded = parse_ldd(&stdout).map_err(|missing| OciError::LibraryNotFound {
-        binary: binary.to_path_buf(),
-        libraries: missing.join(", "),
-    })?;
     for lib in loaded {
         let dest = match &lib {
             Loaded::Loader(path) => path.clone(),

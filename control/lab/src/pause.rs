@@ -23,6 +23,7 @@ pub fn main() -> ExitCode {
         }
     };
     // A child that exited before the handlers were there sent a SIGCHLD nobody saw.
+    reap();
     for signal in signals.forever() {
         if signal == SIGCHLD {
             reap();

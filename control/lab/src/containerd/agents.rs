@@ -11,9 +11,9 @@
 //! - a mount at its own host path that the arguments name (/run/kxdp, /var/lib/kxdp-cni:
 //!   the agent hands those paths to kxdp-cni, which runs on the host) is mounted at the lab
 //!   node's path instead, and the arguments say that path;
-//! - `--in-cluster` becomes the lab's source (`--kubeconfig` of the API server double, or the
-//!   state directory mounted where the ConfigMap goes); the lab adds `--workers`, `--cpus`
-//!   and host-local's per-node `--cni-ipam-data-dir`.
+//! - `--in-cluster` becomes the lab's source (`--kubeconfig` of the API server double, with
+//!   the node's /etc/ssl/certs, or the state directory mounted where the ConfigMap goes);
+//!   the lab adds `--workers`, `--cpus` and host-local's per-node `--cni-ipam-data-dir`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ const DEPLOY_MANIFEST: &str = include_str!("../../../../deploy/kxdp.yaml");
 /// The DaemonSet's pod, as the lab names its sandbox.
 const AGENT_NAMESPACE: &str = "kube-system";
 const AGENT_POD_PREFIX: &str = "kxdp-";
+/// The node's trust roots (Debian's ca-certificates).
+const SYSTEM_CERTS: &str = "/etc/ssl/certs";
 
 /// A container of the DaemonSet's pod template.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,6 +344,15 @@ fn agent_args(lab: &Lab, node: NodePlan, args: &mut Vec<String>, mounts: &mut Ve
             ..Default::default()
         });
         args.extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+        // The double's kubeconfig is plain http with no certificate authority; kube's client
+        // then loads the system's trust roots anyway and fails without any, and the image
+        // has none (in a cluster the agent is handed the cluster's CA). The node's go in.
+        mounts.push(api::Mount {
+            container_path: SYSTEM_CERTS.into(),
+            host_path: SYSTEM_CERTS.into(),
+            readonly: true,
+            ..Default::default()
+        });
     }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     args.extend([

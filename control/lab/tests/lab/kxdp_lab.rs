@@ -430,6 +430,8 @@ struct LabGuard {
     prefix: String,
     /// `--source` for up (check and down read it from DIR).
     source: &'static str,
+    /// `--runtime containerd --image ARCHIVE` for up, when set.
+    containerd_image: Option<String>,
 }
 
 impl LabGuard {
@@ -443,6 +445,9 @@ impl LabGuard {
         ];
         if action == "up" {
             args.extend(["--source", self.source]);
+            if let Some(image) = &self.containerd_image {
+                args.extend(["--runtime", "containerd", "--image", image]);
+            }
         }
         args
     }
@@ -465,7 +470,7 @@ fn lab_up_check_down() {
     let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
     };
-    up_check_down(run_prefix('l'), "dir");
+    up_check_down(run_prefix('l'), "dir", None);
 }
 
 /// The same lab with the agents fed by the API server double (`--source api`) instead of
@@ -475,19 +480,75 @@ fn lab_up_check_down_with_the_api_source() {
     let Some(_lock) = root_test("the lab test (namespaces, XDP programs)") else {
         return;
     };
-    up_check_down(run_prefix('a'), "api");
+    up_check_down(run_prefix('a'), "api", None);
 }
 
-fn up_check_down(prefix: String, source: &'static str) {
+/// The lab with containerd as each node's runtime (`--runtime containerd`): the agents run
+/// from the kxdp image as the DaemonSet says, the pods are CRI sandboxes with probe
+/// containers, and the checks include containerd's own calls (DEL twice, DEL without a
+/// netns, a containerd restart, an agent container restart, a sandbox retried on CNI 11).
+/// The image is this build's binaries through the Containerfile's runtime stage
+/// (`deploy/image/build.sh --binaries`); down must leave no containerd, shim, mount or
+/// cgroup behind.
+#[test]
+fn lab_up_check_down_with_containerd() {
+    let Some(_lock) = root_test("the containerd lab (containerd, runc, XDP programs)") else {
+        return;
+    };
+    let prefix = run_prefix('c');
+    let images = TempDir::new("lab-image");
+    let archive = images.path().join("kxdp.tar");
+    let bin_dir = Path::new(KXDP_LAB).parent().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let build = Command::new("bash")
+        .arg(repo.join("deploy/image/build.sh"))
+        .arg("--binaries")
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(&archive)
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh --binaries: {}",
+        testkit::cmd::describe(&build)
+    );
+    up_check_down(prefix.clone(), "api", Some(archive.display().to_string()));
+    let dir = format!("/run/kxdp-lab-{prefix}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&dir), "mounts left under {dir}");
+    let cgroup = format!("kxdp-lab-{prefix}-");
+    let cgroups_left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().flatten())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.contains(&cgroup))
+        .collect();
+    assert!(cgroups_left.is_empty(), "cgroups left: {cgroups_left:?}");
+    let procs_left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(procs_left.is_empty(), "processes left: {procs_left:?}");
+}
+
+fn up_check_down(prefix: String, source: &'static str, containerd_image: Option<String>) {
     let guard = LabGuard {
         dir: PathBuf::from(format!("/run/kxdp-lab-{prefix}")),
         prefix: prefix.clone(),
         source,
+        containerd_image,
     };
     let up = kxdp_lab(&guard.args("up"));
     show("up", &up);
     assert!(up.status.success(), "lab up failed");
-    if source == "api" {
+    if source == "api" && guard.containerd_image.is_none() {
         assert_fed_by_the_double(&guard.dir);
     }
     let check = kxdp_lab(&guard.args("check"));
