@@ -355,6 +355,9 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     Ok(results)
 }
 
+/// One request's patience while a new pod is polled for its first answer.
+const ANSWER_PROBE_MS: u64 = 200;
+
 /// What containerd does with kxdp-cni and the agent (containerd::runtime_checks), each
 /// followed by traffic between the lab's pods.
 fn containerd_checks(
@@ -392,6 +395,18 @@ fn containerd_checks(
     check(
         "agent container restarted on node2: pods served again".into(),
         &|c| rc::agent_restart(c.lab, &image, &|f, t| tcp(c, f, t), &placed(c)),
+    );
+    check(
+        "pod creation through containerd (alternating nodes, answering client)".into(),
+        &|c| {
+            // From the client pod (node1): half the new pods are on its node, half across.
+            let answers = |ip: Ipv4Addr| {
+                let to = SocketAddr::from((ip, HTTP_PORT));
+                c.probe(&c.pod_ns(&POD_CLIENT), Proto::Tcp, to, 1, ANSWER_PROBE_MS)
+                    .is_ok_and(|r| r.answered == 1)
+            };
+            rc::pod_creation(c.lab, &placed(c), &answers)
+        },
     );
     check(
         "sandbox while node1's agent restarts: CNI 11, retried, made".into(),

@@ -281,6 +281,24 @@ fn probe_container(pod_name: &str) -> api::ContainerConfig {
     }
 }
 
+/// Starts the pod's probe server in its sandbox and waits until it serves.
+pub fn start_probe(
+    client: &cri::Client,
+    node: NodePlan,
+    sandbox_id: &str,
+    sandbox: &api::PodSandboxConfig,
+    pod_name: &str,
+) -> Result<String, LabError> {
+    start_container(
+        client,
+        node,
+        sandbox_id,
+        sandbox,
+        probe_container(pod_name),
+        Some(READY_PREFIX),
+    )
+}
+
 /// Makes the pod through the node's containerd and starts its probe server; records it
 /// (before RunPodSandbox too, so `down` removes whatever got made). Returns the record and
 /// the RunPodSandbox failures retried.
@@ -307,14 +325,7 @@ pub fn add(lab: &Lab, pod: &PodPlan) -> Result<(PodRecord, SandboxRun), LabError
     rec.ip = Some(ip);
     rec.netns = netns;
     lab_pods::save(lab, &rec)?;
-    let probe = start_container(
-        &client,
-        pod.node,
-        &run.id,
-        &config,
-        probe_container(pod.name),
-        Some(READY_PREFIX),
-    )?;
+    let probe = start_probe(&client, pod.node, &run.id, &config, pod.name)?;
     rec.sandbox = Some(SandboxRecord {
         containers: vec![probe],
     });

@@ -18,7 +18,7 @@ use super::super::error::LabError;
 use super::super::layout::{
     NAMESPACE, NODE1, NODE2, NodePlan, POD_CLIENT, POD_WEB1, POD_WEB2, PodPlan,
 };
-use super::super::manifests::PlacedPod;
+use super::super::manifests::{self, PlacedPod};
 use super::pods::{self, run_sandbox, run_sandbox_observed, sandbox_network};
 use super::{NodeRuntime, agents, cri_error, daemon};
 use model::translate::pod_port_name;
@@ -273,4 +273,105 @@ pub fn sandbox_during_agent_restart(
             ),
         ))
     })())
+}
+
+/// The pods [`pod_creation`] makes, one after another, alternating nodes.
+const LATENCY_PODS: [&str; 20] = [
+    "lat-01", "lat-02", "lat-03", "lat-04", "lat-05", "lat-06", "lat-07", "lat-08", "lat-09",
+    "lat-10", "lat-11", "lat-12", "lat-13", "lat-14", "lat-15", "lat-16", "lat-17", "lat-18",
+    "lat-19", "lat-20",
+];
+/// How long one pod may take to answer before the measurement gives up on it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+const ANSWER_POLL: Duration = Duration::from_millis(20);
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Pod creation through containerd, measured as a user waits for it: from RunPodSandbox to
+/// the pod's server answering TCP from another pod. In between, as in a cluster: containerd
+/// runs the chain (ADD), the kubelet (the lab) reports the pod's address (the workloads
+/// manifest, which the agents watch), the probe container starts. `answers(ip)` sends one
+/// request. Passes when every pod answered; prints min/p50/p99/max and where the time went.
+pub fn pod_creation(
+    lab: &Lab,
+    placed: &[PlacedPod],
+    answers: &dyn Fn(Ipv4Addr) -> bool,
+) -> (bool, String) {
+    verdict((|| {
+        // Per pod: RunPodSandbox returned, the probe container serves, the pod answered.
+        let mut sandbox = Vec::new();
+        let mut serving = Vec::new();
+        let mut answered = Vec::new();
+        for (i, name) in LATENCY_PODS.iter().enumerate() {
+            let node = if i % 2 == 0 { NODE1 } else { NODE2 };
+            let pod = scratch(name, node);
+            let client = super::client(&NodeRuntime::of(lab, node))?;
+            let config = pods::pod_sandbox_config(lab, &pod);
+            let started = Instant::now();
+            let id = client
+                .run_pod_sandbox(config.clone())
+                .map_err(cri_error(node))?;
+            sandbox.push(started.elapsed());
+            let (ip, _) = sandbox_network(&client, node, &id)?;
+            let mut with_it = placed.to_vec();
+            with_it.push(PlacedPod { plan: pod, ip });
+            manifests::write_workloads(&lab.state_dir(), &with_it)?;
+            pods::start_probe(&client, node, &id, &config, pod.name)?;
+            serving.push(started.elapsed());
+            let deadline = started + ANSWER_TIMEOUT;
+            while !answers(ip) {
+                if Instant::now() >= deadline {
+                    return Err(LabError::Timeout {
+                        what: format!("{name} ({ip}) on {} to answer", node.name()),
+                        detail: format!("after {} pods", answered.len()),
+                    });
+                }
+                std::thread::sleep(ANSWER_POLL);
+            }
+            answered.push(started.elapsed());
+            pods::remove_sandbox(&client, node, &id)?;
+            manifests::write_workloads(&lab.state_dir(), placed)?;
+        }
+        for t in [&mut sandbox, &mut serving, &mut answered] {
+            t.sort();
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let p50 = |t: &[Duration]| ms(percentile(t, 50.0));
+        Ok((
+            answered.len() == LATENCY_PODS.len(),
+            format!(
+                "{} pods, RunPodSandbox -> answering: min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, \
+                 max {:.0} ms (p50 of the steps from RunPodSandbox: sandbox made {:.0} ms, \
+                 probe container serving {:.0} ms)",
+                answered.len(),
+                ms(answered[0]),
+                p50(&answered),
+                ms(percentile(&answered, 99.0)),
+                ms(answered[answered.len() - 1]),
+                p50(&sandbox),
+                p50(&serving),
+            ),
+        ))
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let d: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 50.0), Duration::from_millis(10));
+        assert_eq!(percentile(&d, 99.0), Duration::from_millis(20));
+        assert_eq!(percentile(&d, 0.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
 }
