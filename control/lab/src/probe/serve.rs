@@ -20,21 +20,36 @@ pub struct ServeOptions {
     pub udp: Vec<u16>,
 }
 
-/// Binds every port, prints the ready line, then serves until the process is killed.
+/// Binds every port, prints the ready line, then serves until SIGTERM or SIGINT (exit 0) or
+/// a serving thread fails. The signals are handled, not left to their default action: as a
+/// container's PID 1 (the containerd lab's probe containers) the kernel would drop them,
+/// and every stop would wait out its grace period for a SIGKILL.
 pub fn run(opts: &ServeOptions) -> io::Result<()> {
     if opts.tcp.is_empty() && opts.udp.is_empty() {
         return Err(io::Error::other(
             "nothing to serve: give --tcp and/or --udp",
         ));
     }
-    let mut workers = Vec::new();
+    // Whatever ends serving first: a thread's failure, or a stop signal (Ok).
+    let (ended_tx, ended) = std::sync::mpsc::channel::<io::Result<()>>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    let on_signal = ended_tx.clone();
+    thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = on_signal.send(Ok(()));
+        }
+    });
     let mut bound = Vec::new();
     for &port in &opts.tcp {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
             .map_err(|e| io::Error::new(e.kind(), format!("tcp port {port}: {e}")))?;
         bound.push(format!("tcp/{port}"));
         let name = opts.name.clone();
-        workers.push(thread::spawn(move || serve_tcp(&listener, &name)));
+        let ended_tx = ended_tx.clone();
+        thread::spawn(move || ended_tx.send(serve_tcp(&listener, &name)));
     }
     for &port in &opts.udp {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
@@ -42,7 +57,8 @@ pub fn run(opts: &ServeOptions) -> io::Result<()> {
         enlarge_receive_buffer(&socket);
         bound.push(format!("udp/{port}"));
         let name = opts.name.clone();
-        workers.push(thread::spawn(move || serve_udp(&socket, &name)));
+        let ended_tx = ended_tx.clone();
+        thread::spawn(move || ended_tx.send(serve_udp(&socket, &name)));
     }
     {
         let mut out = io::stdout().lock();
@@ -54,13 +70,12 @@ pub fn run(opts: &ServeOptions) -> io::Result<()> {
         )?;
         out.flush()?;
     }
-    for w in workers {
-        match w.join() {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::other("a serving thread panicked")),
-        }
-    }
-    Ok(())
+    drop(ended_tx);
+    // The serving loops never return Ok; a panicking one drops its sender without a word,
+    // which ends the wait only once every sender is gone, so it is reported as such.
+    ended
+        .recv()
+        .unwrap_or_else(|_| Err(io::Error::other("every serving thread ended")))
 }
 
 fn serve_tcp(listener: &TcpListener, name: &str) -> io::Result<()> {
