@@ -282,6 +282,11 @@ if [ -n "$binaries" ]; then
     --build-arg VERSION="$version" --build-arg REVISION="$commit" \
     --iidfile "$store/tmp/iid" -f "$work/Containerfile" -t "localhost/kxdp:$tag" \
     "$work/context" >&2
+  # buildah (1.28) keeps the container of a stage without instructions, `build` here, lest
+  # it remove an image the file names (containers/buildah#3025): it goes before the image.
+  while read -r ctr; do
+    bah rm "$ctr" >/dev/null
+  done < <(bah containers --quiet --filter ancestor="$rootfs_image")
   bah rmi "$rootfs_image" >/dev/null
   rootfs_image=""
 
