@@ -14,8 +14,13 @@ set -euo pipefail
 # valgrind (callgrind) and linux-perf: the profiles in bench (`profile ipp`, `profile flame`)
 # and their test, bench/tests/profile.rs. iptables (Debian's, nf_tables backend): kube-proxy's
 # iptables-mode rules, the kernel baseline of `kxdp-bench` (bench/rig/src/kernel_path/).
+# containerd + runc: the containerd lab, in which a real runtime runs the agents from the kxdp
+# image and calls kxdp-cni; buildah: that image, which `deploy/image/build.sh --binaries`
+# makes from the test build's binaries; protobuf-compiler: protoc, with which the k8s-cri
+# crate's build script generates the CRI gRPC bindings the lab talks to containerd with.
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
-  containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf)
+  containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf
+  containerd runc buildah protobuf-compiler)
 
 missing=()
 for p in "${packages[@]}"; do
