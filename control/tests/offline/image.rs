@@ -6,7 +6,10 @@
 //! - `assemble-rootfs.sh`, the build stage's last step, run here on this Debian 12 machine
 //!   (what the build stage is) against a scratch root: it must produce exactly the image's
 //!   file list, and its programs must start in the result (it chroots: root only); and it
-//!   must refuse a dynamically linked kxdp-cni.
+//!   must refuse a dynamically linked kxdp-cni;
+//! - what `build.sh --binaries` (the test suite's image, from this machine's binaries) takes
+//!   from the Containerfile: its runtime stage, the last, the one `FROM ${RUNTIME_BASE}`, fed
+//!   by a stage `build`'s /rootfs; and the script's options.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -74,6 +77,100 @@ fn containerfile_builds_declared_binaries() {
         assert!(
             manifest.contains(&format!("[[bin]]\nname = \"{bin}\"")),
             "{package} declares the binary {bin}"
+        );
+    }
+}
+
+/// `build.sh --binaries` runs the Containerfile's runtime stage as it is, on an image of its
+/// own as the stage `build`: it keeps the ARGs before the first FROM and the file from the
+/// one line `FROM ${RUNTIME_BASE}` on, and refuses to build unless that line starts the last
+/// stage. A Containerfile that renamed the build stage, moved /rootfs or added a stage after
+/// the runtime one would break the test suite's image only when a lab test ran.
+#[test]
+fn runtime_stage_is_the_last_and_copies_the_build_stage_rootfs() {
+    let containerfile = repo_file("deploy/image/Containerfile");
+    let lines: Vec<&str> = containerfile.lines().collect();
+    let froms: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("FROM "))
+        .collect();
+    // As build.sh matches it: `FROM ${RUNTIME_BASE}`, then a blank or the line's end.
+    let runtime: Vec<usize> = froms
+        .iter()
+        .copied()
+        .filter(|&i| {
+            lines[i]
+                .strip_prefix("FROM ${RUNTIME_BASE}")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+        })
+        .collect();
+    assert_eq!(
+        runtime.len(),
+        1,
+        "one stage FROM ${{RUNTIME_BASE}}: {froms:?} {runtime:?}"
+    );
+    assert_eq!(
+        runtime.last(),
+        froms.last(),
+        "the stage FROM ${{RUNTIME_BASE}} is the last"
+    );
+
+    // The generated file's FROM ${RUNTIME_BASE} is resolved by the global ARG it keeps.
+    assert!(
+        lines[..froms[0]]
+            .iter()
+            .any(|l| l.starts_with("ARG RUNTIME_BASE=")),
+        "ARG RUNTIME_BASE before the first FROM"
+    );
+    // The stage build.sh stands in for is `build`, and the runtime stage takes its /rootfs.
+    assert!(
+        froms[..froms.len() - 1]
+            .iter()
+            .any(|&i| lines[i].ends_with(" AS build")),
+        "a stage `AS build` before the runtime stage"
+    );
+    assert!(
+        lines[runtime[0]..].contains(&"COPY --from=build /rootfs/ /"),
+        "the runtime stage copies the build stage's /rootfs"
+    );
+}
+
+/// Runs deploy/image/build.sh with arguments its parsing rejects (before it checks for
+/// root, installs or builds anything).
+fn build_sh_rejects(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(Path::new(REPO).join("deploy/image/build.sh"))
+        .args(args)
+        .output()
+        .expect("run build.sh");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        testkit::cmd::describe(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The usage names both builds and --out; --binaries builds no base, so --rebuild-base
+/// with it is a usage error (whichever comes first), not a full build.
+#[test]
+fn build_sh_usage() {
+    let usage = build_sh_rejects(&["--no-such-option"]);
+    for form in [
+        "[--rebuild-base] [--out ARCHIVE]",
+        "--binaries DIR [--out ARCHIVE]",
+        "--clean",
+    ] {
+        assert!(usage.contains(form), "{form}: {usage}");
+    }
+    for args in [
+        ["--binaries", "/nonexistent", "--rebuild-base"],
+        ["--rebuild-base", "--binaries", "/nonexistent"],
+    ] {
+        let stderr = build_sh_rejects(&args);
+        assert!(
+            stderr.contains("--rebuild-base does not go with it"),
+            "{args:?}: {stderr}"
         );
     }
 }
