@@ -38,7 +38,7 @@ use crate::traffic::{GenMode, GenRequest};
 use crate::traffic_cli::{in_netns, parse_duration};
 use kernel_path::ProxyMode;
 use lab::layout::UPLINK;
-use lab::{Lab, LabError, StateSource, cmd};
+use lab::{Lab, LabError, Runtime, StateSource, cmd};
 use measure::{Latency, Throughput};
 use report::{BenchReport, GeneratorUsed, Machine, PathId, PathResult, Settings};
 use rig::Rig;
@@ -125,7 +125,15 @@ fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(BenchError::NotRoot);
     }
-    let lab = Lab::new(&args.dir, &args.prefix, 1, StateSource::Dir, false)?;
+    let lab = Lab::new(
+        &args.dir,
+        &args.prefix,
+        1,
+        StateSource::Dir,
+        Runtime::Namespaces,
+        None,
+        false,
+    )?;
     if args.down {
         return Ok(rig::down(&lab)?);
     }

@@ -355,6 +355,9 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     Ok(results)
 }
 
+/// A check: what it measured and whether that passes, given the lab's pods.
+type CheckFn<'a> = &'a dyn Fn(&Ctx<'_>) -> (bool, String);
+
 /// One request's patience while a new pod is polled for its first answer.
 const ANSWER_PROBE_MS: u64 = 200;
 
@@ -362,7 +365,7 @@ const ANSWER_PROBE_MS: u64 = 200;
 /// followed by traffic between the lab's pods.
 fn containerd_checks(
     lab: &Lab,
-    check: &mut dyn FnMut(String, &dyn Fn(&Ctx<'_>) -> (bool, String)),
+    check: &mut dyn FnMut(String, CheckFn<'_>),
 ) -> Result<(), LabError> {
     use super::containerd::{images, runtime_checks as rc};
     let archive = lab.image.as_deref().ok_or_else(|| {
