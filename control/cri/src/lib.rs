@@ -13,7 +13,7 @@ mod error;
 mod sandbox;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -39,7 +39,6 @@ pub struct Client {
     rt: tokio::runtime::Runtime,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
-    socket: PathBuf,
     timeout: Duration,
 }
 
@@ -77,7 +76,6 @@ impl Client {
             rt,
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
-            socket: socket.to_path_buf(),
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -86,10 +84,6 @@ impl Client {
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// Runs one call to its deadline; maps its failure to [`CriError::Call`].
@@ -124,12 +118,6 @@ impl Client {
                 version: KUBELET_API_VERSION.into(),
             }),
         )
-    }
-
-    /// Status: whether the runtime and its network (the CNI configuration) are ready.
-    pub fn status(&self) -> Result<api::StatusResponse, CriError> {
-        let mut c = self.runtime.clone();
-        self.call("Status", c.status(api::StatusRequest { verbose: false }))
     }
 
     /// RunPodSandbox: the runtime makes the pod's network namespace, runs the CNI chain's

@@ -976,6 +976,15 @@ pub fn diagnostics(lab: &Lab) -> String {
             lab.agent_log(node).display(),
             super::procs::tail(&lab.agent_log(node), 40)
         ));
+        if lab.runtime == Runtime::Containerd {
+            let rt = super::containerd::NodeRuntime::of(lab, node);
+            out.push_str(&format!(
+                "== {} containerd log ({}), last 20 lines\n{}\n",
+                node.name(),
+                rt.log().display(),
+                super::procs::tail(&rt.log(), 20)
+            ));
+        }
     }
     out
 }

@@ -235,8 +235,14 @@ impl Lab {
         vec![PathBuf::from(pods::SYSTEM_CNI_DIR), self.bin_dir.clone()]
     }
 
+    /// The agent's log: its stderr file, or with `--runtime containerd` the CRI log of its
+    /// container's current attempt.
     pub fn agent_log(&self, node: NodePlan) -> PathBuf {
-        self.node_dir(node).join("agent.log")
+        match self.runtime {
+            Runtime::Containerd => containerd::agents::log_path(self, node)
+                .unwrap_or_else(|| self.node_dir(node).join("agent.log")),
+            Runtime::Namespaces => self.node_dir(node).join("agent.log"),
+        }
     }
 
     pub fn pods_dir(&self) -> PathBuf {

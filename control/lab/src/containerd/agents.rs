@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cri::api;
+use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::super::agents::{READY_PREFIX, cpu_list};
@@ -133,8 +134,6 @@ fn parse(text: &str) -> Result<Template, LabError> {
         config,
     })
 }
-
-use serde::Deserialize;
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_sequence()

@@ -235,13 +235,15 @@ pub fn stop(lab: &Lab, rt: &NodeRuntime) -> Result<(), LabError> {
 /// (by the PIDs in its state directory, each checked to be what the file says), mounts under
 /// its directory, the node's cgroups. Safe to repeat.
 pub fn sweep(rt: &NodeRuntime) -> Result<(), LabError> {
+    // Containers' processes first (init.pid: each must be in the node's cgroup), then their
+    // shims (shim.pid: each must name this containerd's socket), so a PID the kernel has
+    // since given to another process is left alone.
     let socket = rt.socket().display().to_string();
-    // Containers' processes first (init.pid), then their shims (shim.pid), whose command
-    // line names this containerd's socket.
-    for (file, must_mention) in [("init.pid", None), ("shim.pid", Some(socket.as_str()))] {
-        for pid in pid_files(&rt.tasks_dir(), file) {
-            kill_if(pid, must_mention);
-        }
+    for pid in pid_files(&rt.tasks_dir(), "init.pid") {
+        kill_if(pid, &format!("/proc/{pid}/cgroup"), &rt.cgroup_parent);
+    }
+    for pid in pid_files(&rt.tasks_dir(), "shim.pid") {
+        kill_if(pid, &format!("/proc/{pid}/cmdline"), &socket);
     }
     let mut first_error = mounts::unmount_under(&rt.dir).err();
     if let Err(e) = remove_cgroups(&rt.cgroup_parent) {
@@ -262,15 +264,13 @@ fn pid_files(tasks: &Path, file: &str) -> Vec<i32> {
         .collect()
 }
 
-/// SIGKILLs `pid` and waits briefly for it to go, when it still runs (and, given
-/// `must_mention`, its command line contains that text: a recycled PID is left alone).
-fn kill_if(pid: i32, must_mention: Option<&str>) {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+/// SIGKILLs `pid` and waits briefly for it to go, when it still runs and its /proc file
+/// `proof` contains `mention` (its cgroup, its command line).
+fn kill_if(pid: i32, proof: &str, mention: &str) {
+    let Ok(text) = fs::read(proof) else {
         return;
     };
-    if let Some(text) = must_mention
-        && !String::from_utf8_lossy(&cmdline).contains(text)
-    {
+    if !String::from_utf8_lossy(&text).contains(mention) {
         return;
     }
     // SAFETY: kill(2) has no memory effects; the PID comes from our containerd's state.
