@@ -11,6 +11,11 @@
 //! With `--source api` the agents watch `kxdp-lab apiserver-double` (apiserver.rs), which
 //! serves and follows DIR/state, instead of reading the directory themselves.
 //!
+//! With `--runtime containerd` (containerd/) each node runs a containerd the lab drives
+//! through CRI as a kubelet would: the agents run from the kxdp image as deploy/kxdp.yaml's
+//! DaemonSet says, the pods are CRI sandboxes whose chain containerd runs, their probe
+//! servers containers.
+//!
 //! Everything lives in namespaces named `<prefix>-...` and under `--dir`; processes are
 //! recorded by PID and start time in `DIR/procs`, so `down` from another process stops
 //! exactly what `up` started.
@@ -174,7 +179,8 @@ impl Lab {
             workers,
             source,
             runtime,
-            image: image.map(Path::to_path_buf),
+            // Absolute, as recorded in DIR for check and down, which may run elsewhere.
+            image: image.map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())),
             bin_dir: exe
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
