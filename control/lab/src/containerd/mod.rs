@@ -11,6 +11,7 @@
 //! what containerd does with kxdp-cni that the lab's own runtime never did.
 
 pub mod agents;
+pub mod cgroups;
 pub mod daemon;
 pub mod images;
 pub mod logs;
@@ -74,6 +75,7 @@ pub fn up(lab: &Lab) -> Result<String, LabError> {
     }
     let kxdp_image = images::archive_image_name(archive)?;
     let lab_images = images::write_lab_images(lab)?;
+    cgroups::ensure(lab)?;
     for node in super::layout::AGENT_NODES {
         let rt = NodeRuntime::of(lab, node);
         let rec = daemon::start(lab, &rt)?;
@@ -103,6 +105,7 @@ pub fn present(lab: &Lab) -> bool {
     super::layout::AGENT_NODES
         .iter()
         .any(|&n| NodeRuntime::of(lab, n).dir.exists())
+        || cgroups::record_path(lab).exists()
 }
 
 /// Removes the pods (through CRI, as the kubelet does), the agents' pods, stops each
@@ -139,6 +142,7 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
         note(daemon::stop(lab, &rt));
         note(daemon::sweep(&rt));
     }
+    note(cgroups::release(lab));
     first_error.map_or(Ok(()), Err)
 }
 

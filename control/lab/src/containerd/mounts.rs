@@ -53,22 +53,47 @@ pub fn shared_bind(dir: &Path) -> Result<(), LabError> {
 
 /// Mounts a bpf filesystem at `dir` (a node's /sys/fs/bpf), shared.
 pub fn shared_bpffs(dir: &Path) -> Result<(), LabError> {
-    let c = c_path(dir)?;
     if !is_mount_point(dir) {
-        let fstype = c"bpf";
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                fstype.as_ptr(),
-                c.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        check(rc, "mount bpffs", dir)?;
+        mount_fs("bpf", dir, "")?;
     }
-    make_shared(&c, dir)
+    make_shared(&c_path(dir)?, dir)
+}
+
+/// `mount -t FSTYPE -o OPTIONS FSTYPE TARGET`.
+pub fn mount_fs(fstype: &str, target: &Path, options: &str) -> Result<(), LabError> {
+    let c_target = c_path(target)?;
+    let c_type =
+        CString::new(fstype).map_err(|_| LabError::Setup(format!("filesystem type {fstype:?}")))?;
+    let c_options =
+        CString::new(options).map_err(|_| LabError::Setup(format!("mount options {options:?}")))?;
+    // SAFETY: valid NUL-terminated strings; the options are the filesystem's text data.
+    let rc = unsafe {
+        libc::mount(
+            c_type.as_ptr(),
+            c_target.as_ptr(),
+            c_type.as_ptr(),
+            0,
+            c_options.as_ptr().cast(),
+        )
+    };
+    check(rc, &format!("mount -t {fstype} -o {options:?}"), target)
+}
+
+/// Unmounts `target` (detached); one that is not mounted any more is fine.
+pub fn unmount(target: &Path) -> Result<(), LabError> {
+    let c = c_path(target)?;
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(LabError::io(
+                target,
+                io::Error::other(format!("umount: {e}")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn make_shared(c: &CString, dir: &Path) -> Result<(), LabError> {
@@ -132,16 +157,7 @@ pub fn unmount_under(dir: &Path) -> Result<(), LabError> {
         under.reverse();
         under.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
         for m in &under {
-            let c = c_path(m)?;
-            // SAFETY: a valid NUL-terminated path.
-            let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT)
-                {
-                    return Err(LabError::io(m, io::Error::other(format!("umount: {e}"))));
-                }
-            }
+            unmount(m)?;
         }
     }
     Err(LabError::Setup(format!(
