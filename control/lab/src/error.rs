@@ -54,3 +54,23 @@ impl LabError {
         }
     }
 }
+
+/// A teardown that does every step whatever fails: each failure is reported on stderr as
+/// it happens, and the first is what the teardown returns.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    first: Option<LabError>,
+}
+
+impl Teardown {
+    pub fn note(&mut self, step: Result<(), LabError>) {
+        if let Err(e) = step {
+            eprintln!("kxdp-lab: down: {e}");
+            self.first.get_or_insert(e);
+        }
+    }
+
+    pub fn finish(self) -> Result<(), LabError> {
+        self.first.map_or(Ok(()), Err)
+    }
+}

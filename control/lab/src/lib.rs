@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-pub use error::LabError;
+pub use error::{LabError, Teardown};
 pub use layout::Names;
 pub use report::CheckResult;
 
@@ -503,18 +503,12 @@ pub fn check(lab: &Lab) -> Result<bool, LabError> {
 /// PID), namespaces deleted, DIR's lab files removed. Does every step even when one fails;
 /// returns the first error.
 pub fn down(lab: &Lab) -> Result<(), LabError> {
-    let mut first_error: Option<LabError> = None;
-    let mut note = |r: Result<(), LabError>| {
-        if let Err(e) = r {
-            eprintln!("kxdp-lab: down: {e}");
-            first_error.get_or_insert(e);
-        }
-    };
+    let mut teardown = Teardown::default();
     if containerd::present(lab) {
-        note(containerd::down(lab));
+        containerd::down(lab, &mut teardown);
     }
     for rec in pods::records(lab) {
-        note(pods::del(lab, &rec));
+        teardown.note(pods::del(lab, &rec));
     }
     let recs = procs::records(&lab.procs_dir());
     // Servers before agents, agents before the API server double feeding them, all of
@@ -522,17 +516,17 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
     let is_probe = |r: &&procs::ProcRecord| r.label.starts_with("probe-");
     let is_double = |r: &&procs::ProcRecord| r.label == apiserver::LABEL;
     for rec in recs.iter().filter(is_probe) {
-        note(procs::stop(&lab.procs_dir(), rec, servers::STOP_GRACE));
+        teardown.note(procs::stop(&lab.procs_dir(), rec, servers::STOP_GRACE));
     }
     for rec in recs.iter().filter(|r| !is_probe(r) && !is_double(r)) {
-        note(procs::stop(&lab.procs_dir(), rec, agents::STOP_GRACE));
+        teardown.note(procs::stop(&lab.procs_dir(), rec, agents::STOP_GRACE));
     }
     for rec in recs.iter().filter(is_double) {
-        note(procs::stop(&lab.procs_dir(), rec, apiserver::STOP_GRACE));
+        teardown.note(procs::stop(&lab.procs_dir(), rec, apiserver::STOP_GRACE));
     }
-    note(topology::destroy(&lab.names()));
-    note(remove_lab_files(lab));
-    first_error.map_or(Ok(()), Err)
+    teardown.note(topology::destroy(&lab.names()));
+    teardown.note(remove_lab_files(lab));
+    teardown.finish()
 }
 
 /// Removes what the lab writes under DIR, by name, and DIR itself when that leaves it

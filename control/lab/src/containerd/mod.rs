@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Lab;
-use super::error::LabError;
+use super::error::{LabError, Teardown};
 use super::layout::NodePlan;
 pub use daemon::NodeRuntime;
 
@@ -110,15 +110,8 @@ pub fn present(lab: &Lab) -> bool {
 
 /// Removes the pods (through CRI, as the kubelet does), the agents' pods, stops each
 /// containerd by PID and sweeps what it leaves (shims, mounts, cgroups). Every step runs
-/// even when one fails; returns the first error.
-pub fn down(lab: &Lab) -> Result<(), LabError> {
-    let mut first_error: Option<LabError> = None;
-    let mut note = |r: Result<(), LabError>| {
-        if let Err(e) = r {
-            eprintln!("kxdp-lab: down: {e}");
-            first_error.get_or_insert(e);
-        }
-    };
+/// even when one fails, each failure noted in `teardown`.
+pub fn down(lab: &Lab, teardown: &mut Teardown) {
     for rec in super::pods::records(lab)
         .into_iter()
         .filter(|r| r.sandbox.is_some())
@@ -128,7 +121,7 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
             // containerd is gone or refuses: the sweep below removes what is left.
             super::pods::forget(lab, &rec);
         }
-        note(r);
+        teardown.note(r);
     }
     for node in super::layout::AGENT_NODES {
         let rt = NodeRuntime::of(lab, node);
@@ -137,13 +130,12 @@ pub fn down(lab: &Lab) -> Result<(), LabError> {
         }
         // Sandboxes no record names (a failed attempt, a measurement's pods) go too: this
         // containerd is the lab's, so everything it runs is.
-        note(remove_all_sandboxes(&rt));
-        note(agents::remove(lab, node));
-        note(daemon::stop(lab, &rt));
-        note(daemon::sweep(&rt));
+        teardown.note(remove_all_sandboxes(&rt));
+        teardown.note(agents::remove(lab, node));
+        teardown.note(daemon::stop(lab, &rt));
+        teardown.note(daemon::sweep(&rt));
     }
-    note(cgroups::release(lab));
-    first_error.map_or(Ok(()), Err)
+    teardown.note(cgroups::release(lab));
 }
 
 /// Removes every sandbox the node's containerd lists: pods before the agent's (kube-system),
