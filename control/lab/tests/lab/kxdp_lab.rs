@@ -500,12 +500,17 @@ fn lab_up_check_down_with_containerd() {
     let archive = images.path().join("kxdp.tar");
     let bin_dir = Path::new(KXDP_LAB).parent().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let build = Command::new("bash")
-        .arg(repo.join("deploy/image/build.sh"))
-        .arg("--binaries")
-        .arg(bin_dir)
-        .arg("--out")
-        .arg(&archive)
+    let build_image = format!(
+        "bash deploy/image/build.sh --binaries {} --out {}",
+        bin_dir.display(),
+        archive.display()
+    );
+    if !root_is_a_mount_point() {
+        run_in_a_rooted_mount_namespace(&prefix, &repo, &build_image, &archive);
+        return;
+    }
+    let build = Command::new("sh")
+        .args(["-c", &build_image])
         .current_dir(&repo)
         .stdin(Stdio::null())
         .output()
@@ -528,14 +533,70 @@ fn lab_up_check_down_with_containerd() {
         .filter(|p| p.contains(&cgroup))
         .collect();
     assert!(cgroups_left.is_empty(), "cgroups left: {cgroups_left:?}");
-    let procs_left: Vec<String> = std::fs::read_dir("/proc")
+    let procs_left = processes_naming(&dir);
+    assert!(procs_left.is_empty(), "processes left: {procs_left:?}");
+}
+
+/// Whether this process's root directory is a mount point (mountinfo lists "/"). In a
+/// chroot of a plain directory it is not, and runc (which makes the container's root
+/// propagation slave) and buildah (which makes it private to unpack layers) both fail there
+/// with EINVAL.
+fn root_is_a_mount_point() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/"))
+}
+
+/// Where the root is a plain directory (a bare build root entered with chroot): the image
+/// build and `kxdp-lab run --runtime containerd` run in a private mount namespace whose root
+/// is a bind mount of this one, as a container or a booted machine has it. Everything the
+/// lab mounts there goes with the namespace; the run must pass and leave no process and no
+/// network namespace behind.
+fn run_in_a_rooted_mount_namespace(prefix: &str, repo: &Path, build_image: &str, archive: &Path) {
+    println!(
+        "the root directory is not a mount point here (a chroot): containerd's runc and \
+         buildah need one, so the image build and `kxdp-lab run --runtime containerd` run in \
+         a private mount namespace rooted at a bind mount of /"
+    );
+    let new_root = format!("/run/kxdp-lab-root-{prefix}");
+    let dir = format!("/run/kxdp-lab-{prefix}");
+    std::fs::create_dir_all(&new_root).unwrap();
+    let inner = format!(
+        "cd {repo} && {build_image} && {lab} run --dir {dir} --prefix {prefix} --source api \
+         --runtime containerd --image {archive}",
+        repo = repo.display(),
+        lab = KXDP_LAB,
+        archive = archive.display(),
+    );
+    // --propagation unchanged: unshare cannot make a root that is no mount point private.
+    let script = format!(
+        "set -e; mount --rbind / {new_root}; mount --make-rprivate {new_root}; \
+         exec chroot {new_root} /bin/sh -c '{inner}'"
+    );
+    let run = Command::new("unshare")
+        .args(["--mount", "--propagation", "unchanged", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&new_root);
+    show("run (in a rooted mount namespace)", &run);
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "build or run failed:\n{table}");
+    assert!(table.contains("checks passed"), "no table:\n{table}");
+    assert!(netns_left(prefix).is_empty(), "left: {:?}", netns_left(prefix));
+    assert!(processes_naming(&dir).is_empty(), "{:?}", processes_naming(&dir));
+}
+
+/// Command lines of running processes that contain `text`.
+fn processes_naming(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&dir))
-        .collect();
-    assert!(procs_left.is_empty(), "processes left: {procs_left:?}");
+        .filter(|c| c.contains(text))
+        .collect()
 }
 
 fn up_check_down(prefix: String, source: &'static str, containerd_image: Option<String>) {
