@@ -584,8 +584,16 @@ fn run_in_a_rooted_mount_namespace(prefix: &str, repo: &Path, build_image: &str,
     let table = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "build or run failed:\n{table}");
     assert!(table.contains("checks passed"), "no table:\n{table}");
-    assert!(netns_left(prefix).is_empty(), "left: {:?}", netns_left(prefix));
-    assert!(processes_naming(&dir).is_empty(), "{:?}", processes_naming(&dir));
+    assert!(
+        netns_left(prefix).is_empty(),
+        "left: {:?}",
+        netns_left(prefix)
+    );
+    assert!(
+        processes_naming(&dir).is_empty(),
+        "{:?}",
+        processes_naming(&dir)
+    );
 }
 
 /// Command lines of running processes that contain `text`.
