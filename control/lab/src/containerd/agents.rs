@@ -32,7 +32,7 @@ use super::{NodeRuntime, cri_error};
 /// deploy/kxdp.yaml, as users apply it.
 const DEPLOY_MANIFEST: &str = include_str!("../../../../deploy/kxdp.yaml");
 /// The DaemonSet's pod, as the lab names its sandbox.
-const AGENT_NAMESPACE: &str = "kube-system";
+pub const AGENT_NAMESPACE: &str = "kube-system";
 const AGENT_POD_PREFIX: &str = "kxdp-";
 /// The node's trust roots (Debian's ca-certificates).
 const SYSTEM_CERTS: &str = "/etc/ssl/certs";

@@ -149,7 +149,7 @@ fn remove_all_sandboxes(rt: &NodeRuntime) -> Result<(), LabError> {
     sandboxes.sort_by_key(|s| {
         s.metadata
             .as_ref()
-            .is_some_and(|m| m.namespace == "kube-system")
+            .is_some_and(|m| m.namespace == agents::AGENT_NAMESPACE)
     });
     let mut first_error = None;
     for s in sandboxes {
