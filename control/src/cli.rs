@@ -23,7 +23,7 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run the live datapath on this node: XDP programs, AF_XDP workers, the local API the
     /// CNI plugin calls. Runs until SIGTERM/SIGINT, then removes everything it set up.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Ask a running agent what its workers did: packets per port, verdicts, drops by reason.
     Stats(StatsArgs),
     /// Copy CNI plugin binaries into the node's CNI bin directory, each replaced whole (the
@@ -70,6 +70,16 @@ pub struct AgentArgs {
     /// present, else the pod's service account (in-cluster).
     #[arg(long)]
     pub in_cluster: bool,
+    /// With --in-cluster: reach the API server here (HOST:PORT, [IPv6]:PORT, or HOST for
+    /// port 6443) with the service account, instead of at $KUBERNETES_SERVICE_HOST (a
+    /// ClusterIP that nothing routes before kxdp runs, on a node without kube-proxy).
+    /// Overrides kxdp.yaml's `apiServer`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_api_server)]
+    pub api_server: Option<model::config::ApiServerEndpoint>,
+    /// The pod's service account (token, ca.crt, namespace), used with an API server given
+    /// by --api-server or `apiServer`.
+    #[arg(long, value_name = "DIR", default_value = crate::source::SERVICE_ACCOUNT_DIR)]
+    pub service_account: PathBuf,
     /// Worker threads; worker i serves queue i of every port.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -118,6 +128,8 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
                 (None, true) => Some(crate::agent::KubeAccess::Infer),
                 (None, false) => None,
             },
+            api_server: a.api_server,
+            service_account: a.service_account,
             state: a.state,
             workers: a.workers,
             cpus: a.cpus,
@@ -167,6 +179,10 @@ impl From<ReplayArgs> for ReplayOptions {
             updates: a.updates,
         }
     }
+}
+
+fn parse_api_server(text: &str) -> Result<model::config::ApiServerEndpoint, String> {
+    model::config::ApiServerEndpoint::parse(text)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
         Command::Stats(args) => run_stats(&args),
-        Command::Agent(args) => match control::agent::run(&args.into()) {
+        Command::Agent(args) => match control::agent::run(&(*args).into()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
         },

@@ -50,6 +50,74 @@ pub struct AgentConfig {
     pub maglev: MaglevConfig,
     /// Per-worker flow table size and per-state idle timeouts.
     pub conntrack: ConntrackConfig,
+    /// `apiServer:`: where the agent reaches the Kubernetes API with its service account
+    /// (`--in-cluster`), instead of `KUBERNETES_SERVICE_HOST`, a ClusterIP that only kxdp
+    /// itself would route on a node without kube-proxy. None: the in-cluster default.
+    pub api_server: Option<ApiServerEndpoint>,
+}
+
+/// The API server's address as the agent dials it: a host name or an IP, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiServerEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The port `apiServer.port` defaults to: the API server's (kubeadm's) secure port.
+pub const DEFAULT_API_SERVER_PORT: u16 = 6443;
+
+impl ApiServerEndpoint {
+    /// `https://HOST:PORT`, brackets around an IPv6 address.
+    pub fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("https://[{}]:{}", self.host, self.port)
+        } else {
+            format!("https://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Parses `HOST:PORT` (`[V6]:PORT`, or `HOST` alone for port 6443), as `--api-server`
+    /// takes it.
+    pub fn parse(text: &str) -> Result<ApiServerEndpoint, String> {
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: an IPv6 address needs its closing ]"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("{text:?}: expected [ADDRESS]:PORT")),
+            }
+        } else {
+            match text.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!("{text:?}: write an IPv6 address as [ADDRESS]:PORT"));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (text, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("{text:?}: {p:?} is not a TCP port (1..=65535)"))?,
+            None => DEFAULT_API_SERVER_PORT,
+        };
+        endpoint(host, port)
+    }
+}
+
+fn endpoint(host: &str, port: u16) -> Result<ApiServerEndpoint, String> {
+    let host = host.trim();
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    Ok(ApiServerEndpoint {
+        host: host.to_string(),
+        port,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +204,7 @@ impl Default for AgentConfig {
                 by_backends: false,
             },
             conntrack: ConntrackConfig::default(),
+            api_server: None,
         }
     }
 }
@@ -154,6 +223,15 @@ struct RawConfig {
     underlay_mtu: Option<u64>,
     maglev: Option<RawMaglev>,
     conntrack: Option<RawConntrack>,
+    #[serde(rename = "apiServer")]
+    api_server: Option<RawApiServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiServer {
+    host: Option<String>,
+    port: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +365,7 @@ impl AgentConfig {
         };
 
         let conntrack = conntrack_config(raw.conntrack.unwrap_or_default(), defaults.conntrack)?;
+        let api_server = raw.api_server.map(api_server_config).transpose()?;
 
         Ok(AgentConfig {
             cluster_cidrs,
@@ -298,8 +377,27 @@ impl AgentConfig {
                 by_backends,
             },
             conntrack,
+            api_server,
         })
     }
+}
+
+/// `apiServer: {host, port}`: a host is required, the port defaults to 6443.
+fn api_server_config(raw: RawApiServer) -> Result<ApiServerEndpoint, ConfigError> {
+    let host = raw
+        .host
+        .ok_or_else(|| invalid("apiServer.host", "required with apiServer".into()))?;
+    let port = match raw.port {
+        Some(p) if p == 0 || p > u64::from(u16::MAX) => {
+            return Err(invalid(
+                "apiServer.port",
+                format!("{p} is not a TCP port (1..=65535)"),
+            ));
+        }
+        Some(p) => p as u16,
+        None => DEFAULT_API_SERVER_PORT,
+    };
+    endpoint(&host, port).map_err(|m| invalid("apiServer.host", m))
 }
 
 /// `conntrack:`: capacity within what the table supports, timeouts in whole seconds of at
@@ -508,5 +606,35 @@ mod tests {
         assert!(err("serviceCIDR: ''").starts_with("serviceCIDR: "));
         let e = err("vxlan: {vni: -1}");
         assert!(e.starts_with("vxlan.vni: "), "{e}");
+        assert!(err("apiServer: {port: 6443}").starts_with("apiServer.host: "));
+        assert!(err("apiServer: {host: 10.0.0.1, port: 0}").starts_with("apiServer.port: "));
+        assert!(err("apiServer: {host: ' '}").starts_with("apiServer.host: "));
+        assert!(err("apiServer: {host: a, url: b}").contains("unknown field `url`"));
+    }
+
+    #[test]
+    fn the_api_server_endpoint_is_read_and_parsed() {
+        let c = AgentConfig::from_yaml("apiServer: {host: api.example, port: 443}").unwrap();
+        let e = c.api_server.unwrap();
+        assert_eq!(e.url(), "https://api.example:443");
+        let c = AgentConfig::from_yaml("apiServer: {host: 192.168.1.10}").unwrap();
+        assert_eq!(c.api_server.unwrap().port, DEFAULT_API_SERVER_PORT);
+        assert_eq!(AgentConfig::default().api_server, None);
+
+        let p = |t: &str| ApiServerEndpoint::parse(t).map(|e| e.url());
+        assert_eq!(p("10.0.0.1:6443").unwrap(), "https://10.0.0.1:6443");
+        assert_eq!(p("api.example").unwrap(), "https://api.example:6443");
+        assert_eq!(p("[fd00::1]:443").unwrap(), "https://[fd00::1]:443");
+        assert_eq!(p("[fd00::1]").unwrap(), "https://[fd00::1]:6443");
+        for bad in [
+            "fd00::1",
+            "10.0.0.1:0",
+            "10.0.0.1:x",
+            ":6443",
+            "[fd00::1",
+            "a/b:1",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
     }
 }

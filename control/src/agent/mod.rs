@@ -61,6 +61,11 @@ pub struct AgentOptions {
     pub state: Option<PathBuf>,
     /// Take the cluster state from the Kubernetes API instead of `state`.
     pub kube: Option<KubeAccess>,
+    /// With `KubeAccess::Infer`: the API server to reach with the service account, over
+    /// `kxdp.yaml`'s `apiServer` (None: that, or else the in-cluster default).
+    pub api_server: Option<model::config::ApiServerEndpoint>,
+    /// The pod's service account (token, ca.crt, namespace) for an explicit API server.
+    pub service_account: PathBuf,
     pub workers: usize,
     /// Worker i is pinned to `cpus[i]` when given.
     pub cpus: Vec<usize>,
@@ -593,12 +598,22 @@ fn open_source(opts: &AgentOptions) -> Result<Source, AgentError> {
         (None, None) => Err(AgentError::NoSource),
         (Some(access), dir) => {
             let config = source::config_only(dir.as_deref())?;
-            let kubeconfig = match access {
-                KubeAccess::Kubeconfig(path) => Some(path.as_path()),
-                KubeAccess::Infer => None,
-            };
-            let kube =
-                crate::source::KubeSource::from_kubeconfig(kubeconfig).map_err(AgentError::Kube)?;
+            let endpoint = opts.api_server.as_ref().or(config.api_server.as_ref());
+            let kube = match (access, endpoint) {
+                (KubeAccess::Kubeconfig(path), _) => {
+                    crate::source::KubeSource::from_kubeconfig(Some(path))
+                }
+                (KubeAccess::Infer, Some(endpoint)) => {
+                    tracing::info!(
+                        url = %endpoint.url(),
+                        service_account = %opts.service_account.display(),
+                        "reaching the API server directly, not through KUBERNETES_SERVICE_HOST"
+                    );
+                    crate::source::KubeSource::in_cluster_at(endpoint, &opts.service_account)
+                }
+                (KubeAccess::Infer, None) => crate::source::KubeSource::from_kubeconfig(None),
+            }
+            .map_err(AgentError::Kube)?;
             Ok(Source::Kube {
                 kube: Box::new(kube),
                 config,

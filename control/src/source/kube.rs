@@ -52,6 +52,73 @@ pub enum KubeSourceError {
     Infer(#[source] ::kube::config::InferConfigError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[source] ::kube::Error),
+    /// `apiServer` / `--api-server` with the service account of `dir`.
+    #[error("in-cluster access to {url} with the service account in {}: {source}", dir.display())]
+    InClusterAt {
+        url: String,
+        dir: PathBuf,
+        source: ::kube::config::KubeconfigError,
+    },
+}
+
+/// Where the kubelet mounts a pod's service account (token, ca.crt, namespace).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// In-cluster access at an explicit API server endpoint: the service account's CA and
+/// token (the token file is re-read as the kubelet rotates it), the API server at
+/// `endpoint` rather than at `KUBERNETES_SERVICE_HOST`, a Service ClusterIP that on a node
+/// without kube-proxy only kxdp would route, and only once it has the state it would get
+/// from there. Built as a kubeconfig naming those files, so kube-rs loads them as it loads
+/// any kubeconfig's.
+pub async fn in_cluster_at(
+    endpoint: &model::config::ApiServerEndpoint,
+    service_account: &Path,
+) -> Result<Config, KubeSourceError> {
+    use ::kube::config::{AuthInfo, Cluster, Context, NamedAuthInfo, NamedCluster, NamedContext};
+    const NAME: &str = "in-cluster";
+    let file = |name: &str| Some(service_account.join(name).display().to_string());
+    let namespace = std::fs::read_to_string(service_account.join("namespace"))
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    let kubeconfig = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: NAME.into(),
+            cluster: Some(Cluster {
+                server: Some(endpoint.url()),
+                certificate_authority: file("ca.crt"),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: NAME.into(),
+            auth_info: Some(AuthInfo {
+                token_file: file("token"),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        contexts: vec![NamedContext {
+            name: NAME.into(),
+            context: Some(Context {
+                cluster: NAME.into(),
+                user: Some(NAME.into()),
+                namespace,
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        current_context: Some(NAME.into()),
+        ..Default::default()
+    };
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| KubeSourceError::InClusterAt {
+            url: endpoint.url(),
+            dir: service_account.to_path_buf(),
+            source,
+        })
 }
 
 /// What the watcher tasks tell the control thread.
@@ -186,6 +253,17 @@ impl KubeSource {
     pub fn from_kubeconfig(kubeconfig: Option<&Path>) -> Result<KubeSource, KubeSourceError> {
         let runtime = new_runtime()?;
         let config = runtime.block_on(load_config(kubeconfig))?;
+        KubeSource::start_on(runtime, config)
+    }
+
+    /// Connects with the pod's service account to the API server at `endpoint`
+    /// ([`in_cluster_at`]).
+    pub fn in_cluster_at(
+        endpoint: &model::config::ApiServerEndpoint,
+        service_account: &Path,
+    ) -> Result<KubeSource, KubeSourceError> {
+        let runtime = new_runtime()?;
+        let config = runtime.block_on(in_cluster_at(endpoint, service_account))?;
         KubeSource::start_on(runtime, config)
     }
 

@@ -4,5 +4,6 @@
 pub mod kube;
 
 pub use self::kube::{
-    FIELD_MANAGER, KubeSource, KubeSourceError, NodePatchError, SourceUpdate, WatchedKind,
+    FIELD_MANAGER, KubeSource, KubeSourceError, NodePatchError, SERVICE_ACCOUNT_DIR, SourceUpdate,
+    WatchedKind,
 };

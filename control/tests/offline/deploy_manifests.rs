@@ -285,7 +285,7 @@ fn agent_args(m: &Manifests, node_name: &str) -> control::cli::AgentArgs {
     let cli = control::cli::Cli::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("{argv:?} does not parse with kxdp's CLI: {e}"));
     match cli.command {
-        control::cli::Command::Agent(a) => a,
+        control::cli::Command::Agent(a) => *a,
         other => panic!("{argv:?} is not `kxdp agent`: {other:?}"),
     }
 }
