@@ -105,6 +105,14 @@ fn route(
     reader: &mut BufReader<TcpStream>,
     request: &Request,
 ) -> bool {
+    if !authorized(shared, request) {
+        shared.lock().counters.unauthorized += 1;
+        // Closed after the answer: a refused request's body is never read.
+        if write_json(stream, 401, &status(401, "Unauthorized", "Unauthorized")) {
+            linger(stream, reader);
+        }
+        return false;
+    }
     let watching =
         |q: &HashMap<String, String>| q.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (request.method.as_str(), kind_of_path(&request.path)) {
@@ -118,6 +126,18 @@ fn route(
         },
         _ => not_served(stream, request),
     }
+}
+
+/// Whether the request carries the bearer token the double requires (any request does
+/// when it requires none), as a service account's client sends it on every request.
+fn authorized(shared: &Shared, request: &Request) -> bool {
+    let Some(token) = shared.lock().token.clone() else {
+        return true;
+    };
+    request
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == token)
 }
 
 fn not_served(stream: &mut TcpStream, request: &Request) -> bool {
@@ -226,6 +246,7 @@ fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         409 => "Conflict",
         410 => "Gone",
@@ -316,6 +337,22 @@ mod tests {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer
+    }
+
+    #[test]
+    fn a_required_token_is_checked_on_every_request() {
+        let api = ApiServerDouble::start().unwrap();
+        api.require_token("s3cret");
+        let get = |auth: &str| {
+            exchange(
+                &api,
+                format!("GET /api/v1/pods HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+            )
+        };
+        assert!(get("").starts_with("HTTP/1.1 401 "), "{}", get(""));
+        assert!(get("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401 "));
+        assert!(get("Authorization: Bearer s3cret\r\n").starts_with("HTTP/1.1 200 "));
+        assert_eq!(api.counters().unauthorized, 2);
     }
 
     #[test]

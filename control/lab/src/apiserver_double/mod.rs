@@ -109,6 +109,12 @@ impl ApiServerDouble {
         })
     }
 
+    /// From now on, answer 401 to every request without `Authorization: Bearer <token>`,
+    /// as the API server answers a client without valid credentials.
+    pub fn require_token(&self, token: &str) {
+        self.shared.lock().token = Some(token.to_string());
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -99,6 +99,8 @@ pub struct Counters {
     pub pages_continued: u64,
     /// Every PATCH request received, in order, whatever it was answered.
     pub patches: Vec<PatchRecord>,
+    /// Requests answered 401 for want of the required bearer token.
+    pub unauthorized: u64,
 }
 
 /// One PATCH request as the double saw it.
@@ -150,6 +152,8 @@ pub(super) struct State {
     pub counters: Counters,
     /// Answer every PATCH with this status code (a fault), when set.
     pub patch_fault: Option<u16>,
+    /// Serve only requests carrying `Authorization: Bearer <this>`, when set.
+    pub token: Option<String>,
 }
 
 /// One page of a list, or why there is none.
