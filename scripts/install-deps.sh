@@ -18,9 +18,11 @@ set -euo pipefail
 # image and calls kxdp-cni; buildah: that image, which `deploy/image/build.sh --binaries`
 # makes from the test build's binaries; protobuf-compiler: protoc, with which the k8s-cri
 # crate's build script generates the CRI gRPC bindings the lab talks to containerd with.
+# openssl + socat: the agent's in-cluster bootstrap test makes a CA and a server certificate
+# (openssl) and puts TLS in front of the API server double (socat's OPENSSL-LISTEN).
 packages=(clang llvm libbpf-dev iproute2 ethtool gcc libc6-dev make pkg-config ca-certificates curl
   containernetworking-plugins nftables iptables iputils-ping prometheus valgrind linux-perf
-  containerd runc buildah protobuf-compiler)
+  containerd runc buildah protobuf-compiler openssl socat)
 
 missing=()
 for p in "${packages[@]}"; do

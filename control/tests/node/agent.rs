@@ -265,6 +265,17 @@ fn start_agent(
     socket: &Path,
     log: &Path,
 ) -> mpsc::Receiver<String> {
+    start_agent_with_env(lab, node, source, socket, log, &[])
+}
+
+fn start_agent_with_env(
+    lab: &mut Lab,
+    node: &str,
+    source: &[String],
+    socket: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> mpsc::Receiver<String> {
     let mut agent = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{node}"))
         .arg(env!("CARGO_BIN_EXE_kxdp"))
@@ -274,6 +285,7 @@ fn start_agent(
         .arg("--api-socket")
         .arg(socket)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -312,6 +324,176 @@ fn two_workers_run_pods_reloads_and_cleans_up() {
     if let Some(_lock) = root_test() {
         scenario(2);
     }
+}
+
+/// A process the test started, killed (by its PID) and reaped when the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and an API server certificate for 127.0.0.1 (and kubernetes.default.svc), made with
+/// openssl in `dir`: ca.crt, server.crt, server.key.
+fn make_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            testkit::cmd::describe(&out)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=kxdp-test-ca",
+        "-days",
+        "1",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=kube-apiserver",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+/// The bootstrap of a node without kube-proxy: the agent runs with the in-cluster
+/// configuration as a pod has it (the service account's token and CA, and
+/// KUBERNETES_SERVICE_HOST at a ClusterIP that nothing serves, since only kxdp would route
+/// it), with `--api-server` naming the API server itself. The API server double checks the
+/// bearer token on every request and sits behind TLS made with a CA of this test (socat's
+/// OpenSSL listener): the agent verifies the server with the service account's CA, lists
+/// and watches with the token, becomes ready and programs the cluster's pods and Services.
+#[test]
+fn agent_bootstraps_in_cluster_through_the_api_server_endpoint() {
+    const TOKEN: &str = "kxdp-test-service-account-token";
+    let Some(_lock) = root_test() else {
+        return;
+    };
+    let mut lab = Lab::tagged("incl", 1);
+    let node = node_with_uplink(&mut lab);
+    let api = in_netns(&node, ApiServerDouble::start).expect("the API server double listens");
+    api.require_token(TOKEN);
+    for doc in serde_yaml::Deserializer::from_str(&manifests("")) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        api.apply(&object).unwrap();
+    }
+    let pki = lab.dir.join("pki");
+    make_pki(&pki);
+    let plain = api.url().trim_start_matches("http://").to_string();
+    let tls_front = Killed(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{node}"))
+            .arg("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:6443,bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+                pki.join("server.crt").display(),
+                pki.join("server.key").display()
+            ))
+            .arg(format!("TCP:{plain}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat"),
+    );
+    wait_for("the TLS front to listen", Duration::from_secs(10), || {
+        in_netns(&node, || {
+            std::net::TcpStream::connect("127.0.0.1:6443").is_ok()
+        })
+    });
+
+    // The service account as the kubelet mounts it, and the ConfigMap's kxdp.yaml alone.
+    let account = lab.dir.join("serviceaccount");
+    std::fs::create_dir_all(&account).unwrap();
+    std::fs::write(account.join("token"), TOKEN).unwrap();
+    std::fs::copy(pki.join("ca.crt"), account.join("ca.crt")).unwrap();
+    std::fs::write(account.join("namespace"), "kube-system").unwrap();
+    let config = lab.dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("kxdp.yaml"), "apiServer: {host: 192.0.2.1}\n").unwrap();
+
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    // --api-server overrides kxdp.yaml's apiServer (192.0.2.1, which nothing answers).
+    let source: Vec<String> = [
+        "--in-cluster",
+        "--api-server",
+        "127.0.0.1:6443",
+        "--service-account",
+        account.to_str().unwrap(),
+        "--state",
+        config.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .into();
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+    let lines = start_agent_with_env(&mut lab, &node, &source, &socket, &log, &env);
+    let ready = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert!(ready.starts_with("kxdp agent ready node=node1"), "{ready}");
+    let st = status(&socket);
+    assert!(st.table_ports.contains(&"pod-demo-a".to_string()), "{st:?}");
+    let counters = api.counters();
+    assert!(
+        counters.lists.get("Service").is_some_and(|&n| n > 0),
+        "the Services were listed through TLS with the token: {counters:?}"
+    );
+    assert_eq!(counters.unauthorized, 0, "every request carried the token");
+    assert!(
+        read(&log).contains("https://127.0.0.1:6443"),
+        "the log names the endpoint:\n{}",
+        read(&log)
+    );
+    drop(tls_front);
 }
 
 /// The agent fed by the Kubernetes API (our API server double, the unmodified kube-rs
