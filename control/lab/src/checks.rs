@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use super::cmd;
 use super::error::LabError;
 use super::layout::{
-    ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, FLOOD_PORT, HTTP_PORT, NODE_PORT, NODE1, NODE2, NODE3,
-    NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan, WEB_CLUSTER_IP, WEB_TCP_PORT,
-    WEB_UDP_PORT,
+    ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, EXTERNAL_IP, FLOOD_PORT, HTTP_PORT, LOAD_BALANCER_IP,
+    NODE_PORT, NODE1, NODE2, NODE3, NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan,
+    WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
 };
 use super::manifests::PlacedPod;
 use super::pods;
@@ -247,6 +247,35 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
                 judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
             },
         );
+    }
+
+    // The node's own processes to its frontends (never through XDP: to a local address via
+    // lo, to the others by the default route): rewritten to the ClusterIP by the agent's
+    // nftables output chain, then the datapath's Service selection, as for pods.
+    for (what, to) in [
+        (
+            format!("own NodePort {}:{NODE_PORT}", NODE1.underlay_ip()),
+            SocketAddr::from((NODE1.underlay_ip(), NODE_PORT)),
+        ),
+        (
+            format!("externalIP {EXTERNAL_IP}:{WEB_TCP_PORT}"),
+            SocketAddr::from((EXTERNAL_IP, WEB_TCP_PORT)),
+        ),
+        (
+            format!("LoadBalancer IP {LOAD_BALANCER_IP}:{WEB_TCP_PORT}"),
+            SocketAddr::from((LOAD_BALANCER_IP, WEB_TCP_PORT)),
+        ),
+    ] {
+        check(format!("node1 host->{what}"), &move |c| {
+            let r = c.probe(
+                &c.node_ns(NODE1),
+                Proto::Tcp,
+                to,
+                NODEPORT_COUNT,
+                TIMEOUT_MS,
+            );
+            judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
+        });
     }
 
     // hostPort: the runtime passed the client pod's port mapping to the chain the agent

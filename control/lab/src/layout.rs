@@ -55,10 +55,15 @@ pub const WEB_SERVICE: &str = "web";
 pub const WEB_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const WEB_TCP_PORT: u16 = 80;
 pub const WEB_UDP_PORT: u16 = 5353;
-/// Service demo/web-nodeport (NodePort): TCP 80 -> http, nodePort 30080.
+/// Service demo/web-nodeport (LoadBalancer): TCP 80 -> http, nodePort 30080.
 pub const NODEPORT_SERVICE: &str = "web-nodeport";
 pub const NODEPORT_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 pub const NODE_PORT: u16 = 30080;
+/// demo/web-nodeport is a LoadBalancer Service: its `externalIPs` entry and the ingress IP
+/// its status reports (addresses on the fabric that no node holds: only the nodes' own
+/// processes use them, through kxdp's output rewrite).
+pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 200);
+pub const LOAD_BALANCER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 201);
 /// NetworkPolicy demo/web-ingress.
 pub const POLICY: &str = "web-ingress";
 

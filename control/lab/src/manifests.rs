@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use super::error::LabError;
 use super::layout::{
-    self, ADMIN_PORT, AGENT_NODES, CLUSTER_CIDR, ECHO_PORT, HTTP_PORT, NAMESPACE, NODE_PORT,
-    NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan, POLICY, PodPlan, SERVICE_CIDR, UNDERLAY_MTU,
-    VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE, WEB_TCP_PORT, WEB_UDP_PORT,
+    self, ADMIN_PORT, AGENT_NODES, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP, HTTP_PORT,
+    LOAD_BALANCER_IP, NAMESPACE, NODE_PORT, NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan,
+    POLICY, PodPlan, SERVICE_CIDR, UNDERLAY_MTU, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE,
+    WEB_TCP_PORT, WEB_UDP_PORT,
 };
 
 /// A pod with the address the CNI plugin gave it.
@@ -164,7 +165,8 @@ pub fn cluster_ip_service(name: &str, app: &str, ip: Ipv4Addr, ports: Value) -> 
 
 /// demo/web: ClusterIP, TCP and UDP, backends on both nodes. demo/web-nodeport: the same
 /// backends on every node's InternalIP at 30080 (externalTrafficPolicy Cluster: SNAT to
-/// the node's gateway).
+/// the node's gateway), and, being a LoadBalancer Service, at an externalIP and its
+/// load balancer's IP on port 80.
 fn services() -> Vec<Value> {
     vec![
         cluster_ip_service(
@@ -181,16 +183,18 @@ fn services() -> Vec<Value> {
             "kind": "Service",
             "metadata": {"name": NODEPORT_SERVICE, "namespace": NAMESPACE},
             "spec": {
-                "type": "NodePort",
+                "type": "LoadBalancer",
                 "selector": {"app": "web"},
                 "clusterIP": NODEPORT_CLUSTER_IP.to_string(),
                 "clusterIPs": [NODEPORT_CLUSTER_IP.to_string()],
+                "externalIPs": [EXTERNAL_IP.to_string()],
                 "externalTrafficPolicy": "Cluster",
                 "ports": [{
                     "name": "http", "protocol": "TCP", "port": WEB_TCP_PORT,
                     "targetPort": "http", "nodePort": NODE_PORT,
                 }],
             },
+            "status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP.to_string()}]}},
         }),
     ]
 }

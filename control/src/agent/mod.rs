@@ -12,6 +12,7 @@ mod adopt;
 mod api_server;
 mod datapath_ports;
 mod error;
+mod host_frontends;
 mod http;
 mod kernel_maps;
 pub mod metrics;
@@ -180,12 +181,13 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         flows: shared_flows.clone(),
     };
     let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
+    let host_frontends = host_frontends::host_frontends(&tables.load());
 
     let mut ports = DatapathPorts::start(opts, shared)?;
     let started = (|| -> Result<api_server::ApiSocket, AgentError> {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan)?;
-        netdev::install_masquerade(&masquerade_cidrs(&first.config))?;
+        netdev::install_nat(&masquerade_cidrs(&first.config), &host_frontends)?;
         ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
@@ -225,6 +227,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         source_wake,
         retired: retire::Retired::default(),
         warnings,
+        masquerade: masquerade_cidrs(&first.config),
+        host_frontends,
     };
     println!(
         "kxdp agent ready node={} generation={} workers={}",
@@ -272,6 +276,10 @@ struct Control<'a> {
     /// Replaced generations waiting for the workers to let go of them.
     retired: retire::Retired,
     warnings: WarningLog,
+    /// The cluster CIDRs pods are masqueraded out of (kxdp.yaml, fixed until a restart).
+    masquerade: Vec<(bool, String)>,
+    /// The node's own frontends as the nftables table rewrites them now.
+    host_frontends: Vec<host_frontends::HostFrontend>,
 }
 
 impl Control<'_> {
@@ -362,6 +370,7 @@ impl Control<'_> {
                 if let Err(e) = self.ports.sync_maps(&tables) {
                     tracing::error!("generation {next}: {e}");
                 }
+                self.sync_host_frontends(&tables, next);
                 self.retired.publish(&self.tables, tables);
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
@@ -377,6 +386,22 @@ impl Control<'_> {
                 );
                 false
             }
+        }
+    }
+
+    /// Rewrites the nftables table when the node's own frontends changed (a Service, a
+    /// NodePort, an external or LoadBalancer IP came or went).
+    fn sync_host_frontends(&mut self, tables: &Tables, generation: u64) {
+        let now = host_frontends::host_frontends(tables);
+        if now == self.host_frontends {
+            return;
+        }
+        match netdev::install_nat(&self.masquerade, &now) {
+            Ok(()) => self.host_frontends = now,
+            Err(e) => tracing::error!(
+                "generation {generation}: the node's own frontends ({} of them): {e}",
+                now.len()
+            ),
         }
     }
 

@@ -125,14 +125,20 @@ pub fn remove_host_port() -> Result<(), NetdevError> {
     Ok(())
 }
 
-/// The nftables table holding the agent's masquerade rule (walk 6).
+/// The nftables table holding the agent's NAT rules: the masquerade (walk 6) and the node's
+/// own traffic to its frontends.
 pub const NFT_TABLE: &str = "kxdp";
 
 /// Pods reaching outside the cluster leave through the host port and the node's routing;
 /// the node masquerades them (walk 6), as Flannel's ipMasq does: source inside the cluster
-/// CIDR, destination outside it. The rule lives in a table of its own, replaced whole, so
-/// it never touches anyone else's rules and removing it is one command.
-pub fn install_masquerade(cluster_cidrs: &[(bool, String)]) -> Result<(), NetdevError> {
+/// CIDR, destination outside it. The node's own processes reaching its NodePorts, external
+/// and LoadBalancer IPs are rewritten to the Service's ClusterIP (host_frontends.rs). The
+/// rules live in a table of their own, replaced whole, so they never touch anyone else's
+/// rules and removing them is one command.
+pub fn install_nat(
+    cluster_cidrs: &[(bool, String)],
+    host_frontends: &[super::host_frontends::HostFrontend],
+) -> Result<(), NetdevError> {
     let mut rules = String::new();
     for (v4, cidr) in cluster_cidrs {
         let family = if *v4 { "ip" } else { "ip6" };
@@ -140,10 +146,29 @@ pub fn install_masquerade(cluster_cidrs: &[(bool, String)]) -> Result<(), Netdev
             "    {family} saddr {cidr} {family} daddr != {cidr} oifname != \"{HOST_VETH}\" masquerade\n"
         ));
     }
+    // The node's own traffic that the output chain rewrote leaves into kxdp-host from the
+    // node's gateway address, as all node traffic into the datapath does: NetworkPolicy
+    // lets the node's gateways in, and answers come back there. Matched by a local source
+    // (fib saddr type local), so a NATed forward (a hostPort from outside) keeps its client.
+    rules.push_str(&format!(
+        "    oifname \"{HOST_VETH}\" ct status dnat fib saddr type local masquerade\n"
+    ));
+    // The node's own traffic to its frontends, rewritten to the Service's ClusterIP (see
+    // host_frontends.rs). The output hook's NAT priority (-100), as kube-proxy's nat OUTPUT.
+    let output = super::host_frontends::output_rules(host_frontends);
+    let output_chain = if output.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  chain output {{\n    type nat hook output priority -100; policy accept;\n{output}  }}\n"
+        )
+    };
+    // Replaced whole in one transaction: declaring the table first makes the delete succeed
+    // when it is not there yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n\
          table inet {NFT_TABLE} {{\n  chain postrouting {{\n    \
-         type nat hook postrouting priority srcnat; policy accept;\n{rules}  }}\n}}\n"
+         type nat hook postrouting priority srcnat; policy accept;\n{rules}  }}\n{output_chain}}}\n"
     );
     nft_script(&script)
 }
