@@ -426,7 +426,14 @@ fn containerd_checks(
     );
     check(
         "agent container restarted on node2: pods served again".into(),
-        &|c| rc::agent_restart(c.lab, &image, &|f, t| tcp(c, f, t), &placed(c)),
+        &|c| {
+            rc::agent_restart(&rc::Restarts {
+                lab: c.lab,
+                image: &image,
+                traffic: &|f, t| tcp(c, f, t),
+                placed: &placed(c),
+            })
+        },
     );
     check(
         "pod creation through containerd (alternating nodes, answering client)".into(),
@@ -442,7 +449,14 @@ fn containerd_checks(
     );
     check(
         "sandbox while node1's agent restarts: CNI 11, retried, made".into(),
-        &|c| rc::sandbox_during_agent_restart(c.lab, &image, &|f, t| tcp(c, f, t), &placed(c)),
+        &|c| {
+            rc::sandbox_during_agent_restart(&rc::Restarts {
+                lab: c.lab,
+                image: &image,
+                traffic: &|f, t| tcp(c, f, t),
+                placed: &placed(c),
+            })
+        },
     );
     Ok(())
 }

@@ -183,14 +183,35 @@ pub fn containerd_restart(lab: &Lab, traffic: Traffic<'_>) -> (bool, String) {
     })())
 }
 
+/// What the checks that restart an agent container need: the image of its next attempt,
+/// and the lab's pods (which the agent must know again) with traffic between them.
+#[derive(Clone, Copy)]
+pub struct Restarts<'a> {
+    pub lab: &'a Lab,
+    pub image: &'a str,
+    pub traffic: Traffic<'a>,
+    pub placed: &'a [PlacedPod],
+}
+
+impl std::fmt::Debug for Restarts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restarts")
+            .field("lab", &self.lab.dir)
+            .field("image", &self.image)
+            .field("pods", &self.placed.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The agent container stopped, removed, and its next attempt started, as the kubelet
 /// restarts a container: the pods it serves answer again.
-pub fn agent_restart(
-    lab: &Lab,
-    image: &str,
-    traffic: Traffic<'_>,
-    placed: &[PlacedPod],
-) -> (bool, String) {
+pub fn agent_restart(r: &Restarts<'_>) -> (bool, String) {
+    let Restarts {
+        lab,
+        image,
+        traffic,
+        placed,
+    } = *r;
     verdict((|| {
         let node = NODE2;
         let started = Instant::now();
@@ -213,12 +234,13 @@ pub fn agent_restart(
 /// A pod created while its node's agent is restarting: kxdp-cni answers ADD with 11 (try
 /// again later), containerd fails RunPodSandbox (and DELs), the kubelet (the lab) retries,
 /// and once the agent is back the sandbox is made.
-pub fn sandbox_during_agent_restart(
-    lab: &Lab,
-    image: &str,
-    traffic: Traffic<'_>,
-    placed: &[PlacedPod],
-) -> (bool, String) {
+pub fn sandbox_during_agent_restart(r: &Restarts<'_>) -> (bool, String) {
+    let Restarts {
+        lab,
+        image,
+        traffic,
+        placed,
+    } = *r;
     verdict((|| {
         let node = NODE1;
         let pod = scratch("scratch-retry", node);
