@@ -47,6 +47,9 @@ pub struct AgentConfig {
     pub service_cidrs: Vec<Cidr>,
     pub vxlan: VxlanConfig,
     pub underlay_mtu: u16,
+    /// Whether kxdp.yaml set `underlayMTU`. When it did not, the agent takes the uplink's
+    /// MTU instead ([`AgentConfig::with_uplink_mtu`]); replay keeps the default.
+    pub underlay_mtu_explicit: bool,
     pub maglev: MaglevConfig,
     /// Per-worker flow table size and per-state idle timeouts.
     pub conntrack: ConntrackConfig,
@@ -199,6 +202,7 @@ impl Default for AgentConfig {
                 port: DEFAULT_VXLAN_PORT,
             },
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
+            underlay_mtu_explicit: false,
             maglev: MaglevConfig {
                 table_size: DEFAULT_MAGLEV_TABLE_SIZE,
                 by_backends: false,
@@ -372,6 +376,7 @@ impl AgentConfig {
             service_cidrs,
             vxlan: VxlanConfig { vni, port },
             underlay_mtu,
+            underlay_mtu_explicit: raw.underlay_mtu.is_some(),
             maglev: MaglevConfig {
                 table_size,
                 by_backends,
@@ -379,6 +384,35 @@ impl AgentConfig {
             conntrack,
             api_server,
         })
+    }
+}
+
+impl AgentConfig {
+    /// The config for a node whose uplink has MTU `uplink_mtu`: unless kxdp.yaml set
+    /// `underlayMTU`, the underlay MTU is the uplink's (as Flannel reads it off its
+    /// interface), so pods get the uplink's MTU minus the VXLAN overhead without a setting
+    /// per node. An uplink too small to carry the pods' minimum is refused, naming both.
+    pub fn with_uplink_mtu(mut self, uplink_mtu: u32) -> Result<AgentConfig, ConfigError> {
+        if self.underlay_mtu_explicit {
+            return Ok(self);
+        }
+        let has_v6 = self.cluster_cidrs.iter().any(|c| !c.addr.is_v4());
+        let min = if has_v6 {
+            MIN_UNDERLAY_MTU_IPV6
+        } else {
+            MIN_UNDERLAY_MTU
+        };
+        if uplink_mtu < u32::from(min) {
+            return Err(invalid(
+                "underlayMTU",
+                format!(
+                    "not set, and the uplink's MTU {uplink_mtu} is below {min}: raise the \
+                     uplink's MTU or set underlayMTU"
+                ),
+            ));
+        }
+        self.underlay_mtu = u16::try_from(uplink_mtu).unwrap_or(u16::MAX);
+        Ok(self)
     }
 }
 
@@ -610,6 +644,32 @@ mod tests {
         assert!(err("apiServer: {host: 10.0.0.1, port: 0}").starts_with("apiServer.port: "));
         assert!(err("apiServer: {host: ' '}").starts_with("apiServer.host: "));
         assert!(err("apiServer: {host: a, url: b}").contains("unknown field `url`"));
+    }
+
+    #[test]
+    fn the_uplink_mtu_is_taken_unless_underlay_mtu_is_set() {
+        let c = AgentConfig::default().with_uplink_mtu(9000).unwrap();
+        assert_eq!(c.underlay_mtu, 9000);
+        let c = AgentConfig::from_yaml("underlayMTU: 1400").unwrap();
+        assert!(c.underlay_mtu_explicit);
+        assert_eq!(c.with_uplink_mtu(9000).unwrap().underlay_mtu, 1400);
+        let e = AgentConfig::default()
+            .with_uplink_mtu(500)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("underlayMTU: not set, and the uplink's MTU 500"),
+            "{e}"
+        );
+        let v6 = AgentConfig::from_yaml("clusterCIDR: 10.0.0.0/16,fd00::/64").unwrap();
+        assert!(v6.with_uplink_mtu(1300).is_err());
+        assert_eq!(
+            AgentConfig::default()
+                .with_uplink_mtu(100_000)
+                .unwrap()
+                .underlay_mtu,
+            u16::MAX
+        );
     }
 
     #[test]

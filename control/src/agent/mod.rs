@@ -146,7 +146,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         events_tx.clone(),
         ready.clone(),
     )?;
-    let mut source = open_source(opts)?;
+    let mut source = open_source(opts, read_uplink_mtu(&opts.uplink))?;
     let source_wake = wake_on_source_changes(&source, &events_tx);
     // Only the Kubernetes source writes the Node's annotations: a state directory is
     // somebody else's to edit.
@@ -617,12 +617,29 @@ fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<Atomic
     pending
 }
 
-fn open_source(opts: &AgentOptions) -> Result<Source, AgentError> {
+/// The uplink's MTU, which becomes the underlay MTU unless kxdp.yaml sets one; None (with
+/// a warning) when it cannot be read, and kxdp.yaml's value or default stands.
+fn read_uplink_mtu(uplink: &str) -> Option<u32> {
+    netdev::mtu_of(uplink)
+        .map_err(|e| tracing::warn!("uplink {uplink}: {e}; the underlay MTU is kxdp.yaml's"))
+        .ok()
+}
+
+fn open_source(opts: &AgentOptions, uplink_mtu: Option<u32>) -> Result<Source, AgentError> {
     match (&opts.kube, &opts.state) {
-        (None, Some(dir)) => Ok(Source::Dir(DirWatch::new(dir.clone()))),
+        (None, Some(dir)) => Ok(Source::Dir {
+            watch: DirWatch::new(dir.clone()),
+            uplink_mtu,
+        }),
         (None, None) => Err(AgentError::NoSource),
         (Some(access), dir) => {
-            let config = source::config_only(dir.as_deref())?;
+            let config = source::with_uplink_mtu(
+                source::config_only(dir.as_deref())?,
+                uplink_mtu,
+                &dir.as_deref()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(model::state::CONFIG_FILE),
+            )?;
             let endpoint = opts.api_server.as_ref().or(config.api_server.as_ref());
             let kube = match (access, endpoint) {
                 (KubeAccess::Kubeconfig(path), _) => {
@@ -742,8 +759,9 @@ fn host_plan(
     }
 }
 
-/// Pods get the underlay MTU from kxdp.yaml minus the VXLAN overhead: an uplink that cannot
-/// carry that much would silently drop full-size pod packets once encapsulated.
+/// Pods get the underlay MTU (kxdp.yaml's, else the uplink's own) minus the VXLAN overhead:
+/// an uplink that cannot carry kxdp.yaml's would silently drop full-size pod packets once
+/// encapsulated.
 fn check_uplink_mtu(uplink: &str, configured: u16) {
     match netdev::mtu_of(uplink) {
         Ok(mtu) if mtu < u32::from(configured) => tracing::warn!(

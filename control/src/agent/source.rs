@@ -41,16 +41,34 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// Loads `dir` and translates it for `node`.
-pub fn build(dir: &Path, node: &str, generation: u64) -> Result<Built, BuildError> {
+/// Loads `dir` and translates it for `node`, with the underlay MTU of an uplink of
+/// `uplink_mtu` unless kxdp.yaml sets one.
+pub fn build(
+    dir: &Path,
+    node: &str,
+    generation: u64,
+    uplink_mtu: Option<u32>,
+) -> Result<Built, BuildError> {
     let state = load_state_dir(dir)?;
-    build_from(
-        &state.cluster,
-        state.config,
-        state.warnings,
-        node,
-        generation,
-    )
+    let config = with_uplink_mtu(state.config, uplink_mtu, &dir.join(CONFIG_FILE))?;
+    build_from(&state.cluster, config, state.warnings, node, generation)
+}
+
+/// [`AgentConfig::with_uplink_mtu`] when the uplink's MTU is known.
+pub fn with_uplink_mtu(
+    config: AgentConfig,
+    uplink_mtu: Option<u32>,
+    path: &Path,
+) -> Result<AgentConfig, BuildError> {
+    match uplink_mtu {
+        Some(mtu) => config
+            .with_uplink_mtu(mtu)
+            .map_err(|source| BuildError::Config {
+                path: path.to_path_buf(),
+                source,
+            }),
+        None => Ok(config),
+    }
 }
 
 fn build_from(
@@ -85,7 +103,11 @@ pub fn config_only(dir: Option<&Path>) -> Result<AgentConfig, BuildError> {
 /// The agent's source of cluster state.
 #[derive(Debug)]
 pub enum Source {
-    Dir(DirWatch),
+    Dir {
+        watch: DirWatch,
+        /// The uplink's MTU, the underlay MTU when kxdp.yaml sets none.
+        uplink_mtu: Option<u32>,
+    },
     Kube {
         kube: Box<KubeSource>,
         /// kxdp.yaml as read at start (a ConfigMap change takes an agent restart).
@@ -99,7 +121,7 @@ impl Source {
     /// What to say when building fails: where the state came from.
     pub fn describe(&self) -> String {
         match self {
-            Source::Dir(d) => format!("state directory {}", d.dir.display()),
+            Source::Dir { watch, .. } => format!("state directory {}", watch.dir.display()),
             Source::Kube { .. } => "the Kubernetes API".to_string(),
         }
     }
@@ -112,7 +134,9 @@ impl Source {
     /// is rebuilt); a relist, like a re-read directory, is translated from scratch.
     pub fn next(&mut self, node: &str, generation: u64) -> Option<Result<Built, BuildError>> {
         match self {
-            Source::Dir(d) => d.changed().then(|| build(&d.dir, node, generation)),
+            Source::Dir { watch, uplink_mtu } => watch
+                .changed()
+                .then(|| build(&watch.dir, node, generation, *uplink_mtu)),
             Source::Kube {
                 kube,
                 config,
@@ -146,7 +170,7 @@ impl Source {
     /// The Kubernetes source, when that is where the state comes from.
     pub fn kube(&self) -> Option<&KubeSource> {
         match self {
-            Source::Dir(_) => None,
+            Source::Dir { .. } => None,
             Source::Kube { kube, .. } => Some(kube),
         }
     }
@@ -154,7 +178,7 @@ impl Source {
     /// Blocks up to `timeout` for the first state (the API's initial sync).
     pub fn wait(&self, timeout: std::time::Duration) {
         match self {
-            Source::Dir(_) => {}
+            Source::Dir { .. } => {}
             Source::Kube { kube, .. } => {
                 kube.wait_for_change(timeout);
             }
@@ -164,7 +188,7 @@ impl Source {
     /// Kinds the API source has not listed yet (empty for a directory).
     pub fn unsynced(&self) -> Vec<String> {
         match self {
-            Source::Dir(_) => Vec::new(),
+            Source::Dir { .. } => Vec::new(),
             Source::Kube { kube, .. } => kube
                 .unsynced_kinds()
                 .iter()

@@ -593,6 +593,29 @@ fn agent_follows_the_kubernetes_api() {
 
 /// An agent that cannot start (its uplink does not exist) says why, naming the interface,
 /// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
+/// With no `underlayMTU` in kxdp.yaml the agent takes the uplink's MTU (here 1400): pods
+/// get 1350, the uplink's MTU minus the VXLAN overhead, without a setting per node.
+#[test]
+fn the_underlay_mtu_is_the_uplinks_unless_set() {
+    let Some(_lock) = root_test() else {
+        return;
+    };
+    let mut lab = Lab::tagged("mtu", 1);
+    let node = node_with_uplink(&mut lab);
+    let set = run("ip", &["-n", &node, "link", "set", "up0", "mtu", "1400"]);
+    assert!(set.status.success(), "{}", testkit::cmd::describe(&set));
+    let state = lab.dir.join("state");
+    write_state(&state, "");
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    let source = ["--state".to_string(), state.display().to_string()];
+    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
+    lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    assert_eq!(status(&socket).pod_mtu, 1350, "log:\n{}", read(&log));
+}
+
 #[test]
 fn a_failed_start_leaves_nothing_behind() {
     let Some(_lock) = root_test() else {
