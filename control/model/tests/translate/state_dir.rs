@@ -52,7 +52,16 @@ fn key(vip: &str, port: u16, proto: u8) -> ServiceKey {
 #[test]
 fn two_node_example_node_a() {
     let state = load_state_dir(&example_dir()).unwrap();
-    assert_eq!(state.config, AgentConfig::default());
+    // The example writes the defaults out, underlayMTU included (so an agent on it would
+    // not take its uplink's MTU instead).
+    assert!(state.config.underlay_mtu_explicit);
+    assert_eq!(
+        AgentConfig {
+            underlay_mtu_explicit: false,
+            ..state.config.clone()
+        },
+        AgentConfig::default()
+    );
     assert!(state.warnings.is_empty(), "{:?}", state.warnings);
     assert_eq!(state.cluster.nodes.len(), 2);
     assert_eq!(state.cluster.namespaces.len(), 1);
