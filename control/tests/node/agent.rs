@@ -258,6 +258,21 @@ status:
 
 /// Starts `kxdp agent` for node1 (uplink up0, the lab's worker count) in `node`, with
 /// `source` naming where its state comes from; returns its stdout lines.
+/// Writes the state directory, starts the agent on it in `node` and waits for its
+/// readiness line; returns its API socket and its log.
+fn ready_agent_on_state(lab: &mut Lab, node: &str) -> (PathBuf, PathBuf) {
+    let state = lab.dir.join("state");
+    write_state(&state, "");
+    let socket = lab.dir.join("agent.sock");
+    let log = lab.dir.join("agent.log");
+    let source = ["--state".to_string(), state.display().to_string()];
+    let lines = start_agent(lab, node, &source, &socket, &log);
+    lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    (socket, log)
+}
+
 fn start_agent(
     lab: &mut Lab,
     node: &str,
@@ -604,15 +619,7 @@ fn the_underlay_mtu_is_the_uplinks_unless_set() {
     let node = node_with_uplink(&mut lab);
     let set = run("ip", &["-n", &node, "link", "set", "up0", "mtu", "1400"]);
     assert!(set.status.success(), "{}", testkit::cmd::describe(&set));
-    let state = lab.dir.join("state");
-    write_state(&state, "");
-    let socket = lab.dir.join("agent.sock");
-    let log = lab.dir.join("agent.log");
-    let source = ["--state".to_string(), state.display().to_string()];
-    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
-    lines
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    let (socket, log) = ready_agent_on_state(&mut lab, &node);
     assert_eq!(status(&socket).pod_mtu, 1350, "log:\n{}", read(&log));
 }
 
@@ -863,15 +870,7 @@ fn the_agent_follows_a_next_hop_mac_change() {
     let mut lab = Lab::tagged("mac", 1);
     let (node, outside) = node_beside_node2(&mut lab, 1);
     make_pod(&mut lab, "a", "10.244.1.2", "kx0000000000a");
-    let state = lab.dir.join("state");
-    write_state(&state, "");
-    let socket = lab.dir.join("agent.sock");
-    let log = lab.dir.join("agent.log");
-    let source = ["--state".to_string(), state.display().to_string()];
-    let lines = start_agent(&mut lab, &node, &source, &socket, &log);
-    lines
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    let (socket, log) = ready_agent_on_state(&mut lab, &node);
     let answer = agent_api::call(
         &socket,
         &Request::AddPort {

@@ -206,12 +206,7 @@ impl std::fmt::Debug for Restarts<'_> {
 /// The agent container stopped, removed, and its next attempt started, as the kubelet
 /// restarts a container: the pods it serves answer again.
 pub fn agent_restart(r: &Restarts<'_>) -> (bool, String) {
-    let Restarts {
-        lab,
-        image,
-        traffic,
-        placed,
-    } = *r;
+    let (lab, image, traffic, placed) = (r.lab, r.image, r.traffic, r.placed);
     verdict((|| {
         let node = NODE2;
         let started = Instant::now();
@@ -235,12 +230,7 @@ pub fn agent_restart(r: &Restarts<'_>) -> (bool, String) {
 /// again later), containerd fails RunPodSandbox (and DELs), the kubelet (the lab) retries,
 /// and once the agent is back the sandbox is made.
 pub fn sandbox_during_agent_restart(r: &Restarts<'_>) -> (bool, String) {
-    let Restarts {
-        lab,
-        image,
-        traffic,
-        placed,
-    } = *r;
+    let (lab, image, traffic, placed) = (r.lab, r.image, r.traffic, r.placed);
     verdict((|| {
         let node = NODE1;
         let pod = scratch("scratch-retry", node);
