@@ -256,8 +256,6 @@ status:
     )
 }
 
-/// Starts `kxdp agent` for node1 (uplink up0, the lab's worker count) in `node`, with
-/// `source` naming where its state comes from; returns its stdout lines.
 /// Writes the state directory, starts the agent on it in `node` and waits for its
 /// readiness line; returns its API socket and its log.
 fn ready_agent_on_state(lab: &mut Lab, node: &str) -> (PathBuf, PathBuf) {
@@ -273,6 +271,8 @@ fn ready_agent_on_state(lab: &mut Lab, node: &str) -> (PathBuf, PathBuf) {
     (socket, log)
 }
 
+/// Starts `kxdp agent` for node1 (uplink up0, the lab's worker count) in `node`, with
+/// `source` naming where its state comes from; returns its stdout lines.
 fn start_agent(
     lab: &mut Lab,
     node: &str,
@@ -283,6 +283,7 @@ fn start_agent(
     start_agent_with_env(lab, node, source, socket, log, &[])
 }
 
+/// [`start_agent`] with `env` added to the agent's environment.
 fn start_agent_with_env(
     lab: &mut Lab,
     node: &str,
@@ -606,8 +607,6 @@ fn agent_follows_the_kubernetes_api() {
     in_netns(&node, move || drop(api));
 }
 
-/// An agent that cannot start (its uplink does not exist) says why, naming the interface,
-/// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
 /// With no `underlayMTU` in kxdp.yaml the agent takes the uplink's MTU (here 1400): pods
 /// get 1350, the uplink's MTU minus the VXLAN overhead, without a setting per node.
 #[test]
@@ -623,6 +622,8 @@ fn the_underlay_mtu_is_the_uplinks_unless_set() {
     assert_eq!(status(&socket).pod_mtu, 1350, "log:\n{}", read(&log));
 }
 
+/// An agent that cannot start (its uplink does not exist) says why, naming the interface,
+/// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
 #[test]
 fn a_failed_start_leaves_nothing_behind() {
     let Some(_lock) = root_test() else {
