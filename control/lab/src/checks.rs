@@ -378,7 +378,7 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
     });
 
     if lab.runtime == Runtime::Containerd {
-        containerd_checks(lab, &mut check)?;
+        containerd_checks(&mut check);
     }
 
     Ok(results)
@@ -392,15 +392,8 @@ const ANSWER_PROBE_MS: u64 = 200;
 
 /// What containerd does with kxdp-cni and the agent (containerd::runtime_checks), each
 /// followed by traffic between the lab's pods.
-fn containerd_checks(
-    lab: &Lab,
-    check: &mut dyn FnMut(String, CheckFn<'_>),
-) -> Result<(), LabError> {
-    use super::containerd::{images, runtime_checks as rc};
-    let archive = lab.image.as_deref().ok_or_else(|| {
-        LabError::Setup("a containerd lab without its --image in DIR/lab.json".into())
-    })?;
-    let image = images::archive_image_name(archive)?;
+fn containerd_checks(check: &mut dyn FnMut(String, CheckFn<'_>)) {
+    use super::containerd::runtime_checks as rc;
     let tcp =
         |c: &Ctx<'_>, from: &PodPlan, to: &PodPlan| pod_to_pod(c, from, to, Proto::Tcp, HTTP_PORT);
     let placed = |c: &Ctx<'_>| -> Vec<PlacedPod> {
@@ -429,7 +422,6 @@ fn containerd_checks(
         &|c| {
             rc::agent_restart(&rc::Restarts {
                 lab: c.lab,
-                image: &image,
                 traffic: &|f, t| tcp(c, f, t),
                 placed: &placed(c),
             })
@@ -452,13 +444,11 @@ fn containerd_checks(
         &|c| {
             rc::sandbox_during_agent_restart(&rc::Restarts {
                 lab: c.lab,
-                image: &image,
                 traffic: &|f, t| tcp(c, f, t),
                 placed: &placed(c),
             })
         },
     );
-    Ok(())
 }
 
 /// The node's conf dir: kxdp's list sorts first (so a runtime uses it), the older kxdp list

@@ -379,6 +379,7 @@ pub fn start(lab: &Lab, node: NodePlan, image: &str) -> Result<AgentPod, LabErro
         sandbox_id: id,
         agent_container: String::new(),
         attempt: 0,
+        image: image.to_string(),
     };
     save(lab, node, &pod)?;
     for c in &t.init {
@@ -427,6 +428,8 @@ pub struct AgentPod {
     pub sandbox_id: String,
     pub agent_container: String,
     pub attempt: u32,
+    /// The kxdp image it runs: the next attempt runs the same.
+    pub image: String,
 }
 
 fn record_path(lab: &Lab, node: NodePlan) -> PathBuf {
@@ -458,14 +461,23 @@ pub fn stop_agent(lab: &Lab, node: NodePlan) -> Result<AgentPod, LabError> {
     Ok(pod)
 }
 
-/// Starts the next attempt of the agent container in the recorded sandbox; waits for ready.
-pub fn start_next_attempt(lab: &Lab, node: NodePlan, image: &str) -> Result<AgentPod, LabError> {
+/// Starts the next attempt of the agent container in the recorded sandbox, from the
+/// recorded image; waits for ready.
+pub fn start_next_attempt(lab: &Lab, node: NodePlan) -> Result<AgentPod, LabError> {
     let mut pod = record(lab, node)
         .ok_or_else(|| LabError::Setup(format!("no agent pod recorded on {}", node.name())))?;
     let t = template()?;
     let client = super::client(&NodeRuntime::of(lab, node))?;
     pod.attempt += 1;
-    pod.agent_container = start_agent(lab, node, &t, &client, &pod.sandbox_id, image, pod.attempt)?;
+    pod.agent_container = start_agent(
+        lab,
+        node,
+        &t,
+        &client,
+        &pod.sandbox_id,
+        &pod.image,
+        pod.attempt,
+    )?;
     save(lab, node, &pod)?;
     Ok(pod)
 }

@@ -183,12 +183,11 @@ pub fn containerd_restart(lab: &Lab, traffic: Traffic<'_>) -> (bool, String) {
     })())
 }
 
-/// What the checks that restart an agent container need: the image of its next attempt,
-/// and the lab's pods (which the agent must know again) with traffic between them.
+/// What the checks that restart an agent container need: the lab's pods (which the agent
+/// must know again) with traffic between them.
 #[derive(Clone, Copy)]
 pub struct Restarts<'a> {
     pub lab: &'a Lab,
-    pub image: &'a str,
     pub traffic: Traffic<'a>,
     pub placed: &'a [PlacedPod],
 }
@@ -197,7 +196,6 @@ impl std::fmt::Debug for Restarts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Restarts")
             .field("lab", &self.lab.dir)
-            .field("image", &self.image)
             .field("pods", &self.placed.len())
             .finish_non_exhaustive()
     }
@@ -206,12 +204,12 @@ impl std::fmt::Debug for Restarts<'_> {
 /// The agent container stopped, removed, and its next attempt started, as the kubelet
 /// restarts a container: the pods it serves answer again.
 pub fn agent_restart(r: &Restarts<'_>) -> (bool, String) {
-    let (lab, image, traffic, placed) = (r.lab, r.image, r.traffic, r.placed);
+    let (lab, traffic, placed) = (r.lab, r.traffic, r.placed);
     verdict((|| {
         let node = NODE2;
         let started = Instant::now();
         agents::stop_agent(lab, node)?;
-        let pod = agents::start_next_attempt(lab, node, image)?;
+        let pod = agents::start_next_attempt(lab, node)?;
         lab_agents::wait_for_pods(lab, &[node], placed, KNOWN_TIMEOUT)?;
         let took = started.elapsed();
         let (ok, measured) = traffic(&POD_CLIENT, &POD_WEB2);
@@ -230,7 +228,7 @@ pub fn agent_restart(r: &Restarts<'_>) -> (bool, String) {
 /// again later), containerd fails RunPodSandbox (and DELs), the kubelet (the lab) retries,
 /// and once the agent is back the sandbox is made.
 pub fn sandbox_during_agent_restart(r: &Restarts<'_>) -> (bool, String) {
-    let (lab, image, traffic, placed) = (r.lab, r.image, r.traffic, r.placed);
+    let (lab, traffic, placed) = (r.lab, r.traffic, r.placed);
     verdict((|| {
         let node = NODE1;
         let pod = scratch("scratch-retry", node);
@@ -259,7 +257,7 @@ pub fn sandbox_during_agent_restart(r: &Restarts<'_>) -> (bool, String) {
             .map_err(|_| {
                 LabError::Setup("RunPodSandbox never failed while the agent was stopped".into())
             });
-        let restarted = agents::start_next_attempt(lab, node, image);
+        let restarted = agents::start_next_attempt(lab, node);
         let joined = kubelet
             .join()
             .map_err(|_| LabError::Setup("the kubelet thread panicked".into()))?;
