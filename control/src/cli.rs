@@ -80,9 +80,11 @@ pub struct AgentArgs {
     /// by --api-server or `apiServer`.
     #[arg(long, value_name = "DIR", default_value = crate::source::SERVICE_ACCOUNT_DIR)]
     pub service_account: PathBuf,
-    /// Worker threads; worker i serves queue i of every port.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    /// Worker threads; rx queue q of every port is served by worker q mod N. Default: one
+    /// per rx queue of the uplink, at most one per CPU the agent may use (or listed in
+    /// --cpus). At most the uplink's rx queue count: each worker needs a queue to send on.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// CPUs to pin the workers to, in worker order (e.g. 0,1).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cpus: Vec<usize>,

@@ -5,9 +5,10 @@
 // (the userspace workers do all packet logic) or passed to the kernel untouched.
 //
 // One XSKMAP serves every port. Each port (uplink, host, every pod veth) owns a range of
-// slots starting at a base the agent writes into `port_slots` (ifindex -> base); worker i's
-// socket for that port's queue i sits at base + i. A map indexed by queue alone would not
-// do: every pod veth has queues 0..W-1, so their sockets would collide.
+// slots, one per rx queue, starting at a base the agent writes into `port_slots` (ifindex ->
+// base and queue count); the socket serving the port's queue q sits at base + q. A map
+// indexed by queue alone would not do: every pod veth has queues 0..W-1, so their sockets
+// would collide. Ranges differ in width: a NIC's uplink has as many queues as its channels.
 //
 // Scope for now: Ethernet II + IPv4 only. VLAN-tagged frames and IPv6 are passed to the
 // kernel on the uplink (and redirected like everything else on pod and host ports).
@@ -51,8 +52,10 @@ enum reason {
 	REASON_POD_REDIRECT = 3,
 	REASON_POD_TO_NODE = 4,
 	// The program chose to redirect, but the receiving interface has no entry in
-	// `port_slots` (or base + queue falls outside `xsks`): passed to the kernel instead.
-	// Counted in place of the redirect reason, so every packet bumps exactly one counter.
+	// `port_slots`, or the packet's rx queue lies beyond the port's range (channels added
+	// and not yet served), or the range falls outside `xsks`: passed to the kernel
+	// instead. Counted in place of the redirect reason, so every packet bumps exactly one
+	// counter.
 	REASON_NO_SLOT = 5,
 	// A pod sent TCP/UDP/SCTP to one of the node's addresses on a frontend (its own
 	// node's NodePort): the datapath load-balances it.
@@ -72,12 +75,18 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-// ifindex of a port -> its first slot in `xsks`. Rust twin: `PORT_SLOTS_ENTRIES`.
+// Rust twin: `PortRange`. A port's range in `xsks`: slots base .. base + queues - 1.
+struct port_range {
+	__u32 base;
+	__u32 queues;
+};
+
+// ifindex of a port -> its range in `xsks`. Rust twin: `PORT_SLOTS_ENTRIES`.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct port_range);
 } port_slots SEC(".maps");
 
 struct {
@@ -117,22 +126,30 @@ static __always_inline void count(__u32 reason)
 }
 
 // Hands the frame to the socket of its port's slot for the queue it arrived on, counting
-// `reason`. A port the agent has not (yet) given slots, and a slot without a socket (the
-// XDP_PASS flag of bpf_redirect_map), fall back to the kernel instead of dropping: an agent
-// that is not (yet) running must not black-hole the node.
+// `reason`. A port the agent has not (yet) given slots, a queue beyond its range, and a
+// slot without a socket (the XDP_PASS flag of bpf_redirect_map) fall back to the kernel
+// instead of dropping: an agent that is not (yet) running must not black-hole the node,
+// and a queue the agent does not serve yet must not land in another port's slot (whose
+// socket, bound to another device, would make the kernel drop it).
 static __always_inline int to_socket(struct xdp_md *ctx, __u32 reason)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 queue = ctx->rx_queue_index;
-	__u32 *base = bpf_map_lookup_elem(&port_slots, &ifindex);
+	struct port_range *slots = bpf_map_lookup_elem(&port_slots, &ifindex);
+	__u32 base;
 
+	if (!slots || queue >= slots->queues) {
+		count(REASON_NO_SLOT);
+		return XDP_PASS;
+	}
+	base = slots->base;
 	// Written so that base + queue cannot wrap around.
-	if (!base || *base >= XSKS_ENTRIES || queue >= XSKS_ENTRIES - *base) {
+	if (base >= XSKS_ENTRIES || queue >= XSKS_ENTRIES - base) {
 		count(REASON_NO_SLOT);
 		return XDP_PASS;
 	}
 	count(reason);
-	return bpf_redirect_map(&xsks, *base + queue, XDP_PASS);
+	return bpf_redirect_map(&xsks, base + queue, XDP_PASS);
 }
 
 // Returns the IPv4 header of an untagged Ethernet frame whose header and whole datagram

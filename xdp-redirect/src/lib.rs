@@ -21,23 +21,24 @@
 //!   `kxdp-host` only what the datapath owns).
 //!
 //! One XSKMAP (`xsks`, [`XSKS_ENTRIES`] slots) serves all ports. The agent gives each port
-//! a base slot ([`set_port_slot`], keyed by ifindex) and puts worker i's socket for that
-//! port's rx queue i at base + i ([`set_xsk`]). A packet the programs redirect from a port
-//! without a base, or to a slot without a socket, goes to the kernel instead, so a node
-//! without a running agent keeps working. For now the programs understand untagged
+//! a range of slots, one per rx queue ([`set_port_slots`], keyed by ifindex), and puts the
+//! socket serving the port's rx queue q at base + q ([`set_xsk`]). A packet the programs
+//! redirect from a port without a range, from a queue beyond it, or to a slot without a
+//! socket, goes to the kernel instead, so a node without a running agent keeps working. For now the programs understand untagged
 //! Ethernet and IPv4 only.
 //!
 //! Typical use (root, in the node's network namespace):
 //!
 //! ```no_run
 //! # fn main() -> Result<(), xdp_redirect::XdpError> {
-//! use xdp_redirect::{HOST_PROGRAM, Interface, attach, detach, load, set_port_slot};
+//! use xdp_redirect::{HOST_PROGRAM, Interface, PortRange, attach, detach, load, set_port_slots};
 //! let mut ebpf = load()?;
 //! let dp = Interface::by_name("kxdp-dp")?;
-//! set_port_slot(&mut ebpf, dp.index(), 0)?; // slots 0..W for the host port
+//! // slots 0..2 for the host port's two rx queues
+//! set_port_slots(&mut ebpf, dp.index(), PortRange { base: 0, queues: 2 })?;
 //! let attachment = attach(&mut ebpf, HOST_PROGRAM, &dp)?;
 //! eprintln!("{} on {} in {} mode", HOST_PROGRAM, dp, attachment.mode());
-//! // ... xdp_redirect::set_xsk(&mut ebpf, 0 + queue, socket_fd) per worker ...
+//! // ... xdp_redirect::set_xsk(&mut ebpf, 0 + queue, socket_fd) per rx queue ...
 //! detach(&mut ebpf, attachment)?;
 //! # Ok(())
 //! # }
@@ -55,9 +56,9 @@ pub use attach::{
     AttachMode, Attachment, Interface, attach, attach_by_index, attach_by_name, detach,
 };
 pub use maps::{
-    FrontendKey, PORT_SLOTS_ENTRIES, Reason, VxlanCfg, XSKS_ENTRIES, add_frontend, add_node_addr,
-    port_slot, reason_count, remove_frontend, remove_node_addr, remove_port_slot, remove_xsk,
-    set_port_slot, set_vxlan, set_xsk, xsk_map,
+    FrontendKey, PORT_SLOTS_ENTRIES, PortRange, Reason, VxlanCfg, XSKS_ENTRIES, add_frontend,
+    add_node_addr, port_slots, reason_count, remove_frontend, remove_node_addr, remove_port_slots,
+    remove_xsk, set_port_slots, set_vxlan, set_xsk, xsk_map,
 };
 pub use worker::{
     ConfigError, Pipeline, PortSpec, SharedFlows, SharedState, WorkerConfig, WorkerError,
@@ -119,6 +120,11 @@ pub enum XdpError {
         maps::XSKS_ENTRIES
     )]
     SlotOutOfRange { slot: u32 },
+    #[error(
+        "XSKMAP range of {queues} slots from {base} is empty or out of range (the map has {} slots)",
+        maps::XSKS_ENTRIES
+    )]
+    RangeOutOfBounds { base: u32, queues: u32 },
 }
 
 /// `error` and its sources, `: `-separated: aya's syscall errors keep the errno in their

@@ -20,7 +20,7 @@ const FRONTENDS: &str = "frontends";
 const REASONS: &str = "reasons";
 
 /// Size of the XSKMAP `xsks` (C `XSKS_ENTRIES`): valid slots are `0..XSKS_ENTRIES`. A port
-/// with base `b` and `W` queues uses slots `b..b + W`.
+/// with base `b` and `Q` rx queues uses slots `b..b + Q`.
 pub const XSKS_ENTRIES: u32 = 4096;
 /// Capacity of `port_slots`: how many ports (interfaces) can have slots at once.
 pub const PORT_SLOTS_ENTRIES: u32 = 1024;
@@ -48,6 +48,32 @@ impl VxlanCfg {
             port,
             pad: 0,
         }
+    }
+}
+
+/// C `struct port_range`: a port's slots in `xsks`, `base..base + queues`. A packet on rx
+/// queue `q >= queues` is passed to the kernel (counted [`Reason::NoSlot`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub base: u32,
+    pub queues: u32,
+}
+
+const _: () = assert!(size_of::<PortRange>() == 8);
+
+// SAFETY: repr(C), only integer fields, no implicit padding (the size assert proves it).
+unsafe impl aya::Pod for PortRange {}
+
+impl PortRange {
+    /// The slot of rx queue `queue`.
+    pub fn slot(&self, queue: u32) -> u32 {
+        self.base + queue
+    }
+
+    /// One past the last slot.
+    pub fn end(&self) -> u32 {
+        self.base + self.queues
     }
 }
 
@@ -95,9 +121,10 @@ pub enum Reason {
     UplinkPass = 2,
     PodRedirect = 3,
     PodToNode = 4,
-    /// The program chose to redirect but the receiving interface has no base in
-    /// `port_slots` (or base + rx queue is outside `xsks`), so it passed the packet to the
-    /// kernel. Counted instead of the redirect reason: every packet bumps one counter.
+    /// The program chose to redirect but the receiving interface has no range in
+    /// `port_slots`, or the rx queue lies beyond it (or outside `xsks`), so it passed the
+    /// packet to the kernel. Counted instead of the redirect reason: every packet bumps one
+    /// counter.
     NoSlot = 5,
     /// A pod sent TCP/UDP/SCTP to one of the node's addresses on a frontend (its own
     /// node's NodePort); redirected for the datapath to load-balance.
@@ -184,21 +211,26 @@ pub fn reason_count(ebpf: &Ebpf, reason: Reason) -> Result<u64, XdpError> {
     Ok(map.get(&(reason as u32), 0)?.iter().sum())
 }
 
-/// Gives the interface `ifindex` the XSKMAP slots from `base` on: a packet the programs
-/// redirect from its rx queue `q` goes to the socket at slot `base + q`. Replaces an earlier
-/// base. Until a port has a base, its redirect path passes to the kernel (counted as
-/// [`Reason::NoSlot`]).
-pub fn set_port_slot(ebpf: &mut Ebpf, ifindex: u32, base: u32) -> Result<(), XdpError> {
-    check_slot(base)?;
-    let mut map: HashMap<_, u32, u32> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
-    map.insert(ifindex, base, 0)?;
+/// Gives the interface `ifindex` the XSKMAP slots `range`: a packet the programs redirect
+/// from its rx queue `q` goes to the socket at slot `range.base + q` when `q <
+/// range.queues`, else to the kernel. Replaces an earlier range. Until a port has a range,
+/// its redirect path passes to the kernel (counted as [`Reason::NoSlot`]).
+pub fn set_port_slots(ebpf: &mut Ebpf, ifindex: u32, range: PortRange) -> Result<(), XdpError> {
+    if range.queues == 0 || range.end() > XSKS_ENTRIES {
+        return Err(XdpError::RangeOutOfBounds {
+            base: range.base,
+            queues: range.queues,
+        });
+    }
+    let mut map: HashMap<_, u32, PortRange> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
+    map.insert(ifindex, range, 0)?;
     Ok(())
 }
 
 /// Takes the slots away from `ifindex`. Returns whether it had any, so removing twice is
 /// harmless (a port deleted twice, or never added).
-pub fn remove_port_slot(ebpf: &mut Ebpf, ifindex: u32) -> Result<bool, XdpError> {
-    let mut map: HashMap<_, u32, u32> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
+pub fn remove_port_slots(ebpf: &mut Ebpf, ifindex: u32) -> Result<bool, XdpError> {
+    let mut map: HashMap<_, u32, PortRange> = HashMap::try_from(map_mut(ebpf, PORT_SLOTS)?)?;
     match map.remove(&ifindex) {
         Ok(()) => Ok(true),
         Err(aya::maps::MapError::SyscallError(e))
@@ -210,14 +242,14 @@ pub fn remove_port_slot(ebpf: &mut Ebpf, ifindex: u32) -> Result<bool, XdpError>
     }
 }
 
-/// The base slot of `ifindex`, if it has one.
-pub fn port_slot(ebpf: &Ebpf, ifindex: u32) -> Result<Option<u32>, XdpError> {
+/// The slot range of `ifindex`, if it has one.
+pub fn port_slots(ebpf: &Ebpf, ifindex: u32) -> Result<Option<PortRange>, XdpError> {
     let map = ebpf
         .map(PORT_SLOTS)
         .ok_or(XdpError::MissingMap(PORT_SLOTS))?;
-    let map: HashMap<_, u32, u32> = HashMap::try_from(map)?;
+    let map: HashMap<_, u32, PortRange> = HashMap::try_from(map)?;
     match map.get(&ifindex, 0) {
-        Ok(base) => Ok(Some(base)),
+        Ok(range) => Ok(Some(range)),
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }

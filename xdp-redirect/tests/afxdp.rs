@@ -170,10 +170,11 @@ fn plug(
         .add_port(PortSpec {
             name: pod.port(),
             ifindex: ifindex(&pod.host_if),
+            queue,
         })
         .expect("add_port");
     if attach {
-        progs.attach(POD_PROGRAM, &pod.host_if, base);
+        progs.attach(POD_PROGRAM, &pod.host_if, base, pod.queues);
     }
     progs.set_xsk(base + queue, fd);
 }
@@ -191,7 +192,7 @@ fn forwards_ping_and_udp_between_two_pods() {
 
     let (before_swap, stats) = node.within(|| {
         let mut progs = Programs::load();
-        let worker = spawn(WorkerConfig::new(0, 0), shared.clone()).expect("spawn");
+        let worker = spawn(WorkerConfig::new(0), shared.clone()).expect("spawn");
         plug(&mut progs, &worker, &a, 0, 0, true);
         plug(&mut progs, &worker, &b, 1, 0, true);
 
@@ -410,9 +411,14 @@ fn generator_node(queues: u32) -> (Netns, xdp_redirect::SharedState) {
     (node, shared_state(node_tables(1, &pods, &[])))
 }
 
-/// Opens the generator topology's ports on `worker` (its queue), host first (it anchors
-/// the UMEM, as in the agent), and puts its pod-a socket into the XSKMAP.
-fn open_generator_ports(progs: &mut Programs, worker: &xdp_redirect::WorkerHandle, queue: u32) {
+/// Opens the generator topology's ports on `worker` (on `queue` of `queues`), host first
+/// (it anchors the UMEM, as in the agent), and puts its pod-a socket into the XSKMAP.
+fn open_generator_ports(
+    progs: &mut Programs,
+    worker: &xdp_redirect::WorkerHandle,
+    queue: u32,
+    queues: u32,
+) {
     for (name, ifname) in [
         ("host", "kxsk-dp"),
         ("pod-t-b", "kxsk-b"),
@@ -422,11 +428,12 @@ fn open_generator_ports(progs: &mut Programs, worker: &xdp_redirect::WorkerHandl
             .add_port(PortSpec {
                 name: name.into(),
                 ifindex: ifindex(ifname),
+                queue,
             })
             .expect("add_port");
         if name == "pod-t-a" {
             if queue == 0 {
-                progs.attach(POD_PROGRAM, ifname, 0);
+                progs.attach(POD_PROGRAM, ifname, 0, queues);
             }
             progs.set_xsk(queue, fd);
         }
@@ -460,10 +467,10 @@ fn ten_million_packets_and_every_frame_comes_back() {
             "kxsk-ag",
         );
         let mut progs = Programs::load();
-        let mut cfg = WorkerConfig::new(0, 0);
+        let mut cfg = WorkerConfig::new(0);
         cfg.cpu = (cpus > 1).then_some(1);
         let worker = spawn(cfg, shared.clone()).expect("spawn");
-        open_generator_ports(&mut progs, &worker, 0);
+        open_generator_ports(&mut progs, &worker, 0, 1);
         let start = Instant::now();
         let mut generated = 0u64;
         loop {
@@ -573,7 +580,7 @@ fn ports_come_and_go_while_traffic_flows() {
 
     let (during_c, after_c, last) = node.within(|| {
         let mut progs = Programs::load();
-        let worker = spawn(WorkerConfig::new(0, 0), shared.clone()).expect("spawn");
+        let worker = spawn(WorkerConfig::new(0), shared.clone()).expect("spawn");
         plug(&mut progs, &worker, &a, 0, 0, true);
         plug(&mut progs, &worker, &b, 1, 0, true);
         let echo = EchoServer::start(&b, 7777);
@@ -605,16 +612,16 @@ fn ports_come_and_go_while_traffic_flows() {
                 // Remove it again: XSKMAP entry and program first, then the socket.
                 progs.remove_xsk(2);
                 progs.detach(&c.host_if);
-                worker.remove_port(&c.port()).expect("remove_port");
+                worker.remove_port(&c.port(), 0).expect("remove_port");
                 let after_c = worker.stats();
                 // a anchors the UMEM (its first socket): it cannot leave while b is open.
                 assert!(matches!(
-                    worker.remove_port(&a.port()),
-                    Err(xdp_redirect::WorkerError::AnchorInUse(_))
+                    worker.remove_port(&a.port(), 0),
+                    Err(xdp_redirect::WorkerError::AnchorInUse(..))
                 ));
                 assert!(matches!(
-                    worker.remove_port(&c.port()),
-                    Err(xdp_redirect::WorkerError::NoSuchPort(_))
+                    worker.remove_port(&c.port(), 0),
+                    Err(xdp_redirect::WorkerError::NoSuchPort(..))
                 ));
                 settled(200);
                 stop.store(true, Ordering::Relaxed);
@@ -654,7 +661,7 @@ fn an_idle_worker_sleeps() {
 
     let (cpu_ns, wall_ns, before, after) = node.within(|| {
         let mut progs = Programs::load();
-        let worker = spawn(WorkerConfig::new(0, 0), shared.clone()).expect("spawn");
+        let worker = spawn(WorkerConfig::new(0), shared.clone()).expect("spawn");
         plug(&mut progs, &worker, &a, 0, 0, true);
         plug(&mut progs, &worker, &b, 1, 0, true);
         // Some traffic first, so the worker has been busy and must go back to sleep.
@@ -728,7 +735,7 @@ fn two_worker_round_trips(
                 } else {
                     shared_state(tables.clone())
                 };
-                spawn(WorkerConfig::new(q as usize, q), state).expect("spawn")
+                spawn(WorkerConfig::new(q as usize), state).expect("spawn")
             })
             .collect();
         for (p, pod) in [&client, &server].into_iter().enumerate() {
@@ -818,8 +825,8 @@ fn two_busy_workers_share_the_flow_table_lock() {
         let mut progs = Programs::load();
         let workers: Vec<_> = (0..WORKERS)
             .map(|q| {
-                let w = spawn(WorkerConfig::new(q as usize, q), shared.clone()).expect("spawn");
-                open_generator_ports(&mut progs, &w, q);
+                let w = spawn(WorkerConfig::new(q as usize), shared.clone()).expect("spawn");
+                open_generator_ports(&mut progs, &w, q, WORKERS);
                 w
             })
             .collect();

@@ -25,9 +25,9 @@ use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions};
 use support::root_or_skip;
 use xdp_redirect::{
-    FrontendKey, HOST_PROGRAM, Interface, POD_PROGRAM, Reason, UPLINK_PROGRAM, VxlanCfg,
-    XSKS_ENTRIES, XdpError, add_frontend, add_node_addr, load, port_slot, program, reason_count,
-    remove_port_slot, remove_xsk, set_port_slot, set_vxlan, set_xsk, xsk_map,
+    FrontendKey, HOST_PROGRAM, Interface, POD_PROGRAM, PortRange, Reason, UPLINK_PROGRAM, VxlanCfg,
+    XSKS_ENTRIES, XdpError, add_frontend, add_node_addr, load, port_slots, program, reason_count,
+    remove_port_slots, remove_xsk, set_port_slots, set_vxlan, set_xsk, xsk_map,
 };
 
 const XDP_PASS: u32 = 2;
@@ -72,7 +72,11 @@ fn with_bench(test: impl FnOnce(&mut Bench) + Send) {
         }
         let port = Interface::by_name("kxld-a").unwrap().index();
         let other_port = Interface::by_name("kxld-b").unwrap().index();
-        set_port_slot(&mut ebpf, port, BASE).unwrap();
+        let range = PortRange {
+            base: BASE,
+            queues: QUEUES,
+        };
+        set_port_slots(&mut ebpf, port, range).unwrap();
         test(&mut Bench {
             ebpf,
             port,
@@ -473,8 +477,8 @@ fn redirect_from_port_without_slot_passes_as_no_slot() {
         );
 
         // Taking the slots away from a port that had them does the same.
-        assert!(remove_port_slot(&mut t.ebpf, t.port).unwrap());
-        assert!(!remove_port_slot(&mut t.ebpf, t.port).unwrap());
+        assert!(remove_port_slots(&mut t.ebpf, t.port).unwrap());
+        assert!(!remove_port_slots(&mut t.ebpf, t.port).unwrap());
         for (prog, frame, _) in redirected_by_each_program() {
             assert_eq!(t.run(prog, &frame), (XDP_PASS, Reason::NoSlot), "{prog}");
         }
@@ -487,8 +491,12 @@ fn redirect_goes_to_slot_port_base_plus_rx_queue() {
         let socket = xdp_socket();
         set_xsk(&mut t.ebpf, BASE + 2, socket.as_fd()).unwrap();
         // kxld-b's queue 1 lands on the same slot.
-        set_port_slot(&mut t.ebpf, t.other_port, BASE + 1).unwrap();
-        assert_eq!(port_slot(&t.ebpf, t.other_port).unwrap(), Some(BASE + 1));
+        let other = PortRange {
+            base: BASE + 1,
+            queues: QUEUES,
+        };
+        set_port_slots(&mut t.ebpf, t.other_port, other).unwrap();
+        assert_eq!(port_slots(&t.ebpf, t.other_port).unwrap(), Some(other));
 
         for (prog, frame, reason) in redirected_by_each_program() {
             for queue in 0..QUEUES {
@@ -528,22 +536,37 @@ fn redirect_goes_to_slot_port_base_plus_rx_queue() {
     });
 }
 
+/// A queue the agent does not serve yet (the NIC's channels grew) must reach the kernel,
+/// not the next port's slot: that socket is bound to another device, and the kernel would
+/// drop the packet.
 #[test]
-fn slots_past_the_end_of_the_xskmap_pass_as_no_slot() {
+fn queues_beyond_the_port_range_pass_as_no_slot() {
     with_bench(|t| {
-        let last = XSKS_ENTRIES - 1;
         let socket = xdp_socket();
-        set_xsk(&mut t.ebpf, last, socket.as_fd()).unwrap();
-        set_port_slot(&mut t.ebpf, t.port, last - 1).unwrap();
+        let served = 2;
+        set_port_slots(
+            &mut t.ebpf,
+            t.port,
+            PortRange {
+                base: BASE,
+                queues: served,
+            },
+        )
+        .unwrap();
+        // Slots past the range hold a socket (another port's, as the agent packs ranges).
+        for slot in BASE..BASE + QUEUES {
+            set_xsk(&mut t.ebpf, slot, socket.as_fd()).unwrap();
+        }
         let frame = frontend(OTHER_IP, 80, FrontendKey::TCP);
-        assert_eq!(
-            t.run_at(HOST_PROGRAM, &frame, t.port, 1),
-            (XDP_REDIRECT, Reason::HostRedirect)
-        );
-        for queue in 2..QUEUES {
+        for queue in 0..QUEUES {
+            let expected = if queue < served {
+                (XDP_REDIRECT, Reason::HostRedirect)
+            } else {
+                (XDP_PASS, Reason::NoSlot)
+            };
             assert_eq!(
                 t.run_at(HOST_PROGRAM, &frame, t.port, queue),
-                (XDP_PASS, Reason::NoSlot),
+                expected,
                 "queue {queue}"
             );
         }
@@ -554,10 +577,21 @@ fn slots_past_the_end_of_the_xskmap_pass_as_no_slot() {
 fn slot_numbers_are_checked_against_the_xskmap_size() {
     with_bench(|t| {
         let socket = xdp_socket();
-        assert!(matches!(
-            set_port_slot(&mut t.ebpf, t.port, XSKS_ENTRIES),
-            Err(XdpError::SlotOutOfRange { slot: XSKS_ENTRIES })
-        ));
+        // A range must hold a slot and end inside the map.
+        for (base, queues) in [(XSKS_ENTRIES, 1), (XSKS_ENTRIES - 1, 2), (0, 0)] {
+            assert!(
+                matches!(
+                    set_port_slots(&mut t.ebpf, t.port, PortRange { base, queues }),
+                    Err(XdpError::RangeOutOfBounds { .. })
+                ),
+                "{base}+{queues}"
+            );
+        }
+        let last = PortRange {
+            base: XSKS_ENTRIES - 1,
+            queues: 1,
+        };
+        set_port_slots(&mut t.ebpf, t.port, last).unwrap();
         assert!(matches!(
             set_xsk(&mut t.ebpf, XSKS_ENTRIES, socket.as_fd()),
             Err(XdpError::SlotOutOfRange { slot: XSKS_ENTRIES })

@@ -26,8 +26,8 @@ use xdp_redirect::worker::{
     WorkerStats, spawn,
 };
 use xdp_redirect::{
-    AttachMode, Attachment, HOST_PROGRAM, Interface, XdpError, attach, detach, load,
-    remove_port_slot, remove_xsk, set_port_slot, set_xsk,
+    AttachMode, Attachment, HOST_PROGRAM, Interface, PortRange, XdpError, attach, detach, load,
+    remove_port_slots, remove_xsk, set_port_slots, set_xsk,
 };
 
 /// The worker's port name for the ingress interface's socket (see
@@ -86,7 +86,7 @@ impl CeilingForwarder {
         // Declared in this order so that an early return drops (and so stops) the worker
         // before the `Ebpf` goes and takes the program off `ingress`.
         let mut ebpf = load()?;
-        let mut cfg = WorkerConfig::new(QUEUE as usize, QUEUE);
+        let mut cfg = WorkerConfig::new(QUEUE as usize);
         cfg.cpu = cpu;
         cfg.pipeline = Pipeline::MacSwapTo(EGRESS_PORT.into());
         let worker = spawn(cfg, private_state())?;
@@ -95,10 +95,12 @@ impl CeilingForwarder {
         worker.add_port(PortSpec {
             name: EGRESS_PORT.into(),
             ifindex: egress.index(),
+            queue: QUEUE,
         })?;
         let fd = worker.add_port(PortSpec {
             name: INGRESS_PORT.into(),
             ifindex: ingress.index(),
+            queue: QUEUE,
         })?;
         let attachment = attach(&mut ebpf, HOST_PROGRAM, ingress)?;
         let mut forwarder = CeilingForwarder {
@@ -110,7 +112,12 @@ impl CeilingForwarder {
         set_xsk(&mut forwarder.ebpf, INGRESS_BASE + QUEUE, fd)?;
         // The base goes in last: until now the program passed everything to the kernel
         // (no slot), so no frame was ever redirected to a socket that was not ready.
-        set_port_slot(&mut forwarder.ebpf, ingress.index(), INGRESS_BASE)?;
+        // Queues below QUEUE have no socket: their slots stay empty (kernel fallback).
+        let range = PortRange {
+            base: INGRESS_BASE,
+            queues: QUEUE + 1,
+        };
+        set_port_slots(&mut forwarder.ebpf, ingress.index(), range)?;
         Ok(forwarder)
     }
 
@@ -146,7 +153,7 @@ impl CeilingForwarder {
     fn teardown(&mut self) -> (Vec<String>, Option<Result<WorkerStats, WorkerError>>) {
         let mut problems = Vec::new();
         if self.attachment.is_some() {
-            if let Err(e) = remove_port_slot(&mut self.ebpf, self.ingress.index()) {
+            if let Err(e) = remove_port_slots(&mut self.ebpf, self.ingress.index()) {
                 problems.push(format!("port slot of {}: {e}", self.ingress));
             }
             if let Err(e) = remove_xsk(&mut self.ebpf, INGRESS_BASE + QUEUE) {

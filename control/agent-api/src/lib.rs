@@ -182,10 +182,27 @@ pub struct AgentStatus {
     pub pod_mtu: u32,
 }
 
-/// What `{"op":"stats"}` reports: one entry per worker, counters since it started.
+/// What `{"op":"stats"}` reports: one entry per worker, counters since it started, and
+/// which worker serves which rx queue of each port.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
     pub workers: Vec<WorkerSummary>,
+    #[serde(default)]
+    pub queues: Vec<PortQueues>,
+    /// What the XDP programs decided, by reason (`uplink_vxlan`, ..., `no_slot`: a packet
+    /// the programs would have redirected but whose port or queue had no socket, so it went
+    /// to the kernel), summed over CPUs since the programs were loaded.
+    #[serde(default)]
+    pub xdp_decisions: std::collections::BTreeMap<String, u64>,
+}
+
+/// The rx queues of one port and the worker serving each (queue q is served by
+/// `workers[q]`: queue q mod the worker count).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortQueues {
+    pub port: String,
+    pub ifname: String,
+    pub workers: Vec<usize>,
 }
 
 /// One worker's counters. `rx_packets == forwarded + passed + dropped`.
@@ -219,10 +236,12 @@ pub struct WorkerSummary {
     pub ports: Vec<PortSummary>,
 }
 
-/// One open socket of a worker.
+/// One open socket of a worker: the port's rx queue `queue`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSummary {
     pub name: String,
+    #[serde(default)]
+    pub queue: u32,
     pub rx_packets: u64,
     pub tx_packets: u64,
     /// The kernel's XDP_STATISTICS rx_dropped + rx_ring_full: packets lost before the
@@ -470,6 +489,24 @@ impl LineReader {
 pub fn render_stats(stats: &AgentStats) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    for p in &stats.queues {
+        let _ = writeln!(
+            out,
+            "port {} ({}): {} rx queues: {}",
+            p.port,
+            p.ifname,
+            p.workers.len(),
+            queue_owners(&p.workers)
+        );
+    }
+    if !stats.xdp_decisions.is_empty() {
+        let decisions: Vec<String> = stats
+            .xdp_decisions
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        let _ = writeln!(out, "xdp programs: {}", decisions.join(", "));
+    }
     for w in &stats.workers {
         let cpu = w.cpu.map_or("-".to_string(), |c| c.to_string());
         let _ = writeln!(
@@ -491,18 +528,34 @@ pub fn render_stats(stats: &AgentStats) -> String {
         }
         let _ = writeln!(
             out,
-            "  {:<32} {:>12} {:>12} {:>14}",
-            "port", "rx", "tx", "kernel rx lost"
+            "  {:<32} {:>5} {:>12} {:>12} {:>14}",
+            "port", "queue", "rx", "tx", "kernel rx lost"
         );
         for p in &w.ports {
             let _ = writeln!(
                 out,
-                "  {:<32} {:>12} {:>12} {:>14}",
-                p.name, p.rx_packets, p.tx_packets, p.kernel_rx_lost
+                "  {:<32} {:>5} {:>12} {:>12} {:>14}",
+                p.name, p.queue, p.rx_packets, p.tx_packets, p.kernel_rx_lost
             );
         }
     }
     out
+}
+
+/// `worker 0: q0 q2; worker 1: q1 q3`, from the worker of each queue.
+fn queue_owners(workers: &[usize]) -> String {
+    let mut by_worker: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for (queue, worker) in workers.iter().enumerate() {
+        by_worker
+            .entry(*worker)
+            .or_default()
+            .push(format!("q{queue}"));
+    }
+    by_worker
+        .iter()
+        .map(|(w, queues)| format!("worker {w}: {}", queues.join(" ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -767,5 +820,59 @@ mod tests {
             started.elapsed()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stats_show_which_worker_serves_which_queue() {
+        let socket = |name: &str, queue, rx| PortSummary {
+            name: name.into(),
+            queue,
+            rx_packets: rx,
+            ..PortSummary::default()
+        };
+        let stats = AgentStats {
+            workers: vec![
+                WorkerSummary {
+                    id: 0,
+                    ports: vec![socket("uplink", 0, 10), socket("uplink", 2, 12)],
+                    ..WorkerSummary::default()
+                },
+                WorkerSummary {
+                    id: 1,
+                    ports: vec![socket("uplink", 1, 11)],
+                    ..WorkerSummary::default()
+                },
+            ],
+            queues: vec![PortQueues {
+                port: "uplink".into(),
+                ifname: "eth0".into(),
+                workers: vec![0, 1, 0],
+            }],
+            xdp_decisions: [("no_slot".to_string(), 0), ("uplink_vxlan".to_string(), 33)]
+                .into_iter()
+                .collect(),
+        };
+        let text = render_stats(&stats);
+        assert!(
+            text.starts_with("port uplink (eth0): 3 rx queues: worker 0: q0 q2; worker 1: q1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nxdp programs: no_slot 0, uplink_vxlan 33\n"),
+            "{text}"
+        );
+        let row = |queue: u32, rx: u64| format!("  {:<32} {queue:>5} {rx:>12} ", "uplink");
+        assert!(text.contains(&row(2, 12)), "{text}");
+        assert!(text.contains(&row(1, 11)), "{text}");
+        // Answers of an agent from before the queue map still decode.
+        let old: AgentStats =
+            serde_json::from_value(json!({"workers": [{"id": 0, "cpu": null, "generation": 1,
+                "rx_packets": 0, "forwarded": 0, "passed": 0, "dropped": 0, "drops": {},
+                "tx_packets": 0, "io_drops": 0, "busy_ratio": 0.0, "mean_lock_wait_ns": 0,
+                "ports": [{"name": "uplink", "rx_packets": 1, "tx_packets": 0,
+                "kernel_rx_lost": 0}]}]}))
+            .unwrap();
+        assert_eq!(old.workers[0].ports[0].queue, 0);
+        assert!(old.queues.is_empty() && old.xdp_decisions.is_empty());
     }
 }

@@ -214,7 +214,7 @@ fn veth_pair_addresses_routes_neighbours_and_offload() {
     assert!(pod_nl.tx_checksum("eth0").unwrap());
     assert!(matches!(
         nl.tx_checksum("nothere0"),
-        Err(NetdevError::Ethtool { .. })
+        Err(NetdevError::NoSuchInterface(_))
     ));
 
     // Deleting takes the peer; deleting again is "was not there".
@@ -357,4 +357,51 @@ fn wait_for_neighbour(
         }
     }
     panic!("no such neighbour notification within {within:?}");
+}
+
+/// The rx queues a device has now: a veth's channel count follows `ethtool -L` (set here
+/// through netdev and checked with the `ethtool` binary), and the count is the current one,
+/// not the allocation the link was created with.
+#[test]
+fn rx_queues_follow_the_channel_count() {
+    if !testkit::root::root_or_skip("netdev: rx_queues_follow_the_channel_count") {
+        return;
+    }
+    let node = ns("chan");
+    let nl = open(&node);
+    let end = |name| VethEnd {
+        name,
+        mac: None,
+        mtu: None,
+        queues: Some(8),
+    };
+    nl.create_veth(&end("kxndq0"), &end("kxndq1"), None)
+        .expect("veth with 8 queues");
+    assert_eq!(nl.rx_queues("kxndq0").unwrap(), 8);
+    let channels = nl.channels("kxndq0").unwrap();
+    assert_eq!((channels.max_rx, channels.rx), (8, 8), "{channels:?}");
+
+    nl.set_rx_tx_channels("kxndq0", 3, 3)
+        .expect("ethtool -L rx 3 tx 3");
+    assert_eq!(nl.rx_queues("kxndq0").unwrap(), 3);
+    let shown = node.exec("ethtool", &["-l", "kxndq0"]);
+    let current = shown
+        .split("Current hardware settings:")
+        .nth(1)
+        .expect("ethtool -l output");
+    assert!(
+        current
+            .lines()
+            .any(|l| l.split_whitespace().eq(["RX:", "3"])),
+        "{shown}"
+    );
+    // Link attributes still report the allocation.
+    assert_eq!(nl.link("kxndq0").unwrap().unwrap().rx_queues, 8);
+
+    // No channel counts (lo): the link's queue count.
+    assert_eq!(nl.rx_queues("lo").unwrap(), 1);
+    assert!(matches!(
+        nl.rx_queues("kxndnone"),
+        Err(NetdevError::NoSuchInterface(_))
+    ));
 }

@@ -1,22 +1,37 @@
 //! The datapath's ports on this node: for each, the XDP program attached to its interface,
-//! one AF_XDP socket per worker (worker i on queue i) and their XSKMAP slots.
+//! one AF_XDP socket per rx queue of the interface, and their XSKMAP slots.
 //!
-//! The XDP object has one XSKMAP for every port; `port_slots` maps an interface to the base
-//! of its block of slots, and a packet on queue q goes to slot base + q. Opening a port
-//! fills the sockets' slots before the interface's base is published, so no packet is ever
-//! redirected to an empty slot; closing does the reverse. Until its base is set, a port's
-//! traffic goes to the kernel (the programs fall back to XDP_PASS).
+//! The XDP object has one XSKMAP for every port; `port_slots` maps an interface to its
+//! range of slots (one per rx queue), and a packet on queue q goes to slot base + q. The
+//! queues are spread over the workers, queue q to worker q mod W: a worker may serve
+//! several queues of a port (a 16-channel NIC with 2 workers), and every worker serves at
+//! least one queue of every port, since a worker transmits only on its own sockets. Pods and
+//! the host port get W queues (one each); the uplink has as many as its NIC's channels.
+//!
+//! Opening a port fills the sockets' slots before the interface's range is published, so no
+//! packet is ever redirected to an empty slot; closing does the reverse. Until its range is
+//! set, a port's traffic goes to the kernel (the programs fall back to XDP_PASS), and so
+//! does traffic on a queue beyond its range (channels added and not yet served).
+//!
+//! Channels added to a running uplink ([`DatapathPorts::grow`]) get sockets on a new,
+//! wider range: the old sockets' fds go into the new slots too, the range switches in one
+//! map write, then the old slots are emptied. No packet on an existing queue is lost on the
+//! way. The kernel refuses to remove channels that have AF_XDP sockets bound (`ethtool -L`
+//! fails with "requested channel counts are too low for existing AF_XDP sockets" or
+//! EINVAL), so a shrink cannot happen under a running agent.
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 
 use aya::Ebpf;
 use datapath::tables::Tables;
-use xdp_redirect::XdpError;
 use xdp_redirect::worker::{PortSpec, SharedState, WorkerConfig, WorkerError, WorkerHandle};
+use xdp_redirect::{PortRange, XdpError};
 
 use super::AgentOptions;
 use super::kernel_maps::KernelMaps;
 use super::netdev::{self, NetdevError};
+use super::slot_ranges::SlotRanges;
 use model::translate::UPLINK_PORT;
 
 /// Why the datapath could not start, or a port could not be opened or closed. Port errors
@@ -31,8 +46,25 @@ pub enum PortError {
     Maps(#[source] XdpError),
     #[error("port {port}: {source}")]
     Interface { port: String, source: NetdevError },
-    #[error("port {port}: no free XSKMAP slots")]
-    NoSlots { port: String },
+    #[error("port {port}: no {queues} free XSKMAP slots in a row (one per rx queue)")]
+    NoSlots { port: String, queues: u32 },
+    #[error(
+        "port {port}: {ifname} has {queues} rx queues, fewer than the {workers} workers (each worker transmits on a queue of its own); run fewer workers or add channels (ethtool -L {ifname} combined {workers})"
+    )]
+    TooFewQueues {
+        port: String,
+        ifname: String,
+        queues: u32,
+        workers: usize,
+    },
+    #[error("port {port} on {ifname}: serving {from} -> {to} rx queues: {source}")]
+    Grow {
+        port: String,
+        ifname: String,
+        from: u32,
+        to: u32,
+        source: Box<OpenStep>,
+    },
     #[error("port {port} on {ifname}: {source}")]
     Open {
         port: String,
@@ -53,8 +85,12 @@ pub enum PortError {
 pub enum OpenStep {
     #[error("{0}")]
     Attach(#[source] XdpError),
-    #[error("worker {worker}: {source}")]
-    Socket { worker: usize, source: WorkerError },
+    #[error("queue {queue}, worker {worker}: {source}")]
+    Socket {
+        queue: u32,
+        worker: usize,
+        source: WorkerError,
+    },
     #[error("XSKMAP slot {slot}: {source}")]
     Slot { slot: u32, source: XdpError },
     #[error("{0}")]
@@ -66,8 +102,12 @@ pub enum OpenStep {
 pub enum CloseStep {
     #[error("port slot: {0}")]
     PortSlot(#[source] XdpError),
-    #[error("worker {worker}: {source}")]
-    Socket { worker: usize, source: WorkerError },
+    #[error("queue {queue}, worker {worker}: {source}")]
+    Socket {
+        queue: u32,
+        worker: usize,
+        source: WorkerError,
+    },
     #[error("detaching from {ifname}: {source}")]
     Detach { ifname: String, source: XdpError },
 }
@@ -102,9 +142,24 @@ impl PortProgram {
 struct OpenPort {
     ifname: String,
     ifindex: u32,
-    base: u32,
+    range: PortRange,
+    /// Index = rx queue.
+    sockets: Vec<QueueSocket>,
     attachment: xdp_redirect::Attachment,
     container_id: Option<String>,
+}
+
+/// The socket serving one rx queue of a port.
+#[derive(Debug, Clone, Copy)]
+struct QueueSocket {
+    worker: usize,
+    /// Valid until the worker removes the socket (it owns it).
+    fd: RawFd,
+}
+
+/// The worker serving rx queue `queue` of any port.
+fn worker_of(queue: u32, workers: usize) -> usize {
+    queue as usize % workers
 }
 
 /// XSKMAP size in slots (the C `xsks` map's max_entries).
@@ -116,18 +171,21 @@ pub struct DatapathPorts {
     maps: KernelMaps,
     workers: Vec<WorkerHandle>,
     ports: BTreeMap<String, OpenPort>,
-    /// Slot blocks (bases) not in use.
-    free_bases: Vec<u32>,
+    /// XSKMAP slots not in any port's range.
+    free_slots: SlotRanges,
 }
 
 impl DatapathPorts {
     /// Loads the XDP programs and starts the workers (no ports yet).
-    pub fn start(opts: &AgentOptions, shared: SharedState) -> Result<DatapathPorts, PortError> {
+    pub fn start(
+        opts: &AgentOptions,
+        count: usize,
+        shared: SharedState,
+    ) -> Result<DatapathPorts, PortError> {
         let ebpf = xdp_redirect::load().map_err(PortError::Load)?;
-        let queues = opts.workers as u32;
-        let mut workers = Vec::with_capacity(opts.workers);
-        for id in 0..opts.workers {
-            let mut cfg = WorkerConfig::new(id, id as u32);
+        let mut workers = Vec::with_capacity(count);
+        for id in 0..count {
+            let mut cfg = WorkerConfig::new(id);
             cfg.cpu = opts.cpus.get(id).copied();
             let handles = SharedState {
                 tables: shared.tables.clone(),
@@ -143,15 +201,12 @@ impl DatapathPorts {
                 }
             }
         }
-        // Highest base first so pop() hands out low slots first (readable in bpftool).
-        let blocks = (XSK_SLOTS / queues).min(xdp_redirect::PORT_SLOTS_ENTRIES);
-        let free_bases = (0..blocks).rev().map(|b| b * queues).collect();
         Ok(DatapathPorts {
             ebpf,
             maps: KernelMaps::default(),
             workers,
             ports: BTreeMap::new(),
-            free_bases,
+            free_slots: SlotRanges::new(XSK_SLOTS),
         })
     }
 
@@ -169,9 +224,15 @@ impl DatapathPorts {
         self.ports.keys().cloned().collect()
     }
 
-    /// Attaches `program` to `ifname` and opens one socket per worker on it. Re-opening a
-    /// port that is open on the same interface is a no-op (a retried CNI ADD); on another
-    /// interface the old one is closed first (the pod was re-created).
+    /// The rx queues port `name` is served on now.
+    pub fn queues(&self, name: &str) -> Option<u32> {
+        self.ports.get(name).map(|p| p.range.queues)
+    }
+
+    /// Attaches `program` to `ifname` and opens one socket per rx queue of it, spread over
+    /// the workers. Re-opening a port that is open on the same interface is a no-op (a
+    /// retried CNI ADD); on another interface the old one is closed first (the pod was
+    /// re-created).
     pub fn open(
         &mut self,
         name: &str,
@@ -185,30 +246,43 @@ impl DatapathPorts {
             }
             self.close(name)?;
         }
-        let ifindex = netdev::ifindex(ifname).map_err(|source| PortError::Interface {
+        let interface = |source| PortError::Interface {
             port: name.to_string(),
             source,
-        })?;
-        let base = self.free_bases.pop().ok_or_else(|| PortError::NoSlots {
+        };
+        let ifindex = netdev::ifindex(ifname).map_err(interface)?;
+        let queues = netdev::rx_queues(ifname).map_err(interface)?;
+        if (queues as usize) < self.workers.len() {
+            return Err(PortError::TooFewQueues {
+                port: name.to_string(),
+                ifname: ifname.to_string(),
+                queues,
+                workers: self.workers.len(),
+            });
+        }
+        let base = self.free_slots.take(queues).ok_or(PortError::NoSlots {
             port: name.to_string(),
+            queues,
         })?;
-        match self.open_at(name, ifindex, base, program) {
-            Ok(attachment) => {
+        let range = PortRange { base, queues };
+        match self.open_at(name, ifindex, range, program) {
+            Ok((attachment, sockets)) => {
                 self.ports.insert(
                     name.to_string(),
                     OpenPort {
                         ifname: ifname.to_string(),
                         ifindex,
-                        base,
+                        range,
+                        sockets,
                         attachment,
                         container_id,
                     },
                 );
-                tracing::info!(port = name, ifname, ifindex, base, "port open");
+                tracing::info!(port = name, ifname, ifindex, base, queues, "port open");
                 Ok(())
             }
             Err(source) => {
-                self.free_bases.push(base);
+                self.free_slots.give_back(base, queues);
                 Err(PortError::Open {
                     port: name.to_string(),
                     ifname: ifname.to_string(),
@@ -223,39 +297,158 @@ impl DatapathPorts {
         &mut self,
         name: &str,
         ifindex: u32,
-        base: u32,
+        range: PortRange,
         program: PortProgram,
-    ) -> Result<xdp_redirect::Attachment, OpenStep> {
+    ) -> Result<(xdp_redirect::Attachment, Vec<QueueSocket>), OpenStep> {
         let attachment = xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
             .map_err(OpenStep::Attach)?;
-        let mut opened = 0;
-        let result = (|| {
-            for (i, worker) in self.workers.iter().enumerate() {
-                let fd = worker
-                    .add_port(PortSpec {
-                        name: name.to_string(),
-                        ifindex,
-                    })
-                    .map_err(|source| OpenStep::Socket { worker: i, source })?;
-                opened += 1;
-                let slot = base + i as u32;
-                xdp_redirect::set_xsk(&mut self.ebpf, slot, fd)
-                    .map_err(|source| OpenStep::Slot { slot, source })?;
-            }
-            xdp_redirect::set_port_slot(&mut self.ebpf, ifindex, base).map_err(OpenStep::PortSlot)
-        })();
+        let mut sockets = Vec::with_capacity(range.queues as usize);
+        let result = self
+            .open_queues(name, ifindex, range, &mut sockets)
+            .and_then(|()| {
+                xdp_redirect::set_port_slots(&mut self.ebpf, ifindex, range)
+                    .map_err(OpenStep::PortSlot)
+            });
         if let Err(e) = result {
-            for (i, worker) in self.workers.iter().enumerate().take(opened) {
-                let _ = xdp_redirect::remove_xsk(&mut self.ebpf, base + i as u32);
-                let _ = worker.remove_port(name);
-            }
+            self.close_queues(name, range, &sockets, 0);
             let _ = xdp_redirect::detach(&mut self.ebpf, attachment);
             return Err(e);
         }
-        Ok(attachment)
+        Ok((attachment, sockets))
     }
 
-    /// Closes a port: unpublishes its slot base (its traffic goes to the kernel again),
+    /// Opens the sockets of queues `sockets.len()..range.queues` (each on its worker) and
+    /// puts them into their slots of `range`, appending them to `sockets`. Stops at the
+    /// first failure (what it opened stays in `sockets`, for the caller to undo).
+    fn open_queues(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        range: PortRange,
+        sockets: &mut Vec<QueueSocket>,
+    ) -> Result<(), OpenStep> {
+        for queue in sockets.len() as u32..range.queues {
+            let worker = worker_of(queue, self.workers.len());
+            let fd = self.workers[worker]
+                .add_port(PortSpec {
+                    name: name.to_string(),
+                    ifindex,
+                    queue,
+                })
+                .map_err(|source| OpenStep::Socket {
+                    queue,
+                    worker,
+                    source,
+                })?;
+            sockets.push(QueueSocket { worker, fd });
+            let slot = range.slot(queue);
+            xdp_redirect::set_xsk(&mut self.ebpf, slot, fd)
+                .map_err(|source| OpenStep::Slot { slot, source })?;
+        }
+        Ok(())
+    }
+
+    /// Empties the slots of `range` for queues `from..sockets.len()` and closes those
+    /// sockets, highest queue first: a worker's first socket anchors its UMEM and must
+    /// close last. Returns what failed.
+    fn close_queues(
+        &mut self,
+        name: &str,
+        range: PortRange,
+        sockets: &[QueueSocket],
+        from: usize,
+    ) -> Vec<CloseStep> {
+        let mut problems = Vec::new();
+        for (queue, socket) in sockets.iter().enumerate().skip(from).rev() {
+            let queue = queue as u32;
+            let _ = xdp_redirect::remove_xsk(&mut self.ebpf, range.slot(queue));
+            if let Err(source) = self.workers[socket.worker].remove_port(name, queue) {
+                problems.push(CloseStep::Socket {
+                    queue,
+                    worker: socket.worker,
+                    source,
+                });
+            }
+        }
+        problems
+    }
+
+    /// Serves port `name` on `queues` rx queues instead of fewer (its NIC's channels grew):
+    /// sockets for the new queues, a new range holding old and new, then the switch.
+    /// Returns whether anything changed (false: not open, or not more queues than now).
+    /// On failure the old range stays in force and the new sockets are closed again.
+    pub fn grow(&mut self, name: &str, queues: u32) -> Result<bool, PortError> {
+        let Some(mut port) = self.ports.remove(name) else {
+            return Ok(false);
+        };
+        let old = port.range;
+        if queues <= old.queues {
+            self.ports.insert(name.to_string(), port);
+            return Ok(false);
+        }
+        let result = self.grow_port(name, &mut port, queues);
+        self.ports.insert(name.to_string(), port);
+        result.map(|()| true)
+    }
+
+    fn grow_port(&mut self, name: &str, port: &mut OpenPort, queues: u32) -> Result<(), PortError> {
+        let old = port.range;
+        let failed = |source| PortError::Grow {
+            port: name.to_string(),
+            ifname: port.ifname.clone(),
+            from: old.queues,
+            to: queues,
+            source: Box::new(source),
+        };
+        let Some(base) = self.free_slots.take(queues) else {
+            return Err(PortError::NoSlots {
+                port: name.to_string(),
+                queues,
+            });
+        };
+        let new = PortRange { base, queues };
+        let mut sockets = port.sockets.clone();
+        let mut result = Ok(());
+        for (queue, socket) in port.sockets.iter().enumerate() {
+            let slot = new.slot(queue as u32);
+            if let Err(source) = xdp_redirect::set_xsk(&mut self.ebpf, slot, socket.fd) {
+                result = Err(OpenStep::Slot { slot, source });
+                break;
+            }
+        }
+        let result = result
+            .and_then(|()| self.open_queues(name, port.ifindex, new, &mut sockets))
+            .and_then(|()| {
+                xdp_redirect::set_port_slots(&mut self.ebpf, port.ifindex, new)
+                    .map_err(OpenStep::PortSlot)
+            });
+        if let Err(e) = result {
+            self.close_queues(name, new, &sockets, port.sockets.len());
+            for queue in 0..port.sockets.len() as u32 {
+                let _ = xdp_redirect::remove_xsk(&mut self.ebpf, new.slot(queue));
+            }
+            self.free_slots.give_back(new.base, new.queues);
+            return Err(failed(e));
+        }
+        // The programs read the new range now; the old slots are no longer looked at.
+        for queue in 0..old.queues {
+            let _ = xdp_redirect::remove_xsk(&mut self.ebpf, old.slot(queue));
+        }
+        self.free_slots.give_back(old.base, old.queues);
+        port.range = new;
+        port.sockets = sockets;
+        tracing::info!(
+            port = name,
+            ifname = port.ifname,
+            from = old.queues,
+            to = queues,
+            base,
+            "port serves more rx queues"
+        );
+        Ok(())
+    }
+
+    /// Closes a port: unpublishes its slot range (its traffic goes to the kernel again),
     /// empties its slots, closes the sockets, detaches the program. Closing a port that is
     /// not open is fine (DEL is idempotent).
     pub fn close(&mut self, name: &str) -> Result<(), PortError> {
@@ -263,15 +456,10 @@ impl DatapathPorts {
             return Ok(());
         };
         let mut problems = Vec::new();
-        if let Err(e) = xdp_redirect::remove_port_slot(&mut self.ebpf, port.ifindex) {
+        if let Err(e) = xdp_redirect::remove_port_slots(&mut self.ebpf, port.ifindex) {
             problems.push(CloseStep::PortSlot(e));
         }
-        for (i, worker) in self.workers.iter().enumerate() {
-            let _ = xdp_redirect::remove_xsk(&mut self.ebpf, port.base + i as u32);
-            if let Err(source) = worker.remove_port(name) {
-                problems.push(CloseStep::Socket { worker: i, source });
-            }
-        }
+        problems.extend(self.close_queues(name, port.range, &port.sockets, 0));
         // Works when the interface is gone already (the pod's netns was deleted first).
         if let Err(source) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
             problems.push(CloseStep::Detach {
@@ -279,7 +467,8 @@ impl DatapathPorts {
                 source,
             });
         }
-        self.free_bases.push(port.base);
+        self.free_slots
+            .give_back(port.range.base, port.range.queues);
         tracing::info!(
             port = name,
             ifname = port.ifname,
@@ -314,10 +503,44 @@ impl DatapathPorts {
         gone
     }
 
-    /// The workers' latest published counters.
+    /// Which worker serves which rx queue of each port.
+    pub fn queue_map(&self) -> Vec<agent_api::PortQueues> {
+        self.ports
+            .iter()
+            .map(|(name, p)| agent_api::PortQueues {
+                port: name.clone(),
+                ifname: p.ifname.clone(),
+                workers: p.sockets.iter().map(|s| s.worker).collect(),
+            })
+            .collect()
+    }
+
+    /// What the XDP programs decided, per reason (summed over CPUs), by its stable name.
+    /// A counter that cannot be read is left out (and logged).
+    pub fn xdp_decisions(&self) -> Vec<(&'static str, u64)> {
+        xdp_redirect::Reason::ALL
+            .iter()
+            .filter_map(|&r| match xdp_redirect::reason_count(&self.ebpf, r) {
+                Ok(n) => Some((r.name(), n)),
+                Err(e) => {
+                    tracing::warn!("reading the XDP {} counter: {e}", r.name());
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The workers' latest published counters, the queue map and the XDP programs'
+    /// decisions.
     pub fn stats(&self) -> agent_api::AgentStats {
         agent_api::AgentStats {
             workers: self.workers.iter().map(|w| summarize(&w.stats())).collect(),
+            queues: self.queue_map(),
+            xdp_decisions: self
+                .xdp_decisions()
+                .into_iter()
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
         }
     }
 
@@ -371,6 +594,7 @@ fn summarize(w: &xdp_redirect::worker::WorkerStats) -> agent_api::WorkerSummary 
             .iter()
             .map(|p| agent_api::PortSummary {
                 name: p.name.clone(),
+                queue: p.queue,
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
                 // An empty fill ring is counted in rx_dropped too (the kernel's copy path), so

@@ -16,6 +16,8 @@ use crate::source::KubeSourceError;
 pub enum AgentError {
     #[error("--workers {0}: must be 1..=64")]
     Workers(usize),
+    #[error("--uplink {uplink}: {source}")]
+    Uplink { uplink: String, source: NetdevError },
     #[error("--cpus lists {cpus} cpus for {workers} workers")]
     Cpus { cpus: usize, workers: usize },
     #[error("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster")]

@@ -37,6 +37,8 @@ pub struct ConntrackSnapshot {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub workers: Vec<WorkerStats>,
+    /// The XDP programs' decisions by reason name (`xdp_redirect::Reason::name`).
+    pub xdp_decisions: Vec<(&'static str, u64)>,
     pub conntrack: ConntrackSnapshot,
     pub generation: u64,
     pub tables_published_at: SystemTime,
@@ -119,6 +121,15 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         "Packets the datapath decided to drop, by reason",
         drops,
     );
+    counters(
+        &mut r,
+        "xdp_decisions",
+        "Packets the XDP programs redirected to the workers or passed to the kernel, by reason \
+         (no_slot: meant for a worker, but its port or rx queue had no socket)",
+        snap.xdp_decisions
+            .iter()
+            .map(|&(reason, n)| (vec![("reason", reason.to_string())], n)),
+    );
     type IoReason = (&'static str, fn(&WorkerStats) -> u64);
     let tx_drop_reasons: [IoReason; 3] = [
         ("no_tx_socket", |w| w.io.no_tx_socket),
@@ -137,8 +148,9 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         }),
     );
 
-    // Per port, summed over the workers (each has one socket per port). A port that is
-    // closed and re-opened starts again from zero, which Prometheus reads as a reset.
+    // Per port, summed over its sockets (one per rx queue, spread over the workers). A
+    // port that is closed and re-opened starts again from zero, which Prometheus reads as
+    // a reset.
     let mut ports: std::collections::BTreeMap<&str, [u64; 4]> = Default::default();
     for p in workers.iter().flat_map(|w| &w.ports) {
         let e = ports.entry(p.name.as_str()).or_default();
@@ -171,6 +183,37 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
                 .map(|(port, v)| (vec![("port", port.to_string())], v[i])),
         );
     }
+
+    // Per rx queue: which worker serves it (the queue map) and what arrived on it (how
+    // RSS spreads the traffic).
+    let queue_labels = |w: &WorkerStats, p: &xdp_redirect::worker::PortStats| -> Labels {
+        vec![
+            ("port", p.name.clone()),
+            ("queue", p.queue.to_string()),
+            ("worker", w.id.to_string()),
+        ]
+    };
+    let queue_info = Family::<Labels, Gauge>::default();
+    for w in workers {
+        for p in &w.ports {
+            queue_info.get_or_create(&queue_labels(w, p)).set(1);
+        }
+    }
+    r.register(
+        "port_queue_info",
+        "The worker serving each rx queue of each port (always 1)",
+        queue_info,
+    );
+    counters(
+        &mut r,
+        "port_queue_rx_packets",
+        "Packets received on the AF_XDP socket of one rx queue of a port",
+        workers.iter().flat_map(|w| {
+            w.ports
+                .iter()
+                .map(move |p| (queue_labels(w, p), p.rx_packets))
+        }),
+    );
 
     type WorkerCounter = (&'static str, &'static str, fn(&WorkerStats) -> u64);
     let per_worker: [WorkerCounter; 6] = [
@@ -252,7 +295,7 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
     let xsk: [XskCounter; 4] = [
         (
             "xsk_rx_dropped",
-            "Kernel XDP_STATISTICS rx_dropped of a port's socket on a worker",
+            "Kernel XDP_STATISTICS rx_dropped of the socket of one rx queue of a port",
             |x| x.rx_dropped,
         ),
         (
@@ -277,12 +320,9 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
             name,
             help,
             workers.iter().flat_map(|w| {
-                w.ports.iter().map(move |p| {
-                    (
-                        vec![("port", p.name.clone()), ("worker", w.id.to_string())],
-                        get(&p.xdp),
-                    )
-                })
+                w.ports
+                    .iter()
+                    .map(move |p| (queue_labels(w, p), get(&p.xdp)))
             }),
         );
     }
@@ -462,10 +502,12 @@ mod tests {
         });
         let mut w1 = w0.clone();
         w1.id = 1;
+        w1.ports[0].queue = 1;
         let latency = ProgrammingLatency::default();
         latency.observe(Duration::from_millis(3));
         let snap = Snapshot {
             workers: vec![w0, w1],
+            xdp_decisions: vec![("no_slot", 0), ("uplink_vxlan", 9)],
             conntrack: ConntrackSnapshot {
                 entries: 7,
                 ..Default::default()
@@ -486,9 +528,22 @@ mod tests {
         );
         assert!(text.contains("kxdp_port_rx_bytes_total{port=\"uplink\"} 600\n"));
         assert!(text.contains("kxdp_worker_rx_packets_total{worker=\"1\"} 5\n"));
-        assert!(text.contains("kxdp_xsk_rx_ring_full_total{port=\"uplink\",worker=\"0\"} 0\n"));
+        assert!(
+            text.contains(
+                "kxdp_xsk_rx_ring_full_total{port=\"uplink\",queue=\"0\",worker=\"0\"} 0\n"
+            )
+        );
+        // The queue map: uplink queue 0 on worker 0, queue 1 on worker 1.
+        assert!(
+            text.contains("kxdp_port_queue_info{port=\"uplink\",queue=\"1\",worker=\"1\"} 1\n")
+        );
+        assert!(text.contains(
+            "kxdp_port_queue_rx_packets_total{port=\"uplink\",queue=\"0\",worker=\"0\"} 3\n"
+        ));
         assert!(text.contains("kxdp_packets_dropped_total{reason=\"no_route\"} 0\n"));
         assert!(text.contains("kxdp_conntrack_entries 7\n"));
+        assert!(text.contains("kxdp_xdp_decisions_total{reason=\"no_slot\"} 0\n"));
+        assert!(text.contains("kxdp_xdp_decisions_total{reason=\"uplink_vxlan\"} 9\n"));
         assert!(text.contains("kxdp_table_generation 4\n"));
         assert!(text.contains("kxdp_network_programming_duration_seconds_count 1\n"));
         assert!(text.contains(

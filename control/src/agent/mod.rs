@@ -5,8 +5,9 @@
 //! to four kinds of event: a request on the local API socket (the CNI plugin adding or
 //! removing a pod port), a change of the state (a new generation), a kernel notification
 //! about the underlay (a next hop's MAC changed: a new generation), and SIGTERM/SIGINT
-//! (detach and remove everything, then exit). The workers (one per queue,
-//! pinned) only ever read the published tables and their own sockets.
+//! (detach and remove everything, then exit). The workers (by default one per uplink rx
+//! queue, at most one per CPU the agent may use; each serves a share of every port's
+//! queues) only ever read the published tables and their own sockets.
 
 mod adopt;
 mod api_server;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod netdev;
 mod node_annotations;
 mod retire;
+mod slot_ranges;
 pub(crate) mod source;
 mod underlay;
 
@@ -67,7 +69,9 @@ pub struct AgentOptions {
     pub api_server: Option<model::config::ApiServerEndpoint>,
     /// The pod's service account (token, ca.crt, namespace) for an explicit API server.
     pub service_account: PathBuf,
-    pub workers: usize,
+    /// None: one per rx queue of the uplink, at most one per CPU the agent may use (or per
+    /// CPU in `cpus`).
+    pub workers: Option<usize>,
     /// Worker i is pinned to `cpus[i]` when given.
     pub cpus: Vec<usize>,
     pub api_socket: PathBuf,
@@ -120,15 +124,11 @@ const WORKER_STALE: Duration = Duration::from_secs(3);
 /// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
 /// before it returns, also when starting fails halfway.
 pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
-    if opts.workers == 0 || opts.workers > 64 {
-        return Err(AgentError::Workers(opts.workers));
-    }
-    if !opts.cpus.is_empty() && opts.cpus.len() < opts.workers {
-        return Err(AgentError::Cpus {
-            cpus: opts.cpus.len(),
-            workers: opts.workers,
-        });
-    }
+    let uplink_queues = netdev::rx_queues(&opts.uplink).map_err(|source| AgentError::Uplink {
+        uplink: opts.uplink.clone(),
+        source,
+    })?;
+    let workers = worker_count(opts, uplink_queues)?;
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
     // Bound before anything is attached, so a taken port fails the start cleanly (and
@@ -180,10 +180,10 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         tables: tables.clone(),
         flows: shared_flows.clone(),
     };
-    let host_plan = host_plan(&tables.load(), &first.config, opts.workers as u32);
+    let host_plan = host_plan(&tables.load(), &first.config, workers as u32);
     let host_frontends = host_frontends::host_frontends(&tables.load());
 
-    let mut ports = DatapathPorts::start(opts, shared)?;
+    let mut ports = DatapathPorts::start(opts, workers, shared)?;
     let started = (|| -> Result<api_server::ApiSocket, AgentError> {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan)?;
@@ -209,6 +209,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
     let mut control = Control {
         opts,
+        workers,
+        uplink_queues_seen: uplink_queues,
         tables,
         ports,
         source,
@@ -231,8 +233,11 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         host_frontends,
     };
     println!(
-        "kxdp agent ready node={} generation={} workers={}",
-        opts.node, control.generation, opts.workers
+        "kxdp agent ready node={} generation={} workers={} uplink_queues={}",
+        opts.node,
+        control.generation,
+        workers,
+        control.ports.queues(UPLINK_PORT).unwrap_or(0)
     );
     let _ = std::io::stdout().flush();
     ready.store(true, Ordering::Release);
@@ -252,6 +257,9 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
 struct Control<'a> {
     opts: &'a AgentOptions,
+    workers: usize,
+    /// The uplink's rx queue count when last read (a change is acted on once).
+    uplink_queues_seen: u32,
     tables: Arc<ArcSwap<Tables>>,
     ports: DatapathPorts,
     source: Source,
@@ -327,7 +335,40 @@ impl Control<'_> {
                 for port in self.ports.close_vanished() {
                     tracing::warn!(port, "interface gone without a CNI DEL: port closed");
                 }
+                self.follow_uplink_channels();
             }
+        }
+    }
+
+    /// Serves the uplink's rx queues as its channels change: added queues get sockets (so
+    /// RSS may spread traffic onto them); a shrink cannot happen while the sockets are bound
+    /// (the kernel refuses it), so a lower count is only reported.
+    fn follow_uplink_channels(&mut self) {
+        let uplink = &self.opts.uplink;
+        let queues = match netdev::rx_queues(uplink) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!("uplink {uplink}: reading its rx queues: {e}");
+                return;
+            }
+        };
+        if queues == self.uplink_queues_seen {
+            return;
+        }
+        self.uplink_queues_seen = queues;
+        let serving = self.ports.queues(UPLINK_PORT).unwrap_or(0);
+        if queues < serving {
+            tracing::warn!(
+                "uplink {uplink} reports {queues} rx queues, fewer than the {serving} served; \
+                 the sockets on the others stay until the agent restarts"
+            );
+            return;
+        }
+        match self.ports.grow(UPLINK_PORT, queues) {
+            Ok(_) => {}
+            // Retried at the next change of the count; until then the new queues' traffic
+            // goes to the kernel (counted no_slot).
+            Err(e) => tracing::error!("{e}"),
         }
     }
 
@@ -428,6 +469,7 @@ impl Control<'_> {
         };
         metrics::Snapshot {
             workers: self.ports.published_stats(),
+            xdp_decisions: self.ports.xdp_decisions(),
             conntrack,
             generation: tables.generation,
             tables_published_at: self.tables_published_at,
@@ -456,11 +498,11 @@ impl Control<'_> {
                 stale.push(w.id.to_string());
             }
         }
-        let problem = if workers.len() != self.opts.workers {
+        let problem = if workers.len() != self.workers {
             Some(format!(
                 "{} of {} workers running",
                 workers.len(),
-                self.opts.workers
+                self.workers
             ))
         } else if !stale.is_empty() {
             Some(format!(
@@ -519,7 +561,7 @@ impl Control<'_> {
         AgentStatus {
             node: self.opts.node.clone(),
             generation: tables.generation,
-            workers: self.opts.workers as u32,
+            workers: self.workers as u32,
             ports: self.ports.names(),
             table_ports: tables.ports.iter().map(|p| p.name.clone()).collect(),
             gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip).to_string(),
@@ -757,6 +799,44 @@ fn host_plan(
         ),
         queues,
     }
+}
+
+/// Most workers: each is a pinned thread with its own UMEM.
+const MAX_WORKERS: usize = 64;
+
+/// `--workers`, or by default one per rx queue of the uplink, at most one per CPU the agent
+/// may use (its affinity mask and cgroup quota, or the `--cpus` list): more workers than
+/// queues would have no queue to transmit on, more than CPUs would share them.
+fn worker_count(opts: &AgentOptions, uplink_queues: u32) -> Result<usize, AgentError> {
+    let workers = match opts.workers {
+        Some(n) => n,
+        None => {
+            let cpus = if opts.cpus.is_empty() {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                opts.cpus.len()
+            };
+            (uplink_queues as usize).min(cpus).clamp(1, MAX_WORKERS)
+        }
+    };
+    if workers == 0 || workers > MAX_WORKERS {
+        return Err(AgentError::Workers(workers));
+    }
+    if !opts.cpus.is_empty() && opts.cpus.len() < workers {
+        return Err(AgentError::Cpus {
+            cpus: opts.cpus.len(),
+            workers,
+        });
+    }
+    if workers > uplink_queues as usize {
+        return Err(AgentError::Ports(PortError::TooFewQueues {
+            port: UPLINK_PORT.to_string(),
+            ifname: opts.uplink.clone(),
+            queues: uplink_queues,
+            workers,
+        }));
+    }
+    Ok(workers)
 }
 
 /// Pods get the underlay MTU (kxdp.yaml's, else the uplink's own) minus the VXLAN overhead:

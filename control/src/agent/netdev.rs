@@ -226,6 +226,13 @@ pub fn mtu_of(name: &str) -> Result<u32, NetdevError> {
         .ok_or_else(|| NetdevError::NoSuchInterface(name.to_string()))
 }
 
+/// The rx queues the interface has now (a NIC's rx and combined channels, `ethtool -l`; a
+/// device without channels, its link's queue count): the datapath serves each with an
+/// AF_XDP socket.
+pub fn rx_queues(name: &str) -> Result<u32, NetdevError> {
+    Ok(Netlink::open()?.rx_queues(name)?)
+}
+
 /// The interface's global-scope IPv4 addresses, in the kernel's order (primary first).
 pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>, NetdevError> {
     let nl = Netlink::open()?;

@@ -548,7 +548,10 @@ fn agent_follows_the_kubernetes_api() {
     let ready = lines
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        "kxdp agent ready node=node1 generation=1 workers=1 uplink_queues=1"
+    );
     let st = status(&socket);
     assert!(st.table_ports.contains(&"pod-demo-a".to_string()), "{st:?}");
 
@@ -688,7 +691,9 @@ fn scenario(workers: u32) {
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
     assert_eq!(
         ready,
-        format!("kxdp agent ready node=node1 generation=1 workers={workers}")
+        format!(
+            "kxdp agent ready node=node1 generation=1 workers={workers} uplink_queues={workers}"
+        )
     );
     assert!(
         xdp_attached(&node, "up0"),
@@ -1185,7 +1190,10 @@ fn agent_writes_its_missing_node_annotations() {
     let ready = lines
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        "kxdp agent ready node=node1 generation=1 workers=1 uplink_queues=1"
+    );
 
     let counters = api.counters();
     assert_eq!(counters.patches.len(), 1, "{:?}", counters.patches);
@@ -1273,7 +1281,10 @@ fn agent_leaves_correct_node_annotations_alone() {
     let ready = lines
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        "kxdp agent ready node=node1 generation=1 workers=1 uplink_queues=1"
+    );
     assert_eq!(metric(&node, &underlay_info(NODE_IP)), Some(1.0));
     // A pod added through the API proves the agent went on watching and ticking (several
     // ticks pass meanwhile); still no patch.
@@ -1320,7 +1331,10 @@ fn agent_survives_a_failing_node_patch_and_retries() {
     let ready = lines
         .recv_timeout(Duration::from_secs(40))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        "kxdp agent ready node=node1 generation=1 workers=1 uplink_queues=1"
+    );
     // The line is printed just before /readyz turns ready.
     wait_for("/readyz 200", Duration::from_secs(5), || {
         http_get(&node, METRICS, "/readyz").0 == 200
@@ -1409,7 +1423,10 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
     let ready = lines
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
-    assert_eq!(ready, "kxdp agent ready node=node1 generation=1 workers=1");
+    assert_eq!(
+        ready,
+        "kxdp agent ready node=node1 generation=1 workers=1 uplink_queues=1"
+    );
     // Written before the ready line, so a runtime may use it the moment it sees it.
     assert_eq!(cni_configs(&lab), ["05-kxdp.conflist"]);
     let list: serde_json::Value =

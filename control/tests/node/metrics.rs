@@ -281,7 +281,7 @@ fn agent_serves_metrics_healthz_and_readyz() {
     assert!(
         sample(
             &exposition,
-            "kxdp_xsk_rx_ring_full_total{port=\"uplink\",worker=\"0\"}"
+            "kxdp_xsk_rx_ring_full_total{port=\"uplink\",queue=\"0\",worker=\"0\"}"
         )
         .is_some()
     );

@@ -208,8 +208,8 @@ impl Worker {
                 Ok(Command::AddPort(spec, reply)) => {
                     let _ = reply.send(self.add_port(spec));
                 }
-                Ok(Command::RemovePort(name, reply)) => {
-                    if let Err(e) = self.start_removal(&name, reply.clone()) {
+                Ok(Command::RemovePort(name, queue, reply)) => {
+                    if let Err(e) = self.start_removal(&name, queue, reply.clone()) {
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -427,16 +427,18 @@ impl Worker {
             if !s.is_open() {
                 continue;
             }
+            // A port with several sockets here (several of its queues) transmits on the
+            // first: any queue of the device will do, and one keeps its tx batches whole.
             if let Some(PortId(id)) = s.port_id
                 && let Some(entry) = self.slot_of_port.get_mut(id as usize)
             {
-                *entry = Some(slot as u16);
+                entry.get_or_insert(slot as u16);
             }
             if s.name == HOST_PORT {
-                self.host_slot = Some(slot as u16);
+                self.host_slot.get_or_insert(slot as u16);
             }
             if swap_to == Some(s.name.as_str()) {
-                self.swap_slot = Some(slot as u16);
+                self.swap_slot.get_or_insert(slot as u16);
             }
         }
         self.mapped_generation = Some(tables.generation);

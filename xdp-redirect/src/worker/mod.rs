@@ -1,7 +1,9 @@
-//! The AF_XDP workers: N threads, each owning one socket on its queue of every port (the
-//! uplink, `host`, each pod's veth) and one UMEM shared by them, running every received
-//! frame through `datapath::process` and transmitting the result on its own socket of the
-//! destination port (no cross-worker transmit).
+//! The AF_XDP workers: N threads, each owning sockets on its share of every port's rx
+//! queues (the uplink, `host`, each pod's veth; a port's queues are spread over the
+//! workers, one worker may serve several queues of a port) and one UMEM shared by them,
+//! running every received frame through `datapath::process` and transmitting the result on
+//! one of its own sockets of the destination port (no cross-worker transmit: a worker needs
+//! at least one socket on every port it sends to).
 //! (A worker built with [`Pipeline::MacSwapTo`] skips `process` and only swaps MACs: the
 //! AF_XDP ceiling of the throughput rig, `rig::ceiling` in bench/rig.)
 //!
@@ -47,8 +49,6 @@ pub struct WorkerConfig {
     pub id: usize,
     /// Pin the thread to this CPU.
     pub cpu: Option<usize>,
-    /// The queue of every port this worker binds.
-    pub queue: u32,
     pub umem: UmemConfig,
     /// Frames read from the rx rings per batch (one flow-table lock per batch).
     pub batch: usize,
@@ -75,11 +75,10 @@ pub enum Pipeline {
 impl WorkerConfig {
     /// Defaults: no pinning, the default UMEM, batches of 64, sleep after 64 empty rounds,
     /// the datapath pipeline.
-    pub fn new(id: usize, queue: u32) -> WorkerConfig {
+    pub fn new(id: usize) -> WorkerConfig {
         WorkerConfig {
             id,
             cpu: None,
-            queue,
             umem: UmemConfig::default(),
             batch: 64,
             idle_after_empty_polls: 64,
@@ -112,12 +111,15 @@ pub struct SharedState {
     pub flows: Arc<Mutex<SharedFlows>>,
 }
 
-/// A port to open a socket on: its datapath name (`uplink`, `host`, `pod-<ns>-<name>`,
-/// matched against `Tables::ports` every generation) and its interface index.
+/// A socket to open: its port's datapath name (`uplink`, `host`, `pod-<ns>-<name>`,
+/// matched against `Tables::ports` every generation), the interface index and the rx queue
+/// to bind. A worker may hold several sockets of one port (several queues); it transmits
+/// to that port on the first it opened that is still open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
     pub name: String,
     pub ifindex: u32,
+    pub queue: u32,
 }
 
 /// What is wrong with a [`WorkerConfig`], found before any thread or socket exists.
@@ -149,14 +151,14 @@ pub enum WorkerError {
         step: &'static str,
         source: io::Error,
     },
-    #[error("port {0} is already open (or still closing) on this worker")]
-    PortExists(String),
-    #[error("port {0} is not open on this worker")]
-    NoSuchPort(String),
+    #[error("port {0} queue {1} is already open (or still closing) on this worker")]
+    PortExists(String, u32),
+    #[error("port {0} queue {1} is not open on this worker")]
+    NoSuchPort(String, u32),
     #[error(
-        "port {0} anchors the worker's UMEM (its first socket) and other ports are still open; remove them first"
+        "port {0} queue {1} anchors the worker's UMEM (its first socket) and other sockets are still open; remove them first"
     )]
-    AnchorInUse(String),
+    AnchorInUse(String, u32),
     #[error("a worker has at most {0} ports")]
     TooManyPorts(usize),
     #[error("worker {0} is not running")]
@@ -169,7 +171,7 @@ pub enum WorkerError {
 #[derive(Debug)]
 enum Command {
     AddPort(PortSpec, SyncSender<Result<RawFd, WorkerError>>),
-    RemovePort(String, SyncSender<Result<(), WorkerError>>),
+    RemovePort(String, u32, SyncSender<Result<(), WorkerError>>),
     Stats(SyncSender<WorkerStats>),
     Stop,
 }
@@ -261,20 +263,20 @@ impl WorkerHandle {
         self.waker.wake().map_err(|_| WorkerError::Stopped(self.id))
     }
 
-    /// Blocks until the worker has bound a socket on (ifindex, cfg.queue) and stocked its
-    /// fill ring. Returns the socket fd (valid until `remove_port`) for the caller to put
-    /// into the XSKMAP.
+    /// Blocks until the worker has bound a socket on (ifindex, queue) and stocked its fill
+    /// ring. Returns the socket fd (valid until `remove_port`) for the caller to put into
+    /// the XSKMAP.
     pub fn add_port(&self, port: PortSpec) -> Result<RawFd, WorkerError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Command::AddPort(port, tx))?;
         rx.recv().map_err(|_| WorkerError::Stopped(self.id))?
     }
 
-    /// The caller removes the XSKMAP entry first. Blocks until the socket is closed and
-    /// its frames are back.
-    pub fn remove_port(&self, name: &str) -> Result<(), WorkerError> {
+    /// Closes the socket of port `name` on rx queue `queue`. The caller removes the XSKMAP
+    /// entry first. Blocks until the socket is closed and its frames are back.
+    pub fn remove_port(&self, name: &str, queue: u32) -> Result<(), WorkerError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::RemovePort(name.to_string(), tx))?;
+        self.send(Command::RemovePort(name.to_string(), queue, tx))?;
         rx.recv().map_err(|_| WorkerError::Stopped(self.id))?
     }
 

@@ -1,7 +1,7 @@
-//! One port as a worker sees it (its socket on the worker's queue, its counters, whether
-//! it is being removed), and how the worker adds and removes ports: a new socket joins
-//! the worker's UMEM (the first one anchors it), a removed one drains before it closes and
-//! its frames go back to the ledger. The loop that moves frames is in `engine`.
+//! One socket of a port as a worker sees it (bound to one rx queue of the port's device,
+//! its counters, whether it is being removed), and how the worker adds and removes them: a
+//! new socket joins the worker's UMEM (the first one anchors it), a removed one drains
+//! before it closes and its frames go back to the ledger. The loop that moves frames is in `engine`.
 
 use std::os::fd::RawFd;
 use std::sync::mpsc::SyncSender;
@@ -45,6 +45,7 @@ pub(super) struct PortCounters {
 pub(super) struct PortSocket {
     pub name: String,
     pub ifindex: u32,
+    pub queue: u32,
     pub xsk: XskSocket,
     /// Frames on the fill side (fill ring or rx ring) and on the tx side.
     pub in_fill: u32,
@@ -65,10 +66,11 @@ pub(super) struct PortSocket {
 }
 
 impl PortSocket {
-    pub fn new(name: String, ifindex: u32, xsk: XskSocket) -> PortSocket {
+    pub fn new(spec: PortSpec, xsk: XskSocket) -> PortSocket {
         PortSocket {
-            name,
-            ifindex,
+            name: spec.name,
+            ifindex: spec.ifindex,
+            queue: spec.queue,
             xsk,
             in_fill: 0,
             in_tx: 0,
@@ -81,6 +83,10 @@ impl PortSocket {
             xdp: XdpSocketStats::default(),
             kick_error_logged: false,
         }
+    }
+
+    fn is(&self, name: &str, queue: u32) -> bool {
+        self.name == name && self.queue == queue
     }
 
     pub fn is_open(&self) -> bool {
@@ -97,6 +103,7 @@ impl PortSocket {
         PortStats {
             name: self.name.clone(),
             ifindex: self.ifindex,
+            queue: self.queue,
             fd: self.xsk.fd(),
             port_id: self.port_id.map(|p| p.0),
             closing: self.closing.is_some(),
@@ -117,8 +124,13 @@ impl PortSocket {
 
 impl Worker {
     pub(super) fn add_port(&mut self, spec: PortSpec) -> Result<RawFd, WorkerError> {
-        if self.sockets.iter().flatten().any(|s| s.name == spec.name) {
-            return Err(WorkerError::PortExists(spec.name));
+        if self
+            .sockets
+            .iter()
+            .flatten()
+            .any(|s| s.is(&spec.name, spec.queue))
+        {
+            return Err(WorkerError::PortExists(spec.name, spec.queue));
         }
         let slot = match self.sockets.iter().position(Option::is_none) {
             Some(slot) => slot,
@@ -143,10 +155,8 @@ impl Worker {
             self.umem = Some(umem);
         }
         let opened = match &self.umem {
-            Some(umem) => {
-                XskSocket::open(umem, anchor, spec.ifindex, self.cfg.queue, &self.cfg.umem)
-                    .map_err(|e| socket_error(e.step, e.source))
-            }
+            Some(umem) => XskSocket::open(umem, anchor, spec.ifindex, spec.queue, &self.cfg.umem)
+                .map_err(|e| socket_error(e.step, e.source)),
             None => Err(socket_error(
                 "UMEM registration",
                 std::io::Error::other("no UMEM"),
@@ -183,7 +193,7 @@ impl Worker {
             }
             return Err(WorkerError::Poll(e));
         }
-        self.sockets[slot] = Some(PortSocket::new(spec.name, spec.ifindex, xsk));
+        self.sockets[slot] = Some(PortSocket::new(spec, xsk));
         if anchor {
             self.anchor = Some(slot as u16);
         }
@@ -205,20 +215,21 @@ impl Worker {
     pub(super) fn start_removal(
         &mut self,
         name: &str,
+        queue: u32,
         reply: std::sync::mpsc::SyncSender<Result<(), WorkerError>>,
     ) -> Result<(), WorkerError> {
         let slot = self
             .sockets
             .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.name == name && s.is_open()))
-            .ok_or_else(|| WorkerError::NoSuchPort(name.to_string()))?;
+            .position(|s| s.as_ref().is_some_and(|s| s.is(name, queue) && s.is_open()))
+            .ok_or_else(|| WorkerError::NoSuchPort(name.to_string(), queue))?;
         let others_open = self
             .sockets
             .iter()
             .enumerate()
             .any(|(i, s)| i != slot && s.is_some());
         if self.anchor == Some(slot as u16) && others_open {
-            return Err(WorkerError::AnchorInUse(name.to_string()));
+            return Err(WorkerError::AnchorInUse(name.to_string(), queue));
         }
         if let Some(s) = &mut self.sockets[slot] {
             s.closing = Some(Closing {

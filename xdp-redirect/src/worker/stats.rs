@@ -41,11 +41,13 @@ pub(super) struct Counters {
     pub(super) closed_xdp: XdpSocketStats,
 }
 
-/// One open socket of a worker.
+/// One open socket of a worker (a port has one per rx queue this worker serves).
 #[derive(Debug, Clone, Default)]
 pub struct PortStats {
     pub name: String,
     pub ifindex: u32,
+    /// The rx queue of the port's device this socket is bound to.
+    pub queue: u32,
     pub fd: RawFd,
     /// The port's id in the tables the worker runs (`None`: the tables do not know it,
     /// its frames are dropped as `unknown_port`).
@@ -97,7 +99,6 @@ pub struct WorkerStats {
     /// Kernel thread id (for /proc/self/task/<tid>).
     pub tid: i32,
     pub cpu: Option<usize>,
-    pub queue: u32,
     /// The table generation the worker last ran a batch (or maintenance) with.
     pub generation: u64,
     pub ports: Vec<PortStats>,
@@ -159,8 +160,15 @@ impl WorkerStats {
             .unwrap_or(0)
     }
 
+    /// The first socket of port `name` (the only one, for a port with one queue per
+    /// worker).
     pub fn port(&self, name: &str) -> Option<&PortStats> {
         self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Every socket of port `name` on this worker, one per queue it serves.
+    pub fn port_queues<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a PortStats> + 'a {
+        self.ports.iter().filter(move |p| p.name == name)
     }
 }
 
@@ -195,7 +203,6 @@ impl Worker {
             id: self.cfg.id,
             tid: self.tid,
             cpu: self.cfg.cpu,
-            queue: self.cfg.queue,
             generation: c.generation,
             ports,
             rx_packets: c.rx_packets,

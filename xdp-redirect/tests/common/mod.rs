@@ -64,6 +64,8 @@ pub struct Pod {
     pub name: String,
     pub host_if: String,
     pub ip: [u8; 4],
+    /// Rx/tx queues of both veth ends.
+    pub queues: u32,
 }
 
 impl Pod {
@@ -112,6 +114,7 @@ impl Pod {
             name: name.into(),
             host_if,
             ip,
+            queues,
         }
     }
 
@@ -171,10 +174,11 @@ impl Programs {
         }
     }
 
-    /// Attaches `program` to `ifname` and gives it XSKMAP slots `base..`.
-    pub fn attach(&mut self, program: &'static str, ifname: &str, base: u32) {
+    /// Attaches `program` to `ifname` and gives it XSKMAP slots `base..base + queues`.
+    pub fn attach(&mut self, program: &'static str, ifname: &str, base: u32, queues: u32) {
         let iface = xdp_redirect::Interface::by_name(ifname).expect("interface");
-        xdp_redirect::set_port_slot(&mut self.ebpf, iface.index(), base).expect("port slot");
+        let range = xdp_redirect::PortRange { base, queues };
+        xdp_redirect::set_port_slots(&mut self.ebpf, iface.index(), range).expect("port slots");
         let a = xdp_redirect::attach(&mut self.ebpf, program, &iface).expect("attach");
         assert_eq!(
             a.mode(),
