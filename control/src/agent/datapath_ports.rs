@@ -8,17 +8,19 @@
 //! least one queue of every port, since a worker transmits only on its own sockets. Pods and
 //! the host port get W queues (one each); the uplink has as many as its NIC's channels.
 //!
-//! Opening a port fills the sockets' slots before the interface's range is published, so no
-//! packet is ever redirected to an empty slot; closing does the reverse. Until its range is
-//! set, a port's traffic goes to the kernel (the programs fall back to XDP_PASS), and so
-//! does traffic on a queue beyond its range (channels added and not yet served).
+//! Opening a port fills the sockets' slots, publishes the interface's range, and only then
+//! attaches the program, so no packet is ever redirected to an empty slot; closing
+//! unpublishes the range first. A port without a range, and a queue beyond it (channels
+//! added and not yet served), go to the kernel (the programs fall back to XDP_PASS,
+//! counted `no_slot`).
 //!
 //! Channels added to a running uplink ([`DatapathPorts::grow`]) get sockets on a new,
 //! wider range: the old sockets' fds go into the new slots too, the range switches in one
 //! map write, then the old slots are emptied. No packet on an existing queue is lost on the
-//! way. The kernel refuses to remove channels that have AF_XDP sockets bound (`ethtool -L`
-//! fails with "requested channel counts are too low for existing AF_XDP sockets" or
-//! EINVAL), so a shrink cannot happen under a running agent.
+//! way. The kernel refuses to remove channels that have AF_XDP sockets bound, copy mode
+//! included (`ethtool -L` fails: "requested channel counts are too low for existing
+//! zerocopy AF_XDP sockets"), so a shrink cannot happen under a running agent: stop it,
+//! change the channels, start it again.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -292,7 +294,10 @@ impl DatapathPorts {
         }
     }
 
-    /// The steps of `open`, undone in reverse when one fails.
+    /// The steps of `open`, undone in reverse when one fails. The program is attached
+    /// last, once every queue has its socket and the range is published: from its first
+    /// packet on, nothing it redirects can find an empty slot (so `no_slot` counts only
+    /// queues the agent does not serve).
     fn open_at(
         &mut self,
         name: &str,
@@ -300,21 +305,27 @@ impl DatapathPorts {
         range: PortRange,
         program: PortProgram,
     ) -> Result<(xdp_redirect::Attachment, Vec<QueueSocket>), OpenStep> {
-        let attachment = xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
-            .map_err(OpenStep::Attach)?;
         let mut sockets = Vec::with_capacity(range.queues as usize);
+        let mut published = false;
         let result = self
             .open_queues(name, ifindex, range, &mut sockets)
             .and_then(|()| {
                 xdp_redirect::set_port_slots(&mut self.ebpf, ifindex, range)
-                    .map_err(OpenStep::PortSlot)
+                    .map_err(OpenStep::PortSlot)?;
+                published = true;
+                xdp_redirect::attach_by_index(&mut self.ebpf, program.name(), ifindex)
+                    .map_err(OpenStep::Attach)
             });
-        if let Err(e) = result {
-            self.close_queues(name, range, &sockets, 0);
-            let _ = xdp_redirect::detach(&mut self.ebpf, attachment);
-            return Err(e);
+        match result {
+            Ok(attachment) => Ok((attachment, sockets)),
+            Err(e) => {
+                if published {
+                    let _ = xdp_redirect::remove_port_slots(&mut self.ebpf, ifindex);
+                }
+                self.close_queues(name, range, &sockets, 0);
+                Err(e)
+            }
         }
-        Ok((attachment, sockets))
     }
 
     /// Opens the sockets of queues `sockets.len()..range.queues` (each on its worker) and
@@ -448,18 +459,15 @@ impl DatapathPorts {
         Ok(())
     }
 
-    /// Closes a port: unpublishes its slot range (its traffic goes to the kernel again),
-    /// empties its slots, closes the sockets, detaches the program. Closing a port that is
-    /// not open is fine (DEL is idempotent).
+    /// Closes a port: detaches the program (its traffic goes to the kernel again),
+    /// unpublishes its slot range, empties its slots and closes the sockets: the reverse
+    /// of `open`, so nothing is counted `no_slot` on the way. Closing a port that is not
+    /// open is fine (DEL is idempotent).
     pub fn close(&mut self, name: &str) -> Result<(), PortError> {
         let Some(port) = self.ports.remove(name) else {
             return Ok(());
         };
         let mut problems = Vec::new();
-        if let Err(e) = xdp_redirect::remove_port_slots(&mut self.ebpf, port.ifindex) {
-            problems.push(CloseStep::PortSlot(e));
-        }
-        problems.extend(self.close_queues(name, port.range, &port.sockets, 0));
         // Works when the interface is gone already (the pod's netns was deleted first).
         if let Err(source) = xdp_redirect::detach(&mut self.ebpf, port.attachment) {
             problems.push(CloseStep::Detach {
@@ -467,6 +475,10 @@ impl DatapathPorts {
                 source,
             });
         }
+        if let Err(e) = xdp_redirect::remove_port_slots(&mut self.ebpf, port.ifindex) {
+            problems.push(CloseStep::PortSlot(e));
+        }
+        problems.extend(self.close_queues(name, port.range, &port.sockets, 0));
         self.free_slots
             .give_back(port.range.base, port.range.queues);
         tracing::info!(

@@ -1,6 +1,6 @@
 //! The `kxdp agent` on a node, end to end, in network namespaces: pods, traffic, reloads
-//! and cleanup (`agent`), its HTTP endpoints (`metrics`), and Service churn under traffic
-//! (`churn`).
+//! and cleanup (`agent`), its HTTP endpoints (`metrics`), Service churn under traffic
+//! (`churn`), and every rx queue of a multi-queue uplink served (`queues`).
 //!
 //! Root only: each test takes the machine-wide root-test lock (testkit::root), so sharing
 //! one binary runs them one at a time as before; without root they skip with a message,
@@ -9,3 +9,4 @@
 mod agent;
 mod churn;
 mod metrics;
+mod queues;

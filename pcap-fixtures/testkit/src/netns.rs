@@ -248,7 +248,7 @@ pub struct Uplink<'a> {
     pub mac: &'a str,
     /// The node's address on it, with its prefix length (`192.168.77.1/24`).
     pub addr: &'a str,
-    /// Rx and tx queues of `up0` (one per agent worker).
+    /// Rx and tx queues of `up0` and of its peer.
     pub queues: u32,
     pub outside: Option<&'a str>,
 }
@@ -261,9 +261,12 @@ impl Uplink<'_> {
 
     /// Adds it to the node namespace named `node`.
     pub fn add(&self, node: &str) {
+        // Both ends: the outside sends on any of its tx queues (an AF_XDP socket binds one),
+        // which lands on the same rx queue of the node's end.
         let mut veth = Veth::new(Self::NAME, Self::PEER)
             .mac(self.mac)
-            .queues(self.queues);
+            .queues(self.queues)
+            .peer_queues(self.queues);
         if let Some(outside) = self.outside {
             veth = veth.peer_in(outside);
         }
