@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 use crate::k8s::ValueError;
 
+mod nodes;
+
+pub use nodes::{NodeOverride, NodeSelector};
+
 /// Default pod address space (`clusterCIDR`).
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// Default Service VIP space (`serviceCIDR`).
@@ -57,6 +61,12 @@ pub struct AgentConfig {
     /// (`--in-cluster`), instead of `KUBERNETES_SERVICE_HOST`, a ClusterIP that only kxdp
     /// itself would route on a node without kube-proxy. None: the in-cluster default.
     pub api_server: Option<ApiServerEndpoint>,
+    /// `uplink:`: the interface the agent uses as its uplink on every node, unless a
+    /// [`nodes`](AgentConfig::nodes) entry names another. None: kxdp.yaml names none.
+    pub uplink: Option<String>,
+    /// `nodes:`: per-node overrides of `uplink` and `underlayMTU`, in file order; the first
+    /// entry that matches a node applies to it ([`AgentConfig::for_node`]).
+    pub nodes: Vec<NodeOverride>,
 }
 
 /// The API server's address as the agent dials it: a host name or an IP, and a port.
@@ -209,6 +219,8 @@ impl Default for AgentConfig {
             },
             conntrack: ConntrackConfig::default(),
             api_server: None,
+            uplink: None,
+            nodes: Vec::new(),
         }
     }
 }
@@ -229,6 +241,8 @@ struct RawConfig {
     conntrack: Option<RawConntrack>,
     #[serde(rename = "apiServer")]
     api_server: Option<RawApiServer>,
+    uplink: Option<String>,
+    nodes: Option<Vec<nodes::RawNode>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,26 +328,8 @@ impl AgentConfig {
             None => defaults.vxlan.port,
         };
 
-        // Pods with IPv6 addresses need 1280 bytes on their link after the VXLAN overhead.
-        let has_v6 = cluster_cidrs.iter().any(|c| !c.addr.is_v4());
-        let min_mtu = if has_v6 {
-            MIN_UNDERLAY_MTU_IPV6
-        } else {
-            MIN_UNDERLAY_MTU
-        };
         let underlay_mtu = match raw.underlay_mtu {
-            Some(m) if m < u64::from(min_mtu) || m > u64::from(u16::MAX) => {
-                let why = if has_v6 {
-                    " (clusterCIDR has IPv6: pods need 1280 after 50 bytes of VXLAN)"
-                } else {
-                    ""
-                };
-                return Err(invalid(
-                    "underlayMTU",
-                    format!("{m} is out of range ({min_mtu}..=65535){why}"),
-                ));
-            }
-            Some(m) => m as u16,
+            Some(m) => underlay_mtu("underlayMTU", m, &cluster_cidrs)?,
             None => defaults.underlay_mtu,
         };
 
@@ -370,6 +366,12 @@ impl AgentConfig {
 
         let conntrack = conntrack_config(raw.conntrack.unwrap_or_default(), defaults.conntrack)?;
         let api_server = raw.api_server.map(api_server_config).transpose()?;
+        let uplink = raw
+            .uplink
+            .map(|u| nodes::interface_name("uplink", u))
+            .transpose()?;
+        // After clusterCIDR: an entry's underlayMTU has the same IPv6 minimum.
+        let nodes = nodes::node_overrides(raw.nodes.unwrap_or_default(), &cluster_cidrs)?;
 
         Ok(AgentConfig {
             cluster_cidrs,
@@ -383,6 +385,8 @@ impl AgentConfig {
             },
             conntrack,
             api_server,
+            uplink,
+            nodes,
         })
     }
 }
@@ -414,6 +418,30 @@ impl AgentConfig {
         self.underlay_mtu = u16::try_from(uplink_mtu).unwrap_or(u16::MAX);
         Ok(self)
     }
+}
+
+/// An `underlayMTU` value (`field` names where it was written): at least what every IPv4
+/// host handles, or, when pods have IPv6 addresses, what carries their 1280 bytes after the
+/// VXLAN overhead; and at most 65535.
+fn underlay_mtu(field: &str, mtu: u64, cluster_cidrs: &[Cidr]) -> Result<u16, ConfigError> {
+    let has_v6 = cluster_cidrs.iter().any(|c| !c.addr.is_v4());
+    let min_mtu = if has_v6 {
+        MIN_UNDERLAY_MTU_IPV6
+    } else {
+        MIN_UNDERLAY_MTU
+    };
+    if mtu < u64::from(min_mtu) || mtu > u64::from(u16::MAX) {
+        let why = if has_v6 {
+            " (clusterCIDR has IPv6: pods need 1280 after 50 bytes of VXLAN)"
+        } else {
+            ""
+        };
+        return Err(invalid(
+            field,
+            format!("{mtu} is out of range ({min_mtu}..=65535){why}"),
+        ));
+    }
+    Ok(mtu as u16)
 }
 
 /// `apiServer: {host, port}`: a host is required, the port defaults to 6443.
