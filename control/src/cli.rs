@@ -56,9 +56,11 @@ pub struct AgentArgs {
     /// This node's name (a Node in the state directory).
     #[arg(long, value_name = "NAME")]
     pub node: String,
-    /// The underlay interface (VXLAN and Service frontends arrive here).
+    /// The underlay interface (VXLAN and Service frontends arrive here). Default: kxdp.yaml's
+    /// `uplink` (a matching `nodes:` entry first), else the interface holding the Node's
+    /// InternalIP, else the IPv4 default route's. Bonds, VLAN devices and bridges are refused.
     #[arg(long, value_name = "IFNAME")]
-    pub uplink: String,
+    pub uplink: Option<String>,
     /// State directory (docs/replay.md), re-read when its files change. With
     /// --kubeconfig / --in-cluster only its kxdp.yaml is read (the mounted ConfigMap).
     #[arg(long, value_name = "DIR")]

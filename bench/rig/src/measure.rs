@@ -52,7 +52,8 @@ pub enum MeasureError {
 fn interface(name: &str) -> Result<Interface, MeasureError> {
     Interface::by_name(name).map_err(MeasureError::Interface)
 }
-use lab::layout::{Mac, UNDERLAY_MTU, UPLINK};
+use crate::rig::UNDERLAY_MTU;
+use lab::layout::{Mac, UPLINK};
 use lab::probe::{Proto, RequestOptions, RttSummary};
 
 /// The largest frame a pod sends without fragmenting: its MTU (underlay MTU less the

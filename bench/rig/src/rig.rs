@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use super::kernel_path::{self, FlannelNode, FlannelPeer, ProxyMode, ServicePlan};
 use super::plan::{self, BACKENDS, CLIENT, NODE_A, NODE_B};
 use lab::cmd::{self, ip_in, link_exists};
-use lab::layout::{NAMESPACE, Names, NodePlan, UNDERLAY_MTU, UPLINK, VNI, VXLAN_PORT};
+use lab::layout::{NAMESPACE, Names, NodePlan, UPLINK, VNI, VXLAN_PORT};
 use lab::procs::{self, ProcRecord};
 use lab::topology::tx_checksum_off;
 use lab::{Lab, LabError, agents, pods, servers, topology};
@@ -205,6 +205,10 @@ fn flannel(names: &Names, node: NodePlan) -> FlannelNode {
         }],
     }
 }
+
+/// The MTU of the rig's node link (`link_nodes`: a veth at the kernel's default), which the
+/// agents take as their underlay MTU (the lab's kxdp.yaml sets none) and Flannel is given.
+pub const UNDERLAY_MTU: u32 = 1500;
 
 /// node A's eth0 <-> node B's eth0, addressed and MACed as the lab's node1/node2 (the
 /// Nodes' annotations say so), each with a permanent neighbour for the other: the

@@ -180,6 +180,12 @@ pub struct AgentStatus {
     pub pod_cidrs: Vec<String>,
     /// The MTU pods get: the underlay MTU minus the VXLAN overhead (50).
     pub pod_mtu: u32,
+    /// The uplink and what named it (`--uplink`, `kxdp.yaml nodes[0]`, `holds the Node's
+    /// InternalIP 192.168.77.1`, ...).
+    #[serde(default)]
+    pub uplink: String,
+    #[serde(default)]
+    pub uplink_found_by: String,
 }
 
 /// What `{"op":"stats"}` reports: one entry per worker, counters since it started, and
@@ -623,6 +629,8 @@ mod tests {
             gateway: "10.244.1.1".into(),
             pod_cidrs: vec!["10.244.1.0/24".into()],
             pod_mtu: 1450,
+            uplink: "eth0".into(),
+            uplink_found_by: "--uplink".into(),
         }
     }
 
@@ -640,7 +648,8 @@ mod tests {
             serde_json::to_value(Response::status(sample_status())).unwrap(),
             json!({"ok":true,"status":{"node":"node-a","generation":7,"workers":2,
                    "ports":["uplink","host"],"table_ports":["pod-demo-web"],
-                   "gateway":"10.244.1.1","pod_cidrs":["10.244.1.0/24"],"pod_mtu":1450}})
+                   "gateway":"10.244.1.1","pod_cidrs":["10.244.1.0/24"],"pod_mtu":1450,
+                   "uplink":"eth0","uplink_found_by":"--uplink"}})
         );
         let parsed: Response = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
         let refused = parsed.into_result().unwrap_err();

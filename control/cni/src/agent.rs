@@ -225,6 +225,8 @@ mod tests {
             gateway: "10.244.1.1".into(),
             pod_cidrs: vec!["10.244.1.0/24".into()],
             pod_mtu: 1450,
+            uplink: "eth0".into(),
+            uplink_found_by: "--uplink".into(),
         }
     }
 

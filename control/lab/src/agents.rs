@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::agent_client;
 use super::error::LabError;
-use super::layout::{NAMESPACE, NodePlan, UPLINK};
+use super::layout::{NAMESPACE, NodePlan};
 use super::manifests::PlacedPod;
 use super::procs::{self, ProcRecord};
 use super::{Lab, StateSource};
@@ -61,7 +61,8 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
         .map_err(|e| LabError::Setup(format!("CNI_PATH: {e}")))?
         .to_string_lossy()
         .into_owned();
-    let mut args: Vec<String> = ["agent", "--node", &node.name(), "--uplink", UPLINK]
+    // No --uplink: the agent finds it (the interface holding the Node's InternalIP).
+    let mut args: Vec<String> = ["agent", "--node", &node.name()]
         .iter()
         .map(|s| s.to_string())
         .collect();

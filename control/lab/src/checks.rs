@@ -14,7 +14,7 @@ use super::error::LabError;
 use super::layout::{
     ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, EXTERNAL_IP, FLOOD_PORT, HTTP_PORT, LOAD_BALANCER_IP,
     NODE_PORT, NODE1, NODE2, NODE3, NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan,
-    WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
+    UPLINK, WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
 };
 use super::manifests::PlacedPod;
 use super::pods;
@@ -70,6 +70,9 @@ enum CheckError {
     },
     #[error("the sink said {0:?}")]
     SinkNotReady(String),
+    /// A tool's output that does not say what was asked.
+    #[error("{0}")]
+    Parse(String),
 }
 
 /// Parses a probe tool's one-line JSON report.
@@ -181,6 +184,15 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         check(
             format!("CNI config on {}: kxdp's list first", node.name()),
             &move |c| cni_config(c.lab, node),
+        );
+    }
+
+    // Each agent found its uplink and its MTU itself: the lab gives no --uplink and no
+    // underlayMTU.
+    for node in [NODE1, NODE2] {
+        check(
+            format!("{}: uplink and MTU found without flags", node.name()),
+            &move |c| uplink_found(c, node),
         );
     }
 
@@ -449,6 +461,42 @@ fn containerd_checks(check: &mut dyn FnMut(String, CheckFn<'_>)) {
             })
         },
     );
+}
+
+/// The agent runs on the interface holding its Node's InternalIP, and pods get that
+/// interface's MTU less the VXLAN overhead.
+fn uplink_found(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
+    let status = match super::agents::status(c.lab, node) {
+        Ok(s) => s,
+        Err(e) => return (false, e.to_string()),
+    };
+    let mtu = match uplink_mtu(&c.node_ns(node)) {
+        Ok(m) => m,
+        Err(e) => return (false, e.to_string()),
+    };
+    let by = format!("holds the Node's InternalIP {}", node.underlay_ip());
+    let passed = status.uplink == UPLINK
+        && status.uplink_found_by == by
+        && status.pod_mtu + u32::from(model::config::VXLAN_OVERHEAD) == mtu;
+    (
+        passed,
+        format!(
+            "{} ({}), MTU {mtu} -> pods {}",
+            status.uplink, status.uplink_found_by, status.pod_mtu
+        ),
+    )
+}
+
+/// The lab uplink's MTU in `netns`, as the kernel reports it.
+fn uplink_mtu(netns: &str) -> Result<u32, CheckError> {
+    let mut ip = cmd::in_netns(netns, "ip");
+    let out = cmd::run(ip.args(["-j", "link", "show", "dev", UPLINK]))?;
+    let links: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| CheckError::Parse(format!("ip -j link show {UPLINK}: {e}")))?;
+    links[0]["mtu"]
+        .as_u64()
+        .and_then(|m| u32::try_from(m).ok())
+        .ok_or_else(|| CheckError::Parse(format!("ip -j link show {UPLINK}: no mtu in {out}")))
 }
 
 /// The node's conf dir: kxdp's list sorts first (so a runtime uses it), the older kxdp list

@@ -35,7 +35,10 @@ pub const VXLAN_DEV: &str = "vxlan0";
 /// kxdp.yaml's defaults, written out: the kernel VTEP must agree with them.
 pub const VNI: u32 = 1;
 pub const VXLAN_PORT: u16 = 4789;
-pub const UNDERLAY_MTU: u32 = 1500;
+/// The fabric's MTU, on every host's uplink. Not the 1500 default, so the lab tells an
+/// agent that read its uplink's MTU (pods get 1430) from one that fell back to the default;
+/// kxdp.yaml sets no `underlayMTU`.
+pub const UPLINK_MTU: u32 = 1480;
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 

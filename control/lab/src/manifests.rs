@@ -14,8 +14,8 @@ use super::error::LabError;
 use super::layout::{
     self, ADMIN_PORT, AGENT_NODES, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP, HTTP_PORT,
     LOAD_BALANCER_IP, NAMESPACE, NODE_PORT, NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan,
-    POLICY, PodPlan, SERVICE_CIDR, UNDERLAY_MTU, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE,
-    WEB_TCP_PORT, WEB_UDP_PORT,
+    POLICY, PodPlan, SERVICE_CIDR, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE, WEB_TCP_PORT,
+    WEB_UDP_PORT,
 };
 
 /// A pod with the address the CNI plugin gave it.
@@ -31,14 +31,17 @@ pub const SERVICES_FILE: &str = "services.yaml";
 pub const POLICY_FILE: &str = "policy.yaml";
 pub const WORKLOADS_FILE: &str = "workloads.yaml";
 
-/// kxdp.yaml, every key at the value the lab's topology is built for.
+/// kxdp.yaml, every key at the value the lab's topology is built for, but the uplink and
+/// its MTU: each agent finds them (the interface holding its Node's InternalIP, and its
+/// MTU), as on a real node.
 pub fn config_yaml() -> String {
     format!(
         "# The agent config of the kxdp-lab (every key at its default, written out).\n\
          clusterCIDR: {CLUSTER_CIDR}\n\
          serviceCIDR: {SERVICE_CIDR}\n\
          vxlan: {{vni: {VNI}, port: {VXLAN_PORT}}}\n\
-         underlayMTU: {UNDERLAY_MTU}\n"
+         # No uplink and no underlayMTU: each agent uses the interface holding its Node's\n\
+         # InternalIP, and that interface's MTU.\n"
     )
 }
 
@@ -317,6 +320,6 @@ mod tests {
     fn config_parses_with_the_lab_values() {
         let c = model::config::AgentConfig::from_yaml(&config_yaml()).unwrap();
         assert_eq!(c.vxlan.port, VXLAN_PORT);
-        assert_eq!(c.underlay_mtu, UNDERLAY_MTU as u16);
+        assert!(!c.underlay_mtu_explicit && c.uplink.is_none());
     }
 }

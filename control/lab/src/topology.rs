@@ -48,6 +48,7 @@ pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
     ip_in(&fabric, &["link", "add", BRIDGE, "type", "bridge"])?;
     ip_in(&fabric, &["link", "set", BRIDGE, "up"])?;
     let queues = workers.to_string();
+    let mtu = layout::UPLINK_MTU.to_string();
     for h in fabric_hosts(names) {
         add_netns(&h.netns)?;
         let mac = h.mac.to_string();
@@ -61,6 +62,8 @@ pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
                 &queues,
                 "numrxqueues",
                 &queues,
+                "mtu",
+                &mtu,
                 "type",
                 "veth",
                 "peer",
@@ -72,6 +75,8 @@ pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
                 &queues,
                 "numrxqueues",
                 &queues,
+                "mtu",
+                &mtu,
                 "address",
                 &mac,
             ],
@@ -125,7 +130,7 @@ pub fn create_vtep(names: &Names) -> Result<(), LabError> {
         ],
     )?;
     let mac = NODE3.gateway_mac().to_string();
-    let mtu = (layout::UNDERLAY_MTU - 50).to_string();
+    let mtu = (layout::UPLINK_MTU - 50).to_string();
     ip_in(
         &ns,
         &["link", "set", VXLAN_DEV, "address", &mac, "mtu", &mtu],

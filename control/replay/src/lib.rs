@@ -171,15 +171,20 @@ fn load_tables(
     for warning in &state.warnings {
         tracing::warn!(state = %dir.display(), "{warning}");
     }
-    let translated = model::translate::translate(&state.cluster, &state.config, node, generation)
+    // kxdp.yaml as it applies to this node, as the node's agent runs it (a `nodes:` entry's
+    // underlayMTU; the uplink does not matter offline).
+    let config = state
+        .config
+        .for_node(node, &state.cluster.node_labels(node));
+    let translated = model::translate::translate(&state.cluster, &config, node, generation)
         .map_err(|source| ReplayError::Translate {
-        node: node.to_string(),
-        source,
-    })?;
+            node: node.to_string(),
+            source,
+        })?;
     for warning in &translated.warnings {
         tracing::warn!(node = %node, "{warning}");
     }
-    Ok((translated.tables, state.config))
+    Ok((translated.tables, config))
 }
 
 /// The port id of every input, or an error naming the first unknown port.

@@ -16,8 +16,13 @@ use crate::source::KubeSourceError;
 pub enum AgentError {
     #[error("--workers {0}: must be 1..=64")]
     Workers(usize),
-    #[error("--uplink {uplink}: {source}")]
+    /// Reading the chosen uplink (its rx queues) failed.
+    #[error("uplink {uplink}: {source}")]
     Uplink { uplink: String, source: NetdevError },
+    /// `--uplink` names an interface that does not exist or cannot be served: a flag is an
+    /// operator's explicit choice, so this ends the start instead of waiting.
+    #[error(transparent)]
+    ChooseUplink(#[from] super::uplink::ChooseUplinkError),
     #[error("--cpus lists {cpus} cpus for {workers} workers")]
     Cpus { cpus: usize, workers: usize },
     #[error("give --state DIR (manifests) or --kubeconfig PATH / --in-cluster")]

@@ -10,8 +10,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam::channel::{Sender, bounded};
@@ -35,12 +35,54 @@ pub struct Health {
     pub problem: Option<String>,
 }
 
+/// Whether the agent is ready (`/readyz` 200) and, until it is, what it waits for (the
+/// 503's body): set by the control thread, read by the listeners without asking it.
+#[derive(Debug)]
+pub struct Readiness {
+    ready: AtomicBool,
+    waiting_for: Mutex<String>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            ready: AtomicBool::new(false),
+            waiting_for: Mutex::new("starting".to_string()),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// What the agent waits for before it can be ready (one line).
+    pub fn waiting_for(&self, what: &str) {
+        match self.waiting_for.lock() {
+            Ok(mut w) => what.clone_into(&mut w),
+            Err(poisoned) => what.clone_into(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self.waiting_for.lock() {
+            Ok(w) => w.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 /// What one listener serves.
 #[derive(Debug, Clone)]
 struct Routes {
     metrics: bool,
     events: Sender<Event>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 }
 
 /// Binds `addr` now (so a taken port fails the agent's start) and serves it on a thread
@@ -49,7 +91,7 @@ pub fn start(
     addr: SocketAddr,
     serve_metrics: bool,
     events: Sender<Event>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) -> Result<SocketAddr, AgentError> {
     let what = if serve_metrics { "metrics" } else { "healthz" };
     let bind_err = |source| AgentError::Bind { what, addr, source };
@@ -197,10 +239,10 @@ fn route(head: &str, routes: &Routes) -> Reply {
     }
     match path {
         "/readyz" => {
-            if routes.ready.load(Ordering::Acquire) {
+            if routes.ready.is_ready() {
                 Reply::text(200, "ok\n")
             } else {
-                Reply::text(503, "not ready: the initial ports are not all live yet\n")
+                Reply::text(503, format!("not ready: {}\n", routes.ready.reason()))
             }
         }
         "/healthz" => healthz(routes),
@@ -268,7 +310,11 @@ mod tests {
         let routes = Routes {
             metrics,
             events,
-            ready: Arc::new(AtomicBool::new(ready)),
+            ready: Arc::new({
+                let r = Readiness::default();
+                r.set_ready(ready);
+                r
+            }),
         };
         (routes, rx)
     }
@@ -277,7 +323,14 @@ mod tests {
     fn routes_by_method_and_path() {
         let (r, _rx) = routes(true, false);
         assert_eq!(route("GET /readyz HTTP/1.1", &r).status, 503);
-        r.ready.store(true, Ordering::Release);
+        r.ready
+            .waiting_for("the uplink: no interface holds 192.0.2.1");
+        let waiting = route("GET /readyz HTTP/1.1", &r);
+        assert_eq!(
+            (waiting.status, waiting.body.as_str()),
+            (503, "not ready: the uplink: no interface holds 192.0.2.1\n")
+        );
+        r.ready.set_ready(true);
         assert_eq!(route("GET /readyz?verbose HTTP/1.1", &r).status, 200);
         assert_eq!(route("GET /nope HTTP/1.1", &r).status, 404);
         assert_eq!(route("DELETE /metrics HTTP/1.1", &r).status, 405);

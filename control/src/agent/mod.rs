@@ -19,10 +19,12 @@ mod kernel_maps;
 pub mod metrics;
 pub mod netdev;
 mod node_annotations;
+mod node_settings;
 mod retire;
 mod slot_ranges;
 pub(crate) mod source;
 mod underlay;
+mod uplink;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -59,7 +61,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub node: String,
-    pub uplink: String,
+    /// `--uplink`; None: kxdp.yaml's, else the interface holding the Node's InternalIP, else
+    /// the default route's (`uplink.rs`).
+    pub uplink: Option<String>,
     /// Manifest directory (the whole cluster state), or with `kube` only its `kxdp.yaml`.
     pub state: Option<PathBuf>,
     /// Take the cluster state from the Kubernetes API instead of `state`.
@@ -124,46 +128,54 @@ const WORKER_STALE: Duration = Duration::from_secs(3);
 /// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
 /// before it returns, also when starting fails halfway.
 pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
-    let uplink_queues = netdev::rx_queues(&opts.uplink).map_err(|source| AgentError::Uplink {
-        uplink: opts.uplink.clone(),
-        source,
-    })?;
-    let workers = worker_count(opts, uplink_queues)?;
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
     // Bound before anything is attached, so a taken port fails the start cleanly (and
-    // /healthz answers while the API's first state is awaited; /readyz stays 503).
-    let ready = Arc::new(AtomicBool::new(false));
+    // /healthz answers while the API's first state is awaited; /readyz stays 503, saying
+    // what the agent waits for).
+    let readiness = Arc::new(http::Readiness::default());
     http::start(
         opts.metrics_bind_address,
         true,
         events_tx.clone(),
-        ready.clone(),
+        readiness.clone(),
     )?;
     http::start(
         opts.healthz_bind_address,
         false,
         events_tx.clone(),
-        ready.clone(),
+        readiness.clone(),
     )?;
-    let mut source = open_source(opts, read_uplink_mtu(&opts.uplink))?;
+    let mut source = open_source(opts)?;
     let source_wake = wake_on_source_changes(&source, &events_tx);
+    let Some(settings) = node_settings::wait_for(&mut source, opts, &events, &readiness)? else {
+        return Ok(()); // stopped by a signal while looking for the node's settings
+    };
+    let uplink = settings.uplink.name.clone();
+    tracing::info!(uplink, found_by = %settings.uplink.found_by, "uplink");
+    let uplink_queues = netdev::rx_queues(&uplink).map_err(|source| AgentError::Uplink {
+        uplink: uplink.clone(),
+        source,
+    })?;
+    let workers = worker_count(opts, &uplink, uplink_queues)?;
+    source.use_node_config(settings.config, read_uplink_mtu(&uplink))?;
     // Only the Kubernetes source writes the Node's annotations: a state directory is
     // somebody else's to edit.
     let mut annotations = opts
         .kube
         .is_some()
-        .then(|| node_annotations::NodeAnnotations::new(&opts.node, &opts.uplink));
+        .then(|| node_annotations::NodeAnnotations::new(&opts.node, &uplink));
+    readiness.waiting_for("the first tables for this node (the cluster state, translated)");
     let Some(first) = first_state(&mut source, opts, &events, annotations.as_mut())? else {
         return Ok(()); // stopped by a signal while waiting for the first state
     };
     let mut warnings = WarningLog::default();
     warnings.log_new(first.warnings.clone());
-    check_uplink_mtu(&opts.uplink, first.config.underlay_mtu);
+    check_uplink_mtu(&uplink, first.config.underlay_mtu);
 
     // Subscribed before the first look-up, so no change falls between the two.
-    let underlay_feed = underlay::watch(underlay::subscribe()?, &opts.uplink, events_tx.clone())?;
-    let mut underlay = underlay::Underlay::new(&opts.uplink);
+    let underlay_feed = underlay::watch(underlay::subscribe()?, &uplink, events_tx.clone())?;
+    let mut underlay = underlay::Underlay::new(&uplink);
     let kernel_macs = underlay.resolve(&first.tables);
     let first_tables = match underlay::with_kernel_macs(&first.tables, &kernel_macs) {
         Some(patched) => patched,
@@ -188,7 +200,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan)?;
         netdev::install_nat(&masquerade_cidrs(&first.config), &host_frontends)?;
-        ports.open(UPLINK_PORT, &opts.uplink, PortProgram::Uplink, None)?;
+        ports.open(UPLINK_PORT, &uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
         adopt_recorded_pods(&mut ports, &opts.cni_state_dir);
         let socket = api_server::start(&opts.api_socket, events_tx.clone())?;
@@ -209,6 +221,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
     let mut control = Control {
         opts,
+        uplink: settings.uplink,
         workers,
         uplink_queues_seen: uplink_queues,
         tables,
@@ -240,10 +253,11 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         control.ports.queues(UPLINK_PORT).unwrap_or(0)
     );
     let _ = std::io::stdout().flush();
-    ready.store(true, Ordering::Release);
+    readiness.set_ready(true);
 
     control.serve(&events);
-    ready.store(false, Ordering::Release);
+    readiness.waiting_for("stopping");
+    readiness.set_ready(false);
 
     drop(api_socket);
     control.ports.shutdown();
@@ -257,6 +271,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
 struct Control<'a> {
     opts: &'a AgentOptions,
+    uplink: uplink::Uplink,
     workers: usize,
     /// The uplink's rx queue count when last read (a change is acted on once).
     uplink_queues_seen: u32,
@@ -344,7 +359,7 @@ impl Control<'_> {
     /// RSS may spread traffic onto them); a shrink cannot happen while the sockets are bound
     /// (the kernel refuses it), so a lower count is only reported.
     fn follow_uplink_channels(&mut self) {
-        let uplink = &self.opts.uplink;
+        let uplink = &self.uplink.name;
         let queues = match netdev::rx_queues(uplink) {
             Ok(q) => q,
             Err(e) => {
@@ -572,6 +587,8 @@ impl Control<'_> {
                 .map(|c| c.to_string())
                 .collect(),
             pod_mtu: self.pod_mtu,
+            uplink: self.uplink.name.clone(),
+            uplink_found_by: self.uplink.found_by.to_string(),
         }
     }
 }
@@ -667,21 +684,15 @@ fn read_uplink_mtu(uplink: &str) -> Option<u32> {
         .ok()
 }
 
-fn open_source(opts: &AgentOptions, uplink_mtu: Option<u32>) -> Result<Source, AgentError> {
+fn open_source(opts: &AgentOptions) -> Result<Source, AgentError> {
     match (&opts.kube, &opts.state) {
         (None, Some(dir)) => Ok(Source::Dir {
             watch: DirWatch::new(dir.clone()),
-            uplink_mtu,
+            uplink_mtu: None,
         }),
         (None, None) => Err(AgentError::NoSource),
         (Some(access), dir) => {
-            let config = source::with_uplink_mtu(
-                source::config_only(dir.as_deref())?,
-                uplink_mtu,
-                &dir.as_deref()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join(model::state::CONFIG_FILE),
-            )?;
+            let config = source::config_only(dir.as_deref())?;
             let endpoint = opts.api_server.as_ref().or(config.api_server.as_ref());
             let kube = match (access, endpoint) {
                 (KubeAccess::Kubeconfig(path), _) => {
@@ -807,7 +818,11 @@ const MAX_WORKERS: usize = 64;
 /// `--workers`, or by default one per rx queue of the uplink, at most one per CPU the agent
 /// may use (its affinity mask and cgroup quota, or the `--cpus` list): more workers than
 /// queues would have no queue to transmit on, more than CPUs would share them.
-fn worker_count(opts: &AgentOptions, uplink_queues: u32) -> Result<usize, AgentError> {
+fn worker_count(
+    opts: &AgentOptions,
+    uplink: &str,
+    uplink_queues: u32,
+) -> Result<usize, AgentError> {
     let workers = match opts.workers {
         Some(n) => n,
         None => {
@@ -831,7 +846,7 @@ fn worker_count(opts: &AgentOptions, uplink_queues: u32) -> Result<usize, AgentE
     if workers > uplink_queues as usize {
         return Err(AgentError::Ports(PortError::TooFewQueues {
             port: UPLINK_PORT.to_string(),
-            ifname: opts.uplink.clone(),
+            ifname: uplink.to_string(),
             queues: uplink_queues,
             workers,
         }));

@@ -41,8 +41,9 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// Loads `dir` and translates it for `node`, with the underlay MTU of an uplink of
-/// `uplink_mtu` unless kxdp.yaml sets one.
+/// Loads `dir` and translates it for `node`, with kxdp.yaml as it applies to that node (its
+/// `nodes:` entry) and the underlay MTU of an uplink of `uplink_mtu` unless kxdp.yaml sets
+/// one.
 pub fn build(
     dir: &Path,
     node: &str,
@@ -50,7 +51,9 @@ pub fn build(
     uplink_mtu: Option<u32>,
 ) -> Result<Built, BuildError> {
     let state = load_state_dir(dir)?;
-    let config = with_uplink_mtu(state.config, uplink_mtu, &dir.join(CONFIG_FILE))?;
+    let labels = state.cluster.node_labels(node);
+    let config = state.config.for_node(node, &labels);
+    let config = with_uplink_mtu(config, uplink_mtu, &dir.join(CONFIG_FILE))?;
     build_from(&state.cluster, config, state.warnings, node, generation)
 }
 
@@ -163,6 +166,26 @@ impl Source {
                         })
                         .map_err(BuildError::from),
                 )
+            }
+        }
+    }
+
+    /// Runs this node's settings from now on: with the API, kxdp.yaml as it applies to
+    /// the node (`config`, read once at start) with the uplink's MTU; a directory re-reads
+    /// kxdp.yaml at every change and applies it to the node itself, so only the MTU is kept.
+    pub fn use_node_config(
+        &mut self,
+        node_config: AgentConfig,
+        uplink: Option<u32>,
+    ) -> Result<(), BuildError> {
+        match self {
+            Source::Dir { uplink_mtu, .. } => {
+                *uplink_mtu = uplink;
+                Ok(())
+            }
+            Source::Kube { config, .. } => {
+                *config = with_uplink_mtu(node_config, uplink, Path::new(CONFIG_FILE))?;
+                Ok(())
             }
         }
     }

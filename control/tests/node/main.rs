@@ -1,6 +1,7 @@
 //! The `kxdp agent` on a node, end to end, in network namespaces: pods, traffic, reloads
 //! and cleanup (`agent`), its HTTP endpoints (`metrics`), Service churn under traffic
-//! (`churn`), and every rx queue of a multi-queue uplink served (`queues`).
+//! (`churn`), every rx queue of a multi-queue uplink served (`queues`), and the uplink and
+//! its MTU found without flags (`uplink`).
 //!
 //! Root only: each test takes the machine-wide root-test lock (testkit::root), so sharing
 //! one binary runs them one at a time as before; without root they skip with a message,
@@ -10,3 +11,5 @@ mod agent;
 mod churn;
 mod metrics;
 mod queues;
+mod support;
+mod uplink;

@@ -12,13 +12,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use agent_api::{AgentStats, Request};
 use rig::traffic::{AfXdpGenerator, PacketSpec, RunLimit};
 use testkit::netns::{Uplink, in_netns};
 use testkit::wait::wait_for;
+
+use super::support::{Node, ip_in, nsenter};
 
 const NODE_IP: &str = "192.168.81.1";
 const UPLINK_MAC: &str = "02:81:00:00:00:01";
@@ -31,65 +33,6 @@ const OUTSIDE_IP: &str = "192.168.81.2";
 const PER_QUEUE: u64 = 200;
 /// Where the agent serves /metrics in the node namespace (its default).
 const METRICS: &str = "127.0.0.1:10249";
-
-/// The test's namespaces, agent and files, removed on drop even when it panicked.
-struct Node {
-    prefix: String,
-    namespaces: Vec<String>,
-    agent: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Node {
-    fn new(tag: &str) -> Node {
-        let prefix = format!("kxq{}{tag}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("{prefix}-queues-test"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("state")).unwrap();
-        Node {
-            prefix,
-            namespaces: Vec::new(),
-            agent: None,
-            dir,
-        }
-    }
-
-    fn netns(&mut self, suffix: &str) -> String {
-        let name = format!("{}-{suffix}", self.prefix);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        testkit::cmd::output(Command::new("ip").args(["netns", "add", &name]));
-        self.namespaces.push(name.clone());
-        ip_in(&name, &["link", "set", "lo", "up"]);
-        name
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn nsenter(ns: &str, cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(cmd)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ip_in(ns: &str, args: &[&str]) {
-    let out = nsenter(ns, "ip", args);
-    assert!(out.status.success(), "ip {args:?}: {out:?}");
-}
 
 /// One node with a `queues`-queue uplink and the agent on it with `workers` (None: its
 /// default). `channels`: the uplink's rx/tx channel count at start, when fewer than its
@@ -126,31 +69,15 @@ fn start(
         set_channels(&ns, Uplink::NAME, n).expect("ethtool -L before the agent starts");
         set_channels(&outside, Uplink::PEER, n).expect("ethtool -L on the peer");
     }
-    let state = node.dir.join("state");
     let manifests = testkit::manifests::node("node1", UPLINK_MAC, "10.244.1.0/24", NODE_IP);
-    std::fs::write(state.join("cluster.yaml"), manifests).unwrap();
-    let socket = node.dir.join("agent.sock");
-    let log = node.dir.join("agent.log");
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{ns}"))
-        .arg(env!("CARGO_BIN_EXE_kxdp"))
-        .args(["agent", "--node", "node1", "--uplink", Uplink::NAME])
-        .arg("--state")
-        .arg(&state)
-        .arg("--api-socket")
-        .arg(&socket)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    if let Some(w) = workers {
-        cmd.args(["--workers", &w.to_string()]);
+    std::fs::write(node.state_dir().join("cluster.yaml"), manifests).unwrap();
+    let workers_arg = workers.map(|w| w.to_string());
+    let mut extra = vec!["--uplink", Uplink::NAME];
+    if let Some(w) = &workers_arg {
+        extra.extend(["--workers", w.as_str()]);
     }
-    let mut agent = cmd.spawn().expect("starting kxdp agent");
-    let lines = testkit::process::stdout_lines(&mut agent);
-    node.agent = Some(agent);
-    let ready = lines
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no readiness line; log:\n{}", read(&log)));
+    let lines = node.start_agent(&ns, &extra);
+    let ready = node.ready_line(&lines);
     let served = channels.unwrap_or(queues);
     let expected_workers = workers.unwrap_or_else(|| default_workers(served));
     assert_eq!(
@@ -159,7 +86,7 @@ fn start(
             "kxdp agent ready node=node1 generation=1 workers={expected_workers} uplink_queues={served}"
         )
     );
-    (ns, outside, socket)
+    (ns, outside, node.socket())
 }
 
 /// What the agent picks without --workers: one per queue, at most one per CPU it may use.
@@ -177,10 +104,6 @@ fn set_channels(ns: &str, dev: &str, n: u32) -> Result<(), String> {
     } else {
         Err(testkit::cmd::describe(&out))
     }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Sends PER_QUEUE UDP datagrams to the node's VXLAN port on each rx queue in `queues`
@@ -368,7 +291,7 @@ fn case(queues: u32, workers: u32) {
     let Some(_lock) = testkit::root::root_test("the uplink queues test") else {
         return;
     };
-    let mut node = Node::new(&format!("{queues}{workers}"));
+    let mut node = Node::new("kxq", &format!("{queues}{workers}"));
     let (ns, outside, socket) = start(&mut node, queues, None, Some(workers));
     check_every_queue(&ns, &outside, &socket, queues, workers, 0);
 }
@@ -401,7 +324,7 @@ fn default_workers_and_channels_added_at_runtime() {
     let Some(_lock) = testkit::root::root_test("the uplink queues test") else {
         return;
     };
-    let mut node = Node::new("grow");
+    let mut node = Node::new("kxq", "grow");
     let (ns, outside, socket) = start(&mut node, 8, Some(4), None);
     let workers = default_workers(4);
     check_every_queue(&ns, &outside, &socket, 4, workers, 0);

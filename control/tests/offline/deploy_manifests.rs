@@ -467,10 +467,13 @@ fn agent_arguments_parse_with_the_real_cli() {
     let m = manifests();
     let args = agent_args(&m, "worker-7");
     assert_eq!(args.node, "worker-7", "--node is the pod's spec.nodeName");
-    assert_eq!(
-        args.uplink,
-        config_data(&m, "uplink"),
-        "--uplink from the ConfigMap"
+    // No --uplink and no --workers: each node's agent finds its uplink (kxdp.yaml, else the
+    // interface holding its InternalIP) and serves every queue of it.
+    assert_eq!((args.uplink, args.workers), (None, None));
+    let config = model::config::AgentConfig::from_yaml(config_data(&m, "kxdp.yaml")).unwrap();
+    assert!(
+        config.uplink.is_none() && config.nodes.is_empty() && !config.underlay_mtu_explicit,
+        "the shipped kxdp.yaml leaves uplink and MTU to each node"
     );
 
     // --state is the directory the ConfigMap's kxdp.yaml (and only it) is mounted at.

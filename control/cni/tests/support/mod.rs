@@ -82,6 +82,8 @@ impl FakeAgent {
                                 gateway: "10.244.1.1".into(),
                                 pod_cidrs: pod_cidrs.clone(),
                                 pod_mtu: 1450,
+                                uplink: "eth0".into(),
+                                uplink_found_by: "--uplink".into(),
                             }),
                             Request::AddPort { port, ifname, .. } => {
                                 seen.lock().unwrap().push(link_exists(&ifname));

@@ -24,7 +24,7 @@ use serde_yaml::Value;
 
 use super::super::agents::{READY_PREFIX, cpu_list};
 use super::super::error::LabError;
-use super::super::layout::{NodePlan, UPLINK};
+use super::super::layout::NodePlan;
 use super::super::{Lab, StateSource, apiserver};
 use super::pods::{remove_sandbox, sandbox_config, start_container};
 use super::{NodeRuntime, cri_error};
@@ -72,7 +72,7 @@ pub struct Template {
     pub containers: Vec<TemplateContainer>,
     /// Volume name to its source: `Some(hostPath)`, or None for a ConfigMap.
     pub volumes: HashMap<String, Option<String>>,
-    /// The ConfigMap's data (uplink, kxdp.yaml).
+    /// The ConfigMap's data (kxdp.yaml).
     pub config: HashMap<String, String>,
 }
 
@@ -240,8 +240,6 @@ pub fn container_config(
             let value = match v {
                 EnvValue::Value(s) => s.clone(),
                 EnvValue::NodeName => node.name(),
-                // The lab's uplink is eth0 in every node, whatever the ConfigMap's default.
-                EnvValue::ConfigMapKey(key) if key == "uplink" => UPLINK.to_string(),
                 EnvValue::ConfigMapKey(key) => t.config.get(key).cloned().unwrap_or_default(),
             };
             (k.clone(), value)

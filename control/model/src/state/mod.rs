@@ -45,6 +45,18 @@ pub struct ClusterState {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
+impl ClusterState {
+    /// The labels of Node `name` (empty when there is no such Node): what kxdp.yaml's
+    /// `nodes:` entries match on.
+    pub fn node_labels(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// A loaded state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
