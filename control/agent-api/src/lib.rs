@@ -186,6 +186,10 @@ pub struct AgentStatus {
     pub uplink: String,
     #[serde(default)]
     pub uplink_found_by: String,
+    /// Where the cluster state comes from (`state directory DIR`, `the Kubernetes API at
+    /// https://HOST:PORT, service account DIR`, ...).
+    #[serde(default)]
+    pub state_source: String,
 }
 
 /// What `{"op":"stats"}` reports: one entry per worker, counters since it started, and
@@ -631,6 +635,7 @@ mod tests {
             pod_mtu: 1450,
             uplink: "eth0".into(),
             uplink_found_by: "--uplink".into(),
+            state_source: "state directory /s".into(),
         }
     }
 
@@ -649,7 +654,7 @@ mod tests {
             json!({"ok":true,"status":{"node":"node-a","generation":7,"workers":2,
                    "ports":["uplink","host"],"table_ports":["pod-demo-web"],
                    "gateway":"10.244.1.1","pod_cidrs":["10.244.1.0/24"],"pod_mtu":1450,
-                   "uplink":"eth0","uplink_found_by":"--uplink"}})
+                   "uplink":"eth0","uplink_found_by":"--uplink","state_source":"state directory /s"}})
         );
         let parsed: Response = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
         let refused = parsed.into_result().unwrap_err();

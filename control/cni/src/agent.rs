@@ -227,6 +227,7 @@ mod tests {
             pod_mtu: 1450,
             uplink: "eth0".into(),
             uplink_found_by: "--uplink".into(),
+            state_source: "state directory /s".into(),
         }
     }
 

@@ -50,12 +50,24 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
     let dir = lab.node_dir(node);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
     let state_dir = lab.state_dir().display().to_string();
-    let kubeconfig = super::apiserver::kubeconfig(lab).display().to_string();
-    // --source api: the objects come from the API server double; DIR/state is then read
-    // for its kxdp.yaml only.
+    // --source api: the objects come from the API server double, reached as on a node
+    // without kube-proxy (in-cluster, the service account, --api-server; see apiserver.rs);
+    // DIR/state is then read for its kxdp.yaml only.
+    let api_server = super::apiserver::address().to_string();
+    let account = super::apiserver::service_account_dir(lab)
+        .display()
+        .to_string();
     let source: &[&str] = match lab.source {
         StateSource::Dir => &["--state", &state_dir],
-        StateSource::Api => &["--kubeconfig", &kubeconfig, "--state", &state_dir],
+        StateSource::Api => &[
+            "--in-cluster",
+            "--api-server",
+            &api_server,
+            "--service-account",
+            &account,
+            "--state",
+            &state_dir,
+        ],
     };
     let cni_path = std::env::join_paths(lab.cni_path())
         .map_err(|e| LabError::Setup(format!("CNI_PATH: {e}")))?
@@ -92,17 +104,36 @@ pub fn start_on_cpus(lab: &Lab, node: NodePlan, cpus: &str) -> Result<ProcRecord
         .iter()
         .map(|s| s.to_string()),
     );
-    let rec = procs::spawn(
+    let out = dir.join("agent.out");
+    let log = lab.agent_log(node);
+    let files = procs::Output {
+        stdout: &out,
+        stderr: &log,
+    };
+    let rec = procs::spawn_with_env(
         &lab.procs_dir(),
         &label(node),
         &lab.names().node(node),
         &lab.kxdp_binary()?,
         &args,
-        &dir.join("agent.out"),
-        &lab.agent_log(node),
+        &files,
+        &in_cluster_env(),
     )?;
     procs::wait_for_line(&rec, READY_PREFIX, READY_TIMEOUT)?;
     Ok(rec)
+}
+
+/// What the kubelet puts in every pod's environment: the `kubernetes` Service's ClusterIP,
+/// which nothing routes on a node without kube-proxy until kxdp does. The agents must not
+/// depend on it (they take `--api-server`).
+pub fn in_cluster_env() -> [(&'static str, &'static str); 2] {
+    [
+        (
+            "KUBERNETES_SERVICE_HOST",
+            super::layout::KUBERNETES_SERVICE_IP,
+        ),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ]
 }
 
 /// The agent's status.

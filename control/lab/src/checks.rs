@@ -196,6 +196,20 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         );
     }
 
+    // With the API source, each agent bootstrapped as on a node without kube-proxy.
+    if lab.source == super::StateSource::Api {
+        for node in [NODE1, NODE2] {
+            check(
+                format!(
+                    "{}: in-cluster bootstrap through --api-server (KUBERNETES_SERVICE_HOST {} unrouted)",
+                    node.name(),
+                    super::layout::KUBERNETES_SERVICE_IP
+                ),
+                &move |c| bootstrapped_in_cluster(c, node),
+            );
+        }
+    }
+
     // Walk 1: pod <-> pod on one node (node1), both directions.
     check("pod->pod same node, ICMP (client->web-1)".into(), &|c| {
         ping_all(&c.pod_ns(&POD_CLIENT), c.ip(&POD_WEB1))
@@ -461,6 +475,34 @@ fn containerd_checks(check: &mut dyn FnMut(String, CheckFn<'_>)) {
             })
         },
     );
+}
+
+/// The agent reached the API server at `--api-server` with the service account (its
+/// status says so), not through KUBERNETES_SERVICE_HOST, answers with tables it built from
+/// there, and the `kubernetes` ClusterIP is routed only by kxdp itself (into kxdp-host).
+fn bootstrapped_in_cluster(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
+    let status = match super::agents::status(c.lab, node) {
+        Ok(s) => s,
+        Err(e) => return (false, e.to_string()),
+    };
+    let url = format!("https://{}", super::apiserver::address());
+    let direct = status
+        .state_source
+        .starts_with(&format!("the Kubernetes API at {url}, service account"));
+    let mut ip = cmd::in_netns(&c.node_ns(node), "ip");
+    let route = cmd::run(ip.args(["-o", "route", "get", super::layout::KUBERNETES_SERVICE_IP]))
+        .unwrap_or_else(|e| e.to_string());
+    let via_kxdp = route.contains(" dev kxdp-host ");
+    (
+        direct && via_kxdp && status.generation >= 1,
+        format!(
+            "state from {}; generation {}; {} routed by: {}",
+            status.state_source,
+            status.generation,
+            super::layout::KUBERNETES_SERVICE_IP,
+            route.split(" src ").next().unwrap_or_default().trim()
+        ),
+    )
 }
 
 /// The agent runs on the interface holding its Node's InternalIP, and pods get that

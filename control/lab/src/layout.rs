@@ -27,7 +27,14 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 /// (in `<p>-fabric`), so both agents reach it over their uplinks as a real cluster's API
 /// endpoint. Not a NodePort, so the uplink XDP program passes it to the node's stack.
 pub const API_SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// The API server's port as the agents reach it: HTTPS (a TLS front, see `apiserver.rs`).
 pub const API_SERVER_PORT: u16 = 6443;
+/// The double's own plain-HTTP port behind the TLS front.
+pub const API_SERVER_PLAIN_PORT: u16 = 8080;
+/// The `kubernetes` Service's ClusterIP (the first address of SERVICE_CIDR), which the
+/// kubelet hands pods as KUBERNETES_SERVICE_HOST: on a node without kube-proxy nothing
+/// routes it before kxdp runs.
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 /// Interface names inside the namespaces (each namespace is ours, so they cannot collide).
 pub const UPLINK: &str = "eth0";
 pub const BRIDGE: &str = "br0";

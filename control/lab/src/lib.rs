@@ -22,7 +22,7 @@
 
 mod agent_client;
 pub mod agents;
-mod apiserver;
+pub mod apiserver;
 pub mod apiserver_double;
 mod checks;
 pub mod cmd;
@@ -415,13 +415,16 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
         topology::add_api_address(&names)?;
         let rec = apiserver::start(lab)?;
         progress(&format!(
-            "API server double (a test double, not an API server) at http://{} in {}, \
-             serving {} (pid {}); agents get --kubeconfig {}",
+            "API server double (a test double, not an API server) at https://{} in {} \
+             (TLS front to http://{}, token required), serving {} (pid {}); agents get \
+             --in-cluster --api-server {} and the service account {}",
             apiserver::address(),
             names.fabric(),
+            apiserver::plain_address(),
             lab.state_dir().display(),
             rec.pid,
-            apiserver::kubeconfig(lab).display()
+            apiserver::address(),
+            apiserver::service_account_dir(lab).display()
         ));
     }
     let kxdp_image = match lab.runtime {

@@ -38,11 +38,34 @@ pub fn spawn(
     stdout: &Path,
     stderr: &Path,
 ) -> Result<ProcRecord, LabError> {
+    let files = Output { stdout, stderr };
+    spawn_with_env(procs_dir, label, netns, program, args, &files, &[])
+}
+
+/// Where a spawned process writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// [`spawn`] with `env` added to the process's environment.
+pub fn spawn_with_env(
+    procs_dir: &Path,
+    label: &str,
+    netns: &str,
+    program: &Path,
+    args: &[String],
+    files: &Output<'_>,
+    env: &[(&str, &str)],
+) -> Result<ProcRecord, LabError> {
+    let (stdout, stderr) = (files.stdout, files.stderr);
     fs::create_dir_all(procs_dir).map_err(|e| LabError::io(procs_dir, e))?;
     let out = File::create(stdout).map_err(|e| LabError::io(stdout, e))?;
     let err = File::create(stderr).map_err(|e| LabError::io(stderr, e))?;
     let mut c = cmd::in_netns(netns, program);
     c.args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));

@@ -146,7 +146,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         events_tx.clone(),
         readiness.clone(),
     )?;
-    let mut source = open_source(opts)?;
+    let (mut source, state_source) = open_source(opts)?;
     let source_wake = wake_on_source_changes(&source, &events_tx);
     let Some(settings) = node_settings::wait_for(&mut source, opts, &events, &readiness)? else {
         return Ok(()); // stopped by a signal while looking for the node's settings
@@ -221,6 +221,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
     let mut control = Control {
         opts,
+        state_source,
         uplink: settings.uplink,
         workers,
         uplink_queues_seen: uplink_queues,
@@ -271,6 +272,8 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
 
 struct Control<'a> {
     opts: &'a AgentOptions,
+    /// Where the cluster state comes from, in words (the status says it).
+    state_source: String,
     uplink: uplink::Uplink,
     workers: usize,
     /// The uplink's rx queue count when last read (a change is acted on once).
@@ -589,6 +592,7 @@ impl Control<'_> {
             pod_mtu: self.pod_mtu,
             uplink: self.uplink.name.clone(),
             uplink_found_by: self.uplink.found_by.to_string(),
+            state_source: self.state_source.clone(),
         }
     }
 }
@@ -684,36 +688,54 @@ fn read_uplink_mtu(uplink: &str) -> Option<u32> {
         .ok()
 }
 
-fn open_source(opts: &AgentOptions) -> Result<Source, AgentError> {
+/// The source of the cluster state, and where it comes from in words (for the status).
+fn open_source(opts: &AgentOptions) -> Result<(Source, String), AgentError> {
     match (&opts.kube, &opts.state) {
-        (None, Some(dir)) => Ok(Source::Dir {
-            watch: DirWatch::new(dir.clone()),
-            uplink_mtu: None,
-        }),
+        (None, Some(dir)) => Ok((
+            Source::Dir {
+                watch: DirWatch::new(dir.clone()),
+                uplink_mtu: None,
+            },
+            format!("state directory {}", dir.display()),
+        )),
         (None, None) => Err(AgentError::NoSource),
         (Some(access), dir) => {
             let config = source::config_only(dir.as_deref())?;
             let endpoint = opts.api_server.as_ref().or(config.api_server.as_ref());
-            let kube = match (access, endpoint) {
-                (KubeAccess::Kubeconfig(path), _) => {
-                    crate::source::KubeSource::from_kubeconfig(Some(path))
-                }
+            let (kube, described) = match (access, endpoint) {
+                (KubeAccess::Kubeconfig(path), _) => (
+                    crate::source::KubeSource::from_kubeconfig(Some(path)),
+                    format!("the Kubernetes API, kubeconfig {}", path.display()),
+                ),
                 (KubeAccess::Infer, Some(endpoint)) => {
                     tracing::info!(
                         url = %endpoint.url(),
                         service_account = %opts.service_account.display(),
                         "reaching the API server directly, not through KUBERNETES_SERVICE_HOST"
                     );
-                    crate::source::KubeSource::in_cluster_at(endpoint, &opts.service_account)
+                    (
+                        crate::source::KubeSource::in_cluster_at(endpoint, &opts.service_account),
+                        format!(
+                            "the Kubernetes API at {}, service account {}",
+                            endpoint.url(),
+                            opts.service_account.display()
+                        ),
+                    )
                 }
-                (KubeAccess::Infer, None) => crate::source::KubeSource::from_kubeconfig(None),
-            }
-            .map_err(AgentError::Kube)?;
-            Ok(Source::Kube {
-                kube: Box::new(kube),
-                config,
-                translator: None,
-            })
+                (KubeAccess::Infer, None) => (
+                    crate::source::KubeSource::from_kubeconfig(None),
+                    "the Kubernetes API, $KUBECONFIG / ~/.kube/config or in-cluster".to_string(),
+                ),
+            };
+            let kube = kube.map_err(AgentError::Kube)?;
+            Ok((
+                Source::Kube {
+                    kube: Box::new(kube),
+                    config,
+                    translator: None,
+                },
+                described,
+            ))
         }
     }
 }

@@ -352,73 +352,6 @@ impl Drop for Killed {
     }
 }
 
-/// A CA and an API server certificate for 127.0.0.1 (and kubernetes.default.svc), made with
-/// openssl in `dir`: ca.crt, server.crt, server.key.
-fn make_pki(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            testkit::cmd::describe(&out)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=kxdp-test-ca",
-        "-days",
-        "1",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=kube-apiserver",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    ]);
-}
-
 /// The bootstrap of a node without kube-proxy: the agent runs with the in-cluster
 /// configuration as a pod has it (the service account's token and CA, and
 /// KUBERNETES_SERVICE_HOST at a ClusterIP that nothing serves, since only kxdp would route
@@ -441,7 +374,8 @@ fn agent_bootstraps_in_cluster_through_the_api_server_endpoint() {
         api.apply(&object).unwrap();
     }
     let pki = lab.dir.join("pki");
-    make_pki(&pki);
+    lab::apiserver::make_pki(&pki, "IP:127.0.0.1,DNS:kubernetes.default.svc")
+        .expect("a CA and the API server's certificate");
     let plain = api.url().trim_start_matches("http://").to_string();
     let tls_front = Killed(
         Command::new("nsenter")

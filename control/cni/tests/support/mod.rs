@@ -84,6 +84,7 @@ impl FakeAgent {
                                 pod_mtu: 1450,
                                 uplink: "eth0".into(),
                                 uplink_found_by: "--uplink".into(),
+                                state_source: "state directory /s".into(),
                             }),
                             Request::AddPort { port, ifname, .. } => {
                                 seen.lock().unwrap().push(link_exists(&ifname));

@@ -63,6 +63,10 @@ pub struct ApiServerDoubleArgs {
     /// Write a kubeconfig whose current context is this double (no credentials).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig_out: Option<PathBuf>,
+    /// Answer only requests bearing this token (401 otherwise), as an API server checks a
+    /// service account's.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// Entry point of `kxdp-lab apiserver-double`.
@@ -93,6 +97,9 @@ fn run(args: &ApiServerDoubleArgs) -> Result<(), CommandError> {
         addr: args.listen,
         source,
     })?;
+    if let Some(token) = &args.token {
+        double.require_token(token);
+    }
     let mut sync = DirSync::new(&args.manifests);
     // The first read must work: a double serving nothing would only make agents wait.
     match sync.sync_if_changed(&double) {

@@ -11,9 +11,12 @@
 //! - a mount at its own host path that the arguments name (/run/kxdp, /var/lib/kxdp-cni:
 //!   the agent hands those paths to kxdp-cni, which runs on the host) is mounted at the lab
 //!   node's path instead, and the arguments say that path;
-//! - `--in-cluster` becomes the lab's source (`--kubeconfig` of the API server double, with
-//!   the node's /etc/ssl/certs, or the state directory mounted where the ConfigMap goes);
-//!   the lab adds `--workers`, `--cpus` and host-local's per-node `--cni-ipam-data-dir`.
+//! - `--source api`: `--in-cluster` stays, as on a node without kube-proxy: the lab's
+//!   service account (token, CA) is mounted where the kubelet mounts one,
+//!   KUBERNETES_SERVICE_HOST is the `kubernetes` ClusterIP (routed by nothing), and the lab
+//!   adds `--api-server` (the double behind its TLS front); `--source dir`: `--in-cluster`
+//!   goes, the state directory mounted where the ConfigMap goes is the source;
+//! - the lab adds `--workers`, `--cpus` and host-local's per-node `--cni-ipam-data-dir`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,8 +37,8 @@ const DEPLOY_MANIFEST: &str = include_str!("../../../../deploy/kxdp.yaml");
 /// The DaemonSet's pod, as the lab names its sandbox.
 pub const AGENT_NAMESPACE: &str = "kube-system";
 const AGENT_POD_PREFIX: &str = "kxdp-";
-/// The node's trust roots (Debian's ca-certificates).
-const SYSTEM_CERTS: &str = "/etc/ssl/certs";
+/// Where the kubelet mounts a pod's service account (the agent's default --service-account).
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A container of the DaemonSet's pod template.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,8 +293,15 @@ pub fn container_config(
             ..Default::default()
         });
     }
+    let mut env = env;
     if c.args.first().map(String::as_str) == Some("agent") {
         agent_args(lab, node, &mut args, &mut mounts);
+        if lab.source == StateSource::Api {
+            // As the kubelet sets them for every pod.
+            env.extend(
+                super::super::agents::in_cluster_env().map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+        }
     }
     Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
@@ -327,29 +337,22 @@ pub fn container_config(
     })
 }
 
-/// The agent's arguments on a lab node: the lab's source instead of `--in-cluster`, its
-/// worker layout, host-local's per-node lease directory.
+/// The agent's arguments on a lab node: with `--source api`, `--in-cluster` as the
+/// DaemonSet has it, reaching the API server double through `--api-server` with the lab's
+/// service account mounted where the kubelet mounts a pod's (no kube-proxy on a lab node:
+/// KUBERNETES_SERVICE_HOST routes nowhere); with `--source dir`, the state directory
+/// instead. Then its worker layout and host-local's per-node lease directory.
 fn agent_args(lab: &Lab, node: NodePlan, args: &mut Vec<String>, mounts: &mut Vec<api::Mount>) {
-    args.retain(|a| a != "--in-cluster");
     if lab.source == StateSource::Api {
-        let kubeconfig = apiserver::kubeconfig(lab);
-        let dir = apiserver::dir(lab).display().to_string();
+        args.extend(["--api-server".to_string(), apiserver::address().to_string()]);
         mounts.push(api::Mount {
-            container_path: dir.clone(),
-            host_path: dir,
+            container_path: SERVICE_ACCOUNT.into(),
+            host_path: apiserver::service_account_dir(lab).display().to_string(),
             readonly: true,
             ..Default::default()
         });
-        args.extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
-        // The double's kubeconfig is plain http with no certificate authority; kube's client
-        // then loads the system's trust roots anyway and fails without any, and the image
-        // has none (in a cluster the agent is handed the cluster's CA). The node's go in.
-        mounts.push(api::Mount {
-            container_path: SYSTEM_CERTS.into(),
-            host_path: SYSTEM_CERTS.into(),
-            readonly: true,
-            ..Default::default()
-        });
+    } else {
+        args.retain(|a| a != "--in-cluster");
     }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     args.extend([

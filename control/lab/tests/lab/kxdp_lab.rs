@@ -647,37 +647,56 @@ fn up_check_down(prefix: String, source: &'static str, containerd_image: Option<
     );
 }
 
-/// With `--source api`: the double runs (recorded for down), both agents were started with
-/// its kubeconfig, and it applied the Pods the lab wrote after CNI ADD (so the agents,
-/// which know every pod once up returns, learned them over the API).
+/// With `--source api`: the double runs (recorded for down) behind its TLS front, both
+/// agents were started in-cluster (`--in-cluster --api-server` with the lab's service
+/// account and KUBERNETES_SERVICE_HOST at the unrouted `kubernetes` ClusterIP), and the
+/// double applied the Pods the lab wrote after CNI ADD (so the agents, which know every pod
+/// once up returns, learned them over the API).
 fn assert_fed_by_the_double(dir: &Path) {
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("procs/apiserver-double.json")).unwrap())
-            .unwrap();
-    let pid = record["pid"].as_i64().unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "{record}");
-    let kubeconfig = dir.join("apiserver/kubeconfig");
-    let kubeconfig_text = std::fs::read_to_string(&kubeconfig).unwrap();
-    assert!(
-        kubeconfig_text.contains("server: http://192.168.77.1:6443"),
-        "{kubeconfig_text}"
-    );
+    for label in ["apiserver-double", "apiserver-tls"] {
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("procs/{label}.json"))).unwrap(),
+        )
+        .unwrap();
+        let pid = record["pid"].as_i64().unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{record}");
+    }
+    let account = dir.join("apiserver/serviceaccount");
     for node in ["node1", "node2"] {
         let rec: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.join(format!("procs/agent-{node}.json"))).unwrap(),
         )
         .unwrap();
-        let cmdline =
-            std::fs::read(format!("/proc/{}/cmdline", rec["pid"].as_i64().unwrap())).unwrap();
+        let pid = rec["pid"].as_i64().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let at = args.iter().position(|a| a == "--kubeconfig");
-        assert_eq!(
-            at.and_then(|i| args.get(i + 1)).map(String::as_str),
-            kubeconfig.to_str(),
+        let value = |flag: &str| {
+            let at = args.iter().position(|a| a == flag);
+            at.and_then(|i| args.get(i + 1)).cloned()
+        };
+        assert!(args.iter().any(|a| a == "--in-cluster"), "{node}: {args:?}");
+        assert!(
+            !args.iter().any(|a| a == "--kubeconfig"),
             "{node}: {args:?}"
+        );
+        assert_eq!(
+            (value("--api-server"), value("--service-account")),
+            (
+                Some("192.168.77.1:6443".to_string()),
+                account.to_str().map(str::to_string)
+            ),
+            "{node}: {args:?}"
+        );
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ
+                .split('\0')
+                .any(|e| e == "KUBERNETES_SERVICE_HOST=10.96.0.1"),
+            "{node}: {environ}"
         );
     }
     let log = std::fs::read_to_string(dir.join("apiserver/apiserver.log")).unwrap();
