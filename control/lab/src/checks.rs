@@ -390,6 +390,16 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         },
     );
 
+    // After the traffic above, before the floods (which overrun the rings on purpose):
+    // every rx queue of each uplink has its socket, nothing the XDP programs meant for a
+    // worker fell back to the kernel (no_slot), nothing was lost before a worker saw it.
+    for node in [NODE1, NODE2] {
+        check(
+            format!("{}: every uplink rx queue served", node.name()),
+            &move |c| queues_served(c, node),
+        );
+    }
+
     // Throughput: one flow, unpaced, through one worker of each node on the way.
     check(
         format!("flood UDP {FLOOD_MS} ms, client->web-1 (same node)"),
@@ -475,6 +485,47 @@ fn containerd_checks(check: &mut dyn FnMut(String, CheckFn<'_>)) {
             })
         },
     );
+}
+
+/// The uplink's queue map covers its rx queues (as the kernel counts them), every worker
+/// holds the sockets of its queues, no_slot is 0 and no socket lost a packet. Reports
+/// how many queues have carried traffic so far (the bridge's hash decides which).
+fn queues_served(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
+    let stats = match super::agents::stats(c.lab, node) {
+        Ok(s) => s,
+        Err(e) => return (false, e.to_string()),
+    };
+    let expected = c.lab.workers.max(super::layout::UPLINK_QUEUES) as usize;
+    let Some(map) = stats.queues.iter().find(|p| p.port == "uplink") else {
+        return (
+            false,
+            format!("no uplink in the queue map: {:?}", stats.queues),
+        );
+    };
+    let workers = stats.workers.len().max(1);
+    let mapped = map.workers.len() == expected
+        && map
+            .workers
+            .iter()
+            .enumerate()
+            .all(|(q, &w)| w == q % workers);
+    let sockets: Vec<(u32, u64, u64)> = stats
+        .workers
+        .iter()
+        .flat_map(|w| w.ports.iter().filter(|p| p.name == "uplink"))
+        .map(|p| (p.queue, p.rx_packets, p.kernel_rx_lost))
+        .collect();
+    let no_slot = stats.xdp_decisions.get("no_slot").copied();
+    let lost: u64 = sockets.iter().map(|s| s.2).sum();
+    let busy = sockets.iter().filter(|s| s.1 > 0).count();
+    (
+        mapped && sockets.len() == expected && no_slot == Some(0) && lost == 0,
+        format!(
+            "{} rx queues on {workers} worker(s), {busy} carried traffic; no_slot {}, lost {lost}",
+            map.workers.len(),
+            no_slot.map_or("?".to_string(), |n| n.to_string())
+        ),
+    )
 }
 
 /// The agent reached the API server at `--api-server` with the service account (its

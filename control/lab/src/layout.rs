@@ -46,6 +46,9 @@ pub const VXLAN_PORT: u16 = 4789;
 /// agent that read its uplink's MTU (pods get 1430) from one that fell back to the default;
 /// kxdp.yaml sets no `underlayMTU`.
 pub const UPLINK_MTU: u32 = 1480;
+/// Rx/tx queues of every uplink (at least; more when `--workers` asks for more): a node's
+/// NIC has several, and the bridge spreads the lab's flows over them by hash.
+pub const UPLINK_QUEUES: u32 = 4;
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 

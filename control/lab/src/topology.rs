@@ -41,13 +41,15 @@ fn fabric_hosts(names: &Names) -> Vec<FabricHost> {
 }
 
 /// Creates the fabric and every host on it (nodes, kernel VTEP, external client). Uplinks
-/// get `workers` rx/tx queues: the agent opens one AF_XDP socket per worker and queue.
+/// get [`layout::UPLINK_QUEUES`] rx/tx queues (more when there are more workers): the bridge
+/// spreads flows over them as a NIC's RSS would, and the agent serves each queue with a
+/// socket of its own, several per worker.
 pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
     let fabric = names.fabric();
     add_netns(&fabric)?;
     ip_in(&fabric, &["link", "add", BRIDGE, "type", "bridge"])?;
     ip_in(&fabric, &["link", "set", BRIDGE, "up"])?;
-    let queues = workers.to_string();
+    let queues = workers.max(layout::UPLINK_QUEUES).to_string();
     let mtu = layout::UPLINK_MTU.to_string();
     for h in fabric_hosts(names) {
         add_netns(&h.netns)?;
