@@ -18,6 +18,8 @@ use testkit::netns::{Uplink, in_netns};
 use testkit::process::stop_agent;
 use testkit::wait::wait_for;
 
+use super::support::Node;
+
 const NODE_IP: &str = "192.168.79.1";
 const UPLINK_MAC: &str = "02:79:00:00:00:01";
 const OUTSIDE_IP: &str = "192.168.79.2";
@@ -53,11 +55,10 @@ fn run(cmd: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// Namespaces of one test run, deleted on drop (with their interfaces and so every XDP
-/// attachment on them), even when the test panicked.
+/// attachment on them), even when the test panicked: `support::Node` does that.
 struct Lab {
+    base: Node,
     prefix: String,
-    namespaces: Vec<String>,
-    agent: Option<Child>,
     dir: PathBuf,
     /// Rx/tx queues on every veth: one per worker.
     queues: String,
@@ -70,43 +71,21 @@ impl Lab {
 
     /// Tests of one binary run in parallel: the tag keeps their names apart.
     fn tagged(tag: &str, workers: u32) -> Lab {
-        let prefix = format!("kxag{}{tag}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("{prefix}-agent-test"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let base = Node::new("kxag", tag);
         Lab {
-            prefix,
-            namespaces: Vec::new(),
-            agent: None,
-            dir,
+            prefix: base.prefix().to_string(),
+            dir: base.dir.clone(),
+            base,
             queues: workers.to_string(),
         }
     }
 
     fn netns(&mut self, suffix: &str) -> String {
-        let name = format!("{}-{suffix}", self.prefix);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        self.namespaces.push(name.clone());
-        name
+        self.base.netns(suffix)
     }
 
     fn node(&self) -> String {
         format!("{}-node", self.prefix)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -307,7 +286,7 @@ fn start_agent_with_env(
         .spawn()
         .expect("starting kxdp agent");
     let rx = testkit::process::stdout_lines(&mut agent);
-    lab.agent = Some(agent);
+    lab.base.adopt_agent(agent);
     rx
 }
 
@@ -539,7 +518,7 @@ fn agent_follows_the_kubernetes_api() {
     );
     api.set_delay(Duration::ZERO);
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     // Shutting the double down wakes its listener by connecting to it: from its namespace.
     in_netns(&node, move || drop(api));
 }
@@ -783,7 +762,7 @@ fn scenario(workers: u32) {
     );
 
     // SIGTERM: everything the agent made or attached goes away and it exits 0.
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     assert!(!xdp_attached(&node, "up0"));
     let links = run("ip", &["-n", &node, "link", "show"]);
     assert!(
@@ -878,7 +857,7 @@ fn the_agent_follows_a_next_hop_mac_change() {
         Duration::from_secs(10),
         vxlan_ping,
     );
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
 }
 
 /// The node (uplink up0 with `workers` queues) and, outside it on the uplink's segment,
@@ -1196,7 +1175,7 @@ fn agent_writes_its_missing_node_annotations() {
     });
     assert_eq!(api.counters().patches_ok(), 2);
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     in_netns(&node, move || drop(api));
 }
 
@@ -1243,7 +1222,7 @@ fn agent_leaves_correct_node_annotations_alone() {
         Some(0.0)
     );
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     in_netns(&node, move || drop(api));
 }
 
@@ -1312,7 +1291,7 @@ fn agent_survives_a_failing_node_patch_and_retries() {
     assert!(metric(&node, "kxdp_table_generation").unwrap() >= 2.0);
     assert_eq!(http_get(&node, METRICS, "/readyz").0, 200);
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     in_netns(&node, move || drop(api));
 }
 
@@ -1342,7 +1321,7 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
     );
     assert_eq!(http_get(&node, METRICS, "/readyz").0, 503);
     assert!(
-        lab.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        lab.base.agent_running(),
         "the agent exited; log:\n{}",
         read(&log)
     );
@@ -1375,7 +1354,7 @@ fn agent_waits_unready_until_its_first_patch_is_accepted() {
         serde_json::json!({"kxdp.io/underlay-mac": UPLINK_MAC, "kxdp.io/vtep-address": NODE_IP})
     );
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.base.take_agent().unwrap(), &log);
     // It stays: while an agent restarts, kxdp-cni answers "try again" instead of the node
     // losing its network configuration.
     assert_eq!(cni_configs(&lab), ["05-kxdp.conflist"]);

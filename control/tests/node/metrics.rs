@@ -14,9 +14,11 @@ use testkit::root::skip_or_fail;
 use testkit::wait::wait_for;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use super::support::Node;
 
 const NODE_IP: &str = "192.168.78.1";
 const UPLINK_MAC: &str = "02:78:00:00:00:01";
@@ -59,36 +61,6 @@ fn ip_in(ns: &str, args: &[&str]) {
     let mut all = vec!["nsenter", netns.as_str(), "ip"];
     all.extend_from_slice(args);
     run(&all);
-}
-
-/// The test's namespaces, agent and files, removed on drop even when the test panicked.
-struct Lab {
-    namespaces: Vec<String>,
-    agent: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Lab {
-    fn netns(&mut self, name: String) -> String {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        ip_in(&name, &["link", "set", "lo", "up"]);
-        name
-    }
 }
 
 fn write_state(dir: &Path, extra: &str) {
@@ -148,17 +120,11 @@ fn agent_serves_metrics_healthz_and_readyz() {
         return;
     }
     let _lock = testkit::root::exclusive();
-    let prefix = format!("kxmt{}", std::process::id() % 100_000);
-    let dir = std::env::temp_dir().join(format!("{prefix}-metrics-test"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("state")).unwrap();
-    let mut lab = Lab {
-        namespaces: Vec::new(),
-        agent: None,
-        dir: dir.clone(),
-    };
-    let node = lab.netns(format!("{prefix}-node"));
-    let outside = lab.netns(format!("{prefix}-out"));
+    // The test's namespaces, agent and files, removed on drop even when the test panicked.
+    let mut lab = Node::new("kxmt", "");
+    let dir = lab.dir.clone();
+    let node = lab.netns("node");
+    let outside = lab.netns("out");
     ip_in(
         &node,
         &[
@@ -196,7 +162,7 @@ fn agent_serves_metrics_healthz_and_readyz() {
         .spawn()
         .expect("starting kxdp agent");
     let rx = testkit::process::stdout_lines(&mut agent);
-    lab.agent = Some(agent);
+    lab.adopt_agent(agent);
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| {
@@ -340,5 +306,5 @@ fn agent_serves_metrics_healthz_and_readyz() {
     assert_eq!(post.status, 405);
     assert!(post.head.contains("Allow: GET"));
 
-    stop_agent(lab.agent.take().unwrap(), &log);
+    stop_agent(lab.take_agent().unwrap(), &log);
 }

@@ -40,6 +40,28 @@ impl Node {
         name
     }
 
+    /// `<kind><pid><tag>`: what every namespace of this node starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// An agent started elsewhere, to be killed on drop like one of [`Node::start_agent`].
+    pub fn adopt_agent(&mut self, agent: Child) {
+        self.agent = Some(agent);
+    }
+
+    /// Whether the agent started here is still running.
+    pub fn agent_running(&mut self) -> bool {
+        self.agent
+            .as_mut()
+            .is_some_and(|a| a.try_wait().ok().flatten().is_none())
+    }
+
+    /// The running agent, no longer killed on drop (the caller stops it).
+    pub fn take_agent(&mut self) -> Option<Child> {
+        self.agent.take()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
