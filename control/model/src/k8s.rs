@@ -21,6 +21,11 @@ pub const UNDERLAY_MAC_ANNOTATION: &str = "kxdp.io/underlay-mac";
 pub const VTEP_ADDRESS_ANNOTATION: &str = "kxdp.io/vtep-address";
 /// EndpointSlice label naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// A Service (and its EndpointSlices) meant for another service proxy: kube-proxy leaves
+/// every object that has it alone, whatever its value.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Put on a headless Service's EndpointSlices; kube-proxy does not watch objects with it.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Namespace label the API server sets to the namespace's own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The namespace of a namespaced object that does not say, as `kubectl apply` assumes.

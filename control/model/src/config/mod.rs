@@ -67,6 +67,10 @@ pub struct AgentConfig {
     /// `nodes:`: per-node overrides of `uplink` and `underlayMTU`, in file order; the first
     /// entry that matches a node applies to it ([`AgentConfig::for_node`]).
     pub nodes: Vec<NodeOverride>,
+    /// `serviceProxyName:`. None (kube-proxy's rule): program the Services that have no
+    /// `service.kubernetes.io/service-proxy-name` label; a name: only the Services labelled
+    /// with exactly it (as Cilium's `serviceProxyName`), so two proxies can split a cluster.
+    pub service_proxy_name: Option<String>,
 }
 
 /// The API server's address as the agent dials it: a host name or an IP, and a port.
@@ -221,6 +225,7 @@ impl Default for AgentConfig {
             api_server: None,
             uplink: None,
             nodes: Vec::new(),
+            service_proxy_name: None,
         }
     }
 }
@@ -243,6 +248,8 @@ struct RawConfig {
     api_server: Option<RawApiServer>,
     uplink: Option<String>,
     nodes: Option<Vec<nodes::RawNode>>,
+    #[serde(rename = "serviceProxyName")]
+    service_proxy_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,6 +394,10 @@ impl AgentConfig {
             api_server,
             uplink,
             nodes,
+            service_proxy_name: raw
+                .service_proxy_name
+                .map(|n| label_value("serviceProxyName", n))
+                .transpose()?,
         })
     }
 }
@@ -442,6 +453,25 @@ fn underlay_mtu(field: &str, mtu: u64, cluster_cidrs: &[Cidr]) -> Result<u16, Co
         ));
     }
     Ok(mtu as u16)
+}
+
+/// A label value as the API server accepts one (1..=63 characters, alphanumerics with `-`,
+/// `_` and `.` inside): anything else could never match a Service's label.
+fn label_value(field: &str, value: String) -> Result<String, ConfigError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends_ok = value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if value.len() <= 63 && ends_ok && value.chars().all(ok_char) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{value:?} is not a label value (1 to 63 letters, digits, '-', '_', '.'; \
+                 a letter or digit at each end)"
+            ),
+        ))
+    }
 }
 
 /// `apiServer: {host, port}`: a host is required, the port defaults to 6443.

@@ -22,8 +22,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::AgentConfig;
 use crate::k8s::{
-    name_of, namespace_of, node_addresses, parse_ip, parse_ip_key, port_number, protocol_number,
-    service_cluster_ips, service_type, slice_service_name,
+    HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, name_of, namespace_of, node_addresses, parse_ip,
+    parse_ip_key, port_number, protocol_number, service_cluster_ips, service_type,
+    slice_service_name,
 };
 
 /// Per-Service override of the cluster's Maglev table size (a prime, see
@@ -103,6 +104,22 @@ pub(super) fn slices_by_service(
     out
 }
 
+/// Whether this proxy programs `svc`: kube-proxy watches only Services without the
+/// `service.kubernetes.io/service-proxy-name` and `service.kubernetes.io/headless` labels
+/// (whatever their values); with `serviceProxyName` set, kxdp programs only the Services
+/// labelled with that name instead (Cilium's rule), so two proxies can share a cluster.
+pub(crate) fn proxied_here(svc: &Service, config: &AgentConfig) -> bool {
+    let labels = svc.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if label(HEADLESS_LABEL).is_some() {
+        return false;
+    }
+    match (&config.service_proxy_name, label(SERVICE_PROXY_NAME_LABEL)) {
+        (None, named) => named.is_none(),
+        (Some(ours), named) => named == Some(ours.as_str()),
+    }
+}
+
 /// Translates one Service with its slices. `previous`: the same Service's last build, whose
 /// Maglev tables are reused where a port's selected endpoints did not change (one
 /// endpoint change rebuilds only the table it touches).
@@ -120,6 +137,10 @@ pub(super) fn build_service(
     let mut warnings = Vec::new();
     let mut warn = |msg: String| warnings.push(format!("Service {id}: {msg}"));
 
+    if !proxied_here(svc, config) {
+        // Another proxy's, as kube-proxy decides it: not an error, nothing to say.
+        return out;
+    }
     match service_type(svc) {
         "ClusterIP" | "NodePort" | "LoadBalancer" => {}
         // DNS only: nothing to program.
@@ -489,4 +510,49 @@ fn list(cidrs: &[Cidr]) -> String {
         .map(Cidr::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(labels: &[(&str, &str)]) -> Service {
+        let mut svc = Service::default();
+        svc.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        svc
+    }
+
+    #[test]
+    fn kube_proxys_rule_and_a_named_proxys() {
+        let plain = labelled(&[("app", "web")]);
+        let other = labelled(&[(SERVICE_PROXY_NAME_LABEL, "other")]);
+        let empty = labelled(&[(SERVICE_PROXY_NAME_LABEL, "")]);
+        let mine = labelled(&[(SERVICE_PROXY_NAME_LABEL, "kxdp")]);
+        let headless = labelled(&[(HEADLESS_LABEL, "")]);
+
+        let default = AgentConfig::default();
+        let named = AgentConfig::from_yaml("serviceProxyName: kxdp\n").unwrap();
+        let cases = [
+            (&plain, true, false),
+            (&other, false, false),
+            // kube-proxy's selector is "does not exist": an empty value is a label too.
+            (&empty, false, false),
+            (&mine, false, true),
+            (&headless, false, false),
+        ];
+        for (svc, by_default, by_name) in cases {
+            let labels = svc.metadata.labels.clone();
+            assert_eq!(proxied_here(svc, &default), by_default, "{labels:?}");
+            assert_eq!(proxied_here(svc, &named), by_name, "{labels:?} named");
+        }
+        for bad in ["", "-x", "a b", &"x".repeat(64)] {
+            let err = AgentConfig::from_yaml(&format!("serviceProxyName: {bad:?}\n")).unwrap_err();
+            assert!(err.to_string().starts_with("serviceProxyName: "), "{err}");
+        }
+    }
 }

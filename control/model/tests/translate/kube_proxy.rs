@@ -1101,6 +1101,48 @@ fn headless_and_external_name() {
     );
 }
 
+/// A Service labelled `service.kubernetes.io/service-proxy-name` (any value) belongs to
+/// another proxy: kube-proxy's watch selects `!service.kubernetes.io/service-proxy-name`, so
+/// nothing is programmed for it; the same Service unlabelled is. With `serviceProxyName` in
+/// kxdp.yaml only the Services labelled with that name are programmed (a model unit test).
+#[test]
+fn services_of_another_proxy_are_left_alone() {
+    let endpoints = || at_pods(&[(WEB1, Conditions::READY_SERVING)]);
+    let theirs = svc("theirs", "10.96.0.121", http()).endpoints(endpoints());
+    let ours = svc("ours", "10.96.0.122", http()).endpoints(endpoints());
+    let mut manifests = service_manifests(&[ours]);
+    // The Service only: its EndpointSlice has labels of its own already.
+    let label = "  namespace: demo\n  labels: {service.kubernetes.io/service-proxy-name: other}\n";
+    let mut labelled = theirs
+        .service_yaml()
+        .replacen("  namespace: demo\n", label, 1);
+    labelled.push_str("---\n");
+    labelled.push_str(&theirs.slice_yaml().expect("an EndpointSlice"));
+    manifests.push(labelled);
+    run_scenario(
+        "services_of_another_proxy_are_left_alone",
+        &manifests,
+        &[
+            probe(
+                "labelled for another proxy: nothing programmed",
+                CLIENT_POD,
+                Tcp,
+                "10.96.0.121",
+                80,
+                Expect::Drop("no_service"),
+            ),
+            probe(
+                "unlabelled: load-balanced",
+                CLIENT_POD,
+                Tcp,
+                "10.96.0.122",
+                80,
+                Expect::Backend(&["10.244.2.7:8080"], Masq::No),
+            ),
+        ],
+    );
+}
+
 /// `sessionAffinity: ClientIP` (the `-m recent` rules of `TestOverallIPTablesRules`' svc5):
 /// every new connection of one client goes to the backend its first one got. Not a packet
 /// flow row upstream (its tracer cannot follow `recent`), so it is its own test here, with
