@@ -216,9 +216,23 @@ pub struct ServicePort {
     pub internal_local: bool,
     /// `sessionAffinity: ClientIP` with its timeout; `None` without affinity.
     pub affinity_timeout_ns: Option<u64>,
+    /// `spec.loadBalancerSourceRanges`: the sources that may open flows to the Service's
+    /// LoadBalancer IPs. Empty: anyone (see [`ServicePort::lb_source_allowed`]).
+    pub lb_source_ranges: Vec<Cidr>,
 }
 
 impl ServicePort {
+    /// Whether `src` may open a flow to this port at its LoadBalancer IP `lb_ip`. The
+    /// ranges apply per family, as kube-proxy splits them: a family with no range is open.
+    pub fn lb_source_allowed(&self, lb_ip: IpKey, src: IpKey) -> bool {
+        let mut ranges = self
+            .lb_source_ranges
+            .iter()
+            .filter(|c| c.addr.is_v4() == lb_ip.is_v4())
+            .peekable();
+        ranges.peek().is_none() || ranges.any(|c| c.contains(src))
+    }
+
     /// Whether `backend` is still listed for this port (in any condition).
     pub fn lists(&self, ip: IpKey, port: u16) -> bool {
         self.backends

@@ -119,4 +119,7 @@ drop_reasons! {
     BroadcastNotForwarded => "broadcast_not_forwarded",
     /// Frame addressed to another MAC than ours on a pod port.
     NotOurMac => "not_our_mac",
+    /// A new flow to a LoadBalancer IP from a source outside its Service's
+    /// `loadBalancerSourceRanges` (kube-proxy's firewall chain drops these too).
+    LbSourceRange => "lb_source_range",
 }

@@ -175,6 +175,10 @@ impl<O: Observer> Walk<'_, '_, O> {
             return Ok(Translation::None);
         };
         self.obs.service(port);
+        // kube-proxy's firewall check: new flows only (established ones were let in).
+        if fe.kind == FrontendKind::LoadBalancer && !port.lb_source_allowed(h.dst, h.src) {
+            return Err(Verdict::Drop(DropReason::LbSourceRange));
+        }
         if h.fragment {
             // A first fragment could be translated, its followers could not: drop all alike.
             return Err(Verdict::Drop(DropReason::Fragment));

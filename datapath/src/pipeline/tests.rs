@@ -137,6 +137,7 @@ pub(crate) fn ready_port(name: &str, endpoints: Vec<(IpKey, u16)>) -> ServicePor
         external_local: false,
         internal_local: false,
         affinity_timeout_ns: None,
+        lb_source_ranges: Vec::new(),
     }
 }
 

@@ -338,6 +338,7 @@ fn service_port(s: &TestService, id: u32) -> ServicePort {
         external_local: false,
         internal_local: false,
         affinity_timeout_ns: None,
+        lb_source_ranges: Vec::new(),
     }
 }
 

@@ -52,6 +52,7 @@ static FREE_SLOT: LazyLock<Arc<ServicePort>> = LazyLock::new(|| {
         external_local: false,
         internal_local: false,
         affinity_timeout_ns: None,
+        lb_source_ranges: Vec::new(),
     })
 });
 

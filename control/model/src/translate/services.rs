@@ -17,13 +17,13 @@ use datapath::tables::{
     Backend, BackendSet, EndpointCondition, FrontendKind, ServiceKey, ServicePort,
 };
 use datapath::{Cidr, IpKey};
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort as K8sServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::AgentConfig;
 use crate::k8s::{
-    HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, name_of, namespace_of, node_addresses, parse_ip,
-    parse_ip_key, port_number, protocol_number, service_cluster_ips, service_type,
+    HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, name_of, namespace_of, node_addresses, parse_cidr,
+    parse_ip, parse_ip_key, port_number, protocol_number, service_cluster_ips, service_type,
     slice_service_name,
 };
 
@@ -102,6 +102,32 @@ pub(super) fn slices_by_service(
         list.sort_by_key(|s| name_of(&s.metadata));
     }
     out
+}
+
+/// `spec.loadBalancerSourceRanges` (LoadBalancer Services only; kube-proxy trims each
+/// entry). An entry that is no CIDR is warned about and left out; when none is valid the
+/// LoadBalancer IPs are closed to everyone (`0.0.0.0/32` and `::/128` stand for "nobody")
+/// rather than opened: a typo must not make a restricted Service public.
+fn lb_source_ranges(spec: &ServiceSpec, warn: &mut impl FnMut(String)) -> Vec<Cidr> {
+    let entries = match (spec.type_.as_deref(), &spec.load_balancer_source_ranges) {
+        (Some("LoadBalancer"), Some(entries)) if !entries.is_empty() => entries,
+        _ => return Vec::new(),
+    };
+    let mut ranges = Vec::new();
+    for entry in entries {
+        match parse_cidr(entry.trim()) {
+            Ok(cidr) => ranges.push(cidr),
+            Err(e) => warn(format!("loadBalancerSourceRanges {entry:?}: {e}: left out")),
+        }
+    }
+    if ranges.is_empty() {
+        warn("loadBalancerSourceRanges: no valid range: its LoadBalancer IPs admit nobody".into());
+        ranges = ["0.0.0.0/32", "::/128"]
+            .iter()
+            .filter_map(|c| parse_cidr(c).ok())
+            .collect();
+    }
+    ranges
 }
 
 /// Whether this proxy programs `svc`: kube-proxy watches only Services without the
@@ -201,6 +227,7 @@ pub(super) fn build_service(
         .collect();
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let lb_source_ranges = lb_source_ranges(spec, &mut warn);
     let affinity_timeout_ns = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         let secs = spec
             .session_affinity_config
@@ -298,6 +325,7 @@ pub(super) fn build_service(
                     external_local,
                     internal_local,
                     affinity_timeout_ns,
+                    lb_source_ranges: lb_source_ranges.clone(),
                 }),
                 frontends: keys,
             });
@@ -554,5 +582,46 @@ mod tests {
             let err = AgentConfig::from_yaml(&format!("serviceProxyName: {bad:?}\n")).unwrap_err();
             assert!(err.to_string().starts_with("serviceProxyName: "), "{err}");
         }
+    }
+
+    #[test]
+    fn invalid_source_ranges_are_left_out_and_none_valid_admits_nobody() {
+        let spec = |kind: &str, ranges: &[&str]| ServiceSpec {
+            type_: Some(kind.into()),
+            load_balancer_source_ranges: Some(ranges.iter().map(|r| r.to_string()).collect()),
+            ..ServiceSpec::default()
+        };
+        let run = |s: &ServiceSpec| {
+            let mut warnings = Vec::new();
+            let ranges = lb_source_ranges(s, &mut |w| warnings.push(w));
+            (ranges, warnings)
+        };
+        let (ranges, warnings) = run(&spec("LoadBalancer", &[" 10.0.0.0/8", "10.1.0.0/33"]));
+        assert_eq!(ranges, vec![parse_cidr("10.0.0.0/8").unwrap()]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"10.1.0.0/33\""), "{warnings:?}");
+
+        let (ranges, warnings) = run(&spec("LoadBalancer", &["nonsense"]));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let port = ServicePort {
+            name: String::new(),
+            stable_id: 0,
+            backends: Vec::new(),
+            cluster: empty_set(),
+            local: empty_set(),
+            external_local: false,
+            internal_local: false,
+            affinity_timeout_ns: None,
+            lb_source_ranges: ranges,
+        };
+        let lb4 = parse_ip_key("198.51.100.1").unwrap();
+        let lb6 = parse_ip_key("2001:db8::1").unwrap();
+        for (lb, src) in [(lb4, "203.0.113.7"), (lb4, "0.0.0.1"), (lb6, "2001:db8::7")] {
+            let src = parse_ip_key(src).unwrap();
+            assert!(!port.lb_source_allowed(lb, src), "{src:?}");
+        }
+        // Not a LoadBalancer, or no ranges: nothing to enforce.
+        assert!(run(&spec("NodePort", &["10.0.0.0/8"])).0.is_empty());
+        assert!(run(&spec("LoadBalancer", &[])).0.is_empty());
     }
 }

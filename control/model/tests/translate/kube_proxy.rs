@@ -462,8 +462,8 @@ fn no_endpoints_reject() {
     );
 }
 
-/// `TestLoadBalancer` and `TestNodePorts` (without `loadBalancerSourceRanges`, which kxdp
-/// does not implement), plus `TestOverallIPTablesRules`' ExternalIP Service and an
+/// `TestLoadBalancer` and `TestNodePorts` (`loadBalancerSourceRanges`: see
+/// [`load_balancer_source_ranges`]), plus `TestOverallIPTablesRules`' ExternalIP Service and an
 /// `ipMode: Proxy` load balancer (KEP-1860: kube-proxy programs no rule for its IP).
 #[test]
 fn load_balancer_and_node_ports() {
@@ -1096,6 +1096,88 @@ fn headless_and_external_name() {
                 WEB1,
                 8080,
                 Expect::Backend(&["10.244.2.7:8080"], Masq::No),
+            ),
+        ],
+    );
+}
+
+/// `loadBalancerSourceRanges` (kube-proxy's `TestLoadBalancer` source-range rules and its
+/// firewall chain): a new flow to a LoadBalancer IP from outside the ranges is dropped
+/// (`lb_source_range`), from inside it is load-balanced; the ranges guard the
+/// LoadBalancer IPs only (the Service's NodePort and ClusterIP stay open), and pods are
+/// held to them too. (Invalid ranges: a model unit test; the scenario allows no warning.)
+#[test]
+fn load_balancer_source_ranges() {
+    let ranged = |name: &str, vip: &str, node_port: u16, lb_ip: &'static str, ranges: &str| {
+        let spec = svc(name, vip, http_np(node_port))
+            .kind("LoadBalancer")
+            .ingress(&[(lb_ip, None)])
+            .endpoints(at_pods(&[(WEB1, Conditions::READY_SERVING)]));
+        let service = spec.service_yaml().replacen(
+            "spec:\n",
+            &format!("spec:\n  loadBalancerSourceRanges: {ranges}\n"),
+            1,
+        );
+        vec![service, spec.slice_yaml().expect("an EndpointSlice")]
+    };
+    let mut manifests = ranged(
+        "office",
+        "10.96.0.65",
+        30065,
+        "198.51.100.65",
+        "[\" 203.0.113.0/24 \", \"2001:db8::/32\"]",
+    );
+    manifests.extend(ranged(
+        "elsewhere",
+        "10.96.0.66",
+        30066,
+        "198.51.100.66",
+        "[192.0.2.0/24]",
+    ));
+    let web1 = Backend(&["10.244.2.7:8080"], Masq::Yes);
+    run_scenario(
+        "load_balancer_source_ranges",
+        &manifests,
+        &[
+            probe(
+                "outside, in range",
+                Outside,
+                Tcp,
+                "198.51.100.65",
+                80,
+                web1.clone(),
+            ),
+            probe(
+                "a pod, out of range",
+                CLIENT_POD,
+                Tcp,
+                "198.51.100.65",
+                80,
+                Expect::Drop("lb_source_range"),
+            ),
+            probe(
+                "outside, out of range",
+                Outside,
+                Tcp,
+                "198.51.100.66",
+                80,
+                Expect::Drop("lb_source_range"),
+            ),
+            probe(
+                "its NodePort is not ranged",
+                Outside,
+                Tcp,
+                "192.168.50.10",
+                30066,
+                web1.clone(),
+            ),
+            probe(
+                "its ClusterIP is not ranged",
+                CLIENT_POD,
+                Tcp,
+                "10.96.0.66",
+                80,
+                Backend(&["10.244.2.7:8080"], Masq::No),
             ),
         ],
     );
