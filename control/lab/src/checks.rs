@@ -304,6 +304,53 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         });
     }
 
+    // The LoadBalancer IP from outside, routed to node1 (as a load balancer would bring it):
+    // open to the client, inside loadBalancerSourceRanges; closed to the kernel VTEP host,
+    // outside them (dropped as lb_source_range, so every request times out).
+    check(
+        format!(
+            "external->LoadBalancer IP {LOAD_BALANCER_IP}:{WEB_TCP_PORT} (in loadBalancerSourceRanges)"
+        ),
+        &|c| {
+            let to = SocketAddr::from((LOAD_BALANCER_IP, WEB_TCP_PORT));
+            let r = c.probe(
+                &c.lab.names().client(),
+                Proto::Tcp,
+                to,
+                NODEPORT_COUNT,
+                TIMEOUT_MS,
+            );
+            judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
+        },
+    );
+    check(
+        format!(
+            "node3 host->LoadBalancer IP {LOAD_BALANCER_IP}:{WEB_TCP_PORT} (outside loadBalancerSourceRanges)"
+        ),
+        &|c| {
+            let to = SocketAddr::from((LOAD_BALANCER_IP, WEB_TCP_PORT));
+            let before = worker_totals(c.lab, NODE1);
+            let r = c.probe(
+                &c.node_ns(NODE3),
+                Proto::Tcp,
+                to,
+                DENY_COUNT,
+                DENY_TIMEOUT_MS,
+            );
+            let (blocked, measured) = judge_blocked(r);
+            // Dropped by the datapath for its range, not lost on the way.
+            let reason = "lb_source_range";
+            let dropped = match (before, worker_totals(c.lab, NODE1)) {
+                (Ok(b), Ok(a)) => a.since(&b).drops.get(reason).copied().unwrap_or(0),
+                _ => 0,
+            };
+            (
+                blocked && dropped >= u64::from(DENY_COUNT),
+                format!("{measured}; node1 dropped {dropped} as {reason}"),
+            )
+        },
+    );
+
     // hostPort: the runtime passed the client pod's port mapping to the chain the agent
     // installed, and portmap (iptables DNAT in node1's kernel) forwards node1's port to it.
     check(

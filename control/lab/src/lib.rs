@@ -411,6 +411,7 @@ pub fn up(lab: &Lab) -> Result<(), LabError> {
     let names = lab.names();
     topology::create(&names, lab.workers)?;
     topology::create_vtep(&names)?;
+    topology::route_load_balancer_ip(&names)?;
     if lab.source == StateSource::Api {
         topology::add_api_address(&names)?;
         let rec = apiserver::start(lab)?;

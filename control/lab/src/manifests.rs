@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::error::LabError;
 use super::layout::{
-    self, ADMIN_PORT, AGENT_NODES, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP, HTTP_PORT,
+    self, ADMIN_PORT, AGENT_NODES, CLIENT_IP, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP, HTTP_PORT,
     LOAD_BALANCER_IP, NAMESPACE, NODE_PORT, NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan,
     POLICY, PodPlan, SERVICE_CIDR, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE, WEB_TCP_PORT,
     WEB_UDP_PORT,
@@ -169,7 +169,8 @@ pub fn cluster_ip_service(name: &str, app: &str, ip: Ipv4Addr, ports: Value) -> 
 /// demo/web: ClusterIP, TCP and UDP, backends on both nodes. demo/web-nodeport: the same
 /// backends on every node's InternalIP at 30080 (externalTrafficPolicy Cluster: SNAT to
 /// the node's gateway), and, being a LoadBalancer Service, at an externalIP and its
-/// load balancer's IP on port 80.
+/// load balancer's IP on port 80, the latter open only to the external client
+/// (`loadBalancerSourceRanges`).
 fn services() -> Vec<Value> {
     vec![
         cluster_ip_service(
@@ -192,6 +193,7 @@ fn services() -> Vec<Value> {
                 "clusterIPs": [NODEPORT_CLUSTER_IP.to_string()],
                 "externalIPs": [EXTERNAL_IP.to_string()],
                 "externalTrafficPolicy": "Cluster",
+                "loadBalancerSourceRanges": [format!("{CLIENT_IP}/32")],
                 "ports": [{
                     "name": "http", "protocol": "TCP", "port": WEB_TCP_PORT,
                     "targetPort": "http", "nodePort": NODE_PORT,

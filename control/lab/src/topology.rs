@@ -94,6 +94,18 @@ pub fn create(names: &Names, workers: u32) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Routes the LoadBalancer IP to node1 on the external client and on the kernel VTEP host,
+/// as a load balancer announcing it (MetalLB's L2 mode, BGP) would bring its traffic to a
+/// node: the client is inside the Service's `loadBalancerSourceRanges`, the VTEP host not.
+pub fn route_load_balancer_ip(names: &Names) -> Result<(), LabError> {
+    let lb = format!("{}/32", layout::LOAD_BALANCER_IP);
+    let via = layout::NODE1.underlay_ip().to_string();
+    for ns in [names.client(), names.node(NODE3)] {
+        ip_in(&ns, &["route", "add", &lb, "via", &via, "dev", UPLINK])?;
+    }
+    Ok(())
+}
+
 /// Gives the fabric bridge the API server double's address (`--source api`): the double
 /// then runs in `<p>-fabric`, a host on the underlay like the others, and the agents'
 /// watch streams stay inside the lab's namespaces.
