@@ -293,14 +293,7 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         ),
     ] {
         check(format!("node1 host->{what}"), &move |c| {
-            let r = c.probe(
-                &c.node_ns(NODE1),
-                Proto::Tcp,
-                to,
-                NODEPORT_COUNT,
-                TIMEOUT_MS,
-            );
-            judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
+            web_answers(c, &c.node_ns(NODE1), to)
         });
     }
 
@@ -313,14 +306,7 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         ),
         &|c| {
             let to = SocketAddr::from((LOAD_BALANCER_IP, WEB_TCP_PORT));
-            let r = c.probe(
-                &c.lab.names().client(),
-                Proto::Tcp,
-                to,
-                NODEPORT_COUNT,
-                TIMEOUT_MS,
-            );
-            judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
+            web_answers(c, &c.lab.names().client(), to)
         },
     );
     check(
@@ -573,6 +559,12 @@ fn queues_served(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
             no_slot.map_or("?".to_string(), |n| n.to_string())
         ),
     )
+}
+
+/// NODEPORT_COUNT TCP requests from `netns` to `to`, every one answered by a web pod.
+fn web_answers(c: &Ctx<'_>, netns: &str, to: SocketAddr) -> (bool, String) {
+    let r = c.probe(netns, Proto::Tcp, to, NODEPORT_COUNT, TIMEOUT_MS);
+    judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
 }
 
 /// The agent reached the API server at `--api-server` with the service account (its

@@ -42,7 +42,7 @@ pub(crate) struct ServiceSet {
     contested: BTreeSet<ServiceKey>,
 }
 
-static FREE_SLOT: LazyLock<Arc<ServicePort>> = LazyLock::new(|| {
+pub(super) static FREE_SLOT: LazyLock<Arc<ServicePort>> = LazyLock::new(|| {
     Arc::new(ServicePort {
         name: String::new(),
         stable_id: 0,

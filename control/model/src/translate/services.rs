@@ -604,15 +604,8 @@ mod tests {
         let (ranges, warnings) = run(&spec("LoadBalancer", &["nonsense"]));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         let port = ServicePort {
-            name: String::new(),
-            stable_id: 0,
-            backends: Vec::new(),
-            cluster: empty_set(),
-            local: empty_set(),
-            external_local: false,
-            internal_local: false,
-            affinity_timeout_ns: None,
             lb_source_ranges: ranges,
+            ..ServicePort::clone(&super::super::service_set::FREE_SLOT)
         };
         let lb4 = parse_ip_key("198.51.100.1").unwrap();
         let lb6 = parse_ip_key("2001:db8::1").unwrap();
