@@ -55,14 +55,29 @@ impl Netlink {
 
     /// The addresses of link `index`, in the kernel's order (primary first).
     pub fn addresses(&self, index: u32) -> Result<Vec<Address>> {
+        let all = self.dump_addresses(&|| format!("listing the addresses of link #{index}"))?;
+        Ok(all
+            .into_iter()
+            .filter(|(link, _)| *link == index)
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Every address of the namespace with its link's index, in one dump (asking link by
+    /// link would dump them all once per link).
+    pub fn all_addresses(&self) -> Result<Vec<(u32, Address)>> {
+        self.dump_addresses(&|| "listing the addresses".to_string())
+    }
+
+    fn dump_addresses(&self, request: &dyn Fn() -> String) -> Result<Vec<(u32, Address)>> {
         let answers = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            &|| format!("listing the addresses of link #{index}"),
+            request,
         )?;
         Ok(answers
             .iter()
             .filter_map(|a| match a {
-                RouteNetlinkMessage::NewAddress(m) if m.header.index == index => address(m),
+                RouteNetlinkMessage::NewAddress(m) => address(m).map(|a| (m.header.index, a)),
                 _ => None,
             })
             .collect())

@@ -385,21 +385,24 @@ impl DatapathPorts {
     }
 
     /// Serves port `name` on `queues` rx queues instead of fewer (its NIC's channels grew):
-    /// sockets for the new queues, a new range holding old and new, then the switch.
-    /// Returns whether anything changed (false: not open, or not more queues than now).
-    /// On failure the old range stays in force and the new sockets are closed again.
-    pub fn grow(&mut self, name: &str, queues: u32) -> Result<bool, PortError> {
-        let Some(mut port) = self.ports.remove(name) else {
-            return Ok(false);
-        };
-        let old = port.range;
-        if queues <= old.queues {
-            self.ports.insert(name.to_string(), port);
-            return Ok(false);
+    /// sockets for the new queues, a new range holding old and new, then the switch. A
+    /// port that is not open, or already has that many queues, is left as it is. On
+    /// failure the old range stays in force and the new sockets are closed again.
+    pub fn grow(&mut self, name: &str, queues: u32) -> Result<(), PortError> {
+        if self
+            .ports
+            .get(name)
+            .is_none_or(|p| queues <= p.range.queues)
+        {
+            return Ok(());
         }
+        // Out of the map while it changes: growing borrows the rest of `self`.
+        let Some(mut port) = self.ports.remove(name) else {
+            return Ok(());
+        };
         let result = self.grow_port(name, &mut port, queues);
         self.ports.insert(name.to_string(), port);
-        result.map(|()| true)
+        result
     }
 
     fn grow_port(&mut self, name: &str, port: &mut OpenPort, queues: u32) -> Result<(), PortError> {

@@ -382,11 +382,10 @@ impl Control<'_> {
             );
             return;
         }
-        match self.ports.grow(UPLINK_PORT, queues) {
-            Ok(_) => {}
-            // Retried at the next change of the count; until then the new queues' traffic
-            // goes to the kernel (counted no_slot).
-            Err(e) => tracing::error!("{e}"),
+        // Retried at the next change of the count; until then the new queues' traffic goes
+        // to the kernel (counted no_slot).
+        if let Err(e) = self.ports.grow(UPLINK_PORT, queues) {
+            tracing::error!("{e}");
         }
     }
 

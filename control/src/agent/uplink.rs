@@ -184,24 +184,25 @@ pub fn choose(
 pub fn find(wanted: &Wanted<'_>) -> Result<Uplink, ChooseUplinkError> {
     let kernel = |e: NetdevError| ChooseUplinkError::Kernel(e.to_string());
     let nl = Netlink::open().map_err(kernel)?;
-    let mut interfaces = Vec::new();
-    for link in nl.links().map_err(kernel)? {
-        let ipv4 = nl
-            .addresses(link.index)
-            .map_err(kernel)?
-            .into_iter()
-            .filter_map(|a| match a.net {
-                IpNet::V4(v4) => Some(v4.addr()),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        interfaces.push(Interface {
+    let addresses = nl.all_addresses().map_err(kernel)?;
+    let interfaces: Vec<Interface> = nl
+        .links()
+        .map_err(kernel)?
+        .into_iter()
+        .map(|link| Interface {
+            ipv4: addresses
+                .iter()
+                .filter(|(index, _)| *index == link.index)
+                .filter_map(|(_, a)| match a.net {
+                    IpNet::V4(v4) => Some(v4.addr()),
+                    IpNet::V6(_) => None,
+                })
+                .collect(),
             index: link.index,
             name: link.name,
             kind: link.kind,
-            ipv4,
-        });
-    }
+        })
+        .collect();
     let default_route = nl
         .routes(false)
         .map_err(kernel)?
