@@ -114,12 +114,18 @@ pub struct AgentArgs {
         default_value = "/opt/cni/bin"
     )]
     pub cni_path: Vec<PathBuf>,
-    /// Where /metrics (Prometheus), /healthz and /readyz are served (kube-proxy's default).
+    /// Where /metrics (Prometheus), /healthz, /livez and /readyz are served (kube-proxy's
+    /// default).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
     pub metrics_bind_address: std::net::SocketAddr,
-    /// Where /healthz and /readyz are served (kube-proxy's default).
+    /// Where /healthz, /livez and /readyz are served (kube-proxy's default).
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256")]
     pub healthz_bind_address: std::net::SocketAddr,
+    /// /healthz and /livez turn 503 when a change noticed this long ago is still not
+    /// programmed (kube-proxy: twice its 30 s sync period). Seconds, or with a unit: 500ms,
+    /// 2s, 1m.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: std::time::Duration,
 }
 
 impl From<AgentArgs> for crate::agent::AgentOptions {
@@ -144,6 +150,7 @@ impl From<AgentArgs> for crate::agent::AgentOptions {
             cni_path: a.cni_path,
             metrics_bind_address: a.metrics_bind_address,
             healthz_bind_address: a.healthz_bind_address,
+            health_timeout: a.health_timeout,
         }
     }
 }
@@ -185,6 +192,28 @@ impl From<ReplayArgs> for ReplayOptions {
     }
 }
 
+/// `500ms`, `2s`, `1m` or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: want a whole number with ms, s or m"))?;
+    let duration = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{text:?}: the unit is ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be more than 0"));
+    }
+    Ok(duration)
+}
+
 fn parse_api_server(text: &str) -> Result<model::config::ApiServerEndpoint, String> {
     model::config::ApiServerEndpoint::parse(text)
 }
@@ -197,6 +226,18 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["", "0s", "1h", "s", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

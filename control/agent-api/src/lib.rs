@@ -190,6 +190,10 @@ pub struct AgentStatus {
     /// https://HOST:PORT, service account DIR`, ...).
     #[serde(default)]
     pub state_source: String,
+    /// The Services this node answers health checks for: `namespace/name port N: M local
+    /// endpoints` (kube-proxy's `healthCheckNodePort` servers).
+    #[serde(default)]
+    pub health_checks: Vec<String>,
 }
 
 /// What `{"op":"stats"}` reports: one entry per worker, counters since it started, and
@@ -636,6 +640,7 @@ mod tests {
             uplink: "eth0".into(),
             uplink_found_by: "--uplink".into(),
             state_source: "state directory /s".into(),
+            health_checks: Vec::new(),
         }
     }
 

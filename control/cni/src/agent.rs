@@ -228,6 +228,7 @@ mod tests {
             uplink: "eth0".into(),
             uplink_found_by: "--uplink".into(),
             state_source: "state directory /s".into(),
+            health_checks: Vec::new(),
         }
     }
 

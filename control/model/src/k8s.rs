@@ -28,6 +28,23 @@ pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Namespace label the API server sets to the namespace's own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The taint the Cluster Autoscaler puts on a Node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Whether load balancers should keep sending traffic to `node`, as kube-proxy's `/healthz`
+/// decides it (its `nodeEligible`): not while the Node is being deleted or tainted for
+/// deletion by the Cluster Autoscaler, so connections drain before the node goes.
+pub fn node_eligible(node: &Node) -> bool {
+    if node.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref());
+    !taints
+        .unwrap_or_default()
+        .iter()
+        .any(|t| t.key == TO_BE_DELETED_TAINT)
+}
+
 /// The namespace of a namespaced object that does not say, as `kubectl apply` assumes.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -286,6 +303,27 @@ mod tests {
         assert!(protocol_number(Some("tcp")).is_err());
         assert!(port_number(0).is_err() && port_number(65536).is_err());
         assert_eq!(port_number(80), Ok(80));
+    }
+
+    #[test]
+    fn nodes_being_deleted_or_tainted_for_deletion_are_not_eligible() {
+        let node = |extra: serde_json::Value| -> Node {
+            let mut n = serde_json::json!({"metadata": {"name": "n1"}});
+            if let (Some(n), Some(extra)) = (n.as_object_mut(), extra.as_object()) {
+                n.extend(extra.clone());
+            }
+            serde_json::from_value(n).unwrap()
+        };
+        assert!(node_eligible(&node(serde_json::json!({}))));
+        let other_taint = serde_json::json!({"spec": {"taints": [
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}});
+        assert!(node_eligible(&node(other_taint)));
+        let autoscaler = serde_json::json!({"spec": {"taints": [
+            {"key": TO_BE_DELETED_TAINT, "value": "1733612345", "effect": "NoSchedule"}]}});
+        assert!(!node_eligible(&node(autoscaler)));
+        let deleting = serde_json::json!({"metadata": {"name": "n1",
+            "deletionTimestamp": "2026-12-07T10:00:00Z"}});
+        assert!(!node_eligible(&node(deleting)));
     }
 
     fn node(annotation: Option<&str>, internal_ip: Option<&str>) -> Node {

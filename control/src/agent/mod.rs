@@ -13,6 +13,7 @@ mod adopt;
 mod api_server;
 mod datapath_ports;
 mod error;
+mod health;
 mod host_frontends;
 mod http;
 mod kernel_maps;
@@ -91,8 +92,10 @@ pub struct AgentOptions {
     pub cni_path: Vec<PathBuf>,
     /// Where `/metrics` (and `/healthz`, `/readyz`) are served.
     pub metrics_bind_address: SocketAddr,
-    /// Where `/healthz` and `/readyz` are served.
+    /// Where `/healthz`, `/livez` and `/readyz` are served.
     pub healthz_bind_address: SocketAddr,
+    /// How long a noticed change may stay unprogrammed before `/healthz` and `/livez` fail.
+    pub health_timeout: Duration,
 }
 
 /// How to reach the Kubernetes API.
@@ -113,8 +116,6 @@ pub enum Event {
     Signal(i32),
     /// `/metrics`: a snapshot of the counters.
     Metrics(Sender<metrics::Snapshot>),
-    /// `/healthz`.
-    Health(Sender<http::Health>),
     /// The Kubernetes source applied a change: build and publish now, not at the next tick.
     SourceChanged,
     /// The kernel notified route, neighbour or uplink changes (`underlay::Feed` has them).
@@ -128,26 +129,38 @@ const WORKER_STALE: Duration = Duration::from_secs(3);
 /// Runs the agent until SIGTERM/SIGINT. Everything it attached or created is removed
 /// before it returns, also when starting fails halfway.
 pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
+    http::mark_start();
     let (events_tx, events) = unbounded();
     spawn_signal_thread(events_tx.clone())?;
     // Bound before anything is attached, so a taken port fails the start cleanly (and
-    // /healthz answers while the API's first state is awaited; /readyz stays 503, saying
-    // what the agent waits for).
+    // /healthz answers while the API's first state is awaited, healthy as kube-proxy is
+    // while it starts; /readyz stays 503, saying what the agent waits for).
     let readiness = Arc::new(http::Readiness::default());
-    http::start(
-        opts.metrics_bind_address,
-        true,
-        events_tx.clone(),
-        readiness.clone(),
-    )?;
-    http::start(
-        opts.healthz_bind_address,
-        false,
-        events_tx.clone(),
-        readiness.clone(),
-    )?;
+    let health = Arc::new(health::ProxyHealth::new(opts.health_timeout));
+    let probe_counts = Arc::new(http::ProbeCounts::default());
+    let http_server = http::HttpServer::start()?;
+    let routes = |metrics| http::Routes {
+        metrics,
+        events: events_tx.clone(),
+        ready: readiness.clone(),
+        health: health.clone(),
+        counts: probe_counts.clone(),
+    };
+    let listeners = [
+        http_server.serve(opts.metrics_bind_address, "metrics", Arc::new(routes(true)))?,
+        http_server.serve(
+            opts.healthz_bind_address,
+            "healthz",
+            Arc::new(routes(false)),
+        )?,
+    ];
+    tracing::info!(
+        metrics = %listeners[0].addr,
+        healthz = %listeners[1].addr,
+        "serving /metrics, /healthz, /livez and /readyz"
+    );
     let (mut source, state_source) = open_source(opts)?;
-    let source_wake = wake_on_source_changes(&source, &events_tx);
+    let source_wake = wake_on_source_changes(&source, &events_tx, &health);
     let Some(settings) = node_settings::wait_for(&mut source, opts, &events, &readiness)? else {
         return Ok(()); // stopped by a signal while looking for the node's settings
     };
@@ -166,11 +179,15 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         .is_some()
         .then(|| node_annotations::NodeAnnotations::new(&opts.node, &uplink));
     readiness.waiting_for("the first tables for this node (the cluster state, translated)");
-    let Some(first) = first_state(&mut source, opts, &events, annotations.as_mut())? else {
+    let Some((first, first_snapshot)) =
+        first_state(&mut source, opts, &events, annotations.as_mut())?
+    else {
         return Ok(()); // stopped by a signal while waiting for the first state
     };
     let mut warnings = WarningLog::default();
     warnings.log_new(first.warnings.clone());
+    let first_health_checks = first.health_checks.clone();
+    health.set_node_eligible(first.node_eligible);
     check_uplink_mtu(&uplink, first.config.underlay_mtu);
 
     // Subscribed before the first look-up, so no change falls between the two.
@@ -245,7 +262,12 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         warnings,
         masquerade: masquerade_cidrs(&first.config),
         host_frontends,
+        health: health.clone(),
+        http_server: &http_server,
+        health_checks: http::ServiceHealthChecks::new(health.clone()),
     };
+    health.updated(first_snapshot);
+    control.sync_health_checks(&first_health_checks);
     println!(
         "kxdp agent ready node={} generation={} workers={} uplink_queues={}",
         opts.node,
@@ -306,6 +328,11 @@ struct Control<'a> {
     masquerade: Vec<(bool, String)>,
     /// The node's own frontends as the nftables table rewrites them now.
     host_frontends: Vec<host_frontends::HostFrontend>,
+    /// What `/healthz`, `/livez` and the Services' health checks report.
+    health: Arc<health::ProxyHealth>,
+    http_server: &'a http::HttpServer,
+    /// The per-Service health-check servers (`healthCheckNodePort`).
+    health_checks: http::ServiceHealthChecks,
 }
 
 impl Control<'_> {
@@ -323,9 +350,6 @@ impl Control<'_> {
                 Ok(Event::Metrics(reply)) => {
                     let _ = reply.send(self.metrics_snapshot());
                 }
-                Ok(Event::Health(reply)) => {
-                    let _ = reply.send(self.health());
-                }
                 Ok(Event::SourceChanged) => {}
                 Ok(Event::Underlay) => self.underlay_changed(),
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
@@ -335,15 +359,17 @@ impl Control<'_> {
             // elsewhere cannot leave it set): a change landing after this queues a new
             // wake-up, one landing before is in the snapshot.
             self.source_wake.store(false, Ordering::Release);
+            self.health.beat();
             // From noticing the change (the build is part of programming) to published.
             let seen = Instant::now();
             if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
-                && self.publish(next)
+                && self.publish(next, seen)
             {
                 self.programming.observe(seen.elapsed());
             }
             self.retired.collect();
             if self.housekept.elapsed() >= HOUSEKEEPING {
+                self.check_workers();
                 self.housekept = std::time::Instant::now();
                 if let (Some(annotations), Some(kube)) =
                     (self.annotations.as_mut(), self.source.kube())
@@ -410,13 +436,20 @@ impl Control<'_> {
         }
     }
 
-    /// Publishes the next generation; on any error the running one stays. Returns whether
-    /// a generation was published.
-    fn publish(&mut self, built: Result<source::Built, source::BuildError>) -> bool {
+    /// Publishes the next generation, built from the state as it was at `snapshot`; on any
+    /// error the running one stays (and the change counts as not programmed: `/healthz`
+    /// fails once that lasts longer than the health timeout). Returns whether a generation
+    /// was published.
+    fn publish(
+        &mut self,
+        built: Result<source::Built, source::BuildError>,
+        snapshot: Instant,
+    ) -> bool {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
                 self.warnings.log_new(built.warnings);
+                self.health.set_node_eligible(built.node_eligible);
                 // Nodes came or went: their next hops, before the tables that need them.
                 if !self.underlay.knows_nodes_of(&built.tables) {
                     self.kernel_macs = self.underlay.resolve(&built.tables);
@@ -432,10 +465,14 @@ impl Control<'_> {
                 self.retired.publish(&self.tables, tables);
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
+                self.health.updated(snapshot);
+                self.sync_health_checks(&built.health_checks);
                 eprintln!("kxdp agent: published generation {next}");
                 true
             }
             Err(e) => {
+                // (From the API the change was queued when it was watched.)
+                self.health.queued();
                 self.state_load_errors += 1;
                 tracing::error!(
                     "{}: {e}; keeping generation {}",
@@ -499,10 +536,9 @@ impl Control<'_> {
         }
     }
 
-    /// Healthy while this thread serves events (it is answering) and every worker keeps
-    /// publishing stats. A state directory that fails to load is not unhealthy: the
-    /// running generation keeps forwarding, and the error is logged and counted.
-    fn health(&mut self) -> http::Health {
+    /// Every worker must keep publishing stats (they do every ~100 ms, also when idle): one
+    /// that stopped makes the agent unhealthy (`/livez` fails, so the kubelet restarts it).
+    fn check_workers(&mut self) {
         let now = Instant::now();
         let workers = self.ports.published_stats();
         self.worker_progress.resize(workers.len(), (u64::MAX, now));
@@ -530,10 +566,28 @@ impl Control<'_> {
         } else {
             None
         };
-        http::Health {
-            last_updated: self.tables_published_at,
-            problem,
+        if self.health.set_problem(problem.clone()) {
+            match problem {
+                Some(p) => tracing::error!("unhealthy: {p}"),
+                None => tracing::info!("every worker runs again"),
+            }
         }
+    }
+
+    /// Opens, closes and updates the Services' health-check servers on the node's own
+    /// addresses (its Node's addresses; not the pod gateway, which is the pods').
+    fn sync_health_checks(&mut self, wanted: &[model::translate::HealthCheckService]) {
+        let tables = self.tables.load();
+        let gateway = datapath::IpKey::from(std::net::Ipv4Addr::from(tables.node.gateway_ip));
+        let addresses: Vec<std::net::IpAddr> = tables
+            .node
+            .addresses
+            .iter()
+            .filter(|a| **a != gateway)
+            .map(|a| a.to_ip())
+            .collect();
+        self.health_checks
+            .sync(self.http_server, wanted, &addresses);
     }
 
     fn answer(&mut self, req: Request) -> Response {
@@ -592,6 +646,7 @@ impl Control<'_> {
             uplink: self.uplink.name.clone(),
             uplink_found_by: self.uplink.found_by.to_string(),
             state_source: self.state_source.clone(),
+            health_checks: self.health_checks.describe(),
         }
     }
 }
@@ -665,12 +720,19 @@ fn adopt_recorded_pods(ports: &mut DatapathPorts, cni_state_dir: &std::path::Pat
 /// [`Event::SourceChanged`] (at most one at a time: a burst of changes is built once), so a
 /// change is published as soon as it is seen, not at the next `STATE_POLL` tick (which
 /// capped the agent at 5 generations a second). A directory is polled as before.
-fn wake_on_source_changes(source: &Source, events: &Sender<Event>) -> Arc<AtomicBool> {
+fn wake_on_source_changes(
+    source: &Source,
+    events: &Sender<Event>,
+    health: &Arc<health::ProxyHealth>,
+) -> Arc<AtomicBool> {
     let pending = Arc::new(AtomicBool::new(false));
     if let Source::Kube { kube, .. } = source {
         let events = events.clone();
         let queued = pending.clone();
+        let health = health.clone();
         kube.on_change(move || {
+            // kube-proxy's QueuedUpdate: from now the change must be programmed in time.
+            health.queued();
             if !queued.swap(true, Ordering::AcqRel) {
                 let _ = events.send(Event::SourceChanged);
             }
@@ -744,13 +806,13 @@ fn open_source(opts: &AgentOptions) -> Result<(Source, String), AgentError> {
 /// written when they needed it. A state from the API this node cannot run on (its Node not
 /// registered yet, or never annotated and the patch refused) is waited out rather than
 /// fatal: the patch is retried with backoff and the next change is built. `None` when a
-/// signal came first.
+/// signal came first; else the state and when it was taken.
 fn first_state(
     source: &mut Source,
     opts: &AgentOptions,
     events: &Receiver<Event>,
     mut annotations: Option<&mut node_annotations::NodeAnnotations>,
-) -> Result<Option<source::Built>, AgentError> {
+) -> Result<Option<(source::Built, Instant)>, AgentError> {
     let started = std::time::Instant::now();
     let mut reported = started;
     let mut annotated = false;
@@ -769,8 +831,9 @@ fn first_state(
                 annotated = true;
             }
         }
+        let snapshot = Instant::now();
         match source.next(&opts.node, 1) {
-            Some(Ok(built)) => return Ok(Some(built)),
+            Some(Ok(built)) => return Ok(Some((built, snapshot))),
             Some(Err(e)) if source.kube().is_none() => return Err(e.into()),
             // Said once per distinct error, not on every change.
             Some(Err(e)) => {

@@ -13,7 +13,7 @@ use model::config::{AgentConfig, ConfigError};
 use model::state::watch::DirWatch;
 use model::state::{CONFIG_FILE, ClusterState, StateError, load_state_dir};
 use model::translate::incremental::Translator;
-use model::translate::{TranslateError, translate};
+use model::translate::{HealthCheckService, TranslateError, translate};
 
 /// Why no generation could be built. The Display is one line naming the file or object.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,20 @@ pub struct Built {
     pub tables: Tables,
     pub config: AgentConfig,
     pub warnings: Vec<String>,
+    /// The Services this node answers health checks for (`healthCheckNodePort`).
+    pub health_checks: Vec<HealthCheckService>,
+    /// Whether load balancers should keep using this node (`model::k8s::node_eligible`).
+    pub node_eligible: bool,
+}
+
+/// Whether `node`'s Node in `cluster` is eligible (a missing Node cannot be: translation
+/// refuses to build without it).
+fn node_eligible(cluster: &ClusterState, node: &str) -> bool {
+    cluster
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .is_none_or(model::k8s::node_eligible)
 }
 
 /// Loads `dir` and translates it for `node`, with kxdp.yaml as it applies to that node (its
@@ -87,6 +101,8 @@ fn build_from(
         tables: translated.tables,
         config,
         warnings,
+        health_checks: translated.health_checks,
+        node_eligible: node_eligible(cluster, node),
     })
 }
 
@@ -157,12 +173,15 @@ impl Source {
                                 translated
                             }),
                     };
+                let eligible = node_eligible(translator.cluster(), node);
                 Some(
                     result
                         .map(|t| Built {
                             tables: t.tables,
                             config: config.clone(),
                             warnings: t.warnings,
+                            health_checks: t.health_checks,
+                            node_eligible: eligible,
                         })
                         .map_err(BuildError::from),
                 )

@@ -85,6 +85,7 @@ impl FakeAgent {
                                 uplink: "eth0".into(),
                                 uplink_found_by: "--uplink".into(),
                                 state_source: "state directory /s".into(),
+                                health_checks: Vec::new(),
                             }),
                             Request::AddPort { port, ifname, .. } => {
                                 seen.lock().unwrap().push(link_exists(&ifname));

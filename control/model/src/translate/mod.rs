@@ -15,6 +15,7 @@ pub mod incremental;
 pub mod policy;
 mod service_set;
 mod services;
+pub use services::HealthCheckService;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -51,6 +52,8 @@ pub struct Translated {
     pub tables: Tables,
     /// Objects skipped and why, one line each, in a stable order.
     pub warnings: Vec<String>,
+    /// The Services whose `healthCheckNodePort` this node answers, with its local endpoints.
+    pub health_checks: Vec<HealthCheckService>,
 }
 
 /// Why no tables could be built for this node.
@@ -235,7 +238,11 @@ pub(crate) fn assemble(
         service_ports: services.ports(),
         frontends: services.frontends(),
     };
-    Translated { tables, warnings }
+    Translated {
+        tables,
+        warnings,
+        health_checks: services.health_checks(),
+    }
 }
 
 fn own_err(node: &str, field: &str, message: impl std::fmt::Display) -> TranslateError {

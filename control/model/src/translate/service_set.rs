@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 
 use datapath::tables::{Frontend, FrontendKind, ServiceId, ServiceKey, ServicePort};
 
-use super::services::{PortBuild, ServiceBuild, empty_set};
+use super::services::{HealthCheckService, PortBuild, ServiceBuild, empty_set};
 
 /// (namespace, name)
 pub(crate) type ServiceName = (String, String);
@@ -194,6 +194,14 @@ impl ServiceSet {
             }
         }
         out
+    }
+
+    /// The health checks this node answers, in (namespace, name) order.
+    pub fn health_checks(&self) -> Vec<HealthCheckService> {
+        self.services
+            .values()
+            .filter_map(|e| e.build.health_check.clone())
+            .collect()
     }
 
     fn port_name(&self, service: &ServiceName, port: usize) -> String {

@@ -76,6 +76,24 @@ pub(super) fn nodeport_addresses(node: &Node) -> Vec<IpKey> {
 pub(crate) struct ServiceBuild {
     pub ports: Vec<PortBuild>,
     pub warnings: Vec<String>,
+    /// What this node answers on the Service's `healthCheckNodePort`, when it has one.
+    pub health_check: Option<HealthCheckService>,
+}
+
+/// A Service a load balancer health-checks on this node: type LoadBalancer with
+/// `externalTrafficPolicy: Local` and a `spec.healthCheckNodePort` (kube-proxy's
+/// `NeedsHealthCheck`). The load balancer sends traffic only to nodes answering 200, which
+/// they do while they have a ready local endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckService {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.healthCheckNodePort`.
+    pub port: u16,
+    /// Ready endpoints on this node, counted by address as kube-proxy counts them: an
+    /// endpoint serving two of the Service's ports is one endpoint. Terminating ones do not
+    /// count (the node should stop getting new traffic while they drain).
+    pub local_endpoints: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -332,7 +350,36 @@ pub(super) fn build_service(
         }
     }
     out.warnings = warnings;
+    out.health_check = health_check_port(spec).map(|port| HealthCheckService {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        port,
+        local_endpoints: local_ready_endpoints(&out.ports),
+    });
     out
+}
+
+/// `spec.healthCheckNodePort` of a LoadBalancer Service with `externalTrafficPolicy: Local`
+/// (the API server allocates one unless `allocateLoadBalancerNodePorts`-style settings
+/// leave it 0, which kube-proxy logs and skips, as kxdp does).
+fn health_check_port(spec: &ServiceSpec) -> Option<u16> {
+    if spec.type_.as_deref() != Some("LoadBalancer")
+        || spec.external_traffic_policy.as_deref() != Some("Local")
+    {
+        return None;
+    }
+    port_number(spec.health_check_node_port?).ok()
+}
+
+/// Distinct addresses of the ready local endpoints over every port of the Service.
+fn local_ready_endpoints(ports: &[PortBuild]) -> usize {
+    ports
+        .iter()
+        .flat_map(|p| p.port.backends.iter())
+        .filter(|b| b.local && b.condition == EndpointCondition::Ready)
+        .map(|b| b.ip)
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 /// The Service's fixed Maglev table size from its annotation, if it has a valid one.

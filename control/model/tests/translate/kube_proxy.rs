@@ -1272,6 +1272,77 @@ fn session_affinity_client_ip() {
 /// Source ports each probe is sent from (one fresh flow table each).
 const SWEEP: u16 = 48;
 
+/// `healthCheckNodePort` (kube-proxy's `NeedsHealthCheck` and `LocalReadyEndpoints`): only
+/// a LoadBalancer Service with `externalTrafficPolicy: Local` is health-checked, and its
+/// count is this node's ready endpoints by address (one pod serving two ports is one;
+/// serving-terminating and other nodes' endpoints are not counted), 0 without any.
+#[test]
+fn health_check_node_ports() {
+    let two_ports = || {
+        vec![
+            PortSpec::new("http", 80, "TCP", 8080).node_port(30071),
+            PortSpec::new("https", 443, "TCP", 8443).node_port(30072),
+        ]
+    };
+    let with_hc = |spec: &ServiceSpec, hc: u16| {
+        let mut out = vec![spec.service_yaml().replacen(
+            "spec:\n",
+            &format!("spec:\n  healthCheckNodePort: {hc}\n"),
+            1,
+        )];
+        out.extend(spec.slice_yaml());
+        out
+    };
+    let lb = |name: &str, vip: &str, lb_ip: &'static str, policy: &'static str| {
+        ServiceSpec::cluster_ip(name, vip, two_ports())
+            .kind("LoadBalancer")
+            .external_traffic_policy(policy)
+            .ingress(&[(lb_ip, None)])
+    };
+    let local = lb("local", "10.96.0.71", "198.51.100.71", "Local").endpoints(at_pods(&[
+        (WEB0, Conditions::READY_SERVING),
+        (WEB2, Conditions::SERVING_TERMINATING),
+        (WEB1, Conditions::READY_SERVING),
+    ]));
+    let none_here = lb("none-here", "10.96.0.72", "198.51.100.72", "Local")
+        .endpoints(at_pods(&[(WEB1, Conditions::READY_SERVING)]));
+    let cluster = lb("cluster", "10.96.0.73", "198.51.100.73", "Cluster")
+        .endpoints(at_pods(&[(WEB0, Conditions::READY_SERVING)]));
+    let node_port = svc("node-port", "10.96.0.74", http_np(30074))
+        .external_traffic_policy("Local")
+        .endpoints(at_pods(&[(WEB0, Conditions::READY_SERVING)]));
+    let mut manifests = with_hc(&local, 32071);
+    manifests.extend(with_hc(&none_here, 32072));
+    manifests.extend(with_hc(&cluster, 32073));
+    manifests.extend(with_hc(&node_port, 32074));
+
+    let dir = TempDir::new("health_check_node_ports");
+    dir.write("kxdp.yaml", KXDP_YAML);
+    dir.write("00-base.yaml", &base_manifests());
+    dir.write("10-services.yaml", &manifests.join("---\n"));
+    let state = model::state::load_state_dir(dir.path()).expect("a valid state");
+    let translated = model::translate::translate(&state.cluster, &state.config, "node-a", 1)
+        .expect("node-a translates");
+    let got: Vec<(String, u16, usize)> = translated
+        .health_checks
+        .iter()
+        .map(|h| {
+            (
+                format!("{}/{}", h.namespace, h.name),
+                h.port,
+                h.local_endpoints,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("demo/local".to_string(), 32071, 1),
+            ("demo/none-here".to_string(), 32072, 0),
+        ]
+    );
+}
+
 fn source_port(i: u16) -> u16 {
     40_000 + i * 131
 }
