@@ -1,5 +1,5 @@
 //! The `kxdp agent` on a node, end to end, in network namespaces: pods, traffic, reloads
-//! and cleanup (`agent`), its HTTP endpoints (`metrics`), Service churn under traffic
+//! and cleanup (`agent`), its HTTP endpoints (`metrics`, `health`), Service churn under traffic
 //! (`churn`), every rx queue of a multi-queue uplink served (`queues`), and the uplink and
 //! its MTU found without flags (`uplink`).
 //!
@@ -9,6 +9,7 @@
 
 mod agent;
 mod churn;
+mod health;
 mod metrics;
 mod queues;
 mod support;

@@ -74,6 +74,19 @@ impl Node {
         self.dir.join("agent.log")
     }
 
+    /// The agent's status through its API socket.
+    pub fn status(&self) -> agent_api::AgentStatus {
+        agent_api::call(
+            &self.socket(),
+            &agent_api::Request::Status,
+            Duration::from_secs(5),
+        )
+        .expect("status call")
+        .into_result()
+        .expect("status answer")
+        .expect("status body")
+    }
+
     /// Starts `kxdp agent --node node1` in `ns` on the state directory with `extra`
     /// arguments; returns its stdout lines.
     pub fn start_agent(&mut self, ns: &str, extra: &[&str]) -> mpsc::Receiver<String> {

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use agent_api::{AgentStatus, Request};
 use testkit::netns::Uplink;
 use testkit::wait::wait_for;
 
@@ -67,14 +66,6 @@ fn node_ns(node: &mut Node, address: Option<&str>) -> String {
     ns
 }
 
-fn status(node: &Node) -> AgentStatus {
-    agent_api::call(&node.socket(), &Request::Status, Duration::from_secs(5))
-        .expect("status call")
-        .into_result()
-        .expect("status answer")
-        .expect("status body")
-}
-
 /// `/readyz` in `ns`, or (0, "") while nothing listens there yet.
 fn readyz(ns: &str) -> (u16, String) {
     let listening = testkit::netns::in_netns(ns, || {
@@ -113,7 +104,7 @@ fn the_uplink_is_the_interface_holding_the_internal_ip_unless_kxdp_yaml_names_on
     let lines = node.start_agent(&ns, &[]);
     let ready = node.ready_line(&lines);
     assert!(ready.starts_with("kxdp agent ready node=node1 "), "{ready}");
-    let s = status(&node);
+    let s = node.status();
     assert_eq!(
         (s.uplink.as_str(), s.uplink_found_by.as_str(), s.pod_mtu),
         (
@@ -133,7 +124,7 @@ fn the_uplink_is_the_interface_holding_the_internal_ip_unless_kxdp_yaml_names_on
     );
     let lines = node.start_agent(&ns, &[]);
     node.ready_line(&lines);
-    let s = status(&node);
+    let s = node.status();
     assert_eq!(
         (s.uplink.as_str(), s.uplink_found_by.as_str(), s.pod_mtu),
         ("up1", "kxdp.yaml nodes[1]", 1450),
@@ -169,7 +160,7 @@ fn a_node_without_its_uplink_stays_unready_and_says_why_until_it_has_one() {
     let ready = node.ready_line(&lines);
     assert!(ready.starts_with("kxdp agent ready node=node1 "), "{ready}");
     assert_eq!(readyz(&ns).0, 200);
-    assert_eq!(status(&node).uplink, Uplink::NAME);
+    assert_eq!(node.status().uplink, Uplink::NAME);
     node.stop_agent();
 }
 

@@ -451,8 +451,11 @@ fn daemon_set_runs_privileged_on_the_host_network_of_every_node() {
     let modules = modules.filter(|vm| vm.mount_path == "/lib/modules");
     assert!(modules.clone().count() == 1 && modules.clone().all(|vm| vm.read_only == Some(true)));
 
+    // Liveness on /livez (kube-proxy's: healthy through the first sync), not /healthz
+    // (which fails on a Node being deleted: that must drain, not restart, the agent).
     for (probe, path) in [
-        (&agent.liveness_probe, "/healthz"),
+        (&agent.startup_probe, "/livez"),
+        (&agent.liveness_probe, "/livez"),
         (&agent.readiness_probe, "/readyz"),
     ] {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref());
