@@ -13,8 +13,19 @@ use replay::{InputSpec, ReplayOptions, StateUpdate};
 #[derive(Debug, Parser)]
 #[command(name = "kxdp", version)]
 pub struct Cli {
+    /// Log lines on stderr: `text` for a person, `json` (one object per line: timestamp,
+    /// level, fields, message) for a log pipeline. The level is RUST_LOG's (default: info
+    /// for the agent, warnings for the other commands).
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

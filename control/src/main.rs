@@ -2,19 +2,25 @@
 //!
 //! Errors end the process with exit status 1 and one line on stderr; the line names the
 //! file or argument at fault (see `replay::ReplayError`). Logs go to stderr, filtered by
-//! `RUST_LOG` (default: warnings), so stdout carries only what a command prints on purpose.
+//! `RUST_LOG` (default: info for the agent, whose log is what `kubectl logs` shows; warnings
+//! for the one-shot commands), as text or JSON (`--log-format`), so stdout carries only what
+//! a command prints on purpose.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use control::cli::{Cli, Command};
+use control::cli::{Cli, Command, LogFormat};
 
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let default_level = match cli.command {
+        Command::Agent(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(default_level, cli.log_format);
     match cli.command {
         Command::Replay(args) => run_replay(args.into()),
         Command::Stats(args) => run_stats(&args),
@@ -36,14 +42,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+fn init_tracing(default_level: &str, format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a person watching, never into a log file or a test's pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level beside `message`, as log pipelines index them.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 fn run_replay(opts: replay::ReplayOptions) -> ExitCode {

@@ -186,6 +186,15 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     };
     let mut warnings = WarningLog::default();
     warnings.log_new(first.warnings.clone());
+    tracing::info!(
+        generation = 1,
+        from = %first.cause,
+        took_ms = first_snapshot.elapsed().as_millis() as u64,
+        service_ports = first.tables.service_ports.len(),
+        frontends = first.tables.frontends.len(),
+        local_pods = first.tables.local_pods.len(),
+        "tables published"
+    );
     let first_health_checks = first.health_checks.clone();
     health.set_node_eligible(first.node_eligible);
     check_uplink_mtu(&uplink, first.config.underlay_mtu);
@@ -268,12 +277,18 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     };
     health.updated(first_snapshot);
     control.sync_health_checks(&first_health_checks);
-    println!(
-        "kxdp agent ready node={} generation={} workers={} uplink_queues={}",
-        opts.node,
-        control.generation,
+    let uplink_queues = control.ports.queues(UPLINK_PORT).unwrap_or(0);
+    tracing::info!(
+        node = opts.node,
+        generation = control.generation,
         workers,
-        control.ports.queues(UPLINK_PORT).unwrap_or(0)
+        uplink_queues,
+        "ready"
+    );
+    // The one line on stdout, on purpose: what a supervisor (or a test) waits for.
+    println!(
+        "kxdp agent ready node={} generation={} workers={workers} uplink_queues={uplink_queues}",
+        opts.node, control.generation,
     );
     let _ = std::io::stdout().flush();
     readiness.set_ready(true);
@@ -429,9 +444,10 @@ impl Control<'_> {
             next.generation = self.generation;
             self.retired.publish(&self.tables, next);
             self.tables_published_at = SystemTime::now();
-            eprintln!(
-                "kxdp agent: published generation {} (underlay next hops)",
-                self.generation
+            tracing::info!(
+                generation = self.generation,
+                changes = changes.len(),
+                "tables published: a next hop's MAC changed (underlay)"
             );
         }
     }
@@ -467,7 +483,16 @@ impl Control<'_> {
                 self.generation = next;
                 self.health.updated(snapshot);
                 self.sync_health_checks(&built.health_checks);
-                eprintln!("kxdp agent: published generation {next}");
+                let current = self.tables.load();
+                tracing::info!(
+                    generation = next,
+                    from = %built.cause,
+                    took_ms = snapshot.elapsed().as_millis() as u64,
+                    service_ports = current.service_ports.len(),
+                    frontends = current.frontends.len(),
+                    local_pods = current.local_pods.len(),
+                    "tables published"
+                );
                 true
             }
             Err(e) => {

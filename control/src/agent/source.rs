@@ -12,7 +12,7 @@ use crate::source::{KubeSource, SourceUpdate};
 use model::config::{AgentConfig, ConfigError};
 use model::state::watch::DirWatch;
 use model::state::{CONFIG_FILE, ClusterState, StateError, load_state_dir};
-use model::translate::incremental::Translator;
+use model::translate::incremental::{Translator, Work};
 use model::translate::{HealthCheckService, TranslateError, translate};
 
 /// Why no generation could be built. The Display is one line naming the file or object.
@@ -43,6 +43,45 @@ pub struct Built {
     pub health_checks: Vec<HealthCheckService>,
     /// Whether load balancers should keep using this node (`model::k8s::node_eligible`).
     pub node_eligible: bool,
+    /// What it was built from, for the log.
+    pub cause: Cause,
+}
+
+/// What a generation was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The state directory, read whole.
+    Directory,
+    /// The API's whole state: the first sync, or a relist after a watch broke off.
+    ApiRelist,
+    /// Objects the API watch saw change, translated incrementally.
+    ApiChanges { objects: usize, work: Work },
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Directory => f.write_str("the state directory, read whole"),
+            Cause::ApiRelist => f.write_str("the API's whole state (first sync or relist)"),
+            Cause::ApiChanges { objects, work } => {
+                write!(f, "{objects} changed objects")?;
+                if work.full_rebuild {
+                    return f.write_str(", translated from scratch");
+                }
+                write!(f, ": {} Services rebuilt", work.services_rebuilt)?;
+                if work.node_parts_rebuilt {
+                    f.write_str(", nodes and pods rebuilt")?;
+                }
+                if work.policy_compiled {
+                    f.write_str(", policy recompiled")?;
+                }
+                if work.pods_relabelled > 0 {
+                    write!(f, ", {} pods relabelled", work.pods_relabelled)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Whether `node`'s Node in `cluster` is eligible (a missing Node cannot be: translation
@@ -103,6 +142,7 @@ fn build_from(
         warnings,
         health_checks: translated.health_checks,
         node_eligible: node_eligible(cluster, node),
+        cause: Cause::Directory,
     })
 }
 
@@ -163,25 +203,27 @@ impl Source {
             } => {
                 let translator = translator
                     .get_or_insert_with(|| Box::new(Translator::new(config.clone(), node)));
-                let result =
-                    match kube.updates()? {
-                        SourceUpdate::Full(cluster) => translator.reset(cluster, generation),
-                        SourceUpdate::Changes(changes) => translator
+                let result = match kube.updates()? {
+                    SourceUpdate::Full(cluster) => translator
+                        .reset(cluster, generation)
+                        .map(|t| (t, Cause::ApiRelist)),
+                    SourceUpdate::Changes(changes) => {
+                        let objects = changes.len();
+                        translator
                             .apply(changes, generation)
-                            .map(|(translated, work)| {
-                                tracing::debug!(?work, generation, "incremental translation");
-                                translated
-                            }),
-                    };
+                            .map(|(t, work)| (t, Cause::ApiChanges { objects, work }))
+                    }
+                };
                 let eligible = node_eligible(translator.cluster(), node);
                 Some(
                     result
-                        .map(|t| Built {
+                        .map(|(t, cause)| Built {
                             tables: t.tables,
                             config: config.clone(),
                             warnings: t.warnings,
                             health_checks: t.health_checks,
                             node_eligible: eligible,
+                            cause,
                         })
                         .map_err(BuildError::from),
                 )

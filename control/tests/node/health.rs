@@ -209,7 +209,17 @@ fn healthz_follows_programming_and_answers_beside_a_held_connection() {
     let mut node = Node::new("kxhz", "");
     let (ns, _outside) = node_and_outside(&mut node);
     write_state(&node, "Local", Some(true));
-    let lines = node.start_agent(&ns, &["--uplink", Uplink::NAME, "--health-timeout", "2s"]);
+    let lines = node.start_agent(
+        &ns,
+        &[
+            "--uplink",
+            Uplink::NAME,
+            "--health-timeout",
+            "2s",
+            "--log-format",
+            "json",
+        ],
+    );
     node.ready_line(&lines);
     for path in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(http(&ns, "GET", HEALTHZ, path).status, 200, "{path}");
@@ -252,6 +262,27 @@ fn healthz_follows_programming_and_answers_beside_a_held_connection() {
         http(&ns, "GET", HEALTHZ, "/healthz").status == 200
     });
     node.stop_agent();
+
+    // --log-format json: every line one object; each generation one event with its fields.
+    let log = read(&node.log());
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let published: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["message"] == "tables published")
+        .collect();
+    assert!(
+        published.len() >= 2 && published.iter().all(|e| e["level"] == "INFO"),
+        "{log}"
+    );
+    assert_eq!(published[1]["generation"], 2, "{log}");
+    assert_eq!(
+        published[1]["from"], "the state directory, read whole",
+        "{log}"
+    );
+    assert!(published[1]["took_ms"].is_u64(), "{log}");
 }
 
 #[test]

@@ -615,6 +615,7 @@ fn install_args(m: &Manifests) -> control::cli::InstallCniPluginsArgs {
     match control::cli::Cli::try_parse_from(&argv) {
         Ok(control::cli::Cli {
             command: control::cli::Command::InstallCniPlugins(a),
+            ..
         }) => a,
         other => panic!("{argv:?} is not `kxdp install-cni-plugins`: {other:?}"),
     }
