@@ -659,7 +659,8 @@ mod tests {
             json!({"ok":true,"status":{"node":"node-a","generation":7,"workers":2,
                    "ports":["uplink","host"],"table_ports":["pod-demo-web"],
                    "gateway":"10.244.1.1","pod_cidrs":["10.244.1.0/24"],"pod_mtu":1450,
-                   "uplink":"eth0","uplink_found_by":"--uplink","state_source":"state directory /s"}})
+                   "uplink":"eth0","uplink_found_by":"--uplink","state_source":"state directory /s",
+                   "health_checks":[]}})
         );
         let parsed: Response = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
         let refused = parsed.into_result().unwrap_err();
