@@ -182,6 +182,14 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         None => first.tables,
     };
     let tables = Arc::new(ArcSwap::from_pointee(first_tables));
+    // Generation 1's build, as kube-proxy's first (full) sync.
+    let mut sync = metrics::SyncMetrics::new(&tables.load());
+    sync.built(
+        first.started,
+        true,
+        &first.trigger_times,
+        Some(&tables.load()),
+    );
     let mut flows = Flows::new(first.config.conntrack);
     flows.preallocate();
     let shared_flows = Arc::new(Mutex::new(SharedFlows {
@@ -238,7 +246,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         flows: shared_flows,
         tables_published_at: SystemTime::now(),
         state_load_errors: 0,
-        programming: metrics::ProgrammingLatency::default(),
+        sync,
         worker_progress: Vec::new(),
         source_wake,
         retired: retire::Retired::default(),
@@ -294,7 +302,8 @@ struct Control<'a> {
     flows: Arc<Mutex<SharedFlows>>,
     tables_published_at: SystemTime,
     state_load_errors: u64,
-    programming: metrics::ProgrammingLatency,
+    /// Table builds, for `/metrics` (kube-proxy's sync metrics among them).
+    sync: metrics::SyncMetrics,
     /// Per worker: its last published uptime and when it was seen to change.
     worker_progress: Vec<(u64, Instant)>,
     /// Set while an [`Event::SourceChanged`] is queued (so at most one is).
@@ -335,12 +344,9 @@ impl Control<'_> {
             // elsewhere cannot leave it set): a change landing after this queues a new
             // wake-up, one landing before is in the snapshot.
             self.source_wake.store(false, Ordering::Release);
-            // From noticing the change (the build is part of programming) to published.
             let seen = Instant::now();
-            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
-                && self.publish(next)
-            {
-                self.programming.observe(seen.elapsed());
+            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1) {
+                self.publish(next, seen);
             }
             self.retired.collect();
             if self.housekept.elapsed() >= HOUSEKEEPING {
@@ -411,11 +417,13 @@ impl Control<'_> {
     }
 
     /// Publishes the next generation; on any error the running one stays. Returns whether
-    /// a generation was published.
-    fn publish(&mut self, built: Result<source::Built, source::BuildError>) -> bool {
+    /// a generation was published. `seen`: when the change was taken up (a failed build's
+    /// duration runs from there).
+    fn publish(&mut self, built: Result<source::Built, source::BuildError>, seen: Instant) -> bool {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
+                let (started, full) = (built.started, built.full);
                 self.warnings.log_new(built.warnings);
                 // Nodes came or went: their next hops, before the tables that need them.
                 if !self.underlay.knows_nodes_of(&built.tables) {
@@ -430,12 +438,19 @@ impl Control<'_> {
                 }
                 self.sync_host_frontends(&tables, next);
                 self.retired.publish(&self.tables, tables);
+                self.sync.built(
+                    started,
+                    full,
+                    &built.trigger_times,
+                    Some(&self.tables.load()),
+                );
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
                 eprintln!("kxdp agent: published generation {next}");
                 true
             }
             Err(e) => {
+                self.sync.built(seen, false, &[], None);
                 self.state_load_errors += 1;
                 tracing::error!(
                     "{}: {e}; keeping generation {}",
@@ -491,7 +506,12 @@ impl Control<'_> {
             generation: tables.generation,
             tables_published_at: self.tables_published_at,
             state_load_errors: self.state_load_errors,
-            programming: self.programming.clone(),
+            sync: self.sync.clone(),
+            changes: self
+                .source
+                .kube()
+                .map(|kube| kube.change_counters())
+                .unwrap_or_default(),
             underlay_address: std::net::Ipv4Addr::from(tables.node.underlay_ip).to_string(),
             underlay_mac: tables.node.underlay_mac.to_string(),
             node_annotation_patches: self.annotations.as_ref().map_or(0, |a| a.patched),

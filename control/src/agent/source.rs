@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use datapath::tables::Tables;
 
+use crate::source::change_log::TriggerTime;
 use crate::source::{KubeSource, SourceUpdate};
 use model::config::{AgentConfig, ConfigError};
 use model::state::watch::DirWatch;
@@ -39,6 +40,14 @@ pub struct Built {
     pub tables: Tables,
     pub config: AgentConfig,
     pub warnings: Vec<String>,
+    /// Translated from scratch (a directory, a first sync, a relist, a translator that
+    /// started over) rather than by changes alone: kube-proxy's full vs partial sync.
+    pub full: bool,
+    /// The trigger times of the EndpointSlice changes this generation holds (the API only).
+    pub trigger_times: Vec<TriggerTime>,
+    /// When the build started (the changes were taken from the source): a sync's duration
+    /// runs from here to the generation's publication.
+    pub started: std::time::Instant,
 }
 
 /// Loads `dir` and translates it for `node`, with kxdp.yaml as it applies to that node (its
@@ -50,11 +59,13 @@ pub fn build(
     generation: u64,
     uplink_mtu: Option<u32>,
 ) -> Result<Built, BuildError> {
+    let started = std::time::Instant::now();
     let state = load_state_dir(dir)?;
     let labels = state.cluster.node_labels(node);
     let config = state.config.for_node(node, &labels);
     let config = with_uplink_mtu(config, uplink_mtu, &dir.join(CONFIG_FILE))?;
-    build_from(&state.cluster, config, state.warnings, node, generation)
+    let built = build_from(&state.cluster, config, state.warnings, node, generation)?;
+    Ok(Built { started, ..built })
 }
 
 /// [`AgentConfig::with_uplink_mtu`] when the uplink's MTU is known.
@@ -87,6 +98,9 @@ fn build_from(
         tables: translated.tables,
         config,
         warnings,
+        full: true,
+        trigger_times: Vec::new(),
+        started: std::time::Instant::now(),
     })
 }
 
@@ -147,22 +161,30 @@ impl Source {
             } => {
                 let translator = translator
                     .get_or_insert_with(|| Box::new(Translator::new(config.clone(), node)));
+                let started = std::time::Instant::now();
+                let update = kube.updates()?;
+                let trigger_times = kube.take_trigger_times();
                 let result =
-                    match kube.updates()? {
-                        SourceUpdate::Full(cluster) => translator.reset(cluster, generation),
+                    match update {
+                        SourceUpdate::Full(cluster) => {
+                            translator.reset(cluster, generation).map(|t| (t, true))
+                        }
                         SourceUpdate::Changes(changes) => translator
                             .apply(changes, generation)
                             .map(|(translated, work)| {
                                 tracing::debug!(?work, generation, "incremental translation");
-                                translated
+                                (translated, work.full_rebuild)
                             }),
                     };
                 Some(
                     result
-                        .map(|t| Built {
+                        .map(|(t, full)| Built {
                             tables: t.tables,
                             config: config.clone(),
                             warnings: t.warnings,
+                            full,
+                            trigger_times,
+                            started,
                         })
                         .map_err(BuildError::from),
                 )
