@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
@@ -164,7 +164,7 @@ pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
         .as_ref()?
         .get(LAST_CHANGE_TRIGGER_TIME)?;
     match text.parse::<Timestamp>() {
-        Ok(at) => Some(SystemTime::from(at)),
+        Ok(at) => Some(system_time(at)),
         Err(error) => {
             tracing::warn!(
                 slice = slice.metadata.name.as_deref().unwrap_or(""),
@@ -174,6 +174,19 @@ pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
             );
             None
         }
+    }
+}
+
+/// `at` as a `SystemTime` (jiff's own conversion needs its std feature, which k8s-openapi
+/// leaves off).
+fn system_time(at: Timestamp) -> SystemTime {
+    let nanos = u32::try_from(at.subsec_nanosecond().unsigned_abs()).unwrap_or(0);
+    let whole = std::time::Duration::from_secs(at.as_second().unsigned_abs());
+    // For times before 1970 the fraction counts towards the epoch (it is negative).
+    if at.as_second() < 0 || at.subsec_nanosecond() < 0 {
+        UNIX_EPOCH - whole - std::time::Duration::from_nanos(u64::from(nanos))
+    } else {
+        UNIX_EPOCH + whole + std::time::Duration::from_nanos(u64::from(nanos))
     }
 }
 
@@ -203,7 +216,7 @@ mod tests {
     }
 
     fn at(rfc3339: &str) -> SystemTime {
-        SystemTime::from(rfc3339.parse::<Timestamp>().unwrap())
+        system_time(rfc3339.parse::<Timestamp>().unwrap())
     }
 
     #[test]
