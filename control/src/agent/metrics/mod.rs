@@ -500,6 +500,12 @@ mod tests {
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 3\n"));
         assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter\n"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 0\n"));
+        assert!(
+            text.contains("# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total untyped\n")
+        );
+        assert!(text.contains(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 0\n"
+        ));
         let version = format!(
             "kxdp_build_info{{version=\"{}\",",
             env!("CARGO_PKG_VERSION")

@@ -198,7 +198,7 @@ impl SyncMetrics {
         k.register(
             "sync_proxy_rules_no_local_endpoints_total",
             "Number of services with a Local traffic policy and no endpoints",
-            no_local,
+            Untyped(no_local),
         );
         let gauge = |n: u64| {
             let g = Gauge::<i64>::default();
@@ -246,6 +246,26 @@ impl SyncMetrics {
              the publication of the table generation holding the change (Kubernetes API only)",
             self.kxdp_programming.clone(),
         );
+    }
+}
+
+/// A gauge exposed as untyped. kube-proxy's `sync_proxy_rules_no_local_endpoints_total` is
+/// a gauge named like a counter, which `promtool check metrics` refuses for any type but
+/// counter and untyped; as untyped it keeps kube-proxy's name, labels and values (PromQL
+/// reads untyped samples as it reads gauges) and passes the lint.
+#[derive(Debug)]
+struct Untyped(Family<Labels, Gauge>);
+
+impl prometheus_client::encoding::EncodeMetric for Untyped {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Unknown
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// prometheus-client writes OpenMetrics, where a counter family `x` has samples `x_total`
 /// and the text ends in `# EOF`. The classic text format names the family after its
 /// samples and has no EOF marker (a parser of it would see `x` as a family without
-/// samples and `x_total` as one without HELP or TYPE).
+/// samples and `x_total` as one without HELP or TYPE). OpenMetrics' `unknown` type is the
+/// classic format's `untyped`.
 pub(super) fn openmetrics_to_text(om: &str) -> String {
     let counters: std::collections::HashSet<&str> = om
         .lines()
@@ -29,6 +30,10 @@ pub(super) fn openmetrics_to_text(om: &str) -> String {
                     "_total"
                 } else {
                     ""
+                };
+                let tail = match (p, tail) {
+                    ("# TYPE ", "unknown") => "untyped",
+                    _ => tail,
                 };
                 let _ = writeln!(out, "{p}{name}{suffix} {tail}");
             }
