@@ -180,7 +180,7 @@ pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
 /// `at` as a `SystemTime` (jiff's own conversion needs its std feature, which k8s-openapi
 /// leaves off).
 fn system_time(at: Timestamp) -> SystemTime {
-    let nanos = u32::try_from(at.subsec_nanosecond().unsigned_abs()).unwrap_or(0);
+    let nanos = at.subsec_nanosecond().unsigned_abs();
     let whole = std::time::Duration::from_secs(at.as_second().unsigned_abs());
     // For times before 1970 the fraction counts towards the epoch (it is negative).
     if at.as_second() < 0 || at.subsec_nanosecond() < 0 {
