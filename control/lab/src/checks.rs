@@ -423,6 +423,12 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         },
     );
 
+    // kube-proxy's metric names on node1, moving as the lab adds and removes a Service.
+    check(
+        "node1 /metrics: kubeproxy_* names there, moving as a Service comes and goes".into(),
+        &|c| super::metrics_check::kube_proxy_names_move(c.lab),
+    );
+
     // After the traffic above, before the floods (which overrun the rings on purpose):
     // every rx queue of each uplink has its socket, nothing the XDP programs meant for a
     // worker fell back to the kernel (no_slot), nothing was lost before a worker saw it.

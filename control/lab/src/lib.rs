@@ -30,6 +30,7 @@ pub mod containerd;
 mod error;
 pub mod layout;
 pub mod manifests;
+mod metrics_check;
 pub mod oci_image;
 pub mod pause;
 pub mod pods;

@@ -208,6 +208,14 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         None => first.tables,
     };
     let tables = Arc::new(ArcSwap::from_pointee(first_tables));
+    // Generation 1's build, as kube-proxy's first (full) sync.
+    let mut sync = metrics::SyncMetrics::new(&tables.load());
+    sync.built(
+        first.started,
+        true,
+        &first.trigger_times,
+        Some(&tables.load()),
+    );
     let mut flows = Flows::new(first.config.conntrack);
     flows.preallocate();
     let shared_flows = Arc::new(Mutex::new(SharedFlows {
@@ -264,7 +272,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         flows: shared_flows,
         tables_published_at: SystemTime::now(),
         state_load_errors: 0,
-        programming: metrics::ProgrammingLatency::default(),
+        sync,
         worker_progress: Vec::new(),
         source_wake,
         retired: retire::Retired::default(),
@@ -331,7 +339,8 @@ struct Control<'a> {
     flows: Arc<Mutex<SharedFlows>>,
     tables_published_at: SystemTime,
     state_load_errors: u64,
-    programming: metrics::ProgrammingLatency,
+    /// Table builds, for `/metrics` (kube-proxy's sync metrics among them).
+    sync: metrics::SyncMetrics,
     /// Per worker: its last published uptime and when it was seen to change.
     worker_progress: Vec<(u64, Instant)>,
     /// Set while an [`Event::SourceChanged`] is queued (so at most one is).
@@ -375,12 +384,9 @@ impl Control<'_> {
             // wake-up, one landing before is in the snapshot.
             self.source_wake.store(false, Ordering::Release);
             self.health.beat();
-            // From noticing the change (the build is part of programming) to published.
             let seen = Instant::now();
-            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1)
-                && self.publish(next, seen)
-            {
-                self.programming.observe(seen.elapsed());
+            if let Some(next) = self.source.next(&self.opts.node, self.generation + 1) {
+                self.publish(next, seen);
             }
             self.retired.collect();
             if self.housekept.elapsed() >= HOUSEKEEPING {
@@ -452,7 +458,8 @@ impl Control<'_> {
         }
     }
 
-    /// Publishes the next generation, built from the state as it was at `snapshot`; on any
+    /// Publishes the next generation, built from the state as it was at `snapshot` (when
+    /// the change was taken up: a failed build's duration runs from there too); on any
     /// error the running one stays (and the change counts as not programmed: `/healthz`
     /// fails once that lasts longer than the health timeout). Returns whether a generation
     /// was published.
@@ -464,6 +471,7 @@ impl Control<'_> {
         let next = self.generation + 1;
         match built {
             Ok(built) => {
+                let (started, full) = (built.started, built.full);
                 self.warnings.log_new(built.warnings);
                 self.health.set_node_eligible(built.node_eligible);
                 // Nodes came or went: their next hops, before the tables that need them.
@@ -479,6 +487,12 @@ impl Control<'_> {
                 }
                 self.sync_host_frontends(&tables, next);
                 self.retired.publish(&self.tables, tables);
+                self.sync.built(
+                    started,
+                    full,
+                    &built.trigger_times,
+                    Some(&self.tables.load()),
+                );
                 self.tables_published_at = SystemTime::now();
                 self.generation = next;
                 self.health.updated(snapshot);
@@ -498,6 +512,7 @@ impl Control<'_> {
             Err(e) => {
                 // (From the API the change was queued when it was watched.)
                 self.health.queued();
+                self.sync.built(snapshot, false, &[], None);
                 self.state_load_errors += 1;
                 tracing::error!(
                     "{}: {e}; keeping generation {}",
@@ -553,7 +568,12 @@ impl Control<'_> {
             generation: tables.generation,
             tables_published_at: self.tables_published_at,
             state_load_errors: self.state_load_errors,
-            programming: self.programming.clone(),
+            sync: self.sync.clone(),
+            changes: self
+                .source
+                .kube()
+                .map(|kube| kube.change_counters())
+                .unwrap_or_default(),
             underlay_address: std::net::Ipv4Addr::from(tables.node.underlay_ip).to_string(),
             underlay_mac: tables.node.underlay_mac.to_string(),
             node_annotation_patches: self.annotations.as_ref().map_or(0, |a| a.patched),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use datapath::tables::Tables;
 
+use crate::source::change_log::TriggerTime;
 use crate::source::{KubeSource, SourceUpdate};
 use model::config::{AgentConfig, ConfigError};
 use model::state::watch::DirWatch;
@@ -45,6 +46,14 @@ pub struct Built {
     pub node_eligible: bool,
     /// What it was built from, for the log.
     pub cause: Cause,
+    /// Translated from scratch (a directory, a first sync, a relist, a translator that
+    /// started over) rather than by changes alone: kube-proxy's full vs partial sync.
+    pub full: bool,
+    /// The trigger times of the EndpointSlice changes this generation holds (the API only).
+    pub trigger_times: Vec<TriggerTime>,
+    /// When the build started (the changes were taken from the source): a sync's duration
+    /// runs from here to the generation's publication.
+    pub started: std::time::Instant,
 }
 
 /// What a generation was built from.
@@ -103,11 +112,13 @@ pub fn build(
     generation: u64,
     uplink_mtu: Option<u32>,
 ) -> Result<Built, BuildError> {
+    let started = std::time::Instant::now();
     let state = load_state_dir(dir)?;
     let labels = state.cluster.node_labels(node);
     let config = state.config.for_node(node, &labels);
     let config = with_uplink_mtu(config, uplink_mtu, &dir.join(CONFIG_FILE))?;
-    build_from(&state.cluster, config, state.warnings, node, generation)
+    let built = build_from(&state.cluster, config, state.warnings, node, generation)?;
+    Ok(Built { started, ..built })
 }
 
 /// [`AgentConfig::with_uplink_mtu`] when the uplink's MTU is known.
@@ -143,6 +154,9 @@ fn build_from(
         health_checks: translated.health_checks,
         node_eligible: node_eligible(cluster, node),
         cause: Cause::Directory,
+        full: true,
+        trigger_times: Vec::new(),
+        started: std::time::Instant::now(),
     })
 }
 
@@ -203,27 +217,34 @@ impl Source {
             } => {
                 let translator = translator
                     .get_or_insert_with(|| Box::new(Translator::new(config.clone(), node)));
-                let result = match kube.updates()? {
+                let started = std::time::Instant::now();
+                let update = kube.updates()?;
+                let trigger_times = kube.take_trigger_times();
+                let result = match update {
                     SourceUpdate::Full(cluster) => translator
                         .reset(cluster, generation)
-                        .map(|t| (t, Cause::ApiRelist)),
+                        .map(|t| (t, Cause::ApiRelist, true)),
                     SourceUpdate::Changes(changes) => {
                         let objects = changes.len();
-                        translator
-                            .apply(changes, generation)
-                            .map(|(t, work)| (t, Cause::ApiChanges { objects, work }))
+                        translator.apply(changes, generation).map(|(t, work)| {
+                            let cause = Cause::ApiChanges { objects, work };
+                            (t, cause, work.full_rebuild)
+                        })
                     }
                 };
                 let eligible = node_eligible(translator.cluster(), node);
                 Some(
                     result
-                        .map(|(t, cause)| Built {
+                        .map(|(t, cause, full)| Built {
                             tables: t.tables,
                             config: config.clone(),
                             warnings: t.warnings,
                             health_checks: t.health_checks,
                             node_eligible: eligible,
                             cause,
+                            full,
+                            trigger_times,
+                            started,
                         })
                         .map_err(BuildError::from),
                 )

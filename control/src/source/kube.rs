@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ::kube::api::{Patch, PatchParams};
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
@@ -33,6 +33,8 @@ use tokio::runtime::Runtime;
 
 use model::state::ClusterState;
 use model::state::changes::{Change, Kind, Object, ObjectKey};
+
+use super::change_log::{ChangeCounters, ChangeLog, TriggerTime};
 
 /// The kinds the source watches: the kinds kxdp reads.
 pub type WatchedKind = Kind;
@@ -122,7 +124,7 @@ pub async fn in_cluster_at(
 }
 
 /// What the watcher tasks tell the control thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     /// Per kind: has its first list completed?
     synced: [bool; 6],
@@ -135,6 +137,21 @@ struct Progress {
     /// A kind was (re)listed since then: deletions during a watch gap are only visible
     /// by comparing whole lists, so the next update is the whole state.
     relisted: bool,
+    /// Change counters and trigger times for the metrics.
+    changes: ChangeLog,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            synced: Default::default(),
+            generation: 0,
+            errors: 0,
+            dirty: HashSet::new(),
+            relisted: false,
+            changes: ChangeLog::new(SystemTime::now()),
+        }
+    }
 }
 
 /// Called after every change applied to a store (see [`KubeSource::on_change`]).
@@ -164,7 +181,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_event<K: Resource>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
+    fn note_event<K: Resource + 'static>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
         let mut progress = self.lock();
         match event {
             // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
@@ -176,8 +193,17 @@ impl Shared {
                 progress.synced[kind as usize] = true;
                 progress.relisted = true;
             }
-            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
-                progress.dirty.insert(ObjectKey::of(kind, obj.meta()));
+            watcher::Event::Apply(obj) => {
+                let key = ObjectKey::of(kind, obj.meta());
+                progress
+                    .changes
+                    .note(kind, &key, Some(obj as &dyn std::any::Any));
+                progress.dirty.insert(key);
+            }
+            watcher::Event::Delete(obj) => {
+                let key = ObjectKey::of(kind, obj.meta());
+                progress.changes.note(kind, &key, None);
+                progress.dirty.insert(key);
             }
         }
         progress.generation += 1;
@@ -226,6 +252,8 @@ pub struct KubeSource {
     stores: Stores,
     /// The generation the last snapshot handed out was taken at.
     published: Option<u64>,
+    /// The trigger times of the changes the last [`updates`](Self::updates) handed out.
+    trigger_times: Vec<TriggerTime>,
 }
 
 impl fmt::Debug for KubeSource {
@@ -293,6 +321,7 @@ impl KubeSource {
             shared,
             stores,
             published: None,
+            trigger_times: Vec::new(),
         })
     }
 
@@ -351,6 +380,8 @@ impl KubeSource {
             }
             let full = self.published.is_none() || progress.relisted;
             progress.relisted = false;
+            // Taken with the changes they belong to (see `change_log`).
+            self.trigger_times = progress.changes.take_trigger_times();
             (
                 progress.generation,
                 full,
@@ -371,6 +402,18 @@ impl KubeSource {
                 })
                 .collect(),
         ))
+    }
+
+    /// The trigger times of the EndpointSlice changes the last [`updates`](Self::updates)
+    /// handed out; emptied by the call.
+    pub fn take_trigger_times(&mut self) -> Vec<TriggerTime> {
+        std::mem::take(&mut self.trigger_times)
+    }
+
+    /// Service and EndpointSlice changes seen and pending, in kube-proxy's terms.
+    pub fn change_counters(&self) -> ChangeCounters {
+        let progress = self.shared.lock();
+        progress.changes.counters(&progress.dirty)
     }
 
     /// The current state when every kind has synced, whether or not it changed.

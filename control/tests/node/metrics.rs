@@ -1,7 +1,8 @@
 //! `kxdp agent`'s HTTP endpoints on one node in a network namespace: /readyz and /healthz
 //! as kube-proxy serves them, /metrics validated by `promtool check metrics` and checked for
-//! real values (traffic on the uplink, the table generation, a reload's programming
-//! latency), 404/405 for anything else, and SIGTERM stopping the agent.
+//! real values (traffic on the uplink, the table generation, a reload's build time, and
+//! kube-proxy's `kubeproxy_*` names moving as Services change), 404/405 for anything else,
+//! and SIGTERM stopping the agent.
 //!
 //! Root only and needs promtool (Debian package prometheus); skipped with a message
 //! otherwise, except under CI=true where it fails.
@@ -82,6 +83,103 @@ status:
     let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, manifests).unwrap();
     std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
+}
+
+/// A second node, and a Service with `internalTrafficPolicy: Local` whose one endpoint is
+/// on it: kube-proxy counts it in `sync_proxy_rules_no_local_endpoints_total`.
+const LOCAL_SERVICE_ELSEWHERE: &str = r#"---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node2
+  annotations:
+    kxdp.io/underlay-mac: "02:78:00:00:00:02"
+spec:
+  podCIDR: 10.244.2.0/24
+status:
+  addresses:
+  - type: InternalIP
+    address: 192.168.78.3
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  clusterIP: 10.96.0.20
+  clusterIPs: [10.96.0.20]
+  internalTrafficPolicy: Local
+  ports:
+  - port: 80
+    protocol: TCP
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+endpoints:
+- addresses: [10.244.2.5]
+  conditions: {ready: true}
+  nodeName: node2
+ports:
+- port: 8080
+  protocol: TCP
+"#;
+
+/// kube-proxy's names in an exposition (each must be there).
+#[derive(Debug)]
+struct KubeProxy {
+    syncs: f64,
+    full: f64,
+    partial: f64,
+    last_synced: f64,
+    last_queued: f64,
+    no_local_internal: f64,
+}
+
+impl KubeProxy {
+    fn read(exposition: &str) -> KubeProxy {
+        let get = |series: &str| {
+            sample(exposition, series)
+                .unwrap_or_else(|| panic!("{series} is not in /metrics:\n{exposition}"))
+        };
+        for series in [
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"}",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"}",
+        ] {
+            get(series);
+        }
+        KubeProxy {
+            syncs: get("kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}"),
+            full: get("kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}"),
+            partial: get(
+                "kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
+            ),
+            last_synced: get(
+                "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
+            ),
+            last_queued: get(
+                "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"}",
+            ),
+            no_local_internal: get(
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"}",
+            ),
+        }
+    }
 }
 
 /// The value of the sample `name{labels}` (exact text before the value).
@@ -262,12 +360,30 @@ fn agent_serves_metrics_healthz_and_readyz() {
         sample(&exposition, "kxdp_worker_busy_ratio{worker=\"0\"}")
             .is_some_and(|r| (0.0..=1.0).contains(&r))
     );
+    // A state directory has no trigger times: no network programming latency, ever.
     assert_eq!(
         sample(
             &exposition,
             "kxdp_network_programming_duration_seconds_count"
         ),
         Some(0.0)
+    );
+    // Generation 1's build, as kube-proxy's first full sync.
+    assert_eq!(
+        sample(&exposition, "kxdp_sync_duration_seconds_count"),
+        Some(1.0)
+    );
+    let before = KubeProxy::read(&exposition);
+    assert_eq!(before.syncs, 1.0, "{exposition}");
+    assert_eq!((before.full, before.partial), (1.0, 0.0));
+    assert_eq!(before.no_local_internal, 0.0);
+    assert!(
+        exposition.starts_with("# HELP")
+            && exposition.contains(&format!(
+                "kxdp_build_info{{version=\"{}\",",
+                env!("CARGO_PKG_VERSION")
+            )),
+        "{exposition}"
     );
     let published = sample(&exposition, "kxdp_tables_last_published_timestamp_seconds").unwrap();
     let now = std::time::SystemTime::now()
@@ -279,23 +395,32 @@ fn agent_serves_metrics_healthz_and_readyz() {
         "published at {published}, now {now}"
     );
 
-    // A state change: generation 2, and one programming latency observed.
-    write_state(
-        &state,
-        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-    );
+    // A state change: generation 2, a Service whose only endpoint is on another node
+    // while its internalTrafficPolicy is Local. One more (full: a directory is re-read
+    // whole) sync, and kube-proxy's count of Local policies without local endpoints moves.
+    write_state(&state, LOCAL_SERVICE_ELSEWHERE);
     wait_for("generation 2 in /metrics", Duration::from_secs(10), || {
         exposition = http(&node, "GET", METRICS, "/metrics").body;
         sample(&exposition, "kxdp_table_generation") == Some(2.0)
     });
     promtool_check(&exposition);
     assert_eq!(
+        sample(&exposition, "kxdp_sync_duration_seconds_count"),
+        Some(2.0)
+    );
+    let after = KubeProxy::read(&exposition);
+    assert_eq!((after.syncs, after.full), (2.0, 2.0), "{exposition}");
+    assert_eq!(after.no_local_internal, 1.0, "{exposition}");
+    assert!(after.last_synced > before.last_synced, "{exposition}");
+    assert!(
+        after.last_queued >= after.last_synced - 10.0 && after.last_queued <= after.last_synced
+    );
+    assert_eq!(
         sample(
             &exposition,
             "kxdp_network_programming_duration_seconds_count"
         ),
-        Some(1.0),
-        "{exposition}"
+        Some(0.0)
     );
 
     assert_eq!(http(&node, "GET", METRICS, "/nope").status, 404);

@@ -749,3 +749,143 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+const METRICS_PORT: i32 = 10249;
+const MONITORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/monitoring");
+
+/// The part of a monitoring.coreos.com/v1 ServiceMonitor deploy/monitoring/ uses; any
+/// other field is refused (no CRD types here to decode it strictly otherwise).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitor {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: ServiceMonitorSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitorSpec {
+    selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    namespace_selector: NamespaceSelector,
+    endpoints: Vec<ScrapeEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    match_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ScrapeEndpoint {
+    port: String,
+    path: String,
+    interval: String,
+    relabelings: Vec<Relabeling>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Relabeling {
+    source_labels: Vec<String>,
+    target_label: String,
+}
+
+/// Prometheus reaches every agent's /metrics: the agent binds it on the node's addresses
+/// (the pod has the host's network), the container declares the port, the pod template
+/// carries the scrape annotations, and deploy/monitoring/ has a headless Service over the
+/// agent pods with a ServiceMonitor selecting it.
+#[test]
+fn metrics_are_served_where_prometheus_reaches_them() {
+    let m = manifests();
+    let args = agent_args(&m, "worker-7");
+    assert_eq!(
+        args.metrics_bind_address,
+        std::net::SocketAddr::from(([0, 0, 0, 0], METRICS_PORT as u16))
+    );
+    let agent = agent_container(&m);
+    let port = agent
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a container port named metrics");
+    assert_eq!(port.container_port, METRICS_PORT);
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+
+    let template = m.daemon_set.spec.as_ref().expect("spec").template.clone();
+    let template_meta = template.metadata.expect("template metadata");
+    let annotations = template_meta.annotations.clone().unwrap_or_default();
+    let want = [
+        ("prometheus.io/scrape", "true"),
+        ("prometheus.io/port", "10249"),
+        ("prometheus.io/path", "/metrics"),
+    ];
+    for (k, v) in want {
+        assert_eq!(annotations.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    let pod_labels = template_meta.labels.expect("template labels");
+
+    let k: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{MONITORING}/kustomization.yaml"))
+            .expect("read deploy/monitoring/kustomization.yaml"),
+    )
+    .expect("kustomization is YAML");
+    assert_eq!(k["kind"].as_str(), Some("Kustomization"));
+    assert_eq!(k["resources"][0].as_str(), Some("monitoring.yaml"));
+    assert_eq!(k["resources"].as_sequence().map(Vec::len), Some(1));
+
+    let docs = documents(
+        &std::fs::read_to_string(format!("{MONITORING}/monitoring.yaml"))
+            .expect("read deploy/monitoring/monitoring.yaml"),
+    )
+    .expect("monitoring.yaml is YAML");
+    assert_eq!(docs.len(), 2, "a Service and a ServiceMonitor");
+    let service: Box<k8s_openapi::api::core::v1::Service> =
+        strict(&docs[0]).unwrap_or_else(|e| panic!("the Service: {e}"));
+    assert_eq!(docs[0]["kind"], "Service");
+    let service_meta = &service.metadata;
+    assert_eq!(service_meta.namespace.as_deref(), Some(NAMESPACE));
+    let spec = service.spec.as_ref().expect("Service spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");
+    for (k, v) in spec.selector.as_ref().expect("a selector") {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Service selects the agent pods"
+        );
+    }
+    let service_port = &spec.ports.as_ref().expect("ports")[0];
+    assert_eq!(service_port.port, METRICS_PORT);
+    assert_eq!(
+        service_port.target_port,
+        Some(IntOrString::String("metrics".into())),
+        "the container's named port"
+    );
+
+    let monitor: ServiceMonitor = serde_json::from_value(docs[1].clone())
+        .unwrap_or_else(|e| panic!("the ServiceMonitor: {e}"));
+    assert_eq!(monitor.api_version, "monitoring.coreos.com/v1");
+    assert_eq!(monitor.kind, "ServiceMonitor");
+    assert_eq!(monitor.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let service_labels = service_meta.labels.clone().unwrap_or_default();
+    let selector = monitor.spec.selector.match_labels.expect("matchLabels");
+    for (k, v) in &selector {
+        assert_eq!(
+            service_labels.get(k),
+            Some(v),
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    assert_eq!(monitor.spec.namespace_selector.match_names, [NAMESPACE]);
+    let endpoint = &monitor.spec.endpoints[0];
+    assert_eq!(Some(&endpoint.port), service_port.name.as_ref());
+    assert_eq!(endpoint.path, "/metrics");
+    assert!(endpoint.interval.ends_with('s'), "{}", endpoint.interval);
+    assert!(endpoint.relabelings.iter().any(|r| r.source_labels
+        == ["__meta_kubernetes_pod_node_name"]
+        && r.target_label == "node"));
+}

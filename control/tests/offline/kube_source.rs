@@ -664,3 +664,103 @@ fn updates_are_changes_and_a_whole_state_after_a_relist() {
     );
     assert_equals_full(&translator, &got, &dir.config);
 }
+
+/// What the metrics read from the source (kube-proxy's change counters and the trigger
+/// times network programming is measured from), with the double standing in for the
+/// EndpointSlice controller: a slice written without a trigger time is stamped at the
+/// write, one that carries a time keeps it, and each comes out with the update that
+/// holds its change.
+#[test]
+fn changes_are_counted_and_slices_carry_their_trigger_times() {
+    use control::source::change_log::{IpFamily, LAST_CHANGE_TRIGGER_TIME};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    let (double, dir) = populated_double();
+    let (mut source, _kubeconfig) = start(&double, "triggers");
+    // The source started before this: trigger times older than its start are not measured.
+    let started = std::time::SystemTime::now();
+    let mut translator = Translator::new(dir.config.clone(), "node-a");
+    converge_updates(&mut source, &mut translator, &double, "initial sync");
+    // The initial list is no change: nothing counted, no trigger time (the slices'
+    // stamps predate nothing the source measures).
+    let before = source.change_counters();
+    assert_eq!(
+        (before.service_changes, before.endpoint_changes),
+        (0, 0),
+        "{before:?}"
+    );
+    assert!(source.take_trigger_times().is_empty());
+
+    // Dated 3 s ago (but after the source started: the measurement ignores older ones).
+    let mut dated: EndpointSlice = dir.cluster.endpoint_slices[0].clone();
+    let ago = Duration::from_secs(3);
+    wait_until("the source running for 3 s", || {
+        std::time::SystemTime::now() > started + ago + Duration::from_millis(10)
+    });
+    let at = std::time::SystemTime::now() - ago;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let stamp =
+        k8s_openapi::jiff::Timestamp::new(since.as_secs() as i64, since.subsec_nanos() as i32)
+            .unwrap()
+            .to_string();
+    dated
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(LAST_CHANGE_TRIGGER_TIME.to_string(), stamp.clone());
+    dated.metadata.resource_version = None;
+    double.apply(&dated).unwrap();
+    // An undated one: the double stamps it now.
+    let mut undated: EndpointSlice = dir.cluster.endpoint_slices[0].clone();
+    undated.metadata.name = Some("a-second-slice".into());
+    undated.metadata.annotations = None;
+    undated.metadata.resource_version = None;
+    let written = std::time::SystemTime::now();
+    double.apply(&undated).unwrap();
+    let mut service = dir.cluster.services[0].clone();
+    service.metadata.resource_version = None;
+    service
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("touched".into(), "yes".into());
+    double.apply(&service).unwrap();
+
+    let mut triggers = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while triggers.len() < 2 {
+        assert!(Instant::now() < deadline, "trigger times: {triggers:?}");
+        if source.wait_for_change(Duration::from_millis(200))
+            && let Some(SourceUpdate::Changes(_)) = source.updates()
+        {
+            triggers.extend(source.take_trigger_times());
+        }
+    }
+    triggers.sort_by_key(|t| t.at);
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+    assert!(triggers.iter().all(|t| t.family == IpFamily::V4));
+    assert_eq!(
+        triggers[0].at, at,
+        "the dated slice keeps its time ({stamp})"
+    );
+    let stamped = triggers[1].at;
+    assert!(
+        stamped >= written - Duration::from_millis(1) && stamped <= std::time::SystemTime::now(),
+        "the undated slice is stamped at its write"
+    );
+
+    wait_until("the counters", || {
+        let c = source.change_counters();
+        c.service_changes == 1 && c.endpoint_changes == 2
+    });
+    let after = source.change_counters();
+    assert!(after.last_change.is_some());
+    // Everything was taken by the updates above: nothing pending.
+    assert_eq!(
+        (
+            after.service_changes_pending,
+            after.endpoint_changes_pending
+        ),
+        (0, 0)
+    );
+}

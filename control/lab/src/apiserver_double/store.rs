@@ -175,6 +175,9 @@ impl State {
     /// or MODIFIED; returns that version.
     pub fn apply(&mut self, mut object: Value) -> Result<u64, DoubleError> {
         let (kind, key) = servable(&object)?;
+        if kind == "EndpointSlice" {
+            stamp_trigger_time(&mut object);
+        }
         self.rv += 1;
         let rv = self.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -367,12 +370,84 @@ impl Shared {
     }
 }
 
+/// The annotation the EndpointSlice controller writes on every slice it changes: when the
+/// change that caused it happened (kube-proxy measures network programming from it).
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// Standing in for the EndpointSlice controller: a slice written without a trigger time
+/// gets the time of the write (RFC 3339, nanoseconds); one that carries a time keeps it,
+/// so a test can date its change.
+fn stamp_trigger_time(object: &mut Value) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .and_modify(|a| {
+            if !a.is_object() {
+                *a = json!({});
+            }
+        })
+        .or_insert_with(|| json!({}));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations
+            .entry(LAST_CHANGE_TRIGGER_TIME)
+            .or_insert_with(|| json!(timestamp(std::time::SystemTime::now()).to_string()));
+    }
+}
+
+/// `t` as a jiff timestamp (its `now` needs jiff's std feature, which k8s-openapi leaves off).
+fn timestamp(t: std::time::SystemTime) -> k8s_openapi::jiff::Timestamp {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let nanos = i32::try_from(since.subsec_nanos()).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::new(seconds, nanos)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pod(name: &str) -> Value {
         json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"namespace": "demo", "name": name}})
+    }
+
+    #[test]
+    fn endpoint_slices_get_a_trigger_time_unless_they_carry_one() {
+        let mut state = State::default();
+        let slice = |annotations: Value| {
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                   "metadata": {"namespace": "demo", "name": "web-1", "annotations": annotations},
+                   "addressType": "IPv4", "endpoints": []})
+        };
+        let before = timestamp(std::time::SystemTime::now());
+        state.apply(slice(Value::Null)).unwrap();
+        let key = ("demo".to_string(), "web-1".to_string());
+        let stamped = state.object("EndpointSlice", &key).unwrap()["metadata"]["annotations"]
+            [LAST_CHANGE_TRIGGER_TIME]
+            .as_str()
+            .unwrap()
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap();
+        assert!(stamped >= before && stamped <= timestamp(std::time::SystemTime::now()));
+        let dated = "2026-01-01T00:00:00Z";
+        state
+            .apply(slice(
+                json!({LAST_CHANGE_TRIGGER_TIME: dated, "other": "kept"}),
+            ))
+            .unwrap();
+        let annotations = &state.object("EndpointSlice", &key).unwrap()["metadata"]["annotations"];
+        assert_eq!(annotations[LAST_CHANGE_TRIGGER_TIME], dated);
+        assert_eq!(annotations["other"], "kept");
+        // Other kinds are left alone.
+        state.apply(pod("p")).unwrap();
+        let pod_key = ("demo".to_string(), "p".to_string());
+        assert!(
+            state.object("Pod", &pod_key).unwrap()["metadata"]
+                .get("annotations")
+                .is_none()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   and print one JSON object: answers per backend, failures by kind, RTT percentiles.
 //! - `flood` sends UDP as fast as it can for a while; `sink` counts what arrives. The two
 //!   together measure packets per second through the datapath.
+//! - `get` fetches one HTTP path (an agent's /metrics) and prints the body.
 
 mod flood;
 mod request;
@@ -70,6 +71,13 @@ pub enum ProbeAction {
         #[arg(long, default_value_t = 15000)]
         max_ms: u64,
     },
+    /// GET PATH from IP:PORT over HTTP; prints the body, fails unless the answer is 200.
+    Get {
+        #[arg(long, value_name = "IP:PORT")]
+        to: SocketAddr,
+        #[arg(long, default_value = "/metrics")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +129,7 @@ pub fn main(args: ProbeArgs) -> ExitCode {
             Duration::from_millis(max_ms),
         )
         .and_then(|r| print_json(&r)),
+        ProbeAction::Get { to, path } => http_get(to, &path).map(|body| print!("{body}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,4 +146,24 @@ fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
     out.flush()
+}
+
+/// One HTTP/1.0 GET (so the answer is never chunked, whatever server answers); the body
+/// of a 200 answer.
+fn http_get(to: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&to, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if head.split(' ').nth(1) != Some("200") {
+        let status = head.lines().next().unwrap_or("no answer");
+        return Err(std::io::Error::other(format!(
+            "GET {path} from {to}: {status}"
+        )));
+    }
+    Ok(body.to_string())
 }

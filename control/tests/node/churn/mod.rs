@@ -549,7 +549,7 @@ fn counters_at_rest(node: &Node) -> (Totals, u64) {
     }
 }
 
-/// `kxdp_network_programming_duration_seconds` (sum, count) from the agent's /metrics:
+/// `kxdp_sync_duration_seconds` (sum, count) from the agent's /metrics:
 /// the time from noticing a change to publishing its generation, build included.
 fn programming(node_ns: &str) -> (f64, u64) {
     let text = in_netns(node_ns, || {
@@ -567,8 +567,8 @@ fn programming(node_ns: &str) -> (f64, u64) {
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
     };
     (
-        value("kxdp_network_programming_duration_seconds_sum "),
-        value("kxdp_network_programming_duration_seconds_count ") as u64,
+        value("kxdp_sync_duration_seconds_sum "),
+        value("kxdp_sync_duration_seconds_count ") as u64,
     )
 }
 

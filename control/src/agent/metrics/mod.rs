@@ -4,21 +4,34 @@
 //!
 //! Workers never touch shared atomics per packet: every number here comes from their
 //! per-worker counters, copied out every ~100 ms, and is summed at render time. The
-//! counters are built fresh for every scrape from those totals; only the programming
-//! latency histogram lives across scrapes (it is observed by the control thread).
+//! counters are built fresh for every scrape from those totals, so a series exists only
+//! while what it counts does: a closed port's `port="pod-<ns>-<name>"` series are gone from
+//! the next scrape (Prometheus marks them stale), and no label takes values without bound
+//! (ports are the open ones, workers and queues are fixed at start, reasons are enums).
+//! Only the build histograms live across scrapes (`sync`, observed by the control thread).
+//!
+//! Beside kxdp's own `kxdp_*` names, the table builds are reported under kube-proxy's
+//! `kubeproxy_*` names and meanings (`sync`), so dashboards and alerts built for kube-proxy
+//! keep working.
 
-use std::fmt::Write as _;
+mod sync;
+mod text;
+
+pub use sync::SyncMetrics;
+pub use text::{rfc3339, unix_seconds};
+
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use datapath::verdict::DropReason;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use xdp_redirect::worker::WorkerStats;
+
+use crate::source::change_log::ChangeCounters;
 
 /// The media type of [`render`]'s output: the classic Prometheus text format, which every
 /// scraper and `promtool check metrics` read.
@@ -43,7 +56,10 @@ pub struct Snapshot {
     pub generation: u64,
     pub tables_published_at: SystemTime,
     pub state_load_errors: u64,
-    pub programming: ProgrammingLatency,
+    /// Table builds (kept across scrapes by the control thread).
+    pub sync: SyncMetrics,
+    /// The Kubernetes source's Service and EndpointSlice changes (zero for a directory).
+    pub changes: ChangeCounters,
     /// This node's underlay (VTEP) IPv4 address and MAC in the published tables.
     pub underlay_address: String,
     pub underlay_mac: String,
@@ -52,28 +68,7 @@ pub struct Snapshot {
     pub node_annotation_patch_failures: u64,
 }
 
-/// `kxdp_network_programming_duration_seconds`, named after kube-proxy's
-/// `network_programming_duration_seconds`. kube-proxy measures from the change of the API
-/// object to the rules being programmed; here the clock starts when the agent sees the
-/// state directory change (it cannot know when the object changed upstream) and stops
-/// when the new tables are published to the workers and the XDP maps.
-#[derive(Debug, Clone)]
-pub struct ProgrammingLatency(Histogram);
-
-impl Default for ProgrammingLatency {
-    fn default() -> Self {
-        // 0.5 ms .. ~16 s: a reload is milliseconds, a huge state directory seconds.
-        ProgrammingLatency(Histogram::new(exponential_buckets(0.0005, 2.0, 16)))
-    }
-}
-
-impl ProgrammingLatency {
-    pub fn observe(&self, took: Duration) {
-        self.0.observe(took.as_secs_f64());
-    }
-}
-
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 type CounterFamily = Family<Labels, Counter<u64>>;
 type SecondsFamily = Family<Labels, Counter<f64, AtomicU64>>;
 type RatioFamily = Family<Labels, Gauge<f64, AtomicU64>>;
@@ -393,99 +388,42 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         "Patches of this node's kxdp.io annotations that failed (retried with backoff)",
         counter(snap.node_annotation_patch_failures),
     );
+    snap.sync.register_kxdp(&mut r);
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info.get_or_create(&build_labels()).set(1);
     r.register(
-        "network_programming_duration_seconds",
-        "From the agent seeing a state directory change to the new tables being published",
-        snap.programming.0.clone(),
+        "build_info",
+        "The kxdp build this agent runs (always 1)",
+        build_info,
     );
+
+    let mut kube_proxy = Registry::with_prefix("kubeproxy");
+    snap.sync
+        .register_kube_proxy(&mut kube_proxy, &snap.changes);
 
     let mut out = String::new();
     encode(&mut out, &r)?;
-    Ok(openmetrics_to_text(&out))
+    encode(&mut out, &kube_proxy)?;
+    Ok(text::openmetrics_to_text(&out))
 }
 
-/// prometheus-client writes OpenMetrics, where a counter family `x` has samples `x_total`
-/// and the text ends in `# EOF`. The classic text format names the family after its
-/// samples and has no EOF marker (a parser of it would see `x` as a family without
-/// samples and `x_total` as one without HELP or TYPE).
-fn openmetrics_to_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len() + 16 * counters.len());
-    for line in om.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let header = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match header {
-            Some((p, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) {
-                    "_total"
-                } else {
-                    ""
-                };
-                let _ = writeln!(out, "{p}{name}{suffix} {tail}");
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// `t` as RFC 3339 in UTC with milliseconds (`2026-11-23T00:35:32.123Z`), as kube-proxy's
-/// healthz body shows its times.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), era by era.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = String::with_capacity(24);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    );
-    s
+/// `kxdp_build_info`'s labels: the crate version, and the commit when the build was given
+/// one (`KXDP_GIT_COMMIT` in the build's environment; a tarball build has none).
+fn build_labels() -> Labels {
+    vec![
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "git_commit",
+            option_env!("KXDP_GIT_COMMIT")
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_dates() {
-        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
-        assert_eq!(at(1_795_394_132), "2026-11-23T00:35:32.000Z");
-    }
 
     #[test]
     fn renders_summed_worker_counters() {
@@ -503,8 +441,8 @@ mod tests {
         let mut w1 = w0.clone();
         w1.id = 1;
         w1.ports[0].queue = 1;
-        let latency = ProgrammingLatency::default();
-        latency.observe(Duration::from_millis(3));
+        let mut sync = SyncMetrics::new(&sync::tests::tables(&[]));
+        sync.built(std::time::Instant::now(), true, &[], None);
         let snap = Snapshot {
             workers: vec![w0, w1],
             xdp_decisions: vec![("no_slot", 0), ("uplink_vxlan", 9)],
@@ -515,7 +453,11 @@ mod tests {
             generation: 4,
             tables_published_at: SystemTime::now(),
             state_load_errors: 0,
-            programming: latency,
+            sync,
+            changes: ChangeCounters {
+                service_changes: 3,
+                ..Default::default()
+            },
             underlay_address: "192.168.50.10".into(),
             underlay_mac: "02:00:c0:a8:32:0a".into(),
             node_annotation_patches: 1,
@@ -545,11 +487,74 @@ mod tests {
         assert!(text.contains("kxdp_xdp_decisions_total{reason=\"no_slot\"} 0\n"));
         assert!(text.contains("kxdp_xdp_decisions_total{reason=\"uplink_vxlan\"} 9\n"));
         assert!(text.contains("kxdp_table_generation 4\n"));
-        assert!(text.contains("kxdp_network_programming_duration_seconds_count 1\n"));
+        assert!(text.contains("kxdp_sync_duration_seconds_count 1\n"));
+        assert!(text.contains("kxdp_network_programming_duration_seconds_count 0\n"));
+        assert!(
+            text.contains(
+                "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n"
+            )
+        );
+        assert!(text.contains(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n"
+        ));
+        assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 3\n"));
+        assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter\n"));
+        assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 0\n"));
+        assert!(
+            text.contains("# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total untyped\n")
+        );
+        assert!(text.contains(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 0\n"
+        ));
+        let version = format!(
+            "kxdp_build_info{{version=\"{}\",",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
         assert!(text.contains(
             "kxdp_underlay_info{address=\"192.168.50.10\",mac=\"02:00:c0:a8:32:0a\"} 1\n"
         ));
         assert!(text.contains("kxdp_node_annotation_patches_total 1\n"));
         assert!(text.contains("kxdp_node_annotation_patch_failures_total 2\n"));
+    }
+}
+
+#[cfg(test)]
+mod cardinality_tests {
+    use super::*;
+
+    fn snapshot(ports: &[&str]) -> Snapshot {
+        let mut w = WorkerStats::default();
+        for name in ports {
+            w.ports.push(xdp_redirect::worker::PortStats {
+                name: name.to_string(),
+                ..Default::default()
+            });
+        }
+        Snapshot {
+            workers: vec![w],
+            xdp_decisions: Vec::new(),
+            conntrack: ConntrackSnapshot::default(),
+            generation: 1,
+            tables_published_at: SystemTime::now(),
+            state_load_errors: 0,
+            sync: SyncMetrics::new(&sync::tests::tables(&[])),
+            changes: ChangeCounters::default(),
+            underlay_address: String::new(),
+            underlay_mac: String::new(),
+            node_annotation_patches: 0,
+            node_annotation_patch_failures: 0,
+        }
+    }
+
+    /// A pod port's series exist while the port is open and not after: scrapes are built
+    /// from the open sockets only, so pods that come and go add no series for good.
+    #[test]
+    fn a_closed_ports_series_are_gone_from_the_next_scrape() {
+        let open = render(&snapshot(&["uplink", "pod-demo-web-1"])).unwrap();
+        assert!(open.contains("port=\"pod-demo-web-1\""), "{open}");
+        let closed = render(&snapshot(&["uplink"])).unwrap();
+        assert!(!closed.contains("pod-demo-web-1"), "{closed}");
+        assert!(closed.contains("kxdp_port_rx_packets_total{port=\"uplink\"} 0\n"));
     }
 }
