@@ -578,6 +578,7 @@ impl Control<'_> {
             underlay_mac: tables.node.underlay_mac.to_string(),
             node_annotation_patches: self.annotations.as_ref().map_or(0, |a| a.patched),
             node_annotation_patch_failures: self.annotations.as_ref().map_or(0, |a| a.failed),
+            probes: metrics::ProbeTotals::default(),
         }
     }
 

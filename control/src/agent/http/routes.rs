@@ -75,6 +75,16 @@ impl ProbeCounts {
         let counter = if healthy { ok } else { unavailable };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn totals(&self) -> metrics::ProbeTotals {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metrics::ProbeTotals {
+            healthz_ok: read(&self.healthz_ok),
+            healthz_unavailable: read(&self.healthz_unavailable),
+            livez_ok: read(&self.livez_ok),
+            livez_unavailable: read(&self.livez_unavailable),
+        }
+    }
 }
 
 /// What one listener of the agent serves.
@@ -119,8 +129,8 @@ impl Handler for Routes {
                 Answer::Now(livez(&reading))
             }
             _ => {
-                let events = self.events.clone();
-                Answer::Blocking(Box::new(move || metrics_reply(&events)))
+                let (events, counts) = (self.events.clone(), self.counts.clone());
+                Answer::Blocking(Box::new(move || metrics_reply(&events, &counts)))
             }
         }
     }
@@ -184,10 +194,12 @@ fn ask<T>(events: &Sender<Event>, make: impl FnOnce(Sender<T>) -> Event) -> Opti
     rx.recv_timeout(CONTROL_TIMEOUT).ok()
 }
 
-fn metrics_reply(events: &Sender<Event>) -> Reply {
-    let Some(snapshot): Option<Snapshot> = ask(events, Event::Metrics) else {
+fn metrics_reply(events: &Sender<Event>, counts: &ProbeCounts) -> Reply {
+    let Some(mut snapshot): Option<Snapshot> = ask(events, Event::Metrics) else {
         return Reply::text(503, "the control thread did not answer within 2 s\n");
     };
+    // The listeners count the probes themselves; the control thread never sees them.
+    snapshot.probes = counts.totals();
     match metrics::render(&snapshot) {
         Ok(body) => Reply {
             status: 200,

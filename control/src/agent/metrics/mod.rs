@@ -66,6 +66,19 @@ pub struct Snapshot {
     /// Patches of this node's kxdp.io annotations the API accepted / that failed.
     pub node_annotation_patches: u64,
     pub node_annotation_patch_failures: u64,
+    /// `/healthz` and `/livez` answers by code (counted by the HTTP listeners, which fill
+    /// this in).
+    pub probes: ProbeTotals,
+}
+
+/// Probe answers by endpoint and code: kube-proxy's `proxy_healthz_total{code}` and
+/// `proxy_livez_total{code}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeTotals {
+    pub healthz_ok: u64,
+    pub healthz_unavailable: u64,
+    pub livez_ok: u64,
+    pub livez_unavailable: u64,
 }
 
 pub(crate) type Labels = Vec<(&'static str, String)>;
@@ -400,6 +413,26 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
     let mut kube_proxy = Registry::with_prefix("kubeproxy");
     snap.sync
         .register_kube_proxy(&mut kube_proxy, &snap.changes);
+    let code = |c: &str| vec![("code", c.to_string())];
+    let p = &snap.probes;
+    counters(
+        &mut kube_proxy,
+        "proxy_healthz",
+        "Cumulative proxy healthz HTTP status",
+        [
+            (code("200"), p.healthz_ok),
+            (code("503"), p.healthz_unavailable),
+        ],
+    );
+    counters(
+        &mut kube_proxy,
+        "proxy_livez",
+        "Cumulative proxy livez HTTP status",
+        [
+            (code("200"), p.livez_ok),
+            (code("503"), p.livez_unavailable),
+        ],
+    );
 
     let mut out = String::new();
     encode(&mut out, &r)?;
@@ -462,6 +495,11 @@ mod tests {
             underlay_mac: "02:00:c0:a8:32:0a".into(),
             node_annotation_patches: 1,
             node_annotation_patch_failures: 2,
+            probes: ProbeTotals {
+                healthz_ok: 5,
+                livez_unavailable: 1,
+                ..Default::default()
+            },
         };
         let text = render(&snap).unwrap();
         assert!(
@@ -498,6 +536,8 @@ mod tests {
             "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n"
         ));
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 3\n"));
+        assert!(text.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 5\n"));
+        assert!(text.contains("kubeproxy_proxy_livez_total{code=\"503\"} 1\n"));
         assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_service_changes_total counter\n"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 0\n"));
         assert!(
@@ -544,6 +584,7 @@ mod cardinality_tests {
             underlay_mac: String::new(),
             node_annotation_patches: 0,
             node_annotation_patch_failures: 0,
+            probes: ProbeTotals::default(),
         }
     }
 
