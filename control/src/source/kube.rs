@@ -669,7 +669,10 @@ impl Watch<'_> {
                         // The store shows the change before the generation is bumped, as
                         // kube's reflector would apply it.
                         writer.apply_watcher_event(&event);
-                        not_served = false;
+                        if not_served && matches!(event, watcher::Event::InitDone) {
+                            not_served = false;
+                            tracing::info!(%kind, "kube source: the API server serves this optional kind now: listed");
+                        }
                         shared.note_event(kind, &event);
                     }
                     Err(error) => match refused_list(kind, &error) {
