@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use super::cmd;
 use super::error::LabError;
 use super::layout::{
-    ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, EXTERNAL_IP, FLOOD_PORT, HTTP_PORT, LOAD_BALANCER_IP,
-    NODE_PORT, NODE1, NODE2, NODE3, NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1, POD_WEB2, PodPlan,
-    UPLINK, WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
+    ADMIN_PORT, CLIENT_HOST_PORT, ECHO_PORT, EXTERNAL_IP, EXTRA_CLUSTER_IP, FLOOD_PORT, HTTP_PORT,
+    LOAD_BALANCER_IP, NODE_PORT, NODE1, NODE2, NODE3, NodePlan, POD_CLIENT, POD_OTHER, POD_WEB1,
+    POD_WEB2, PodPlan, SECOND_SERVICE_CIDR, UPLINK, WEB_CLUSTER_IP, WEB_TCP_PORT, WEB_UDP_PORT,
 };
 use super::manifests::PlacedPod;
 use super::pods;
@@ -252,6 +252,25 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
             },
         );
     }
+
+    // A Service allocated from the second ServiceCIDR: programmed (the ServiceCIDR objects
+    // extend kxdp.yaml's range), from a pod and from a node's own stack, which reaches it
+    // because the agent routes every ServiceCIDR into kxdp-host (walk 8).
+    check(
+        format!(
+            "pod->ClusterIP {EXTRA_CLUSTER_IP}:{WEB_TCP_PORT} (second ServiceCIDR {SECOND_SERVICE_CIDR})"
+        ),
+        &|c| {
+            let to = SocketAddr::from((EXTRA_CLUSTER_IP, WEB_TCP_PORT));
+            web_answers(c, &c.pod_ns(&POD_CLIENT), to)
+        },
+    );
+    check(
+        format!(
+            "node2 host->ClusterIP {EXTRA_CLUSTER_IP}:{WEB_TCP_PORT} (second ServiceCIDR, routed into kxdp-host)"
+        ),
+        &|c| second_cidr_from_host(c, NODE2),
+    );
 
     // Walk 5: an outside client to the NodePort of each node.
     for node in [NODE1, NODE2] {
@@ -571,6 +590,27 @@ fn queues_served(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
 fn web_answers(c: &Ctx<'_>, netns: &str, to: SocketAddr) -> (bool, String) {
     let r = c.probe(netns, Proto::Tcp, to, NODEPORT_COUNT, TIMEOUT_MS);
     judge_all_answered(r, &[POD_WEB1.name, POD_WEB2.name])
+}
+
+/// From `node`'s own stack to the Service of the second ServiceCIDR: its route goes into
+/// kxdp-host (the agent added it for the ServiceCIDR object) and the web pods answer.
+fn second_cidr_from_host(c: &Ctx<'_>, node: NodePlan) -> (bool, String) {
+    let mut ip = cmd::in_netns(&c.node_ns(node), "ip");
+    let vip = EXTRA_CLUSTER_IP.to_string();
+    let route = cmd::run(ip.args(["-o", "route", "get", &vip])).unwrap_or_else(|e| e.to_string());
+    let via_kxdp = route.contains(" dev kxdp-host ");
+    let (answered, measured) = web_answers(
+        c,
+        &c.node_ns(node),
+        SocketAddr::from((EXTRA_CLUSTER_IP, WEB_TCP_PORT)),
+    );
+    (
+        via_kxdp && answered,
+        format!(
+            "{measured}; routed by: {}",
+            route.split(" src ").next().unwrap_or_default().trim()
+        ),
+    )
 }
 
 /// The agent reached the API server at `--api-server` with the service account (its

@@ -51,6 +51,11 @@ pub const UPLINK_MTU: u32 = 1480;
 pub const UPLINK_QUEUES: u32 = 4;
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// A second ServiceCIDR object (networking.k8s.io/v1) beside the API server's own
+/// (`kubernetes`, SERVICE_CIDR), as a cluster that ran out of ClusterIPs adds one. Apart
+/// from every other range of the lab (pods 10.244/16, services 10.96/12, fabric
+/// 192.168.77/24).
+pub const SECOND_SERVICE_CIDR: &str = "10.200.0.0/24";
 
 /// Ports every pod's probe server listens on.
 pub const HTTP_PORT: u16 = 8080;
@@ -77,6 +82,9 @@ pub const NODE_PORT: u16 = 30080;
 /// processes use them, through kxdp's output rewrite).
 pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 200);
 pub const LOAD_BALANCER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 201);
+/// Service demo/web-extra (ClusterIP from SECOND_SERVICE_CIDR): TCP 80 -> http.
+pub const EXTRA_SERVICE: &str = "web-extra";
+pub const EXTRA_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 10);
 /// NetworkPolicy demo/web-ingress.
 pub const POLICY: &str = "web-ingress";
 

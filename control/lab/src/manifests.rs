@@ -1,5 +1,6 @@
 //! The lab's state directory (docs/replay.md): what a cluster's API server would hold
-//! for it. `write_base` before the agents start (nodes, namespace, Services, policy);
+//! for it. `write_base` before the agents start (nodes, namespace, ServiceCIDRs, Services,
+//! policy);
 //! `write_workloads` once the CNI plugin has given every pod its address (Pods with
 //! status.podIP, and the EndpointSlices the controller would derive from them), in one
 //! file written atomically, so an agent never sees pods without their endpoints.
@@ -12,10 +13,10 @@ use serde_json::{Value, json};
 
 use super::error::LabError;
 use super::layout::{
-    self, ADMIN_PORT, AGENT_NODES, CLIENT_IP, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP, HTTP_PORT,
-    LOAD_BALANCER_IP, NAMESPACE, NODE_PORT, NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan,
-    POLICY, PodPlan, SERVICE_CIDR, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE, WEB_TCP_PORT,
-    WEB_UDP_PORT,
+    self, ADMIN_PORT, AGENT_NODES, CLIENT_IP, CLUSTER_CIDR, ECHO_PORT, EXTERNAL_IP,
+    EXTRA_CLUSTER_IP, EXTRA_SERVICE, HTTP_PORT, LOAD_BALANCER_IP, NAMESPACE, NODE_PORT,
+    NODEPORT_CLUSTER_IP, NODEPORT_SERVICE, NodePlan, POLICY, PodPlan, SECOND_SERVICE_CIDR,
+    SERVICE_CIDR, VNI, VXLAN_PORT, WEB_CLUSTER_IP, WEB_SERVICE, WEB_TCP_PORT, WEB_UDP_PORT,
 };
 
 /// A pod with the address the CNI plugin gave it.
@@ -27,6 +28,7 @@ pub struct PlacedPod {
 
 pub const CONFIG_FILE: &str = "kxdp.yaml";
 pub const CLUSTER_FILE: &str = "cluster.yaml";
+pub const SERVICE_CIDRS_FILE: &str = "service-cidrs.yaml";
 pub const SERVICES_FILE: &str = "services.yaml";
 pub const POLICY_FILE: &str = "policy.yaml";
 pub const WORKLOADS_FILE: &str = "workloads.yaml";
@@ -45,13 +47,15 @@ pub fn config_yaml() -> String {
     )
 }
 
-/// Writes everything but the pods: config, namespace, nodes, Services, NetworkPolicy.
+/// Writes everything but the pods: config, namespace, nodes, ServiceCIDRs, Services,
+/// NetworkPolicy.
 pub fn write_base(state_dir: &Path) -> Result<(), LabError> {
     fs::create_dir_all(state_dir).map_err(|e| LabError::io(state_dir, e))?;
     write_atomic(state_dir, CONFIG_FILE, &config_yaml())?;
     let mut cluster = vec![namespace()];
     cluster.extend(layout::NODES.iter().map(|&n| node(n)));
     write_atomic(state_dir, CLUSTER_FILE, &to_yaml(&cluster)?)?;
+    write_atomic(state_dir, SERVICE_CIDRS_FILE, &to_yaml(&service_cidrs())?)?;
     write_atomic(state_dir, SERVICES_FILE, &to_yaml(&services())?)?;
     write_atomic(state_dir, POLICY_FILE, &to_yaml(&[policy()])?)?;
     Ok(())
@@ -150,6 +154,26 @@ pub fn pod(p: &PlacedPod) -> Value {
     })
 }
 
+/// The cluster's ServiceCIDRs: the API server's own (`kubernetes`, the range kxdp.yaml
+/// also names) and a second one. With these present kxdp.yaml's serviceCIDR is only the
+/// fallback; every agent routes both ranges into its kxdp-host.
+fn service_cidrs() -> Vec<Value> {
+    [
+        ("kubernetes", SERVICE_CIDR),
+        ("second", SECOND_SERVICE_CIDR),
+    ]
+    .iter()
+    .map(|(name, cidr)| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "ServiceCIDR",
+            "metadata": {"name": name},
+            "spec": {"cidrs": [cidr]},
+        })
+    })
+    .collect()
+}
+
 /// A ClusterIP Service of the lab's namespace selecting `app=<app>`.
 pub fn cluster_ip_service(name: &str, app: &str, ip: Ipv4Addr, ports: Value) -> Value {
     json!({
@@ -170,9 +194,16 @@ pub fn cluster_ip_service(name: &str, app: &str, ip: Ipv4Addr, ports: Value) -> 
 /// backends on every node's InternalIP at 30080 (externalTrafficPolicy Cluster: SNAT to
 /// the node's gateway), and, being a LoadBalancer Service, at an externalIP and its
 /// load balancer's IP on port 80, the latter open only to the external client
-/// (`loadBalancerSourceRanges`).
+/// (`loadBalancerSourceRanges`). demo/web-extra: the web pods' http again, at a ClusterIP
+/// allocated from the second ServiceCIDR.
 fn services() -> Vec<Value> {
     vec![
+        cluster_ip_service(
+            EXTRA_SERVICE,
+            "web",
+            EXTRA_CLUSTER_IP,
+            json!([{"name": "http", "protocol": "TCP", "port": WEB_TCP_PORT, "targetPort": "http"}]),
+        ),
         cluster_ip_service(
             WEB_SERVICE,
             "web",
@@ -243,6 +274,11 @@ fn endpoint_slices(pods: &[PlacedPod]) -> Vec<Value> {
             json!([{"name": "http", "port": HTTP_PORT, "protocol": "TCP"}]),
             &web,
         ),
+        endpoint_slice(
+            EXTRA_SERVICE,
+            json!([{"name": "http", "port": HTTP_PORT, "protocol": "TCP"}]),
+            &web,
+        ),
     ]
 }
 
@@ -303,7 +339,8 @@ mod tests {
         assert!(state.warnings.is_empty(), "{:?}", state.warnings);
         assert_eq!(state.cluster.nodes.len(), 3);
         assert_eq!(state.cluster.pods.len(), 4);
-        assert_eq!(state.cluster.endpoint_slices.len(), 2);
+        assert_eq!(state.cluster.endpoint_slices.len(), 3);
+        assert_eq!(state.cluster.service_cidrs.len(), 2);
         assert_eq!(state.config.vxlan.vni, VNI);
         for node in [NODE1, NODE2] {
             let t = translate(&state.cluster, &state.config, &node.name(), 1).unwrap();
@@ -314,6 +351,15 @@ mod tests {
                 assert!(dump.contains(&port), "{port} missing from {}", node.name());
             }
             assert!(dump.contains(&NODE_PORT.to_string()), "{dump}");
+            // Admitted through the second ServiceCIDR, and both ranges in effect.
+            assert!(dump.contains("demo/web-extra:80"), "{dump}");
+            let cidrs: Vec<String> = t
+                .tables
+                .service_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            assert_eq!(cidrs, [SERVICE_CIDR, SECOND_SERVICE_CIDR]);
         }
         fs::remove_dir_all(&dir).unwrap();
     }

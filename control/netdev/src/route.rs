@@ -101,6 +101,29 @@ impl Netlink {
         )
     }
 
+    /// Removes the main table's route to `dst` out of link `oif` (`ip route del dst dev
+    /// oif`); false when there was none.
+    pub fn delete_route(&self, dst: IpNet, oif: u32) -> Result<bool> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(dst.addr().is_ipv6());
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        // Scope "nowhere" (RT_SCOPE_NOWHERE) matches a route of any scope, as iproute2
+        // sends a delete.
+        msg.header.scope = RouteScope::NoWhere;
+        msg.attributes
+            .push(RouteAttribute::Destination(dst.network().into()));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        match self.ack(RouteNetlinkMessage::DelRoute(msg), 0, &|| {
+            format!("deleting route {} dev #{oif}", dst.trunc())
+        }) {
+            Ok(()) => Ok(true),
+            // The kernel's "no such route".
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The main table's routes of one family.
     pub fn routes(&self, v6: bool) -> Result<Vec<Route>> {
         let mut msg = RouteMessage::default();

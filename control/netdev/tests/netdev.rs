@@ -183,6 +183,24 @@ fn veth_pair_addresses_routes_neighbours_and_offload() {
     let host_route = ip_json(&node, &["-4", "route", "show", "10.244.1.2"]);
     assert_eq!(host_route[0]["dev"], "kxnd0", "{host_route}");
     assert_eq!(host_route[0]["scope"], "link", "{host_route}");
+    // A prefix routed with a source address (as the agent routes Service CIDRs into its
+    // host port), then deleted by prefix and link; deleting again is "was not there".
+    nl.replace_route(&RouteSpec {
+        dst: net("10.200.0.0/24"),
+        via: None,
+        onlink: false,
+        oif: host.index,
+        src: None,
+    })
+    .unwrap();
+    let routed = ip_json(&node, &["-4", "route", "show", "10.200.0.0/24"]);
+    assert_eq!(routed[0]["dev"], "kxnd0", "{routed}");
+    assert!(nl.delete_route(net("10.200.0.0/24"), host.index).unwrap());
+    assert_eq!(
+        ip_json(&node, &["-4", "route", "show", "10.200.0.0/24"]),
+        serde_json::json!([])
+    );
+    assert!(!nl.delete_route(net("10.200.0.0/24"), host.index).unwrap());
     nl.set_permanent_neighbour(host.index, ip("10.244.1.2"), pod_mac)
         .unwrap();
     let neighs = nl.neighbours(host.index).unwrap();

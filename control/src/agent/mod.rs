@@ -22,6 +22,7 @@ pub mod netdev;
 mod node_annotations;
 mod node_settings;
 mod retire;
+mod service_routes;
 mod slot_ranges;
 pub(crate) mod source;
 mod underlay;
@@ -228,11 +229,16 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     };
     let host_plan = host_plan(&tables.load(), &first.config, workers as u32);
     let host_frontends = host_frontends::host_frontends(&tables.load());
+    let mut service_routes = service_routes::ServiceRoutes::new(
+        host_plan.gateway,
+        host_plan.routed.iter().copied().collect(),
+    );
 
     let mut ports = DatapathPorts::start(opts, workers, shared)?;
     let started = (|| -> Result<api_server::ApiSocket, AgentError> {
         ports.sync_maps(&tables.load())?;
         netdev::create_host_port(&host_plan)?;
+        service_routes.sync(&tables.load())?;
         netdev::install_nat(&masquerade_cidrs(&first.config), &host_frontends)?;
         ports.open(UPLINK_PORT, &uplink, PortProgram::Uplink, None)?;
         ports.open(HOST_PORT, netdev::DATAPATH_VETH, PortProgram::Host, None)?;
@@ -282,6 +288,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
         health: health.clone(),
         http_server: &http_server,
         health_checks: http::ServiceHealthChecks::new(health.clone()),
+        service_routes,
     };
     health.updated(first_snapshot);
     control.sync_health_checks(&first_health_checks);
@@ -357,6 +364,8 @@ struct Control<'a> {
     http_server: &'a http::HttpServer,
     /// The per-Service health-check servers (`healthCheckNodePort`).
     health_checks: http::ServiceHealthChecks,
+    /// The Service CIDRs routed into kxdp-host, following the tables.
+    service_routes: service_routes::ServiceRoutes,
 }
 
 impl Control<'_> {
@@ -486,6 +495,9 @@ impl Control<'_> {
                     tracing::error!("generation {next}: {e}");
                 }
                 self.sync_host_frontends(&tables, next);
+                if let Err(e) = self.service_routes.sync(&tables) {
+                    tracing::error!("generation {next}: routing the Service CIDRs: {e}");
+                }
                 self.retired.publish(&self.tables, tables);
                 self.sync.built(
                     started,
@@ -921,14 +933,9 @@ fn host_plan(
     config: &model::config::AgentConfig,
     queues: u32,
 ) -> netdev::HostPortPlan {
-    let routed = config
-        .service_cidrs
-        .iter()
-        .chain(&config.cluster_cidrs)
-        .filter_map(|c| {
-            let addr = std::net::Ipv4Addr::from(c.addr.as_v4()?);
-            ipnet::Ipv4Net::new(addr, c.prefix_len()).ok()
-        })
+    // The Service CIDRs follow the tables (service_routes).
+    let routed = service_routes::ipv4_nets(&config.cluster_cidrs)
+        .into_iter()
         .collect();
     netdev::HostPortPlan {
         gateway: std::net::Ipv4Addr::from(tables.node.gateway_ip),

@@ -57,7 +57,8 @@ pub struct HostPortPlan {
     /// address towards pods and the overlay, since other nodes accept overlay traffic
     /// only from inside our PodCIDR.
     pub gateway: Ipv4Addr,
-    /// Service and cluster CIDRs (the IPv4 ones).
+    /// The cluster CIDRs (the IPv4 ones), fixed for the agent's life. The Service CIDRs
+    /// change with the cluster's ServiceCIDR objects: `service_routes` keeps them.
     pub routed: Vec<Ipv4Net>,
     /// Pod MTU: underlay MTU minus VXLAN overhead (host clients' traffic may be encapsulated).
     pub mtu: u32,
@@ -65,8 +66,9 @@ pub struct HostPortPlan {
     pub queues: u32,
 }
 
-/// Creates the host veth pair and routes the Service and cluster CIDRs into it. A pair left
-/// behind by an agent that died is replaced: nothing else creates these names.
+/// Creates the host veth pair and routes the cluster CIDRs into it (the Service CIDRs are
+/// `service_routes`'). A pair left behind by an agent that died is replaced: nothing else
+/// creates these names.
 pub fn create_host_port(plan: &HostPortPlan) -> Result<(), NetdevError> {
     let nl = Netlink::open()?;
     if nl.delete_link(HOST_VETH)? {

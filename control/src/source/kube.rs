@@ -3,8 +3,15 @@
 //! thread as whole [`ClusterState`] snapshots.
 //!
 //! Guarantees the control thread relies on:
-//! - nothing is offered until every one of the six stores has finished its first list
-//!   (kube's `InitDone`), so tables are never built from a cluster half-listed;
+//! - nothing is offered until every store has finished its first list (kube's `InitDone`),
+//!   so tables are never built from a cluster half-listed; except that an *optional* kind
+//!   ([`Kind::optional`]: ServiceCIDR) whose list the API server answers 404 (it does not
+//!   serve the API: before 1.33, or with the API disabled) counts as listed and empty, so
+//!   an older cluster is not waited on forever. Its list is tried again every
+//!   [`SourceOptions::optional_kind_recheck`] (and kube's backoff), so an upgrade that
+//!   starts serving it is picked up without a restart (a whole-state update follows). A
+//!   403 there (a ClusterRole from before kxdp read the kind) is treated the same, with a
+//!   warning, rather than keeping the node's datapath down;
 //! - each kind's store is swapped in whole by kube's reflector on every (re)list, so a
 //!   relist after `410 Gone` or a dropped connection never shows a half-filled kind;
 //! - errors (refused connections, 410, broken streams) are retried by kube's default
@@ -27,7 +34,7 @@ use ::kube::{Api, Client, Config, Resource, ResourceExt};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
@@ -123,11 +130,29 @@ pub async fn in_cluster_at(
         })
 }
 
+/// How the source watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// How long an optional kind the API server does not serve waits before its list is
+    /// tried again (kube's backoff, up to 30 s, comes on top). Slow on purpose: every agent
+    /// of a cluster asks, and the answer changes only with an upgrade.
+    pub optional_kind_recheck: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            optional_kind_recheck: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the watcher tasks tell the control thread.
 #[derive(Debug)]
 struct Progress {
-    /// Per kind: has its first list completed?
-    synced: [bool; 6],
+    /// Per kind: has its first list completed (or, for an optional kind, been refused as
+    /// not served)?
+    synced: [bool; Kind::ALL.len()],
     /// Bumped after every change applied to any store (and on each completed list).
     generation: u64,
     /// Watch/list errors seen (each one retried by kube's backoff).
@@ -222,6 +247,41 @@ impl Shared {
         tracing::warn!(%kind, %error, "kube source: watch error, retrying with backoff");
         self.lock().errors += 1;
     }
+
+    /// An optional kind's list was refused with `code` (404: not served; 403: not
+    /// permitted) and its store emptied: it counts as listed, and the next update is the
+    /// whole state (objects of the kind that were there are gone).
+    fn note_not_served(&self, kind: WatchedKind, code: u16, recheck: Duration) {
+        let recheck_s = recheck.as_secs();
+        if code == 403 {
+            tracing::warn!(
+                %kind,
+                recheck_s,
+                "kube source: listing this optional kind is forbidden (403): going on without \
+                 it; grant list/watch on it in kxdp's ClusterRole"
+            );
+        } else {
+            tracing::info!(
+                %kind,
+                recheck_s,
+                "kube source: the API server does not serve this optional kind ({code}): \
+                 going on without it, asking again now and then"
+            );
+        }
+        let mut progress = self.lock();
+        progress.synced[kind as usize] = true;
+        progress.relisted = true;
+        progress.generation += 1;
+        drop(progress);
+        self.changed.notify_all();
+        let hook = self
+            .on_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hook) = hook.as_ref() {
+            hook();
+        }
+    }
 }
 
 /// What [`KubeSource::updates`] hands out.
@@ -231,7 +291,7 @@ pub enum SourceUpdate {
     Changes(Vec<Change>),
 }
 
-/// Read handles of the six reflector stores.
+/// Read handles of the reflector stores, one per kind.
 #[derive(Debug, Clone)]
 struct Stores {
     nodes: Store<Node>,
@@ -240,6 +300,7 @@ struct Stores {
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
     network_policies: Store<NetworkPolicy>,
+    service_cidrs: Store<ServiceCIDR>,
 }
 
 /// Live cluster state from the Kubernetes API. See the module docs for its guarantees.
@@ -266,7 +327,7 @@ impl fmt::Debug for KubeSource {
 }
 
 fn new_runtime() -> Result<Runtime, KubeSourceError> {
-    // One worker is plenty for six watch streams and keeps the agent's cores for packets.
+    // One worker is plenty for seven watch streams and keeps the agent's cores for packets.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("kxdp-kube")
@@ -279,9 +340,17 @@ impl KubeSource {
     /// Connects with `kubeconfig` (its current context) when given, otherwise as kube-rs
     /// infers: `$KUBECONFIG` / `~/.kube/config`, then the in-cluster service account.
     pub fn from_kubeconfig(kubeconfig: Option<&Path>) -> Result<KubeSource, KubeSourceError> {
+        KubeSource::from_kubeconfig_with(kubeconfig, SourceOptions::default())
+    }
+
+    /// [`from_kubeconfig`](Self::from_kubeconfig) with `options`.
+    pub fn from_kubeconfig_with(
+        kubeconfig: Option<&Path>,
+        options: SourceOptions,
+    ) -> Result<KubeSource, KubeSourceError> {
         let runtime = new_runtime()?;
         let config = runtime.block_on(load_config(kubeconfig))?;
-        KubeSource::start_on(runtime, config)
+        KubeSource::start_on_with(runtime, config, options)
     }
 
     /// Connects with the pod's service account to the API server at `endpoint`
@@ -297,23 +366,46 @@ impl KubeSource {
 
     /// Starts watching with an already loaded client config.
     pub fn start(config: Config) -> Result<KubeSource, KubeSourceError> {
-        KubeSource::start_on(new_runtime()?, config)
+        KubeSource::start_with(config, SourceOptions::default())
+    }
+
+    /// [`start`](Self::start) with `options` (tests shorten the optional-kind recheck).
+    pub fn start_with(
+        config: Config,
+        options: SourceOptions,
+    ) -> Result<KubeSource, KubeSourceError> {
+        KubeSource::start_on_with(new_runtime()?, config, options)
     }
 
     fn start_on(runtime: Runtime, config: Config) -> Result<KubeSource, KubeSourceError> {
+        KubeSource::start_on_with(runtime, config, SourceOptions::default())
+    }
+
+    fn start_on_with(
+        runtime: Runtime,
+        config: Config,
+        options: SourceOptions,
+    ) -> Result<KubeSource, KubeSourceError> {
         // The client spawns its request buffer task, so it is built inside the runtime.
         let client = {
             let _entered = runtime.enter();
             Client::try_from(config).map_err(KubeSourceError::Client)?
         };
         let shared = Arc::new(Shared::default());
+        let watch = Watch {
+            runtime: &runtime,
+            client: &client,
+            shared: &shared,
+            options,
+        };
         let stores = Stores {
-            nodes: spawn_watch(&runtime, &client, &shared, WatchedKind::Node),
-            namespaces: spawn_watch(&runtime, &client, &shared, WatchedKind::Namespace),
-            pods: spawn_watch(&runtime, &client, &shared, WatchedKind::Pod),
-            services: spawn_watch(&runtime, &client, &shared, WatchedKind::Service),
-            endpoint_slices: spawn_watch(&runtime, &client, &shared, WatchedKind::EndpointSlice),
-            network_policies: spawn_watch(&runtime, &client, &shared, WatchedKind::NetworkPolicy),
+            nodes: watch.spawn(WatchedKind::Node),
+            namespaces: watch.spawn(WatchedKind::Namespace),
+            pods: watch.spawn(WatchedKind::Pod),
+            services: watch.spawn(WatchedKind::Service),
+            endpoint_slices: watch.spawn(WatchedKind::EndpointSlice),
+            network_policies: watch.spawn(WatchedKind::NetworkPolicy),
+            service_cidrs: watch.spawn(WatchedKind::ServiceCIDR),
         };
         Ok(KubeSource {
             runtime: Some(runtime),
@@ -325,7 +417,8 @@ impl KubeSource {
         })
     }
 
-    /// Have all six kinds completed their first list?
+    /// Has every kind completed its first list (an optional kind: or been found not
+    /// served)?
     pub fn synced(&self) -> bool {
         self.shared.lock().synced.iter().all(|s| *s)
     }
@@ -545,6 +638,7 @@ impl Stores {
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
             network_policies: sorted(&self.network_policies),
+            service_cidrs: sorted(&self.service_cidrs),
         }
     }
 
@@ -567,6 +661,7 @@ impl Stores {
             Kind::Service => Object::Service(get(&self.services, key)?),
             Kind::EndpointSlice => Object::EndpointSlice(get(&self.endpoint_slices, key)?),
             Kind::NetworkPolicy => Object::NetworkPolicy(get(&self.network_policies, key)?),
+            Kind::ServiceCIDR => Object::ServiceCIDR(get(&self.service_cidrs, key)?),
         })
     }
 }
@@ -582,31 +677,79 @@ where
     objects
 }
 
-fn spawn_watch<K>(
-    runtime: &Runtime,
-    client: &Client,
-    shared: &Arc<Shared>,
-    kind: WatchedKind,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let api: Api<K> = Api::all(client.clone());
-    let shared = Arc::clone(shared);
-    runtime.spawn(async move {
-        let events = watcher(api, watcher::Config::default()).default_backoff();
-        // The reflector applies each event to the store before handing it on, so by the
-        // time the generation is bumped the store already shows the change.
-        let mut events = std::pin::pin!(reflector::reflector(writer, events));
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => shared.note_event(kind, &event),
-                Err(error) => shared.note_error(kind, &error),
+/// What every watcher task is started with.
+struct Watch<'a> {
+    runtime: &'a Runtime,
+    client: &'a Client,
+    shared: &'a Arc<Shared>,
+    options: SourceOptions,
+}
+
+impl Watch<'_> {
+    /// Starts the watcher of `kind` and returns its store.
+    fn spawn<K>(&self, kind: WatchedKind) -> Store<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (reader, mut writer) = reflector::store::<K>();
+        let api: Api<K> = Api::all(self.client.clone());
+        let shared = Arc::clone(self.shared);
+        let recheck = self.options.optional_kind_recheck;
+        self.runtime.spawn(async move {
+            let events = watcher(api, watcher::Config::default()).default_backoff();
+            let mut events = std::pin::pin!(events);
+            // Whether the kind was last found not served (said once per such spell).
+            let mut not_served = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => {
+                        // The store shows the change before the generation is bumped, as
+                        // kube's reflector would apply it.
+                        writer.apply_watcher_event(&event);
+                        if not_served && matches!(event, watcher::Event::InitDone) {
+                            not_served = false;
+                            tracing::info!(%kind, "kube source: the API server serves this optional kind now: listed");
+                        }
+                        shared.note_event(kind, &event);
+                    }
+                    Err(error) => match refused_list(kind, &error) {
+                        Some(code) => {
+                            if !not_served {
+                                not_served = true;
+                                // An empty list: whatever the kind held is gone with it.
+                                writer.apply_watcher_event(&watcher::Event::Init);
+                                writer.apply_watcher_event(&watcher::Event::InitDone);
+                                shared.note_not_served(kind, code, recheck);
+                            }
+                            tokio::time::sleep(recheck).await;
+                        }
+                        None => shared.note_error(kind, &error),
+                    },
+                }
             }
+        });
+        reader
+    }
+}
+
+/// The status code when `error` is an optional kind's list refused as not served (404) or
+/// not permitted (403); `None` for anything else, which is retried as any watch error.
+/// Only the initial list counts: a kind that lists and then fails to watch is served.
+fn refused_list(kind: WatchedKind, error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(::kube::Error::Api(status))
+            if kind.optional() && matches!(status.code, 403 | 404) =>
+        {
+            Some(status.code)
         }
-    });
-    reader
+        _ => None,
+    }
 }
 
 /// Loads a client config from `kubeconfig`, or infers one (kubeconfig, then in-cluster).

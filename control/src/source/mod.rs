@@ -5,6 +5,6 @@ pub mod change_log;
 pub mod kube;
 
 pub use self::kube::{
-    FIELD_MANAGER, KubeSource, KubeSourceError, NodePatchError, SERVICE_ACCOUNT_DIR, SourceUpdate,
-    WatchedKind,
+    FIELD_MANAGER, KubeSource, KubeSourceError, NodePatchError, SERVICE_ACCOUNT_DIR, SourceOptions,
+    SourceUpdate, WatchedKind,
 };

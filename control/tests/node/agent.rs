@@ -538,6 +538,86 @@ fn the_underlay_mtu_is_the_uplinks_unless_set() {
     assert_eq!(status(&socket).pod_mtu, 1350, "log:\n{}", read(&log));
 }
 
+/// The ServiceCIDRs of the test's cluster: the API server's own and a second one.
+fn service_cidrs(second: bool) -> String {
+    let mut out = String::from(
+        "---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\n\
+         metadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/12]}\n",
+    );
+    if second {
+        out.push_str(
+            "---\napiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\n\
+             metadata: {name: second}\nspec: {cidrs: [10.200.0.0/24]}\n",
+        );
+    }
+    out
+}
+
+/// The node's route to `addr` as `ip route get` says it (`dev ...`), or its error.
+fn route_to(node: &str, addr: &str) -> String {
+    let out = run("ip", &["-n", node, "-o", "route", "get", addr]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Whether the node has a route to exactly `cidr` in its main table.
+fn has_route(node: &str, cidr: &str) -> bool {
+    let out = run("ip", &["-n", node, "-4", "route", "show", "exact", cidr]);
+    String::from_utf8_lossy(&out.stdout).contains("dev kxdp-host")
+}
+
+/// Polls `done` for 10 s; then fails with the agent's log.
+fn until(log: &Path, what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every Service CIDR in effect is routed into kxdp-host, following the ServiceCIDR
+/// objects at runtime: a new one is routed with the generation that brings it, a removed
+/// one unrouted; kxdp.yaml's serviceCIDR applies while there is none.
+#[test]
+fn service_cidr_routes_follow_the_servicecidr_objects() {
+    let Some(_lock) = root_test() else {
+        return;
+    };
+    let mut lab = Lab::tagged("cidrs", 1);
+    let node = node_with_uplink(&mut lab);
+    let (_socket, log) = ready_agent_on_state(&mut lab, &node);
+    let state = lab.dir.join("state");
+    // No ServiceCIDR object: kxdp.yaml's default 10.96.0.0/12, nothing of 10.200.0.0/24.
+    assert!(has_route(&node, "10.96.0.0/12"), "log:\n{}", read(&log));
+    assert!(!has_route(&node, "10.200.0.0/24"));
+
+    write_state(&state, &service_cidrs(true));
+    until(&log, "10.200.0.0/24 routed", || {
+        has_route(&node, "10.200.0.0/24")
+    });
+    let via = route_to(&node, "10.200.0.7");
+    assert!(via.contains("dev kxdp-host src 10.244.1.1"), "{via}");
+    assert!(has_route(&node, "10.96.0.0/12"));
+
+    write_state(&state, &service_cidrs(false));
+    until(&log, "10.200.0.0/24 unrouted", || {
+        !has_route(&node, "10.200.0.0/24")
+    });
+    assert!(has_route(&node, "10.96.0.0/12"));
+    let text = read(&log);
+    for said in ["Service CIDR route added", "Service CIDR route removed"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(said) && l.contains("10.200.0.0/24")),
+            "{said:?} not logged:\n{text}"
+        );
+    }
+}
+
 /// An agent that cannot start (its uplink does not exist) says why, naming the interface,
 /// exits non-zero, and leaves nothing behind: no host veth, no masquerade table, no socket.
 #[test]

@@ -339,6 +339,8 @@ fn cluster_role_grants_exactly_what_the_agent_reads_and_patches() {
         ("", "services"),
         ("discovery.k8s.io", "endpointslices"),
         ("networking.k8s.io", "networkpolicies"),
+        // Optional: an API server without it answers 404, and the agent goes on.
+        ("networking.k8s.io", "servicecidrs"),
     ] {
         for verb in read {
             want.insert((group.to_string(), resource.to_string(), verb.to_string()));

@@ -1,14 +1,16 @@
 //! The Kubernetes source (`control::source::KubeSource`) with the unmodified kube-rs client
 //! against our API server double (lab::apiserver_double): initial sync gating, incremental
 //! changes, and convergence after 410 Gone, dropped connections and slow answers, with
-//! every snapshot checked to be, kind by kind, a state the double really had.
+//! every snapshot checked to be, kind by kind, a state the double really had; and
+//! ServiceCIDRs: optional (an API server without them holds nothing back) and, when
+//! there, admitting the Services allocated from them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use control::source::{KubeSource, SourceUpdate, WatchedKind};
+use control::source::{KubeSource, SourceOptions, SourceUpdate, WatchedKind};
 use datapath::Tables;
 use kube::ResourceExt;
 use lab::apiserver_double::{ApiServerDouble, KINDS, Key};
@@ -100,7 +102,7 @@ fn keys_of<K: kube::Resource>(objects: &[K]) -> BTreeMap<Key, u64> {
 }
 
 /// Each kind of the snapshot as (key, resourceVersion), in `KINDS` order.
-fn kinds_of(state: &ClusterState) -> [(&'static str, BTreeMap<Key, u64>); 6] {
+fn kinds_of(state: &ClusterState) -> [(&'static str, BTreeMap<Key, u64>); KINDS.len()] {
     [
         ("Node", keys_of(&state.nodes)),
         ("Namespace", keys_of(&state.namespaces)),
@@ -108,6 +110,7 @@ fn kinds_of(state: &ClusterState) -> [(&'static str, BTreeMap<Key, u64>); 6] {
         ("Service", keys_of(&state.services)),
         ("EndpointSlice", keys_of(&state.endpoint_slices)),
         ("NetworkPolicy", keys_of(&state.network_policies)),
+        ("ServiceCIDR", keys_of(&state.service_cidrs)),
     ]
 }
 
@@ -166,7 +169,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// Faults aimed at open watches need them open: kube starts watching only after its list.
 fn wait_all_watching(double: &ApiServerDouble) {
     double
-        .wait_counters("all six watches open", TIMEOUT, |c| c.open_watches == 6)
+        .wait_counters("every kind's watch open", TIMEOUT, |c| {
+            c.open_watches == KINDS.len() as u64
+        })
         .unwrap();
 }
 
@@ -277,13 +282,15 @@ fn nothing_is_offered_until_every_kind_has_synced_then_it_translates() {
     double.hold_lists("NetworkPolicy");
     let (mut source, _kubeconfig) = start(&double, "sync");
 
-    // Every kind has asked; five have their lists, the policies' list is held.
+    // Every kind has asked; all but one have their lists, the policies' list is held.
     double
         .wait_counters("a list of every kind", TIMEOUT, |c| {
             all_lists_at_least(c, 1)
         })
         .unwrap();
-    wait_until("five kinds synced", || source.unsynced_kinds().len() == 1);
+    wait_until("all kinds but one synced", || {
+        source.unsynced_kinds().len() == 1
+    });
     assert_eq!(source.unsynced_kinds(), vec![WatchedKind::NetworkPolicy]);
     assert!(!source.synced());
     assert!(source.snapshot_if_changed().is_none());
@@ -763,4 +770,112 @@ fn changes_are_counted_and_slices_carry_their_trigger_times() {
         ),
         (0, 0)
     );
+}
+
+fn service_cidr(name: &str, cidrs: &[&str]) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+        "metadata": { "name": name },
+        "spec": { "cidrs": cidrs },
+    })
+}
+
+/// Service demo/extra, allocated from the second ServiceCIDR.
+fn extra_service() -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "extra", "namespace": "demo" },
+        "spec": {
+            "clusterIP": "10.200.0.10", "clusterIPs": ["10.200.0.10"],
+            "selector": { "app": "web" },
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080 }],
+        },
+    })
+}
+
+fn programs_extra(t: &Tables) -> bool {
+    t.service_ports.iter().any(|p| p.name == "demo/extra:80")
+}
+
+/// An API server that does not serve ServiceCIDRs (before 1.33) answers their list 404:
+/// the first state still comes, without them (kxdp.yaml's serviceCIDR applies), and when
+/// an upgrade starts serving them they are picked up by the next recheck.
+#[test]
+fn an_api_server_without_servicecidrs_holds_nothing_back() {
+    let (double, dir) = populated_double();
+    double.stop_serving("ServiceCIDR");
+    let kubeconfig = Kubeconfig::new(&double, "no-cidrs");
+    let options = SourceOptions {
+        optional_kind_recheck: Duration::from_millis(200),
+    };
+    let mut source = KubeSource::from_kubeconfig_with(Some(&kubeconfig.0), options).unwrap();
+    let state = converge(&mut source, &double, "initial sync without ServiceCIDRs");
+    assert!(source.synced() && source.unsynced_kinds().is_empty());
+    assert!(state.service_cidrs.is_empty());
+    assert!(double.counters().not_served["ServiceCIDR"] >= 1);
+    assert_eq!(
+        source.watch_errors(),
+        0,
+        "a 404 on an optional kind is no error"
+    );
+    let t = translate(&state, &dir.config, "node-a", 1).unwrap();
+    assert_eq!(t.tables.service_cidrs, dir.config.service_cidrs);
+
+    // The upgrade: the API appears, with the objects the API server keeps, and a Service
+    // from the second range.
+    double
+        .apply(&service_cidr("kubernetes", &["10.96.0.0/12"]))
+        .unwrap();
+    double
+        .apply(&service_cidr("second", &["10.200.0.0/24"]))
+        .unwrap();
+    double.apply(&extra_service()).unwrap();
+    double.serve("ServiceCIDR");
+    let state = converge(&mut source, &double, "after the API appeared");
+    assert_eq!(state.service_cidrs.len(), 2);
+    let t = translate(&state, &dir.config, "node-a", 2).unwrap();
+    assert!(programs_extra(&t.tables), "{:?}", t.warnings);
+}
+
+/// A Service whose ClusterIP comes from a second ServiceCIDR is programmed while that
+/// ServiceCIDR exists, through the incremental translator as the agent runs it, and is
+/// left out again (with a warning) once it is gone.
+#[test]
+fn a_service_from_a_second_servicecidr_is_in_the_tables() {
+    let (double, dir) = populated_double();
+    double
+        .apply(&service_cidr("kubernetes", &["10.96.0.0/12"]))
+        .unwrap();
+    double.apply(&extra_service()).unwrap();
+    let (mut source, _kubeconfig) = start(&double, "second-cidr");
+    let mut translator = Translator::new(dir.config.clone(), "node-a");
+    let (_, _, got) = converge_updates(&mut source, &mut translator, &double, "initial sync");
+    assert!(!programs_extra(&got.tables));
+    assert!(
+        got.warnings.iter().any(|w| w
+            == "Service demo/extra: clusterIP 10.200.0.10 is outside every Service CIDR (10.96.0.0/12): skipped"),
+        "{:?}",
+        got.warnings
+    );
+
+    double
+        .apply(&service_cidr("second", &["10.200.0.0/24"]))
+        .unwrap();
+    let (full, _, got) = converge_updates(&mut source, &mut translator, &double, "second CIDR");
+    assert_eq!(full, 0, "a new ServiceCIDR comes as a change");
+    assert!(programs_extra(&got.tables), "{:?}", got.warnings);
+    let cidrs: Vec<String> = got
+        .tables
+        .service_cidrs
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(cidrs, ["10.96.0.0/12", "10.200.0.0/24"]);
+    assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+    assert_equals_full(&translator, &got, &dir.config);
+
+    double.delete("ServiceCIDR", "", "second").unwrap();
+    let (_, _, got) = converge_updates(&mut source, &mut translator, &double, "CIDR deleted");
+    assert!(!programs_extra(&got.tables));
+    assert_equals_full(&translator, &got, &dir.config);
 }

@@ -534,3 +534,67 @@ fn real_captures_replay_one_verdict_per_record() {
         assert_eq!(summary.lines().count(), records + 2, "{}", file.display());
     }
 }
+
+/// The example with demo/web's ClusterIP moved to 10.200.0.10: outside kxdp.yaml's
+/// serviceCIDR, inside a second ServiceCIDR object when `with_cidrs`.
+fn second_cidr_state(dir: &Path, with_cidrs: bool) -> PathBuf {
+    let state = dir.join(if with_cidrs { "with" } else { "without" });
+    fs::create_dir_all(&state).expect("state dir");
+    for entry in fs::read_dir(state_dir()).expect("example dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = fs::read_to_string(&path).expect("manifest");
+            let name = path.file_name().expect("file name");
+            fs::write(state.join(name), text.replace("10.96.0.10", "10.200.0.10"))
+                .expect("copy manifest");
+        }
+    }
+    if with_cidrs {
+        let cidrs = "apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\n\
+                     metadata: {name: kubernetes}\nspec: {cidrs: [10.96.0.0/12]}\n---\n\
+                     apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\n\
+                     metadata: {name: second}\nspec: {cidrs: [10.200.0.0/24]}\n";
+        fs::write(state.join("servicecidrs.yaml"), cidrs).expect("servicecidrs.yaml");
+    }
+    state
+}
+
+/// A Service allocated from a second ServiceCIDR is load-balanced in replay exactly when
+/// the state directory holds that ServiceCIDR (the directory reads the kind as the API
+/// source watches it).
+#[test]
+fn a_service_from_a_second_servicecidr_is_balanced() {
+    let dir = scratch("second-servicecidr");
+    let syn = Headers::new(CLIENT_MAC, GATEWAY_MAC, [10, 244, 1, 5], [10, 200, 0, 10])
+        .tcp_syn(40000, 80, 1);
+    let input = dir.join("client.pcap");
+    write_pcap(&input, &[(10, syn)]);
+    let mut services = Vec::new();
+    for with_cidrs in [false, true] {
+        let state = second_cidr_state(&dir, with_cidrs);
+        let out = dir.join(format!("out-{with_cidrs}"));
+        let o = kxdp(&[
+            "replay",
+            "--state",
+            &state.display().to_string(),
+            "--node",
+            "node-a",
+            "--in",
+            &format!("{CLIENT}={}", input.display()),
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert_ok(&o);
+        let v = verdicts(&out);
+        assert_eq!(v.len(), 1);
+        services.push(v[0].get("service").cloned());
+        if with_cidrs {
+            assert_eq!(v[0]["verdict"], "forward", "{}", v[0]);
+        }
+    }
+    assert_eq!(
+        services,
+        [None, Some(Value::String("demo/web:80".into()))],
+        "without the ServiceCIDR the VIP is no Service; with it, demo/web"
+    );
+}

@@ -115,7 +115,20 @@ fn route(
     }
     let watching =
         |q: &HashMap<String, String>| q.get("watch").is_some_and(|w| w == "true" || w == "1");
-    match (request.method.as_str(), kind_of_path(&request.path)) {
+    let kind = kind_of_path(&request.path);
+    if let Some(kind) = kind {
+        let mut state = shared.lock();
+        if state.unserved.contains(kind) {
+            *state
+                .counters
+                .not_served
+                .entry(kind.to_string())
+                .or_default() += 1;
+            drop(state);
+            return not_served(stream, request);
+        }
+    }
+    match (request.method.as_str(), kind) {
         ("GET", Some(kind)) if watching(&request.query) => {
             watch::serve(shared, stream, kind, &request.query)
         }

@@ -17,11 +17,13 @@ use super::{ApiServerDouble, DoubleError, Key};
 use model::state::watch::DirWatch;
 use model::state::{ClusterState, StateError, load_state_dir};
 
-/// Kinds in the order they are applied: what others refer to first (a Pod last, after
-/// the Namespace it lives in and the EndpointSlices naming it). Deletions go in reverse.
-const APPLY_ORDER: [&str; 6] = [
+/// Kinds in the order they are applied: what others refer to first (a Service after the
+/// ServiceCIDR its ClusterIP comes from, a Pod last, after the Namespace it lives in and
+/// the EndpointSlices naming it). Deletions go in reverse.
+const APPLY_ORDER: [&str; 7] = [
     "Namespace",
     "Node",
+    "ServiceCIDR",
     "Service",
     "NetworkPolicy",
     "EndpointSlice",
@@ -157,6 +159,7 @@ fn objects_of(cluster: &ClusterState) -> Result<BTreeMap<(String, Key), Value>, 
     }
     let values = json("Namespace", &cluster.namespaces)
         .chain(json("Node", &cluster.nodes))
+        .chain(json("ServiceCIDR", &cluster.service_cidrs))
         .chain(json("Service", &cluster.services))
         .chain(json("NetworkPolicy", &cluster.network_policies))
         .chain(json("EndpointSlice", &cluster.endpoint_slices))

@@ -2,7 +2,7 @@
 //! running the unmodified kube-rs client against. It is NOT an API server: no TLS, no
 //! authentication or authorisation, no admission, no validation beyond "has a kind and a
 //! name", writes from clients only where a test needs one (objects come from the process
-//! that runs it), six kinds, everything in memory. It exists so that tests and
+//! that runs it), seven kinds, everything in memory. It exists so that tests and
 //! `kxdp-lab run --source api` can feed the agent through the real client code; never point
 //! anything but a test or the lab at it.
 //!
@@ -28,7 +28,8 @@
 //! - `PATCH /api/v1/nodes/NAME` with a merge patch (`patch`).
 //!
 //! The objects, their history and the counters live in `store`. Faults the tests inject:
-//! holding one kind's lists back, slowing every answer, expiring resource versions
+//! holding one kind's lists back, not serving a kind at all (404, as an API server without
+//! that API answers), slowing every answer, expiring resource versions
 //! (compaction: open watches get 410, old RVs are refused), dropping open watch
 //! connections, pausing event delivery, failing patches.
 
@@ -154,6 +155,20 @@ impl ApiServerDouble {
 
     pub fn release_lists(&self, kind: &str) {
         self.shared.lock().held_lists.remove(kind);
+        self.shared.changed.notify_all();
+    }
+
+    /// From now on, answers every request for `kind` 404, as an API server that does not
+    /// have its API (ServiceCIDR before Kubernetes 1.33). Objects of the kind may still be
+    /// applied: they are served once [`serve`](Self::serve) is called (an upgrade). Open
+    /// watches of the kind are left alone.
+    pub fn stop_serving(&self, kind: &str) {
+        self.shared.lock().unserved.insert(kind.to_string());
+    }
+
+    /// Serves `kind` again after [`stop_serving`](Self::stop_serving).
+    pub fn serve(&self, kind: &str) {
+        self.shared.lock().unserved.remove(kind);
         self.shared.changed.notify_all();
     }
 

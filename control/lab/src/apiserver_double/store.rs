@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::DoubleError;
 
 /// The collections served: (kind, apiVersion, collection path).
-pub const KINDS: [(&str, &str, &str); 6] = [
+pub const KINDS: [(&str, &str, &str); 7] = [
     ("Node", "v1", "/api/v1/nodes"),
     ("Namespace", "v1", "/api/v1/namespaces"),
     ("Pod", "v1", "/api/v1/pods"),
@@ -32,6 +32,11 @@ pub const KINDS: [(&str, &str, &str); 6] = [
         "NetworkPolicy",
         "networking.k8s.io/v1",
         "/apis/networking.k8s.io/v1/networkpolicies",
+    ),
+    (
+        "ServiceCIDR",
+        "networking.k8s.io/v1",
+        "/apis/networking.k8s.io/v1/servicecidrs",
     ),
 ];
 
@@ -101,6 +106,9 @@ pub struct Counters {
     pub patches: Vec<PatchRecord>,
     /// Requests answered 401 for want of the required bearer token.
     pub unauthorized: u64,
+    /// Per kind: requests answered 404 because the kind is not served
+    /// ([`ApiServerDouble::stop_serving`](super::ApiServerDouble::stop_serving)).
+    pub not_served: HashMap<String, u64>,
 }
 
 /// One PATCH request as the double saw it.
@@ -142,6 +150,8 @@ pub(super) struct State {
     /// Bumped to cut every open watch connection.
     pub drop_epoch: u64,
     pub held_lists: HashSet<String>,
+    /// Kinds answered 404, as by an API server that does not have their API.
+    pub unserved: HashSet<String>,
     pub delay: Duration,
     pub paused: bool,
     continues: HashMap<String, (u64, Vec<Value>)>,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::ClusterState;
@@ -26,16 +26,18 @@ pub enum Kind {
     Service,
     EndpointSlice,
     NetworkPolicy,
+    ServiceCIDR,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Node,
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::NetworkPolicy,
+        Kind::ServiceCIDR,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::ServiceCIDR => "ServiceCIDR",
         }
     }
 
@@ -54,12 +57,19 @@ impl Kind {
         match self {
             Kind::Node | Kind::Namespace | Kind::Pod | Kind::Service => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::NetworkPolicy | Kind::ServiceCIDR => "networking.k8s.io/v1",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node | Kind::Namespace)
+        !matches!(self, Kind::Node | Kind::Namespace | Kind::ServiceCIDR)
+    }
+
+    /// Whether a cluster may lack the kind altogether: its API arrived after the oldest
+    /// Kubernetes kxdp runs against (ServiceCIDR is GA in 1.33), so an API server that does
+    /// not serve it is a cluster without such objects, not one still to be listed.
+    pub fn optional(self) -> bool {
+        matches!(self, Kind::ServiceCIDR)
     }
 
     pub fn from_name(name: &str) -> Option<Kind> {
@@ -85,6 +95,7 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     NetworkPolicy(NetworkPolicy),
+    ServiceCIDR(ServiceCIDR),
 }
 
 impl Object {
@@ -96,6 +107,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::ServiceCIDR(_) => Kind::ServiceCIDR,
         }
     }
 
@@ -107,6 +119,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
+            Object::ServiceCIDR(o) => &o.metadata,
         }
     }
 
@@ -125,10 +138,11 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn of(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
-        let namespace = match kind {
-            Kind::Node | Kind::Namespace => "",
-            // An unset namespace is `default`, as translate reads it.
-            _ => namespace_of(meta),
+        // An unset namespace is `default`, as translate reads it.
+        let namespace = if kind.namespaced() {
+            namespace_of(meta)
+        } else {
+            ""
         };
         ObjectKey {
             kind,
@@ -174,6 +188,7 @@ impl IndexedCluster {
             services,
             endpoint_slices,
             network_policies,
+            service_cidrs,
         } = state;
         let objects = nodes
             .into_iter()
@@ -182,7 +197,8 @@ impl IndexedCluster {
             .chain(pods.into_iter().map(Object::Pod))
             .chain(services.into_iter().map(Object::Service))
             .chain(endpoint_slices.into_iter().map(Object::EndpointSlice))
-            .chain(network_policies.into_iter().map(Object::NetworkPolicy));
+            .chain(network_policies.into_iter().map(Object::NetworkPolicy))
+            .chain(service_cidrs.into_iter().map(Object::ServiceCIDR));
         for object in objects {
             if !out.index.contains_key(&object.key()) {
                 out.upsert(object);
@@ -205,6 +221,7 @@ impl IndexedCluster {
             Kind::Service => Object::Service(self.state.services[i].clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.state.endpoint_slices[i].clone()),
             Kind::NetworkPolicy => Object::NetworkPolicy(self.state.network_policies[i].clone()),
+            Kind::ServiceCIDR => Object::ServiceCIDR(self.state.service_cidrs[i].clone()),
         })
     }
 
@@ -246,6 +263,7 @@ impl IndexedCluster {
             Object::Service(o) => put!(services, o, Service),
             Object::EndpointSlice(o) => put!(endpoint_slices, o, EndpointSlice),
             Object::NetworkPolicy(o) => put!(network_policies, o, NetworkPolicy),
+            Object::ServiceCIDR(o) => put!(service_cidrs, o, ServiceCIDR),
         }
     }
 
@@ -269,6 +287,7 @@ impl IndexedCluster {
             Kind::Service => take!(services, Service),
             Kind::EndpointSlice => take!(endpoint_slices, EndpointSlice),
             Kind::NetworkPolicy => take!(network_policies, NetworkPolicy),
+            Kind::ServiceCIDR => take!(service_cidrs, ServiceCIDR),
         }
     }
 }

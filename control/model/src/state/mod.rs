@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -43,6 +43,9 @@ pub struct ClusterState {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub network_policies: Vec<NetworkPolicy>,
+    /// networking.k8s.io/v1 ServiceCIDRs: where the cluster allocates ClusterIPs from. When
+    /// there are none, kxdp.yaml's `serviceCIDR` stands in (`translate::service_cidrs`).
+    pub service_cidrs: Vec<ServiceCIDR>,
 }
 
 impl ClusterState {
@@ -367,6 +370,16 @@ impl Loader {
                     place,
                     |c| &mut c.network_policies,
                     validate::network_policy,
+                )
+            }
+            Kind::ServiceCIDR => {
+                let o: ServiceCIDR = self.typed(value, place, &object)?;
+                self.add(
+                    known,
+                    o,
+                    place,
+                    |c| &mut c.service_cidrs,
+                    validate::service_cidr,
                 )
             }
         }

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, ServiceCIDR,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::k8s::{
@@ -93,6 +95,21 @@ pub(super) fn node(node: &Node) -> Check {
         )?;
     }
     Ok(())
+}
+
+/// `spec.cidrs`: CIDRs, at most one per family, as the API server admits them.
+pub(super) fn service_cidr(object: &ServiceCIDR) -> Check {
+    let cidrs = object
+        .spec
+        .as_ref()
+        .and_then(|s| s.cidrs.as_deref())
+        .unwrap_or_default();
+    let mut families = Vec::new();
+    for (i, c) in cidrs.iter().enumerate() {
+        let cidr = at(|| format!("spec.cidrs[{i}]"), parse_cidr(c))?;
+        families.push(cidr.addr.is_v4());
+    }
+    one_per_family("spec.cidrs", &families)
 }
 
 pub(super) fn namespace(_ns: &Namespace) -> Check {

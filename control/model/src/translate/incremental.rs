@@ -11,7 +11,8 @@
 //! - Everything else falls back to the whole-state step it belongs to: a Node change
 //!   rebuilds the node parts (and every Service when this node's addresses or local pods
 //!   changed), a NetworkPolicy or Namespace change, or a pod appearing, going or moving,
-//!   recompiles the policy.
+//!   recompiles the policy, and a ServiceCIDR change that moves the Service CIDRs in
+//!   effect rebuilds every Service (which ClusterIPs are accepted depends on them).
 //!
 //! The result equals [`super::translate`] of the same state (tested by replaying random
 //! change sequences against it, `canonical_dump` compared), so the pure function stays
@@ -25,7 +26,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::policy::PolicyCompiler;
 use super::service_set::{ServiceName, ServiceSet};
-use super::{NodeParts, TranslateError, Translated, assemble, services};
+use super::{
+    NodeParts, TranslateError, Translated, Warnings, assemble, services,
+    with_effective_service_cidrs,
+};
 use crate::config::AgentConfig;
 use crate::k8s::{
     name_of, namespace_of, node_addresses, node_pod_cidrs, pod_ips, slice_service_name,
@@ -36,6 +40,11 @@ use crate::state::changes::{Change, IndexedCluster, Kind, Object, ObjectKey};
 /// What the last successful translation derived.
 #[derive(Debug, Clone)]
 struct Derived {
+    /// The agent config with the Service CIDRs in effect (the ServiceCIDR objects', or
+    /// kxdp.yaml's): what Services were built against.
+    config: AgentConfig,
+    /// About ServiceCIDR objects left out.
+    cidr_warnings: Vec<String>,
     parts: NodeParts,
     services: ServiceSet,
     compiler: PolicyCompiler,
@@ -52,6 +61,8 @@ struct Dirty {
     node_parts: bool,
     services: BTreeSet<ServiceName>,
     policy: bool,
+    /// A ServiceCIDR came, went or changed: the Service CIDRs in effect may have moved.
+    service_cidrs: bool,
     /// Pods whose labels or named ports alone changed.
     pod_labels: BTreeSet<(String, String)>,
 }
@@ -138,8 +149,11 @@ impl Translator {
             &d.parts,
             &d.services,
             Arc::clone(&d.policy),
-            &d.policy_warnings,
-            &self.config,
+            &Warnings {
+                service_cidrs: &d.cidr_warnings,
+                policy: &d.policy_warnings,
+            },
+            &d.config,
             generation,
         );
         Ok((translated, work))
@@ -219,6 +233,7 @@ impl Translator {
                 }
             }
             Kind::NetworkPolicy => dirty.policy = true,
+            Kind::ServiceCIDR => dirty.service_cidrs = true,
         }
     }
 
@@ -258,13 +273,16 @@ impl Translator {
                 work.full_rebuild = true;
                 let state = self.cluster.state();
                 let parts = NodeParts::build(state, &self.node)?;
-                let (services, _) = super::all_services(state, &self.config, &parts);
+                let (config, cidr_warnings) = with_effective_service_cidrs(state, &self.config);
+                let (services, _) = super::all_services(state, &config, &parts);
                 let mut compiler = PolicyCompiler::default();
                 let mut policy_warnings = Vec::new();
                 let policy = compiler.compile(state, &parts.local_pods, &mut policy_warnings);
                 work.services_rebuilt = services.len();
                 work.policy_compiled = true;
                 self.derived = Some(Derived {
+                    config,
+                    cidr_warnings,
                     parts,
                     services,
                     compiler,
@@ -278,18 +296,29 @@ impl Translator {
         let state = self.cluster.state();
         let mut services_dirty: BTreeSet<ServiceName> = dirty.services.clone();
         let mut compile = dirty.policy;
+        let every_service = || {
+            state.services.iter().map(|s| {
+                (
+                    namespace_of(&s.metadata).to_string(),
+                    name_of(&s.metadata).to_string(),
+                )
+            })
+        };
+        if dirty.service_cidrs {
+            let (config, cidr_warnings) = with_effective_service_cidrs(state, &self.config);
+            derived.cidr_warnings = cidr_warnings;
+            if config.service_cidrs != derived.config.service_cidrs {
+                services_dirty.extend(every_service());
+                derived.config = config;
+            }
+        }
         if dirty.node_parts {
             let parts = NodeParts::build(state, &self.node)?;
             work.node_parts_rebuilt = true;
             if parts.local_ips != derived.parts.local_ips
                 || parts.nodeport_ips != derived.parts.nodeport_ips
             {
-                services_dirty.extend(state.services.iter().map(|s| {
-                    (
-                        namespace_of(&s.metadata).to_string(),
-                        name_of(&s.metadata).to_string(),
-                    )
-                }));
+                services_dirty.extend(every_service());
             }
             if parts.local_pods != derived.parts.local_pods {
                 compile = true;
@@ -327,7 +356,7 @@ impl Translator {
             let build = services::build_service(
                 svc,
                 &slices,
-                &self.config,
+                &derived.config,
                 &derived.parts.view(),
                 derived.services.build_of(name),
             );

@@ -13,6 +13,7 @@
 
 pub mod incremental;
 pub mod policy;
+pub mod service_cidrs;
 mod service_set;
 mod services;
 pub use services::HealthCheckService;
@@ -89,16 +90,43 @@ pub fn translate(
     generation: u64,
 ) -> Result<Translated, TranslateError> {
     let parts = NodeParts::build(cluster, node_name)?;
-    let (services, mut other_warnings) = all_services(cluster, config, &parts);
+    let (config, cidr_warnings) = with_effective_service_cidrs(cluster, config);
+    let (services, mut other_warnings) = all_services(cluster, &config, &parts);
     let policy = policy::build(cluster, &parts.local_pods, &mut other_warnings);
     Ok(assemble(
         &parts,
         &services,
         Arc::new(policy),
-        &other_warnings,
-        config,
+        &Warnings {
+            service_cidrs: &cidr_warnings,
+            policy: &other_warnings,
+        },
+        &config,
         generation,
     ))
+}
+
+/// `config` with the Service CIDRs in effect for `cluster` (its ServiceCIDR objects, or
+/// kxdp.yaml's; see [`service_cidrs`]): what Services are checked against and what the
+/// tables carry. Also the warnings about ServiceCIDR objects.
+pub(crate) fn with_effective_service_cidrs(
+    cluster: &ClusterState,
+    config: &AgentConfig,
+) -> (AgentConfig, Vec<String>) {
+    let effective = service_cidrs::effective_service_cidrs(&cluster.service_cidrs, config);
+    let config = AgentConfig {
+        service_cidrs: effective.cidrs,
+        ..config.clone()
+    };
+    (config, effective.warnings)
+}
+
+/// Warnings [`assemble`] adds after the node's and the Services'.
+pub(crate) struct Warnings<'a> {
+    /// About ServiceCIDR objects (placed before the Services', which they explain).
+    pub service_cidrs: &'a [String],
+    /// Duplicates and policy.
+    pub policy: &'a [String],
 }
 
 /// Every Service of `cluster` translated and assembled; a Service listed twice keeps its
@@ -201,19 +229,21 @@ impl NodeParts {
     }
 }
 
-/// The tables from their parts; warnings in a stable order (node and pods, Services, the
-/// rest: policy).
+/// The tables from their parts; warnings in a stable order (node and pods, ServiceCIDRs,
+/// Services, the rest: policy). `config` carries the Service CIDRs in effect
+/// ([`with_effective_service_cidrs`]).
 pub(crate) fn assemble(
     parts: &NodeParts,
     services: &ServiceSet,
     policy: Arc<datapath::policy::PolicyTables>,
-    policy_warnings: &[String],
+    other_warnings: &Warnings<'_>,
     config: &AgentConfig,
     generation: u64,
 ) -> Translated {
     let mut warnings = parts.warnings.clone();
+    warnings.extend(other_warnings.service_cidrs.iter().cloned());
     warnings.extend(services.warnings());
-    warnings.extend(policy_warnings.iter().cloned());
+    warnings.extend(other_warnings.policy.iter().cloned());
     let tables = Tables {
         generation,
         policy,

@@ -214,8 +214,8 @@ pub(super) fn build_service(
             Ok(vip) if in_any(&config.service_cidrs, vip) => Some(vip),
             Ok(vip) => {
                 warn(format!(
-                    "clusterIP {vip} is outside serviceCIDR {}: skipped",
-                    list(&config.service_cidrs)
+                    "clusterIP {vip} is outside every Service CIDR ({}): skipped",
+                    super::service_cidrs::list(&config.service_cidrs)
                 ));
                 None
             }
@@ -577,14 +577,6 @@ pub(super) fn empty_set() -> BackendSet {
 
 fn in_any(cidrs: &[Cidr], ip: IpKey) -> bool {
     cidrs.iter().any(|c| c.contains(ip))
-}
-
-fn list(cidrs: &[Cidr]) -> String {
-    cidrs
-        .iter()
-        .map(Cidr::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

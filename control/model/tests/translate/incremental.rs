@@ -1,7 +1,8 @@
 //! The incremental translator against the pure `translate`: random change sequences over a
 //! small cluster (pods relabelled, moved, added and deleted; endpoints flipping; Services
 //! changing type, ports and addresses, two of them claiming one address; policies and
-//! namespace labels changing; nodes changing and heartbeating), and after every batch the
+//! namespace labels changing; nodes changing and heartbeating; ServiceCIDRs coming and
+//! going, with Services allocated from either range), and after every batch the
 //! incremental result must equal a from-scratch translation of the same state: tables
 //! (`canonical_dump`), warnings, and every policy decision.
 //!
@@ -63,6 +64,8 @@ struct ServiceModel {
     endpoints: Vec<(usize, bool)>,
     /// Endpoints split over two slices.
     two_slices: bool,
+    /// The ClusterIP is from the second ServiceCIDR (10.200.0.0/24), not 10.96.0.0/12.
+    second_range: bool,
 }
 
 #[derive(Clone)]
@@ -79,6 +82,9 @@ struct Model {
     node_mac_suffix: [u8; 3],
     node_heartbeat: u64,
     team: [usize; 2],
+    /// Which ServiceCIDR objects exist: `kubernetes` (10.96.0.0/12) and `second`
+    /// (10.200.0.0/24). With neither, kxdp.yaml's serviceCIDR (10.96.0.0/12) applies.
+    service_cidrs: [bool; 2],
     pods: Vec<Option<PodModel>>,
     services: Vec<Option<ServiceModel>>,
     policies: Vec<Option<PolicyModel>>,
@@ -113,6 +119,7 @@ impl Model {
             node_mac_suffix: [1, 1, 1],
             node_heartbeat: 0,
             team: [0, 1],
+            service_cidrs: [true, true],
             pods,
             services,
             policies,
@@ -189,7 +196,11 @@ impl Model {
             "metadata": {"namespace": ns_of(i), "name": format!("s{i}")},
             "spec": {
                 "type": if s.node_port { "NodePort" } else { "ClusterIP" },
-                "clusterIP": format!("10.96.0.{}", s.vip),
+                "clusterIP": if s.second_range {
+                    format!("10.200.0.{}", s.vip)
+                } else {
+                    format!("10.96.0.{}", s.vip)
+                },
                 "ports": ports,
             },
         }))))
@@ -249,9 +260,21 @@ impl Model {
         }))))
     }
 
+    /// ServiceCIDR `i`: 0 is `kubernetes`, 1 is `second`.
+    fn service_cidr(&self, i: usize) -> Option<Object> {
+        let (name, cidr) = [("kubernetes", "10.96.0.0/12"), ("second", "10.200.0.0/24")][i];
+        self.service_cidrs[i].then(|| {
+            Object::ServiceCIDR(obj(json!({
+                "metadata": {"name": name},
+                "spec": {"cidrs": [cidr]},
+            })))
+        })
+    }
+
     /// Every object, as changes.
     fn all(&self) -> Vec<Change> {
         let mut out: Vec<Option<Object>> = Vec::new();
+        out.extend((0..2).map(|i| self.service_cidr(i)));
         out.extend((0..NODES).map(|i| Some(self.node(i))));
         out.extend((0..2).map(|i| Some(self.namespace(i))));
         out.extend((0..PODS).map(|i| self.pod(i)));
@@ -274,6 +297,7 @@ fn random_service(rng: &mut Rng) -> ServiceModel {
         dns_port: rng.chance(40),
         endpoints: (0..n).map(|_| (rng.below(PODS), rng.chance(80))).collect(),
         two_slices: rng.chance(30),
+        second_range: rng.chance(30),
     }
 }
 
@@ -317,7 +341,7 @@ fn mutate(m: &mut Model, rng: &mut Rng) -> Vec<Change> {
             ),
         ]
     };
-    match rng.below(12) {
+    match rng.below(13) {
         // Labels only.
         0 | 1 => {
             let i = rng.below(PODS);
@@ -409,6 +433,13 @@ fn mutate(m: &mut Model, rng: &mut Rng) -> Vec<Change> {
             let i = rng.below(2);
             m.team[i] = rng.below(2);
             vec![Change::Applied(m.namespace(i))]
+        }
+        // A ServiceCIDR comes or goes (with both gone, kxdp.yaml's applies).
+        11 => {
+            let i = rng.below(2);
+            m.service_cidrs[i] = !m.service_cidrs[i];
+            let name = ["kubernetes", "second"][i].to_string();
+            vec![put(m.service_cidr(i), Kind::ServiceCIDR, "", name)]
         }
         _ => {
             if rng.chance(50) {
@@ -509,6 +540,7 @@ fn each_change_costs_what_it_touches() {
             dns_port: false,
             endpoints: vec![(i, true)],
             two_slices: false,
+            second_range: false,
         });
     }
     let mut inc = Translator::new(config(), NODE);
@@ -619,4 +651,68 @@ fn an_error_keeps_the_changes_and_the_next_call_starts_over() {
         .map(|n| (n.metadata.name.clone(), ()))
         .collect();
     assert_eq!(names.len(), NODES);
+}
+
+#[test]
+fn a_service_cidr_change_rebuilds_the_services_only_when_the_ranges_move() {
+    let mut rng = Rng(11);
+    let mut model = Model::new(&mut rng);
+    model.service_cidrs = [true, false];
+    model.services[0] = Some(ServiceModel {
+        node_port: false,
+        vip: 50,
+        dns_port: false,
+        endpoints: vec![(0, true)],
+        two_slices: false,
+        second_range: true,
+    });
+    let present = model.services.iter().flatten().count();
+    let mut inc = Translator::new(config(), NODE);
+    let programmed = |t: &Translated| t.tables.service_ports.iter().any(|p| p.name == "a/s0:80");
+    let cidrs = |t: &Translated| {
+        t.tables
+            .service_cidrs
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let (before, _) = inc.apply(model.all(), 1).unwrap();
+    assert!(!programmed(&before));
+    assert_eq!(cidrs(&before), ["10.96.0.0/12"]);
+    assert!(
+        before.warnings.iter().any(|w| w.starts_with(
+            "Service a/s0: clusterIP 10.200.0.50 is outside every Service CIDR (10.96.0.0/12)"
+        )),
+        "{:?}",
+        before.warnings
+    );
+
+    // The second ServiceCIDR arrives: the ranges moved, every Service is rebuilt against
+    // them and s0 is programmed.
+    model.service_cidrs[1] = true;
+    let (after, work) = inc
+        .apply(vec![Change::Applied(model.service_cidr(1).unwrap())], 2)
+        .unwrap();
+    assert!(programmed(&after));
+    assert_eq!(cidrs(&after), ["10.96.0.0/12", "10.200.0.0/24"]);
+    assert_eq!(work.services_rebuilt, present, "{work:?}");
+    assert!(!work.full_rebuild && !work.policy_compiled, "{work:?}");
+
+    // The same object again (a status update): the ranges did not move, nothing rebuilt.
+    let (_, work) = inc
+        .apply(vec![Change::Applied(model.service_cidr(1).unwrap())], 3)
+        .unwrap();
+    assert_eq!(work, Default::default());
+
+    // Gone again: s0 is skipped again.
+    model.service_cidrs[1] = false;
+    let (gone, _) = inc
+        .apply(
+            vec![deleted(Kind::ServiceCIDR, "", "second".to_string())],
+            4,
+        )
+        .unwrap();
+    assert!(!programmed(&gone));
+    assert_eq!(cidrs(&gone), ["10.96.0.0/12"]);
 }

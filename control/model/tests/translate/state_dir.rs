@@ -473,11 +473,105 @@ fn rich_cluster_translates() {
         "Node n3: no kxdp.io/underlay-mac annotation: no route to its pods",
         "Node n4: no usable podCIDR: no route to its pods",
         "Pod ns1/z-dup-ip: podIP 10.244.1.10 is already Pod ns1/a-pod's: skipped",
-        "Service ns1/outside: clusterIP 10.200.0.1 is outside serviceCIDR 10.96.0.0/12,fd00:96::/112: skipped",
+        "Service ns1/outside: clusterIP 10.200.0.1 is outside every Service CIDR (10.96.0.0/12,fd00:96::/112): skipped",
     ] {
         assert!(w.contains(expected), "missing {expected:?} in:\n{w}");
     }
     assert_eq!(out.warnings.len(), 4, "{w}");
+}
+
+/// The rich cluster's ServiceCIDRs: the API server's own (kxdp.yaml's ranges) in a List,
+/// and a second one in a plain document that ns1/outside's ClusterIP is allocated from.
+const SERVICE_CIDRS: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: ServiceCIDR
+  metadata: {name: kubernetes}
+  spec: {cidrs: [10.96.0.0/12, "fd00:96::/112"]}
+---
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: {name: second, namespace: ignored-for-a-cluster-scoped-kind}
+spec: {cidrs: [10.200.0.0/24]}
+"#;
+
+#[test]
+fn a_second_service_cidr_admits_its_services() {
+    let dir = rich_dir();
+    std::fs::write(dir.path().join("f-cidrs.yaml"), SERVICE_CIDRS).unwrap();
+    let state = load_state_dir(dir.path()).unwrap();
+    let names: Vec<_> = state
+        .cluster
+        .service_cidrs
+        .iter()
+        .map(|c| (c.metadata.name.clone(), c.metadata.namespace.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("kubernetes".to_string()), None),
+            (Some("second".to_string()), None)
+        ]
+    );
+    let out = translate(&state.cluster, &state.config, "n1", 1).unwrap();
+    let t = &out.tables;
+    let outside = service(t, &key("10.200.0.1", 80, proto::TCP)).expect("ns1/outside");
+    assert_eq!(outside.name, "ns1/outside:80");
+    let cidrs: Vec<String> = t.service_cidrs.iter().map(|c| c.to_string()).collect();
+    assert_eq!(cidrs, ["10.96.0.0/12", "10.200.0.0/24", "fd00:96::/112"]);
+    assert!(
+        !out.warnings.iter().any(|w| w.contains("Service CIDR")),
+        "{:?}",
+        out.warnings
+    );
+    assert_eq!(out.warnings.len(), 3, "{:?}", out.warnings);
+
+    // Only the second object: kxdp.yaml's serviceCIDR no longer counts, so the Services
+    // in it are the ones skipped now.
+    std::fs::write(
+        dir.path().join("f-cidrs.yaml"),
+        SERVICE_CIDRS.split("---").nth(1).unwrap(),
+    )
+    .unwrap();
+    let state = load_state_dir(dir.path()).unwrap();
+    let out = translate(&state.cluster, &state.config, "n1", 1).unwrap();
+    assert!(service(&out.tables, &key("10.200.0.1", 80, proto::TCP)).is_some());
+    assert!(service(&out.tables, &key("10.96.0.20", 80, proto::TCP)).is_none());
+    assert!(
+        out.warnings.iter().any(|w| w
+            == "Service ns1/web: clusterIP 10.96.0.20 is outside every Service CIDR (10.200.0.0/24): skipped"),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn bad_service_cidrs() {
+    assert_err(
+        &[(
+            "cidrs.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: s}\nspec: {cidrs: [10.200.0.0/33]}\n",
+        )],
+        &["cidrs.yaml: ServiceCIDR s: spec.cidrs[0]: "],
+    );
+    assert_err(
+        &[(
+            "cidrs.yaml",
+            "kind: ServiceCIDR\nmetadata: {name: s}\nspec: {cidrs: [10.200.0.0/24, 10.201.0.0/24]}\n",
+        )],
+        &["cidrs.yaml: ServiceCIDR s: spec.cidrs: at most two entries, one IPv4 and one IPv6"],
+    );
+    assert_err(
+        &[(
+            "cidrs.yaml",
+            "apiVersion: networking.k8s.io/v1beta1\nkind: ServiceCIDR\nmetadata: {name: s}\n",
+        )],
+        &[
+            "cidrs.yaml: ServiceCIDR s: apiVersion: \"networking.k8s.io/v1beta1\": kxdp reads ServiceCIDR at apiVersion networking.k8s.io/v1",
+        ],
+    );
 }
 
 #[test]
