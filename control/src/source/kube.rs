@@ -157,6 +157,9 @@ struct Progress {
     generation: u64,
     /// Watch/list errors seen (each one retried by kube's backoff).
     errors: u64,
+    /// Per kind: errors since its watch last delivered anything (0: healthy), so the
+    /// recovery is logged once.
+    failing: [u64; Kind::ALL.len()],
     /// Objects changed since the last [`KubeSource::updates`].
     dirty: HashSet<ObjectKey>,
     /// A kind was (re)listed since then: deletions during a watch gap are only visible
@@ -172,6 +175,7 @@ impl Default for Progress {
             synced: Default::default(),
             generation: 0,
             errors: 0,
+            failing: Default::default(),
             dirty: HashSet::new(),
             relisted: false,
             changes: ChangeLog::new(SystemTime::now()),
@@ -208,11 +212,18 @@ impl Shared {
 
     fn note_event<K: Resource + 'static>(&self, kind: WatchedKind, event: &watcher::Event<K>) {
         let mut progress = self.lock();
+        let failed = std::mem::take(&mut progress.failing[kind as usize]);
+        if failed > 0 {
+            tracing::info!(%kind, errors = failed, "kube source: watch reconnected");
+        }
         match event {
             // Init/InitApply only fill kube's side buffer; the store is unchanged until InitDone.
             watcher::Event::Init | watcher::Event::InitApply(_) => return,
             watcher::Event::InitDone => {
-                if !progress.synced[kind as usize] {
+                if progress.synced[kind as usize] {
+                    // After a watch broke off for longer than its resourceVersion lived.
+                    tracing::info!(%kind, "kube source: relisted");
+                } else {
                     tracing::info!(%kind, "kube source: initial list complete");
                 }
                 progress.synced[kind as usize] = true;
@@ -245,7 +256,9 @@ impl Shared {
 
     fn note_error(&self, kind: WatchedKind, error: &watcher::Error) {
         tracing::warn!(%kind, %error, "kube source: watch error, retrying with backoff");
-        self.lock().errors += 1;
+        let mut progress = self.lock();
+        progress.errors += 1;
+        progress.failing[kind as usize] += 1;
     }
 
     /// An optional kind's list was refused with `code` (404: not served; 403: not
