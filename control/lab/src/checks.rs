@@ -448,6 +448,14 @@ pub fn run(lab: &Lab) -> Result<Vec<CheckResult>, LabError> {
         &|c| super::metrics_check::kube_proxy_names_move(c.lab),
     );
 
+    // A load balancer's health checks (healthCheckNodePort), asked from outside: 200 where
+    // the endpoint is, 503 elsewhere, following it.
+    check(
+        "external->node1/node2 healthCheckNodePort: 200 where the endpoint is, 503 elsewhere"
+            .into(),
+        &|c| super::health_check::answered_where_the_endpoint_is(c.lab),
+    );
+
     // After the traffic above, before the floods (which overrun the rings on purpose):
     // every rx queue of each uplink has its socket, nothing the XDP programs meant for a
     // worker fell back to the kernel (no_slot), nothing was lost before a worker saw it.

@@ -28,6 +28,7 @@ mod checks;
 pub mod cmd;
 pub mod containerd;
 mod error;
+mod health_check;
 pub mod layout;
 pub mod manifests;
 mod metrics_check;

@@ -71,12 +71,15 @@ pub enum ProbeAction {
         #[arg(long, default_value_t = 15000)]
         max_ms: u64,
     },
-    /// GET PATH from IP:PORT over HTTP; prints the body, fails unless the answer is 200.
+    /// GET PATH from IP:PORT over HTTP; prints the body, fails unless the answer is 200
+    /// (with --any-status: prints the status code on a line of its own, then the body).
     Get {
         #[arg(long, value_name = "IP:PORT")]
         to: SocketAddr,
         #[arg(long, default_value = "/metrics")]
         path: String,
+        #[arg(long)]
+        any_status: bool,
     },
 }
 
@@ -129,7 +132,21 @@ pub fn main(args: ProbeArgs) -> ExitCode {
             Duration::from_millis(max_ms),
         )
         .and_then(|r| print_json(&r)),
-        ProbeAction::Get { to, path } => http_get(to, &path).map(|body| print!("{body}")),
+        ProbeAction::Get {
+            to,
+            path,
+            any_status,
+        } => http_get(to, &path).and_then(|(status, body)| {
+            if any_status {
+                println!("{status}");
+            } else if status != 200 {
+                return Err(std::io::Error::other(format!(
+                    "GET {path} from {to}: status {status}"
+                )));
+            }
+            print!("{body}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,9 +165,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     out.flush()
 }
 
-/// One HTTP/1.0 GET (so the answer is never chunked, whatever server answers); the body
-/// of a 200 answer.
-fn http_get(to: SocketAddr, path: &str) -> std::io::Result<String> {
+/// One HTTP/1.0 GET (so the answer is never chunked, whatever server answers): the status
+/// and the body.
+fn http_get(to: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let timeout = Duration::from_secs(5);
     let mut stream = std::net::TcpStream::connect_timeout(&to, timeout)?;
@@ -159,11 +176,12 @@ fn http_get(to: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    if head.split(' ').nth(1) != Some("200") {
-        let status = head.lines().next().unwrap_or("no answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let Some(status) = status else {
+        let line = head.lines().next().unwrap_or("no answer");
         return Err(std::io::Error::other(format!(
-            "GET {path} from {to}: {status}"
+            "GET {path} from {to}: {line:?} is no status line"
         )));
-    }
-    Ok(body.to_string())
+    };
+    Ok((status, body.to_string()))
 }
