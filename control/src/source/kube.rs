@@ -244,6 +244,11 @@ impl Shared {
         }
         progress.generation += 1;
         drop(progress);
+        self.announce();
+    }
+
+    /// Wakes whoever waits for a change, and runs the change hook.
+    fn announce(&self) {
         self.changed.notify_all();
         let hook = self
             .on_change
@@ -286,14 +291,7 @@ impl Shared {
         progress.relisted = true;
         progress.generation += 1;
         drop(progress);
-        self.changed.notify_all();
-        let hook = self
-            .on_change
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(hook) = hook.as_ref() {
-            hook();
-        }
+        self.announce();
     }
 }
 

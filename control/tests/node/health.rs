@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use testkit::http::{HttpReply, http};
-use testkit::netns::{Uplink, in_netns, ip_in};
+use testkit::netns::{Uplink, in_netns};
 use testkit::wait::wait_for;
 
 use super::support::{Node, read};
@@ -30,26 +30,7 @@ fn can_run() -> bool {
 
 /// A node namespace with its uplink, and a namespace outside it on the uplink's segment.
 fn node_and_outside(node: &mut Node) -> (String, String) {
-    let ns = node.netns("node");
-    let outside = node.netns("out");
-    Uplink {
-        mac: UPLINK_MAC,
-        addr: &format!("{NODE_IP}/24"),
-        queues: 1,
-        outside: Some(&outside),
-    }
-    .add(&ns);
-    ip_in(
-        &outside,
-        &[
-            "addr",
-            "add",
-            &format!("{OUTSIDE_IP}/24"),
-            "dev",
-            Uplink::PEER,
-        ],
-    );
-    (ns, outside)
+    node.with_uplink(UPLINK_MAC, NODE_IP, OUTSIDE_IP, 1)
 }
 
 /// node1, and Service demo/web of type LoadBalancer with `policy` and a health check port;

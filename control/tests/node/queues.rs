@@ -20,7 +20,7 @@ use rig::traffic::{AfXdpGenerator, PacketSpec, RunLimit};
 use testkit::netns::{Uplink, in_netns};
 use testkit::wait::wait_for;
 
-use super::support::{Node, ip_in, nsenter};
+use super::support::{Node, nsenter};
 
 const NODE_IP: &str = "192.168.81.1";
 const UPLINK_MAC: &str = "02:81:00:00:00:01";
@@ -43,26 +43,7 @@ fn start(
     channels: Option<u32>,
     workers: Option<u32>,
 ) -> (String, String, PathBuf) {
-    let ns = node.netns("node");
-    let outside = node.netns("out");
-    let cidr = format!("{NODE_IP}/24");
-    Uplink {
-        mac: UPLINK_MAC,
-        addr: &cidr,
-        queues,
-        outside: Some(&outside),
-    }
-    .add(&ns);
-    ip_in(
-        &outside,
-        &[
-            "addr",
-            "add",
-            &format!("{OUTSIDE_IP}/24"),
-            "dev",
-            Uplink::PEER,
-        ],
-    );
+    let (ns, outside) = node.with_uplink(UPLINK_MAC, NODE_IP, OUTSIDE_IP, queues);
     if let Some(n) = channels {
         // Both ends: veth runs XDP natively only while the receiving end has as many rx
         // queues as the sending end has tx queues.

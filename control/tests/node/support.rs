@@ -40,6 +40,32 @@ impl Node {
         name
     }
 
+    /// The node's namespace with its uplink (`node_ip`/24, `queues` rx and tx queues) and a
+    /// namespace outside it on the uplink's segment, holding `outside_ip`/24.
+    pub fn with_uplink(
+        &mut self,
+        mac: &str,
+        node_ip: &str,
+        outside_ip: &str,
+        queues: u32,
+    ) -> (String, String) {
+        let ns = self.netns("node");
+        let outside = self.netns("out");
+        testkit::netns::Uplink {
+            mac,
+            addr: &format!("{node_ip}/24"),
+            queues,
+            outside: Some(&outside),
+        }
+        .add(&ns);
+        let peer = testkit::netns::Uplink::PEER;
+        ip_in(
+            &outside,
+            &["addr", "add", &format!("{outside_ip}/24"), "dev", peer],
+        );
+        (ns, outside)
+    }
+
     /// `<kind><pid><tag>`: what every namespace of this node starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
