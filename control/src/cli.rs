@@ -40,6 +40,60 @@ pub enum Command {
     /// Copy CNI plugin binaries into the node's CNI bin directory, each replaced whole (the
     /// DaemonSet's init container: the image has no shell).
     InstallCniPlugins(InstallCniPluginsArgs),
+    /// Remove what a kxdp agent that is no longer running left on this node (XDP programs,
+    /// kxdp-host, neighbour entries, its nftables table, its socket; with --cni its CNI
+    /// files), and with --kube-proxy / --flannel what those leave. Refuses while an agent
+    /// answers on --api-socket, unless --force. Acts in the current network namespace.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The agent's local API socket: refused while an agent answers there; removed when
+    /// none does.
+    #[arg(long, value_name = "PATH", default_value = agent_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Clean up even though an agent answers on --api-socket (its own XDP programs stay
+    /// attached while it runs).
+    #[arg(long)]
+    pub force: bool,
+    /// Also remove kxdp's CNI configuration (05-kxdp.conflist and any other kxdp-cni
+    /// configuration) from --cni-conf-dir and kxdp-cni from --cni-bin-dir. Not by default:
+    /// without a CNI configuration the runtime cannot start pods on the node.
+    #[arg(long)]
+    pub cni: bool,
+    /// The runtime's CNI configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// The runtime's CNI plugin directory.
+    #[arg(long, value_name = "DIR", default_value = "/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// Also remove kube-proxy's leftovers: KUBE-* iptables chains (nat, filter) and the
+    /// jumps to them, the nftables tables ip/ip6 kube-proxy, the kube-ipvs0 device.
+    #[arg(long)]
+    pub kube_proxy: bool,
+    /// Also remove Flannel's leftovers: flannel.1, cni0, FLANNEL-* iptables chains,
+    /// subnet.env in --flannel-run-dir, Flannel's configuration in --cni-conf-dir.
+    #[arg(long)]
+    pub flannel: bool,
+    /// Flannel's runtime directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/flannel")]
+    pub flannel_run_dir: PathBuf,
+}
+
+impl From<CleanupArgs> for crate::cleanup::CleanupOptions {
+    fn from(a: CleanupArgs) -> Self {
+        crate::cleanup::CleanupOptions {
+            api_socket: a.api_socket,
+            force: a.force,
+            cni: a.cni,
+            cni_conf_dir: a.cni_conf_dir,
+            cni_bin_dir: a.cni_bin_dir,
+            kube_proxy: a.kube_proxy,
+            flannel: a.flannel,
+            flannel_run_dir: a.flannel_run_dir,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

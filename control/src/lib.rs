@@ -3,6 +3,7 @@
 //! directory or the Kubernetes API). The model it translates with is the `model` crate.
 
 pub mod agent;
+pub mod cleanup;
 pub mod cli;
 pub mod cni_install;
 pub mod source;

@@ -28,6 +28,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
         },
+        Command::Cleanup(args) => match control::cleanup::run(&args.into()) {
+            Ok(report) if report.errors.is_empty() => ExitCode::SUCCESS,
+            Ok(report) => fail(&format!(
+                "{} cleanup step(s) failed (see above)",
+                report.errors.len()
+            )),
+            Err(e) => fail(&e.to_string()),
+        },
         Command::InstallCniPlugins(args) => {
             match control::cni_install::install_plugins(&args.to, &args.files) {
                 Ok(installed) => {

@@ -34,6 +34,7 @@ pub mod route;
 pub mod socket;
 pub mod sysctl;
 pub mod watch;
+pub mod xdp;
 
 pub use addr::Address;
 pub use error::{NetdevError, Result};
@@ -43,3 +44,4 @@ pub use neigh::Neighbour;
 pub use route::{NextHop, Route, RouteSpec};
 pub use socket::Netlink;
 pub use watch::{Change, Group, Watch};
+pub use xdp::{XdpMode, XdpProgram};
