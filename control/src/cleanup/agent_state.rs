@@ -89,8 +89,7 @@ fn remove_managed_neighbours(report: &mut CleanupReport) -> Result<(), CleanupEr
     let nl = Netlink::open()?;
     for link in nl.links()? {
         for n in nl.neighbours(link.index)? {
-            if n.managed && matches!(n.ip, IpAddr::V4(_)) && nl.delete_neighbour(n.ifindex, n.ip)?
-            {
+            if n.managed && matches!(n.ip, IpAddr::V4(_)) && nl.delete_neighbour(n.ifindex, n.ip)? {
                 report.removed(format!("managed neighbour entry {} on {}", n.ip, link.name));
             }
         }

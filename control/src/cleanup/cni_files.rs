@@ -95,7 +95,9 @@ mod tests {
         let list = r#"{"name":"cbr0","cniVersion":"0.3.1","plugins":[{"type":"flannel","delegate":{"hairpinMode":true}},{"type":"portmap"}]}"#;
         assert!(is_flannel_config(list));
         assert!(is_flannel_config(r#"{"name":"x","type":"flannel"}"#));
-        assert!(!is_flannel_config(r#"{"name":"k","plugins":[{"type":"kxdp-cni"}]}"#));
+        assert!(!is_flannel_config(
+            r#"{"name":"k","plugins":[{"type":"kxdp-cni"}]}"#
+        ));
         assert!(!is_flannel_config("not json"));
     }
 }

@@ -252,7 +252,16 @@ COMMIT
     fn quoted_words() {
         assert_eq!(
             words(r#"-A X -m comment --comment "a \"b\" c" -j Y"#),
-            ["-A", "X", "-m", "comment", "--comment", "a \"b\" c", "-j", "Y"]
+            [
+                "-A",
+                "X",
+                "-m",
+                "comment",
+                "--comment",
+                "a \"b\" c",
+                "-j",
+                "Y"
+            ]
         );
     }
 }

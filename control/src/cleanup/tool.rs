@@ -50,6 +50,8 @@ pub(super) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<R
     if out.status.success() {
         Ok(Ran::Ok(String::from_utf8_lossy(&out.stdout).into_owned()))
     } else {
-        Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }

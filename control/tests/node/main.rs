@@ -9,6 +9,7 @@
 
 mod agent;
 mod churn;
+mod cleanup;
 mod health;
 mod metrics;
 mod queues;
