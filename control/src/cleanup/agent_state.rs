@@ -41,8 +41,10 @@ pub(super) fn remove(opts: &CleanupOptions, live: bool, report: &mut CleanupRepo
 }
 
 /// Detaches the agent's XDP programs (by name: `xdp_uplink`, `xdp_pod`, `xdp_host`) from
-/// every link; another program on a link stays. A program held by a live BPF link (an
-/// agent still running, with --force) cannot be detached through netlink: an error.
+/// every link; another program on a link stays. Only programs attached through netlink
+/// outlive their loader (aya attaches that way on kernels without XDP links, before 5.9);
+/// one held by a BPF link goes when its process exits, and while it runs (an agent kept
+/// with --force) the kernel refuses to detach it: that is noted, not an error.
 fn detach_programs(report: &mut CleanupReport) -> Result<(), CleanupError> {
     let nl = Netlink::open()?;
     let attached = nl.xdp_programs()?;
@@ -63,7 +65,19 @@ fn detach_programs(report: &mut CleanupReport) -> Result<(), CleanupError> {
         if !xdp_redirect::PROGRAMS.contains(&name.as_str()) {
             continue;
         }
-        nl.detach_xdp(prog.ifindex, prog.mode)?;
+        match nl.detach_xdp(prog.ifindex, prog.mode) {
+            Ok(()) => {}
+            // Held by a BPF link, so by a live process (an agent kept with --force): only
+            // that process can let go of it, and does when it exits.
+            Err(e) if e.errno() == Some(libc::EBUSY) => {
+                report.note(format!(
+                    "XDP program {name} on {} is held by a running process's BPF link: left",
+                    prog.ifname
+                ));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         report.removed(format!(
             "XDP program {name} (id {}) from {}",
             prog.prog_id, prog.ifname

@@ -483,3 +483,79 @@ fn cleanup_kube_proxy_and_flannel_removes_exactly_their_leftovers() {
     assert!(second.status.success(), "{second:?}");
     assert_eq!(text(&second), "nothing to remove\n");
 }
+
+/// The newest `file` built for package `package` (target/<profile>/build/<package>-*/out),
+/// beside this test's binary: the BPF objects are built there by their crates' build
+/// scripts, which this test binary depends on.
+fn built_object(package: &str, file: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let build = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps")
+        .join("build");
+    let prefix = format!("{package}-");
+    let newest = std::fs::read_dir(&build)
+        .expect("target/<profile>/build")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join("out").join(file))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.unwrap_or_else(|| panic!("{file} of {package} is not built under {build:?}"))
+}
+
+/// A program attached through netlink (IFLA_XDP, as aya does on kernels without XDP
+/// links) outlives its loader: `ip` loads the object, attaches its first `xdp` program
+/// and exits. Its name is what marks it as kxdp's.
+fn attach_with_ip(ns: &str, dev: &str, object: &Path) {
+    ip_in(
+        ns,
+        &[
+            "link",
+            "set",
+            "dev",
+            dev,
+            "xdpgeneric",
+            "obj",
+            object.to_str().unwrap(),
+            "sec",
+            "xdp",
+        ],
+    );
+}
+
+#[test]
+fn cleanup_detaches_kxdp_xdp_programs_and_no_other() {
+    let Some(_lock) = root_test() else {
+        return;
+    };
+    let mut node = Node::new("kxc", "xdp");
+    let ns = node.netns("node");
+    ip_in(
+        &ns,
+        &["link", "add", "x0", "type", "veth", "peer", "name", "x1"],
+    );
+    // kxdp's object: its first program is xdp_uplink. The rig's generator object: its
+    // first is kxdp_gen, not one of the agent's, so it stays.
+    attach_with_ip(&ns, "x0", &built_object("xdp-redirect", "redirect.bpf.o"));
+    attach_with_ip(&ns, "x1", &built_object("rig", "pktgen.bpf.o"));
+    let links = show(&ns, "ip", &["-d", "link"]);
+    assert!(links.contains("name xdp_uplink"), "{links}");
+    assert!(links.contains("name kxdp_gen"), "{links}");
+
+    let socket = node.socket();
+    let args = ["--api-socket", socket.to_str().unwrap()];
+    let first = cleanup(&ns, &args);
+    let out = text(&first);
+    assert!(first.status.success(), "{first:?}");
+    assert!(out.contains("removed XDP program xdp_uplink"), "{out}");
+    assert!(out.ends_with("from x0\n"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let links = show(&ns, "ip", &["-d", "link"]);
+    assert!(!links.contains("name xdp_uplink"), "{links}");
+    assert!(links.contains("name kxdp_gen"), "{links}");
+
+    let second = cleanup(&ns, &args);
+    assert_eq!(text(&second), "nothing to remove\n", "{second:?}");
+}
