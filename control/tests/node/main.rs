@@ -1,6 +1,7 @@
 //! The `kxdp agent` on a node, end to end, in network namespaces: pods, traffic, reloads
 //! and cleanup (`agent`), its HTTP endpoints (`metrics`, `health`), Service churn under traffic
-//! (`churn`), every rx queue of a multi-queue uplink served (`queues`), and the uplink and
+//! (`churn`), `kxdp cleanup` after a killed agent and of kube-proxy's and Flannel's
+//! leftovers (`cleanup`), every rx queue of a multi-queue uplink served (`queues`), and the uplink and
 //! its MTU found without flags (`uplink`).
 //!
 //! Root only: each test takes the machine-wide root-test lock (testkit::root), so sharing
