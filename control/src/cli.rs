@@ -40,6 +40,16 @@ pub enum Command {
     /// Copy CNI plugin binaries into the node's CNI bin directory, each replaced whole (the
     /// DaemonSet's init container: the image has no shell).
     InstallCniPlugins(InstallCniPluginsArgs),
+    /// Set node sysctls (`net.ipv4.ip_forward=1`): the DaemonSet's privileged init container,
+    /// since the agent's own container sees /proc/sys read-only (the image has no sysctl(8)).
+    Sysctl(SysctlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SysctlArgs {
+    /// KEY=VALUE pairs, keys in sysctl(8)'s dotted form.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, Args)]
