@@ -40,6 +40,32 @@ const AGENT_POD_PREFIX: &str = "kxdp-";
 /// Where the kubelet mounts a pod's service account (the agent's default --service-account).
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// What the kubelet has a runtime mask in every container that is not privileged
+/// (k8s.io/kubernetes pkg/securitycontext, the default procMount): CRI leaves a container
+/// without them when its client sends none, so the lab sends them as the kubelet does.
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// ... and what it has mounted read-only there: /proc/sys among them, which is why the
+/// agent writes no sysctl itself.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// A container of the DaemonSet's pod template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateContainer {
@@ -340,6 +366,8 @@ pub fn container_config(
                     ..Default::default()
                 }),
                 no_new_privs: c.no_new_privs,
+                masked_paths: paths(c.privileged, &MASKED_PATHS),
+                readonly_paths: paths(c.privileged, &READONLY_PATHS),
                 namespace_options: Some(api::NamespaceOption {
                     network: api::NamespaceMode::Node as i32,
                     pid: api::NamespaceMode::Container as i32,
@@ -352,6 +380,15 @@ pub fn container_config(
         }),
         ..Default::default()
     })
+}
+
+/// `defaults` for a container that is not privileged, none for a privileged one.
+fn paths(privileged: bool, defaults: &[&str]) -> Vec<String> {
+    if privileged {
+        Vec::new()
+    } else {
+        defaults.iter().map(|p| p.to_string()).collect()
+    }
 }
 
 /// The agent's arguments on a lab node: with `--source api`, `--in-cluster` as the
