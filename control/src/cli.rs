@@ -45,6 +45,16 @@ pub enum Command {
     /// files), and with --kube-proxy / --flannel what those leave. Refuses while an agent
     /// answers on --api-socket, unless --force. Acts in the current network namespace.
     Cleanup(CleanupArgs),
+    /// Set node sysctls (`net.ipv4.ip_forward=1`): the DaemonSet's privileged init container,
+    /// since the agent's own container sees /proc/sys read-only (the image has no sysctl(8)).
+    Sysctl(SysctlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SysctlArgs {
+    /// KEY=VALUE pairs, keys in sysctl(8)'s dotted form.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Sysctl(args) => {
+            for setting in &args.settings {
+                let Some((key, value)) = setting.split_once('=') else {
+                    return fail(&format!("{setting}: expected KEY=VALUE"));
+                };
+                if let Err(e) = netdev::sysctl::ensure(key, value) {
+                    return fail(&e.to_string());
+                }
+                println!("{key} = {value}");
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -4,15 +4,21 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 
 use crate::Netlink;
 use crate::error::{NetdevError, Result};
 use crate::mac::Mac;
+
+/// IFLA_INET_CONF in IFLA_AF_SPEC's AF_INET entry (linux/if_link.h).
+const IFLA_INET_CONF: u16 = 1;
+/// IPV4_DEVCONF_RP_FILTER (linux/ip.h): the index of rp_filter among the IPv4 devconf.
+const IPV4_DEVCONF_RP_FILTER: u16 = 8;
 
 /// One link as the kernel describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +231,29 @@ impl Netlink {
             .push(LinkAttribute::IfName(valid_name(name)?.to_string()));
         self.ack(RouteNetlinkMessage::SetLink(msg), 0, &|| {
             format!("setting {name} up")
+        })
+    }
+
+    /// Sets `name`'s IPv4 reverse-path filter (net.ipv4.conf.<name>.rp_filter: 0 off, 1
+    /// strict, 2 loose) through rtnetlink (IFLA_AF_SPEC, AF_INET, IFLA_INET_CONF) rather than
+    /// /proc/sys: a container that is not privileged sees /proc/sys read-only, while
+    /// CAP_NET_ADMIN is enough for this message. Only rp_filter is sent: the crate's
+    /// DevConfRequest would write every other devconf value too.
+    pub fn set_rp_filter(&self, name: &str, mode: u32) -> Result<()> {
+        // One nested attribute: type IPV4_DEVCONF_RP_FILTER, a native-endian u32.
+        let mut conf = Vec::with_capacity(8);
+        conf.extend_from_slice(&8u16.to_ne_bytes());
+        conf.extend_from_slice(&IPV4_DEVCONF_RP_FILTER.to_ne_bytes());
+        conf.extend_from_slice(&mode.to_ne_bytes());
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::IfName(valid_name(name)?.to_string()));
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::Other(DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, conf)),
+            ])]));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, &|| {
+            format!("setting {name}'s rp_filter to {mode}")
         })
     }
 }

@@ -14,10 +14,30 @@ pub fn write(key: &str, value: &str) -> Result<()> {
     write_path(&key.split('.').collect::<Vec<_>>(), value)
 }
 
+/// Makes the sysctl `key` hold `value`, writing only when it holds something else: a
+/// container that is not privileged sees /proc/sys read-only, and a value set before (by
+/// the DaemonSet's privileged init container) needs no write.
+pub fn ensure(key: &str, value: &str) -> Result<()> {
+    let segments: Vec<&str> = key.split('.').collect();
+    let path = sysctl_path(&segments);
+    let now = std::fs::read_to_string(&path).map_err(|source| NetdevError::Sysctl {
+        path: path.clone(),
+        source,
+    })?;
+    if now.trim() == value {
+        return Ok(());
+    }
+    write_path(&segments, value)
+}
+
+fn sysctl_path(segments: &[&str]) -> PathBuf {
+    std::iter::once("/proc/sys")
+        .chain(segments.iter().copied())
+        .collect()
+}
+
 /// Writes `value` to `/proc/sys/<segments joined by '/'>`.
 pub fn write_path(segments: &[&str], value: &str) -> Result<()> {
-    let path: PathBuf = std::iter::once("/proc/sys")
-        .chain(segments.iter().copied())
-        .collect();
+    let path = sysctl_path(segments);
     std::fs::write(&path, value).map_err(|source| NetdevError::Sysctl { path, source })
 }

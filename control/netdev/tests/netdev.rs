@@ -423,3 +423,37 @@ fn rx_queues_follow_the_channel_count() {
         Err(NetdevError::NoSuchInterface(_))
     ));
 }
+
+#[test]
+fn rp_filter_is_set_over_rtnetlink_alone() {
+    if !testkit::root::root_or_skip("netdev: rp_filter_is_set_over_rtnetlink_alone") {
+        return;
+    }
+    let node = ns("rpf");
+    let nl = open(&node);
+    let end = |name| VethEnd {
+        name,
+        mac: None,
+        mtu: None,
+        queues: None,
+    };
+    nl.create_veth(&end("kxndr0"), &end("kxndr1"), None)
+        .expect("veth");
+    let read = |dev: &str| {
+        let path = format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter");
+        node.exec("cat", &[&path]).trim().to_string()
+    };
+    let other = read("kxndr1");
+    for mode in [2, 1, 0, 2] {
+        nl.set_rp_filter("kxndr0", mode).expect("rp_filter");
+        assert_eq!(read("kxndr0"), mode.to_string());
+    }
+    // Only rp_filter, only on the link named: nothing else of its devconf, no other link.
+    assert_eq!(read("kxndr1"), other);
+    assert_eq!(
+        node.exec("cat", &["/proc/sys/net/ipv4/conf/kxndr0/forwarding"])
+            .trim(),
+        node.exec("cat", &["/proc/sys/net/ipv4/conf/default/forwarding"])
+            .trim()
+    );
+}

@@ -116,8 +116,11 @@ fn configure_host_port(nl: &Netlink, plan: &HostPortPlan) -> Result<(), NetdevEr
     }
     // Replies to what the node sent through kxdp-host may come back on other
     // interfaces (and the reverse): strict reverse-path filtering would drop them.
-    sysctl::write_path(&["net", "ipv4", "conf", HOST_VETH, "rp_filter"], "2")?;
-    sysctl::write("net.ipv4.ip_forward", "1")?;
+    // Loose (2), through rtnetlink: the agent's container sees /proc/sys read-only.
+    nl.set_rp_filter(HOST_VETH, 2)?;
+    // Node-wide: on Kubernetes the DaemonSet's privileged init container sets it (the agent
+    // only reads it then); an agent run by hand with the right to write it writes it.
+    sysctl::ensure("net.ipv4.ip_forward", "1")?;
     Ok(())
 }
 

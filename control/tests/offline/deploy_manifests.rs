@@ -189,9 +189,17 @@ fn init_container(m: &Manifests) -> &Container {
         .init_containers
         .as_ref()
         .expect("init containers");
-    assert_eq!(inits.len(), 1, "one init container, the CNI installer");
+    assert_eq!(
+        inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["install-cni-plugins", "node-sysctls"],
+        "the CNI installer, then the one privileged step"
+    );
     &inits[0]
 }
+
+/// The capabilities the agent runs with, each found necessary by running the agent without
+/// it (deploy/kxdp.yaml names the error each one's absence gives).
+const AGENT_CAPABILITIES: [&str; 5] = ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "IPC_LOCK"];
 
 fn volume<'a>(m: &'a Manifests, name: &str) -> &'a Volume {
     pod_spec(m)
@@ -393,11 +401,16 @@ fn cluster_role_grants_exactly_what_the_agent_reads_and_patches() {
 }
 
 #[test]
-fn daemon_set_runs_privileged_on_the_host_network_of_every_node() {
+fn daemon_set_runs_with_named_capabilities_on_the_host_network_of_every_linux_node() {
     let m = manifests();
     let ds = m.daemon_set.spec.as_ref().expect("spec");
     let pod = pod_spec(&m);
     assert_eq!(pod.host_network, Some(true));
+    let selector = pod.node_selector.as_ref().expect("nodeSelector");
+    assert_eq!(
+        selector.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
     assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
     assert_eq!(
         pod.priority_class_name.as_deref(),
@@ -434,19 +447,66 @@ fn daemon_set_runs_privileged_on_the_host_network_of_every_node() {
 
     let agent = agent_container(&m);
     let sc = agent.security_context.as_ref().expect("securityContext");
-    assert_eq!(sc.privileged, Some(true));
-    let requests = agent.resources.as_ref().and_then(|r| r.requests.as_ref());
-    let requests = requests.expect("resource requests");
+    assert_ne!(sc.privileged, Some(true), "the agent is not privileged");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&AGENT_CAPABILITIES.map(String::from)[..]),
+        "exactly the capabilities the agent was found to need"
+    );
+    let resources = agent.resources.as_ref().expect("resources");
+    let requests = resources.requests.as_ref().expect("resource requests");
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    let limits = resources.limits.as_ref().expect("resource limits");
+    assert!(limits.contains_key("memory"));
+    // A CFS quota would throttle workers that busy-poll their queues on pinned CPUs.
+    assert!(!limits.contains_key("cpu"), "no CPU limit on the agent");
+    // Neither mount a container that is not privileged could use: Bidirectional is for
+    // privileged containers only, and the agent enters no pod network namespace.
+    for path in ["/sys/fs/bpf", "/run/netns"] {
+        assert!(
+            !agent
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|vm| vm.mount_path == path),
+            "{path}"
+        );
+    }
 
+    let inits = pod.init_containers.iter().flatten();
+    for init in inits {
+        let sc = init
+            .security_context
+            .as_ref()
+            .expect("init securityContext");
+        let privileged = sc.privileged == Some(true);
+        assert_eq!(privileged, init.name == "node-sysctls", "{}", init.name);
+        if !privileged {
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", init.name);
+            let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+            assert_eq!(drop, Some(vec!["ALL".to_string()]), "{}", init.name);
+        }
+        let limits = init.resources.as_ref().and_then(|r| r.limits.as_ref());
+        assert!(
+            limits.is_some_and(|l| l.contains_key("memory")),
+            "{}",
+            init.name
+        );
+    }
+    let sysctls = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "node-sysctls");
+    let sysctls = sysctls.expect("the node-sysctls init container");
     assert_eq!(
-        host_mount(&m, agent, "/sys/fs/bpf"),
-        ("/sys/fs/bpf".into(), Some("Bidirectional".into()))
+        sysctls.command.as_deref(),
+        Some(&["/usr/local/bin/kxdp", "sysctl", "net.ipv4.ip_forward=1"].map(String::from)[..])
     );
-    assert_eq!(
-        host_mount(&m, agent, "/run/netns"),
-        ("/run/netns".into(), Some("HostToContainer".into()))
-    );
+
     assert_eq!(host_mount(&m, agent, "/run/kxdp").0, "/run/kxdp");
     assert_eq!(host_mount(&m, agent, "/lib/modules").0, "/lib/modules");
     let modules = agent.volume_mounts.iter().flatten();

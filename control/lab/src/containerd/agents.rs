@@ -40,6 +40,32 @@ const AGENT_POD_PREFIX: &str = "kxdp-";
 /// Where the kubelet mounts a pod's service account (the agent's default --service-account).
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// What the kubelet has a runtime mask in every container that is not privileged
+/// (k8s.io/kubernetes pkg/securitycontext, the default procMount): CRI leaves a container
+/// without them when its client sends none, so the lab sends them as the kubelet does.
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// ... and what it has mounted read-only there: /proc/sys among them, which is why the
+/// agent writes no sysctl itself.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// A container of the DaemonSet's pod template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateContainer {
@@ -49,6 +75,12 @@ pub struct TemplateContainer {
     /// Name and value, `valueFrom` resolved for a lab node.
     pub env: Vec<(String, EnvValue)>,
     pub privileged: bool,
+    /// `securityContext.capabilities`: as the kubelet hands them to CRI (names without
+    /// `CAP_`, `ALL` for every one; the runtime resolves them).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `securityContext.allowPrivilegeEscalation: false`: CRI's no_new_privs.
+    pub no_new_privs: bool,
     pub mounts: Vec<TemplateMount>,
 }
 
@@ -201,6 +233,9 @@ fn container(c: &Value) -> Result<TemplateContainer, LabError> {
         privileged: c["securityContext"]["privileged"]
             .as_bool()
             .unwrap_or(false),
+        cap_add: strings(&c["securityContext"]["capabilities"]["add"]),
+        cap_drop: strings(&c["securityContext"]["capabilities"]["drop"]),
+        no_new_privs: c["securityContext"]["allowPrivilegeEscalation"].as_bool() == Some(false),
         mounts,
         name,
     })
@@ -323,6 +358,16 @@ pub fn container_config(
         linux: Some(api::LinuxContainerConfig {
             security_context: Some(api::LinuxContainerSecurityContext {
                 privileged: c.privileged,
+                // A container that is not privileged runs with the runtime's default set
+                // changed by these, as the kubelet asks for it; privileged ones get all.
+                capabilities: (!c.privileged).then(|| api::Capability {
+                    add_capabilities: c.cap_add.clone(),
+                    drop_capabilities: c.cap_drop.clone(),
+                    ..Default::default()
+                }),
+                no_new_privs: c.no_new_privs,
+                masked_paths: paths(c.privileged, &MASKED_PATHS),
+                readonly_paths: paths(c.privileged, &READONLY_PATHS),
                 namespace_options: Some(api::NamespaceOption {
                     network: api::NamespaceMode::Node as i32,
                     pid: api::NamespaceMode::Container as i32,
@@ -335,6 +380,15 @@ pub fn container_config(
         }),
         ..Default::default()
     })
+}
+
+/// `defaults` for a container that is not privileged, none for a privileged one.
+fn paths(privileged: bool, defaults: &[&str]) -> Vec<String> {
+    if privileged {
+        Vec::new()
+    } else {
+        defaults.iter().map(|p| p.to_string()).collect()
+    }
 }
 
 /// The agent's arguments on a lab node: with `--source api`, `--in-cluster` as the
@@ -517,21 +571,20 @@ mod tests {
     fn the_daemonset_is_read() {
         let t = template().unwrap();
         assert!(t.host_network);
-        assert_eq!(t.init.len(), 1);
+        assert_eq!(t.init.len(), 2);
+        assert!(
+            t.init
+                .iter()
+                .any(|c| c.name == "node-sysctls" && c.privileged)
+        );
         assert_eq!(t.containers.len(), 1);
         let agent = &t.containers[0];
-        assert!(agent.privileged);
+        assert!(!agent.privileged);
+        assert!(agent.no_new_privs);
+        assert_eq!(agent.cap_drop, ["ALL"]);
+        assert!(agent.cap_add.iter().any(|c| c == "NET_ADMIN"));
         assert_eq!(agent.args.first().map(String::as_str), Some("agent"));
         assert!(agent.args.iter().any(|a| a == "--in-cluster"));
-        let bpf = agent
-            .mounts
-            .iter()
-            .find(|m| m.path == "/sys/fs/bpf")
-            .unwrap();
-        assert_eq!(
-            bpf.propagation,
-            api::MountPropagation::PropagationBidirectional
-        );
         assert!(t.config.contains_key("kxdp.yaml"));
     }
 
