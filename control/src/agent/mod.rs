@@ -189,15 +189,7 @@ pub fn run(opts: &AgentOptions) -> Result<(), AgentError> {
     };
     let mut warnings = WarningLog::default();
     warnings.log_new(first.warnings.clone());
-    tracing::info!(
-        generation = 1,
-        from = %first.cause,
-        took_ms = first_snapshot.elapsed().as_millis() as u64,
-        service_ports = first.tables.service_ports.len(),
-        frontends = first.tables.frontends.len(),
-        local_pods = first.tables.local_pods.len(),
-        "tables published"
-    );
+    log_published(1, first.cause, first_snapshot, &first.tables);
     let first_health_checks = first.health_checks.clone();
     health.set_node_eligible(first.node_eligible);
     check_uplink_mtu(&uplink, first.config.underlay_mtu);
@@ -511,16 +503,7 @@ impl Control<'_> {
                 self.generation = next;
                 self.health.updated(snapshot);
                 self.sync_health_checks(&built.health_checks);
-                let current = self.tables.load();
-                tracing::info!(
-                    generation = next,
-                    from = %built.cause,
-                    took_ms = snapshot.elapsed().as_millis() as u64,
-                    service_ports = current.service_ports.len(),
-                    frontends = current.frontends.len(),
-                    local_pods = current.local_pods.len(),
-                    "tables published"
-                );
+                log_published(next, built.cause, snapshot, &self.tables.load());
                 true
             }
             Err(e) => {
@@ -709,6 +692,20 @@ impl Control<'_> {
             health_checks: self.health_checks.describe(),
         }
     }
+}
+
+/// One log event per table generation: what it was built from, how long from the snapshot
+/// to now, and its size.
+fn log_published(generation: u64, cause: source::Cause, snapshot: Instant, tables: &Tables) {
+    tracing::info!(
+        generation,
+        from = %cause,
+        took_ms = snapshot.elapsed().as_millis() as u64,
+        service_ports = tables.service_ports.len(),
+        frontends = tables.frontends.len(),
+        local_pods = tables.local_pods.len(),
+        "tables published"
+    );
 }
 
 /// Logs each translation warning when it appears (again after it went away and came

@@ -18,7 +18,7 @@ mod sync;
 mod text;
 
 pub use sync::SyncMetrics;
-pub use text::{rfc3339, unix_seconds};
+pub use text::unix_seconds;
 
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
